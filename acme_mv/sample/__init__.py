@@ -1,0 +1,1 @@
+"""The ACME sample source: schema, bulk history, live workload simulator."""

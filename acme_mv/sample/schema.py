@@ -1,0 +1,32 @@
+"""``acme-mv sample init``: the ``operations`` schema as the contract states it."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import psycopg
+
+from acme_mv.db import schema_exists
+from acme_mv.errors import SampleError
+
+SCHEMA = "operations"
+TABLES = ("customers", "products", "orders", "order_items")
+
+
+def schema_sql() -> str:
+    return resources.files("acme_mv.sample").joinpath("schema.sql").read_text()
+
+
+def init(conn: psycopg.Connection[tuple[object, ...]], *, replace: bool = False) -> None:
+    """Create the ``operations`` schema; with ``replace``, drop an existing one first.
+
+    Runs in one transaction: either the whole schema exists afterwards or nothing changed.
+    """
+    with conn.transaction():
+        if schema_exists(conn, SCHEMA):
+            if not replace:
+                raise SampleError(
+                    "The schema operations already exists. Use --replace to drop and recreate it"
+                )
+            conn.execute("DROP SCHEMA operations CASCADE")
+        conn.execute(schema_sql().encode())

@@ -1,0 +1,51 @@
+"""Run the real ``acme-mv`` entry point in-process and capture what it prints."""
+
+from __future__ import annotations
+
+import io
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from acme_mv.cli import common, main
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run(*args: str) -> Result:
+    """``acme-mv ARGS`` in this process; rich consoles are pointed at buffers."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = common.out, common.err
+    common.out = Console(file=out, soft_wrap=True, width=200)
+    common.err = Console(file=err, width=200)
+    code = 0
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        common.out, common.err = saved
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def run_subprocess(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+    """``python -m acme_mv ARGS`` in a child process (for kill and concurrency tests)."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "acme_mv", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
