@@ -75,6 +75,7 @@ def render_sql(revision_range: str = "head", *, downgrade_to: str | None = None)
     """The SQL of an upgrade (``base:head`` style ranges allowed) without a server."""
     out = io.StringIO()
     cfg = alembic_config(stdout=out)
+    cfg.output_buffer = out
     if downgrade_to is None:
         command.upgrade(cfg, revision_range, sql=True)
     else:
