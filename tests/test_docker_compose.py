@@ -292,8 +292,11 @@ def test_the_image_runs_acme_mv_as_a_non_root_user() -> None:
     assert instructions[0] == ("FROM", "python:3.11-slim")
     users = [args for ins, args in instructions if ins == "USER"]
     assert users and users[-1] not in {"root", "0"}
-    entrypoint, _ = image_argv()
+    entrypoint, cmd = image_argv()
     assert entrypoint == ["acme-mv"]
+    res = run(*cmd)  # `docker run acme-mv` with no arguments
+    assert res.exit_code == 0, res.stderr
+    assert "Usage" in res.stdout
 
 
 @pytest.mark.slow
