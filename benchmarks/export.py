@@ -1,0 +1,36 @@
+"""(7) Export: each of the four reports, latency over rounds (CSV to a file)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from benchmarks.acme_sync import migrated
+from benchmarks.core import Bench, Result, guarded, require, rounds
+
+NAME = "export"
+REPORTS = ("open_orders", "top_dates", "pending_items", "top_customers")
+#: exports are fast; more rounds give a steadier median at no real cost
+MIN_ROUNDS = 10
+
+
+def measure(bench: Bench) -> list[Result]:
+    with guarded(bench, "export", "acme-mv export") as found:
+        sync_api = require("acme_mv.sync", "sync")
+        refresh_api = require("acme_mv.refresh", "refresh")
+        api = require("acme_mv.export", "export")
+        migrated(bench)
+        sync_api.sync(bench.settings)
+        refresh_api.refresh(bench.settings, mode="auto")
+        with tempfile.TemporaryDirectory(prefix="acme-bench-export-") as tmp:
+            for report in REPORTS:
+                target = Path(tmp) / f"{report}.csv"
+                result = Result(f"export.{report}", f"acme-mv export {report}")
+
+                def once(report: str = report, target: Path = target) -> None:
+                    api.export(bench.settings, report, output=target, output_dir=None, fmt="csv", limit=None, force=True)
+
+                rounds(bench, result, once, count=max(bench.rounds, MIN_ROUNDS))
+                result.rows = max(0, sum(1 for _ in target.open()) - 1)  # minus the header
+                found.append(result)
+    return found

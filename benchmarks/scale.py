@@ -1,0 +1,70 @@
+"""(9) Scale: about 100 million rows (3.7M orders), the initial sync time.
+
+Runs in two databases of its own (``acme_bench_scale_source``, kept for the
+next run; ``acme_bench_scale_warehouse``, dropped afterwards) and only when
+the server's data directory is local and has room (see ``DISK_NEEDED``).
+One round: building the source takes far longer than the sync.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+
+from benchmarks import pg, source
+from benchmarks.acme_sync import migrated
+from benchmarks.core import Bench, NotAvailable, Result, guarded, require, timed
+
+NAME = "scale"
+ORDERS = 3_700_000
+#: ~100M rows in the source, the same again in staging, plus indexes and WAL
+DISK_NEEDED = 60 * 1024**3
+SOURCE_DB = "acme_bench_scale_source"
+WAREHOUSE_DB = "acme_bench_scale_warehouse"
+
+
+def free_disk(bench: Bench) -> int:
+    """Free bytes where the server keeps its data (it must be on this machine)."""
+    with psycopg.connect(bench.server_url, autocommit=True) as conn:
+        try:
+            row = conn.execute("SHOW data_directory").fetchone()
+        except psycopg.Error:
+            raise NotAvailable("cannot see the server's data_directory to check the disk") from None
+    data = Path(str(row[0])) if row else None
+    if data is None or not data.exists():
+        raise NotAvailable("the server's data directory is not on this machine; cannot check the disk")
+    return shutil.disk_usage(data).free
+
+
+def measure(bench: Bench) -> list[Result]:
+    with guarded(bench, "scale.sync", "acme-mv sync at ~100M rows") as found:
+        api = require("acme_mv.sync", "sync")
+        if not bench.server_url:
+            raise NotAvailable("needs the server's admin URL")
+        free = free_disk(bench)
+        if free < DISK_NEEDED:
+            raise NotAvailable(f"needs ~{DISK_NEEDED / 1024**3:.0f} GB free, {free / 1024**3:.0f} GB are")
+        with psycopg.connect(bench.server_url, autocommit=True) as server:
+            pg.ensure_database(server, SOURCE_DB)
+            pg.ensure_database(server, WAREHOUSE_DB, recreate=True)
+        big = replace(
+            bench,
+            source_url=pg.with_db(bench.server_url, SOURCE_DB),
+            warehouse_url=pg.with_db(bench.server_url, WAREHOUSE_DB),
+            orders=ORDERS,
+            rounds=1,
+            results={},
+        )
+        try:
+            source.prepare(big, fresh=False)
+            migrated(big)
+            result = Result("scale.sync", f"acme-mv sync, initial, {ORDERS:,} orders", rows=sum(big.counts.values()))
+            result.seconds.append(timed(lambda: api.sync(big.settings)))
+            found.append(result)
+        finally:
+            with psycopg.connect(bench.server_url, autocommit=True) as server:
+                server.execute(f"DROP DATABASE IF EXISTS {WAREHOUSE_DB} WITH (FORCE)")
+    return found

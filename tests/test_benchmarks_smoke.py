@@ -1,0 +1,124 @@
+"""The benchmark harness cannot rot: its raw-pipe measurement and its reporting
+run here on a tiny source. No timing is asserted, only that the figures exist,
+that the rows arrived, and that the report and the JSON say what was measured.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from benchmarks import raw_copy, report, source
+from benchmarks.__main__ import parse_args, run, selected
+from benchmarks.core import Bench, Result, guarded, require
+from tests.conftest import DatabaseFactory
+
+ORDERS = 200
+
+
+@pytest.fixture
+def bench(make_db: DatabaseFactory) -> Bench:
+    b = Bench(source_url=make_db("empty"), warehouse_url=make_db("empty"), orders=ORDERS, rounds=2)
+    source.prepare(b, fresh=True)
+    return b
+
+
+def test_the_source_has_the_asked_orders_and_their_items(bench: Bench) -> None:
+    assert bench.counts["orders"] == ORDERS
+    assert bench.counts["order_items"] > ORDERS
+    with bench.connect("source") as conn:
+        future = conn.execute(
+            "SELECT count(*) FROM operations.orders WHERE updated_at > localtimestamp"
+        ).fetchone()
+    assert future == (0,), "an updated_at in the future would hide later changes from any cursor"
+
+
+def test_a_one_percent_change_touches_one_order_in_a_hundred_and_its_items(bench: Bench) -> None:
+    with bench.connect("source") as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM operations.order_items WHERE order_id % 100 = 0"
+        ).fetchone()
+    assert row is not None
+    changed = source.change_orders(bench)
+    assert changed == ORDERS // 100 + row[0]
+    with bench.connect("source") as conn:
+        marked = conn.execute(
+            "SELECT (SELECT count(*) FROM operations.orders WHERE updated_by = 2)"
+            " + (SELECT count(*) FROM operations.order_items WHERE updated_by = 2)"
+        ).fetchone()
+    assert marked == (changed,)
+    assert bench.changes == 1
+
+
+def test_raw_pipe_copies_every_row_and_reports_it(bench: Bench, tmp_path: Path) -> None:
+    run(bench, ["raw_copy"])
+    for fmt in raw_copy.FORMATS:
+        for table in raw_copy.TABLES:
+            result = bench.results[f"raw.{table}.{fmt}"]
+            assert result.status == "ok", result.note
+            assert len(result.seconds) == bench.rounds
+            assert result.rows == bench.counts[table]
+            assert result.extra["copied_rows"] == bench.counts[table]
+            assert result.rows_per_s is not None and result.rows_per_s > 0
+        both = bench.results[f"raw.{fmt}"]
+        parts = [bench.results[f"raw.{t}.{fmt}"] for t in raw_copy.TABLES]
+        assert both.seconds == [sum(s) for s in zip(*(p.seconds for p in parts), strict=True)]
+    with bench.connect("warehouse") as conn:
+        assert conn.execute("SELECT to_regnamespace(%s)", (raw_copy.SCRATCH,)).fetchone() == (None,)
+
+    table = report.markdown(bench)
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(lines) == 1 + len(bench.results)  # header + one row each
+    assert f"{ORDERS:,} orders" in table
+    for name in bench.results:
+        assert f"(`{name}`)" in table
+
+    path = tmp_path / "out" / "latest.json"
+    written = report.write_json(bench, path)
+    doc = json.loads(path.read_text())
+    assert doc == written
+    assert doc["orders"] == ORDERS and doc["rounds"] == bench.rounds
+    assert doc["versions"]["postgresql"]
+    assert {m["name"] for m in doc["measurements"]} == set(bench.results)
+    binary = next(m for m in doc["measurements"] if m["name"] == "raw.binary")
+    assert binary["median_s"] == bench.results["raw.binary"].median
+
+
+def test_a_missing_module_or_a_failure_is_a_line_not_a_crash(bench: Bench) -> None:
+    with guarded(bench, "missing", "not merged yet"):
+        require("acme_mv.no_such_module", "sync")
+    with guarded(bench, "broken", "raises") as found:
+        found.append(Result("broken.part", "measured before the failure", seconds=[1.0]))
+        with psycopg.connect(bench.warehouse_url) as conn:
+            conn.execute("SELECT * FROM no_such_table")
+    assert bench.results["missing"].status == "not available"
+    assert "acme_mv.no_such_module" in bench.results["missing"].note
+    assert bench.results["broken"].status == "error"
+    assert "no_such_table" in bench.results["broken"].note
+    assert bench.results["broken.part"].status == "ok"
+    table = report.markdown(bench)
+    assert "| not available: acme_mv.no_such_module" in table.replace("(`missing`) ", "")
+
+
+def test_ratios_use_figures_of_the_same_run() -> None:
+    results = {
+        "raw.binary": Result("raw.binary", "raw", seconds=[1.0, 2.0, 3.0], rows=100),
+        "sync.full": Result("sync.full", "sync", seconds=[2.0, 2.4, 2.2], rows=100),
+        "pandas": Result("pandas", "pandas", seconds=[10.0], rows=10),
+    }
+    report.compute_ratios(results)
+    assert results["sync.full"].ratio == pytest.approx(1.1)
+    assert results["sync.full"].met is True
+    assert results["pandas"].ratio == pytest.approx((100 / 2.2) / 1.0)
+    assert results["pandas"].met is False
+    assert results["raw.binary"].ratio is None
+
+
+def test_only_and_skip_select_measurements() -> None:
+    assert selected(parse_args(["--only", "scale,raw_copy"])) == ["raw_copy", "scale"]
+    assert "dlt_baseline" not in selected(parse_args(["--skip", "dlt_baseline"]))
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "nonsense"])
