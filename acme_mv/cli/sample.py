@@ -112,12 +112,8 @@ def simulate(
     simulate_api.validate_rate(rate)
     url = common.settings().effective_source_url
     stats = simulate_api.simulate(url, rate=rate, duration=limit, seed=seed)
-    log.info(
-        "simulated %s on %s%s",
-        stats.summary(),
-        describe_target(url),
-        " (stopped by Ctrl-C)" if stats.interrupted else "",
-    )
+    verb = "stopped by Ctrl-C after" if stats.interrupted else "simulated"
+    log.info("%s %s on %s", verb, stats.summary(), describe_target(url))
 
 
 @contextmanager
