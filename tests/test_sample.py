@@ -174,6 +174,7 @@ def test_load_makes_the_asked_rows(loaded: tuple[str, load_api.LoadResult]) -> N
     assert result.bulk
     per_order = result.order_items / ORDERS
     assert 24.5 <= per_order <= 27.5
+    assert q(url, "SELECT min(order_item_id), max(order_item_id) FROM operations.order_items") == [(1, result.order_items)]
     assert one(url, "SELECT max(n) FROM (SELECT count(*) n FROM operations.order_items GROUP BY order_id) x") <= 32
     # the updated_at indexes were rebuilt after the load
     assert one(url, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'operations' AND indexdef LIKE '%(updated_at)'") == 4
@@ -239,6 +240,7 @@ def test_load_has_the_contract_orphans(loaded: tuple[str, load_api.LoadResult]) 
         ("orders", "order_id", "SELECT max(order_id) FROM operations.order_items"),
         ("customers", "customer_id", "SELECT max(customer_id) FROM operations.orders"),
         ("products", "product_id", "SELECT max(product_id) FROM operations.order_items"),
+        ("order_items", "order_item_id", "SELECT max(order_item_id) FROM operations.order_items"),
     ]:
         next_id = one(url, "SELECT nextval(pg_get_serial_sequence(%s, %s))", (f"operations.{table}", key))
         assert next_id > one(url, referenced), table
