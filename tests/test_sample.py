@@ -378,7 +378,7 @@ def test_simulate_runs_the_contract_workload(busy_source: str) -> None:
     stats = simulate.simulate(url, rate=60, duration=2.5, seed=4)
     end = one(url, "SELECT LOCALTIMESTAMP(3)")
     assert not stats.interrupted
-    assert 40 <= stats.changes <= 160
+    assert 0 < stats.changes <= 60 * 2.5 + 1  # paced: never more than rate x duration
     assert stats.orders_updated > 0 and stats.orders_inserted > 0 and stats.order_items_inserted > 0
 
     # every change is stamped with its own transaction's time, within the run
