@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from importlib import resources
+from typing import LiteralString
 
 import psycopg
+from psycopg import sql
 
 from acme_mv.db import schema_exists
 from acme_mv.errors import SampleError
 
 SCHEMA = "operations"
 TABLES = ("customers", "products", "orders", "order_items")
+
+#: a query psycopg runs: a constant string or a composed one
+Statement = LiteralString | sql.SQL | sql.Composed
 
 
 def schema_sql() -> str:
@@ -30,3 +35,11 @@ def init(conn: psycopg.Connection[tuple[object, ...]], *, replace: bool = False)
                 )
             conn.execute("DROP SCHEMA operations CASCADE")
         conn.execute(schema_sql().encode())
+
+
+def has_rows(conn: psycopg.Connection[tuple[object, ...]], table: str) -> bool:
+    """Whether ``operations.<table>`` holds at least one row (one index-free probe)."""
+    row = conn.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(SCHEMA, table))
+    ).fetchone()
+    return bool(row and row[0])
