@@ -72,11 +72,11 @@ def _pipeline(bench: Bench, workdir: Path) -> Any:
 
 
 def verify(bench: Bench) -> bool:
-    """Does the dlt dataset hold exactly the source's changed rows (updated_by = 2)?"""
+    """Does the dlt dataset hold exactly the source's changed rows (updated_by = -1)?"""
     ok = True
     with bench.connect("source") as src, bench.connect("warehouse") as wh:
         for table in TABLES:
-            query = sql.SQL("SELECT count(*), sum(hashtext(updated_at::text)) FROM {} WHERE updated_by = 2")
+            query = sql.SQL("SELECT count(*), sum(hashtext(updated_at::text)) FROM {} WHERE updated_by = -1")
             a = src.execute(query.format(sql.Identifier("operations", table))).fetchone()
             b = wh.execute(query.format(sql.Identifier(DATASET, table))).fetchone()
             ok = ok and a == b

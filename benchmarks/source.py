@@ -187,7 +187,7 @@ def change_orders(bench: Bench, fraction: float = CHANGE_FRACTION) -> int:
                                         WHEN 'PROCESSING' THEN 'REPROCESSING'
                                         WHEN 'REPROCESSING' THEN 'COMPLETED'
                                         ELSE status END,
-                   updated_at = localtimestamp(3), updated_by = 2
+                   updated_at = localtimestamp(3), updated_by = -1
              WHERE order_id %% %(m)s = %(slot)s
             """,
             {"m": modulus, "slot": slot},
@@ -196,7 +196,7 @@ def change_orders(bench: Bench, fraction: float = CHANGE_FRACTION) -> int:
             """
             UPDATE operations.order_items
                SET quanity = coalesce(quanity, 0) %% 999 + 1,
-                   updated_at = localtimestamp(3), updated_by = 2
+                   updated_at = localtimestamp(3), updated_by = -1
              WHERE order_id %% %(m)s = %(slot)s
             """,
             {"m": modulus, "slot": slot},

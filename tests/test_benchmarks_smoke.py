@@ -46,8 +46,8 @@ def test_a_one_percent_change_touches_one_order_in_a_hundred_and_its_items(bench
     assert changed == ORDERS // 100 + row[0]
     with bench.connect("source") as conn:
         marked = conn.execute(
-            "SELECT (SELECT count(*) FROM operations.orders WHERE updated_by = 2)"
-            " + (SELECT count(*) FROM operations.order_items WHERE updated_by = 2)"
+            "SELECT (SELECT count(*) FROM operations.orders WHERE updated_by = -1)"
+            " + (SELECT count(*) FROM operations.order_items WHERE updated_by = -1)"
         ).fetchone()
     assert marked == (changed,)
     assert bench.changes == 1
