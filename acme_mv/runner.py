@@ -93,7 +93,7 @@ def run(
     on_cycle: Callable[[Cycle], None] | None = None,
 ) -> int:
     """Cycle until ``stop`` is set (or a signal arrives, or after one cycle with ``once``); returns the cycles run."""
-    flag = stop or threading.Event()
+    flag = _StopFlag(stop or threading.Event())
     step = sync_step or default_sync_step(settings)
     cycles = 0
     with _stop_on_signals(flag):
@@ -118,10 +118,33 @@ def run(
                 on_cycle(cycle)
             if once:
                 break
-            flag.wait(max(0.0, interval - (time.monotonic() - started)))
+            flag.sleep(interval - (time.monotonic() - started))
     if flag.is_set():
         log.info("stopped cleanly after %d cycle(s)", cycles)
     return cycles
+
+
+class _StopFlag:
+    """The caller's event, or a signal. A signal handler only sets ``signalled``: calling
+    ``Event.set()`` from a handler can deadlock on the event's own lock."""
+
+    #: longest sleep between looks at the flag (how fast a signal ends the wait)
+    POLL_S = 0.2
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+        self.signalled = False
+
+    def is_set(self) -> bool:
+        return self.signalled or self.event.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.event.wait(min(left, self.POLL_S))
 
 
 def _freshness(summary: SyncSummary, result: RefreshResult) -> float | None:
@@ -142,21 +165,22 @@ def _describe(cycle: Cycle) -> str:
 
 
 @contextmanager
-def _stop_on_signals(flag: threading.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``flag`` (the second one interrupts); only in the main thread."""
+def _stop_on_signals(flag: _StopFlag) -> Iterator[None]:
+    """SIGINT/SIGTERM stop the loop (the second one interrupts); only in the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if flag.is_set():
+        if flag.signalled:
             raise KeyboardInterrupt
-        log.info("%s: finishing the current step, then stopping", signal.Signals(signum).name)
-        flag.set()
+        flag.signalled = True
 
     saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
+        if flag.signalled:
+            log.info("signal received: the step in progress finished, stopping")
         for sig, previous in saved.items():
             signal.signal(sig, previous)

@@ -3,6 +3,8 @@ and the cost rule (the current-day refresh reads staging through its indexes onl
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -12,6 +14,7 @@ from acme_mv import migrate
 from acme_mv.config import Settings
 from acme_mv.errors import NotMigrated
 from acme_mv.refresh import refresh
+from tests.cli_runner import run
 from tests.reports_oracle import actual, assert_views_match, expected
 from tests.staging_copy import copy_batch
 
@@ -166,3 +169,110 @@ def test_refresh_needs_a_migrated_warehouse(db_url: str) -> None:
 def test_naive_now_is_rejected(world: World) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         refresh(world.settings, now=datetime(2026, 12, 1))
+
+
+def test_cli_refresh(world: World, cli_env: Callable[..., None]) -> None:
+    cli_env(database_url=world.url)
+    res = run("refresh")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.startswith("refreshed historic + current (first refresh)")
+    res = run("refresh", "--current")
+    assert res.stdout.startswith("refreshed current in")
+    res = run("refresh", "--historic")
+    assert res.stdout.startswith("refreshed historic + current (asked for (--historic))")
+    res = run("refresh", "--historic", "--current")
+    assert res.exit_code == 1
+    assert "either --historic or --current" in res.stderr
+
+
+TOTALS = """
+SELECT (SELECT coalesce(sum(open_orders), 0) FROM analytics.open_orders),
+       (SELECT coalesce(sum(open_orders), 0) FROM analytics.top_dates),
+       (SELECT coalesce(sum(pending_items), 0) FROM analytics.pending_items),
+       (SELECT coalesce(sum(pending_orders), 0) FROM analytics.pending_orders_by_customer)
+"""
+TOTALS_FROM_SCRATCH = """
+SELECT (SELECT count(*) FROM operations.orders o WHERE o.status <> 'COMPLETED'),
+       (SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM operations.orders o WHERE o.status <> 'COMPLETED'
+                                 GROUP BY delivery_date ORDER BY n DESC, delivery_date NULLS LAST LIMIT 3) t),
+       (SELECT coalesce(sum(coalesce(i.quanity, 0)), 0) FROM operations.order_items i
+        JOIN operations.orders o USING (order_id) WHERE o.status <> 'COMPLETED' AND i.product_id IS NOT NULL),
+       (SELECT count(*) FROM operations.orders o WHERE o.status = 'PENDING' AND o.customer_id IS NOT NULL)
+"""
+
+
+def test_readers_are_never_blocked_and_never_see_a_mix(world: World) -> None:
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) "
+        "SELECT DATE '2026-12-10' + g % 7, g % 50, 'PENDING' FROM generate_series(1, 3000) g"
+    )
+    world.sql(
+        "INSERT INTO operations.order_items (order_id, product_id, quanity) "
+        "SELECT 1 + g % 3000, g % 40, g % 10 FROM generate_series(1, 9000) g"
+    )
+    world.sync()
+    world.refresh()
+    states = {tuple(world.conn.execute(TOTALS_FROM_SCRATCH).fetchone() or ())}
+    seen: list[tuple[object, ...]] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        try:
+            with psycopg.connect(world.url, autocommit=True) as conn:
+                conn.execute("SET statement_timeout = '2s'")
+                while not done.is_set():
+                    seen.append(tuple(conn.execute(TOTALS).fetchone() or ()))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for step in range(6):
+            # every report moves at once: a mix of old and new parts would show
+            world.sql(
+                "UPDATE operations.orders SET status = %s WHERE order_id %% 6 = %s",
+                "COMPLETED" if step % 2 else "PROCESSING",
+                step,
+            )
+            world.sync()
+            states.add(tuple(world.conn.execute(TOTALS_FROM_SCRATCH).fetchone() or ()))
+            world.refresh("historic" if step % 2 else "current")
+    finally:
+        done.set()
+        thread.join()
+    assert not errors, errors
+    assert len(seen) > 10
+    assert len(states) == 7
+    assert set(seen) <= states, set(seen) - states
+
+
+def test_the_current_refresh_reads_staging_through_its_indexes_only(world: World) -> None:
+    """No Seq Scan on staging.orders / staging.order_items in the current-day views' plans."""
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) "
+        "SELECT DATE '2026-12-10' + g % 30, g % 500, (ARRAY['PENDING','PROCESSING','COMPLETED'])[1 + g % 3] "
+        "FROM generate_series(1, 20000) g"
+    )
+    world.sql(
+        "INSERT INTO operations.order_items (order_id, product_id, quanity) "
+        "SELECT 1 + g % 20000, g % 300, g % 100 FROM generate_series(1, 60000) g"
+    )
+    world.sync()
+    world.refresh()
+    world.sql("UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id % 1000 = 7")
+    world.sql("UPDATE operations.order_items SET quanity = quanity + 1 WHERE order_item_id % 1000 = 3")
+    world.sync()
+    world.sql("ANALYZE staging.orders, staging.order_items")
+    for mv in ("open_orders_current", "pending_items_current", "pending_orders_current"):
+        row = world.conn.execute(
+            "SELECT definition FROM pg_matviews WHERE schemaname = 'analytics' AND matviewname = %s", (mv,)
+        ).fetchone()
+        assert row is not None
+        plan = "\n".join(str(r[0]) for r in world.conn.execute("EXPLAIN " + str(row[0])).fetchall())
+        assert "Seq Scan on orders" not in plan, plan
+        assert "Seq Scan on order_items" not in plan, plan
+        assert "_batch_idx" in plan, plan
+    world.refresh()
+    world.check()
