@@ -15,6 +15,7 @@ with ``LIMIT n``.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import logging
 import os
@@ -159,6 +160,7 @@ def _export_many(
         require_head(conn)
         _require_refreshed(conn)
         conn.execute(sql.SQL("SET DateStyle = {}").format(sql.Literal(DATESTYLE)))
+        conn.execute("SET client_encoding = 'UTF8'")
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # every report from one state
         with conn.transaction():
             for query, target in zip(queries, targets, strict=True):
@@ -204,9 +206,11 @@ def _require_refreshed(conn: psycopg.Connection[tuple[object, ...]]) -> None:
 
 def _write(conn: psycopg.Connection[tuple[object, ...]], query: sql.Composable, fmt: Format, fh: IO[str]) -> None:
     if fmt == "csv":
+        decoder = codecs.getincrementaldecoder("utf-8")()
         with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query)) as copy:
             for block in copy:
-                fh.write(bytes(block).decode("utf-8"))
+                fh.write(decoder.decode(bytes(block)))
+        fh.write(decoder.decode(b"", final=True))
         return
     fh.write("[")
     first = True
