@@ -276,3 +276,18 @@ def test_the_current_refresh_reads_staging_through_its_indexes_only(world: World
         assert "_batch_idx" in plan, plan
     world.refresh()
     world.check()
+
+
+def test_separate_source_and_warehouse(source_url: str, warehouse_url: str) -> None:
+    with psycopg.connect(source_url, autocommit=True) as src:
+        src.execute("INSERT INTO operations.customers (customer_name) VALUES ('Ann')")
+        src.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES (NULL, 1, 'PENDING'), ('2026-12-11', 2, 'PROCESSING')")
+        src.execute("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 4, 3), (2, 4, 2)")
+        copy_batch(source_url, warehouse_url)
+        refresh(Settings(database_url=warehouse_url, source_url=source_url))
+        src.execute("UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id = 2")
+        copy_batch(source_url, warehouse_url)
+        refresh(Settings(database_url=warehouse_url, source_url=source_url))
+        with psycopg.connect(warehouse_url) as wh:
+            assert_views_match(wh, expected(src))
+            assert actual(wh)["pending_items"] == [(4, None, 3)]
