@@ -1,9 +1,167 @@
-"""acme-mv commands: reports (filled in by its issue)."""
+"""``acme-mv refresh``, ``run``, ``export`` and ``check``: thin skins over the reports API."""
 
 from __future__ import annotations
 
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Literal
+
 import typer
+
+from acme_mv import check as check_api
+from acme_mv import export as export_api
+from acme_mv import refresh as refresh_api
+from acme_mv import runner
+from acme_mv.cli import common
+from acme_mv.errors import ConfigError
+
+log = logging.getLogger("acme_mv.cli")
+
+#: exit code of ``check --fail-on-gaps`` when a gap was found (1 is an error, 3 busy)
+GAPS_EXIT_CODE = 4
+
+
+def refresh(
+    historic: Annotated[
+        bool, typer.Option("--historic", help="Rebuild the historic views too (normally once a day).")
+    ] = False,
+    current: Annotated[
+        bool,
+        typer.Option(
+            "--current",
+            help="Refresh only the current-day views, even on a new day (a full re-sync still rebuilds).",
+        ),
+    ] = False,
+) -> None:
+    """Refresh the analytics views: the current-day part, plus the historic part on a new day.
+
+    Readers are never blocked (REFRESH ... CONCURRENTLY) and never see a mix of old and new.
+
+    Examples:
+
+      acme-mv refresh
+
+      acme-mv refresh --historic
+
+      acme-mv refresh --current
+    """
+    if historic and current:
+        raise ConfigError("Use either --historic or --current, not both")
+    mode: refresh_api.RefreshMode = "historic" if historic else "current" if current else "auto"
+    result = refresh_api.refresh(common.settings(), mode=mode)
+    what = f"historic + current ({result.reason})" if result.rebuilt_historic else "current"
+    common.out.print(
+        f"refreshed {what} in {result.total_seconds:.2f}s; snapshot batch {result.historic_batch_id}, "
+        f"up to batch {result.refreshed_batch_id if result.refreshed_batch_id is not None else '-'}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def run(
+    interval: Annotated[
+        str, typer.Option("--interval", help="Time between cycle starts: 10s, 500ms, 2m, 1h.")
+    ] = "10s",
+    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
+) -> None:
+    """Sync then refresh, every --interval, until Ctrl-C or SIGTERM (a step in progress finishes first).
+
+    One log line per cycle: rows synced, refresh seconds, freshness of the reports.
+
+    Examples:
+
+      acme-mv run --interval 10s
+
+      acme-mv run --once
+    """
+    runner.run(common.settings(), interval=runner.parse_interval(interval), once=once)
+
+
+def export(
+    report: Annotated[
+        str | None,
+        typer.Argument(help=f"One of: {', '.join(export_api.REPORTS)}.", show_default=False, metavar="REPORT"),
+    ] = None,
+    all_reports: Annotated[bool, typer.Option("--all", help="Export every report.")] = False,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="File to write; `-` writes to stdout.", show_default=False),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", help="Directory for default file names. Default: the current one.", show_default=False),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or json.")] = "csv",
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", "-n", help="Rows of top_dates / top_customers (default 3).", show_default=False),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a report (or --all) as CSV or JSON; prints the paths written.
+
+    Default file: <report>_result_<YYYYmmdd_HHMMSS>.csv in --output-dir.
+
+    Examples:
+
+      acme-mv export open_orders
+
+      acme-mv export top_customers --limit 10 --output -
+
+      acme-mv export --all --output-dir exports --format json
+    """
+    if fmt not in ("csv", "json"):
+        raise ConfigError(f"Unknown format {fmt!r}; use csv or json")
+    chosen: Literal["csv", "json"] = "csv" if fmt == "csv" else "json"
+    settings = common.settings()
+    if all_reports:
+        if report is not None or output is not None:
+            raise ConfigError("--all writes every report to --output-dir; drop REPORT and --output")
+        paths = export_api.export_all(settings, output_dir=output_dir, fmt=chosen, limit=limit, force=force)
+    else:
+        if report is None:
+            raise ConfigError(f"Name a report ({', '.join(export_api.REPORTS)}) or use --all")
+        target: export_api.Output = "-" if output == "-" else (Path(output) if output else None)
+        path = export_api.export(
+            settings, report, output=target, output_dir=output_dir, fmt=chosen, limit=limit, force=force
+        )
+        paths = [path] if path is not None else []
+    for path in paths:
+        common.out.print(str(path), markup=False, highlight=False)
+
+
+def check(
+    fail_on_gaps: Annotated[
+        bool, typer.Option("--fail-on-gaps", help=f"Exit {GAPS_EXIT_CODE} when any gap is found.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Count data-quality gaps in staging: orphan items, orders without items, unknown customers and products, NULL statuses and delivery dates.
+
+    Examples:
+
+      acme-mv check
+
+      acme-mv check --json --fail-on-gaps
+    """
+    gaps = check_api.check(common.settings())
+    if as_json:
+        common.out.print(json.dumps([asdict(g) for g in gaps], indent=2), markup=False, highlight=False)
+    else:
+        for g in gaps:
+            sample = f" (e.g. {g.key} {', '.join(map(str, g.samples))})" if g.samples else ""
+            common.out.print(f"{g.count:>10}  {g.name}{sample}", markup=False, highlight=False)
+    found = sum(g.count for g in gaps)
+    if fail_on_gaps and found:
+        log.error("%d gap(s) found", found)
+        raise typer.Exit(GAPS_EXIT_CODE)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.command("refresh")(refresh)
+    app.command("run")(run)
+    app.command("export")(export)
+    app.command("check")(check)

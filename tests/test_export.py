@@ -1,0 +1,161 @@
+"""Exports: byte-for-byte CSV of a known dataset, stdout, JSON, limits, --all, and one clear
+line for every refusal."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from acme_mv.config import Settings
+from acme_mv.refresh import refresh
+from tests.cli_runner import run
+from tests.staging_copy import copy_batch
+
+DATA = """
+INSERT INTO operations.customers (customer_name) VALUES ('Ann'), ('Bob, Jr.'), ('Cy');
+INSERT INTO operations.products (product_name, barcode, unity_price) VALUES ('bolt ø8', 'b', 1), ('nut "M8"', 'n', 2);
+INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES
+    ('2026-12-11', 1, 'PENDING'), ('2026-12-11', 2, 'PROCESSING'), (NULL, 2, 'PENDING'),
+    ('2026-12-12', 3, 'COMPLETED'), ('2026-12-12', 9, 'REPROCESSING'), ('2026-12-13', NULL, 'PENDING');
+INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES
+    (1, 1, 10), (1, 2, 5), (2, 2, NULL), (3, 1, 1), (4, 1, 100), (99, 1, 50), (5, 3, 7);
+"""
+
+EXPECTED = {
+    "open_orders": "delivery_date,status,open_orders\n"
+    "2026-12-11,PENDING,1\n2026-12-11,PROCESSING,1\n2026-12-12,REPROCESSING,1\n2026-12-13,PENDING,1\n,PENDING,1\n",
+    "top_dates": "delivery_date,open_orders\n2026-12-11,2\n2026-12-12,1\n2026-12-13,1\n",
+    "pending_items": 'product_id,product_name,pending_items\n1,bolt ø8,11\n2,"nut ""M8""",5\n3,,7\n',
+    "top_customers": 'customer_id,customer_name,pending_orders\n1,Ann,1\n2,"Bob, Jr.",1\n',
+}
+
+
+@pytest.fixture
+def refreshed(db_url: str, cli_env: Callable[..., None]) -> str:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(DATA)
+    copy_batch(db_url, db_url)
+    refresh(Settings(database_url=db_url))
+    cli_env(database_url=db_url)
+    return db_url
+
+
+@pytest.mark.parametrize("report", list(EXPECTED))
+def test_each_report_byte_for_byte(refreshed: str, tmp_path: Path, report: str) -> None:
+    res = run("export", report, "--output-dir", str(tmp_path))
+    assert res.exit_code == 0, res.stderr
+    path = Path(res.stdout.strip())
+    assert path.parent == tmp_path
+    assert re.fullmatch(rf"{report}_result_\d{{8}}_\d{{6}}\.csv", path.name)
+    assert path.read_bytes() == EXPECTED[report].encode()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
+
+
+def test_output_dash_writes_to_stdout(refreshed: str) -> None:
+    res = run("export", "pending_items", "--output", "-")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == EXPECTED["pending_items"]
+
+
+def test_output_names_the_file(refreshed: str, tmp_path: Path) -> None:
+    target = tmp_path / "mine.csv"
+    res = run("export", "open_orders", "--output", str(target))
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.strip() == str(target)
+    assert target.read_text() == EXPECTED["open_orders"]
+
+
+def test_json(refreshed: str) -> None:
+    res = run("export", "top_customers", "--format", "json", "--output", "-")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout) == [
+        {"customer_id": 1, "customer_name": "Ann", "pending_orders": 1},
+        {"customer_id": 2, "customer_name": "Bob, Jr.", "pending_orders": 1},
+    ]
+    res = run("export", "open_orders", "--format", "json", "--output", "-")
+    rows = json.loads(res.stdout)
+    assert rows[0] == {"delivery_date": "2026-12-11", "status": "PENDING", "open_orders": 1}
+    assert rows[-1] == {"delivery_date": None, "status": "PENDING", "open_orders": 1}
+
+
+def test_json_of_an_empty_report_is_an_empty_array(db_url: str, cli_env: Callable[..., None]) -> None:
+    refresh(Settings(database_url=db_url))
+    cli_env(database_url=db_url)
+    res = run("export", "open_orders", "--format", "json", "--output", "-")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout) == []
+
+
+def test_limit(refreshed: str) -> None:
+    res = run("export", "top_dates", "--limit", "1", "--output", "-")
+    assert res.stdout == "delivery_date,open_orders\n2026-12-11,2\n"
+    res = run("export", "top_dates", "--limit", "10", "--output", "-")
+    assert res.stdout.splitlines()[-1] == ",1"  # the NULL date ranks after real dates on ties
+    res = run("export", "open_orders", "--limit", "1", "--output", "-")
+    assert res.exit_code == 1
+    assert "--limit applies to top_dates and top_customers only" in res.stderr
+
+
+def test_all(refreshed: str, tmp_path: Path) -> None:
+    res = run("export", "--all", "--output-dir", str(tmp_path), "--limit", "2")
+    assert res.exit_code == 0, res.stderr
+    written = [Path(line) for line in res.stdout.splitlines()]
+    assert sorted(p.name.split("_result_")[0] for p in written) == sorted(EXPECTED)
+    by_report = {p.name.split("_result_")[0]: p.read_text() for p in written}
+    assert by_report["open_orders"] == EXPECTED["open_orders"]
+    assert by_report["top_dates"] == "delivery_date,open_orders\n2026-12-11,2\n2026-12-12,1\n"
+
+
+def _one_line_error(res: object, *, contains: str) -> None:
+    assert res.exit_code != 0  # type: ignore[attr-defined]
+    text = res.stderr.strip()  # type: ignore[attr-defined]
+    assert text.startswith("Error: ") and text.count("Error") == 1, text
+    assert contains in " ".join(text.split()), text  # rich wraps long lines at the console width
+    assert "Traceback" not in res.stderr  # type: ignore[attr-defined]
+
+
+def test_unknown_report(refreshed: str) -> None:
+    res = run("export", "nope")
+    _one_line_error(res, contains="Unknown report 'nope'; the reports are: open_orders, top_dates")
+
+
+def test_missing_directory(refreshed: str, tmp_path: Path) -> None:
+    res = run("export", "open_orders", "--output-dir", str(tmp_path / "missing"))
+    _one_line_error(res, contains="no such directory")
+
+
+def test_unwritable_directory(refreshed: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = run("export", "open_orders", "--output", str(blocker / "x.csv"))
+    _one_line_error(res, contains="Cannot write")
+
+
+def test_existing_file_needs_force(refreshed: str, tmp_path: Path) -> None:
+    target = tmp_path / "r.csv"
+    target.write_text("keep me")
+    res = run("export", "open_orders", "--output", str(target))
+    _one_line_error(res, contains="already exists. Use --force")
+    assert target.read_text() == "keep me"
+    res = run("export", "open_orders", "--output", str(target), "--force")
+    assert res.exit_code == 0, res.stderr
+    assert target.read_text() == EXPECTED["open_orders"]
+
+
+def test_not_migrated(empty_url: str, cli_env: Callable[..., None], tmp_path: Path) -> None:
+    cli_env(database_url=empty_url)
+    res = run("export", "open_orders", "--output-dir", str(tmp_path))
+    _one_line_error(res, contains="acme-mv migrate")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_never_refreshed(db_url: str, cli_env: Callable[..., None], tmp_path: Path) -> None:
+    cli_env(database_url=db_url)
+    res = run("export", "open_orders", "--output-dir", str(tmp_path))
+    _one_line_error(res, contains="run `acme-mv refresh`".replace("run", "Run"))
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,293 @@
+"""Refresh scenarios a reader would write by hand, the rebuild rules, readers during refreshes,
+and the cost rule (the current-day refresh reads staging through its indexes only)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from acme_mv import migrate
+from acme_mv.config import Settings
+from acme_mv.errors import NotMigrated
+from acme_mv.refresh import refresh
+from tests.cli_runner import run
+from tests.reports_oracle import actual, assert_views_match, expected
+from tests.staging_copy import copy_batch
+
+DAY1 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+class World:
+    """The one-database deployment: source, staging and analytics in ``url``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.settings = Settings(database_url=url)
+        self.now = DAY1
+
+    def sql(self, query: str, *params: object) -> None:
+        self.conn.execute(query, params or None)
+
+    def sync(self, *, full: bool = False) -> None:
+        copy_batch(self.url, self.url, full=full)
+
+    def refresh(self, mode: str = "auto", *, next_day: bool = False) -> bool:
+        if next_day:
+            self.now += timedelta(days=1)
+        return refresh(self.settings, mode=mode, now=self.now).rebuilt_historic  # type: ignore[arg-type]
+
+    def check(self) -> None:
+        """The views equal the reports from scratch (the source is as synced)."""
+        assert_views_match(self.conn, expected(self.conn))
+
+    def report(self, name: str) -> list[tuple[object, ...]]:
+        return actual(self.conn)[name]
+
+
+@pytest.fixture
+def world(db_url: str) -> World:
+    w = World(db_url)
+    w.sql("INSERT INTO operations.customers (customer_name) VALUES ('Ann'), ('Bob'), ('Cy')")
+    w.sql("INSERT INTO operations.products (product_name, barcode, unity_price) VALUES ('bolt', 'b', 1), ('nut', 'n', 2)")
+    return w
+
+
+def test_first_refresh_rebuilds_then_only_the_current_part(world: World) -> None:
+    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+    world.sync()
+    assert world.refresh() is True
+    world.check()
+    assert world.refresh() is False
+    assert world.refresh("current") is False
+    assert world.refresh("historic") is True
+    assert world.refresh(next_day=True) is True
+    world.check()
+
+
+def test_an_order_counted_historic_that_changes_status_today(world: World) -> None:
+    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+    world.sql("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 10), (1, 2, NULL)")
+    world.sync()
+    world.refresh()
+    world.sql("UPDATE operations.orders SET status = 'PROCESSING' WHERE order_id = 1")
+    world.sync()
+    assert world.refresh() is False
+    world.check()
+    assert world.report("open_orders") == [(datetime(2026, 12, 11).date(), "PROCESSING", 1)]
+    assert world.report("top_customers") == []
+    assert world.report("pending_items") == [(1, "bolt", 10)]
+
+
+def test_an_order_completed_today_leaves_every_report(world: World) -> None:
+    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES (NULL, 2, 'PENDING')")
+    world.sql("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 3)")
+    world.sync()
+    world.refresh()
+    assert world.report("open_orders") == [(None, "PENDING", 1)]
+    world.sql("UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id = 1")
+    world.sync()
+    world.refresh()
+    world.check()
+    assert world.report("open_orders") == world.report("pending_items") == world.report("top_customers") == []
+
+
+def test_items_arriving_before_their_order(world: World) -> None:
+    world.sql("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (7, 2, 4)")
+    world.sync()
+    world.refresh()
+    assert world.report("pending_items") == []
+    world.sql("INSERT INTO operations.orders (order_id, delivery_date, customer_id, status) VALUES (7, '2026-12-12', 9, 'PENDING')")
+    world.sync()
+    assert world.refresh() is False
+    world.check()
+    assert world.report("pending_items") == [(2, "nut", 4)]
+    assert world.report("top_customers") == [(9, None, 1)]  # an unknown customer: no name
+
+
+def test_a_renamed_product_shows_its_new_name_after_the_next_sync(world: World) -> None:
+    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+    world.sql("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 5), (1, 3, 6)")
+    world.sync()
+    world.refresh()
+    world.sql("UPDATE operations.products SET product_name = 'hex bolt' WHERE product_id = 1")
+    world.sync()
+    world.refresh()
+    world.check()
+    assert world.report("pending_items") == [(1, "hex bolt", 5), (3, None, 6)]
+
+
+def test_top_ties_go_to_the_earlier_date_and_the_lower_customer(world: World) -> None:
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+        "(NULL, 3, 'PENDING'), ('2026-12-13', 3, 'PENDING'), ('2026-12-12', 2, 'PENDING'), "
+        "('2026-12-11', 1, 'PENDING'), ('2026-12-14', NULL, 'PENDING')"
+    )
+    world.sync()
+    world.refresh()
+    world.check()
+    rows = world.conn.execute("SELECT * FROM analytics.top_dates").fetchall()
+    assert [r[0].isoformat() for r in rows] == ["2026-12-11", "2026-12-12", "2026-12-13"]
+    rows = world.conn.execute("SELECT customer_id, pending_orders FROM analytics.top_customers").fetchall()
+    assert rows == [(3, 2), (1, 1), (2, 1)]
+
+
+def test_a_full_recopy_rebuilds_the_historic_part_even_when_asked_for_current(world: World) -> None:
+    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+    world.sync()
+    world.refresh()
+    world.sync(full=True)
+    assert world.refresh("current") is True
+    world.check()
+    assert world.report("open_orders") == [(datetime(2026, 12, 11).date(), "PENDING", 1)]
+
+
+def test_late_rows_staged_after_the_snapshot_count(world: World) -> None:
+    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+    world.sync()
+    world.refresh()
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status, updated_at) "
+        "VALUES ('2026-12-11', 2, 'PENDING', localtimestamp - interval '1 day')"
+    )
+    world.sync()
+    world.refresh()
+    world.check()
+    assert world.report("open_orders") == [(datetime(2026, 12, 11).date(), "PENDING", 2)]
+
+
+def test_refresh_needs_a_migrated_warehouse(db_url: str) -> None:
+    migrate.downgrade(db_url, "0001_staging")
+    with pytest.raises(NotMigrated, match="acme-mv migrate"):
+        refresh(Settings(database_url=db_url))
+
+
+def test_naive_now_is_rejected(world: World) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        refresh(world.settings, now=datetime(2026, 12, 1))
+
+
+def test_cli_refresh(world: World, cli_env: Callable[..., None]) -> None:
+    cli_env(database_url=world.url)
+    res = run("refresh")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.startswith("refreshed historic + current (first refresh)")
+    res = run("refresh", "--current")
+    assert res.stdout.startswith("refreshed current in")
+    res = run("refresh", "--historic")
+    assert res.stdout.startswith("refreshed historic + current (asked for (--historic))")
+    res = run("refresh", "--historic", "--current")
+    assert res.exit_code == 1
+    assert "either --historic or --current" in res.stderr
+
+
+TOTALS = """
+SELECT (SELECT coalesce(sum(open_orders), 0) FROM analytics.open_orders),
+       (SELECT coalesce(sum(open_orders), 0) FROM analytics.top_dates),
+       (SELECT coalesce(sum(pending_items), 0) FROM analytics.pending_items),
+       (SELECT coalesce(sum(pending_orders), 0) FROM analytics.pending_orders_by_customer)
+"""
+TOTALS_FROM_SCRATCH = """
+SELECT (SELECT count(*) FROM operations.orders o WHERE o.status <> 'COMPLETED'),
+       (SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM operations.orders o WHERE o.status <> 'COMPLETED'
+                                 GROUP BY delivery_date ORDER BY n DESC, delivery_date NULLS LAST LIMIT 3) t),
+       (SELECT coalesce(sum(coalesce(i.quanity, 0)), 0) FROM operations.order_items i
+        JOIN operations.orders o USING (order_id) WHERE o.status <> 'COMPLETED' AND i.product_id IS NOT NULL),
+       (SELECT count(*) FROM operations.orders o WHERE o.status = 'PENDING' AND o.customer_id IS NOT NULL)
+"""
+
+
+def test_readers_are_never_blocked_and_never_see_a_mix(world: World) -> None:
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) "
+        "SELECT DATE '2026-12-10' + g % 7, g % 50, 'PENDING' FROM generate_series(1, 3000) g"
+    )
+    world.sql(
+        "INSERT INTO operations.order_items (order_id, product_id, quanity) "
+        "SELECT 1 + g % 3000, g % 40, g % 10 FROM generate_series(1, 9000) g"
+    )
+    world.sync()
+    world.refresh()
+    states = {tuple(world.conn.execute(TOTALS_FROM_SCRATCH).fetchone() or ())}
+    seen: list[tuple[object, ...]] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        try:
+            with psycopg.connect(world.url, autocommit=True) as conn:
+                conn.execute("SET statement_timeout = '2s'")
+                while not done.is_set():
+                    seen.append(tuple(conn.execute(TOTALS).fetchone() or ()))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for step in range(6):
+            # every report moves at once: a mix of old and new parts would show
+            world.sql(
+                "UPDATE operations.orders SET status = %s WHERE order_id %% 6 = %s",
+                "COMPLETED" if step % 2 else "PROCESSING",
+                step,
+            )
+            world.sync()
+            states.add(tuple(world.conn.execute(TOTALS_FROM_SCRATCH).fetchone() or ()))
+            world.refresh("historic" if step % 2 else "current")
+    finally:
+        done.set()
+        thread.join()
+    assert not errors, errors
+    assert len(seen) > 10
+    assert len(states) == 7
+    assert set(seen) <= states, set(seen) - states
+
+
+def test_the_current_refresh_reads_staging_through_its_indexes_only(world: World) -> None:
+    """No Seq Scan on staging.orders / staging.order_items in the current-day views' plans."""
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) "
+        "SELECT DATE '2026-12-10' + g % 30, g % 500, (ARRAY['PENDING','PROCESSING','COMPLETED'])[1 + g % 3] "
+        "FROM generate_series(1, 20000) g"
+    )
+    world.sql(
+        "INSERT INTO operations.order_items (order_id, product_id, quanity) "
+        "SELECT 1 + g % 20000, g % 300, g % 100 FROM generate_series(1, 60000) g"
+    )
+    world.sync()
+    world.refresh()
+    world.sql("UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id % 1000 = 7")
+    world.sql("UPDATE operations.order_items SET quanity = quanity + 1 WHERE order_item_id % 1000 = 3")
+    world.sync()
+    world.sql("ANALYZE staging.orders, staging.order_items")
+    for mv in ("open_orders_current", "pending_items_current", "pending_orders_current"):
+        row = world.conn.execute(
+            "SELECT definition FROM pg_matviews WHERE schemaname = 'analytics' AND matviewname = %s", (mv,)
+        ).fetchone()
+        assert row is not None
+        plan = "\n".join(str(r[0]) for r in world.conn.execute("EXPLAIN " + str(row[0])).fetchall())
+        assert "Seq Scan on orders" not in plan, plan
+        assert "Seq Scan on order_items" not in plan, plan
+        assert "_batch_idx" in plan, plan
+    world.refresh()
+    world.check()
+
+
+def test_separate_source_and_warehouse(source_url: str, warehouse_url: str) -> None:
+    with psycopg.connect(source_url, autocommit=True) as src:
+        src.execute("INSERT INTO operations.customers (customer_name) VALUES ('Ann')")
+        src.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES (NULL, 1, 'PENDING'), ('2026-12-11', 2, 'PROCESSING')")
+        src.execute("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 4, 3), (2, 4, 2)")
+        copy_batch(source_url, warehouse_url)
+        refresh(Settings(database_url=warehouse_url, source_url=source_url))
+        src.execute("UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id = 2")
+        copy_batch(source_url, warehouse_url)
+        refresh(Settings(database_url=warehouse_url, source_url=source_url))
+        with psycopg.connect(warehouse_url) as wh:
+            assert_views_match(wh, expected(src))
+            assert actual(wh)["pending_items"] == [(4, None, 3)]

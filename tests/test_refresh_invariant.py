@@ -1,0 +1,156 @@
+"""THE invariant: after every refresh, every report view equals the report computed from
+scratch on the source (as of the last sync), whatever happened in between: new orders and
+items, status moves, old orders changing today, items on missing orders, orders of missing
+customers, NULL delivery dates and statuses, ties, full re-copies, day rollovers, late rows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from acme_mv.config import Settings
+from acme_mv.refresh import refresh
+from tests.reports_oracle import Reports, assert_views_match, expected
+from tests.staging_copy import copy_batch
+
+STATUSES = st.sampled_from(["PENDING", "PROCESSING", "REPROCESSING", "COMPLETED", None])
+#: customers 1..3 and products 1..3 exist; 4 and 5 never do
+CUSTOMERS = st.one_of(st.none(), st.integers(1, 5))
+PRODUCTS = st.one_of(st.none(), st.integers(1, 5))
+DELIVERY = st.one_of(st.none(), st.integers(0, 3))  # days after 2026-12-01: few dates -> ties
+QUANITY = st.one_of(st.none(), st.integers(0, 9))
+
+RESET = """
+TRUNCATE operations.orders, operations.order_items, operations.customers, operations.products RESTART IDENTITY;
+TRUNCATE staging.orders, staging.order_items, staging.customers, staging.products, staging.sync_batches;
+UPDATE analytics.snapshot SET historic_batch_id = NULL, day = NULL, taken_at = NULL, refreshed_at = NULL;
+INSERT INTO operations.customers (customer_name) VALUES ('Ann'), ('Bob'), ('Cy');
+INSERT INTO operations.products (product_name, barcode, unity_price) VALUES ('bolt', 'b1', 1), ('nut', 'n1', 2), ('gear', 'g1', 3);
+"""
+
+
+def _date(offset: int | None) -> str | None:
+    return None if offset is None else (datetime(2026, 12, 1) + timedelta(days=offset)).date().isoformat()
+
+
+def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
+    conn = psycopg.connect(db_url, autocommit=True)
+    wh = Settings(database_url=db_url)
+
+    class Warehouse(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            conn.execute(RESET)
+            self.orders = 0
+            self.items = 0
+            self.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+            self.want: Reports = expected(conn)  # staging is empty: the empty reports
+            self.refreshed = False
+
+        @initialize(n=st.integers(0, 4), status=STATUSES)
+        def some_history(self, n: int, status: str | None) -> None:
+            """A few orders with items already in the historic part."""
+            for i in range(n):
+                self.new_order(delivery=i % 2, customer=1 + i % 3, status=status, items=[(1 + i % 3, 5)])
+            self.sync(full=False)
+            self.refresh(mode="auto", next_day=False)
+
+        @rule(delivery=DELIVERY, customer=CUSTOMERS, status=STATUSES,
+              items=st.lists(st.tuples(PRODUCTS, QUANITY), max_size=3))
+        def new_order(self, delivery: int | None, customer: int | None, status: str | None,
+                      items: list[tuple[int | None, int | None]]) -> None:
+            self.orders += 1
+            conn.execute(
+                "INSERT INTO operations.orders (order_id, order_date, delivery_date, customer_id, status) "
+                "VALUES (%s, '2026-12-01', %s, %s, %s)",
+                (self.orders, _date(delivery), customer, status),
+            )
+            for product, quanity in items:
+                self.add_item(order=self.orders, product=product, quanity=quanity)
+
+        @rule(order=st.integers(1, 12), product=PRODUCTS, quanity=QUANITY)
+        def add_item(self, order: int, product: int | None, quanity: int | None) -> None:
+            """An item, possibly on an order that does not exist (yet)."""
+            self.items += 1
+            conn.execute(
+                "INSERT INTO operations.order_items (order_item_id, order_id, product_id, quanity) "
+                "VALUES (%s, %s, %s, %s)",
+                (self.items, order, product, quanity),
+            )
+
+        @precondition(lambda self: self.orders > 0)
+        @rule(pick=st.integers(0, 100), status=STATUSES, late=st.booleans())
+        def move_status(self, pick: int, status: str | None, late: bool) -> None:
+            """A status move; a late one carries yesterday's updated_at."""
+            conn.execute(
+                "UPDATE operations.orders SET status = %s, updated_at = CASE WHEN %s "
+                "THEN localtimestamp - interval '1 day' ELSE localtimestamp END WHERE order_id = %s",
+                (status, late, 1 + pick % self.orders),
+            )
+
+        @precondition(lambda self: self.orders > 0)
+        @rule(pick=st.integers(0, 100), delivery=DELIVERY, customer=CUSTOMERS)
+        def change_order(self, pick: int, delivery: int | None, customer: int | None) -> None:
+            conn.execute(
+                "UPDATE operations.orders SET delivery_date = %s, customer_id = %s WHERE order_id = %s",
+                (_date(delivery), customer, 1 + pick % self.orders),
+            )
+
+        @precondition(lambda self: self.items > 0)
+        @rule(pick=st.integers(0, 100), order=st.integers(1, 12), product=PRODUCTS, quanity=QUANITY)
+        def change_item(self, pick: int, order: int, product: int | None, quanity: int | None) -> None:
+            """An item moves to another (maybe missing) order, product or quantity."""
+            conn.execute(
+                "UPDATE operations.order_items SET order_id = %s, product_id = %s, quanity = %s "
+                "WHERE order_item_id = %s",
+                (order, product, quanity, 1 + pick % self.items),
+            )
+
+        @rule(name=st.sampled_from(["bolt", "nut", "gear", "cog"]), product=st.integers(1, 3))
+        def rename_product(self, name: str, product: int) -> None:
+            conn.execute("UPDATE operations.products SET product_name = %s WHERE product_id = %s", (name, product))
+
+        @rule(full=st.sampled_from([False, False, False, True]))
+        def sync(self, full: bool) -> None:
+            copy_batch(db_url, db_url, full=full)
+            self.want = expected(conn)
+
+        @rule(mode=st.sampled_from(["auto", "auto", "current", "historic"]), next_day=st.booleans())
+        def refresh(self, mode: str, next_day: bool) -> None:
+            if next_day:
+                self.now += timedelta(days=1)
+            refresh(wh, mode=mode, now=self.now)  # type: ignore[arg-type]
+            self.refreshed = True
+            assert_views_match(conn, self.want)
+
+        @invariant()
+        def snapshot_is_sane(self) -> None:
+            row = conn.execute("SELECT historic_batch_id, refreshed_batch_id FROM analytics.snapshot").fetchone()
+            assert row is not None
+            if self.refreshed:
+                assert row[0] is not None and (row[1] is None or row[0] <= row[1])
+
+    try:
+        run_state_machine_as_test(
+            Warehouse,
+            settings=settings(
+                max_examples=40,
+                stateful_step_count=30,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+    finally:
+        conn.close()

@@ -1,0 +1,132 @@
+"""Views as values, the pinned migration SQL, and replacing a materialized view safely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from acme_mv import migrate, paths, views
+from acme_mv.config import Settings
+from acme_mv.refresh import refresh
+from acme_mv.views import View
+from tests.staging_copy import copy_batch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_file_is_a_value() -> None:
+    v = View.from_file(paths.views_dir() / "analytics.open_orders_current.sql")
+    assert (v.schema, v.name, v.kind, v.unique) == ("analytics", "open_orders_current", "materialized", ("delivery_date", "status"))
+    assert v.definition.startswith("SELECT") and not v.definition.endswith(";")
+    create = v.create()
+    assert create[0].startswith('CREATE MATERIALIZED VIEW "analytics"."open_orders_current" AS\nSELECT')
+    assert create[1] == (
+        'CREATE UNIQUE INDEX "open_orders_current_key" ON "analytics"."open_orders_current" '
+        '("delivery_date", "status") NULLS NOT DISTINCT'
+    )
+    assert v.drop() == 'DROP MATERIALIZED VIEW "analytics"."open_orders_current"'
+
+
+def test_a_materialized_view_without_a_unique_header_is_refused() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        View.from_sql("-- kind: materialized\nSELECT 1 AS x", qualified="analytics.x")
+
+
+def test_load_dir_orders_by_dependency() -> None:
+    order = [v.qualified for v in views.load_dir()]
+    assert order.index("analytics.changed_orders") < order.index("analytics.open_orders_current")
+    assert order.index("analytics.open_orders") < order.index("analytics.open_orders_by_date") < order.index("analytics.top_dates")
+    assert "analytics.open_orders_historic" in order
+
+
+def test_the_database_holds_what_the_files_say(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        for v in views.load_dir():
+            db = View.from_database(conn, v.schema, v.name)
+            assert (db.kind, db.unique) == (v.kind, v.unique), v.qualified
+
+
+def _latest_pinned() -> dict[str, str]:
+    latest: dict[str, str] = {}
+    for folder in sorted((ROOT / "migrations" / "sql").iterdir()):
+        for f in folder.glob("*.sql"):
+            latest[f.name] = f.read_text()
+    return latest
+
+
+def test_the_head_revisions_pinned_copies_equal_views() -> None:
+    """Edit views/*.sql only together with a migration that pins the new text."""
+    current = {f.name: f.read_text() for f in paths.views_dir().glob("*.sql")}
+    assert _latest_pinned() == current
+
+
+def test_migrate_sql_shows_the_views() -> None:
+    text = migrate.render_sql()
+    assert 'CREATE MATERIALIZED VIEW "analytics"."open_orders_historic"' in text
+    assert 'CREATE UNIQUE INDEX "pending_items_current_key"' in text
+    assert 'CREATE VIEW "analytics"."top_customers"' in text
+    assert "CREATE TABLE analytics.snapshot" in text
+
+
+def _counts(url: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return [tuple(r) for r in conn.execute("SELECT * FROM analytics.open_orders ORDER BY 1, 2").fetchall()]
+
+
+def test_upgrade_downgrade_upgrade_with_data(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING'), ('2026-12-01', 'PENDING')")
+    copy_batch(db_url, db_url)
+    settings = Settings(database_url=db_url)
+    refresh(settings)
+    before = _counts(db_url)
+    assert len(before) == 2
+    migrate.downgrade(db_url, "0001_staging")
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regnamespace('analytics')").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM staging.orders").fetchone() == (2,)
+    migrate.upgrade(db_url)
+    assert _counts(db_url) == []  # recreated empty: never snapshotted
+    refresh(settings)
+    assert _counts(db_url) == before
+
+
+def test_replace_materialized_view_keeps_concurrent_refresh_working(db_url: str) -> None:
+    """A throw-away migration step: replace open_orders_historic by a new text."""
+    all_views = views.load_dir()
+    old = next(v for v in all_views if v.name == "open_orders_historic")
+    new = View(
+        schema=old.schema,
+        name=old.name,
+        kind=old.kind,
+        unique=old.unique,
+        definition=old.definition.replace("count(*)::bigint AS n", "count(o.order_id)::bigint AS n"),
+    )
+    assert new.definition != old.definition
+    dependants = views.dependants_of(old, all_views)
+    assert [d.name for d in dependants] == ["open_orders", "open_orders_by_date", "top_dates"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING')")
+        with conn.transaction():
+            views.replace_materialized_view(conn, old, new, dependants)
+        assert "count(order_id)" in View.from_database(conn, "analytics", "open_orders_historic").definition
+        assert View.from_database(conn, "analytics", "open_orders_historic").unique == old.unique
+    copy_batch(db_url, db_url)
+    refresh(Settings(database_url=db_url))  # REFRESH ... CONCURRENTLY on the replaced view
+    assert _counts(db_url) == [(None, "PENDING", 1)]
+
+
+def test_concurrent_refresh_handles_null_keys(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING')")
+    settings = Settings(database_url=db_url)
+    copy_batch(db_url, db_url)
+    refresh(settings)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING')")
+    copy_batch(db_url, db_url)
+    refresh(settings, mode="historic")
+    refresh(settings, mode="historic")
+    assert _counts(db_url) == [(None, "PENDING", 2)]
