@@ -102,7 +102,7 @@ def run_demo(
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = _timed(result, "export", lambda: export.export_all(settings, output_dir=output_dir, force=True))
     result.exported = list(paths) if isinstance(paths, list) else []
-    result.reports = {name: export.fetch(settings, name) for name in export.REPORT_NAMES}
+    result.reports = {name: export.fetch(settings, name) for name in export.REPORTS}
     return result
 
 

@@ -174,6 +174,19 @@ def _export_many(
     return targets
 
 
+def fetch(
+    settings: Settings, report: str, *, limit: int | None = None
+) -> tuple[list[str], list[tuple[object, ...]]]:
+    """A report's column names and rows, for display (``acme-mv demo``)."""
+    query = report_query(report, limit=limit)
+    with connection(settings.database_url, role="warehouse") as conn:
+        require_head(conn)
+        _require_refreshed(conn)
+        cur = conn.execute(query)
+        columns = [d.name for d in cur.description or ()]
+        return columns, cur.fetchall()
+
+
 def _report(name: str) -> Report:
     try:
         return REPORTS[name]
