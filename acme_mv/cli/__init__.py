@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             common.err.print_exception()
         settings = common.STATE.settings
         line = scrub(first_line(exc), settings.database_url, settings.source_url)
-        common.err.print(Text.assemble(("Error: ", "bold red"), line), highlight=False)
+        common.err.print(Text.assemble(("Error: ", "bold red"), line), highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # anything else is a bug or an environment fault: still one line
         if debug:
@@ -122,5 +122,6 @@ def main(argv: list[str] | None = None) -> None:
         common.err.print(
             Text.assemble(("Unexpected error: ", "bold red"), msg, " (run with --debug for the traceback)"),
             highlight=False,
+            soft_wrap=True,
         )
         sys.exit(1)
