@@ -23,7 +23,6 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
 
 from acme_mv.sync.source import TableSpec
 
@@ -37,24 +36,38 @@ STAGING = "staging"
 TEMP_PREFIX = "_acme_sync_"
 
 
+#: bytes gathered from the source's COPY messages (libpq hands them over one
+#: row at a time) before one write to the warehouse: each write costs a Python
+#: call and a buffer copy, 256 KiB makes that negligible while keeping memory flat
+CHUNK_BYTES = 256 * 1024
+
+
 def stream(
     src: Conn, query: sql.Composable, dst: Conn, target: sql.Composable, on_bytes: OnBytes, *, freeze: bool = False
 ) -> int:
     """Copy the rows of ``query`` into ``target`` (``table (cols)``); return the row count.
 
-    The warehouse side writes from a queue in its own thread
-    (:class:`QueuedLibpqWriter`), so reading the source and writing the
-    warehouse overlap like the two ends of a ``psql | psql`` pipe. ``freeze``
-    is only valid right after a TRUNCATE in the same transaction.
+    The raw binary COPY data is passed through untouched, gathered into
+    :data:`CHUNK_BYTES` writes. (A writer thread, psycopg's
+    ``QueuedLibpqWriter``, measured 2-3x slower here: the two threads fight
+    over the GIL.) ``freeze`` is only valid right after a TRUNCATE in the same
+    transaction.
     """
     copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
     options = sql.SQL("FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY")
     copy_in = sql.SQL("COPY {} FROM STDIN ({})").format(target, options)
     with src.cursor() as scur, dst.cursor() as dcur:
-        with scur.copy(copy_out) as out, dcur.copy(copy_in, writer=QueuedLibpqWriter(dcur)) as inp:
+        with scur.copy(copy_out) as out, dcur.copy(copy_in) as inp:
+            chunk = bytearray()
             for block in out:
-                inp.write(block)
-                on_bytes(len(block))
+                chunk += block
+                if len(chunk) >= CHUNK_BYTES:
+                    inp.write(chunk)
+                    on_bytes(len(chunk))
+                    chunk = bytearray()
+            if chunk:
+                inp.write(chunk)
+                on_bytes(len(chunk))
         return max(dcur.rowcount, 0)
 
 
