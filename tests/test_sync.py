@@ -4,10 +4,12 @@ import datetime as dt
 import time
 
 import psycopg
+import psycopg.sql
 import pytest
 
 from acme_mv.errors import ConfigError
 from acme_mv.sync import sync
+from acme_mv.sync.copy import copy_out_chunks
 from tests.conftest import DatabaseFactory
 from tests.sync_helpers import (
     APPEND_TABLES,
@@ -207,3 +209,17 @@ def test_table_option_syncs_only_those_tables(db_url: str) -> None:
 def test_unknown_table_is_rejected(db_url: str) -> None:
     with pytest.raises(ConfigError, match="'shipments'"):
         sync(settings(db_url, db_url), tables=["shipments"])
+
+
+@pytest.mark.parametrize("rows_before_error", [0, 50_000])
+def test_a_failing_source_copy_raises_psycopgs_error(db_url: str, rows_before_error: int) -> None:
+    statement = psycopg.sql.SQL(
+        "COPY (SELECT CASE WHEN g <= {n} THEN g ELSE 1 / (g - g) END FROM generate_series(1, {n} + 1) g) "
+        "TO STDOUT (FORMAT BINARY)"
+    ).format(n=rows_before_error)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            list(copy_out_chunks(conn, statement))
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is usable afterwards
+        chunks = list(copy_out_chunks(conn, psycopg.sql.SQL("COPY (SELECT generate_series(1, 3)) TO STDOUT")))
+        assert b"".join(chunks) == b"1\n2\n3\n"

@@ -18,11 +18,11 @@ contract's, which are staging's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from acme_mv.sync.source import TableSpec
 
@@ -36,9 +36,9 @@ STAGING = "staging"
 TEMP_PREFIX = "_acme_sync_"
 
 
-#: bytes gathered from the source's COPY messages (libpq hands them over one
-#: row at a time) before one write to the warehouse: each write costs a Python
-#: call and a buffer copy, 256 KiB makes that negligible while keeping memory flat
+#: bytes gathered from the source's COPY messages (one per row) before one
+#: write to the warehouse: each write costs a Python call and a buffer copy;
+#: 256 KiB makes that negligible while keeping memory flat
 CHUNK_BYTES = 256 * 1024
 
 
@@ -47,28 +47,64 @@ def stream(
 ) -> int:
     """Copy the rows of ``query`` into ``target`` (``table (cols)``); return the row count.
 
-    The raw binary COPY data is passed through untouched, gathered into
-    :data:`CHUNK_BYTES` writes. (A writer thread, psycopg's
-    ``QueuedLibpqWriter``, measured 2-3x slower here: the two threads fight
-    over the GIL.) ``freeze`` is only valid right after a TRUNCATE in the same
-    transaction.
+    The raw binary COPY data is passed through untouched, in
+    :data:`CHUNK_BYTES` writes. ``freeze`` is only valid right after a
+    TRUNCATE in the same transaction.
     """
     copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
     options = sql.SQL("FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY")
     copy_in = sql.SQL("COPY {} FROM STDIN ({})").format(target, options)
-    with src.cursor() as scur, dst.cursor() as dcur:
-        with scur.copy(copy_out) as out, dcur.copy(copy_in) as inp:
-            chunk = bytearray()
-            for block in out:
-                chunk += block
-                if len(chunk) >= CHUNK_BYTES:
-                    inp.write(chunk)
-                    on_bytes(len(chunk))
-                    chunk = bytearray()
-            if chunk:
+    with dst.cursor() as dcur:
+        with dcur.copy(copy_in) as inp:
+            for chunk in copy_out_chunks(src, copy_out):
                 inp.write(chunk)
                 on_bytes(len(chunk))
         return max(dcur.rowcount, 0)
+
+
+def copy_out_chunks(conn: Conn, statement: sql.Composable) -> Iterator[bytearray]:
+    """Run ``COPY ... TO STDOUT`` and yield its data in :data:`CHUNK_BYTES` chunks.
+
+    This talks to libpq through psycopg's public ``pq`` layer instead of
+    iterating ``cursor.copy()``: that iteration goes through psycopg's wait
+    machinery once per row (libpq hands COPY data over row by row), which
+    measured 3.6 s against 2.2 s for this loop on 2.6 M order items, the
+    largest single cost of a sync. Blocking ``PQgetCopyData`` returns at once
+    while rows are buffered. Errors become psycopg's own exception classes.
+    """
+    pgconn = conn.pgconn
+    pgconn.send_query(statement.as_bytes(conn))
+    first = pgconn.get_result()
+    if first is None or first.status != pq.ExecStatus.COPY_OUT:
+        _drain(pgconn)
+        raise _error(conn, first)
+    chunk = bytearray()
+    while True:
+        nbytes, data = pgconn.get_copy_data(0)
+        if nbytes < 0:
+            break
+        chunk += data
+        if len(chunk) >= CHUNK_BYTES:
+            yield chunk
+            chunk = bytearray()
+    final = pgconn.get_result()
+    _drain(pgconn)
+    if nbytes == -2 or final is None or final.status != pq.ExecStatus.COMMAND_OK:
+        raise _error(conn, final)
+    if chunk:
+        yield chunk
+
+
+def _drain(pgconn: pq.abc.PGconn) -> None:
+    while pgconn.get_result() is not None:
+        pass
+
+
+def _error(conn: Conn, result: pq.abc.PGresult | None) -> psycopg.Error:
+    if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
+        return psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    message = conn.pgconn.error_message.decode(errors="replace").strip()
+    return psycopg.OperationalError(message or "the source COPY ended unexpectedly")
 
 
 def _columns(spec: TableSpec) -> sql.Composable:
