@@ -18,6 +18,7 @@ contract's, which are staging's.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -128,10 +129,21 @@ def load_fresh(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_
     indexes = _secondary_indexes(dst, spec.name)
     for name, _ in indexes:
         dst.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(STAGING, name)))
+    started = time.monotonic()
     rows = stream(src, query, dst, _target(table, spec), on_bytes, freeze=True)
+    copied = time.monotonic()
     for _, definition in indexes:
         dst.execute(definition.encode())
+    indexed = time.monotonic()
     dst.execute(sql.SQL("ANALYZE {}").format(table))
+    log.debug(
+        "staging.%s: COPY %.2f s, %d index builds %.2f s, ANALYZE %.2f s",
+        spec.name,
+        copied - started,
+        len(indexes),
+        indexed - copied,
+        time.monotonic() - indexed,
+    )
     return rows
 
 

@@ -185,18 +185,28 @@ def check_schema(conn: Conn, specs: list[TableSpec]) -> None:
 _WATERMARK_SQL = """
 SELECT
     now()::timestamp(6) AS clock,
-    (SELECT min(a.xact_start)::timestamp(6)
-     FROM pg_stat_activity a
-     WHERE a.xact_start IS NOT NULL
-       AND a.pid <> pg_backend_pid()
-       AND a.datname = current_database()
-       AND a.backend_type NOT LIKE 'autovacuum%%'
-       AND a.application_name IS DISTINCT FROM %(ignore_app)s) AS oldest,
+    oldest.xact_start::timestamp(6),
+    oldest.pid,
     (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
         OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS sees_all,
     current_setting('TimeZone') AS tz,
     (SELECT source FROM pg_settings WHERE name = 'TimeZone') AS tz_source
+FROM (SELECT 1) one
+LEFT JOIN LATERAL (
+    SELECT a.xact_start, a.pid
+    FROM pg_stat_activity a
+    WHERE a.xact_start IS NOT NULL
+      AND a.pid <> pg_backend_pid()
+      AND a.datname = current_database()
+      AND a.backend_type NOT LIKE 'autovacuum%%'
+      AND a.application_name IS DISTINCT FROM %(ignore_app)s
+    ORDER BY a.xact_start
+    LIMIT 1
+) oldest ON true
 """
+
+#: an open transaction older than this holds the cursor back: say so, naming its pid
+LONG_TRANSACTION = dt.timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -222,7 +232,14 @@ def read_watermark(conn: Conn, *, ignore_application: str, fallback_lag: dt.time
     assert conn.autocommit, "the watermark must be read outside the snapshot transaction"
     row = conn.execute(_WATERMARK_SQL, {"ignore_app": ignore_application}).fetchone()
     assert row is not None
-    clock, oldest, sees_all, tz, tz_source = row
+    clock, oldest, oldest_pid, sees_all, tz, tz_source = row
+    if oldest is not None and clock - oldest > LONG_TRANSACTION:
+        log.warning(
+            "source transaction of pid %s has been open since %s: the cursor cannot pass its start, "
+            "so every sync re-reads the rows changed since then",
+            oldest_pid,
+            oldest,
+        )
     if tz_source == "client":
         log.warning(
             "the source session's TimeZone %s was set by the client (PGTZ?); updated_at is written "
