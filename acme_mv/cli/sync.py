@@ -9,6 +9,7 @@ from contextlib import nullcontext
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -68,17 +69,14 @@ class _Bars:
             task,
             total=max(result.bytes, 1),
             completed=max(result.bytes, 1),
-            description=(
-                f"{result.table} ({result.mode}): {result.rows_read:,} rows read, {result.rows_new:,} new, "
-                f"{result.rows_per_s:,.0f} rows/s"
-            ),
+            description=f"{result.table}: {result.rows_read:,} rows, {result.rows_per_s:,.0f}/s",
         )
 
 
 def _progress_bars() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeElapsedColumn(),
@@ -153,6 +151,10 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+#: width of the status table when stdout is not a terminal (every column fits)
+STATUS_WIDTH = 160
+
+
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a list, one object per table).")] = False,
     exact: Annotated[
@@ -191,7 +193,9 @@ def status(
             _fmt(r.distinct_keys),
             _fmt(r.lag_s),
         )
-    common.out.print(table)
+    # a terminal gets its own width; piped output is not cut to rich's default 80 columns
+    console = common.out if common.out.is_terminal else Console(file=common.out.file, width=STATUS_WIDTH)
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
