@@ -11,7 +11,7 @@ from psycopg.conninfo import make_conninfo
 
 from acme_mv.errors import ConfigError
 from acme_mv.sync import source, sync
-from acme_mv.sync.copy import copy_out_chunks
+from acme_mv.sync.copy import copy_out_chunks, stream
 from tests.conftest import DatabaseFactory
 from tests.sync_helpers import (
     APPEND_TABLES,
@@ -250,3 +250,17 @@ def test_a_failing_source_copy_raises_psycopgs_error(db_url: str, rows_before_er
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is usable afterwards
         chunks = list(copy_out_chunks(conn, psycopg.sql.SQL("COPY (SELECT generate_series(1, 3)) TO STDOUT")))
         assert b"".join(chunks) == b"1\n2\n3\n"
+
+
+def test_an_interrupted_stream_stops_the_source_copy(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A failure on the warehouse side (here: the progress hook) cancels the source COPY cleanly."""
+
+    def interrupt(nbytes: int) -> None:
+        raise KeyboardInterrupt
+
+    with psycopg.connect(db_url) as src, psycopg.connect(db_url) as dst:
+        dst.execute("CREATE TEMP TABLE t (a text)")
+        with pytest.raises(KeyboardInterrupt), src.transaction():
+            stream(src, psycopg.sql.SQL("SELECT repeat('x', 100) FROM generate_series(1, 100000)"), dst, psycopg.sql.SQL("t (a)"), interrupt)
+        assert src.execute("SELECT 1").fetchone() == (1,)
+    assert "error ignored in rollback" not in caplog.text

@@ -30,7 +30,7 @@ from acme_mv.sync.source import TableSpec
 log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-#: called with the number of bytes of each block as it is written
+#: called with the size in bytes of each chunk as it is written
 OnBytes = Callable[[int], None]
 
 STAGING = "staging"
@@ -79,21 +79,36 @@ def copy_out_chunks(conn: Conn, statement: sql.Composable) -> Iterator[bytearray
     if first is None or first.status != pq.ExecStatus.COPY_OUT:
         _drain(pgconn)
         raise _error(conn, first)
-    chunk = bytearray()
-    while True:
-        nbytes, data = pgconn.get_copy_data(0)
-        if nbytes < 0:
-            break
-        chunk += data
-        if len(chunk) >= CHUNK_BYTES:
-            yield chunk
-            chunk = bytearray()
+    done = False
+    try:
+        chunk = bytearray()
+        while True:
+            nbytes, data = pgconn.get_copy_data(0)
+            if nbytes < 0:
+                break
+            chunk += data
+            if len(chunk) >= CHUNK_BYTES:
+                yield chunk
+                chunk = bytearray()
+        done = True
+    finally:
+        if not done:  # the consumer failed or was interrupted: stop the COPY, keep the connection usable
+            _abandon(conn)
     final = pgconn.get_result()
     _drain(pgconn)
     if nbytes == -2 or final is None or final.status != pq.ExecStatus.COMMAND_OK:
         raise _error(conn, final)
     if chunk:
         yield chunk
+
+
+def _abandon(conn: Conn) -> None:
+    """Cancel a COPY TO nobody reads any more and swallow what is still in flight."""
+    conn.cancel_safe()
+    pgconn = conn.pgconn
+    while pgconn.get_copy_data(0)[0] >= 0:
+        pass
+    _drain(pgconn)
 
 
 def _drain(pgconn: pq.abc.PGconn) -> None:
