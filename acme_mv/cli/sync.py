@@ -1,9 +1,204 @@
-"""acme-mv commands: sync (filled in by its issue)."""
+"""acme-mv commands: ``sync`` (copy what changed into staging) and ``status``."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import logging
+from contextlib import nullcontext
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from acme_mv import sync as api
+from acme_mv.cli import common
+
+log = logging.getLogger("acme_mv.cli.sync")
+
+
+class _LogLines:
+    """One log line per table when stderr is not a terminal."""
+
+    def start(self, table: str, mode: api.Mode) -> None:
+        pass
+
+    def advance(self, table: str, nbytes: int) -> None:
+        pass
+
+    def finish(self, result: api.TableResult) -> None:
+        log.info(
+            "%s: %s, %d rows read, %d new%s, %.2f s (%.0f rows/s), cursor %s",
+            result.table,
+            result.mode,
+            result.rows_read,
+            result.rows_new,
+            f", {result.rows_deleted} deleted" if result.rows_deleted else "",
+            result.seconds,
+            result.rows_per_s,
+            result.cursor.isoformat(sep=" "),
+        )
+
+
+class _Bars:
+    """A rich progress bar per table (bytes and bytes/s while copying, rows at the end)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def start(self, table: str, mode: api.Mode) -> None:
+        self.tasks[table] = self.progress.add_task(f"{table} ({mode})", total=None)
+
+    def advance(self, table: str, nbytes: int) -> None:
+        self.progress.advance(self.tasks[table], nbytes)
+
+    def finish(self, result: api.TableResult) -> None:
+        task = self.tasks[result.table]
+        self.progress.update(
+            task,
+            total=max(result.bytes, 1),
+            completed=max(result.bytes, 1),
+            description=f"{result.table}: {result.rows_read:,} rows, {result.rows_per_s:,.0f}/s",
+        )
+
+
+def _progress_bars() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=20),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=common.err,
+    )
+
+
+def sync(
+    table: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table",
+            "-t",
+            help=f"Sync only this table (repeatable): {', '.join(api.TABLES)}.",
+            show_default=False,
+        ),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Re-copy orders/order_items from scratch (TRUNCATE + COPY).")
+    ] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Exit 3 at once if another sync is running, instead of waiting.")
+    ] = False,
+    fallback_lag: Annotated[
+        float,
+        typer.Option(
+            "--fallback-lag",
+            envvar="ACME_MV_SYNC_FALLBACK_LAG",
+            show_envvar=True,
+            help="Seconds to re-read behind the clock when the source role cannot see other "
+            "sessions' transactions in pg_stat_activity.",
+        ),
+    ] = api.DEFAULT_FALLBACK_LAG.total_seconds(),
+) -> None:
+    """Copy what changed in the source into staging, as one batch (one transaction).
+
+    orders and order_items: rows whose updated_at is at or after the cursor (and
+    NULL ones), appended when new or changed; customers and products: reloaded
+    whole. Safe to kill at any moment; a second sync waits for the first.
+
+    Examples:
+
+      acme-mv sync
+
+      acme-mv sync --table orders --table order_items
+
+      acme-mv sync --full --no-wait
+    """
+    settings = common.settings()
+    bars = _progress_bars() if common.err.is_terminal else None
+    with bars or nullcontext():
+        result = api.sync(
+            settings,
+            tables=table or None,
+            full=full,
+            wait=not no_wait,
+            progress=_Bars(bars) if bars else _LogLines(),
+            fallback_lag=dt.timedelta(seconds=fallback_lag),
+        )
+    log.info("batch %d committed in %.2f s", result.batch_id, result.seconds)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="milliseconds")
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+#: width of the status table when stdout is not a terminal (every column fits)
+STATUS_WIDTH = 160
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a list, one object per table).")] = False,
+    exact: Annotated[
+        bool,
+        typer.Option("--exact", help="Count staged rows and distinct keys exactly (scans staging)."),
+    ] = False,
+) -> None:
+    """Show each table's cursor, last sync, staged rows and lag behind the source.
+
+    Staged rows are the planner's estimate (pg_class.reltuples) unless --exact;
+    lag is the source's max(updated_at) minus the cursor.
+
+    Examples:
+
+      acme-mv status
+
+      acme-mv status --json --exact
+    """
+    rows = api.status(common.settings(), exact=exact)
+    if as_json:
+        common.out.print_json(json.dumps([r.as_json() for r in rows]))
+        return
+    table = Table(title="acme-mv sync status")
+    for name in ("table", "cursor", "last sync", "seconds", "rows read", "rows copied", "staged rows", "keys", "lag s"):
+        table.add_column(name, justify="left" if name in ("table", "cursor", "last sync") else "right")
+    for r in rows:
+        staged = _fmt(r.staged_rows) if r.staged_rows_exact or r.staged_rows is None else f"~{_fmt(r.staged_rows)}"
+        table.add_row(
+            r.table,
+            _fmt(r.cursor),
+            _fmt(r.last_finished_at),
+            _fmt(r.last_duration_s),
+            _fmt(r.last_rows_read),
+            _fmt(r.last_rows_copied),
+            staged,
+            _fmt(r.distinct_keys),
+            _fmt(r.lag_s),
+        )
+    # a terminal gets its own width; piped output is not cut to rich's default 80 columns
+    console = common.out if common.out.is_terminal else Console(file=common.out.file, width=STATUS_WIDTH)
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add ``sync`` and ``status`` to the app."""
+    app.command("sync")(sync)
+    app.command("status")(status)

@@ -1,0 +1,329 @@
+"""``acme-mv sync`` and ``acme-mv status`` as a Python API.
+
+One sync is one batch: one warehouse transaction (advisory lock, batch id,
+every table's rows, the new cursors) reading one source REPEATABLE READ
+snapshot. A sync killed at any moment leaves nothing behind; the next one
+starts from the last committed cursors.
+
+    from acme_mv.config import Settings
+    from acme_mv.sync import sync, status
+
+    result = sync(Settings.from_env(), tables=["orders"])
+    for t in status(Settings.from_env()):
+        print(t.table, t.cursor, t.lag_s)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import psycopg
+from psycopg import sql
+
+from acme_mv import migrate
+from acme_mv.config import Settings
+from acme_mv.db import connection
+from acme_mv.errors import ConfigError
+from acme_mv.sync import copy, source, state
+from acme_mv.sync.source import DEFAULT_FALLBACK_LAG, TABLES, TableSpec
+
+__all__ = [
+    "DEFAULT_FALLBACK_LAG",
+    "TABLES",
+    "Mode",
+    "Progress",
+    "SyncResult",
+    "TableResult",
+    "TableStatus",
+    "status",
+    "sync",
+]
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+#: ``initial``: staging was empty, copied whole; ``full``: truncated and copied
+#: whole (``--full``); ``incremental``: rows at or after the cursor; ``reload``:
+#: a mirror (customers, products) compared whole
+Mode = Literal["initial", "full", "incremental", "reload"]
+
+#: application_name of the sync's own sessions; the watermark ignores them
+#: (they never write ``operations``), so a waiting sync or the warehouse
+#: transaction of the one-database deployment does not hold the cursor back
+SYNC_APPLICATION_NAME = "acme-mv sync"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableResult:
+    table: str
+    mode: Mode
+    rows_read: int
+    rows_new: int
+    rows_deleted: int
+    bytes: int
+    seconds: float
+    cursor: dt.datetime
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncResult:
+    batch_id: int
+    seconds: float
+    tables: dict[str, TableResult] = field(default_factory=dict)
+
+    @property
+    def full_tables(self) -> list[str]:
+        return [t.table for t in self.tables.values() if t.mode in ("initial", "full")]
+
+
+class Progress(Protocol):
+    """What a sync reports while it runs (the CLI draws bars or logs lines)."""
+
+    def start(self, table: str, mode: Mode) -> None: ...
+
+    def advance(self, table: str, nbytes: int) -> None: ...
+
+    def finish(self, result: TableResult) -> None: ...
+
+
+class _Silent:
+    def start(self, table: str, mode: Mode) -> None:
+        pass
+
+    def advance(self, table: str, nbytes: int) -> None:
+        pass
+
+    def finish(self, result: TableResult) -> None:
+        pass
+
+
+def select_tables(names: Iterable[str] | None) -> list[TableSpec]:
+    """The specs of ``names`` in dependency-free contract order (all when None)."""
+    if names is None:
+        return list(TABLES.values())
+    wanted = list(dict.fromkeys(names))
+    for name in wanted:
+        if name not in TABLES:
+            raise ConfigError(f"Unknown table {name!r}; choose from {', '.join(TABLES)}")
+    return [spec for name, spec in TABLES.items() if name in wanted]
+
+
+def _staging_empty(conn: Conn, spec: TableSpec) -> bool:
+    row = conn.execute(
+        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier("staging", spec.name))
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _mode(conn: Conn, spec: TableSpec, *, full: bool) -> Mode:
+    if spec.kind == "mirror":
+        return "reload"
+    if full:
+        return "full"
+    return "initial" if _staging_empty(conn, spec) else "incremental"
+
+
+def sync(
+    settings: Settings,
+    *,
+    tables: Iterable[str] | None = None,
+    full: bool = False,
+    wait: bool = True,
+    progress: Progress | None = None,
+    fallback_lag: dt.timedelta = DEFAULT_FALLBACK_LAG,
+) -> SyncResult:
+    """Copy what changed in the source into staging, as one batch; see the module doc.
+
+    Raises NotMigrated, ConnectionFailed, SchemaDrift (before copying anything),
+    Busy (``wait=False`` and another sync holds the lock).
+    """
+    specs = select_tables(tables)
+    report = progress or _Silent()
+    began = time.monotonic()
+    with connection(settings.database_url, role="warehouse") as wh:
+        migrate.require_head(wh)
+        wh.execute("SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,))
+        with connection(settings.effective_source_url, role="source", autocommit=True) as src:
+            src.execute("SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,))
+            source.check_schema(src, specs)
+            state.lock(wh, wait=wait)
+            modes = {spec.name: _mode(wh, spec, full=full) for spec in specs}
+            cursors = state.cursors(wh)
+            batch_id = state.begin_batch(
+                wh,
+                tables=[s.name for s in specs],
+                full_tables=[name for name, mode in modes.items() if mode in ("initial", "full")],
+            )
+            mark = source.read_watermark(
+                src, ignore_application=SYNC_APPLICATION_NAME, fallback_lag=fallback_lag
+            )
+            src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            src.read_only = True
+            src.autocommit = False
+            results: dict[str, TableResult] = {}
+            with src.transaction():
+                for spec in specs:
+                    results[spec.name] = _sync_table(
+                        src, wh, spec, modes[spec.name], cursors.get(spec.name), mark, batch_id, report
+                    )
+            state.finish_batch(wh, batch_id)
+        # leaving the block commits: rows, cursors and the batch row together
+    result = SyncResult(batch_id=batch_id, seconds=time.monotonic() - began, tables=results)
+    log.debug("batch %s committed in %.2f s", batch_id, result.seconds)
+    return result
+
+
+def _sync_table(
+    src: Conn,
+    wh: Conn,
+    spec: TableSpec,
+    mode: Mode,
+    cursor: dt.datetime | None,
+    mark: source.Watermark,
+    batch_id: int,
+    report: Progress,
+) -> TableResult:
+    started_at = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    nbytes = 0
+
+    def on_bytes(n: int) -> None:
+        nonlocal nbytes
+        nbytes += n
+        report.advance(spec.name, n)
+
+    report.start(spec.name, mode)
+    deleted = 0
+    if mode == "incremental":
+        rows_read, rows_new = copy.load_changes(src, source.select_rows(spec, cursor), wh, spec, on_bytes)
+    elif mode == "reload":
+        rows_read, rows_new, deleted = copy.load_mirror(src, source.select_rows(spec, None), wh, spec, on_bytes)
+    else:
+        rows_read = rows_new = copy.load_fresh(src, source.select_rows(spec, None), wh, spec, on_bytes)
+    seconds = time.monotonic() - t0
+    state.save(
+        wh,
+        state.TableRun(
+            table=spec.name,
+            cursor=mark.cursor,
+            batch_id=batch_id,
+            started_at=started_at,
+            seconds=seconds,
+            rows_read=rows_read,
+            rows_new=rows_new + deleted,
+            source_max_updated_at=source.max_updated_at(src, spec),
+            mode=mode,
+        ),
+    )
+    result = TableResult(
+        table=spec.name,
+        mode=mode,
+        rows_read=rows_read,
+        rows_new=rows_new,
+        rows_deleted=deleted,
+        bytes=nbytes,
+        seconds=seconds,
+        cursor=mark.cursor,
+    )
+    report.finish(result)
+    return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableStatus:
+    """One table's sync state, as ``acme-mv status`` shows it."""
+
+    table: str
+    kind: str
+    cursor: dt.datetime | None
+    last_batch_id: int | None
+    last_finished_at: dt.datetime | None
+    last_duration_s: float | None
+    last_rows_read: int | None
+    last_rows_copied: int | None
+    last_mode: str | None
+    #: staged rows (every version for orders/order_items): exact with
+    #: ``exact=True``, else the planner's estimate (pg_class.reltuples)
+    staged_rows: int | None
+    staged_rows_exact: bool
+    #: distinct keys: exact with ``exact=True`` (a full scan), mirrors always
+    distinct_keys: int | None
+    source_max_updated_at: dt.datetime | None
+    #: source max(updated_at) minus the cursor, in seconds, never below 0
+    lag_s: float | None
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = value.isoformat() if isinstance(value, dt.datetime) else value
+        return out
+
+
+_STATE_SQL = """
+SELECT table_name, cursor_value, last_batch_id, last_finished_at, last_duration_s,
+       last_rows_read, last_rows_copied, last_mode
+FROM staging.sync_state
+"""
+
+
+def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
+    """Per table: cursor, last run, staged rows, lag behind the source."""
+    with connection(settings.database_url, role="warehouse") as wh:
+        migrate.require_head(wh)
+        saved: dict[str, tuple[Any, ...]] = {str(r[0]): r for r in wh.execute(_STATE_SQL).fetchall()}
+        counts = {spec.name: _staged_counts(wh, spec, exact=exact) for spec in TABLES.values()}
+    specs = list(TABLES.values())
+    with connection(settings.effective_source_url, role="source", autocommit=True) as src:
+        source.check_schema(src, specs)
+        source_max = {spec.name: source.max_updated_at(src, spec) for spec in specs}
+    out = []
+    for spec in specs:
+        row = saved.get(spec.name)
+        cursor = row[1] if row else None
+        smax = source_max[spec.name]
+        lag = None if cursor is None or smax is None else max((smax - cursor).total_seconds(), 0.0)
+        rows, distinct = counts[spec.name]
+        out.append(
+            TableStatus(
+                table=spec.name,
+                kind=spec.kind,
+                cursor=cursor,
+                last_batch_id=row[2] if row else None,
+                last_finished_at=row[3] if row else None,
+                last_duration_s=row[4] if row else None,
+                last_rows_read=row[5] if row else None,
+                last_rows_copied=row[6] if row else None,
+                last_mode=row[7] if row else None,
+                staged_rows=rows,
+                staged_rows_exact=exact,
+                distinct_keys=distinct,
+                source_max_updated_at=smax,
+                lag_s=lag,
+            )
+        )
+    return out
+
+
+def _staged_counts(conn: Conn, spec: TableSpec, *, exact: bool) -> tuple[int | None, int | None]:
+    table = sql.Identifier("staging", spec.name)
+    if exact:
+        row = conn.execute(
+            sql.SQL("SELECT count(*), count(DISTINCT {}) FROM {}").format(sql.Identifier(spec.key), table)
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+    row = conn.execute(
+        "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", (f"staging.{spec.name}",)
+    ).fetchone()
+    estimate = int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
+    return estimate, estimate if spec.kind == "mirror" else None

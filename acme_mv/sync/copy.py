@@ -1,0 +1,258 @@
+"""COPY streaming from the source into staging, and the three ways of landing rows.
+
+Rows never pass through Python objects: ``COPY (SELECT ...) TO STDOUT (FORMAT
+BINARY)`` on the source is written block by block into ``COPY ... FROM STDIN
+(FORMAT BINARY)`` on the warehouse. Binary is safe because
+:func:`acme_mv.sync.source.check_schema` proved the source types are the
+contract's, which are staging's.
+
+- :func:`load_fresh` (empty or ``--full``): TRUNCATE, drop the secondary
+  indexes, ``COPY ... FREEZE`` straight into staging, rebuild the indexes.
+- :func:`load_changes` (incremental, append-only tables): COPY into a temp
+  table, then insert only the rows whose content differs from the latest
+  staged version of their key (re-read rows leave no duplicate version).
+- :func:`load_mirror` (customers, products): COPY into a temp table, then
+  delete gone keys and upsert changed rows; readers see the old or the new set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+from psycopg import pq, sql
+
+from acme_mv.sync.source import TableSpec
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+#: called with the size in bytes of each chunk as it is written
+OnBytes = Callable[[int], None]
+
+STAGING = "staging"
+TEMP_PREFIX = "_acme_sync_"
+
+
+#: bytes gathered from the source's COPY messages (one per row) before one
+#: write to the warehouse: each write costs a Python call and a buffer copy;
+#: 256 KiB makes that negligible while keeping memory flat
+CHUNK_BYTES = 256 * 1024
+
+
+def stream(
+    src: Conn, query: sql.Composable, dst: Conn, target: sql.Composable, on_bytes: OnBytes, *, freeze: bool = False
+) -> int:
+    """Copy the rows of ``query`` into ``target`` (``table (cols)``); return the row count.
+
+    The raw binary COPY data is passed through untouched, in
+    :data:`CHUNK_BYTES` writes. ``freeze`` is only valid right after a
+    TRUNCATE in the same transaction.
+    """
+    copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
+    options = sql.SQL("FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY")
+    copy_in = sql.SQL("COPY {} FROM STDIN ({})").format(target, options)
+    with dst.cursor() as dcur:
+        with dcur.copy(copy_in) as inp:
+            for chunk in copy_out_chunks(src, copy_out):
+                inp.write(chunk)
+                on_bytes(len(chunk))
+        return max(dcur.rowcount, 0)
+
+
+def copy_out_chunks(conn: Conn, statement: sql.Composable) -> Iterator[bytearray]:
+    """Run ``COPY ... TO STDOUT`` and yield its data in :data:`CHUNK_BYTES` chunks.
+
+    This talks to libpq through psycopg's public ``pq`` layer instead of
+    iterating ``cursor.copy()``: that iteration goes through psycopg's wait
+    machinery once per row (libpq hands COPY data over row by row), which
+    measured 3.6 s against 2.2 s for this loop on 2.6 M order items, the
+    largest single cost of a sync. Blocking ``PQgetCopyData`` returns at once
+    while rows are buffered. Errors become psycopg's own exception classes.
+    """
+    pgconn = conn.pgconn
+    pgconn.send_query(statement.as_bytes(conn))
+    first = pgconn.get_result()
+    if first is None or first.status != pq.ExecStatus.COPY_OUT:
+        _drain(pgconn)
+        raise _error(conn, first)
+    done = False
+    try:
+        chunk = bytearray()
+        while True:
+            nbytes, data = pgconn.get_copy_data(0)
+            if nbytes < 0:
+                break
+            chunk += data
+            if len(chunk) >= CHUNK_BYTES:
+                yield chunk
+                chunk = bytearray()
+        done = True
+    finally:
+        if not done:  # the consumer failed or was interrupted: stop the COPY, keep the connection usable
+            _abandon(conn)
+    final = pgconn.get_result()
+    _drain(pgconn)
+    if nbytes == -2 or final is None or final.status != pq.ExecStatus.COMMAND_OK:
+        raise _error(conn, final)
+    if chunk:
+        yield chunk
+
+
+def _abandon(conn: Conn) -> None:
+    """Cancel a COPY TO nobody reads any more and swallow what is still in flight."""
+    conn.cancel_safe()
+    pgconn = conn.pgconn
+    while pgconn.get_copy_data(0)[0] >= 0:
+        pass
+    _drain(pgconn)
+
+
+def _drain(pgconn: pq.abc.PGconn) -> None:
+    while pgconn.get_result() is not None:
+        pass
+
+
+def _error(conn: Conn, result: pq.abc.PGresult | None) -> psycopg.Error:
+    if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
+        return psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    message = conn.pgconn.error_message.decode(errors="replace").strip()
+    return psycopg.OperationalError(message or "the source COPY ended unexpectedly")
+
+
+def _columns(spec: TableSpec) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names)
+
+
+def _target(table: sql.Identifier, spec: TableSpec) -> sql.Composable:
+    """``table (contract columns)``: the COPY target; staging's own columns take their defaults."""
+    return sql.SQL("{} ({})").format(table, _columns(spec))
+
+
+def load_fresh(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes) -> int:
+    """Replace ``staging.<t>`` with the rows of ``query``; return rows copied.
+
+    TRUNCATE takes an ACCESS EXCLUSIVE lock until commit: readers wait, they
+    never see an empty table. Building the secondary indexes after the load
+    (one sort each) is much cheaper than maintaining them row by row.
+    """
+    table = sql.Identifier(STAGING, spec.name)
+    dst.execute(sql.SQL("TRUNCATE {}").format(table))
+    indexes = _secondary_indexes(dst, spec.name)
+    for name, _ in indexes:
+        dst.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(STAGING, name)))
+    started = time.monotonic()
+    rows = stream(src, query, dst, _target(table, spec), on_bytes, freeze=True)
+    copied = time.monotonic()
+    for _, definition in indexes:
+        dst.execute(definition.encode())
+    indexed = time.monotonic()
+    dst.execute(sql.SQL("ANALYZE {}").format(table))
+    log.debug(
+        "staging.%s: COPY %.2f s, %d index builds %.2f s, ANALYZE %.2f s",
+        spec.name,
+        copied - started,
+        len(indexes),
+        indexed - copied,
+        time.monotonic() - indexed,
+    )
+    return rows
+
+
+def _secondary_indexes(conn: Conn, table: str) -> list[tuple[str, str]]:
+    """(name, CREATE INDEX statement) of the indexes that back no constraint."""
+    rows = conn.execute(
+        """
+        SELECT i.relname, pg_get_indexdef(x.indexrelid)
+        FROM pg_index x
+        JOIN pg_class i ON i.oid = x.indexrelid
+        WHERE x.indrelid = %s::regclass
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
+        ORDER BY i.relname
+        """,
+        (f"{STAGING}.{table}",),
+    ).fetchall()
+    return [(str(name), str(definition)) for name, definition in rows]
+
+
+def _copy_to_temp(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes) -> tuple[sql.Identifier, int]:
+    temp = sql.Identifier(TEMP_PREFIX + spec.name)
+    dst.execute(
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+            temp, _columns(spec), sql.Identifier(STAGING, spec.name)
+        )
+    )
+    rows = stream(src, query, dst, _target(temp, spec), on_bytes)
+    dst.execute(sql.SQL("ANALYZE {}").format(temp))
+    return temp, rows
+
+
+def _differs(left: str, right: str, spec: TableSpec) -> sql.Composable:
+    """``(left.c1, ...) IS DISTINCT FROM (right.c1, ...)`` over the contract columns."""
+    return sql.SQL("({}) IS DISTINCT FROM ({})").format(
+        sql.SQL(", ").join(sql.Identifier(left, c) for c in spec.column_names),
+        sql.SQL(", ").join(sql.Identifier(right, c) for c in spec.column_names),
+    )
+
+
+def load_changes(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes) -> tuple[int, int]:
+    """Append the rows of ``query`` that are new or changed; return (rows read, rows appended)."""
+    temp, rows_read = _copy_to_temp(src, query, dst, spec, on_bytes)
+    key = sql.Identifier(spec.key)
+    insert = sql.SQL(
+        """
+        INSERT INTO {table} ({cols})
+        SELECT {t_cols} FROM {temp} AS t
+        LEFT JOIN LATERAL (
+            SELECT {s_cols} FROM {table} AS s
+            WHERE s.{key} = t.{key}
+            ORDER BY s._batch_id DESC
+            LIMIT 1
+        ) AS l ON true
+        WHERE l.{key} IS NULL OR {differs}
+        """
+    ).format(
+        table=sql.Identifier(STAGING, spec.name),
+        cols=_columns(spec),
+        t_cols=sql.SQL(", ").join(sql.Identifier("t", c) for c in spec.column_names),
+        s_cols=sql.SQL(", ").join(sql.Identifier("s", c) for c in spec.column_names),
+        temp=temp,
+        key=key,
+        differs=_differs("l", "t", spec),
+    )
+    cur = dst.execute(insert)
+    return rows_read, max(cur.rowcount, 0)
+
+
+def load_mirror(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes) -> tuple[int, int, int]:
+    """Make ``staging.<t>`` equal the rows of ``query``; return (read, inserted or updated, deleted)."""
+    temp, rows_read = _copy_to_temp(src, query, dst, spec, on_bytes)
+    table = sql.Identifier(STAGING, spec.name)
+    key = sql.Identifier(spec.key)
+    deleted = dst.execute(
+        sql.SQL("DELETE FROM {table} AS s WHERE NOT EXISTS (SELECT 1 FROM {temp} AS t WHERE t.{key} = s.{key})").format(
+            table=table, temp=temp, key=key
+        )
+    ).rowcount
+    changed_cols = [*(c for c in spec.column_names if c != spec.key), "_batch_id", "_loaded_at"]
+    upsert = sql.SQL(
+        """
+        INSERT INTO {table} AS s ({cols}) SELECT {cols} FROM {temp}
+        ON CONFLICT ({key}) DO UPDATE SET {sets}
+        WHERE {differs}
+        """
+    ).format(
+        table=table,
+        cols=_columns(spec),
+        temp=temp,
+        key=key,
+        sets=sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in changed_cols
+        ),
+        differs=_differs("s", "excluded", spec),
+    )
+    changed = dst.execute(upsert).rowcount
+    return rows_read, max(changed, 0), max(deleted, 0)

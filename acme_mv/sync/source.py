@@ -1,0 +1,286 @@
+"""The source side of a sync: the contract's tables, drift checks, the cursor window.
+
+The contract (``operations.*``) is written down here as data: every column
+with its exact type, because the COPY is binary and binary COPY only works
+between identical types. :func:`check_schema` compares the source with it
+before anything is copied.
+
+:func:`read_watermark` is the late-commit fix. It runs on the source BEFORE
+the REPEATABLE READ snapshot is opened and returns the next cursor: the
+earlier of "now" and the start of the oldest transaction still open in the
+source database, minus a safety margin. Any transaction that is invisible to
+the snapshot about to be taken was either in that list or started after the
+read, so every row it writes carries ``updated_at >= cursor`` and the next
+sync reads it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from acme_mv.errors import SchemaDrift
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+TableName = Literal["customers", "products", "orders", "order_items"]
+#: ``append``: every version kept, incremental by cursor; ``mirror``: reloaded whole
+Kind = Literal["append", "mirror"]
+
+SCHEMA = "operations"
+
+#: what ``format_type`` prints for the contract's types
+_TS = "timestamp(3) without time zone"
+_AUDIT = (("updated_at", _TS), ("updated_by", "bigint"), ("created_at", _TS), ("created_by", "bigint"))
+
+#: ``CURRENT_TIMESTAMP(3)`` rounds to the millisecond (up to 0.5 ms later than the
+#: transaction start) and a backend publishes its ``xact_start`` a moment after it
+#: took that timestamp; one second covers both with room to spare, and only costs
+#: re-reading (and deduplicating) one more second of rows per sync.
+SAFETY_MARGIN = dt.timedelta(seconds=1)
+
+#: used instead of pg_stat_activity when this role cannot see other roles'
+#: ``xact_start`` (no ``pg_read_all_stats``): writers' transactions are assumed to
+#: commit within this long after they start
+DEFAULT_FALLBACK_LAG = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: TableName
+    key: str
+    kind: Kind
+    columns: tuple[tuple[str, str], ...]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c for c, _ in self.columns)
+
+    @property
+    def qualified(self) -> str:
+        return f"{SCHEMA}.{self.name}"
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            "customers",
+            "customer_id",
+            "mirror",
+            (
+                ("customer_id", "bigint"),
+                ("customer_name", "character varying(500)"),
+                ("is_active", "boolean"),
+                ("customer_address", "character varying(500)"),
+                *_AUDIT,
+            ),
+        ),
+        TableSpec(
+            "products",
+            "product_id",
+            "mirror",
+            (
+                ("product_id", "bigint"),
+                ("product_name", "character varying(500)"),
+                ("barcode", "character varying(26)"),
+                ("unity_price", "numeric"),
+                ("is_active", "boolean"),
+                *_AUDIT,
+            ),
+        ),
+        TableSpec(
+            "orders",
+            "order_id",
+            "append",
+            (
+                ("order_id", "bigint"),
+                ("order_date", "date"),
+                ("delivery_date", "date"),
+                ("customer_id", "bigint"),
+                ("status", "character varying"),
+                *_AUDIT,
+            ),
+        ),
+        TableSpec(
+            "order_items",
+            "order_item_id",
+            "append",
+            (
+                ("order_item_id", "bigint"),
+                ("order_id", "bigint"),
+                ("product_id", "bigint"),
+                ("quanity", "integer"),
+                *_AUDIT,
+            ),
+        ),
+    )
+}
+
+_COLUMNS_SQL = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')
+"""
+
+_UPDATED_AT_INDEXED_SQL = """
+SELECT c.relname
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
+WHERE n.nspname = %s AND c.relname = ANY(%s) AND a.attname = 'updated_at' AND i.indisvalid
+"""
+
+
+def check_schema(conn: Conn, specs: list[TableSpec]) -> None:
+    """Raise :class:`SchemaDrift` unless every table and column matches the contract."""
+    names = [s.name for s in specs]
+    found: dict[str, dict[str, str]] = {}
+    for table, column, type_ in conn.execute(_COLUMNS_SQL, (SCHEMA, names)).fetchall():
+        table_cols = found.setdefault(str(table), {})
+        if column is not None:
+            table_cols[str(column)] = str(type_)
+    for spec in specs:
+        cols = found.get(spec.name)
+        if cols is None:
+            raise SchemaDrift(
+                f"The source has no table {spec.qualified}: sync needs the contract's tables "
+                f"(is ACME_MV_SOURCE_URL the operations database?)"
+            )
+        for column, expected in spec.columns:
+            actual = cols.get(column)
+            if actual is None:
+                raise SchemaDrift(
+                    f"The source table {spec.qualified} has no column {column} ({expected}) that the "
+                    f"contract states; restore it or update acme-mv"
+                )
+            if actual != expected:
+                raise SchemaDrift(
+                    f"The source column {spec.qualified}.{column} is {actual}, the contract states "
+                    f"{expected}; sync copies in binary and needs the exact type"
+                )
+    indexed = {str(r[0]) for r in conn.execute(_UPDATED_AT_INDEXED_SQL, (SCHEMA, names)).fetchall()}
+    for spec in specs:
+        if spec.kind == "append" and spec.name not in indexed:
+            log.warning(
+                "%s has no index on updated_at: every incremental read scans the table "
+                "(CREATE INDEX CONCURRENTLY ON %s (updated_at))",
+                spec.qualified,
+                spec.qualified,
+            )
+
+
+#: run in its own autocommit statement, BEFORE the snapshot: ``now()`` is this
+#: statement's start, so it is taken before pg_stat_activity is read; transactions
+#: of other databases cannot write ``operations`` and autovacuum writes no rows
+_WATERMARK_SQL = """
+SELECT
+    now()::timestamp(6) AS clock,
+    oldest.xact_start::timestamp(6),
+    oldest.pid,
+    (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+        OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS sees_all,
+    current_setting('TimeZone') AS tz,
+    (SELECT source FROM pg_settings WHERE name = 'TimeZone') AS tz_source
+FROM (SELECT 1) one
+LEFT JOIN LATERAL (
+    SELECT a.xact_start, a.pid
+    FROM pg_stat_activity a
+    WHERE a.xact_start IS NOT NULL
+      AND a.pid <> pg_backend_pid()
+      AND a.datname = current_database()
+      AND a.backend_type NOT LIKE 'autovacuum%%'
+      AND a.application_name IS DISTINCT FROM %(ignore_app)s
+    ORDER BY a.xact_start
+    LIMIT 1
+) oldest ON true
+"""
+
+#: an open transaction older than this holds the cursor back: say so, naming its pid
+LONG_TRANSACTION = dt.timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """What the source looked like just before the snapshot."""
+
+    clock: dt.datetime
+    oldest_xact: dt.datetime | None
+    sees_all: bool
+    cursor: dt.datetime
+
+
+_warned_hidden = False
+
+
+def read_watermark(conn: Conn, *, ignore_application: str, fallback_lag: dt.timedelta) -> Watermark:
+    """The next cursor, read in autocommit mode before the snapshot is opened.
+
+    ``ignore_application`` is this sync's own warehouse session (the one-database
+    deployment would otherwise hold the cursor back at its own start).
+    """
+    global _warned_hidden
+    assert conn.autocommit, "the watermark must be read outside the snapshot transaction"
+    row = conn.execute(_WATERMARK_SQL, {"ignore_app": ignore_application}).fetchone()
+    assert row is not None
+    clock, oldest, oldest_pid, sees_all, tz, tz_source = row
+    if oldest is not None and clock - oldest > LONG_TRANSACTION:
+        log.warning(
+            "source transaction of pid %s has been open since %s: the cursor cannot pass its start, "
+            "so every sync re-reads the rows changed since then",
+            oldest_pid,
+            oldest,
+        )
+    if tz_source == "client":
+        log.warning(
+            "the source session's TimeZone %s was set by the client (PGTZ?); updated_at is written "
+            "in the server's default time zone and the cursor must be computed in it: unset PGTZ",
+            tz,
+        )
+    floor = clock if oldest is None else min(clock, oldest)
+    if not sees_all:
+        if not _warned_hidden:
+            log.warning(
+                "this source role cannot see other roles' transactions in pg_stat_activity "
+                "(grant pg_read_all_stats); assuming transactions commit within %s",
+                fallback_lag,
+            )
+            _warned_hidden = True
+        floor = min(floor, clock - fallback_lag)
+    cursor = _truncate_ms(floor - SAFETY_MARGIN)
+    return Watermark(clock=clock, oldest_xact=oldest, sees_all=bool(sees_all), cursor=cursor)
+
+
+def _truncate_ms(value: dt.datetime) -> dt.datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def select_rows(spec: TableSpec, since: dt.datetime | None) -> sql.Composed:
+    """``SELECT <contract columns> FROM operations.<t>`` with the incremental filter.
+
+    NULL ``updated_at`` rows cannot be placed in time: every incremental read takes them.
+    """
+    query = sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names),
+        sql.Identifier(SCHEMA, spec.name),
+    )
+    if since is None:
+        return query
+    return sql.SQL("{} WHERE updated_at >= {} OR updated_at IS NULL").format(query, sql.Literal(since))
+
+
+def max_updated_at(conn: Conn, spec: TableSpec) -> dt.datetime | None:
+    """``max(updated_at)``: one step down the updated_at index when it exists."""
+    row = conn.execute(
+        sql.SQL("SELECT max(updated_at) FROM {}").format(sql.Identifier(SCHEMA, spec.name))
+    ).fetchone()
+    return row[0] if row else None

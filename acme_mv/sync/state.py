@@ -1,0 +1,118 @@
+"""The warehouse side of a sync's bookkeeping: lock, batch, cursors.
+
+Everything here runs inside the sync's one warehouse transaction, so a batch
+row, the staged rows and the new cursors become visible together or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from acme_mv.errors import Busy
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+#: ``pg_advisory_xact_lock`` key of ``acme-mv sync`` on the warehouse: the
+#: bytes of "acmesync" read as a signed 64-bit integer. ``acme-mv refresh``
+#: uses a different key.
+SYNC_LOCK_KEY = int.from_bytes(b"acmesync", "big", signed=True)
+
+
+def lock(conn: Conn, *, wait: bool) -> None:
+    """Take the sync lock for this transaction; wait (saying so) or raise :class:`Busy`."""
+    row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (SYNC_LOCK_KEY,)).fetchone()
+    if row and row[0]:
+        return
+    if not wait:
+        raise Busy(
+            f"Another acme-mv sync is running (advisory lock {SYNC_LOCK_KEY} on the warehouse); "
+            "try again later or drop --no-wait to wait for it"
+        )
+    log.info("another sync is running: waiting for advisory lock %s on the warehouse", SYNC_LOCK_KEY)
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (SYNC_LOCK_KEY,))
+    log.info("lock acquired")
+
+
+def begin_batch(conn: Conn, *, tables: list[str], full_tables: list[str]) -> int:
+    """Draw the batch id (after the lock) and make it the default of ``_batch_id``."""
+    row = conn.execute("SELECT nextval('staging.sync_batch_id_seq')").fetchone()
+    assert row is not None
+    batch_id = int(row[0])
+    conn.execute("SELECT set_config('acme_mv.batch_id', %s, true)", (str(batch_id),))
+    conn.execute(
+        "INSERT INTO staging.sync_batches (batch_id, tables, full_tables) VALUES (%s, %s, %s)",
+        (batch_id, tables, full_tables),
+    )
+    return batch_id
+
+
+def finish_batch(conn: Conn, batch_id: int) -> None:
+    conn.execute(
+        "UPDATE staging.sync_batches SET finished_at = clock_timestamp() WHERE batch_id = %s",
+        (batch_id,),
+    )
+
+
+def cursors(conn: Conn) -> dict[str, dt.datetime | None]:
+    return {
+        str(name): value
+        for name, value in conn.execute("SELECT table_name, cursor_value FROM staging.sync_state").fetchall()
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableRun:
+    """One table's figures in one batch, as stored in ``staging.sync_state``."""
+
+    table: str
+    cursor: dt.datetime
+    batch_id: int
+    started_at: dt.datetime
+    seconds: float
+    rows_read: int
+    rows_new: int
+    source_max_updated_at: dt.datetime | None
+    mode: str
+
+
+_SAVE_SQL = """
+INSERT INTO staging.sync_state AS s (
+    table_name, cursor_value, last_batch_id, last_started_at, last_finished_at, last_duration_s,
+    last_rows_read, last_rows_copied, last_source_max_updated_at, last_mode)
+VALUES (%(table)s, %(cursor)s, %(batch_id)s, %(started_at)s, clock_timestamp(), %(seconds)s,
+        %(rows_read)s, %(rows_new)s, %(source_max)s, %(mode)s)
+ON CONFLICT (table_name) DO UPDATE SET
+    cursor_value = EXCLUDED.cursor_value,
+    last_batch_id = EXCLUDED.last_batch_id,
+    last_started_at = EXCLUDED.last_started_at,
+    last_finished_at = EXCLUDED.last_finished_at,
+    last_duration_s = EXCLUDED.last_duration_s,
+    last_rows_read = EXCLUDED.last_rows_read,
+    last_rows_copied = EXCLUDED.last_rows_copied,
+    last_source_max_updated_at = EXCLUDED.last_source_max_updated_at,
+    last_mode = EXCLUDED.last_mode
+"""
+
+
+def save(conn: Conn, run: TableRun) -> None:
+    conn.execute(
+        _SAVE_SQL,
+        {
+            "table": run.table,
+            "cursor": run.cursor,
+            "batch_id": run.batch_id,
+            "started_at": run.started_at,
+            "seconds": run.seconds,
+            "rows_read": run.rows_read,
+            "rows_new": run.rows_new,
+            "source_max": run.source_max_updated_at,
+            "mode": run.mode,
+        },
+    )

@@ -1,0 +1,95 @@
+"""Source data and staging comparisons shared by the sync tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from acme_mv.config import Settings
+from acme_mv.sync import TABLES
+
+APPEND_TABLES = ("orders", "order_items")
+
+#: server-side generated rows: a few NULLs in every nullable column, orphans included
+_FILL = {
+    "customers": """
+        INSERT INTO operations.customers (customer_name, is_active, customer_address)
+        SELECT 'customer ' || g, g %% 3 <> 0, CASE WHEN g %% 5 = 0 THEN NULL ELSE g || ' Main St' END
+        FROM generate_series(1, %(n)s) g""",
+    "products": """
+        INSERT INTO operations.products (product_name, barcode, unity_price, is_active)
+        SELECT 'product ' || g, lpad(g::text, 13, '0'), round((g * 1.37) %% 100, 2),
+               CASE WHEN g %% 4 = 0 THEN NULL ELSE g %% 2 = 0 END
+        FROM generate_series(1, %(n)s) g""",
+    "orders": """
+        INSERT INTO operations.orders (order_date, delivery_date, customer_id, status)
+        SELECT d, CASE WHEN g %% 7 = 0 THEN NULL ELSE d + 10 END, NULLIF(g %% 50, 0),
+               (ARRAY['PENDING', 'PROCESSING', 'REPROCESSING', 'COMPLETED', NULL])[1 + g %% 5]
+        FROM generate_series(1, %(n)s) g, LATERAL (SELECT DATE '2026-01-01' + g %% 30 AS d) x""",
+    "order_items": """
+        INSERT INTO operations.order_items (order_id, product_id, quanity)
+        SELECT NULLIF(g %% 60, 0), NULLIF(g %% 40, 0), CASE WHEN g %% 11 = 0 THEN NULL ELSE g %% 1000 END
+        FROM generate_series(1, %(n)s) g""",
+}
+
+
+def fill(url: str, **counts: int) -> None:
+    """Insert ``counts[table]`` generated rows into each named source table."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table, n in counts.items():
+            conn.execute(_FILL[table], {"n": n})
+
+
+def execute(url: str, statement: str, params: Any = None) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
+def _rows(url: str, schema: str, relation: str, table: str) -> list[tuple[Any, ...]]:
+    spec = TABLES[table]
+    query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names),
+        sql.Identifier(schema, relation),
+        sql.Identifier(spec.key),
+    )
+    with psycopg.connect(url) as conn:
+        return conn.execute(query).fetchall()
+
+
+def source_rows(url: str, table: str) -> list[tuple[Any, ...]]:
+    return _rows(url, "operations", table, table)
+
+
+def staged_latest(url: str, table: str) -> list[tuple[Any, ...]]:
+    """The latest staged version of every key (the mirror itself for customers/products)."""
+    return _rows(url, "staging", f"{table}_latest" if table in APPEND_TABLES else table, table)
+
+
+def assert_converged(source_url: str, warehouse_url: str, tables: tuple[str, ...] = tuple(TABLES)) -> None:
+    for table in tables:
+        src = source_rows(source_url, table)
+        staged = staged_latest(warehouse_url, table)
+        assert staged == src, f"staging.{table} latest differs from operations.{table}"
+
+
+def versions(url: str, table: str) -> dict[int, int]:
+    """Number of staged versions per key."""
+    key = TABLES[table].key
+    query = sql.SQL("SELECT {k}, count(*) FROM {t} GROUP BY {k}").format(
+        k=sql.Identifier(key), t=sql.Identifier("staging", table)
+    )
+    with psycopg.connect(url) as conn:
+        return {int(k): int(n) for k, n in conn.execute(query).fetchall()}
+
+
+def scalar(url: str, query: str, params: Any = None) -> Any:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def settings(source_url: str, warehouse_url: str) -> Settings:
+    return Settings(database_url=warehouse_url, source_url=None if source_url == warehouse_url else source_url)

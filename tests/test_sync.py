@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+
+import psycopg
+import psycopg.sql
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from acme_mv.errors import ConfigError
+from acme_mv.sync import source, sync
+from acme_mv.sync.copy import copy_out_chunks, stream
+from tests.conftest import DatabaseFactory
+from tests.sync_helpers import (
+    APPEND_TABLES,
+    assert_converged,
+    execute,
+    fill,
+    scalar,
+    settings,
+    staged_latest,
+    versions,
+)
+
+COUNTS = {"customers": 60, "products": 45, "orders": 300, "order_items": 900}
+
+
+@pytest.fixture(params=["separate", "one-database"])
+def urls(request: pytest.FixtureRequest, make_db: DatabaseFactory) -> tuple[str, str]:
+    """(source, warehouse): two databases, or the one-database deployment."""
+    if request.param == "separate":
+        return make_db("source"), make_db("warehouse")
+    url = make_db("both")
+    return url, url
+
+
+def test_initial_sync_copies_everything(urls: tuple[str, str]) -> None:
+    src, wh = urls
+    fill(src, **COUNTS)
+    result = sync(settings(src, wh))
+    assert {t: r.mode for t, r in result.tables.items()} == {
+        "customers": "reload",
+        "products": "reload",
+        "orders": "initial",
+        "order_items": "initial",
+    }
+    assert {t: r.rows_read for t, r in result.tables.items()} == COUNTS
+    assert {t: r.rows_new for t, r in result.tables.items()} == COUNTS
+    assert_converged(src, wh)
+    for table in APPEND_TABLES:
+        assert set(versions(wh, table).values()) == {1}
+    assert scalar(wh, "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (result.batch_id,)) == [
+        "orders",
+        "order_items",
+    ]
+    # the secondary indexes were rebuilt under their migration names
+    names = scalar(
+        wh,
+        "SELECT array_agg(indexname::text ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'staging' "
+        "AND tablename IN ('orders', 'order_items')",
+    )
+    assert names == [
+        "order_items_batch_idx",
+        "order_items_key_batch_idx",
+        "order_items_order_idx",
+        "orders_batch_idx",
+        "orders_key_batch_idx",
+    ]
+
+
+def test_incremental_picks_up_inserts_and_updates(urls: tuple[str, str]) -> None:
+    src, wh = urls
+    fill(src, **COUNTS)
+    sync(settings(src, wh))
+    fill(src, orders=20, order_items=30)
+    execute(src, "UPDATE operations.orders SET status = 'DONE', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 10")
+    execute(src, "UPDATE operations.order_items SET quanity = 7, updated_at = CURRENT_TIMESTAMP(3) WHERE order_item_id IN (1, 2, 3)")
+    execute(src, "UPDATE operations.customers SET customer_address = 'moved', updated_at = CURRENT_TIMESTAMP(3) WHERE customer_id = 1")
+    result = sync(settings(src, wh))
+    assert result.tables["orders"].mode == "incremental"
+    assert result.tables["orders"].rows_new == 30
+    assert result.tables["order_items"].rows_new == 33
+    assert result.tables["customers"].rows_new == 1
+    assert_converged(src, wh)
+    assert versions(wh, "orders")[1] == 2
+    assert versions(wh, "orders")[11] == 1
+
+
+def test_ties_on_the_cursor_are_read_again(urls: tuple[str, str]) -> None:
+    src, wh = urls
+    fill(src, orders=50)
+    first = sync(settings(src, wh), tables=["orders"])
+    cursor = first.tables["orders"].cursor
+    # rows stamped exactly at the cursor, written after the sync read
+    execute(src, "UPDATE operations.orders SET status = 'TIED', updated_at = %s WHERE order_id <= 5", (cursor,))
+    execute(src, "INSERT INTO operations.orders (order_id, status, updated_at) VALUES (1000, 'NEW', %s)", (cursor,))
+    second = sync(settings(src, wh), tables=["orders"])
+    assert second.tables["orders"].rows_new == 6
+    assert_converged(src, wh, ("orders",))
+
+
+def test_late_commit_is_not_lost(urls: tuple[str, str]) -> None:
+    """dlt issue 2269: a row stamped before a sync's read but committed after it."""
+    src, wh = urls
+    fill(src, orders=20, order_items=20)
+    sync(settings(src, wh))
+    with psycopg.connect(src) as late:
+        late.execute("UPDATE operations.orders SET status = 'LATE', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 3")
+        late.execute("INSERT INTO operations.order_items (order_item_id, quanity) VALUES (5000, 42)")
+        stamped = late.execute("SELECT now()::timestamp(3)").fetchone()
+        assert stamped is not None
+        time.sleep(1.5)  # a naive cursor (the sync's clock minus the margin) would now be past the stamp
+        during = sync(settings(src, wh))
+        assert during.tables["orders"].cursor <= stamped[0]
+        late.commit()
+    assert ("LATE",) not in [(r[4],) for r in staged_latest(wh, "orders")]
+    sync(settings(src, wh))
+    assert_converged(src, wh, APPEND_TABLES)
+    assert scalar(wh, "SELECT quanity FROM staging.order_items_latest WHERE order_item_id = 5000") == 42
+
+
+def test_an_old_open_transaction_holds_the_cursor_back(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(source, "LONG_TRANSACTION", dt.timedelta(seconds=1))
+    fill(db_url, orders=5)
+    with psycopg.connect(db_url) as idle:
+        idle.execute("SELECT 1")
+        opened = idle.execute("SELECT now()::timestamp(3)").fetchone()
+        assert opened is not None
+        time.sleep(1.2)
+        result = sync(settings(db_url, db_url), tables=["orders"])
+    assert result.tables["orders"].cursor < opened[0]
+    assert result.tables["orders"].cursor > opened[0] - dt.timedelta(seconds=2)
+    assert "the cursor cannot pass its start" in caplog.text
+
+
+def test_hidden_transactions_fall_back_to_a_lag(
+    server_url: str, source_url: str, warehouse_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A source role without pg_read_all_stats cannot see other roles' xact_start."""
+    role = f"acme_sync_lowpriv_{uuid.uuid4().hex[:8]}"
+    fill(source_url, orders=5, order_items=5, customers=1, products=1)
+    execute(server_url, f"CREATE ROLE {role} LOGIN")
+    try:
+        execute(source_url, f"GRANT USAGE ON SCHEMA operations TO {role}; GRANT SELECT ON ALL TABLES IN SCHEMA operations TO {role}")
+        low = make_conninfo(source_url, user=role)
+        clock = scalar(source_url, "SELECT now()::timestamp(3)")
+        result = sync(settings(low, warehouse_url), fallback_lag=dt.timedelta(hours=1))
+        cursor = result.tables["orders"].cursor
+        assert clock - dt.timedelta(hours=1, seconds=2) < cursor < clock - dt.timedelta(hours=1)
+        assert "grant pg_read_all_stats" in caplog.text
+        assert_converged(source_url, warehouse_url)
+    finally:
+        execute(source_url, f"DROP OWNED BY {role}")
+        execute(server_url, f"DROP ROLE {role}")
+
+
+def test_null_updated_at_rows_are_reread_without_duplicates(db_url: str) -> None:
+    fill(db_url, orders=30)
+    execute(db_url, "UPDATE operations.orders SET updated_at = NULL WHERE order_id <= 4")
+    for _ in range(3):
+        result = sync(settings(db_url, db_url), tables=["orders"])
+    assert result.tables["orders"].rows_read >= 4
+    assert result.tables["orders"].rows_new == 0
+    assert set(versions(db_url, "orders").values()) == {1}
+    execute(db_url, "UPDATE operations.orders SET status = 'CHANGED', updated_at = NULL WHERE order_id = 2")
+    result = sync(settings(db_url, db_url), tables=["orders"])
+    assert result.tables["orders"].rows_new == 1
+    assert versions(db_url, "orders")[2] == 2
+    assert_converged(db_url, db_url, ("orders",))
+
+
+def test_unchanged_rows_at_the_boundary_add_no_versions(db_url: str) -> None:
+    fill(db_url, orders=30, order_items=30)
+    first = sync(settings(db_url, db_url))
+    # pin some rows right on the cursor: every later sync re-reads them
+    execute(db_url, "UPDATE operations.orders SET updated_at = %s WHERE order_id <= 3", (first.tables["orders"].cursor,))
+    for _ in range(3):
+        sync(settings(db_url, db_url))
+    counts = versions(db_url, "orders")
+    assert counts[1] == 2  # the update (a new updated_at) is a new version, once
+    assert max(counts.values()) == 2
+    assert set(versions(db_url, "order_items").values()) == {1}
+
+
+def test_full_recopies_and_repairs_hard_deletes(urls: tuple[str, str]) -> None:
+    src, wh = urls
+    fill(src, orders=40, order_items=40)
+    sync(settings(src, wh))
+    execute(src, "UPDATE operations.orders SET status = 'X', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 10")
+    sync(settings(src, wh))
+    execute(src, "DELETE FROM operations.orders WHERE order_id = 20")
+    sync(settings(src, wh))
+    assert 20 in versions(wh, "orders")  # a hard delete is out of the cursor's reach
+    result = sync(settings(src, wh), full=True, tables=["orders", "order_items"])
+    assert result.tables["orders"].mode == "full"
+    assert result.full_tables == ["orders", "order_items"]
+    assert set(versions(wh, "orders").values()) == {1}
+    assert 20 not in versions(wh, "orders")
+    assert_converged(src, wh, APPEND_TABLES)
+    assert scalar(
+        wh, "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (result.batch_id,)
+    ) == ["orders", "order_items"]
+    # incremental again after --full
+    execute(src, "UPDATE operations.orders SET status = 'Y', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 1")
+    assert sync(settings(src, wh)).tables["orders"].rows_new == 1
+    assert_converged(src, wh)
+
+
+def test_mirrors_follow_inserts_updates_and_deletes(urls: tuple[str, str]) -> None:
+    src, wh = urls
+    fill(src, customers=20, products=20)
+    sync(settings(src, wh), tables=["customers", "products"])
+    execute(src, "DELETE FROM operations.customers WHERE customer_id IN (1, 2)")
+    execute(src, "UPDATE operations.customers SET is_active = NOT is_active WHERE customer_id = 3")
+    execute(src, "UPDATE operations.products SET unity_price = unity_price + 1 WHERE product_id <= 4")
+    fill(src, products=1)
+    result = sync(settings(src, wh), tables=["customers", "products"])
+    assert (result.tables["customers"].rows_new, result.tables["customers"].rows_deleted) == (1, 2)
+    assert (result.tables["products"].rows_new, result.tables["products"].rows_deleted) == (5, 0)
+    assert_converged(src, wh, ("customers", "products"))
+    assert result.tables["products"].rows_read == 21
+
+
+def test_table_option_syncs_only_those_tables(db_url: str) -> None:
+    fill(db_url, orders=5, order_items=5)
+    sync(settings(db_url, db_url), tables=["order_items"])
+    assert scalar(db_url, "SELECT array_agg(table_name) FROM staging.sync_state") == ["order_items"]
+    assert scalar(db_url, "SELECT count(*) FROM staging.orders") == 0
+    assert scalar(db_url, "SELECT tables FROM staging.sync_batches") == ["order_items"]
+
+
+def test_unknown_table_is_rejected(db_url: str) -> None:
+    with pytest.raises(ConfigError, match="'shipments'"):
+        sync(settings(db_url, db_url), tables=["shipments"])
+
+
+@pytest.mark.parametrize("rows_before_error", [0, 50_000])
+def test_a_failing_source_copy_raises_psycopgs_error(db_url: str, rows_before_error: int) -> None:
+    statement = psycopg.sql.SQL(
+        "COPY (SELECT CASE WHEN g <= {n} THEN g ELSE 1 / (g - g) END FROM generate_series(1, {n} + 1) g) "
+        "TO STDOUT (FORMAT BINARY)"
+    ).format(n=rows_before_error)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            list(copy_out_chunks(conn, statement))
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is usable afterwards
+        chunks = list(copy_out_chunks(conn, psycopg.sql.SQL("COPY (SELECT generate_series(1, 3)) TO STDOUT")))
+        assert b"".join(chunks) == b"1\n2\n3\n"
+
+
+def test_an_interrupted_stream_stops_the_source_copy(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A failure on the warehouse side (here: the progress hook) cancels the source COPY cleanly."""
+
+    def interrupt(nbytes: int) -> None:
+        raise KeyboardInterrupt
+
+    with psycopg.connect(db_url) as src, psycopg.connect(db_url) as dst:
+        dst.execute("CREATE TEMP TABLE t (a text)")
+        with pytest.raises(KeyboardInterrupt), src.transaction():
+            stream(src, psycopg.sql.SQL("SELECT repeat('x', 100) FROM generate_series(1, 100000)"), dst, psycopg.sql.SQL("t (a)"), interrupt)
+        assert src.execute("SELECT 1").fetchone() == (1,)
+    assert "error ignored in rollback" not in caplog.text
