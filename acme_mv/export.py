@@ -182,7 +182,7 @@ def fetch(
     with connection(settings.database_url, role="warehouse") as conn:
         require_head(conn)
         _require_refreshed(conn)
-        cur = conn.execute(query)
+        cur = conn.execute(sql.SQL("{}").format(query))
         columns = [d.name for d in cur.description or ()]
         return columns, cur.fetchall()
 

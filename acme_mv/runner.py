@@ -13,7 +13,6 @@ read the source.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import signal
@@ -67,18 +66,12 @@ def parse_interval(text: str) -> float:
 
 
 def default_sync_step(settings: Settings) -> SyncStep:
-    """``acme_mv.sync.sync(settings)``, imported when first used."""
+    """One ``acme_mv.sync.sync(settings)``, summarized for the cycle line."""
+    from acme_mv.sync import sync
 
     def step() -> SyncSummary:
-        try:
-            module = importlib.import_module("acme_mv.sync")
-        except ImportError:
-            raise ConfigError("This acme-mv has no sync module (acme_mv.sync); install a complete acme-mv") from None
-        result = module.sync(settings)
-        return SyncSummary(
-            rows=int(getattr(result, "rows_copied", 0) or 0),
-            read_at=getattr(result, "read_at", None),
-        )
+        result = sync(settings)
+        return SyncSummary(rows=result.rows_new, read_at=result.read_at)
 
     return step
 

@@ -39,7 +39,7 @@ def test_check_reads_the_latest_version(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("INSERT INTO operations.orders (order_id, status) VALUES (1, NULL)")
         copy_batch(db_url, db_url)
-        conn.execute("UPDATE operations.orders SET status = 'PENDING' WHERE order_id = 1")
+        conn.execute("UPDATE operations.orders SET status = 'PENDING', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 1")
     copy_batch(db_url, db_url)
     gaps = {g.name: g.count for g in check(Settings(database_url=db_url))}
     assert gaps["orders_with_null_status"] == 0

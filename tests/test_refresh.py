@@ -10,16 +10,25 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+import acme_mv.sync.source
 from acme_mv import migrate
 from acme_mv.config import Settings
 from acme_mv.errors import NotMigrated
 from acme_mv.refresh import refresh
 from tests.cli_runner import run
 from tests.reports_oracle import actual, assert_views_match, expected
+from tests.source_writes import stamp_updates_like_the_jobs
 from tests.staging_copy import copy_batch
 
 DAY1 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
+
+
+@pytest.fixture(autouse=True)
+def no_safety_margin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the sync's 1 s safety margin, only the open-transaction watermark keeps a late
+    writer's rows: the tests then prove that mechanism, not the margin, within their fast steps."""
+    monkeypatch.setattr(acme_mv.sync.source, "SAFETY_MARGIN", timedelta(0))
 
 class World:
     """The one-database deployment: source, staging and analytics in ``url``."""
@@ -52,6 +61,7 @@ class World:
 @pytest.fixture
 def world(db_url: str) -> World:
     w = World(db_url)
+    stamp_updates_like_the_jobs(w.conn)
     w.sql("INSERT INTO operations.customers (customer_name) VALUES ('Ann'), ('Bob'), ('Cy')")
     w.sql("INSERT INTO operations.products (product_name, barcode, unity_price) VALUES ('bolt', 'b', 1), ('nut', 'n', 2)")
     return w
@@ -147,17 +157,28 @@ def test_a_full_recopy_rebuilds_the_historic_part_even_when_asked_for_current(wo
 
 
 def test_late_rows_staged_after_the_snapshot_count(world: World) -> None:
+    """A writer's transaction starts (stamping updated_at) before a sync and a day rollover,
+    and commits after them: its rows reach staging late and still count exactly once."""
     world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
     world.sync()
     world.refresh()
-    world.sql(
-        "INSERT INTO operations.orders (delivery_date, customer_id, status, updated_at) "
-        "VALUES ('2026-12-11', 2, 'PENDING', localtimestamp - interval '1 day')"
-    )
+    with psycopg.connect(world.url) as late:
+        late.execute(
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 2, 'PENDING')"
+        )
+        late.execute("UPDATE operations.orders SET status = 'PROCESSING' WHERE order_id = 1")
+        world.sync()  # the writer is still open: nothing of it is visible yet
+        world.refresh(next_day=True)
+        world.check()
+        assert world.report("open_orders") == [(datetime(2026, 12, 11).date(), "PENDING", 1)]
+    # committed now, with updated_at older than the previous sync's read
     world.sync()
     world.refresh()
     world.check()
-    assert world.report("open_orders") == [(datetime(2026, 12, 11).date(), "PENDING", 2)]
+    assert world.report("open_orders") == [
+        (datetime(2026, 12, 11).date(), "PENDING", 1),
+        (datetime(2026, 12, 11).date(), "PROCESSING", 1),
+    ]
 
 
 def test_refresh_needs_a_migrated_warehouse(db_url: str) -> None:
@@ -280,6 +301,7 @@ def test_the_current_refresh_reads_staging_through_its_indexes_only(world: World
 
 def test_separate_source_and_warehouse(source_url: str, warehouse_url: str) -> None:
     with psycopg.connect(source_url, autocommit=True) as src:
+        stamp_updates_like_the_jobs(src)
         src.execute("INSERT INTO operations.customers (customer_name) VALUES ('Ann')")
         src.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES (NULL, 1, 'PENDING'), ('2026-12-11', 2, 'PROCESSING')")
         src.execute("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 4, 3), (2, 4, 2)")

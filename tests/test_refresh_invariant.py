@@ -6,9 +6,11 @@ customers, NULL delivery dates and statuses, ties, full re-copies, day rollovers
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -20,9 +22,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+import acme_mv.sync.source
 from acme_mv.config import Settings
 from acme_mv.refresh import refresh
 from tests.reports_oracle import Reports, assert_views_match, expected
+from tests.source_writes import stamp_updates_like_the_jobs
 from tests.staging_copy import copy_batch
 
 STATUSES = st.sampled_from(["PENDING", "PROCESSING", "REPROCESSING", "COMPLETED", None])
@@ -45,13 +49,32 @@ def _date(offset: int | None) -> str | None:
     return None if offset is None else (datetime(2026, 12, 1) + timedelta(days=offset)).date().isoformat()
 
 
+
+@pytest.fixture(autouse=True)
+def no_safety_margin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the sync's 1 s safety margin, only the open-transaction watermark keeps a late
+    writer's rows: the tests then prove that mechanism, not the margin, within their fast steps."""
+    monkeypatch.setattr(acme_mv.sync.source, "SAFETY_MARGIN", timedelta(0))
+
 def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
     conn = psycopg.connect(db_url, autocommit=True)
+    stamp_updates_like_the_jobs(conn)
+    # a write that meets a row locked by the held-open writer below is skipped, not waited on
+    conn.execute("SET lock_timeout = '200ms'")
     wh = Settings(database_url=db_url)
+    held: list[psycopg.Connection[tuple[object, ...]]] = []
+
+    def write(query: str, params: tuple[object, ...]) -> None:
+        with contextlib.suppress(psycopg.errors.LockNotAvailable):
+            conn.execute(query, params)
 
     class Warehouse(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
+            for late in held:
+                late.rollback()
+                late.close()
+            held.clear()
             conn.execute(RESET)
             self.orders = 0
             self.items = 0
@@ -91,19 +114,42 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
             )
 
         @precondition(lambda self: self.orders > 0)
-        @rule(pick=st.integers(0, 100), status=STATUSES, late=st.booleans())
-        def move_status(self, pick: int, status: str | None, late: bool) -> None:
-            """A status move; a late one carries yesterday's updated_at."""
-            conn.execute(
-                "UPDATE operations.orders SET status = %s, updated_at = CASE WHEN %s "
-                "THEN localtimestamp - interval '1 day' ELSE localtimestamp END WHERE order_id = %s",
-                (status, late, 1 + pick % self.orders),
-            )
+        @rule(pick=st.integers(0, 100), status=STATUSES)
+        def move_status(self, pick: int, status: str | None) -> None:
+            write("UPDATE operations.orders SET status = %s WHERE order_id = %s", (status, 1 + pick % self.orders))
+
+        @precondition(lambda self: self.orders > 0 and not held)
+        @rule(pick=st.integers(0, 100), status=STATUSES, product=PRODUCTS, quanity=QUANITY)
+        def begin_late_writer(self, pick: int, status: str | None, product: int | None, quanity: int | None) -> None:
+            """A writer whose transaction starts now (stamping updated_at) and commits only later,
+            after syncs, refreshes and day rollovers: the late-commit case."""
+            late = psycopg.connect(db_url)
+            late.execute("SET lock_timeout = '200ms'")
+            try:
+                late.execute("UPDATE operations.orders SET status = %s WHERE order_id = %s", (status, 1 + pick % self.orders))
+                self.items += 1
+                late.execute(
+                    "INSERT INTO operations.order_items (order_item_id, order_id, product_id, quanity) "
+                    "VALUES (%s, %s, %s, %s)",
+                    (self.items, 1 + pick % self.orders, product, quanity),
+                )
+            except psycopg.errors.LockNotAvailable:
+                late.rollback()
+                late.close()
+                return
+            held.append(late)
+
+        @precondition(lambda self: bool(held))
+        @rule()
+        def commit_late_writer(self) -> None:
+            late = held.pop()
+            late.commit()
+            late.close()
 
         @precondition(lambda self: self.orders > 0)
         @rule(pick=st.integers(0, 100), delivery=DELIVERY, customer=CUSTOMERS)
         def change_order(self, pick: int, delivery: int | None, customer: int | None) -> None:
-            conn.execute(
+            write(
                 "UPDATE operations.orders SET delivery_date = %s, customer_id = %s WHERE order_id = %s",
                 (_date(delivery), customer, 1 + pick % self.orders),
             )
@@ -112,7 +158,7 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
         @rule(pick=st.integers(0, 100), order=st.integers(1, 12), product=PRODUCTS, quanity=QUANITY)
         def change_item(self, pick: int, order: int, product: int | None, quanity: int | None) -> None:
             """An item moves to another (maybe missing) order, product or quantity."""
-            conn.execute(
+            write(
                 "UPDATE operations.order_items SET order_id = %s, product_id = %s, quanity = %s "
                 "WHERE order_item_id = %s",
                 (order, product, quanity, 1 + pick % self.items),
@@ -120,7 +166,7 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
 
         @rule(name=st.sampled_from(["bolt", "nut", "gear", "cog"]), product=st.integers(1, 3))
         def rename_product(self, name: str, product: int) -> None:
-            conn.execute("UPDATE operations.products SET product_name = %s WHERE product_id = %s", (name, product))
+            write("UPDATE operations.products SET product_name = %s WHERE product_id = %s", (name, product))
 
         @rule(full=st.sampled_from([False, False, False, True]))
         def sync(self, full: bool) -> None:
@@ -153,4 +199,7 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
             ),
         )
     finally:
+        for late in held:
+            late.rollback()
+            late.close()
         conn.close()

@@ -99,9 +99,12 @@ def test_a_signal_during_the_wait_stops_at_once(db_url: str) -> None:
         timer.cancel()
 
 
-def test_cli_run_once_without_a_sync_module_is_one_clear_line(db_url: str, cli_env: Callable[..., None]) -> None:
-    """Until acme_mv.sync lands, `acme-mv run` says so in one line (switch to a real cycle when it lands)."""
+def test_cli_run_once_runs_a_real_cycle(db_url: str, cli_env: Callable[..., None]) -> None:
     cli_env(database_url=db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
     res = run("run", "--once")
-    assert res.exit_code == 1
-    assert "no sync module (acme_mv.sync)" in res.stderr
+    assert res.exit_code == 0, res.stderr
+    assert "cycle 1: synced 1 rows" in res.stderr
+    with psycopg.connect(db_url) as conn:
+        assert_views_match(conn, expected(conn))

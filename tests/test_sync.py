@@ -51,10 +51,8 @@ def test_initial_sync_copies_everything(urls: tuple[str, str]) -> None:
     assert_converged(src, wh)
     for table in APPEND_TABLES:
         assert set(versions(wh, table).values()) == {1}
-    assert scalar(wh, "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (result.batch_id,)) == [
-        "orders",
-        "order_items",
-    ]
+    # a first copy into empty staging tables removes nothing: the refresh need not rebuild for it
+    assert scalar(wh, "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (result.batch_id,)) == []
     # the secondary indexes were rebuilt under their migration names
     names = scalar(
         wh,

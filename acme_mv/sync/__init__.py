@@ -78,7 +78,14 @@ class TableResult:
 class SyncResult:
     batch_id: int
     seconds: float
+    #: when this sync's source snapshot was about to be taken (this machine's clock)
+    read_at: dt.datetime
     tables: dict[str, TableResult] = field(default_factory=dict)
+
+    @property
+    def rows_new(self) -> int:
+        """Rows that landed in staging: new versions, and changed or deleted mirror rows."""
+        return sum(t.rows_new + t.rows_deleted for t in self.tables.values())
 
     @property
     def full_tables(self) -> list[str]:
@@ -161,8 +168,9 @@ def sync(
             batch_id = state.begin_batch(
                 wh,
                 tables=[s.name for s in specs],
-                full_tables=[name for name, mode in modes.items() if mode in ("initial", "full")],
+                full_tables=[name for name, mode in modes.items() if mode == "full"],
             )
+            read_at = dt.datetime.now(dt.UTC)
             mark = source.read_watermark(
                 src, ignore_application=SYNC_APPLICATION_NAME, fallback_lag=fallback_lag
             )
@@ -177,7 +185,7 @@ def sync(
                     )
             state.finish_batch(wh, batch_id)
         # leaving the block commits: rows, cursors and the batch row together
-    result = SyncResult(batch_id=batch_id, seconds=time.monotonic() - began, tables=results)
+    result = SyncResult(batch_id=batch_id, seconds=time.monotonic() - began, read_at=read_at, tables=results)
     log.debug("batch %s committed in %.2f s", batch_id, result.seconds)
     return result
 
