@@ -93,7 +93,7 @@ def main_callback(
     )
 
 
-for module in (migrate_cmd, sample_cmd, sync_cmd, reports_cmd, demo_cmd):
+for module in (demo_cmd, migrate_cmd, sample_cmd, sync_cmd, reports_cmd):
     module.register(app)
 
 
