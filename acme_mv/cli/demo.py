@@ -55,7 +55,10 @@ def demo(
     for path in result.exported:
         common.out.print(f"wrote {path}", highlight=False)
     total = sum(result.timings.values())
-    common.err.print(f"demo finished in {total:.1f} s: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+    common.err.print(
+        f"demo finished in {total:.1f} s: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()),
+        soft_wrap=True,
+    )
 
 
 def register(app: typer.Typer) -> None:
