@@ -1,8 +1,8 @@
 -- analytics.changed_order_items: every order item whose pending-items contribution may differ
 -- from the snapshot's: items with a version staged after B (the _batch_id index) and items of
--- orders changed after B (the order_id index). For each: its contribution now and as of B,
--- i.e. its product and quanity (NULL = 0) when its order (now / as of B) exists and is open,
--- else 0. One index probe per item: its state as of B (the (key, _batch_id) index); its state
+-- orders that opened or closed after B (the order_id index). For each: its contribution now
+-- and as of B, i.e. its product and quanity (NULL = 0) when its order (now / as of B) exists
+-- and is open, else 0. One index probe per item: its state as of B (the (key, _batch_id) index); its state
 -- now is its newest version after B when it has one (read with the keys), else the same.
 -- kind: view
 WITH after_b AS (
@@ -20,12 +20,15 @@ WITH after_b AS (
     ORDER BY i.order_item_id, i._batch_id DESC
 ),
 of_changed_orders AS (
-    -- the items of the orders changed after B (their contribution follows their order's)
+    -- the items of the orders changed after B that opened or closed (or came to exist open)
+    -- since B: an item with no version after B contributes its quanity when its order is
+    -- open, so its contribution changed only if its order's open state did
     SELECT DISTINCT i.order_item_id
     FROM (
-        SELECT DISTINCT o.order_id
-        FROM staging.orders AS o
-        WHERE o._batch_id > (SELECT s.historic_batch_id FROM analytics.snapshot AS s)
+        SELECT c.order_id
+        FROM analytics.changed_orders AS c
+        WHERE (c.status IS NOT NULL AND c.status <> 'COMPLETED')
+           <> (c.before_status IS NOT NULL AND c.before_status <> 'COMPLETED')
     ) AS co
     CROSS JOIN LATERAL (
         -- OFFSET 0 keeps this a per-order probe of the order_id index (not a hash join over
