@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,8 @@ class Result:
     target: str = ""
     met: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: False when ``seconds`` are not the time to process ``rows`` (e.g. freshness delays)
+    throughput: bool = True
 
     @property
     def median(self) -> float | None:
@@ -54,7 +57,7 @@ class Result:
     @property
     def rows_per_s(self) -> float | None:
         med = self.median
-        return self.rows / med if self.rows is not None and med else None
+        return self.rows / med if self.throughput and self.rows is not None and med else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +80,13 @@ class Result:
         }
 
 
+def _load_average() -> list[float] | None:
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
 @dataclass
 class Bench:
     """The run: where the source and the warehouse are, the size, the rounds."""
@@ -93,6 +103,8 @@ class Bench:
     #: how many 1% change rounds were applied to the source (each hits new orders)
     changes: int = 0
     results: dict[str, Result] = field(default_factory=dict)
+    #: os.getloadavg() when the run started (other work on the machine skews the figures)
+    load_at_start: list[float] | None = field(default_factory=_load_average)
 
     @property
     def settings(self) -> Settings:

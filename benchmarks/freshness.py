@@ -111,6 +111,7 @@ def measure(bench: Bench) -> list[Result]:
         delays = [seen[d] - committed[d] for d in sorted(seen)]
         result = Result("freshness", f"freshness: commit -> union view, simulate --rate {RATE}, run --interval {INTERVAL}")
         result.seconds = delays
+        result.throughput = False
         result.rows = len(delays)
         result.extra = {
             "probes": len(committed),
@@ -118,6 +119,11 @@ def measure(bench: Bench) -> list[Result]:
             "p50_s": percentile(delays, 0.5) if delays else None,
             "p95_s": percentile(delays, 0.95) if delays else None,
         }
-        result.note = f"p95 {result.extra['p95_s']:.1f} s" if delays else "no probe became visible"
+        result.note = (
+            f"{len(committed)} probes, p50 {result.extra['p50_s']:.1f} s, p95 {result.extra['p95_s']:.1f} s"
+            + (f", {result.extra['never_seen']} never seen" if result.extra["never_seen"] else "")
+            if delays
+            else "no probe became visible"
+        )
         found.append(result)
     return found

@@ -81,12 +81,18 @@ def _num(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if value < 1 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
 
 
+def _load(load: list[float] | None) -> str:
+    return "/".join(f"{x:.2f}" for x in load) if load else "n/a"
+
+
 def markdown(bench: Bench) -> str:
     """One row per result: rows, median/min/max seconds, rows/s, ratio, target."""
     head = "| measurement | status | rows | median s | min s | max s | rows/s | ratio | target |"
+    machine = _machine()
     lines = [
         f"acme-mv benchmarks: {bench.orders:,} orders ({sum(bench.counts.values()):,} source rows), "
-        f"{bench.rounds} rounds",
+        f"{bench.rounds} rounds; {machine['cpus']} CPUs; load average (1/5/15 min) at start "
+        f"{_load(bench.load_at_start)}, at end {_load(machine['load_average_1_5_15'])}",
         "",
         head,
         "|---|---|--:|--:|--:|--:|--:|--:|---|",
@@ -94,7 +100,7 @@ def markdown(bench: Bench) -> str:
     for r in bench.results.values():
         ratio = f"{r.ratio:.3g} vs {r.ratio_to}" if r.ratio is not None else ""
         target = r.target + (" ✓" if r.met else " ✗" if r.met is False else "") if r.target else ""
-        status = r.status if r.status == "ok" else f"{r.status}: {r.note}"
+        status = f"{r.status}: {r.note}" if r.note else r.status
         lines.append(
             f"| {r.title} (`{r.name}`) | {status} | {r.rows if r.rows is not None else ''} | {_num(r.median)} | "
             f"{_num(r.min)} | {_num(r.max)} | {_num(r.rows_per_s)} | {ratio} | {target} |"
@@ -122,7 +128,11 @@ def _machine() -> dict[str, Any]:
     memory = None
     with contextlib.suppress(ValueError, OSError):
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    load = None
+    with contextlib.suppress(OSError):
+        load = list(os.getloadavg())
     return {
+        "load_average_1_5_15": load,
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": platform.processor(),
@@ -134,7 +144,7 @@ def _machine() -> dict[str, Any]:
 def document(bench: Bench) -> dict[str, Any]:
     return {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
+        "machine": {**_machine(), "load_average_at_start": bench.load_at_start},
         "versions": _versions(bench),
         "orders": bench.orders,
         "rounds": bench.rounds,

@@ -11,7 +11,7 @@ from psycopg.conninfo import make_conninfo
 
 from acme_mv.errors import ConfigError
 from acme_mv.sync import source, sync
-from acme_mv.sync.copy import copy_out_chunks, stream
+from acme_mv.sync.copy import INDEX_BUILD_MEMORY_KB, _raise_index_memory, copy_out_chunks, stream
 from tests.conftest import DatabaseFactory
 from tests.sync_helpers import (
     APPEND_TABLES,
@@ -262,3 +262,17 @@ def test_an_interrupted_stream_stops_the_source_copy(db_url: str, caplog: pytest
             stream(src, psycopg.sql.SQL("SELECT repeat('x', 100) FROM generate_series(1, 100000)"), dst, psycopg.sql.SQL("t (a)"), interrupt)
         assert src.execute("SELECT 1").fetchone() == (1,)
     assert "error ignored in rollback" not in caplog.text
+
+
+@pytest.mark.parametrize(("server_kb", "want_kb"), [(64 * 1024, INDEX_BUILD_MEMORY_KB), (4 * 1024 * 1024, 4 * 1024 * 1024)])
+def test_index_builds_get_more_sort_memory_only_for_the_transaction(db_url: str, server_kb: int, want_kb: int) -> None:
+    """Raised to INDEX_BUILD_MEMORY_KB for the sync transaction when lower; never lowered."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute(psycopg.sql.SQL("SET maintenance_work_mem = {}").format(psycopg.sql.Literal(f"{server_kb}kB")))
+        conn.commit()
+        with conn.transaction():
+            _raise_index_memory(conn)
+            row = conn.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'").fetchone()
+            assert row == (want_kb,)
+        row = conn.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'").fetchone()
+        assert row == (server_kb,)

@@ -11,8 +11,15 @@ SELECT c.order_id,
        b.status AS before_status
 FROM (
     SELECT DISTINCT ON (o.order_id) o.order_id, o.delivery_date, o.customer_id, o.status
-    FROM staging.orders AS o
-    WHERE o._batch_id > (SELECT s.historic_batch_id FROM analytics.snapshot AS s)
+    FROM (
+        -- OFFSET 0: read through the _batch_id index, then sort the few rows; the planner
+        -- cannot estimate "_batch_id > B" (B is read at run time) and would otherwise walk
+        -- the whole (order_id, _batch_id) index to avoid the sort
+        SELECT o.order_id, o.delivery_date, o.customer_id, o.status, o._batch_id
+        FROM staging.orders AS o
+        WHERE o._batch_id > (SELECT s.historic_batch_id FROM analytics.snapshot AS s)
+        OFFSET 0
+    ) AS o
     ORDER BY o.order_id, o._batch_id DESC
 ) AS c
 LEFT JOIN LATERAL (

@@ -42,6 +42,12 @@ TEMP_PREFIX = "_acme_sync_"
 #: 256 KiB makes that negligible while keeping memory flat
 CHUNK_BYTES = 256 * 1024
 
+#: sort memory (kB) for the index builds after a fresh load, set for the sync
+#: transaction only and only when the server's maintenance_work_mem is lower:
+#: on 26 M order items the three builds took 28.8 s at 512 MB and 24.7 s at 1 GB
+#: (one build at a time, so this is the most a sync adds to the server's memory)
+INDEX_BUILD_MEMORY_KB = 1024 * 1024
+
 
 def stream(
     src: Conn, query: sql.Composable, dst: Conn, target: sql.Composable, on_bytes: OnBytes, *, freeze: bool = False
@@ -147,6 +153,7 @@ def load_fresh(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_
     started = time.monotonic()
     rows = stream(src, query, dst, _target(table, spec), on_bytes, freeze=True)
     copied = time.monotonic()
+    _raise_index_memory(dst)
     for _, definition in indexes:
         dst.execute(definition.encode())
     indexed = time.monotonic()
@@ -160,6 +167,15 @@ def load_fresh(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_
         time.monotonic() - indexed,
     )
     return rows
+
+
+def _raise_index_memory(conn: Conn) -> None:
+    """``SET LOCAL maintenance_work_mem`` to :data:`INDEX_BUILD_MEMORY_KB` when it is lower."""
+    conn.execute(
+        "SELECT set_config('maintenance_work_mem', %(kb)s || 'kB', true) FROM pg_settings "
+        "WHERE name = 'maintenance_work_mem' AND setting::bigint < %(kb)s",
+        {"kb": INDEX_BUILD_MEMORY_KB},
+    )
 
 
 def _secondary_indexes(conn: Conn, table: str) -> list[tuple[str, str]]:
