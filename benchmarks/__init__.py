@@ -1,4 +1,4 @@
-"""acme-mv benchmarks: ``python -m benchmarks`` (see docs/readme/performance.md).
+"""acme-mv benchmarks: ``python -m benchmarks`` (see the Performance section of README.md).
 
 One entry point starts or takes a PostgreSQL server, builds the sample source
 at ``--orders N`` and runs each measurement (one module each) several rounds,

@@ -192,7 +192,7 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
         run_state_machine_as_test(
             Warehouse,
             settings=settings(
-                max_examples=40,
+                max_examples=60,
                 stateful_step_count=30,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow],
