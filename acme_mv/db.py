@@ -82,3 +82,16 @@ def require_relation(conn: psycopg.Connection[tuple[object, ...]], schema: str, 
         raise NotMigrated(
             f"The warehouse has no {schema}.{name}: it is not migrated. Run `acme-mv migrate` first"
         )
+
+
+def ensure_database(server: psycopg.Connection[tuple[object, ...]], name: str, *, recreate: bool = False) -> None:
+    """Create database ``name`` unless it exists; ``recreate`` drops it first.
+
+    ``server`` must be in autocommit mode (CREATE DATABASE cannot run in a transaction).
+    """
+    exists = server.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if exists and recreate:
+        server.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        exists = None
+    if not exists:
+        server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 
+from acme_mv.db import ensure_database
 from benchmarks import pg, report, source
 from benchmarks.core import Bench
 
@@ -72,8 +73,8 @@ def selected(args: argparse.Namespace) -> list[str]:
 def open_bench(server_url: str, *, orders: int, rounds: int) -> Bench:
     """Create the two databases on the server and point a Bench at them."""
     with psycopg.connect(server_url, autocommit=True) as server:
-        pg.ensure_database(server, SOURCE_DB)
-        pg.ensure_database(server, WAREHOUSE_DB, recreate=True)
+        ensure_database(server, SOURCE_DB)
+        ensure_database(server, WAREHOUSE_DB, recreate=True)
     return Bench(
         source_url=pg.with_db(server_url, SOURCE_DB),
         warehouse_url=pg.with_db(server_url, WAREHOUSE_DB),

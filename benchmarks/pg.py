@@ -86,12 +86,3 @@ def create_like(target: Conn, schema: str, table: str, shape: list[tuple[str, st
 
 def drop_schema(conn: Conn, schema: str) -> None:
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-def ensure_database(server: Conn, name: str, *, recreate: bool = False) -> None:
-    exists = server.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-    if exists and recreate:
-        server.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-        exists = None
-    if not exists:
-        server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 
+from acme_mv.db import ensure_database
 from benchmarks import pg, source
 from benchmarks.acme_sync import migrated
 from benchmarks.core import Bench, NotAvailable, Result, guarded, require, timed
@@ -61,8 +62,8 @@ def measure(bench: Bench) -> list[Result]:
         if free < needed:
             raise NotAvailable(f"needs ~{needed / 1024**3:.0f} GB free, {free / 1024**3:.0f} GB are")
         with psycopg.connect(bench.server_url, autocommit=True) as server:
-            pg.ensure_database(server, SOURCE_DB)
-            pg.ensure_database(server, WAREHOUSE_DB, recreate=True)
+            ensure_database(server, SOURCE_DB)
+            ensure_database(server, WAREHOUSE_DB, recreate=True)
         big = replace(
             bench,
             source_url=pg.with_db(bench.server_url, SOURCE_DB),
