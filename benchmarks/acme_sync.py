@@ -8,8 +8,9 @@ source (untimed), then times a plain ``sync``.
 
 from __future__ import annotations
 
+from acme_mv import sync as sync_api
 from benchmarks import source
-from benchmarks.core import Bench, Result, guarded, require, rounds
+from benchmarks.core import Bench, Result, guarded, rounds
 
 NAME = "acme_sync"
 
@@ -22,15 +23,14 @@ def migrated(bench: Bench) -> None:
 
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, "sync", "acme-mv sync") as found:
-        api = require("acme_mv.sync", "sync")
         migrated(bench)
         full = Result("sync.full", "acme-mv sync, initial full copy", rows=sum(bench.counts.values()))
-        rounds(bench, full, lambda: api.sync(bench.settings, full=True))
+        rounds(bench, full, lambda: sync_api.sync(bench.settings, full=True))
         found.append(full)
 
         changed: list[int] = []
         incremental = Result("sync.incremental", "acme-mv sync after a 1% change")
-        rounds(bench, incremental, lambda: api.sync(bench.settings), before=lambda: changed.append(source.change_orders(bench)))
+        rounds(bench, incremental, lambda: sync_api.sync(bench.settings), before=lambda: changed.append(source.change_orders(bench)))
         incremental.rows = round(sum(changed) / len(changed))
         found.append(incremental)
     return found

@@ -146,7 +146,7 @@ def require(module: str, *names: str) -> Any:
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
-        raise NotAvailable(f"{module} is not installed or not merged yet ({first_line(exc)})") from None
+        raise NotAvailable(f"{module} is not installed: pip install 'acme-mv[bench]' ({first_line(exc)})") from None
     missing = [n for n in names if not hasattr(mod, n)]
     if missing:
         raise NotAvailable(f"{module} has no {', '.join(missing)} yet")
@@ -154,7 +154,7 @@ def require(module: str, *names: str) -> Any:
 
 
 class NotAvailable(Exception):
-    """A measurement cannot run here (module not merged, optional package missing, disk)."""
+    """A measurement cannot run here (optional package missing, disk)."""
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from urllib.parse import quote
 from psycopg import sql
 
 from benchmarks import pg, source
-from benchmarks.core import Bench, NotAvailable, Result, guarded, rounds
+from benchmarks.core import Bench, Result, guarded, require, rounds
 
 NAME = "dlt_baseline"
 DATASET = "bench_dlt"
@@ -85,10 +85,7 @@ def verify(bench: Bench) -> bool:
 
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, "dlt", "dlt sql_database") as found:
-        try:
-            import dlt  # noqa: F401
-        except ImportError as exc:
-            raise NotAvailable(f"pip install 'acme-mv[bench]' ({exc})") from None
+        require("dlt", "pipeline")
         os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
         workdir = Path(tempfile.mkdtemp(prefix="acme-bench-dlt-"))
         rows = bench.counts.get("orders", 0) + bench.counts.get("order_items", 0)

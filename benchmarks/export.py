@@ -5,8 +5,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from acme_mv import export as export_api
+from acme_mv import refresh as refresh_api
+from acme_mv import sync as sync_api
 from benchmarks.acme_sync import migrated
-from benchmarks.core import Bench, Result, guarded, require, rounds
+from benchmarks.core import Bench, Result, guarded, rounds
 
 NAME = "export"
 REPORTS = ("open_orders", "top_dates", "pending_items", "top_customers")
@@ -16,9 +19,6 @@ MIN_ROUNDS = 10
 
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, "export", "acme-mv export") as found:
-        sync_api = require("acme_mv.sync", "sync")
-        refresh_api = require("acme_mv.refresh", "refresh")
-        api = require("acme_mv.export", "export")
         migrated(bench)
         sync_api.sync(bench.settings)
         refresh_api.refresh(bench.settings, mode="auto")
@@ -28,7 +28,7 @@ def measure(bench: Bench) -> list[Result]:
                 result = Result(f"export.{report}", f"acme-mv export {report}")
 
                 def once(report: str = report, target: Path = target) -> None:
-                    api.export(bench.settings, report, output=target, output_dir=None, fmt="csv", limit=None, force=True)
+                    export_api.export(bench.settings, report, output=target, output_dir=None, fmt="csv", limit=None, force=True)
 
                 rounds(bench, result, once, count=max(bench.rounds, MIN_ROUNDS))
                 result.rows = max(0, sum(1 for _ in target.open()) - 1)  # minus the header

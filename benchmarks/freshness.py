@@ -18,8 +18,10 @@ import sys
 import time
 from datetime import date, timedelta
 
+from acme_mv import refresh as refresh_api
+from acme_mv import sync as sync_api
 from benchmarks.acme_sync import migrated
-from benchmarks.core import Bench, NotAvailable, Result, guarded, require
+from benchmarks.core import Bench, NotAvailable, Result, guarded
 
 NAME = "freshness"
 RATE = 200
@@ -63,8 +65,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, "freshness", "freshness under load") as found:
-        sync_api = require("acme_mv.sync", "sync")
-        refresh_api = require("acme_mv.refresh", "refresh")
         _has_command(bench, "sample", "simulate")
         _has_command(bench, "run")
         migrated(bench)

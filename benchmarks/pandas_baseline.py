@@ -9,7 +9,7 @@ their items. Reported as rows/s (and so comparable with the full sync).
 from __future__ import annotations
 
 from benchmarks import pg
-from benchmarks.core import Bench, NotAvailable, Result, guarded, rounds
+from benchmarks.core import Bench, Result, guarded, require, rounds
 
 NAME = "pandas_baseline"
 SCRATCH = "bench_pandas"
@@ -22,11 +22,9 @@ CHUNKSIZE = None
 
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, "pandas", "pandas read_sql + to_sql") as found:
-        try:
-            import pandas as pd
-            from sqlalchemy import create_engine, text
-        except ImportError as exc:
-            raise NotAvailable(f"pip install 'acme-mv[bench]' ({exc})") from None
+        pd = require("pandas", "read_sql")
+        from sqlalchemy import create_engine, text
+
         from benchmarks.sa import sqlalchemy_url
 
         slice_orders = min(bench.orders, SLICE_ORDERS)

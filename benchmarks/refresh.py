@@ -7,9 +7,11 @@ would pay on every refresh).
 
 from __future__ import annotations
 
+from acme_mv import refresh as refresh_api
+from acme_mv import sync as sync_api
 from benchmarks import pg, source
 from benchmarks.acme_sync import migrated
-from benchmarks.core import Bench, Result, guarded, require, rounds
+from benchmarks.core import Bench, Result, guarded, rounds
 
 NAME = "refresh"
 SCRATCH = "bench_ref"
@@ -55,25 +57,23 @@ def reset_reference(bench: Bench) -> None:
 
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, "refresh", "acme-mv refresh") as found:
-        sync_api = require("acme_mv.sync", "sync")
-        api = require("acme_mv.refresh", "refresh")
         migrated(bench)
         sync_api.sync(bench.settings)
         staged = bench.counts.get("orders", 0) + bench.counts.get("order_items", 0)
 
         historic = Result("refresh.historic", "acme-mv refresh --historic", rows=staged)
-        rounds(bench, historic, lambda: api.refresh(bench.settings, mode="historic"))
+        rounds(bench, historic, lambda: refresh_api.refresh(bench.settings, mode="historic"))
         found.append(historic)
 
         changed: list[int] = []
 
         def snapshot_then_change() -> None:
-            api.refresh(bench.settings, mode="historic")
+            refresh_api.refresh(bench.settings, mode="historic")
             changed.append(source.change_orders(bench))
             sync_api.sync(bench.settings)
 
         current = Result("refresh.current", "acme-mv refresh --current, 1% changed since the snapshot")
-        rounds(bench, current, lambda: api.refresh(bench.settings, mode="current"), before=snapshot_then_change)
+        rounds(bench, current, lambda: refresh_api.refresh(bench.settings, mode="current"), before=snapshot_then_change)
         current.rows = round(sum(changed) / len(changed))
         found.append(current)
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import psycopg
 
+from acme_mv import sync as sync_api
 from acme_mv.db import ensure_database
 from benchmarks import pg, source
 from benchmarks.acme_sync import migrated
-from benchmarks.core import Bench, NotAvailable, Result, guarded, require, timed
+from benchmarks.core import Bench, NotAvailable, Result, guarded, timed
 
 NAME = "scale"
 ORDERS = 3_700_000
@@ -55,7 +56,6 @@ def disk_needed(bench: Bench) -> int:
 
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, "scale.sync", "acme-mv sync at ~100M rows") as found:
-        api = require("acme_mv.sync", "sync")
         if not bench.server_url:
             raise NotAvailable("needs the server's admin URL")
         free, needed = free_disk(bench), disk_needed(bench)
@@ -76,7 +76,7 @@ def measure(bench: Bench) -> list[Result]:
             source.prepare(big, fresh=False)
             migrated(big)
             result = Result("scale.sync", f"acme-mv sync, initial, {ORDERS:,} orders", rows=sum(big.counts.values()))
-            result.seconds.append(timed(lambda: api.sync(big.settings)))
+            result.seconds.append(timed(lambda: sync_api.sync(big.settings)))
             found.append(result)
         finally:
             with psycopg.connect(bench.server_url, autocommit=True) as server:

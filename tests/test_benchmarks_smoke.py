@@ -88,7 +88,7 @@ def test_raw_pipe_copies_every_row_and_reports_it(bench: Bench, tmp_path: Path) 
 
 
 def test_a_missing_module_or_a_failure_is_a_line_not_a_crash(bench: Bench) -> None:
-    with guarded(bench, "missing", "not merged yet"):
+    with guarded(bench, "missing", "not installed"):
         require("acme_mv.no_such_module", "sync")
     with guarded(bench, "broken", "raises") as found:
         found.append(Result("broken.part", "measured before the failure", seconds=[1.0]))
