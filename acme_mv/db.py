@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from acme_mv.config import describe_target, scrub
-from acme_mv.errors import ConnectionFailed, NotMigrated
+from acme_mv.errors import ConnectionFailed
 
 Role = Literal["warehouse", "source"]
 
@@ -74,14 +74,6 @@ def relation_exists(conn: psycopg.Connection[tuple[object, ...]], schema: str, n
         (sql.Identifier(schema, name).as_string(conn),),
     ).fetchone()
     return bool(row and row[0])
-
-
-def require_relation(conn: psycopg.Connection[tuple[object, ...]], schema: str, name: str) -> None:
-    """Raise :class:`NotMigrated` unless ``schema.name`` exists in the warehouse."""
-    if not relation_exists(conn, schema, name):
-        raise NotMigrated(
-            f"The warehouse has no {schema}.{name}: it is not migrated. Run `acme-mv migrate` first"
-        )
 
 
 def ensure_database(server: psycopg.Connection[tuple[object, ...]], name: str, *, recreate: bool = False) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_URL_ENV = "ACME_MV_TEST_DATABASE_URL"
@@ -204,10 +204,6 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 
     return point
 
-
-def password_of(url: str) -> str | None:
-    value = conninfo_to_dict(url).get("password")
-    return str(value) if value else None
 
 
 PASSWORD_ROLE = "acme_pw_role"
