@@ -13,30 +13,23 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from acme_mv.config import Settings
 from acme_mv.delivery import mail
 from acme_mv.delivery.reports import Freshness, ReportSet
 from acme_mv.errors import BadAddress, ConfigError, MailError
-from acme_mv.refresh import refresh
 from tests import smtp_server
 from tests.cli_runner import run
+from tests.delivery_data import EXPECTED, load_and_refresh
 from tests.smtp_server import PASSWORD, USER, SmtpServer
-from tests.staging_copy import copy_batch
-from tests.test_export import DATA, EXPECTED
 
 
 @pytest.fixture
 def refreshed(db_url: str, cli_env: Callable[..., None]) -> str:
     """test_export's dataset, synced and refreshed; the CLI points at it."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(DATA)
-    copy_batch(db_url, db_url)
-    refresh(Settings(database_url=db_url))
     cli_env(database_url=db_url)
-    return db_url
+    return load_and_refresh(db_url)
 
 
 def _point_at(server: SmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -16,12 +16,10 @@ from acme_mv.config import Settings
 from acme_mv.delivery import mail
 from acme_mv.delivery.schedule import DailyMail, parse_at, sends
 from acme_mv.errors import ConfigError
-from acme_mv.refresh import refresh
 from tests import smtp_server
 from tests.cli_runner import run
+from tests.delivery_data import DATA, EXPECTED, load_and_refresh
 from tests.smtp_server import PASSWORD, USER, SmtpServer
-from tests.staging_copy import copy_batch
-from tests.test_export import DATA, EXPECTED
 
 DAY1_BEFORE = datetime(2026, 11, 26, 5, 59, tzinfo=UTC)  # 06:59 in Berlin
 DAY1_AFTER = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)  # 07:00 in Berlin
@@ -30,11 +28,8 @@ DAY2_AFTER = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 @pytest.fixture
 def settings(db_url: str, cli_env: Callable[..., None]) -> Settings:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(DATA)
-    copy_batch(db_url, db_url)
-    refresh(Settings(database_url=db_url))
     cli_env(database_url=db_url)
+    load_and_refresh(db_url)
     return Settings(database_url=db_url, timezone="Europe/Berlin")
 
 

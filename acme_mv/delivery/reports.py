@@ -29,10 +29,14 @@ Conn = psycopg.Connection[tuple[object, ...]]
 
 _SNAPSHOT_SQL = "SELECT refreshed_at, refreshed_batch_id FROM analytics.snapshot"
 _BATCH_SQL = "SELECT started_at FROM staging.sync_batches WHERE batch_id = %s"
-_CAN_READ_BATCHES_SQL = (
-    "SELECT to_regclass('staging.sync_batches') IS NOT NULL "
-    "AND has_table_privilege('staging.sync_batches', 'SELECT')"
+#: by oid, so that a role without USAGE on staging gets false, not an error
+_CAN_READ_BATCHES_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'staging' AND c.relname = 'sync_batches'
+      AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
 )
+"""
 
 
 @dataclass(frozen=True, kw_only=True)
