@@ -4,8 +4,9 @@
 "use strict";
 (function () {
   const body = document.body;
-  const staleAfter = parseFloat(body.dataset.staleAfter) || 60;
-  const pollEvery = (parseFloat(body.dataset.pollEvery) || 2) * 1000;
+  const number = (text, fallback) => (Number.isFinite(parseFloat(text)) ? parseFloat(text) : fallback);
+  const staleAfter = number(body.dataset.staleAfter, 60);
+  const pollEvery = Math.max(number(body.dataset.pollEvery, 2), 0.1) * 1000;
   const NUMERIC = new Set(["open_orders", "pending_items", "pending_orders", "product_id", "customer_id"]);
   let etag = null;
   let data = null;
