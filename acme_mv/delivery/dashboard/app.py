@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -284,11 +286,44 @@ def serve(
     cache = ReportCache(url)
     cache.open()
     app = create_app(cache, stale_after=stale_after, timezone=timezone)
+    sock = _listen(host, port)
     log.info("dashboard on http://%s:%d/ reading %s read-only", host, port, describe_target(url))
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"))
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+        server.run(sockets=[sock])
     finally:
         cache.close()
+        sock.close()
+    log.info("dashboard stopped")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind here rather than in uvicorn, so a taken port is one line and exit 1."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise ConnectionFailed(f"The dashboard cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """SIGINT/SIGTERM stop the server and ``serve`` returns (exit 0), as ``acme-mv run`` does;
+    uvicorn's own handling re-raises the signal after the shutdown."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        saved = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
 
 
 @contextmanager
