@@ -52,6 +52,9 @@ def downloads() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def browser(downloads: Path) -> Iterator[webdriver.Chrome]:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    if missing:  # never a skip: the browser is part of the test environment (.ci/run installs it)
+        pytest.fail(f"{', '.join(missing)} missing: apt-get install -y chromium chromium-driver")
     profile = tempfile.mkdtemp(prefix="acme-chromium-profile-")
     options = Options()
     options.binary_location = CHROMIUM
