@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.cli_runner import run
@@ -129,3 +130,27 @@ def test_demo_serve_opens_the_dashboard_on_the_demo_data(tmp_path: Path) -> None
     assert served == exported.read_bytes()
     assert set(doc["reports"]) == set(EXPECTED)  # type: ignore[arg-type]
     assert f"dashboard: http://127.0.0.1:{port}/" in err
+
+
+def test_demo_live_keeps_writing_syncing_and_refreshing(db_url: str) -> None:
+    """What `demo --serve --simulate N` runs behind the page: the simulator and the runner."""
+    from acme_mv.config import Settings
+    from acme_mv.demo import live
+
+    settings = Settings(database_url=db_url)
+
+    def state() -> tuple[int, int]:
+        with psycopg.connect(db_url) as conn:
+            row = conn.execute(
+                "SELECT coalesce(refreshed_batch_id, 0), (SELECT count(*) FROM staging.orders) FROM analytics.snapshot"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    assert state() == (0, 0)
+    with live(settings, rate=200, interval=0.2):
+        deadline = time.monotonic() + START_S
+        while time.monotonic() < deadline and not (state()[0] >= 3 and state()[1] > 0):
+            time.sleep(0.2)
+    batch, orders = state()
+    assert batch >= 3 and orders > 0  # several cycles ran, and they saw the simulator's orders

@@ -268,3 +268,10 @@ def test_the_server_counts_connections(refreshed: str, smtp: SmtpServer) -> None
     """The zero above means something: a good send is counted."""
     assert run("mail", "--to", "lead@example.com").exit_code == 0
     assert smtp.inbox.connections == 1
+
+
+def test_an_unknown_report_is_refused_before_connecting(refreshed: str, smtp: SmtpServer) -> None:
+    res = run("mail", "--to", "lead@example.com", "--report", "sync_batches")
+    assert res.exit_code == 1
+    assert "Unknown report 'sync_batches'; the reports are: open_orders, top_dates, pending_items, top_customers" in res.stderr
+    assert smtp.inbox.connections == 0

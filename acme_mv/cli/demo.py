@@ -19,7 +19,7 @@ def demo(
     ] = 5.0,
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Where the CSV exports go.")] = Path("exports"),
     serve: Annotated[
-        bool, typer.Option("--serve", help="Then serve the dashboard on the demo data (acme-mv serve) until Ctrl-C.")
+        bool, typer.Option("--serve", help="Then serve the dashboard on the demo data until Ctrl-C; with --simulate > 0 the workload and sync + refresh go on meanwhile.")
     ] = False,
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The dashboard's port (with --serve).")] = 8765,
 ) -> None:
@@ -66,10 +66,15 @@ def demo(
         soft_wrap=True,
     )
     if serve:
+        from contextlib import nullcontext
+
         from acme_mv.delivery.dashboard.app import serve as serve_dashboard
+        from acme_mv.demo import live
 
         common.err.print(f"dashboard: http://127.0.0.1:{port}/ (Ctrl-C stops it)", highlight=False)
-        serve_dashboard(result.settings.database_url, port=port, timezone=settings.timezone)
+        # with --simulate, the workload and the sync + refresh cycles go on while the page is open
+        with live(result.settings) if simulate > 0 else nullcontext():
+            serve_dashboard(result.settings.database_url, port=port, timezone=settings.timezone)
 
 
 def register(app: typer.Typer) -> None:
