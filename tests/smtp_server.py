@@ -83,10 +83,12 @@ class SmtpServer:
     port: int
     cafile: Path
     inbox: Inbox
-    tls: str  # "starttls" or "tls"
+    tls: str  # "starttls", "tls" or "none"
 
     @property
     def url(self) -> str:
+        if self.tls == "none":
+            return f"smtp+insecure://{self.host}:{self.port}"
         scheme = "smtps" if self.tls == "tls" else "smtp"
         return f"{scheme}://{USER}@{self.host}:{self.port}"
 
@@ -113,7 +115,8 @@ def _authenticate(inbox: Inbox) -> Any:
 
 @contextmanager
 def running(tmp: Path, *, tls: str = "starttls") -> Iterator[SmtpServer]:
-    """An SMTP server requiring TLS (STARTTLS, or implicit with ``tls="tls"``) and AUTH."""
+    """An SMTP server requiring TLS (STARTTLS, or implicit with ``tls="tls"``) and AUTH;
+    ``tls="none"``: a plain relay without either."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -129,7 +132,9 @@ def running(tmp: Path, *, tls: str = "starttls") -> Iterator[SmtpServer]:
         "auth_required": True,
         "auth_require_tls": True,
     }
-    if tls == "tls":
+    if tls == "none":  # a plain relay: no TLS at all, no AUTH
+        controller = _CountingController(inbox, hostname="127.0.0.1", port=port)
+    elif tls == "tls":
         # aiosmtpd knows STARTTLS only: on an implicitly encrypted connection it must be told
         # that AUTH without STARTTLS is fine (the whole connection is TLS)
         common["auth_require_tls"] = False

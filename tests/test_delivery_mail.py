@@ -275,3 +275,19 @@ def test_an_unknown_report_is_refused_before_connecting(refreshed: str, smtp: Sm
     assert res.exit_code == 1
     assert "Unknown report 'sync_batches'; the reports are: open_orders, top_dates, pending_items, top_customers" in res.stderr
     assert smtp.inbox.connections == 0
+
+
+def test_a_plain_relay(refreshed: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """smtp+insecure:// sends without TLS or login; smtp:// refuses a server without STARTTLS."""
+    with smtp_server.running(tmp_path, tls="none") as relay:
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.delenv("ACME_MV_SMTP_PASSWORD", raising=False)
+        monkeypatch.setenv("ACME_MV_SMTP_URL", relay.url)
+        res = run("mail", "--to", "lead@example.com")
+        assert res.exit_code == 0, res.stderr
+        assert len(relay.inbox.messages) == 1
+        monkeypatch.setenv("ACME_MV_SMTP_URL", f"smtp://{relay.host}:{relay.port}")
+        res = run("mail", "--to", "lead@example.com")
+        assert res.exit_code == 1
+        assert f"The SMTP server {relay.host}:{relay.port} does not support STARTTLS" in res.stderr
+        assert len(relay.inbox.messages) == 1
