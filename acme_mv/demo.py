@@ -11,8 +11,10 @@ reports for display.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -20,9 +22,9 @@ from typing import TypeVar
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from acme_mv import embedded, export, migrate, refresh, sync
+from acme_mv import embedded, export, migrate, refresh, runner, sync
 from acme_mv.config import Settings
-from acme_mv.db import ensure_database, schema_exists
+from acme_mv.db import ensure_database, first_line, schema_exists
 from acme_mv.sample import load, schema, simulate
 
 log = logging.getLogger(__name__)
@@ -95,3 +97,43 @@ def run_demo(
     )
     result.reports = {name: export.fetch(settings, name) for name in export.REPORTS}
     return result
+
+
+@contextmanager
+def live(settings: Settings, *, rate: float = 20.0, interval: float = 5.0) -> Iterator[None]:
+    """While the block runs, the simulator writes to the source and the runner syncs + refreshes
+    every ``interval`` seconds (``demo --serve``: the dashboard has something to follow)."""
+    stop = threading.Event()
+
+    def guarded(name: str, fn: Callable[[], object]) -> Callable[[], None]:
+        def body() -> None:
+            try:
+                fn()
+            except Exception as exc:  # one line, not a thread traceback
+                log.error("demo %s stopped: %s", name, first_line(exc))
+
+        return body
+
+    threads = [
+        threading.Thread(
+            target=guarded(
+                "simulator",
+                lambda: simulate.simulate(settings.effective_source_url, rate=rate, duration=None, seed=None, stop=stop),
+            ),
+            name="demo simulator",
+            daemon=True,
+        ),
+        threading.Thread(
+            target=guarded("runner", lambda: runner.run(settings, interval=interval, stop=stop)),
+            name="demo runner",
+            daemon=True,
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()

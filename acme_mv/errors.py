@@ -53,3 +53,24 @@ class NeverRefreshed(AcmeMvError):
 
 class EmbeddedUnavailable(AcmeMvError):
     """The embedded PostgreSQL server cannot be started."""
+
+
+class BadAddress(ConfigError):
+    """An email address that cannot be parsed (refused before any connection)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class MailError(AcmeMvError):
+    """The SMTP server could not be reached, refused the login or refused the message."""
+
+    def __init__(self, message: str, *, host: str, port: int, code: int | None = None) -> None:
+        super().__init__(message)
+        self.host = host
+        self.port = port
+        #: the SMTP reply code when the server answered with one
+        self.code = code

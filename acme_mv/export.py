@@ -159,8 +159,7 @@ def _export_many(
     with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
         require_head(conn)
         _require_refreshed(conn)
-        conn.execute(sql.SQL("SET DateStyle = {}").format(sql.Literal(DATESTYLE)))
-        conn.execute("SET client_encoding = 'UTF8'")
+        prepare_session(conn)
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # every report from one state
         with conn.transaction():
             for query, target in zip(queries, targets, strict=True):
@@ -172,6 +171,22 @@ def _export_many(
                     _write(conn, query, fmt, fh)
                 log.debug("wrote %s", target)
     return targets
+
+
+def prepare_session(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """The session settings every export writes under (date style, encoding), whatever the server's defaults."""
+    conn.execute(sql.SQL("SET DateStyle = {}").format(sql.Literal(DATESTYLE)))
+    conn.execute("SET client_encoding = 'UTF8'")
+
+
+def write_csv(
+    conn: psycopg.Connection[tuple[object, ...]], report: str, fh: IO[str], *, limit: int | None = None
+) -> None:
+    """One report's CSV, exactly as ``export`` writes it, into ``fh`` (on a :func:`prepare_session` connection).
+
+    For callers that need the bytes of an export without a file (``acme_mv.delivery``).
+    """
+    _write(conn, report_query(report, limit=limit), "csv", fh)
 
 
 def fetch(

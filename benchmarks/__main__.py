@@ -31,6 +31,7 @@ MEASUREMENTS = (
     "dlt_baseline",
     "refresh",
     "export",
+    "dashboard",
     "freshness",
     "scale",
 )

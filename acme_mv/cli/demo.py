@@ -18,6 +18,10 @@ def demo(
         float, typer.Option("--simulate", min=0, help="Seconds of live workload to run, then sync + refresh again.")
     ] = 5.0,
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Where the CSV exports go.")] = Path("exports"),
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Then serve the dashboard on the demo data until Ctrl-C; with --simulate > 0 the workload and sync + refresh go on meanwhile.")
+    ] = False,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The dashboard's port (with --serve).")] = 8765,
 ) -> None:
     """Run the whole job on an embedded PostgreSQL with sample data and show the four reports.
 
@@ -31,6 +35,8 @@ def demo(
       acme-mv demo --orders 200000 --reset
 
       acme-mv demo --simulate 0 --output-dir /tmp/acme-exports
+
+      acme-mv demo --serve --port 8765
     """
     from acme_mv.demo import run_demo
 
@@ -59,6 +65,16 @@ def demo(
         f"demo finished in {total:.1f} s: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()),
         soft_wrap=True,
     )
+    if serve:
+        from contextlib import nullcontext
+
+        from acme_mv.delivery.dashboard.app import serve as serve_dashboard
+        from acme_mv.demo import live
+
+        common.err.print(f"dashboard: http://127.0.0.1:{port}/ (Ctrl-C stops it)", highlight=False)
+        # with --simulate, the workload and the sync + refresh cycles go on while the page is open
+        with live(result.settings) if simulate > 0 else nullcontext():
+            serve_dashboard(result.settings.database_url, port=port, timezone=settings.timezone)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from acme_mv import export as export_api
 from acme_mv import refresh as refresh_api
 from acme_mv import runner
 from acme_mv.cli import common
+from acme_mv.cli.delivery import daily_mail_hook
 from acme_mv.errors import ConfigError
 
 log = logging.getLogger("acme_mv.cli")
@@ -65,6 +66,14 @@ def run(
         str, typer.Option("--interval", help="Time between cycle starts: 10s, 500ms, 2m, 1h.")
     ] = "10s",
     once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
+    mail_at: Annotated[
+        str | None,
+        typer.Option("--mail-at", envvar="ACME_MV_MAIL_AT", help="Mail the reports daily after HH:MM (--timezone).", show_default=False),
+    ] = None,
+    mail_to: Annotated[
+        list[str] | None,
+        typer.Option("--mail-to", envvar="ACME_MV_MAIL_TO", help="Recipients of the daily mail: ADDR[,ADDR].", show_default=False),
+    ] = None,
 ) -> None:
     """Sync then refresh, every --interval, until Ctrl-C or SIGTERM (a step in progress finishes first).
 
@@ -75,8 +84,11 @@ def run(
       acme-mv run --interval 10s
 
       acme-mv run --once
+
+      acme-mv run --mail-at 07:00 --mail-to lead@example.com
     """
-    runner.run(common.settings(), interval=runner.parse_interval(interval), once=once)
+    hook = daily_mail_hook(mail_at, mail_to)  # see `acme-mv mail --help` for the SMTP settings
+    runner.run(common.settings(), interval=runner.parse_interval(interval), once=once, on_cycle=hook)
 
 
 def export(

@@ -1,0 +1,125 @@
+"""The reports as delivered: ``acme-mv export``'s CSV text and the moment the data is fresh as of.
+
+Every report is written by :func:`acme_mv.export.write_csv`, the export's own
+code path, so an attachment or a dashboard download equals ``acme-mv export``'s
+file byte for byte. All reports and the freshness are read in ONE
+``REPEATABLE READ`` transaction: they describe one refresh, never a mix.
+
+Freshness ("as of"): the start of the sync batch the last refresh included
+(``analytics.snapshot.refreshed_batch_id`` joined to ``staging.sync_batches``).
+That sync read the source at or after that moment, so the reports are at
+least that fresh. A reader role without SELECT on ``staging.sync_batches``
+gets the refresh's own time instead (``analytics.snapshot.refreshed_at``),
+which is later than the truth by one sync at most.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from acme_mv.export import REPORTS, prepare_session, write_csv
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+_SNAPSHOT_SQL = "SELECT refreshed_at, refreshed_batch_id FROM analytics.snapshot"
+_BATCH_SQL = "SELECT started_at FROM staging.sync_batches WHERE batch_id = %s"
+#: by oid, so that a role without USAGE on staging gets false, not an error
+_CAN_READ_BATCHES_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'staging' AND c.relname = 'sync_batches'
+      AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
+)
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Freshness:
+    """When the reports were last refreshed and how fresh their data is."""
+
+    refreshed_at: datetime
+    refreshed_batch_id: int | None
+    #: the moment the data is fresh as of (see the module docstring)
+    as_of: datetime
+
+    @property
+    def key(self) -> tuple[datetime, int | None]:
+        """Changes exactly when a new refresh commits: the dashboard's cache key."""
+        return (self.refreshed_at, self.refreshed_batch_id)
+
+    def age_seconds(self, now: datetime) -> float:
+        return max(0.0, (now - self.as_of).total_seconds())
+
+
+def refresh_key(conn: Conn) -> tuple[datetime, int | None] | None:
+    """The last refresh's (refreshed_at, refreshed_batch_id): one cheap row; None when never refreshed."""
+    row = conn.execute(_SNAPSHOT_SQL).fetchone()
+    if row is None or not isinstance(row[0], datetime):
+        return None
+    return (row[0], row[1] if isinstance(row[1], int) else None)
+
+
+def delivery_freshness(conn: Conn) -> Freshness | None:
+    """The reports' freshness on this connection; None when they were never refreshed.
+
+    (runner-ops adds a freshness check for ``status --max-age``; the two can be folded.)
+    """
+    key = refresh_key(conn)
+    if key is None:
+        return None
+    refreshed_at, batch_id = key
+    as_of = refreshed_at
+    can = conn.execute(_CAN_READ_BATCHES_SQL).fetchone()
+    if batch_id is not None and can is not None and can[0]:
+        row = conn.execute(_BATCH_SQL, (batch_id,)).fetchone()
+        if row is not None and isinstance(row[0], datetime):
+            as_of = row[0]
+    return Freshness(refreshed_at=refreshed_at, refreshed_batch_id=batch_id, as_of=as_of)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportSet:
+    """Some reports, as export's CSV text, and their common freshness."""
+
+    freshness: Freshness
+    #: report name -> CSV text exactly as ``acme-mv export`` writes it
+    csv: dict[str, str]
+
+    def csv_bytes(self, name: str) -> bytes:
+        """The bytes of ``acme-mv export NAME``'s file."""
+        return self.csv[name].encode("utf-8")
+
+    def table(self, name: str) -> tuple[list[str], list[list[str]]]:
+        """The CSV parsed back: header and rows of text cells (NULL is "")."""
+        header, *rows = list(csv.reader(io.StringIO(self.csv[name], newline="")))
+        return header, rows
+
+
+def read_reports(conn: Conn, names: Sequence[str] | None = None) -> ReportSet | None:
+    """Read ``names`` (default: every report) in one REPEATABLE READ transaction; None when never refreshed.
+
+    ``conn`` must be in autocommit mode (the transaction is opened here).
+    """
+    chosen = list(names) if names is not None else list(REPORTS)
+    prepare_session(conn)
+    saved = conn.isolation_level
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    try:
+        with conn.transaction():
+            fresh = delivery_freshness(conn)
+            if fresh is None:
+                return None
+            texts: dict[str, str] = {}
+            for name in chosen:
+                buf = io.StringIO(newline="")
+                write_csv(conn, name, buf)
+                texts[name] = buf.getvalue()
+    finally:
+        conn.isolation_level = saved
+    return ReportSet(freshness=fresh, csv=texts)

@@ -1,0 +1,49 @@
+"""delivery: the record of scheduled mail sends (``acme-mv run --mail-at``)
+
+Revision ID: 0005_delivery
+Revises: 0002_analytics
+Create Date: 2026-11-26
+
+One row per (day, kind): the row's ``sent_at`` is set in the same transaction
+that claimed the row, after the SMTP server accepted the message, so a day's
+mail is never recorded as sent unless it was, and the unique key stops a
+second runner from sending it again. A failed attempt leaves the row with
+``sent_at`` NULL, its ``attempts`` and ``last_error``: the next cycle retries.
+A separate schema (not ``analytics``) so that a report-reader role granted
+the analytics schema does not see who gets the mail.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0005_delivery"
+down_revision = "0002_analytics"
+branch_labels = None
+depends_on = None
+
+UPGRADE = """
+CREATE SCHEMA delivery;
+
+CREATE TABLE delivery.mail_sends (
+    day                date NOT NULL,
+    kind               text NOT NULL,
+    sent_at            timestamptz,
+    recipients         text[] NOT NULL DEFAULT '{}',
+    refreshed_batch_id bigint,
+    attempts           integer NOT NULL DEFAULT 0,
+    last_attempt_at    timestamptz,
+    last_error         text,
+    PRIMARY KEY (day, kind)
+);
+COMMENT ON TABLE delivery.mail_sends IS
+    'One row per scheduled mail and day. sent_at NULL: not sent yet (attempts and last_error say why)';
+"""
+
+
+def upgrade() -> None:
+    op.execute(UPGRADE)
+
+
+def downgrade() -> None:
+    op.execute("DROP SCHEMA delivery CASCADE")

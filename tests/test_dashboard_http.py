@@ -1,0 +1,222 @@
+"""The dashboard over real HTTP (uvicorn in a thread, urllib): the data and CSV endpoints equal the
+exports, bad input is 404/405, the connection is read-only, a reader role works, and the cache
+costs the warehouse one load per refresh whatever the number of viewers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from acme_mv.delivery.dashboard.app import ReportCache, create_app, running
+from acme_mv.delivery.dashboard.chart import open_orders_svg
+from tests.cli_runner import run
+from tests.delivery_data import EXPECTED, load_and_refresh, sync_and_refresh
+
+
+@dataclass
+class Dashboard:
+    url: str
+    cache: ReportCache
+
+
+class FakeClock:
+    """The cache's clock, moved by the test (no sleeping, no timing)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def refreshed(db_url: str, cli_env: Callable[..., None]) -> str:
+    cli_env(database_url=db_url)
+    return load_and_refresh(db_url)
+
+
+@pytest.fixture
+def dashboard(refreshed: str, clock: FakeClock) -> Iterator[Dashboard]:
+    cache = ReportCache(refreshed, check_every=5.0, clock=clock)
+    with running(create_app(cache)) as url:
+        yield Dashboard(url, cache)
+    cache.close()
+
+
+def get(url: str, *, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as res:
+            return res.status, {k.lower(): v for k, v in res.headers.items()}, res.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def _rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+def test_the_page_and_its_assets_are_local(dashboard: Dashboard) -> None:
+    status, headers, body = get(dashboard.url + "/")
+    assert status == 200
+    page = body.decode()
+    for name in EXPECTED:
+        assert f'id="report-{name}"' in page and f'href="/reports/{name}.csv"' in page
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert assets and all(a.startswith("/") for a in assets), assets  # nothing from another host
+    for asset in ("/static/app.js", "/static/app.css"):
+        status, _, text = get(dashboard.url + asset)
+        assert status == 200
+        assert not re.search(rb"https?://", text), f"{asset} names a remote URL"
+
+
+def test_data_equals_the_exports_and_answers_304_until_a_refresh(dashboard: Dashboard) -> None:
+    status, headers, body = get(dashboard.url + "/api/data")
+    assert status == 200
+    doc = json.loads(body)
+    for name, text in EXPECTED.items():
+        header, *rows = _rows(text)
+        assert doc["reports"][name] == {"columns": header, "rows": rows}
+    assert doc["chart"] == open_orders_svg(_rows(EXPECTED["open_orders"])[1:])
+    assert doc["refreshed_batch_id"] == 1
+    assert headers["etag"] and int(headers["x-server-time"]) > doc["as_of_ms"] > 0
+    status, _, body = get(dashboard.url + "/api/data", headers={"If-None-Match": headers["etag"]})
+    assert (status, body) == (304, b"")
+
+
+@pytest.mark.parametrize("report", list(EXPECTED))
+def test_csv_download_equals_the_export(dashboard: Dashboard, report: str, tmp_path: Path) -> None:
+    res = run("export", report, "--output-dir", str(tmp_path))
+    assert res.exit_code == 0, res.stderr
+    exported = Path(res.stdout.strip()).read_bytes()
+    status, headers, body = get(f"{dashboard.url}/reports/{report}.csv")
+    assert status == 200
+    assert body == exported == EXPECTED[report].encode()
+    assert headers["content-type"] == "text/csv; charset=utf-8"
+    assert re.fullmatch(rf'attachment; filename="{report}_result_\d{{8}}_\d{{6}}\.csv"', headers["content-disposition"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/reports/sync_batches.csv", "/reports/staging.orders.csv", "/reports/snapshot.csv", "/reports/open_orders.json",
+     "/reports/..%2fstaging.csv", "/api/staging", "/static/../app.py", "/admin"],
+)
+def test_unknown_paths_are_404(dashboard: Dashboard, path: str) -> None:
+    status, _, body = get(dashboard.url + path)
+    assert status == 404
+    assert body in (b"Not Found", b"") or set(json.loads(body)) == {"error"}  # a message, never rows
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("path", ["/", "/api/data", "/reports/open_orders.csv", "/static/app.js"])
+def test_only_get_is_allowed(dashboard: Dashboard, method: str, path: str) -> None:
+    status, headers, _ = get(dashboard.url + path, method=method)
+    assert status == 405
+    assert "GET" in headers.get("allow", "GET")
+
+
+def test_head_is_allowed(dashboard: Dashboard) -> None:
+    assert get(dashboard.url + "/api/data", method="HEAD")[0] == 200
+
+
+def test_the_connection_is_read_only(dashboard: Dashboard) -> None:
+    get(dashboard.url + "/api/data")
+    conn = dashboard.cache._connection()  # the one the server reads with
+    assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        conn.execute("CREATE TABLE analytics.written_by_the_dashboard (x int)")
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), conn.transaction():
+        conn.execute("UPDATE analytics.snapshot SET refreshed_at = now()")
+
+
+def test_a_reader_role_without_staging(refreshed: str, server_url: str) -> None:
+    """A role granted SELECT on analytics only (what grant-reader gives) serves every report."""
+    role = f"acme_reader_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(refreshed, autocommit=True)
+    try:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("GRANT USAGE ON SCHEMA analytics TO {}").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO {}").format(sql.Identifier(role)))
+        cache = ReportCache(make_conninfo(refreshed, user=role))
+        with running(create_app(cache)) as url:
+            status, _, body = get(url + "/api/data")
+            assert status == 200, body
+            doc = json.loads(body)
+            assert doc["reports"]["pending_items"]["rows"] == _rows(EXPECTED["pending_items"])[1:]
+            assert doc["as_of"] == doc["refreshed_at"]  # no sync_batches: the refresh's time
+            status, _, csv_body = get(url + "/reports/top_customers.csv")
+            assert (status, csv_body) == (200, EXPECTED["top_customers"].encode())
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                cache._connection().execute("SELECT 1 FROM staging.orders")
+        cache.close()
+    finally:
+        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        admin.close()
+
+
+def test_never_refreshed_is_a_503_with_one_line(db_url: str) -> None:
+    cache = ReportCache(db_url)
+    with running(create_app(cache)) as url:
+        status, _, body = get(url + "/api/data")
+        assert status == 503
+        assert json.loads(body) == {"error": "The analytics views have never been refreshed; waiting for `acme-mv refresh`"}
+    cache.close()
+
+
+def test_a_hundred_viewers_cost_one_check_and_one_load_per_refresh(
+    dashboard: Dashboard, refreshed: str, clock: FakeClock
+) -> None:
+    def viewers(n: int) -> list[bytes]:
+        bodies: list[bytes] = []
+        lock = threading.Lock()
+
+        def view() -> None:
+            status, _, body = get(dashboard.url + "/api/data")
+            assert status == 200
+            with lock:
+                bodies.append(body)
+
+        threads = [threading.Thread(target=view) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(bodies) == n
+        return bodies
+
+    first = viewers(100)
+    assert (dashboard.cache.checks, dashboard.cache.loads) == (1, 1)
+    clock.now += 10  # past check_every: one more cheap check, nothing new to load
+    viewers(100)
+    assert (dashboard.cache.checks, dashboard.cache.loads) == (2, 1)
+    with psycopg.connect(refreshed, autocommit=True) as conn:
+        conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-14', 1, 'PENDING')")
+    sync_and_refresh(refreshed)
+    viewers(50)  # the refresh landed, but the check interval has not passed: still the old reports
+    assert (dashboard.cache.checks, dashboard.cache.loads) == (2, 1)
+    clock.now += 10
+    after = viewers(100)
+    assert (dashboard.cache.checks, dashboard.cache.loads) == (3, 2)
+    assert len(set(first)) == 1 and len(set(after)) == 1 and first[0] != after[0]
+    assert ["2026-12-14", "PENDING", "1"] in json.loads(after[0])["reports"]["open_orders"]["rows"]
