@@ -34,6 +34,15 @@ class MigrationFailed(AcmeMvError):
         self.sqlstate = sqlstate
 
 
+class GrantFailed(AcmeMvError):
+    """The report-reader grants could not be given (no such role, not the owner)."""
+
+    def __init__(self, message: str, *, role: str) -> None:
+        super().__init__(message)
+        #: the role that was to be granted
+        self.role = role
+
+
 class SchemaDrift(AcmeMvError):
     """The source's tables or columns are not what the contract states."""
 
