@@ -97,7 +97,7 @@ def _one_line_errors(url: str, what: str) -> Iterator[None]:
     except psycopg.Error as exc:
         raise MigrationFailed(_failure(url, what, exc), sqlstate=exc.sqlstate) from None
     except CommandError as exc:  # an unknown revision and the like
-        raise MigrationFailed(f"{what.capitalize()} failed: {first_line(exc)}") from None
+        raise MigrationFailed(f"{what[:1].upper()}{what[1:]} failed: {first_line(exc)}") from None
 
 
 def _sqlstate(exc: BaseException | None) -> str | None:
@@ -113,7 +113,7 @@ def _failure(url: str, what: str, exc: BaseException | None) -> str:
         reason = lines[0] if lines else type(exc).__name__
     if _sqlstate(exc) == INSUFFICIENT_PRIVILEGE:
         reason = f"{reason}; {PRIVILEGE_HINT}"
-    return f"{what.capitalize()} ({describe_target(url)}) failed: {reason}"
+    return f"{what[:1].upper()}{what[1:]} ({describe_target(url)}) failed: {reason}"
 
 
 def upgrade(url: str, revision: str = "head") -> None:
