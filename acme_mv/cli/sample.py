@@ -22,7 +22,7 @@ log = logging.getLogger("acme_mv.cli")
 
 sample_app = typer.Typer(
     name="sample",
-    help="Create, fill and exercise the ACME sample source",
+    help="Create, fill and exercise the ACME sample source.\n\nExample: acme-mv sample load --orders 10000",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
