@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 #: acme-mv's own schema: Alembic's version table lives here
 VERSION_SCHEMA = "acme_mv"
 VERSION_TABLE = "alembic_version"
-#: where acme-mv before 0.2 (Alembic's default) kept the version table
+#: where earlier acme-mv versions kept it (Alembic's default); read as a fallback, moved by migrate
 LEGACY_VERSION_SCHEMA = "public"
 
 #: create the version schema only when missing: ``CREATE SCHEMA IF NOT EXISTS``
