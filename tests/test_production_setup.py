@@ -83,14 +83,23 @@ def test_the_setup_sql_never_makes_a_superuser_or_grants_on_public() -> None:
     assert "ALL" not in statements.upper().split()  # no GRANT ALL, no ON ALL TABLES
 
 
+#: advisory lock key: the tests that create the documented (cluster-wide) roles run one at a time
+ROLES_LOCK = 0x61636D66
+
+
 @pytest.fixture
 def production_roles(server_url: str) -> Iterator[None]:
-    """The documented role names are cluster-wide: drop leftovers of a crashed run, and after."""
-    for role in ROLES:
-        drop_role(server_url, role)
-    yield
-    for role in ROLES:
-        drop_role(server_url, role)
+    """The documented role names are cluster-wide: one test at a time, leftovers of a crashed run dropped."""
+    with psycopg.connect(server_url, autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(%s)", (ROLES_LOCK,))
+        for role in ROLES:
+            drop_role(server_url, role)
+        try:
+            yield
+        finally:
+            for role in ROLES:
+                drop_role(server_url, role)
+            lock.execute("SELECT pg_advisory_unlock(%s)", (ROLES_LOCK,))
 
 
 def run_ok(*argv: str, secrets: tuple[str, ...]) -> Result:
