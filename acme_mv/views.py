@@ -16,7 +16,9 @@ Migrations never read today's ``views/``: each pins a copy under
 ``migrations/sql/<revision>/`` (see README.md, "Reports"), and
 :func:`replace_materialized_view` replaces a materialized view the way that
 keeps ``REFRESH ... CONCURRENTLY`` working: dependants dropped, view replaced,
-its unique index and the dependants recreated, all in one migration.
+its unique index and the dependants recreated, all in one migration. The
+grants on every object it drops (``acme-mv grant-reader``'s, a DBA's) are
+re-applied to the recreated objects (:func:`save_grants`, :func:`restore_grants`).
 """
 
 from __future__ import annotations
@@ -217,10 +219,53 @@ def replace_materialized_view(executor: Executor, old: View, new: View, dependan
     create ``new`` with its unique index, recreate the dependants (with their
     own indexes when materialized). ``dependants`` are pinned values too; pass
     every object that reads ``old`` directly or indirectly.
+
+    A dropped object loses its grants (a report reader could no longer read
+    the report), so the grants of ``old`` and of every dependant are saved
+    first and given again to the recreated objects.
     """
     if old.qualified != new.qualified:
         raise ValueError(f"cannot replace {old.qualified} by a different object {new.qualified}")
+    executor.execute(save_grants([old, *dependants]))
     drop_all(executor, dependants)
     executor.execute(old.drop())
     create_all(executor, [new])
     create_all(executor, dependants)
+    executor.execute(RESTORE_GRANTS)
+
+
+#: a temporary table (dropped at commit) holding the GRANT statements that
+#: recreate the grants of objects about to be dropped; SQL only, so that a
+#: migration rendered offline (``acme-mv migrate --sql``) keeps them too
+GRANTS_TABLE = "acme_mv_saved_grants"
+
+_SAVE_GRANTS = """
+CREATE TEMPORARY TABLE IF NOT EXISTS {table} (statement text NOT NULL) ON COMMIT DROP;
+INSERT INTO {table} (statement)
+SELECT 'GRANT ' || a.privilege_type || ' ON TABLE ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+       || ' TO ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
+       || CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
+FROM pg_class AS c
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL aclexplode(c.relacl) AS a
+WHERE (n.nspname, c.relname) IN ({names}) AND a.grantee <> c.relowner
+"""
+
+#: the owner's own privileges come with the new object; the rest is re-granted
+RESTORE_GRANTS = (
+    "DO $$DECLARE s text; BEGIN "
+    "FOR s IN SELECT statement FROM pg_temp.acme_mv_saved_grants LOOP EXECUTE s; END LOOP; "
+    "DELETE FROM pg_temp.acme_mv_saved_grants; END$$"
+)
+
+
+def save_grants(objects: Sequence[View]) -> str:
+    """The statement that saves the grants on ``objects`` for :data:`RESTORE_GRANTS`.
+
+    Only grants to other roles are saved (the owner's come with a new object),
+    table-level ones (a column-level grant on a view is not kept).
+    """
+    names = sql.SQL(", ").join(
+        sql.SQL("({}, {})").format(sql.Literal(v.schema), sql.Literal(v.name)) for v in objects
+    )
+    return sql.SQL(_SAVE_GRANTS).format(table=sql.Identifier("pg_temp", GRANTS_TABLE), names=names).as_string()

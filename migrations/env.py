@@ -4,6 +4,11 @@ There are no ORM models (``target_metadata = None``): every migration is raw
 SQL. ``acme-mv migrate`` hands its own connection in through
 ``config.attributes["connection"]``; the plain ``alembic`` command connects to
 ``ACME_MV_DATABASE_URL``. Offline mode (``--sql``) renders the SQL.
+
+Alembic's version table is ``acme_mv.alembic_version`` (acme-mv's own schema,
+created here when missing), never ``public.alembic_version``: see
+``acme_mv.migrate``. An acme-mv table left in ``public`` by an earlier version
+is moved there first.
 """
 
 from __future__ import annotations
@@ -11,10 +16,20 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, create_engine, pool
+
+from acme_mv.migrate import (
+    ENSURE_VERSION_SCHEMA,
+    VERSION_SCHEMA,
+    VERSION_TABLE,
+    prepare_version_table,
+)
 
 config = context.config
 target_metadata = None
+
+#: where Alembic keeps its bookkeeping
+VERSION_OPTIONS = {"version_table": VERSION_TABLE, "version_table_schema": VERSION_SCHEMA}
 
 
 def run_migrations_offline() -> None:
@@ -23,6 +38,23 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         transaction_per_migration=True,
+        **VERSION_OPTIONS,
+    )
+    with context.begin_transaction():
+        context.execute(ENSURE_VERSION_SCHEMA)
+        context.run_migrations()
+
+
+def _run_online(conn: Connection) -> None:
+    # in its own transaction, before Alembic looks: Alembic then still runs one
+    # transaction per migration (it would use the caller's transaction otherwise)
+    if conn.in_transaction():
+        prepare_version_table(conn)
+    else:
+        with conn.begin():
+            prepare_version_table(conn)
+    context.configure(
+        connection=conn, target_metadata=target_metadata, transaction_per_migration=True, **VERSION_OPTIONS
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -31,9 +63,7 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata, transaction_per_migration=True)
-        with context.begin_transaction():
-            context.run_migrations()
+        _run_online(connection)
         return
     import psycopg
 
@@ -42,9 +72,8 @@ def run_migrations_online() -> None:
         "postgresql+psycopg://", creator=lambda: psycopg.connect(url), poolclass=pool.NullPool
     )
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, transaction_per_migration=True)
-        with context.begin_transaction():
-            context.run_migrations()
+        _run_online(conn)
+        conn.commit()
 
 
 if context.is_offline_mode():

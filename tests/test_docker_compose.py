@@ -7,6 +7,9 @@
   everything the wheel needs, runs as a non-root user with ``acme-mv`` as its
   entrypoint.
 - The documented export example writes into the ``./exports`` mount.
+- The ``source-init`` one-shot, run against a real PostgreSQL: it loads once,
+  keeps the rows on a restart, redoes an interrupted load and fails (non-zero,
+  one line) on a wrong password or a damaged schema.
 - The wheel, installed into a clean virtual environment, runs
   ``acme-mv migrate --sql`` from the installed package alone.
 """
@@ -19,13 +22,18 @@ import shlex
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
+from psycopg.conninfo import make_conninfo
 
 from tests.cli_runner import run
+
+Point = Callable[..., None]
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -44,9 +52,10 @@ def compose() -> dict[str, Any]:
     return data
 
 
-def interpolate(text: str) -> str:
-    """Compose's interpolation with an empty environment: defaults win, ``$$`` is ``$``."""
-    text = _VARIABLE.sub(lambda m: m["default"] or "", text.replace("$$", "\0"))
+def interpolate(text: str, env: dict[str, str] | None = None) -> str:
+    """Compose's interpolation: ``env``'s values, else the defaults (else empty); ``$$`` is ``$``."""
+    values = env or {}
+    text = _VARIABLE.sub(lambda m: values.get(m["name"]) or m["default"] or "", text.replace("$$", "\0"))
     return text.replace("\0", "$")
 
 
@@ -143,8 +152,7 @@ def test_compose_parses_and_has_the_services() -> None:
 
 def test_the_command_parser_finds_every_acme_mv_command() -> None:
     found = {(where, " ".join(argv)) for where, argv in invocations()}
-    assert ("source-init", "sample init") in found
-    assert ("source-init", "sample load --orders 100000") in found
+    assert ("source-init", "sample load --orders 100000 --if-empty") in found
     assert ("simulator", "sample simulate --rate 20") in found
     assert ("warehouse-migrate", "migrate") in found
     assert ("acme-mv", "run --interval 10s") in found
@@ -155,6 +163,7 @@ def test_shell_commands_split_on_operators_and_keywords() -> None:
     script = "if acme-mv a 'b c'; then exec acme-mv d --e 1 && echo x; else echo 'y; z'; fi"
     assert shell_commands(script) == [["acme-mv", "a", "b c"], ["acme-mv", "d", "--e", "1"], ["echo", "x"], ["echo", "y; z"]]
     assert interpolate("--orders ${N:-5} $${HOME} ${UNSET}") == "--orders 5 ${HOME} "
+    assert interpolate("--orders ${N:-5}", {"N": "7"}) == "--orders 7"
 
 
 @pytest.mark.parametrize(
@@ -188,6 +197,80 @@ def test_every_acme_mv_service_has_both_urls_and_no_hardcoded_password() -> None
             if "PASSWORD" in key or "_URL" in key:
                 # every secret is a ${VAR:-local default}, never a literal
                 assert "${" in str(value) and "PASSWORD" in str(value), f"{name}.{key} has a literal secret"
+
+
+def service_argv(name: str, env: dict[str, str] | None = None) -> list[str]:
+    """The one acme-mv command a service runs (argv after ``acme-mv``), ``env`` interpolated."""
+    entrypoint, cmd = image_argv()
+    service = compose()["services"][name]
+    ep = as_list(service["entrypoint"]) if "entrypoint" in service else entrypoint
+    command = as_list(service["command"]) if "command" in service else cmd
+    found = acme_mv_argvs([interpolate(a, env) for a in ep + command])
+    assert len(found) == 1, f"{name} runs {found}"
+    return found[0]
+
+
+#: a small sample for the source-init tests (the compose default is 100,000)
+SMALL_SAMPLE = {"SAMPLE_ORDERS": "30"}
+
+
+def orders_on(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM operations.orders").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_source_init_is_one_acme_mv_command_without_a_shell() -> None:
+    """A shell guard (``if init; then load; else keep; fi``) swallowed every failure."""
+    service = compose()["services"]["source-init"]
+    assert "entrypoint" not in service
+    assert service_argv("source-init", SMALL_SAMPLE) == ["sample", "load", "--orders", "30", "--if-empty"]
+
+
+def test_source_init_loads_once_and_keeps_the_rows_on_a_restart(empty_url: str, cli_env: Point) -> None:
+    cli_env(source_url=empty_url)
+    first = run(*service_argv("source-init", SMALL_SAMPLE))
+    assert first.exit_code == 0, first.stderr
+    assert orders_on(empty_url) == 30
+    again = run(*service_argv("source-init", SMALL_SAMPLE))  # docker compose up, once more
+    assert again.exit_code == 0, again.stderr
+    assert "nothing: the tables already hold rows" in again.stderr
+    assert orders_on(empty_url) == 30
+
+
+def test_source_init_redoes_a_load_that_was_interrupted(source_url: str, cli_env: Point) -> None:
+    """The load is one transaction: after a kill the schema is there and empty (or absent)."""
+    assert orders_on(source_url) == 0
+    cli_env(source_url=source_url)
+    res = run(*service_argv("source-init", SMALL_SAMPLE))
+    assert res.exit_code == 0, res.stderr
+    assert orders_on(source_url) == 30
+
+
+def test_source_init_fails_on_a_wrong_password(password_role_url: str, cli_env: Point) -> None:
+    cli_env(source_url=make_conninfo(password_role_url, password="not-the-source-password"))
+    res = run(*service_argv("source-init", SMALL_SAMPLE))
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "password authentication failed" in lines[0], res.stderr
+    assert "not-the-source-password" not in res.stderr
+
+
+def test_source_init_fails_on_a_damaged_schema(source_url: str, cli_env: Point) -> None:
+    with psycopg.connect(source_url) as conn:
+        conn.execute("DROP TABLE operations.order_items")
+    cli_env(source_url=source_url)
+    res = run(*service_argv("source-init", SMALL_SAMPLE))
+    assert res.exit_code == 1
+    assert "has no table order_items" in res.stderr
+
+
+def test_the_compose_file_points_to_docs_that_exist() -> None:
+    pointers = re.findall(r"\bdocs/[\w./-]+\.md", COMPOSE.read_text())
+    assert pointers, "docker-compose.yml points to no documentation"
+    for pointer in pointers:
+        assert (ROOT / pointer).is_file(), f"docker-compose.yml points to {pointer}, which does not exist"
 
 
 def exports_mount() -> tuple[str, str]:

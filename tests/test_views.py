@@ -13,6 +13,7 @@ from acme_mv.config import Settings
 from acme_mv.refresh import refresh
 from acme_mv.views import View
 from tests.staging_copy import copy_batch
+from tests.view_changes import open_orders_historic_change
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,17 +97,7 @@ def test_upgrade_downgrade_upgrade_with_data(db_url: str) -> None:
 
 def test_replace_materialized_view_keeps_concurrent_refresh_working(db_url: str) -> None:
     """A throw-away migration step: replace open_orders_historic by a new text."""
-    all_views = views.load_dir()
-    old = next(v for v in all_views if v.name == "open_orders_historic")
-    new = View(
-        schema=old.schema,
-        name=old.name,
-        kind=old.kind,
-        unique=old.unique,
-        definition=old.definition.replace("count(*)::bigint AS n", "count(o.order_id)::bigint AS n"),
-    )
-    assert new.definition != old.definition
-    dependants = views.dependants_of(old, all_views)
+    old, new, dependants = open_orders_historic_change()
     assert [d.name for d in dependants] == ["open_orders", "open_orders_by_date", "top_dates"]
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING')")

@@ -18,6 +18,7 @@ from acme_mv import __version__
 from acme_mv.cli import common
 from acme_mv.cli import delivery as delivery_cmd
 from acme_mv.cli import demo as demo_cmd
+from acme_mv.cli import grants as grants_cmd
 from acme_mv.cli import migrate as migrate_cmd
 from acme_mv.cli import reports as reports_cmd
 from acme_mv.cli import sample as sample_cmd
@@ -94,7 +95,7 @@ def main_callback(
     )
 
 
-for module in (demo_cmd, migrate_cmd, sample_cmd, sync_cmd, reports_cmd, delivery_cmd):
+for module in (demo_cmd, migrate_cmd, sample_cmd, sync_cmd, reports_cmd, grants_cmd, delivery_cmd):
     module.register(app)
 
 

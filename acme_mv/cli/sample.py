@@ -22,7 +22,7 @@ log = logging.getLogger("acme_mv.cli")
 
 sample_app = typer.Typer(
     name="sample",
-    help="Create, fill and exercise the ACME sample source",
+    help="Create, fill and exercise the ACME sample source.\n\nExample: acme-mv sample load --orders 10000",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
@@ -61,12 +61,16 @@ def load(
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same rows.")] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add to the rows already there.")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Empty the tables first.")] = False,
+    if_empty: Annotated[
+        bool, typer.Option("--if-empty", help="Load only when the tables are empty; else do nothing and exit 0.")
+    ] = False,
 ) -> None:
     """Generate a realistic order history on the source, in one transaction.
 
     About orders/20 customers and orders/200 products, 20..32 items per order,
     all four statuses and the contract's orphans. Refuses to touch tables that
-    hold rows unless told --append or --replace. Creates the schema if missing.
+    hold rows unless told --append or --replace (or --if-empty: then it does
+    nothing, for init jobs that run again). Creates the schema if missing.
 
     Examples:
 
@@ -75,10 +79,12 @@ def load(
       acme-mv sample load --orders 1000000 --days 365 --seed 7 --replace
 
       acme-mv sample load --orders 5000 --append
+
+      acme-mv sample load --orders 100000 --if-empty
     """
-    if append and replace:
-        raise typer.BadParameter("--append and --replace exclude each other")
-    mode: load_api.LoadMode = "append" if append else "replace" if replace else "refuse"
+    if sum((append, replace, if_empty)) > 1:
+        raise typer.BadParameter("--append, --replace and --if-empty exclude each other")
+    mode: load_api.LoadMode = "append" if append else "replace" if replace else "if_empty" if if_empty else "refuse"
     url = common.settings().effective_source_url
     with connection(url, role="source") as conn, _progress("loading") as progress:
         result = load_api.load(conn, orders=orders, days=days, seed=seed, mode=mode, progress=progress)

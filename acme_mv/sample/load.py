@@ -40,8 +40,8 @@ from acme_mv.sample.schema import Statement
 
 log = logging.getLogger(__name__)
 
-LoadMode = Literal["refuse", "append", "replace"]
-LOAD_MODES: tuple[LoadMode, ...] = ("refuse", "append", "replace")
+LoadMode = Literal["refuse", "append", "replace", "if_empty"]
+LOAD_MODES: tuple[LoadMode, ...] = ("refuse", "append", "replace", "if_empty")
 
 #: ``progress(step, done, total)`` is called before each step of a load
 ProgressCallback = Callable[[str, int, int], None]
@@ -245,8 +245,12 @@ class LoadResult:
     seconds: float
     #: True when the tables were empty (or replaced): indexes were dropped and rebuilt
     bulk: bool
+    #: True when mode ``if_empty`` found rows and loaded nothing
+    skipped: bool = False
 
     def summary(self) -> str:
+        if self.skipped:
+            return "nothing: the tables already hold rows (--if-empty)"
         return (
             f"{self.customers:,} customers, {self.products:,} products, {self.orders:,} orders, "
             f"{self.order_items:,} order items in {self.seconds:.1f} s"
@@ -311,7 +315,10 @@ def load(
 
     ``mode``: ``refuse`` (default) raises :class:`SampleError` when the tables
     hold rows, ``append`` adds rows with new ids, ``replace`` empties the
-    tables first. A missing schema is created.
+    tables first, ``if_empty`` loads nothing when they hold rows (a one-shot
+    init job that may run again: the load is one transaction, so an
+    interrupted one left the tables empty and is simply redone). A missing
+    schema is created.
     """
     validate(orders=orders, days=days, mode=mode)
     plan = _Plan.for_orders(orders)
@@ -329,6 +336,11 @@ def load(
             bulk = _is_empty(conn)
             if not bulk and mode == "refuse":
                 raise SampleError(_not_empty_message(conn))
+            if not bulk and mode == "if_empty":
+                return LoadResult(
+                    customers=0, products=0, orders=0, order_items=0,
+                    seconds=time.monotonic() - started, bulk=False, skipped=True,
+                )  # fmt: skip
         steps = ["customers", "products", "orders", "order_items", *(["indexes"] if bulk else []), "analyze"]
 
         def step(name: str) -> None:
@@ -349,7 +361,7 @@ def load(
         conn.execute(sql.SQL("ANALYZE {}").format(_tables()))
         if progress is not None:
             progress("done", len(steps), len(steps))
-    return LoadResult(**counts, seconds=time.monotonic() - started, bulk=bulk)
+    return LoadResult(**counts, seconds=time.monotonic() - started, bulk=bulk, skipped=False)
 
 
 def _insert_rows(

@@ -27,8 +27,11 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+# The schema is created only when missing: a least-privilege warehouse role owns
+# a schema its DBA made for it and may not create schemas (``CREATE SCHEMA IF
+# NOT EXISTS`` checks that privilege even when the schema exists).
 UPGRADE = """
-CREATE SCHEMA staging;
+DO $$BEGIN IF to_regnamespace('staging') IS NULL THEN CREATE SCHEMA staging; END IF; END$$;
 
 CREATE SEQUENCE staging.sync_batch_id_seq;
 

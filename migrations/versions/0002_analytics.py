@@ -32,8 +32,9 @@ depends_on = None
 
 PINNED = Path(__file__).resolve().parent.parent / "sql" / "0002"
 
+# created only when missing, as staging in 0001
 SNAPSHOT = """
-CREATE SCHEMA analytics;
+DO $$BEGIN IF to_regnamespace('analytics') IS NULL THEN CREATE SCHEMA analytics; END IF; END$$;
 
 CREATE TABLE analytics.snapshot (
     singleton          boolean PRIMARY KEY DEFAULT true CHECK (singleton),
