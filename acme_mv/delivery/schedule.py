@@ -2,7 +2,7 @@
 
 :meth:`DailyMail.maybe_send` is called once per runner cycle, after the
 refresh. On a day (in the configured time zone) whose ``--mail-at`` has
-passed, it sends the reports unless ``delivery.mail_sends`` says that day's
+passed, it sends the reports unless ``acme_mv.mail_sends`` says that day's
 mail went out already.
 
 Delivery is AT LEAST ONCE, with the duplicate window made as small as it can be:
@@ -104,7 +104,7 @@ class DailyMail:
             return False
         with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
             sent = conn.execute(
-                "SELECT sent_at IS NOT NULL FROM delivery.mail_sends WHERE day = %s AND kind = %s",
+                "SELECT sent_at IS NOT NULL FROM acme_mv.mail_sends WHERE day = %s AND kind = %s",
                 (day, self.kind),
             ).fetchone()
             if sent is not None and sent[0]:
@@ -116,11 +116,11 @@ class DailyMail:
                         log.info("another runner is sending the %s mail of %s; skipping", self.kind, day)
                         return False
                     conn.execute(
-                        "INSERT INTO delivery.mail_sends (day, kind) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        "INSERT INTO acme_mv.mail_sends (day, kind) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                         (day, self.kind),
                     )
                     row = conn.execute(
-                        "SELECT sent_at IS NOT NULL FROM delivery.mail_sends WHERE day = %s AND kind = %s FOR UPDATE",
+                        "SELECT sent_at IS NOT NULL FROM acme_mv.mail_sends WHERE day = %s AND kind = %s FOR UPDATE",
                         (day, self.kind),
                     ).fetchone()
                     if row is not None and row[0]:
@@ -129,7 +129,7 @@ class DailyMail:
                         settings, to=self.to, target=self.target, names=self.names, sender=self.sender, now=moment
                     )
                     conn.execute(
-                        "UPDATE delivery.mail_sends SET sent_at = now(), recipients = %s, refreshed_batch_id = %s, "
+                        "UPDATE acme_mv.mail_sends SET sent_at = now(), recipients = %s, refreshed_batch_id = %s, "
                         "attempts = attempts + 1, last_attempt_at = now(), last_error = NULL "
                         "WHERE day = %s AND kind = %s",
                         (result.recipients, result.refreshed_batch_id, day, self.kind),
@@ -144,7 +144,7 @@ class DailyMail:
 
 def _record_failure(conn: psycopg.Connection[tuple[object, ...]], *, day: date, kind: str, error: str) -> int:
     row = conn.execute(
-        "INSERT INTO delivery.mail_sends AS s (day, kind, attempts, last_attempt_at, last_error) "
+        "INSERT INTO acme_mv.mail_sends AS s (day, kind, attempts, last_attempt_at, last_error) "
         "VALUES (%s, %s, 1, now(), %s) "
         "ON CONFLICT (day, kind) DO UPDATE SET attempts = s.attempts + 1, last_attempt_at = now(), "
         "last_error = EXCLUDED.last_error RETURNING attempts",
@@ -157,7 +157,7 @@ def sends(settings: Settings) -> list[SendRecord]:
     """Every recorded send, newest day first."""
     with connection(settings.database_url, role="warehouse") as conn:
         rows = conn.execute(
-            "SELECT day, kind, sent_at, attempts, last_error FROM delivery.mail_sends ORDER BY day DESC, kind"
+            "SELECT day, kind, sent_at, attempts, last_error FROM acme_mv.mail_sends ORDER BY day DESC, kind"
         ).fetchall()
     return [
         SendRecord(

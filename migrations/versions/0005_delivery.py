@@ -9,8 +9,10 @@ that claimed the row, after the SMTP server accepted the message, so a day's
 mail is never recorded as sent unless it was, and the unique key stops a
 second runner from sending it again. A failed attempt leaves the row with
 ``sent_at`` NULL, its ``attempts`` and ``last_error``: the next cycle retries.
-A separate schema (not ``analytics``) so that a report-reader role granted
-the analytics schema does not see who gets the mail.
+It lives in acme-mv's own schema ``acme_mv`` (owned by the warehouse role,
+like Alembic's version table), not in ``analytics``: a report-reader role
+granted ``analytics`` does not see who gets the mail, and a least-privilege
+warehouse role needs no right to create schemas.
 """
 
 from __future__ import annotations
@@ -23,9 +25,7 @@ branch_labels = None
 depends_on = None
 
 UPGRADE = """
-CREATE SCHEMA delivery;
-
-CREATE TABLE delivery.mail_sends (
+CREATE TABLE acme_mv.mail_sends (
     day                date NOT NULL,
     kind               text NOT NULL,
     sent_at            timestamptz,
@@ -36,7 +36,7 @@ CREATE TABLE delivery.mail_sends (
     last_error         text,
     PRIMARY KEY (day, kind)
 );
-COMMENT ON TABLE delivery.mail_sends IS
+COMMENT ON TABLE acme_mv.mail_sends IS
     'One row per scheduled mail and day. sent_at NULL: not sent yet (attempts and last_error say why)';
 """
 
@@ -46,4 +46,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP SCHEMA delivery CASCADE")
+    op.execute("DROP TABLE acme_mv.mail_sends")
