@@ -1,0 +1,85 @@
+"""Change capture in tests: a source, a warehouse, a real slot, and catching up."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from acme_mv import cdc
+from acme_mv.cdc.pgoutput import lsn_from_str
+from acme_mv.config import Settings
+from tests.reports_oracle import assert_views_match, expected
+from tests.sync_helpers import assert_converged, scalar
+
+#: keepalive requests while idle: catching up ends at the first heartbeat past the target
+TEST_HEARTBEAT_S = 0.1
+#: a safety net only (a stuck stream fails the test instead of hanging it)
+CATCH_UP_TIMEOUT_S = 120
+
+
+@dataclass
+class Cdc:
+    src: str
+    wh: str
+    slot: str
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(database_url=self.wh, source_url=None if self.src == self.wh else self.src)
+
+    @property
+    def publication(self) -> str:
+        return self.slot  # unique per test, like the slot
+
+    def setup(self) -> cdc.SetupResult:
+        return cdc.setup(self.settings, slot=self.slot, publication=self.publication)
+
+    def saved_lsn(self) -> int:
+        return lsn_from_str(str(scalar(self.wh, "SELECT lsn::text FROM staging.cdc_state WHERE slot_name = %s", (self.slot,))))
+
+    def source_lsn(self) -> int:
+        return lsn_from_str(str(scalar(self.src, "SELECT pg_current_wal_insert_lsn()::text")))
+
+    def catch_up(self, **options: Any) -> cdc.StreamResult:
+        """Stream until the warehouse holds everything the source had committed when called."""
+        target = self.source_lsn()
+        stop = threading.Event()
+        out: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                out["result"] = cdc.stream(
+                    self.settings, slot=self.slot, heartbeat_s=TEST_HEARTBEAT_S, stop=stop, **options
+                )
+            except BaseException as exc:  # re-raised in the test's thread
+                out["error"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+        try:
+            while thread.is_alive() and self.saved_lsn() < target:
+                assert time.monotonic() < deadline, "the stream did not catch up"
+                thread.join(0.05)
+        finally:
+            stop.set()
+            thread.join(CATCH_UP_TIMEOUT_S)
+        if "error" in out:
+            raise out["error"]
+        assert not thread.is_alive(), "the stream did not stop"
+        result: cdc.StreamResult = out["result"]
+        return result
+
+    def assert_reports_true(self) -> None:
+        """The union views (refreshed by the stream) equal the reports computed on the source."""
+        with psycopg.connect(self.src) as s:
+            want = expected(s)
+        with psycopg.connect(self.wh) as w:
+            assert_views_match(w, want)
+
+    def assert_staging_equals_source(self) -> None:
+        assert_converged(self.src, self.wh)
