@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -19,6 +21,13 @@ from tests.sync_helpers import assert_converged, scalar
 TEST_HEARTBEAT_S = 0.1
 #: a safety net only (a stuck stream fails the test instead of hanging it)
 CATCH_UP_TIMEOUT_S = 120
+
+
+@dataclass
+class Streaming:
+    stop: threading.Event = field(default_factory=threading.Event)
+    result: cdc.StreamResult | None = None
+    error: BaseException | None = None
 
 
 @dataclass
@@ -44,35 +53,42 @@ class Cdc:
     def source_lsn(self) -> int:
         return lsn_from_str(str(scalar(self.src, "SELECT pg_current_wal_insert_lsn()::text")))
 
-    def catch_up(self, **options: Any) -> cdc.StreamResult:
-        """Stream until the warehouse holds everything the source had committed when called."""
-        target = self.source_lsn()
-        stop = threading.Event()
-        out: dict[str, Any] = {}
+    @contextmanager
+    def streaming(self, **options: Any) -> Iterator[Streaming]:
+        """Stream in a thread; on leaving the block, wait until the warehouse holds everything
+        the source had committed by then, and stop (the stream's totals in ``.result``)."""
+        handle = Streaming()
 
         def run() -> None:
             try:
-                out["result"] = cdc.stream(
-                    self.settings, slot=self.slot, heartbeat_s=TEST_HEARTBEAT_S, stop=stop, **options
+                handle.result = cdc.stream(
+                    self.settings, slot=self.slot, heartbeat_s=TEST_HEARTBEAT_S, stop=handle.stop, **options
                 )
             except BaseException as exc:  # re-raised in the test's thread
-                out["error"] = exc
+                handle.error = exc
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
         try:
+            yield handle
+            target = self.source_lsn()
+            deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
             while thread.is_alive() and self.saved_lsn() < target:
                 assert time.monotonic() < deadline, "the stream did not catch up"
                 thread.join(0.05)
         finally:
-            stop.set()
+            handle.stop.set()
             thread.join(CATCH_UP_TIMEOUT_S)
-        if "error" in out:
-            raise out["error"]
+        if handle.error is not None:
+            raise handle.error
         assert not thread.is_alive(), "the stream did not stop"
-        result: cdc.StreamResult = out["result"]
-        return result
+
+    def catch_up(self, **options: Any) -> cdc.StreamResult:
+        """Stream until the warehouse holds everything the source had committed when called."""
+        with self.streaming(**options) as handle:
+            pass
+        assert handle.result is not None
+        return handle.result
 
     def assert_reports_true(self) -> None:
         """The union views (refreshed by the stream) equal the reports computed on the source."""
