@@ -33,6 +33,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -189,9 +190,20 @@ def _apply_rate(bench: Bench, slot: str) -> Result:
 
 
 def _acme(bench: Bench, *args: str) -> subprocess.Popen[bytes]:
+    """``acme-mv ARGS`` in a child; its log goes to a temporary file (a pipe nobody reads
+    fills up after 64 KiB of log lines and then blocks the child: ``cdc run`` logs every batch)."""
     env = {**os.environ, "ACME_MV_DATABASE_URL": bench.warehouse_url, "ACME_MV_SOURCE_URL": bench.source_url}
-    return subprocess.Popen([sys.executable, "-m", "acme_mv", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log_file = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
+    proc = subprocess.Popen([sys.executable, "-m", "acme_mv", *args], env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+    proc.stderr = log_file  # type: ignore[assignment]  # read back with seek(0) when it failed
+    return proc
+
+
+def _log_tail(proc: subprocess.Popen[bytes]) -> str:
+    if proc.stderr is None:
+        return ""
+    proc.stderr.seek(0)  # type: ignore[attr-defined]
+    return proc.stderr.read().decode(errors="replace").strip()[-300:]
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -209,6 +221,8 @@ def _under_load(bench: Bench, slot: str, *, rate: int, duration: float) -> tuple
         row = wh.execute("SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches").fetchone()
     assert row is not None
     first_batch = int(row[0]) + 1
+    with psycopg.connect(bench.source_url, autocommit=True) as src:  # probes of an interrupted run
+        src.execute("DELETE FROM operations.orders WHERE delivery_date >= %s", (PROBE_BASE,))
     committed: dict[date, float] = {}
     seen: dict[date, float] = {}
     runner = _acme(bench, "cdc", "run", "--slot", slot, "--batch-ms", "50")
@@ -239,9 +253,16 @@ def _under_load(bench: Bench, slot: str, *, rate: int, duration: float) -> tuple
                 if now - started >= duration and (len(seen) == len(committed) or now - started > duration + GRACE_S):
                     break
                 if runner.poll() is not None:
-                    err = runner.stderr.read().decode(errors="replace") if runner.stderr else ""
-                    raise RuntimeError(f"acme-mv cdc run exited {runner.returncode}: {bench.scrub(err.strip()[-300:])}")
+                    raise RuntimeError(f"acme-mv cdc run exited {runner.returncode}: {bench.scrub(_log_tail(runner))}")
                 time.sleep(POLL_EVERY_S)
+            unseen = sorted(set(committed) - set(seen))
+            if unseen:  # say what happened to them (a probe never seen is a finding, not noise)
+                for day in unseen:
+                    ids = [r[0] for r in src.execute("SELECT order_id FROM operations.orders WHERE delivery_date = %s", (day,))]
+                    staged = wh.execute(
+                        "SELECT order_id, _batch_id, status, _deleted FROM staging.orders WHERE order_id = ANY(%s)", (ids,)
+                    ).fetchall()
+                    log.warning("probe %s (orders %s) never seen in analytics.open_orders; staged: %s", day, ids, staged)
             src.execute("DELETE FROM operations.orders WHERE delivery_date >= %s", (PROBE_BASE,))
             lags = [
                 float(r[0])

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,17 +21,19 @@ from tests.sync_helpers import execute, fill, scalar
 pytestmark = pytest.mark.slow
 
 
-def _start(world: Cdc) -> subprocess.Popen[str]:
+def _start(world: Cdc, log: Path) -> subprocess.Popen[str]:
+    """The streamer; its log goes to a file (a pipe nobody reads would block it once full)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
     env["ACME_MV_DATABASE_URL"] = world.wh
     env["ACME_MV_SOURCE_URL"] = world.src
-    return subprocess.Popen(
-        [sys.executable, "-m", "acme_mv", "-v", "cdc", "run", "--slot", world.slot, "--heartbeat", "0.2", "--batch-ms", "20"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with log.open("a") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "acme_mv", "cdc", "run", "--slot", world.slot, "--heartbeat", "0.2", "--batch-ms", "20"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+            text=True,
+        )
 
 
 class Writer(threading.Thread):
@@ -57,6 +60,11 @@ class Writer(threading.Thread):
             time.sleep(0.005)
 
 
+def _walsender(world: Cdc) -> int | None:
+    pid = scalar(world.src, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (world.slot,))
+    return int(pid) if pid is not None else None
+
+
 def _assert_no_orphans_or_duplicates(url: str) -> None:
     for table, key in (("orders", "order_id"), ("order_items", "order_item_id")):
         assert scalar(
@@ -69,7 +77,9 @@ def _assert_no_orphans_or_duplicates(url: str) -> None:
         ) == 0
 
 
-def test_sigkill_of_the_streamer_at_random_moments_converges(make_db: DatabaseFactory, slot_name: str) -> None:
+def test_sigkill_of_the_streamer_at_random_moments_converges(
+    make_db: DatabaseFactory, slot_name: str, tmp_path: Path
+) -> None:
     world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
     fill(world.src, customers=20, products=20, orders=300, order_items=900)
     world.setup()
@@ -80,11 +90,17 @@ def test_sigkill_of_the_streamer_at_random_moments_converges(make_db: DatabaseFa
     try:
         for _ in range(8):
             before = scalar(world.wh, "SELECT count(*) FROM staging.sync_batches")
-            proc = _start(world)
-            time.sleep(rng.uniform(0.3, 2.5))
-            assert proc.poll() is None, proc.communicate()[1]
+            log = tmp_path / "streamer.log"
+            previous = _walsender(world)  # the killed streamer's walsender may linger a moment
+            proc = _start(world, log)
+            deadline = time.monotonic() + 120  # a safety net: wait until it streams, then kill at random
+            while _walsender(world) in (None, previous):
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 1.5))
+            assert proc.poll() is None, log.read_text()
             proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=30)
+            proc.wait(timeout=30)
             batches_seen.append(scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") - before)
             _assert_no_orphans_or_duplicates(world.wh)
     finally:

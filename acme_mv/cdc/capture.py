@@ -39,7 +39,7 @@ from acme_mv import migrate
 from acme_mv.cdc import pgoutput, replication
 from acme_mv.cdc.apply import Batch, Written, write
 from acme_mv.cdc.decode import Decoder
-from acme_mv.cdc.errors import CdcError, NotSetUp
+from acme_mv.cdc.errors import CdcError, NotSetUp, SlotBusy
 from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position
 from acme_mv.config import Settings
 from acme_mv.db import connection
@@ -62,6 +62,11 @@ DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_RECONNECTS = 5
 #: pause before reconnecting (a restarting source needs a moment)
 RECONNECT_PAUSE_S = 1.0
+#: how long to wait for a slot still held by a previous streamer's walsender (a
+#: SIGKILLed client is noticed at the walsender's next read, or wal_sender_timeout)
+SLOT_BUSY_WAIT_S = 90.0
+#: SQLSTATE object_in_use: "replication slot ... is active for PID ..."
+OBJECT_IN_USE = "55006"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,6 +166,7 @@ class _Streamer:
     def run(self, *, reconnects: int) -> StreamResult:
         failures = 0
         lost = 0
+        busy_since = 0.0
         with (
             connection(self.settings.database_url, role="warehouse", autocommit=True) as wh,
             connection(self.settings.effective_source_url, role="source", autocommit=True) as src,
@@ -191,6 +197,20 @@ class _Streamer:
                 try:
                     progressed = self._session(wh, Decoder(type_name))
                 except replication.lost_connection_errors() as exc:
+                    if getattr(exc, "pgcode", None) == OBJECT_IN_USE:
+                        # the slot's previous walsender (a killed streamer's) has not noticed yet
+                        busy_since = busy_since or time.monotonic()
+                        if time.monotonic() - busy_since > SLOT_BUSY_WAIT_S:
+                            raise SlotBusy(
+                                f"The replication slot {self.slot!r} stays in use by another process: "
+                                f"{replication.describe(exc)}; is another acme-mv cdc run streaming it?",
+                                slot=self.slot,
+                                pid=None,
+                            ) from None
+                        log.info("slot %s still in use (%s); waiting", self.slot, replication.describe(exc))
+                        self.stop.wait(RECONNECT_PAUSE_S)
+                        continue
+                    busy_since = 0.0
                     lost += 1
                     failures = 0 if self._progressed_since_failure else failures + 1
                     if failures > reconnects:
