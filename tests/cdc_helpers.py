@@ -53,6 +53,14 @@ class Cdc:
     def source_lsn(self) -> int:
         return lsn_from_str(str(scalar(self.src, "SELECT pg_current_wal_insert_lsn()::text")))
 
+    def wait_saved(self, handle: Streaming, target: int) -> None:
+        """Wait until the running stream's warehouse position reaches ``target``."""
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+        while self.saved_lsn() < target:
+            assert handle.error is None, handle.error
+            assert time.monotonic() < deadline, "the stream did not catch up"
+            time.sleep(0.05)
+
     @contextmanager
     def streaming(self, **options: Any) -> Iterator[Streaming]:
         """Stream in a thread; on leaving the block, wait until the warehouse holds everything

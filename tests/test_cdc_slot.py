@@ -65,32 +65,37 @@ def test_a_terminated_walsender_is_survived_nothing_lost_or_doubled(world: Cdc) 
 
 def test_an_idle_source_retains_no_wal_across_heartbeats(world: Cdc) -> None:
     """WAL the publication does not care about (another table) is confirmed by the heartbeats:
-    the slot's restart point follows, the WAL it retains stays small."""
+    the slot's restart point passes it, so the source may recycle it."""
     world.setup()
     execute(world.src, "CREATE TABLE public.noise (id bigserial, pad text)")
-    generated = 0
+
+    def slot_lsns() -> tuple[int, int]:
+        confirmed, restart = scalar(
+            world.src,
+            "SELECT ARRAY[confirmed_flush_lsn::text, restart_lsn::text] FROM pg_replication_slots WHERE slot_name = %s",
+            (world.slot,),
+        )
+        return lsn_from_str(confirmed), lsn_from_str(restart)
+
     with world.streaming() as handle:
-        start = lsn_from_str(str(scalar(world.src, "SELECT pg_current_wal_lsn()::text")))
         for _ in range(5):
             execute(world.src, "INSERT INTO public.noise (pad) SELECT repeat('x', 200) FROM generate_series(1, 5000)")
-            target = world.source_lsn()
-            while world.saved_lsn() < target:  # the next heartbeat saves and confirms past the noise
-                assert handle.error is None
-                time.sleep(0.05)
-        end = lsn_from_str(str(scalar(world.src, "SELECT pg_current_wal_lsn()::text")))
-        generated = end - start
-        # a running-transactions record lets the slot move its restart point to the confirmed one
-        execute(world.src, "CHECKPOINT")
-        target = world.source_lsn()
-        while world.saved_lsn() < target:
-            time.sleep(0.05)
+            world.wait_saved(handle, world.source_lsn())  # the next heartbeat saves and confirms past the noise
+        end = world.source_lsn()
+        # the restart point moves at the next running-transactions record (a checkpoint writes one)
+        # once no transaction older than the noise runs on the server (other tests share it)
+        for _ in range(100):
+            execute(world.src, "CHECKPOINT")
+            world.wait_saved(handle, world.source_lsn())
+            if slot_lsns()[1] >= end:
+                break
+    confirmed, restart = slot_lsns()
+    assert confirmed >= end and restart >= end, "the slot still retains the idle period's WAL"
     assert handle.result is not None
     assert handle.result.heartbeats >= 5 and handle.result.changes == 0
     status = cdc.status(world.settings, slot=world.slot)
-    assert status.retained_bytes is not None and generated > 5_000_000
-    assert status.retained_bytes < generated / 10, (status.retained_bytes, generated)
-    assert status.lag_bytes is not None and status.lag_bytes < generated / 10
     assert status.lag_s is not None and status.caught_up_at is not None
+    assert status.retained_bytes is not None and status.lag_bytes is not None
 
 
 # --- least privilege ------------------------------------------------------------------------
