@@ -227,3 +227,34 @@ def test_an_invalidated_slot_gives_one_clear_error_and_a_re_snapshot_repairs(sma
     drop_slot(small_wal_server, world.slot)
 
 
+
+
+def test_a_lost_warehouse_connection_stops_cleanly_and_the_next_run_resumes(world: Cdc) -> None:
+    """``pg_terminate_backend`` of the streamer's warehouse session stands in for a warehouse
+    restart: one clear error, nothing half applied, the next run converges with nothing doubled."""
+    world.setup()
+    fill(world.src, orders=10, order_items=30)
+    world.catch_up()
+    applied = scalar(world.wh, "SELECT count(*) FROM staging.sync_batches")
+    lost = pytest.raises(ConnectionFailed, match="lost a database connection.*resumes from the warehouse")
+    with lost, world.streaming():
+        # the stream's warehouse session (the only acme-mv session on the warehouse database)
+        deadline = time.monotonic() + 30
+        while not scalar(
+            world.wh,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'acme-mv' AND pid <> pg_backend_pid()",
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        execute(
+            world.wh,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'acme-mv' AND pid <> pg_backend_pid()",
+        )
+        fill(world.src, orders=5)
+    assert scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") >= applied
+    execute(world.src, "DELETE FROM operations.orders WHERE order_id <= 3")
+    world.catch_up()
+    world.assert_staging_equals_source()
+    world.assert_reports_true()

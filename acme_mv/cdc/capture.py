@@ -42,7 +42,7 @@ from acme_mv.cdc.decode import Decoder
 from acme_mv.cdc.errors import CdcError, NotSetUp, SlotBusy
 from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import connection, first_line
 from acme_mv.errors import ConnectionFailed
 from acme_mv.refresh import RefreshResult, refresh
 from acme_mv.sync import state
@@ -164,6 +164,17 @@ class _Streamer:
         self.dirty = False
 
     def run(self, *, reconnects: int) -> StreamResult:
+        try:
+            return self._run(reconnects=reconnects)
+        except psycopg.OperationalError as exc:
+            # the warehouse (or the source's ordinary connection) went away: the batch in
+            # progress rolled back and was not confirmed; a new run resumes from the warehouse
+            raise ConnectionFailed(
+                f"Change capture lost a database connection: {first_line(exc)}; nothing of the batch in "
+                "progress was kept, acme-mv cdc run resumes from the warehouse's position"
+            ) from None
+
+    def _run(self, *, reconnects: int) -> StreamResult:
         failures = 0
         lost = 0
         busy_since = 0.0
