@@ -10,7 +10,7 @@ from acme_mv.cdc.errors import NotSetUp
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.errors import SchemaDrift
 from tests.cdc_helpers import Cdc
-from tests.conftest import DatabaseFactory
+from tests.conftest import DatabaseFactory, drop_slot
 from tests.sync_helpers import execute, fill, scalar, versions
 
 COUNTS = {"customers": 20, "products": 15, "orders": 200, "order_items": 600}
@@ -148,3 +148,31 @@ def test_stream_without_setup_says_so(make_db: DatabaseFactory, slot_name: str) 
     world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
     with pytest.raises(NotSetUp, match="run acme-mv cdc setup"):
         cdc.stream(world.settings, slot=world.slot)
+
+
+def test_a_slot_behind_the_warehouse_resends_nothing_twice(
+    make_db: DatabaseFactory, slot_name: str, server_url: str
+) -> None:
+    """The crash window between the warehouse commit and the confirmation, made deterministic: a
+    second slot created at setup time has confirmed nothing, the warehouse's position is moved
+    to it, and streaming it re-reads every transaction already applied: all are skipped."""
+    world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
+    fill(world.src, **COUNTS)
+    world.setup()
+    behind = f"{slot_name}_b"
+    execute(world.src, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (behind,))
+    try:
+        _writes(world.src)
+        world.catch_up()
+        before = (versions(world.wh, "orders"), versions(world.wh, "order_items"))
+        execute(world.wh, "UPDATE staging.cdc_state SET slot_name = %s", (behind,))
+        lagging = Cdc(src=world.src, wh=world.wh, slot=behind)
+        again = lagging.catch_up()
+        assert again.changes == 0
+        assert (versions(world.wh, "orders"), versions(world.wh, "order_items")) == before
+        _writes(world.src)
+        assert lagging.catch_up().changes > 0
+        lagging.assert_staging_equals_source()
+        lagging.assert_reports_true()
+    finally:
+        drop_slot(server_url, behind)

@@ -46,6 +46,8 @@ def test_setup_twice_is_a_no_op_then_drop_removes_slot_publication_and_position(
     assert code == 0
     assert "already set up" in err and "nothing to do" in err
     assert scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") == batches  # no second copy
+    code, out, _ = _cdc(world, "status")
+    assert code == 0 and "wal_status" in out and "reserved" in out and "WAL retained" in out
     status = _status(world)
     assert status["exists"] is True and status["wal_status"] == "reserved"
     assert status["saved_lsn"] == status["confirmed_flush_lsn"]
