@@ -285,7 +285,7 @@ def _under_load(bench: Bench, slot: str, *, rate: int, duration: float) -> tuple
     lag = Result("cdc.lag", f"cdc: capture lag (source transaction start -> warehouse commit), simulate --rate {rate}")
     lag.seconds, lag.rows, lag.throughput = lags, len(lags), False
     lag.extra = _spread(lags)
-    e2e = Result("cdc.e2e", f"cdc: source commit -> union view (cdc run, refresh per batch), simulate --rate {rate}")
+    e2e = Result("cdc.e2e", f"cdc: source commit -> union view (cdc run, refreshes beside the stream), simulate --rate {rate}")
     e2e.seconds, e2e.rows, e2e.throughput = delays, len(delays), False
     e2e.extra = {**_spread(delays), "probes": len(committed), "never_seen": len(committed) - len(seen)}
     for r in (lag, e2e):

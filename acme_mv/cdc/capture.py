@@ -10,7 +10,9 @@ warehouse's position is skipped, so nothing is doubled.
 
 A batch closes when no message is waiting (the stream caught up), or at
 ``batch_rows`` changes, or ``batch_ms`` after its first transaction. The
-views are refreshed after a batch (at most every ``refresh_ms``).
+views are refreshed after batches, in a thread of their own (at most every
+``refresh_ms``; :mod:`acme_mv.cdc.refresher`), so the stream never waits for a
+refresh; when the stream stops, a last refresh covers every batch.
 
 Heartbeats: while idle (no open transaction, nothing unapplied) the streamer
 asks the server for a keepalive every ``heartbeat_s``; its WAL position is
@@ -40,11 +42,12 @@ from acme_mv.cdc import pgoutput, replication
 from acme_mv.cdc.apply import Batch, Written, write
 from acme_mv.cdc.decode import Decoder
 from acme_mv.cdc.errors import CdcError, NotSetUp, SlotBusy
+from acme_mv.cdc.refresher import Refresher
 from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position
 from acme_mv.config import Settings
 from acme_mv.db import connection, first_line
 from acme_mv.errors import ConnectionFailed
-from acme_mv.refresh import RefreshResult, refresh
+from acme_mv.refresh import RefreshResult
 from acme_mv.sync import state
 
 log = logging.getLogger(__name__)
@@ -85,8 +88,6 @@ class BatchResult:
     #: this machine's clock when the warehouse committed
     committed_at: dt.datetime
     apply_seconds: float
-    #: the refresh that followed (None: not refreshed after this batch)
-    refresh: RefreshResult | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +113,7 @@ def stream(
     reconnects: int = DEFAULT_RECONNECTS,
     stop: threading.Event | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
+    on_refresh: Callable[[RefreshResult], None] | None = None,
 ) -> StreamResult:
     """Stream until ``stop`` is set; see the module doc. Returns totals.
 
@@ -129,6 +131,7 @@ def stream(
         heartbeat_s=heartbeat_s,
         stop=stop or threading.Event(),
         on_batch=on_batch,
+        on_refresh=on_refresh,
     )
     return streamer.run(reconnects=reconnects)
 
@@ -146,26 +149,35 @@ class _Streamer:
         heartbeat_s: float,
         stop: threading.Event,
         on_batch: Callable[[BatchResult], None] | None,
+        on_refresh: Callable[[RefreshResult], None] | None,
     ) -> None:
         self.settings = settings
         self.slot = slot
         self.batch_rows = batch_rows
         self.batch_s = batch_ms / 1000
-        self.refresh_views = refresh_views
-        self.refresh_s = refresh_ms / 1000
         self.heartbeat_s = heartbeat_s
         self.stop = stop
         self.on_batch = on_batch
         self.saved_lsn = 0
         self.publication = ""
         self.batches = self.transactions = self.changes = self.skipped = self.heartbeats = 0
-        self.last_refresh = float("-inf")
         self.encoding = "UTF8"
-        self.dirty = False
+        self.refresher = (
+            Refresher(settings, min_interval_s=refresh_ms / 1000, on_refresh=on_refresh) if refresh_views else None
+        )
 
     def run(self, *, reconnects: int) -> StreamResult:
         try:
-            return self._run(reconnects=reconnects)
+            if self.refresher is None:
+                return self._run(reconnects=reconnects)
+            self.refresher.start()
+            try:
+                result = self._run(reconnects=reconnects)
+            except BaseException:
+                self.refresher.abandon()  # the stream's error is the one to report
+                raise
+            self.refresher.close()  # a last refresh covers every applied batch
+            return result
         except psycopg.OperationalError as exc:
             # the warehouse (or the source's ordinary connection) went away: the batch in
             # progress rolled back and was not confirmed; a new run resumes from the warehouse
@@ -240,8 +252,6 @@ class _Streamer:
                     raise CdcError(f"Change capture failed on the source: {replication.describe(exc)}") from None
                 if not progressed:
                     break
-            if self.dirty and self.refresh_views:
-                refresh(self.settings)
         return StreamResult(
             batches=self.batches,
             transactions=self.transactions,
@@ -273,6 +283,8 @@ class _Streamer:
             next_heartbeat = time.monotonic() + self.heartbeat_s
             asked_keepalive = False
             while not self.stop.is_set():
+                if self.refresher is not None:
+                    self.refresher.check()
                 msg = cur.read_message()
                 now = time.monotonic()
                 if msg is not None:
@@ -291,9 +303,6 @@ class _Streamer:
                     self._apply(wh, cur, batch)
                     batch = Batch()
                     next_heartbeat = time.monotonic() + self.heartbeat_s
-                    continue
-                if self.dirty and time.monotonic() - self.last_refresh >= self.refresh_s and self.refresh_views:
-                    self._refresh()
                     continue
                 if decoder.in_transaction:
                     self._wait(cur, 0.1)
@@ -342,10 +351,8 @@ class _Streamer:
         self.batches += 1
         self.transactions += batch.transactions
         self.changes += batch.changes
-        self.dirty = True
-        refreshed = None
-        if self.refresh_views and time.monotonic() - self.last_refresh >= self.refresh_s:
-            refreshed = self._refresh()
+        if self.refresher is not None:
+            self.refresher.request()
         result = BatchResult(
             batch_id=batch_id,
             transactions=batch.transactions,
@@ -356,7 +363,6 @@ class _Streamer:
             last_commit_at=batch.commit_time,
             committed_at=committed_at,
             apply_seconds=time.monotonic() - started,
-            refresh=refreshed,
         )
         log.debug(
             "batch %d: %d transactions, %d changes (%d versions, %d tombstones, %d mirror rows, %d mirror deletes) "
@@ -373,12 +379,6 @@ class _Streamer:
         )
         if self.on_batch is not None:
             self.on_batch(result)
-
-    def _refresh(self) -> RefreshResult:
-        result = refresh(self.settings)
-        self.last_refresh = time.monotonic()
-        self.dirty = False
-        return result
 
     def _heartbeat(self, wh: Conn, cur: Any, lsn: int) -> None:
         """Nothing unapplied: save and confirm the server's position (WAL need not be kept for us)."""

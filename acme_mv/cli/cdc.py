@@ -17,6 +17,7 @@ from rich.table import Table
 from acme_mv import cdc as api
 from acme_mv.cdc import capture
 from acme_mv.cli import common
+from acme_mv.refresh import RefreshResult
 
 log = logging.getLogger("acme_mv.cli.cdc")
 
@@ -96,7 +97,7 @@ def run(
         float, typer.Option("--batch-ms", min=0, help="Close a batch this long after its first transaction.")
     ] = capture.DEFAULT_BATCH_MS,
     refresh_ms: Annotated[
-        float, typer.Option("--refresh-ms", min=0, help="Refresh the views at most this often (0: after every batch).")
+        float, typer.Option("--refresh-ms", min=0, help="Refresh the views at most this often (0: as soon as a batch commits; refreshes run beside the stream).")
     ] = 0.0,
     no_refresh: Annotated[bool, typer.Option("--no-refresh", help="Apply batches only; do not refresh the views.")] = False,
     heartbeat_s: Annotated[
@@ -119,7 +120,7 @@ def run(
         w = result.written
         log.info(
             "batch %d: %d transactions, %d changes -> %d versions, %d tombstones, %d mirror rows, %d mirror deletes; "
-            "position %s%s",
+            "position %s",
             result.batch_id,
             result.transactions,
             result.changes,
@@ -128,8 +129,10 @@ def run(
             w.mirror_rows,
             w.mirror_deleted,
             result.lsn,
-            "" if result.refresh is None else f"; refreshed in {result.refresh.total_seconds:.2f} s",
         )
+
+    def on_refresh(result: RefreshResult) -> None:
+        log.info("refreshed up to batch %s in %.2f s", result.refreshed_batch_id, result.total_seconds)
 
     with _stop_on_signals(stop):
         totals = api.stream(
@@ -142,6 +145,7 @@ def run(
             heartbeat_s=heartbeat_s,
             stop=stop,
             on_batch=on_batch,
+            on_refresh=on_refresh,
         )
     log.info(
         "stopped: %d batches, %d transactions, %d changes, position %s",
