@@ -119,5 +119,10 @@ def _apply_replication_settings(server: object, url: str, pgdata: Path) -> None:
     log.info("restarting the embedded PostgreSQL for %s", ", ".join(f"{k}={v}" for k, v in stale.items()))
     # ``restart`` reuses the options of the last start (socket directory, no TCP)
     pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009 - made at import time from the wheel's bin/ folder
-    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user, timeout=60)  # type: ignore[attr-defined]
-    server.ensure_postgres_running()  # type: ignore[attr-defined]  # re-read the new postmaster's pid
+    try:
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user, timeout=120)  # type: ignore[attr-defined]
+        server.ensure_postgres_running()  # type: ignore[attr-defined]  # re-read the new postmaster's pid
+    except Exception as exc:  # the wheel raises bare subprocess errors
+        raise EmbeddedUnavailable(
+            f"The embedded PostgreSQL in {pgdata} did not restart with {', '.join(stale)} (see {pgdata / 'log'}): {exc}"
+        ) from None
