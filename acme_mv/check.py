@@ -31,41 +31,42 @@ class Gap:
     samples: list[int]
 
 
-#: name -> (description, key column, SELECT of the offending keys)
+#: name -> (description, key column, SELECT of the offending keys); tombstones (``_deleted``,
+#: deleted at the source) are absent keys
 CHECKS: dict[str, tuple[str, str, str]] = {
     "items_without_order": (
         "order items whose order_id is NULL or names no staged order",
         "order_item_id",
-        "SELECT i.order_item_id AS k FROM staging.order_items_latest i "
-        "WHERE NOT EXISTS (SELECT 1 FROM staging.orders_latest o WHERE o.order_id = i.order_id)",
+        "SELECT i.order_item_id AS k FROM staging.order_items_latest i WHERE NOT i._deleted "
+        "AND NOT EXISTS (SELECT 1 FROM staging.orders_latest o WHERE o.order_id = i.order_id AND NOT o._deleted)",
     ),
     "orders_without_items": (
         "orders no order item points to",
         "order_id",
-        "SELECT o.order_id AS k FROM staging.orders_latest o "
-        "WHERE NOT EXISTS (SELECT 1 FROM staging.order_items_latest i WHERE i.order_id = o.order_id)",
+        "SELECT o.order_id AS k FROM staging.orders_latest o WHERE NOT o._deleted "
+        "AND NOT EXISTS (SELECT 1 FROM staging.order_items_latest i WHERE i.order_id = o.order_id AND NOT i._deleted)",
     ),
     "orders_of_unknown_customers": (
         "orders whose customer_id is NULL or names no customer",
         "order_id",
-        "SELECT o.order_id AS k FROM staging.orders_latest o "
-        "WHERE NOT EXISTS (SELECT 1 FROM staging.customers c WHERE c.customer_id = o.customer_id)",
+        "SELECT o.order_id AS k FROM staging.orders_latest o WHERE NOT o._deleted "
+        "AND NOT EXISTS (SELECT 1 FROM staging.customers c WHERE c.customer_id = o.customer_id)",
     ),
     "items_of_unknown_products": (
         "order items whose product_id is NULL or names no product",
         "order_item_id",
-        "SELECT i.order_item_id AS k FROM staging.order_items_latest i "
-        "WHERE NOT EXISTS (SELECT 1 FROM staging.products p WHERE p.product_id = i.product_id)",
+        "SELECT i.order_item_id AS k FROM staging.order_items_latest i WHERE NOT i._deleted "
+        "AND NOT EXISTS (SELECT 1 FROM staging.products p WHERE p.product_id = i.product_id)",
     ),
     "orders_with_null_status": (
         "orders whose status is NULL (never open, never pending)",
         "order_id",
-        "SELECT o.order_id AS k FROM staging.orders_latest o WHERE o.status IS NULL",
+        "SELECT o.order_id AS k FROM staging.orders_latest o WHERE NOT o._deleted AND o.status IS NULL",
     ),
     "orders_with_null_delivery_date": (
         "orders whose delivery_date is NULL (their own group in open_orders)",
         "order_id",
-        "SELECT o.order_id AS k FROM staging.orders_latest o WHERE o.delivery_date IS NULL",
+        "SELECT o.order_id AS k FROM staging.orders_latest o WHERE NOT o._deleted AND o.delivery_date IS NULL",
     ),
 }
 

@@ -40,14 +40,31 @@ def _docker_answers() -> bool:
     return done.returncode == 0
 
 
+#: change capture tests need a real slot: logical WAL and room for parallel tests' slots
+LOGICAL_REPLICATION_COMMAND = "postgres -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20"
+
+
+def _require_logical(url: str) -> None:
+    """Fail (never skip) when the given server cannot host the change capture tests."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT current_setting('wal_level')").fetchone()
+    if row is None or row[0] != "logical":
+        pytest.fail(
+            f"{TEST_URL_ENV} points at a server with wal_level={row[0] if row else '?'}; the change capture "
+            "tests need wal_level=logical (ALTER SYSTEM SET wal_level = logical; restart it)",
+            pytrace=False,
+        )
+
+
 def _start_server() -> tuple[str, Callable[[], None]]:
     url = os.environ.get(TEST_URL_ENV)
     if url:
+        _require_logical(url)
         return url, lambda: None
     if _docker_answers():
         from testcontainers.postgres import PostgresContainer
 
-        container = PostgresContainer("postgres:16", driver=None)
+        container = PostgresContainer("postgres:16", driver=None).with_command(LOGICAL_REPLICATION_COMMAND)
         container.start()
         return container.get_connection_url(), container.stop
     from acme_mv import embedded
@@ -318,3 +335,34 @@ def password_role_url(server_url: str) -> str:
             conn.execute("SELECT pg_advisory_unlock(%s)", (TEMPLATE_LOCK,))
     require_passwords(server_url, PASSWORD_ROLE)
     return make_conninfo(server_url, user=PASSWORD_ROLE, password=PASSWORD)
+
+
+def drop_slot(server: str, slot: str) -> None:
+    """Drop a replication slot, ending the walsender that holds it (tests' teardown)."""
+    with psycopg.connect(server, autocommit=True) as conn:
+        for _ in range(100):
+            row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            if row is None:
+                return
+            if row[0] is not None:
+                conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+            else:
+                try:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                    return
+                except (psycopg.errors.ObjectInUse, psycopg.errors.UndefinedObject):
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(f"replication slot {slot} could not be dropped")
+
+
+@pytest.fixture
+def slot_name(server_url: str, make_db: DatabaseFactory) -> Iterator[str]:
+    """A unique replication slot name, dropped after the test (even when it failed).
+
+    Slots belong to a database, which cannot be dropped while one exists: this
+    fixture is set up after ``make_db``, so it is torn down before it.
+    """
+    name = f"acme_t_{uuid.uuid4().hex[:12]}"
+    yield name
+    drop_slot(server_url, name)

@@ -47,11 +47,12 @@ def execute(url: str, statement: str, params: Any = None) -> None:
         conn.execute(statement, params)
 
 
-def _rows(url: str, schema: str, relation: str, table: str) -> list[tuple[Any, ...]]:
+def _rows(url: str, schema: str, relation: str, table: str, *, live: bool = False) -> list[tuple[Any, ...]]:
     spec = TABLES[table]
-    query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+    query = sql.SQL("SELECT {} FROM {} {} ORDER BY {}").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names),
         sql.Identifier(schema, relation),
+        sql.SQL("WHERE NOT _deleted" if live else ""),
         sql.Identifier(spec.key),
     )
     with psycopg.connect(url) as conn:
@@ -63,8 +64,10 @@ def source_rows(url: str, table: str) -> list[tuple[Any, ...]]:
 
 
 def staged_latest(url: str, table: str) -> list[tuple[Any, ...]]:
-    """The latest staged version of every key (the mirror itself for customers/products)."""
-    return _rows(url, "staging", f"{table}_latest" if table in APPEND_TABLES else table, table)
+    """The latest staged version of every key that is not a tombstone (the mirror itself for customers/products)."""
+    if table in APPEND_TABLES:
+        return _rows(url, "staging", f"{table}_latest", table, live=True)
+    return _rows(url, "staging", table, table)
 
 
 def assert_converged(source_url: str, warehouse_url: str, tables: tuple[str, ...] = tuple(TABLES)) -> None:

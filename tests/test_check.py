@@ -45,6 +45,25 @@ def test_check_reads_the_latest_version(db_url: str) -> None:
     assert gaps["orders_with_null_status"] == 0
 
 
+def test_tombstones_are_absent_keys_not_gaps(db_url: str) -> None:
+    """Deleted at the source (a --full sync tombstones them): no NULL status, no orphan."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(GAPS)
+        copy_batch(db_url, db_url)
+        conn.execute("DELETE FROM operations.orders WHERE order_id IN (1, 2)")
+        conn.execute("DELETE FROM operations.order_items WHERE order_item_id IN (10, 13)")
+    copy_batch(db_url, db_url, full=True)
+    gaps = {g.name: (g.count, g.samples) for g in check(Settings(database_url=db_url))}
+    assert gaps == {
+        "items_without_order": (2, [11, 12]),
+        "orders_without_items": (1, [3]),
+        "orders_of_unknown_customers": (1, [3]),
+        "items_of_unknown_products": (1, [12]),
+        "orders_with_null_status": (0, []),
+        "orders_with_null_delivery_date": (0, []),
+    }
+
+
 def test_cli_fail_on_gaps_and_json(db_url: str, cli_env: Callable[..., None]) -> None:
     cli_env(database_url=db_url)
     res = run("check", "--fail-on-gaps")

@@ -146,14 +146,20 @@ def test_top_ties_go_to_the_earlier_date_and_the_lower_customer(world: World) ->
     assert rows == [(3, 2), (1, 1), (2, 1)]
 
 
-def test_a_full_recopy_rebuilds_the_historic_part_even_when_asked_for_current(world: World) -> None:
-    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+def test_a_full_sync_needs_no_historic_rebuild_its_tombstones_are_deltas(world: World) -> None:
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) "
+        "VALUES ('2026-12-11', 1, 'PENDING'), ('2026-12-12', 2, 'PENDING')"
+    )
+    world.sql("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (2, 1, 5)")
     world.sync()
     world.refresh()
-    world.sync(full=True)
-    assert world.refresh("current") is True
+    world.sql("DELETE FROM operations.orders WHERE order_id = 2")  # invisible to the cursor
+    world.sync(full=True)  # appends a tombstone; nothing is re-copied from scratch
+    assert world.refresh("current") is False
     world.check()
     assert world.report("open_orders") == [(datetime(2026, 12, 11).date(), "PENDING", 1)]
+    assert world.report("pending_items") == []
 
 
 def test_late_rows_staged_after_the_snapshot_count(world: World) -> None:

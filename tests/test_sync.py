@@ -177,27 +177,43 @@ def test_unchanged_rows_at_the_boundary_add_no_versions(db_url: str) -> None:
     assert set(versions(db_url, "order_items").values()) == {1}
 
 
-def test_full_recopies_and_repairs_hard_deletes(urls: tuple[str, str]) -> None:
+def test_full_compares_everything_and_tombstones_hard_deletes(urls: tuple[str, str]) -> None:
     src, wh = urls
     fill(src, orders=40, order_items=40)
     sync(settings(src, wh))
     execute(src, "UPDATE operations.orders SET status = 'X', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 10")
     sync(settings(src, wh))
-    execute(src, "DELETE FROM operations.orders WHERE order_id = 20")
+    execute(src, "DELETE FROM operations.orders WHERE order_id IN (20, 21)")
+    execute(src, "DELETE FROM operations.order_items WHERE order_item_id = 5")
+    # a change the cursor cannot see (updated_at left alone): --full compares every row
+    execute(src, "UPDATE operations.orders SET status = 'HIDDEN', updated_at = '2000-01-01' WHERE order_id = 30")
     sync(settings(src, wh))
     assert 20 in versions(wh, "orders")  # a hard delete is out of the cursor's reach
+    before = versions(wh, "orders")
     result = sync(settings(src, wh), full=True, tables=["orders", "order_items"])
     assert result.tables["orders"].mode == "full"
-    assert result.full_tables == ["orders", "order_items"]
-    assert set(versions(wh, "orders").values()) == {1}
-    assert 20 not in versions(wh, "orders")
-    assert_converged(src, wh, APPEND_TABLES)
+    assert (result.tables["orders"].rows_new, result.tables["orders"].rows_deleted) == (1, 2)
+    assert (result.tables["order_items"].rows_new, result.tables["order_items"].rows_deleted) == (0, 1)
+    after = versions(wh, "orders")
+    # nothing re-copied: one new version for the hidden change, one tombstone per deleted key
+    assert {k: after[k] - before[k] for k in after if after[k] != before[k]} == {20: 1, 21: 1, 30: 1}
     assert scalar(
-        wh, "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (result.batch_id,)
-    ) == ["orders", "order_items"]
-    # incremental again after --full
+        wh, "SELECT array_agg(order_id ORDER BY order_id) FROM staging.orders_latest WHERE _deleted"
+    ) == [20, 21]
+    assert scalar(
+        wh,
+        "SELECT count(*) FROM staging.orders_latest WHERE _deleted AND "
+        "(order_date, delivery_date, customer_id, status, updated_at) IS NOT NULL",
+    ) == 0
+    assert_converged(src, wh, APPEND_TABLES)
+    assert scalar(wh, "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (result.batch_id,)) == []
+    # --full again: nothing left to do, the tombstones are not repeated
+    again = sync(settings(src, wh), full=True, tables=["orders"])
+    assert (again.tables["orders"].rows_new, again.tables["orders"].rows_deleted) == (0, 0)
+    # incremental again after --full; a key deleted then re-inserted comes back live
     execute(src, "UPDATE operations.orders SET status = 'Y', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 1")
-    assert sync(settings(src, wh)).tables["orders"].rows_new == 1
+    execute(src, "INSERT INTO operations.orders (order_id, status) VALUES (20, 'PENDING')")
+    assert sync(settings(src, wh)).tables["orders"].rows_new == 2
     assert_converged(src, wh)
 
 

@@ -15,6 +15,7 @@ import typer
 from rich.text import Text
 
 from acme_mv import __version__
+from acme_mv.cli import cdc as cdc_cmd
 from acme_mv.cli import common
 from acme_mv.cli import delivery as delivery_cmd
 from acme_mv.cli import demo as demo_cmd
@@ -95,7 +96,7 @@ def main_callback(
     )
 
 
-for module in (demo_cmd, migrate_cmd, sample_cmd, sync_cmd, reports_cmd, grants_cmd, delivery_cmd):
+for module in (demo_cmd, migrate_cmd, sample_cmd, sync_cmd, reports_cmd, grants_cmd, delivery_cmd, cdc_cmd):
     module.register(app)
 
 

@@ -95,7 +95,7 @@ def sync(
         ),
     ] = None,
     full: Annotated[
-        bool, typer.Option("--full", help="Re-copy orders/order_items from scratch (TRUNCATE + COPY).")
+        bool, typer.Option("--full", help="Compare every source row: changed rows appended, deleted keys tombstoned.")
     ] = False,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Exit 3 at once if another sync is running, instead of waiting.")

@@ -47,9 +47,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-#: ``initial``: staging was empty, copied whole; ``full``: truncated and copied
-#: whole (``--full``); ``incremental``: rows at or after the cursor; ``reload``:
-#: a mirror (customers, products) compared whole
+#: ``initial``: staging was empty, copied whole; ``full``: every source row
+#: compared with staging (``--full``): changed rows appended, tombstones for keys
+#: gone; ``incremental``: rows at or after the cursor; ``reload``: a mirror
+#: (customers, products) compared whole
 Mode = Literal["initial", "full", "incremental", "reload"]
 
 #: application_name of the sync's own sessions; the watermark ignores them
@@ -134,9 +135,9 @@ def _staging_empty(conn: Conn, spec: TableSpec) -> bool:
 def _mode(conn: Conn, spec: TableSpec, *, full: bool) -> Mode:
     if spec.kind == "mirror":
         return "reload"
-    if full:
-        return "full"
-    return "initial" if _staging_empty(conn, spec) else "incremental"
+    if _staging_empty(conn, spec):
+        return "initial"
+    return "full" if full else "incremental"
 
 
 def sync(
@@ -168,7 +169,7 @@ def sync(
             batch_id = state.begin_batch(
                 wh,
                 tables=[s.name for s in specs],
-                full_tables=[name for name, mode in modes.items() if mode == "full"],
+                full_tables=[],  # --full appends (acme_mv.sync.copy.load_full_diff): nothing re-copied from scratch
             )
             read_at = dt.datetime.now(dt.UTC)
             mark = source.read_watermark(
@@ -213,6 +214,8 @@ def _sync_table(
     deleted = 0
     if mode == "incremental":
         rows_read, rows_new = copy.load_changes(src, source.select_rows(spec, cursor), wh, spec, on_bytes)
+    elif mode == "full":
+        rows_read, rows_new, deleted = copy.load_full_diff(src, source.select_rows(spec, None), wh, spec, on_bytes)
     elif mode == "reload":
         rows_read, rows_new, deleted = copy.load_mirror(src, source.select_rows(spec, None), wh, spec, on_bytes)
     else:

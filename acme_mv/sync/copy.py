@@ -6,13 +6,15 @@ BINARY)`` on the source is written block by block into ``COPY ... FROM STDIN
 :func:`acme_mv.sync.source.check_schema` proved the source types are the
 contract's, which are staging's.
 
-- :func:`load_fresh` (empty or ``--full``): TRUNCATE, drop the secondary
+- :func:`load_fresh` (empty staging): TRUNCATE, drop the secondary
   indexes, ``COPY ... FREEZE`` straight into staging, rebuild the indexes.
 - :func:`load_changes` (incremental, append-only tables): COPY into a temp
   table, then insert only the rows whose content differs from the latest
   staged version of their key (re-read rows leave no duplicate version).
 - :func:`load_mirror` (customers, products): COPY into a temp table, then
   delete gone keys and upsert changed rows; readers see the old or the new set.
+- :func:`load_full_diff` (``--full`` on a staged append-only table): like
+  :func:`load_changes`, plus a tombstone for every staged key the source lost.
 """
 
 from __future__ import annotations
@@ -217,18 +219,31 @@ def _differs(left: str, right: str, spec: TableSpec) -> sql.Composable:
 def load_changes(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes) -> tuple[int, int]:
     """Append the rows of ``query`` that are new or changed; return (rows read, rows appended)."""
     temp, rows_read = _copy_to_temp(src, query, dst, spec, on_bytes)
+    return rows_read, append_changed(dst, temp, spec)
+
+
+def append_changed(dst: Conn, temp: sql.Identifier, spec: TableSpec, *, with_deleted: bool = False) -> int:
+    """Append the rows of ``temp`` (one per key) that differ from their key's latest version.
+
+    A row equal to the latest version is skipped, so a re-read row leaves no
+    duplicate. ``with_deleted``: ``temp`` has a ``_deleted`` column (change
+    capture's tombstones); a tombstone for a key whose latest version is a
+    tombstone, or that was never staged, is skipped too. Returns rows appended.
+    """
     key = sql.Identifier(spec.key)
+    t_deleted = sql.SQL("t._deleted") if with_deleted else sql.SQL("false")
     insert = sql.SQL(
         """
-        INSERT INTO {table} ({cols})
-        SELECT {t_cols} FROM {temp} AS t
+        INSERT INTO {table} ({cols}, _deleted)
+        SELECT {t_cols}, {t_deleted} FROM {temp} AS t
         LEFT JOIN LATERAL (
-            SELECT {s_cols} FROM {table} AS s
+            SELECT {s_cols}, s._deleted FROM {table} AS s
             WHERE s.{key} = t.{key}
             ORDER BY s._batch_id DESC
             LIMIT 1
         ) AS l ON true
-        WHERE l.{key} IS NULL OR {differs}
+        WHERE CASE WHEN l.{key} IS NULL THEN NOT {t_deleted}
+                   ELSE {differs} OR l._deleted IS DISTINCT FROM {t_deleted} END
         """
     ).format(
         table=sql.Identifier(STAGING, spec.name),
@@ -238,9 +253,43 @@ def load_changes(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, o
         temp=temp,
         key=key,
         differs=_differs("l", "t", spec),
+        t_deleted=t_deleted,
     )
-    cur = dst.execute(insert)
-    return rows_read, max(cur.rowcount, 0)
+    return max(dst.execute(insert).rowcount, 0)
+
+
+def load_full_diff(
+    src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes
+) -> tuple[int, int, int]:
+    """``--full`` on a staged append-only table: make its latest versions equal ``query``.
+
+    Nothing is truncated: changed or new rows become new versions and every key
+    whose latest version is live but that ``query`` no longer returns gets a
+    TOMBSTONE (the key, the other columns NULL, ``_deleted``), the same
+    representation change capture gives a delete. The rows as of an earlier
+    batch stay, so the current-day views' deltas stay exact. Returns
+    (rows read, versions appended, tombstones appended).
+    """
+    temp, rows_read = _copy_to_temp(src, query, dst, spec, on_bytes)
+    dst.execute(sql.SQL("CREATE INDEX ON {} ({})").format(temp, sql.Identifier(spec.key)))
+    tombstones = append_tombstones(dst, spec, keep=temp)
+    return rows_read, append_changed(dst, temp, spec), tombstones
+
+
+def append_tombstones(dst: Conn, spec: TableSpec, *, keep: sql.Identifier) -> int:
+    """A tombstone for every key whose latest version is live and that ``keep`` lacks."""
+    key = sql.Identifier(spec.key)
+    statement = sql.SQL(
+        """
+        INSERT INTO {table} ({key}, _deleted)
+        SELECT l.{key}, true FROM (
+            SELECT DISTINCT ON (s.{key}) s.{key}, s._deleted FROM {table} AS s
+            ORDER BY s.{key}, s._batch_id DESC
+        ) AS l
+        WHERE NOT l._deleted AND NOT EXISTS (SELECT 1 FROM {keep} AS k WHERE k.{key} = l.{key})
+        """
+    ).format(table=sql.Identifier(STAGING, spec.name), key=key, keep=keep)
+    return max(dst.execute(statement).rowcount, 0)
 
 
 def load_mirror(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes) -> tuple[int, int, int]:
@@ -253,6 +302,13 @@ def load_mirror(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on
             table=table, temp=temp, key=key
         )
     ).rowcount
+    return rows_read, upsert_mirror(dst, temp, spec), max(deleted, 0)
+
+
+def upsert_mirror(dst: Conn, temp: sql.Composable, spec: TableSpec) -> int:
+    """Insert the rows of ``temp`` (one per key) into the mirror, updating changed ones; return rows written."""
+    table = sql.Identifier(STAGING, spec.name)
+    key = sql.Identifier(spec.key)
     changed_cols = [*(c for c in spec.column_names if c != spec.key), "_batch_id", "_loaded_at"]
     upsert = sql.SQL(
         """
@@ -270,5 +326,4 @@ def load_mirror(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on
         ),
         differs=_differs("s", "excluded", spec),
     )
-    changed = dst.execute(upsert).rowcount
-    return rows_read, max(changed, 0), max(deleted, 0)
+    return max(dst.execute(upsert).rowcount, 0)

@@ -1,7 +1,7 @@
 """delivery: the record of scheduled mail sends (``acme-mv run --mail-at``)
 
 Revision ID: 0005_delivery
-Revises: 0002_analytics
+Revises: 0004_cdc
 Create Date: 2026-11-26
 
 One row per (day, kind): the row's ``sent_at`` is set in the same transaction
@@ -20,7 +20,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0005_delivery"
-down_revision = "0002_analytics"
+down_revision = "0004_cdc"
 branch_labels = None
 depends_on = None
 

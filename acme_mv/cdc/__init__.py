@@ -1,0 +1,49 @@
+"""Change data capture: staging fed from the source's WAL (``acme-mv cdc``).
+
+A second way to feed the same staging tables as ``acme-mv sync``: a logical
+replication slot with the built-in ``pgoutput`` plugin streams every
+committed insert, update and delete of the four contract tables; deletes
+become tombstones. The views do not change.
+
+    from acme_mv.cdc import setup, stream, status, drop
+
+    setup(settings)                       # publication + slot + initial copy in its snapshot
+    stream(settings, stop=event)          # apply batches, refresh, confirm; until event is set
+    print(status(settings).lag_bytes)
+    drop(settings)                        # slot + publication + the warehouse's position
+
+See docs/cdc.md.
+"""
+
+from __future__ import annotations
+
+from acme_mv.cdc.capture import BatchResult, StreamResult, stream
+from acme_mv.cdc.errors import NotSetUp, SlotBusy, SlotLost, SourceNotReady
+from acme_mv.cdc.slot import (
+    DEFAULT_PUBLICATION,
+    DEFAULT_SLOT,
+    DropResult,
+    SetupResult,
+    Status,
+    drop,
+    setup,
+    status,
+)
+
+__all__ = [
+    "DEFAULT_PUBLICATION",
+    "DEFAULT_SLOT",
+    "BatchResult",
+    "DropResult",
+    "NotSetUp",
+    "SetupResult",
+    "SlotBusy",
+    "SlotLost",
+    "SourceNotReady",
+    "Status",
+    "StreamResult",
+    "drop",
+    "setup",
+    "status",
+    "stream",
+]

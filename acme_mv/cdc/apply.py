@@ -1,0 +1,222 @@
+"""Decoded changes -> one warehouse batch.
+
+A :class:`Batch` gathers the changes of whole source transactions, in commit
+order, keeping only the LAST state of each key (staging holds one version per
+key and batch): an insert or update is the row's contract columns, a delete
+is a tombstone (``None``), a TRUNCATE forgets the table's earlier changes and
+marks it. :func:`write` lands a batch inside the caller's warehouse
+transaction:
+
+- orders, order_items (append-only versions): the rows go by ``COPY`` (text
+  format, the values as the source's text output) into a temp table, then
+  :func:`acme_mv.sync.copy.append_changed` appends those that differ from their
+  key's latest version; a delete becomes a tombstone; a TRUNCATE tombstones
+  every live key the batch does not write;
+- customers, products (mirrors): deleted keys are deleted, the other rows
+  upserted (:func:`acme_mv.sync.copy.upsert_mirror`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from acme_mv.cdc.pgoutput import UNCHANGED, Value
+from acme_mv.errors import SchemaDrift
+from acme_mv.sync import copy
+from acme_mv.sync.source import TABLES, TableSpec
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+Row = tuple[Value, ...]
+
+TEMP_PREFIX = "_acme_cdc_"
+
+
+class Unsendable(SchemaDrift):
+    """A change that cannot be applied as sent (an unchanged TOASTed value without the old row)."""
+
+
+@dataclass
+class TableChanges:
+    """The last state of each changed key of one table: a row, or None for a delete."""
+
+    rows: dict[bytes, Row | None] = field(default_factory=dict)
+    truncated: bool = False
+
+
+@dataclass
+class Batch:
+    """Whole source transactions gathered for one warehouse transaction."""
+
+    tables: dict[str, TableChanges] = field(default_factory=dict)
+    transactions: int = 0
+    changes: int = 0
+    #: end LSN of the newest transaction in the batch (what the slot may confirm after commit)
+    end_lsn: int = 0
+    commit_lsn: int = 0
+    commit_time: dt.datetime | None = None
+    #: source commit time of the oldest transaction in the batch
+    first_commit_time: dt.datetime | None = None
+
+    def table(self, name: str) -> TableChanges:
+        return self.tables.setdefault(name, TableChanges())
+
+    def add(self, transaction: Transaction) -> None:
+        for change in transaction.changes:
+            changes = self.table(change.table)
+            if change.kind == "truncate":
+                changes.rows.clear()
+                changes.truncated = True
+                continue
+            row = change.row
+            if row is not None and any(v is UNCHANGED for v in row):
+                row = _fill_unchanged(row, changes.rows.get(change.key))
+            changes.rows[change.key] = row
+        self.transactions += 1
+        self.changes += len(transaction.changes)
+        self.end_lsn = transaction.end_lsn
+        self.commit_lsn = transaction.commit_lsn
+        self.commit_time = transaction.commit_time
+        if self.first_commit_time is None:
+            self.first_commit_time = transaction.commit_time
+
+    @property
+    def empty(self) -> bool:
+        return self.transactions == 0
+
+
+def _fill_unchanged(row: Row, previous: Row | None) -> Row:
+    """Replace UNCHANGED values by the same column of an earlier state in this batch, when there is one."""
+    if previous is None:
+        return row
+    return tuple(p if v is UNCHANGED else v for v, p in zip(row, previous, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    table: str
+    #: ``upsert`` (row is the new state), ``delete`` (row is None), ``truncate``
+    kind: str
+    key: bytes
+    row: Row | None
+
+
+@dataclass
+class Transaction:
+    commit_lsn: int = 0
+    end_lsn: int = 0
+    commit_time: dt.datetime | None = None
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Written:
+    """What one batch did to staging."""
+
+    versions: int
+    tombstones: int
+    mirror_rows: int
+    mirror_deleted: int
+
+
+def write(conn: Conn, batch: Batch, *, encoding: str) -> Written:
+    """Land ``batch`` in staging, inside the caller's transaction (see the module doc)."""
+    conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+    versions = tombstones = mirror_rows = mirror_deleted = 0
+    for name, changes in batch.tables.items():
+        spec = TABLES[name]
+        temp = _load_temp(conn, spec, changes.rows.items(), encoding=encoding)
+        if spec.kind == "append":
+            appended = copy.append_tombstones(conn, spec, keep=temp) if changes.truncated else 0
+            if changes.rows:
+                appended += copy.append_changed(conn, temp, spec, with_deleted=True)
+            dead = _count_appended_tombstones(conn, spec) if appended else 0
+            versions += appended - dead
+            tombstones += dead
+        else:
+            mirror_deleted += _delete_mirror_keys(conn, spec, temp, everything=changes.truncated)
+            mirror_rows += copy.upsert_mirror(conn, _live(temp), spec)
+        conn.execute(sql.SQL("DROP TABLE {}").format(temp))
+    return Written(versions=versions, tombstones=tombstones, mirror_rows=mirror_rows, mirror_deleted=mirror_deleted)
+
+
+def _load_temp(conn: Conn, spec: TableSpec, rows: Iterable[tuple[bytes, Row | None]], *, encoding: str) -> sql.Identifier:
+    temp = sql.Identifier(TEMP_PREFIX + spec.name)
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names)
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT {cols}, false AS _deleted FROM {table} WITH NO DATA"
+        ).format(temp=temp, cols=cols, table=sql.Identifier(copy.STAGING, spec.name))
+    )
+    key_index = spec.column_names.index(spec.key)
+    width = len(spec.columns)
+    statement = sql.SQL("COPY {} ({}, _deleted) FROM STDIN (FORMAT text, ENCODING {})").format(
+        temp, cols, sql.Literal(encoding)
+    )
+    with conn.cursor().copy(statement) as out:
+        buf = bytearray()
+        for key, row in rows:
+            if row is None:
+                line: Sequence[Value] = [key if i == key_index else None for i in range(width)]
+                buf += _copy_line(line, deleted=True)
+            else:
+                if any(v is UNCHANGED for v in row):
+                    raise Unsendable(
+                        f"The source sent an update of {spec.qualified} without an unchanged TOASTed column; "
+                        f"change capture needs ALTER TABLE {spec.qualified} REPLICA IDENTITY FULL"
+                    )
+                buf += _copy_line(row, deleted=False)
+            if len(buf) >= copy.CHUNK_BYTES:
+                out.write(bytes(buf))
+                buf.clear()
+        if buf:
+            out.write(bytes(buf))
+    return temp
+
+
+_ESCAPES = {ord("\\"): b"\\\\", ord("\t"): b"\\t", ord("\n"): b"\\n", ord("\r"): b"\\r"}
+
+
+def _escape(value: bytes) -> bytes:
+    if not any(b in value for b in (b"\\", b"\t", b"\n", b"\r")):
+        return value
+    return b"".join(_ESCAPES.get(c, bytes((c,))) for c in value)
+
+
+def _copy_line(row: Sequence[Value], *, deleted: bool) -> bytes:
+    fields = [b"\\N" if v is None else _escape(v) for v in row]
+    fields.append(b"t" if deleted else b"f")
+    return b"\t".join(fields) + b"\n"
+
+
+def _count_appended_tombstones(conn: Conn, spec: TableSpec) -> int:
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM {} WHERE _deleted AND _batch_id = current_setting('acme_mv.batch_id')::bigint"
+        ).format(sql.Identifier(copy.STAGING, spec.name))
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _live(temp: sql.Identifier) -> sql.Composable:
+    return sql.SQL("(SELECT * FROM {} WHERE NOT _deleted) AS live").format(temp)
+
+
+def _delete_mirror_keys(conn: Conn, spec: TableSpec, temp: sql.Identifier, *, everything: bool) -> int:
+    """Delete the mirror rows deleted in the batch (with ``everything``: all rows the batch does not write)."""
+    key = sql.Identifier(spec.key)
+    table = sql.Identifier(copy.STAGING, spec.name)
+    if everything:
+        statement = sql.SQL(
+            "DELETE FROM {table} AS s WHERE NOT EXISTS (SELECT 1 FROM {temp} AS t WHERE t.{key} = s.{key} AND NOT t._deleted)"
+        )
+    else:
+        statement = sql.SQL(
+            "DELETE FROM {table} AS s USING {temp} AS t WHERE t.{key} = s.{key} AND t._deleted"
+        )
+    return max(conn.execute(statement.format(table=table, temp=temp, key=key)).rowcount, 0)

@@ -1,0 +1,396 @@
+"""``acme-mv cdc run``: stream the slot, apply small batches, refresh, confirm.
+
+One batch = whole source transactions = ONE warehouse transaction: the sync
+lock, a batch id, the rows (versions, tombstones, mirror rows) and the new
+position in ``staging.cdc_state``. Only after that commit is the position
+confirmed to the source (``flush_lsn``), so a crash at any point loses
+nothing: the slot re-sends from its confirmed position, which is at or
+before the warehouse's, and every transaction that ends at or before the
+warehouse's position is skipped, so nothing is doubled.
+
+A batch closes when no message is waiting (the stream caught up), or at
+``batch_rows`` changes, or ``batch_ms`` after its first transaction. The
+views are refreshed after batches, in a thread of their own (at most every
+``refresh_ms``; :mod:`acme_mv.cdc.refresher`), so the stream never waits for a
+refresh; when the stream stops, a last refresh covers every batch.
+
+Heartbeats: while idle (no open transaction, nothing unapplied) the streamer
+asks the server for a keepalive every ``heartbeat_s``; its WAL position is
+then saved in the warehouse (``caught_up_at``) and confirmed, so an idle
+source does not keep WAL for the slot and ``cdc status`` shows a fresh lag.
+
+A lost replication connection (a source restart, ``pg_terminate_backend``
+of the walsender) drops what was not applied and reconnects from the
+warehouse's position, up to ``reconnects`` times in a row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from acme_mv import migrate
+from acme_mv.cdc import pgoutput, replication
+from acme_mv.cdc.apply import Batch, Written, write
+from acme_mv.cdc.decode import Decoder
+from acme_mv.cdc.errors import CdcError, NotSetUp, SlotBusy
+from acme_mv.cdc.refresher import Refresher
+from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position
+from acme_mv.config import Settings
+from acme_mv.db import connection, first_line
+from acme_mv.errors import ConnectionFailed
+from acme_mv.refresh import RefreshResult
+from acme_mv.sync import state
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+#: a batch closes at this many changes even when more are waiting (bounds a
+#: warehouse transaction's size and memory)
+DEFAULT_BATCH_ROWS = 20_000
+#: ... or this long after its first transaction arrived (bounds latency under a steady flow)
+DEFAULT_BATCH_MS = 200
+#: idle: ask for a keepalive, save and confirm its position this often
+DEFAULT_HEARTBEAT_S = 10.0
+#: consecutive lost replication connections before giving up
+DEFAULT_RECONNECTS = 5
+#: pause before reconnecting (a restarting source needs a moment)
+RECONNECT_PAUSE_S = 1.0
+#: how long to wait for a slot still held by a previous streamer's walsender (a
+#: SIGKILLed client is noticed at the walsender's next read, or wal_sender_timeout)
+SLOT_BUSY_WAIT_S = 90.0
+#: SQLSTATE object_in_use: "replication slot ... is active for PID ..."
+OBJECT_IN_USE = "55006"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchResult:
+    """One applied batch, as ``on_batch`` receives it."""
+
+    batch_id: int
+    transactions: int
+    changes: int
+    written: Written
+    #: end LSN of its newest transaction: saved, then confirmed
+    lsn: str
+    #: source commit time of its oldest and newest transaction
+    first_commit_at: dt.datetime | None
+    last_commit_at: dt.datetime | None
+    #: this machine's clock when the warehouse committed
+    committed_at: dt.datetime
+    apply_seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamResult:
+    batches: int
+    transactions: int
+    changes: int
+    skipped_transactions: int
+    heartbeats: int
+    reconnects: int
+    lsn: str
+
+
+def stream(
+    settings: Settings,
+    *,
+    slot: str = DEFAULT_SLOT,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    batch_ms: float = DEFAULT_BATCH_MS,
+    refresh_views: bool = True,
+    refresh_ms: float = 0.0,
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    reconnects: int = DEFAULT_RECONNECTS,
+    stop: threading.Event | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+    on_refresh: Callable[[RefreshResult], None] | None = None,
+) -> StreamResult:
+    """Stream until ``stop`` is set; see the module doc. Returns totals.
+
+    Raises NotSetUp (no ``cdc setup`` for ``slot``), SlotLost (invalidated:
+    re-snapshot), SchemaDrift (a contract column changed; the batch holding it
+    is not applied), ConnectionFailed.
+    """
+    streamer = _Streamer(
+        settings,
+        slot=slot,
+        batch_rows=batch_rows,
+        batch_ms=batch_ms,
+        refresh_views=refresh_views,
+        refresh_ms=refresh_ms,
+        heartbeat_s=heartbeat_s,
+        stop=stop or threading.Event(),
+        on_batch=on_batch,
+        on_refresh=on_refresh,
+    )
+    return streamer.run(reconnects=reconnects)
+
+
+class _Streamer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        slot: str,
+        batch_rows: int,
+        batch_ms: float,
+        refresh_views: bool,
+        refresh_ms: float,
+        heartbeat_s: float,
+        stop: threading.Event,
+        on_batch: Callable[[BatchResult], None] | None,
+        on_refresh: Callable[[RefreshResult], None] | None,
+    ) -> None:
+        self.settings = settings
+        self.slot = slot
+        self.batch_rows = batch_rows
+        self.batch_s = batch_ms / 1000
+        self.heartbeat_s = heartbeat_s
+        self.stop = stop
+        self.on_batch = on_batch
+        self.saved_lsn = 0
+        self.publication = ""
+        self.batches = self.transactions = self.changes = self.skipped = self.heartbeats = 0
+        self.encoding = "UTF8"
+        self.refresher = (
+            Refresher(settings, min_interval_s=refresh_ms / 1000, on_refresh=on_refresh) if refresh_views else None
+        )
+
+    def run(self, *, reconnects: int) -> StreamResult:
+        try:
+            if self.refresher is None:
+                return self._run(reconnects=reconnects)
+            self.refresher.start()
+            try:
+                result = self._run(reconnects=reconnects)
+            except BaseException:
+                self.refresher.abandon()  # the stream's error is the one to report
+                raise
+            self.refresher.close()  # a last refresh covers every applied batch
+            return result
+        except psycopg.OperationalError as exc:
+            # the warehouse (or the source's ordinary connection) went away: the batch in
+            # progress rolled back and was not confirmed; a new run resumes from the warehouse
+            raise ConnectionFailed(
+                f"Change capture lost a database connection: {first_line(exc)}; nothing of the batch in "
+                "progress was kept, acme-mv cdc run resumes from the warehouse's position"
+            ) from None
+
+    def _run(self, *, reconnects: int) -> StreamResult:
+        failures = 0
+        lost = 0
+        busy_since = 0.0
+        with (
+            connection(self.settings.database_url, role="warehouse", autocommit=True) as wh,
+            connection(self.settings.effective_source_url, role="source", autocommit=True) as src,
+        ):
+            migrate.require_head(wh)
+            src.execute("SELECT set_config('application_name', %s, false)", (replication.APPLICATION_NAME,))
+            saved = saved_position(wh, self.slot)
+            if saved is None:
+                raise NotSetUp(
+                    f"The warehouse has no change capture position for slot {self.slot!r}: run acme-mv cdc setup",
+                    slot=self.slot,
+                )
+            self.saved_lsn = pgoutput.lsn_from_str(saved.lsn)
+            self.publication = saved.publication
+            row = src.execute("SELECT current_setting('server_encoding')").fetchone()
+            self.encoding = str(row[0]) if row else "UTF8"
+            types: dict[tuple[int, int], str] = {}
+
+            def type_name(oid: int, typmod: int) -> str:
+                if (oid, typmod) not in types:
+                    found = src.execute("SELECT format_type(%s::oid, %s)", (oid, typmod)).fetchone()
+                    types[(oid, typmod)] = str(found[0]) if found else "?"
+                return types[(oid, typmod)]
+
+            while not self.stop.is_set():
+                check_slot(src, self.slot)
+                types.clear()
+                try:
+                    progressed = self._session(wh, Decoder(type_name))
+                except replication.lost_connection_errors() as exc:
+                    if getattr(exc, "pgcode", None) == OBJECT_IN_USE:
+                        # the slot's previous walsender (a killed streamer's) has not noticed yet
+                        busy_since = busy_since or time.monotonic()
+                        if time.monotonic() - busy_since > SLOT_BUSY_WAIT_S:
+                            raise SlotBusy(
+                                f"The replication slot {self.slot!r} stays in use by another process: "
+                                f"{replication.describe(exc)}; is another acme-mv cdc run streaming it?",
+                                slot=self.slot,
+                                pid=None,
+                            ) from None
+                        log.info("slot %s still in use (%s); waiting", self.slot, replication.describe(exc))
+                        self.stop.wait(RECONNECT_PAUSE_S)
+                        continue
+                    busy_since = 0.0
+                    lost += 1
+                    failures = 0 if self._progressed_since_failure else failures + 1
+                    if failures > reconnects:
+                        raise ConnectionFailed(
+                            f"The replication connection to the source failed {failures} times in a row: "
+                            f"{replication.describe(exc)}"
+                        ) from None
+                    log.warning(
+                        "replication connection lost (%s); resuming from %s",
+                        replication.describe(exc),
+                        pgoutput.lsn_to_str(self.saved_lsn),
+                    )
+                    self.stop.wait(RECONNECT_PAUSE_S)
+                    continue
+                except replication.errors() as exc:
+                    raise CdcError(f"Change capture failed on the source: {replication.describe(exc)}") from None
+                if not progressed:
+                    break
+        return StreamResult(
+            batches=self.batches,
+            transactions=self.transactions,
+            changes=self.changes,
+            skipped_transactions=self.skipped,
+            heartbeats=self.heartbeats,
+            reconnects=lost,
+            lsn=pgoutput.lsn_to_str(self.saved_lsn),
+        )
+
+    _progressed_since_failure = False
+
+    def _session(self, wh: Conn, decoder: Decoder) -> bool:
+        """One replication connection, until ``stop``; returns False when stopped."""
+        self._progressed_since_failure = False
+        repl = replication.connect(self.settings.effective_source_url)
+        try:
+            cur = repl.cursor()
+            cur.start_replication(
+                slot_name=self.slot,
+                decode=False,
+                start_lsn=self.saved_lsn,
+                options={"proto_version": "1", "publication_names": self.publication},
+                status_interval=max(self.heartbeat_s, 1.0),  # psycopg2's own periodic feedback
+            )
+            log.info("streaming slot %s from %s", self.slot, pgoutput.lsn_to_str(self.saved_lsn))
+            batch = Batch()
+            batch_started = 0.0
+            next_heartbeat = time.monotonic() + self.heartbeat_s
+            asked_keepalive = False
+            while not self.stop.is_set():
+                if self.refresher is not None:
+                    self.refresher.check()
+                msg = cur.read_message()
+                now = time.monotonic()
+                if msg is not None:
+                    done = decoder.feed(pgoutput.decode(msg.payload))
+                    if done is not None:
+                        if done.end_lsn <= self.saved_lsn:
+                            self.skipped += 1  # already in the warehouse (applied before a crash or a reconnect)
+                        elif done.changes:  # (a transaction that changed nothing published: the heartbeat moves past it)
+                            if batch.empty:
+                                batch_started = now
+                            batch.add(done)
+                    full = batch.changes >= self.batch_rows or (not batch.empty and now - batch_started >= self.batch_s)
+                    if not full:
+                        continue
+                if not batch.empty:
+                    self._apply(wh, cur, batch)
+                    batch = Batch()
+                    next_heartbeat = time.monotonic() + self.heartbeat_s
+                    continue
+                if decoder.in_transaction:
+                    self._wait(cur, 0.1)
+                    continue
+                if time.monotonic() >= next_heartbeat or asked_keepalive:
+                    if asked_keepalive or cur.wal_end > self.saved_lsn:
+                        self._heartbeat(wh, cur, int(cur.wal_end))
+                        asked_keepalive = False
+                        next_heartbeat = time.monotonic() + self.heartbeat_s
+                    else:
+                        cur.send_feedback(reply=True, force=True)  # the answer's wal_end is read next time
+                        asked_keepalive = True
+                        self._wait(cur, min(1.0, self.heartbeat_s))
+                        continue
+                self._wait(cur, min(max(next_heartbeat - time.monotonic(), 0.01), 1.0))
+            return False
+        finally:
+            repl.close()
+
+    def _wait(self, cur: Any, timeout: float) -> None:
+        select.select([cur], [], [], timeout)
+
+    def _apply(self, wh: Conn, cur: Any, batch: Batch) -> None:
+        started = time.monotonic()
+        with wh.transaction():
+            state.lock(wh, wait=True)
+            batch_id = state.begin_batch(wh, tables=sorted(batch.tables), full_tables=[])
+            written = write(wh, batch, encoding=self.encoding)
+            wh.execute(
+                "UPDATE staging.cdc_state SET lsn = %s::pg_lsn, last_commit_lsn = %s::pg_lsn, "
+                "last_commit_at = %s, last_batch_id = %s, updated_at = clock_timestamp() WHERE slot_name = %s",
+                (
+                    pgoutput.lsn_to_str(batch.end_lsn),
+                    pgoutput.lsn_to_str(batch.commit_lsn),
+                    batch.commit_time,
+                    batch_id,
+                    self.slot,
+                ),
+            )
+            state.finish_batch(wh, batch_id)
+        committed_at = dt.datetime.now(dt.UTC)
+        # only now may the source forget these transactions
+        cur.send_feedback(write_lsn=batch.end_lsn, flush_lsn=batch.end_lsn, force=True)
+        self.saved_lsn = batch.end_lsn
+        self._progressed_since_failure = True
+        self.batches += 1
+        self.transactions += batch.transactions
+        self.changes += batch.changes
+        if self.refresher is not None:
+            self.refresher.request()
+        result = BatchResult(
+            batch_id=batch_id,
+            transactions=batch.transactions,
+            changes=batch.changes,
+            written=written,
+            lsn=pgoutput.lsn_to_str(batch.end_lsn),
+            first_commit_at=batch.first_commit_time,
+            last_commit_at=batch.commit_time,
+            committed_at=committed_at,
+            apply_seconds=time.monotonic() - started,
+        )
+        log.debug(
+            "batch %d: %d transactions, %d changes (%d versions, %d tombstones, %d mirror rows, %d mirror deletes) "
+            "in %.3f s, position %s",
+            batch_id,
+            batch.transactions,
+            batch.changes,
+            written.versions,
+            written.tombstones,
+            written.mirror_rows,
+            written.mirror_deleted,
+            result.apply_seconds,
+            result.lsn,
+        )
+        if self.on_batch is not None:
+            self.on_batch(result)
+
+    def _heartbeat(self, wh: Conn, cur: Any, lsn: int) -> None:
+        """Nothing unapplied: save and confirm the server's position (WAL need not be kept for us)."""
+        lsn = max(lsn, self.saved_lsn)
+        wh.execute(
+            "UPDATE staging.cdc_state SET lsn = %s::pg_lsn, caught_up_at = clock_timestamp(), "
+            "updated_at = clock_timestamp() WHERE slot_name = %s",
+            (pgoutput.lsn_to_str(lsn), self.slot),
+        )
+        cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=True)
+        self.saved_lsn = lsn
+        self.heartbeats += 1
+        self._progressed_since_failure = True
+        log.debug("heartbeat at %s", pgoutput.lsn_to_str(lsn))
+

@@ -1,0 +1,125 @@
+"""pgoutput messages -> whole source transactions of contract rows.
+
+The Relation message (sent before a table's first change in a session and
+again after its definition changed) says which column is where: contract
+columns are matched by NAME, other columns are ignored (an added column the
+reports do not use changes nothing). A contract column that is missing or
+whose type differs from the contract raises :class:`SchemaDrift` before any
+row of that table is read under the new definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from acme_mv.cdc import pgoutput
+from acme_mv.cdc.apply import Change, Row, Transaction
+from acme_mv.errors import SchemaDrift
+from acme_mv.sync.source import SCHEMA, TABLES, TableSpec
+
+#: (type oid, type modifier) -> what ``format_type`` prints (the contract's notation)
+TypeName = Callable[[int, int], str]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    spec: TableSpec
+    #: position in the source tuple of each contract column, in contract order
+    positions: tuple[int, ...]
+    key: int
+
+    def row(self, values: tuple[pgoutput.Value, ...]) -> Row:
+        return tuple(values[p] for p in self.positions)
+
+
+class Decoder:
+    """Feed it every message; it returns each transaction when its commit arrives."""
+
+    def __init__(self, type_name: TypeName) -> None:
+        self._type_name = type_name
+        self._layouts: dict[int, _Layout | None] = {}
+        self._current: Transaction | None = None
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._current is not None
+
+    def reset(self) -> None:
+        """Forget everything (a new replication session re-sends Relation messages)."""
+        self._layouts.clear()
+        self._current = None
+
+    def feed(self, message: pgoutput.Message) -> Transaction | None:
+        if isinstance(message, pgoutput.Begin):
+            self._current = Transaction()
+        elif isinstance(message, pgoutput.Commit):
+            done = self._current or Transaction()
+            done.commit_lsn = message.commit_lsn
+            done.end_lsn = message.end_lsn
+            done.commit_time = message.commit_time
+            self._current = None
+            return done
+        elif isinstance(message, pgoutput.Relation):
+            self._layouts[message.oid] = self._layout(message)
+        elif isinstance(message, pgoutput.Insert):
+            layout = self._layouts.get(message.oid)
+            if layout is not None:
+                row = layout.row(message.new)
+                self._add(Change(layout.spec.name, "upsert", _key(row, layout), row))
+        elif isinstance(message, pgoutput.Update):
+            layout = self._layouts.get(message.oid)
+            if layout is not None:
+                row = layout.row(message.new)
+                if message.old is not None:
+                    old = layout.row(message.old)
+                    row = tuple(o if n is pgoutput.UNCHANGED else n for n, o in zip(row, old, strict=True))
+                    old_key = _key(old, layout)
+                    if old_key != _key(row, layout):  # the key itself changed: the old key is gone
+                        self._add(Change(layout.spec.name, "delete", old_key, None))
+                self._add(Change(layout.spec.name, "upsert", _key(row, layout), row))
+        elif isinstance(message, pgoutput.Delete):
+            layout = self._layouts.get(message.oid)
+            if layout is not None:
+                self._add(Change(layout.spec.name, "delete", _key(layout.row(message.old), layout), None))
+        elif isinstance(message, pgoutput.Truncate):
+            for oid in message.oids:
+                layout = self._layouts.get(oid)
+                if layout is not None:
+                    self._add(Change(layout.spec.name, "truncate", b"", None))
+        return None
+
+    def _add(self, change: Change) -> None:
+        if self._current is None:  # pgoutput always wraps changes in B ... C
+            raise pgoutput.DecodeError("a change outside a transaction")
+        self._current.changes.append(change)
+
+    def _layout(self, rel: pgoutput.Relation) -> _Layout | None:
+        spec = TABLES.get(rel.name) if rel.namespace == SCHEMA else None
+        if spec is None:
+            return None
+        by_name = {c.name: (i, c) for i, c in enumerate(rel.columns)}
+        positions = []
+        for column, expected in spec.columns:
+            found = by_name.get(column)
+            if found is None:
+                raise SchemaDrift(
+                    f"The source table {spec.qualified} no longer has column {column} ({expected}) that the "
+                    f"contract states: change capture stopped before applying the transaction that shows it"
+                )
+            index, col = found
+            actual = self._type_name(col.type_oid, col.type_modifier)
+            if actual != expected:
+                raise SchemaDrift(
+                    f"The source column {spec.qualified}.{column} is now {actual}, the contract states "
+                    f"{expected}: change capture stopped before applying the transaction that shows it"
+                )
+            positions.append(index)
+        return _Layout(spec=spec, positions=tuple(positions), key=spec.column_names.index(spec.key))
+
+
+def _key(row: Row, layout: _Layout) -> bytes:
+    value = row[layout.key]
+    if value is None or value is pgoutput.UNCHANGED:
+        raise pgoutput.DecodeError(f"a change of {layout.spec.qualified} without its key {layout.spec.key}")
+    return value

@@ -1,0 +1,38 @@
+"""The errors of change capture (all :class:`acme_mv.errors.AcmeMvError`)."""
+
+from __future__ import annotations
+
+from acme_mv.errors import AcmeMvError, Busy
+
+
+class CdcError(AcmeMvError):
+    """Change capture cannot run as asked."""
+
+
+class NotSetUp(CdcError):
+    """No slot, or no warehouse position for it: ``acme-mv cdc setup`` first."""
+
+    def __init__(self, message: str, *, slot: str) -> None:
+        super().__init__(message)
+        self.slot = slot
+
+
+class SlotLost(CdcError):
+    """The source invalidated the slot (``wal_status = 'lost'``): re-snapshot."""
+
+    def __init__(self, message: str, *, slot: str) -> None:
+        super().__init__(message)
+        self.slot = slot
+
+
+class SlotBusy(Busy):
+    """Another process streams from the slot."""
+
+    def __init__(self, message: str, *, slot: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.slot = slot
+        self.pid = pid
+
+
+class SourceNotReady(CdcError):
+    """The source cannot feed change capture (wal_level, privileges, publication)."""

@@ -1,0 +1,407 @@
+"""The slot's life: ``setup`` (publication, slot, initial copy in its snapshot), ``status``, ``drop``.
+
+Setup creates the slot with ``CREATE_REPLICATION_SLOT ... (SNAPSHOT 'export')``
+on a replication connection: the server answers with the slot's
+``consistent_point`` LSN and the name of a snapshot that sees exactly the
+transactions committed before it. While that connection stays open and idle,
+a REPEATABLE READ transaction on an ordinary connection adopts the snapshot
+(``SET TRANSACTION SNAPSHOT``) and the initial copy of the four tables runs
+in it, through the sync's own copy code; the rows, batch 1 and the
+consistent point are committed in ONE warehouse transaction. The stream then
+starts at the consistent point: every transaction is either in the copy or
+in the stream, never both, never neither.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+import psycopg
+from psycopg import sql
+
+from acme_mv import migrate
+from acme_mv.cdc import replication
+from acme_mv.cdc.errors import NotSetUp, SlotBusy, SlotLost, SourceNotReady
+from acme_mv.cdc.pgoutput import lsn_from_str
+from acme_mv.config import Settings
+from acme_mv.db import connection
+from acme_mv.sync import copy, source, state
+from acme_mv.sync.source import SCHEMA, TABLES
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+DEFAULT_SLOT = "acme_mv"
+DEFAULT_PUBLICATION = "acme_mv"
+
+#: how long ``drop`` waits for a slot's walsender to go away (a streamer just stopped)
+DROP_WAIT_S = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetupResult:
+    slot: str
+    publication: str
+    #: False: everything was already in place, nothing done
+    created: bool
+    consistent_lsn: str
+    batch_id: int | None
+    #: rows read from the source per table by the initial copy
+    rows: dict[str, int]
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SavedPosition:
+    slot: str
+    publication: str
+    lsn: str
+    last_commit_at: dt.datetime | None
+    caught_up_at: dt.datetime | None
+    last_batch_id: int | None
+
+
+def saved_position(wh: Conn, slot: str) -> SavedPosition | None:
+    row = wh.execute(
+        "SELECT publication, lsn::text, last_commit_at, caught_up_at, last_batch_id "
+        "FROM staging.cdc_state WHERE slot_name = %s",
+        (slot,),
+    ).fetchone()
+    if row is None:
+        return None
+    return SavedPosition(
+        slot=slot,
+        publication=str(row[0]),
+        lsn=str(row[1]),
+        last_commit_at=row[2],
+        caught_up_at=row[3],
+        last_batch_id=row[4],
+    )
+
+
+@dataclass(frozen=True)
+class _SlotRow:
+    active_pid: int | None
+    wal_status: str | None
+    confirmed_flush_lsn: str | None
+    restart_lsn: str | None
+    database: str | None
+
+
+def _slot_row(src: Conn, slot: str) -> _SlotRow | None:
+    row = src.execute(
+        "SELECT active_pid, wal_status, confirmed_flush_lsn::text, restart_lsn::text, database "
+        "FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
+    ).fetchone()
+    return None if row is None else _SlotRow(*row)
+
+
+def require_logical(src: Conn) -> None:
+    row = src.execute("SELECT current_setting('wal_level')").fetchone()
+    level = str(row[0]) if row else "?"
+    if level != "logical":
+        raise SourceNotReady(
+            f"The source's wal_level is {level}; change capture needs wal_level = logical "
+            "(ALTER SYSTEM SET wal_level = logical, then restart the source server)"
+        )
+
+
+def check_slot(src: Conn, slot: str) -> _SlotRow:
+    """The slot's row, or :class:`NotSetUp` (missing) / :class:`SlotLost` (invalidated)."""
+    found = _slot_row(src, slot)
+    if found is None:
+        raise NotSetUp(
+            f"The source has no replication slot {slot!r}: run acme-mv cdc setup "
+            "(after acme-mv cdc drop if the warehouse still holds a position for it)",
+            slot=slot,
+        )
+    if found.wal_status == "lost":
+        raise SlotLost(
+            f"The replication slot {slot!r} was invalidated by the source (wal_status lost: it removed WAL "
+            "the slot still needed, max_slot_wal_keep_size); re-snapshot with acme-mv cdc drop, then "
+            "acme-mv cdc setup",
+            slot=slot,
+        )
+    return found
+
+
+_PUBLISHED_SQL = """
+SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s
+"""
+
+
+def _ensure_publication(src: Conn, publication: str) -> bool:
+    """Create the publication of the four tables, or check the existing one; True when created."""
+    wanted = {spec.qualified for spec in TABLES.values()}
+    exists = src.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone()
+    if exists:
+        published = {str(r[0]) for r in src.execute(_PUBLISHED_SQL, (publication,)).fetchall()}
+        missing = sorted(wanted - published)
+        if missing:
+            raise SourceNotReady(
+                f"The publication {publication!r} does not publish {', '.join(missing)}; "
+                f"ALTER PUBLICATION {publication} ADD TABLE {', '.join(missing)} (as the tables' owner)"
+            )
+        return False
+    tables = sql.SQL(", ").join(sql.Identifier(SCHEMA, name) for name in TABLES)
+    statement = sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(publication), tables)
+    try:
+        src.execute(statement)
+    except psycopg.errors.InsufficientPrivilege:
+        raise SourceNotReady(
+            f"This source role may not create the publication {publication!r} (it needs CREATE on the "
+            f"database and ownership of the tables); ask the tables' owner to run: "
+            f"{statement.as_string(src)}"
+        ) from None
+    log.info("created publication %s", publication)
+    return True
+
+
+def _drop_slot(src: Conn, slot: str, *, wait_s: float = DROP_WAIT_S) -> bool:
+    """Drop the slot when it exists; wait a little for a walsender that is going away."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = _slot_row(src, slot)
+        if found is None:
+            return False
+        if found.active_pid is None:
+            try:
+                src.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                return True
+            except psycopg.errors.ObjectInUse:
+                pass  # became active in between: wait like below
+            except psycopg.errors.UndefinedObject:
+                return False
+        if time.monotonic() >= deadline:
+            raise SlotBusy(
+                f"The replication slot {slot!r} is in use by the source process {found.active_pid} "
+                "(a running acme-mv cdc run?); stop it first",
+                slot=slot,
+                pid=found.active_pid,
+            )
+        time.sleep(0.1)
+
+
+def setup(
+    settings: Settings, *, slot: str = DEFAULT_SLOT, publication: str = DEFAULT_PUBLICATION
+) -> SetupResult:
+    """Publication + slot + initial copy in the slot's snapshot (see the module doc).
+
+    Already set up (the warehouse holds a position for ``slot`` and the slot
+    exists): nothing is done, ``created`` is False. A slot the warehouse knows
+    nothing about (a setup killed before its commit) is dropped and re-created.
+    """
+    began = time.monotonic()
+    specs = list(TABLES.values())
+    with (
+        connection(settings.database_url, role="warehouse") as wh,
+        connection(settings.effective_source_url, role="source", autocommit=True) as admin,
+    ):
+        migrate.require_head(wh)
+        require_logical(admin)
+        source.check_schema(admin, specs)
+        saved = saved_position(wh, slot)
+        wh.rollback()
+        existing = _slot_row(admin, slot)
+        if saved is not None:
+            if existing is None:
+                raise NotSetUp(
+                    f"The warehouse holds a position for slot {slot!r} but the source has no such slot; "
+                    "start over with acme-mv cdc drop, then acme-mv cdc setup",
+                    slot=slot,
+                )
+            check_slot(admin, slot)
+            return SetupResult(
+                slot=slot, publication=saved.publication, created=False, consistent_lsn=saved.lsn,
+                batch_id=None, rows={}, seconds=time.monotonic() - began,
+            )
+        if existing is not None:
+            log.warning("replication slot %s exists but the warehouse has no position for it: re-creating it", slot)
+            _drop_slot(admin, slot)
+        _ensure_publication(admin, publication)
+        repl = replication.connect(settings.effective_source_url)
+        try:
+            consistent, snapshot = _create_slot(repl, slot, admin.info.server_version)
+            with connection(settings.effective_source_url, role="source") as src:
+                src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                src.read_only = True
+                src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                batch_id, rows = _initial_copy(src, wh, specs, slot=slot, publication=publication, lsn=consistent)
+                src.rollback()
+            wh.commit()
+        except BaseException:
+            wh.rollback()
+            repl.close()
+            _drop_slot(admin, slot)
+            raise
+        repl.close()  # the exported snapshot ends here, after the warehouse commit
+    log.info("change capture set up: slot %s at %s, batch %d", slot, consistent, batch_id)
+    return SetupResult(
+        slot=slot, publication=publication, created=True, consistent_lsn=consistent,
+        batch_id=batch_id, rows=rows, seconds=time.monotonic() - began,
+    )
+
+
+def _create_slot(repl: Any, slot: str, server_version: int) -> tuple[str, str]:
+    """(consistent_point, snapshot name) of a new pgoutput slot with an exported snapshot."""
+    cur = repl.cursor()
+    options = "(SNAPSHOT 'export')" if server_version >= 150000 else "EXPORT_SNAPSHOT"
+    name = psycopg.sql.Identifier(slot).as_string(None)
+    try:
+        cur.execute(f"CREATE_REPLICATION_SLOT {name} LOGICAL pgoutput {options}")
+    except replication.errors() as exc:
+        raise SourceNotReady(f"Cannot create the replication slot {slot!r}: {str(exc).strip().splitlines()[0]}") from None
+    _, consistent, snapshot, _ = cur.fetchone()
+    return str(consistent), str(snapshot)
+
+
+def _initial_copy(
+    src: Conn, wh: Conn, specs: list[source.TableSpec], *, slot: str, publication: str, lsn: str
+) -> tuple[int, dict[str, int]]:
+    """Every table read in the snapshot into staging as ONE batch, with the slot's position."""
+    state.lock(wh, wait=True)
+    batch_id = state.begin_batch(wh, tables=[s.name for s in specs], full_tables=[])
+    rows: dict[str, int] = {}
+
+    def ignore(_: int) -> None:
+        pass
+
+    for spec in specs:
+        query = source.select_rows(spec, None)
+        if spec.kind == "mirror":
+            rows[spec.name], _, _ = copy.load_mirror(src, query, wh, spec, ignore)
+        elif _staging_empty(wh, spec):
+            rows[spec.name] = copy.load_fresh(src, query, wh, spec, ignore)
+        else:  # a re-snapshot over earlier staging: versions and tombstones, never a truncate
+            rows[spec.name], _, _ = copy.load_full_diff(src, query, wh, spec, ignore)
+        log.info("initial copy: %s, %d rows", spec.name, rows[spec.name])
+    wh.execute(
+        "INSERT INTO staging.cdc_state (slot_name, publication, lsn, last_batch_id, caught_up_at) "
+        "VALUES (%s, %s, %s::pg_lsn, %s, clock_timestamp())",
+        (slot, publication, lsn, batch_id),
+    )
+    state.finish_batch(wh, batch_id)
+    return batch_id, rows
+
+
+def _staging_empty(wh: Conn, spec: source.TableSpec) -> bool:
+    row = wh.execute(
+        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier("staging", spec.name))
+    ).fetchone()
+    return bool(row and row[0])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Status:
+    """Where change capture stands; ``acme-mv cdc status`` prints it."""
+
+    slot: str
+    publication: str | None
+    #: the slot exists on the source
+    exists: bool
+    active_pid: int | None
+    #: reserved / extended / unreserved / lost (pg_replication_slots.wal_status)
+    wal_status: str | None
+    current_lsn: str
+    confirmed_flush_lsn: str | None
+    restart_lsn: str | None
+    #: source WAL not yet confirmed by the slot (pg_current_wal_lsn() - confirmed_flush_lsn)
+    lag_bytes: int | None
+    #: source WAL the slot keeps from being removed (pg_current_wal_lsn() - restart_lsn)
+    retained_bytes: int | None
+    #: the warehouse's position (every transaction ending at or before it is in staging)
+    saved_lsn: str | None
+    last_batch_id: int | None
+    last_commit_at: dt.datetime | None
+    caught_up_at: dt.datetime | None
+    #: seconds since the newest moment staging is known complete up to: the last
+    #: applied commit's source time, or the last heartbeat when that is later
+    lag_s: float | None
+
+    def as_json(self) -> dict[str, object]:
+        return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in asdict(self).items()}
+
+
+_STATUS_SQL = """
+SELECT pg_current_wal_lsn()::text,
+       s.active_pid, s.wal_status, s.confirmed_flush_lsn::text, s.restart_lsn::text,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint,
+       s.slot_name IS NOT NULL
+FROM (SELECT 1) one
+LEFT JOIN pg_replication_slots s ON s.slot_name = %s
+"""
+
+
+def status(settings: Settings, *, slot: str = DEFAULT_SLOT) -> Status:
+    """The slot's lag (bytes and seconds), WAL retained, positions, wal_status."""
+    with connection(settings.database_url, role="warehouse") as wh:
+        migrate.require_head(wh)
+        saved = saved_position(wh, slot)
+        row = wh.execute("SELECT clock_timestamp()").fetchone()
+        assert row is not None
+        now = cast(dt.datetime, row[0])
+    with connection(settings.effective_source_url, role="source", autocommit=True) as src:
+        found = src.execute(_STATUS_SQL, (slot,)).fetchone()
+        assert found is not None
+    current, pid, wal_status, confirmed, restart, lag_bytes, retained, exists = cast(tuple[Any, ...], found)
+    newest = [t for t in (saved.last_commit_at, saved.caught_up_at) if t is not None] if saved else []
+    return Status(
+        slot=slot,
+        publication=saved.publication if saved else None,
+        exists=bool(exists),
+        active_pid=pid,
+        wal_status=wal_status,
+        current_lsn=str(current),
+        confirmed_flush_lsn=confirmed,
+        restart_lsn=restart,
+        lag_bytes=None if lag_bytes is None else int(lag_bytes),
+        retained_bytes=None if retained is None else int(retained),
+        saved_lsn=saved.lsn if saved else None,
+        last_batch_id=saved.last_batch_id if saved else None,
+        last_commit_at=saved.last_commit_at if saved else None,
+        caught_up_at=saved.caught_up_at if saved else None,
+        lag_s=max((now - max(newest)).total_seconds(), 0.0) if newest else None,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DropResult:
+    slot_dropped: bool
+    publication_dropped: bool
+    #: the publication exists but belongs to another role: kept
+    publication_kept: bool
+    position_deleted: bool
+
+
+def drop(settings: Settings, *, slot: str = DEFAULT_SLOT, publication: str | None = None) -> DropResult:
+    """Drop the slot and the publication on the source, and the warehouse's position."""
+    with connection(settings.database_url, role="warehouse") as wh:
+        migrate.require_head(wh)
+        saved = saved_position(wh, slot)
+        pub = publication or (saved.publication if saved else DEFAULT_PUBLICATION)
+        with connection(settings.effective_source_url, role="source", autocommit=True) as src:
+            slot_dropped = _drop_slot(src, slot)
+            pub_dropped = kept = False
+            if src.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (pub,)).fetchone():
+                try:
+                    src.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(pub)))
+                    pub_dropped = True
+                except psycopg.errors.InsufficientPrivilege:
+                    kept = True
+                    log.warning("publication %s kept: it belongs to another role", pub)
+        deleted = wh.execute("DELETE FROM staging.cdc_state WHERE slot_name = %s", (slot,)).rowcount
+        wh.commit()
+    return DropResult(
+        slot_dropped=slot_dropped, publication_dropped=pub_dropped, publication_kept=kept, position_deleted=deleted > 0
+    )
+
+
+def lsn_int(text: str) -> int:
+    return lsn_from_str(text)

@@ -1,0 +1,226 @@
+"""``acme-mv cdc``: change data capture from the source's WAL (setup, run, status, drop)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from acme_mv import cdc as api
+from acme_mv.cdc import capture
+from acme_mv.cli import common
+from acme_mv.refresh import RefreshResult
+
+log = logging.getLogger("acme_mv.cli.cdc")
+
+app = typer.Typer(
+    help="Change data capture: feed staging from the source's WAL (a logical replication slot).\n\n"
+    "Example: acme-mv cdc setup && acme-mv cdc run",
+    no_args_is_help=True,
+)
+
+SlotOption = Annotated[
+    str,
+    typer.Option("--slot", envvar="ACME_MV_CDC_SLOT", show_envvar=True, help="Replication slot name on the source."),
+]
+PublicationOption = Annotated[
+    str,
+    typer.Option(
+        "--publication", envvar="ACME_MV_CDC_PUBLICATION", show_envvar=True, help="Publication name on the source."
+    ),
+]
+
+
+@app.command("setup")
+def setup(slot: SlotOption = api.DEFAULT_SLOT, publication: PublicationOption = api.DEFAULT_PUBLICATION) -> None:
+    """Create the publication and the slot, and copy the four tables in the slot's snapshot.
+
+    The copy and the slot's position are committed in one warehouse batch, so the
+    stream starts exactly where the copy ends. Running it again is a no-op.
+
+    Example:
+
+      acme-mv cdc setup
+    """
+    result = api.setup(common.settings(), slot=slot, publication=publication)
+    if not result.created:
+        common.err.print(
+            f"Change capture is already set up: slot {result.slot} (publication {result.publication}, "
+            f"position {result.consistent_lsn}); nothing to do. To start over: acme-mv cdc drop, then acme-mv cdc setup",
+            highlight=False,
+        )
+        return
+    rows = ", ".join(f"{t} {n:,}" for t, n in result.rows.items())
+    log.info(
+        "slot %s created at %s; initial copy (batch %s): %s rows in %.2f s",
+        result.slot,
+        result.consistent_lsn,
+        result.batch_id,
+        rows,
+        result.seconds,
+    )
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop``: the batch in progress commits, then the stream ends."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("stopping after the batch in progress")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@app.command("run")
+def run(
+    slot: SlotOption = api.DEFAULT_SLOT,
+    batch_rows: Annotated[int, typer.Option("--batch-rows", min=1, help="Close a batch at this many changes.")] = (
+        capture.DEFAULT_BATCH_ROWS
+    ),
+    batch_ms: Annotated[
+        float, typer.Option("--batch-ms", min=0, help="Close a batch this long after its first transaction.")
+    ] = capture.DEFAULT_BATCH_MS,
+    refresh_ms: Annotated[
+        float, typer.Option("--refresh-ms", min=0, help="Refresh the views at most this often (0: as soon as a batch commits; refreshes run beside the stream).")
+    ] = 0.0,
+    no_refresh: Annotated[bool, typer.Option("--no-refresh", help="Apply batches only; do not refresh the views.")] = False,
+    heartbeat_s: Annotated[
+        float, typer.Option("--heartbeat", min=0.1, help="Seconds between heartbeats while the source is idle.")
+    ] = capture.DEFAULT_HEARTBEAT_S,
+) -> None:
+    """Stream changes from the slot into staging in small batches, refreshing the views.
+
+    Each batch is one warehouse transaction (rows + the source position); the
+    position is confirmed to the source only after it commits. SIGINT/SIGTERM
+    finish the batch in progress and exit 0.
+
+    Example:
+
+      acme-mv cdc run --batch-ms 100
+    """
+    stop = threading.Event()
+
+    def on_batch(result: api.BatchResult) -> None:
+        w = result.written
+        log.info(
+            "batch %d: %d transactions, %d changes -> %d versions, %d tombstones, %d mirror rows, %d mirror deletes; "
+            "position %s",
+            result.batch_id,
+            result.transactions,
+            result.changes,
+            w.versions,
+            w.tombstones,
+            w.mirror_rows,
+            w.mirror_deleted,
+            result.lsn,
+        )
+
+    def on_refresh(result: RefreshResult) -> None:
+        log.info("refreshed up to batch %s in %.2f s", result.refreshed_batch_id, result.total_seconds)
+
+    with _stop_on_signals(stop):
+        totals = api.stream(
+            common.settings(),
+            slot=slot,
+            batch_rows=batch_rows,
+            batch_ms=batch_ms,
+            refresh_views=not no_refresh,
+            refresh_ms=refresh_ms,
+            heartbeat_s=heartbeat_s,
+            stop=stop,
+            on_batch=on_batch,
+            on_refresh=on_refresh,
+        )
+    log.info(
+        "stopped: %d batches, %d transactions, %d changes, position %s",
+        totals.batches,
+        totals.transactions,
+        totals.changes,
+        totals.lsn,
+    )
+
+
+def _bytes(n: int | None) -> str:
+    return "-" if n is None else f"{n:,} B"
+
+
+@app.command("status")
+def status(
+    slot: SlotOption = api.DEFAULT_SLOT,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show the slot's lag (bytes, seconds), the WAL it retains, its positions and wal_status.
+
+    Example:
+
+      acme-mv cdc status --json
+    """
+    st = api.status(common.settings(), slot=slot)
+    if as_json:
+        common.out.print_json(json.dumps(st.as_json()))
+        return
+    table = Table(title=f"acme-mv cdc status: slot {st.slot}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    rows = [
+        ("slot exists", "yes" if st.exists else "no"),
+        ("wal_status", st.wal_status or "-"),
+        ("streaming (pid)", str(st.active_pid) if st.active_pid else "no"),
+        ("lag", _bytes(st.lag_bytes)),
+        ("lag seconds", "-" if st.lag_s is None else f"{st.lag_s:.1f}"),
+        ("WAL retained", _bytes(st.retained_bytes)),
+        ("confirmed LSN", st.confirmed_flush_lsn or "-"),
+        ("warehouse LSN", st.saved_lsn or "-"),
+        ("source LSN", st.current_lsn),
+        ("last batch", "-" if st.last_batch_id is None else str(st.last_batch_id)),
+    ]
+    for what, value in rows:
+        table.add_row(what, value)
+    common.out.print(table)
+
+
+@app.command("drop")
+def drop(
+    slot: SlotOption = api.DEFAULT_SLOT,
+    publication: Annotated[
+        str | None, typer.Option("--publication", help="Publication to drop. Default: the one set up with the slot.")
+    ] = None,
+) -> None:
+    """Drop the slot and the publication on the source, and the warehouse's position.
+
+    Staging is kept; acme-mv cdc setup afterwards re-snapshots into it
+    (changed rows become new versions, vanished keys tombstones).
+
+    Example:
+
+      acme-mv cdc drop && acme-mv cdc setup
+    """
+    result = api.drop(common.settings(), slot=slot, publication=publication)
+    log.info(
+        "slot %s: %s; publication: %s; warehouse position: %s",
+        slot,
+        "dropped" if result.slot_dropped else "not found",
+        "dropped" if result.publication_dropped else ("kept (owned by another role)" if result.publication_kept else "not found"),
+        "deleted" if result.position_deleted else "none",
+    )
+
+
+def register(root: typer.Typer) -> None:
+    """Add the ``cdc`` command group."""
+    root.add_typer(app, name="cdc")

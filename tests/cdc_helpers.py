@@ -1,0 +1,109 @@
+"""Change capture in tests: a source, a warehouse, a real slot, and catching up."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from acme_mv import cdc
+from acme_mv.cdc.pgoutput import lsn_from_str
+from acme_mv.config import Settings
+from tests.reports_oracle import assert_views_match, expected
+from tests.sync_helpers import assert_converged, scalar
+
+#: keepalive requests while idle: catching up ends at the first heartbeat past the target
+TEST_HEARTBEAT_S = 0.1
+#: a safety net only (a stuck stream fails the test instead of hanging it)
+CATCH_UP_TIMEOUT_S = 120
+
+
+@dataclass
+class Streaming:
+    stop: threading.Event = field(default_factory=threading.Event)
+    result: cdc.StreamResult | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class Cdc:
+    src: str
+    wh: str
+    slot: str
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(database_url=self.wh, source_url=None if self.src == self.wh else self.src)
+
+    @property
+    def publication(self) -> str:
+        return self.slot  # unique per test, like the slot
+
+    def setup(self) -> cdc.SetupResult:
+        return cdc.setup(self.settings, slot=self.slot, publication=self.publication)
+
+    def saved_lsn(self) -> int:
+        return lsn_from_str(str(scalar(self.wh, "SELECT lsn::text FROM staging.cdc_state WHERE slot_name = %s", (self.slot,))))
+
+    def source_lsn(self) -> int:
+        return lsn_from_str(str(scalar(self.src, "SELECT pg_current_wal_insert_lsn()::text")))
+
+    def wait_saved(self, handle: Streaming, target: int) -> None:
+        """Wait until the running stream's warehouse position reaches ``target``."""
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+        while self.saved_lsn() < target:
+            assert handle.error is None, handle.error
+            assert time.monotonic() < deadline, "the stream did not catch up"
+            time.sleep(0.05)
+
+    @contextmanager
+    def streaming(self, **options: Any) -> Iterator[Streaming]:
+        """Stream in a thread; on leaving the block, wait until the warehouse holds everything
+        the source had committed by then, and stop (the stream's totals in ``.result``)."""
+        handle = Streaming()
+
+        def run() -> None:
+            try:
+                handle.result = cdc.stream(
+                    self.settings, slot=self.slot, heartbeat_s=TEST_HEARTBEAT_S, stop=handle.stop, **options
+                )
+            except BaseException as exc:  # re-raised in the test's thread
+                handle.error = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            yield handle
+            target = self.source_lsn()
+            deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+            while thread.is_alive() and self.saved_lsn() < target:
+                assert time.monotonic() < deadline, "the stream did not catch up"
+                thread.join(0.05)
+        finally:
+            handle.stop.set()
+            thread.join(CATCH_UP_TIMEOUT_S)
+        if handle.error is not None:
+            raise handle.error
+        assert not thread.is_alive(), "the stream did not stop"
+
+    def catch_up(self, **options: Any) -> cdc.StreamResult:
+        """Stream until the warehouse holds everything the source had committed when called."""
+        with self.streaming(**options) as handle:
+            pass
+        assert handle.result is not None
+        return handle.result
+
+    def assert_reports_true(self) -> None:
+        """The union views (refreshed by the stream) equal the reports computed on the source."""
+        with psycopg.connect(self.src) as s:
+            want = expected(s)
+        with psycopg.connect(self.wh) as w:
+            assert_views_match(w, want)
+
+    def assert_staging_equals_source(self) -> None:
+        assert_converged(self.src, self.wh)

@@ -1,0 +1,177 @@
+"""The pgoutput v1 decoder and the Relation-driven row layout, as pure functions (no server).
+
+The same decoder runs against a real slot in tests/test_cdc*.py; these cases pin the byte
+format and the edge cases a live stream rarely shows (key changes, unchanged TOAST values,
+truncated payloads)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+
+import pytest
+
+from acme_mv.cdc import pgoutput
+from acme_mv.cdc.apply import Batch, _copy_line
+from acme_mv.cdc.decode import Decoder
+from acme_mv.errors import SchemaDrift
+from acme_mv.sync.source import TABLES
+
+
+def _s(text: str) -> bytes:
+    return text.encode() + b"\x00"
+
+
+def _tuple(*values: bytes | None | str) -> bytes:
+    out = struct.pack("!h", len(values))
+    for v in values:
+        if v is None:
+            out += b"n"
+        elif v == "u":
+            out += b"u"
+        else:
+            assert isinstance(v, bytes)
+            out += b"t" + struct.pack("!i", len(v)) + v
+    return out
+
+
+def _relation(oid: int, table: str, columns: list[tuple[str, int, int]]) -> bytes:
+    body = struct.pack("!I", oid) + _s("operations") + _s(table) + b"f" + struct.pack("!h", len(columns))
+    for i, (name, type_oid, typmod) in enumerate(columns):
+        body += struct.pack("!b", 1 if i == 0 else 0) + _s(name) + struct.pack("!Ii", type_oid, typmod)
+    return b"R" + body
+
+
+#: the contract's types by (oid, typmod), as format_type prints them
+TYPES = {
+    (20, -1): "bigint",
+    (1082, -1): "date",
+    (1043, -1): "character varying",
+    (1114, 3): "timestamp(3) without time zone",
+    (23, -1): "integer",
+    (25, -1): "text",
+}
+ORDERS = [
+    ("order_id", 20, -1),
+    ("order_date", 1082, -1),
+    ("delivery_date", 1082, -1),
+    ("customer_id", 20, -1),
+    ("status", 1043, -1),
+    ("updated_at", 1114, 3),
+    ("updated_by", 20, -1),
+    ("created_at", 1114, 3),
+    ("created_by", 20, -1),
+]
+
+
+def _decoder() -> Decoder:
+    return Decoder(lambda oid, typmod: TYPES[(oid, typmod)])
+
+
+def _order(key: bytes, status: bytes | None | str) -> tuple[bytes | None | str, ...]:
+    return (key, b"2026-01-01", None, b"7", status, b"2026-01-01 10:00:00.5", None, None, None)
+
+
+def test_begin_and_commit_carry_lsns_and_times() -> None:
+    micros = 123_456_789
+    begin = pgoutput.decode(b"B" + struct.pack("!QqI", 0x1_0000_0010, micros, 42))
+    assert begin == pgoutput.Begin(0x1_0000_0010, pgoutput.PG_EPOCH + dt.timedelta(microseconds=micros), 42)
+    commit = pgoutput.decode(b"C" + struct.pack("!bQQq", 0, 0x10, 0x20, micros))
+    assert isinstance(commit, pgoutput.Commit) and (commit.commit_lsn, commit.end_lsn) == (0x10, 0x20)
+    assert pgoutput.lsn_to_str(0x1_0000_0010) == "1/10" and pgoutput.lsn_from_str("1/10") == 0x1_0000_0010
+
+
+def test_tuples_keep_text_bytes_nulls_and_unchanged_markers() -> None:
+    msg = pgoutput.decode(b"I" + struct.pack("!I", 9) + b"N" + _tuple(b"1", None, "u", b""))
+    assert isinstance(msg, pgoutput.Insert)
+    assert msg.new[:2] == (b"1", None)
+    assert msg.new[2] is pgoutput.UNCHANGED
+    assert msg.new[3] == b"" and msg.new[3] is not pgoutput.UNCHANGED  # an empty string is a value
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"Z", id="unknown_type"),
+        pytest.param(b"B\x00\x00", id="truncated_begin"),
+        pytest.param(b"I" + struct.pack("!I", 9) + b"N" + struct.pack("!h", 1) + b"t" + struct.pack("!i", 10) + b"abc", id="truncated_value"),
+        pytest.param(b"D" + struct.pack("!I", 9) + b"X", id="delete_without_old_row"),
+    ],
+)
+def test_malformed_payloads_raise_decode_error(payload: bytes) -> None:
+    with pytest.raises(pgoutput.DecodeError):
+        pgoutput.decode(payload)
+
+
+def _feed(decoder: Decoder, *payloads: bytes) -> list[object]:
+    done = []
+    for p in payloads:
+        out = decoder.feed(pgoutput.decode(p))
+        if out is not None:
+            done.append(out)
+    return done
+
+
+BEGIN = b"B" + struct.pack("!QqI", 0x100, 0, 1)
+COMMIT = b"C" + struct.pack("!bQQq", 0, 0x100, 0x108, 0)
+
+
+def test_columns_are_matched_by_name_and_extra_columns_ignored() -> None:
+    shuffled = [("priority", 25, -1), *reversed(ORDERS)]
+    values = (b"high", *reversed(_order(b"5", b"PENDING")))
+    (txn,) = _feed(
+        _decoder(), _relation(1, "orders", shuffled), BEGIN,
+        b"I" + struct.pack("!I", 1) + b"N" + _tuple(*values), COMMIT,
+    )
+    (change,) = txn.changes  # type: ignore[attr-defined]
+    assert change.key == b"5" and change.row == _order(b"5", b"PENDING")
+
+
+def test_a_changed_contract_type_or_a_missing_contract_column_is_schema_drift() -> None:
+    changed = [(n, 25, -1) if n == "status" else (n, t, m) for n, t, m in ORDERS]
+    with pytest.raises(SchemaDrift, match=r"operations\.orders\.status is now text, the contract states character varying"):
+        _feed(_decoder(), _relation(1, "orders", changed))
+    with pytest.raises(SchemaDrift, match=r"operations\.orders no longer has column status"):
+        _feed(_decoder(), _relation(1, "orders", [c for c in ORDERS if c[0] != "status"]))
+
+
+def test_other_tables_are_ignored() -> None:
+    rel = b"R" + struct.pack("!I", 2) + _s("public") + _s("orders") + b"d" + struct.pack("!h", 1) + b"\x01" + _s("x") + struct.pack("!Ii", 99, -1)
+    (txn,) = _feed(_decoder(), rel, BEGIN, b"I" + struct.pack("!I", 2) + b"N" + _tuple(b"1"), COMMIT)
+    assert txn.changes == []  # type: ignore[attr-defined]
+
+
+def test_an_update_of_the_key_deletes_the_old_key_and_fills_unchanged_values_from_the_old_row() -> None:
+    old = _order(b"5", b"PENDING")
+    new = (b"6", *(("u",) * 3), b"DONE", *old[5:])
+    (txn,) = _feed(
+        _decoder(), _relation(1, "orders", ORDERS), BEGIN,
+        b"U" + struct.pack("!I", 1) + b"O" + _tuple(*old) + b"N" + _tuple(*new), COMMIT,
+    )
+    kinds = [(c.kind, c.key) for c in txn.changes]  # type: ignore[attr-defined]
+    assert kinds == [("delete", b"5"), ("upsert", b"6")]
+    assert txn.changes[1].row == (b"6", *old[1:4], b"DONE", *old[5:])  # type: ignore[attr-defined]
+
+
+def test_a_batch_keeps_the_last_state_per_key_and_truncate_forgets_earlier_changes() -> None:
+    dec = _decoder()
+    txns = _feed(
+        dec, _relation(1, "orders", ORDERS),
+        BEGIN, b"I" + struct.pack("!I", 1) + b"N" + _tuple(*_order(b"1", b"A")), COMMIT,
+        BEGIN, b"U" + struct.pack("!I", 1) + b"N" + _tuple(*_order(b"1", b"B")),
+        b"D" + struct.pack("!I", 1) + b"K" + _tuple(b"2", *([None] * 8)), COMMIT,
+    )
+    batch = Batch()
+    for t in txns:
+        batch.add(t)  # type: ignore[arg-type]
+    assert batch.tables["orders"].rows == {b"1": _order(b"1", b"B"), b"2": None}
+    assert (batch.transactions, batch.changes, batch.end_lsn) == (2, 3, 0x108)
+    (trunc,) = _feed(dec, BEGIN, b"T" + struct.pack("!ibI", 1, 0, 1), COMMIT)
+    batch.add(trunc)  # type: ignore[arg-type]
+    assert batch.tables["orders"].rows == {} and batch.tables["orders"].truncated
+
+
+def test_copy_lines_escape_the_text_format() -> None:
+    assert _copy_line([b"a\tb", None, b"back\\slash\nnew"], deleted=False) == b"a\\tb\t\\N\tback\\\\slash\\nnew\tf\n"
+    assert len(TABLES["orders"].columns) == len(ORDERS)
