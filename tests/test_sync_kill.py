@@ -111,7 +111,7 @@ def test_a_killed_batch_leaves_no_rows(make_db: DatabaseFactory) -> None:
     fill(url, customers=10, products=10, orders=500, order_items=500)
     with _source_table_locked(url, "order_items"):
         proc = _start(url)
-        # customers, products and orders are copied (uncommitted); order_items waits for the lock
+        # the sync waits for its ACCESS SHARE lock on order_items before its snapshot (nothing copied yet)
         _wait_for(url, "wait_event_type = 'Lock' AND wait_event = 'relation'")
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)

@@ -110,6 +110,16 @@ def sync(
             "sessions' transactions in pg_stat_activity.",
         ),
     ] = api.DEFAULT_FALLBACK_LAG.total_seconds(),
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lock-timeout",
+            envvar="ACME_MV_SYNC_LOCK_TIMEOUT",
+            show_envvar=True,
+            help="Seconds to wait for source tables another session holds locked (a table rewrite) "
+            "before exiting 3.",
+        ),
+    ] = api.DEFAULT_LOCK_TIMEOUT.total_seconds(),
 ) -> None:
     """Copy what changed in the source into staging, as one batch (one transaction).
 
@@ -135,6 +145,7 @@ def sync(
             wait=not no_wait,
             progress=_Bars(bars) if bars else _LogLines(),
             fallback_lag=dt.timedelta(seconds=fallback_lag),
+            lock_timeout=dt.timedelta(seconds=lock_timeout),
         )
     log.info("batch %d committed in %.2f s", result.batch_id, result.seconds)
 

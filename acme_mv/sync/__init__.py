@@ -5,6 +5,12 @@ every table's rows, the new cursors) reading one source REPEATABLE READ
 snapshot. A sync killed at any moment leaves nothing behind; the next one
 starts from the last committed cursors.
 
+On the source, in this order: the watermark (the next cursor) in autocommit
+mode; then the snapshot transaction, whose first statements take ACCESS SHARE
+on every table to read (no snapshot yet: a table rewrite still running is
+waited for), whose first query checks the schema (and so takes the snapshot,
+after the locks) and whose next ones read the tables. See docs/sync.md.
+
     from acme_mv.config import Settings
     from acme_mv.sync import sync, status
 
@@ -30,13 +36,21 @@ from acme_mv.config import Settings
 from acme_mv.db import connection
 from acme_mv.errors import ConfigError
 from acme_mv.sync import copy, source, state
-from acme_mv.sync.source import DEFAULT_FALLBACK_LAG, TABLES, TableSpec
+from acme_mv.sync.source import (
+    DEFAULT_FALLBACK_LAG,
+    DEFAULT_LOCK_TIMEOUT,
+    TABLES,
+    SourceLocked,
+    TableSpec,
+)
 
 __all__ = [
     "DEFAULT_FALLBACK_LAG",
+    "DEFAULT_LOCK_TIMEOUT",
     "TABLES",
     "Mode",
     "Progress",
+    "SourceLocked",
     "SyncResult",
     "TableResult",
     "TableStatus",
@@ -147,11 +161,13 @@ def sync(
     wait: bool = True,
     progress: Progress | None = None,
     fallback_lag: dt.timedelta = DEFAULT_FALLBACK_LAG,
+    lock_timeout: dt.timedelta = DEFAULT_LOCK_TIMEOUT,
 ) -> SyncResult:
     """Copy what changed in the source into staging, as one batch; see the module doc.
 
     Raises NotMigrated, ConnectionFailed, SchemaDrift (before copying anything),
-    Busy (``wait=False`` and another sync holds the lock).
+    Busy (``wait=False`` and another sync holds the lock), SourceLocked (a
+    source table stayed locked, e.g. by a rewrite, for ``lock_timeout``).
     """
     specs = select_tables(tables)
     report = progress or _Silent()
@@ -161,7 +177,6 @@ def sync(
         wh.execute("SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,))
         with connection(settings.effective_source_url, role="source", autocommit=True) as src:
             src.execute("SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,))
-            source.check_schema(src, specs)
             state.lock(wh, wait=wait)
             modes = {spec.name: _mode(wh, spec, full=full) for spec in specs}
             cursors = state.cursors(wh)
@@ -171,6 +186,8 @@ def sync(
                 full_tables=[name for name, mode in modes.items() if mode == "full"],
             )
             read_at = dt.datetime.now(dt.UTC)
+            # before the snapshot, outside it; waiting for the locks below only makes it older,
+            # which is safe: the next sync re-reads a little more
             mark = source.read_watermark(
                 src, ignore_application=SYNC_APPLICATION_NAME, fallback_lag=fallback_lag
             )
@@ -179,6 +196,8 @@ def sync(
             src.autocommit = False
             results: dict[str, TableResult] = {}
             with src.transaction():
+                source.lock_tables(src, specs, timeout=lock_timeout)  # no snapshot yet
+                source.check_schema(src, specs)  # the first query: the snapshot starts here
                 for spec in specs:
                     results[spec.name] = _sync_table(
                         src, wh, spec, modes[spec.name], cursors.get(spec.name), mark, batch_id, report
