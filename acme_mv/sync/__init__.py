@@ -35,7 +35,8 @@ from acme_mv import migrate
 from acme_mv.config import Settings
 from acme_mv.db import connection
 from acme_mv.errors import ConfigError
-from acme_mv.sync import copy, source, state
+from acme_mv.sync import copy, deletes, source, state
+from acme_mv.sync.deletes import DeletedEstimate, missing_keys
 from acme_mv.sync.source import (
     DEFAULT_FALLBACK_LAG,
     DEFAULT_LOCK_TIMEOUT,
@@ -47,6 +48,7 @@ from acme_mv.sync.source import (
 __all__ = [
     "DEFAULT_FALLBACK_LAG",
     "DEFAULT_LOCK_TIMEOUT",
+    "DeletedEstimate",
     "TABLES",
     "Mode",
     "Progress",
@@ -54,6 +56,7 @@ __all__ = [
     "SyncResult",
     "TableResult",
     "TableStatus",
+    "missing_keys",
     "status",
     "sync",
 ]
@@ -287,6 +290,10 @@ class TableStatus:
     source_max_updated_at: dt.datetime | None
     #: source max(updated_at) minus the cursor, in seconds, never below 0
     lag_s: float | None
+    #: with ``exact=True``, orders/order_items: staged keys deleted at the source
+    #: since (at least this many; only ``sync --full`` removes them), see
+    #: :mod:`acme_mv.sync.deletes`; None otherwise
+    deleted_at_source: int | None = None
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -310,16 +317,28 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
         saved: dict[str, tuple[Any, ...]] = {str(r[0]): r for r in wh.execute(_STATE_SQL).fetchall()}
         counts = {spec.name: _staged_counts(wh, spec, exact=exact) for spec in TABLES.values()}
     specs = list(TABLES.values())
+    deleted: dict[str, int] = {}
     with connection(settings.effective_source_url, role="source", autocommit=True) as src:
         source.check_schema(src, specs)
         source_max = {spec.name: source.max_updated_at(src, spec) for spec in specs}
+        for spec in deletes.APPEND_ONLY if exact else ():
+            _, distinct, top = counts[spec.name]
+            assert distinct is not None
+            found = deletes.DeletedEstimate(
+                table=spec.name,
+                key=spec.key,
+                max_staged_key=top,
+                staged_keys=distinct,
+                source_keys=deletes.source_keys(src, spec, up_to=top),
+            )
+            deleted[spec.name] = found.deleted
     out = []
     for spec in specs:
         row = saved.get(spec.name)
         cursor = row[1] if row else None
         smax = source_max[spec.name]
         lag = None if cursor is None or smax is None else max((smax - cursor).total_seconds(), 0.0)
-        rows, distinct = counts[spec.name]
+        rows, distinct, _ = counts[spec.name]
         out.append(
             TableStatus(
                 table=spec.name,
@@ -336,21 +355,24 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
                 distinct_keys=distinct,
                 source_max_updated_at=smax,
                 lag_s=lag,
+                deleted_at_source=deleted.get(spec.name),
             )
         )
     return out
 
 
-def _staged_counts(conn: Conn, spec: TableSpec, *, exact: bool) -> tuple[int | None, int | None]:
+def _staged_counts(conn: Conn, spec: TableSpec, *, exact: bool) -> tuple[int | None, int | None, int | None]:
+    """(staged rows, distinct keys, highest key): exact in one scan, or the planner's estimates."""
     table = sql.Identifier("staging", spec.name)
     if exact:
+        key = sql.Identifier(spec.key)
         row = conn.execute(
-            sql.SQL("SELECT count(*), count(DISTINCT {}) FROM {}").format(sql.Identifier(spec.key), table)
+            sql.SQL("SELECT count(*), count(DISTINCT {key}), max({key}) FROM {table}").format(key=key, table=table)
         ).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1])
+        return int(row[0]), int(row[1]), None if row[2] is None else int(row[2])
     row = conn.execute(
         "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", (f"staging.{spec.name}",)
     ).fetchone()
     estimate = int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
-    return estimate, estimate if spec.kind == "mirror" else None
+    return estimate, estimate if spec.kind == "mirror" else None, None
