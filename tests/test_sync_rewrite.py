@@ -226,3 +226,39 @@ def test_lock_table_takes_no_snapshot(source_url: str) -> None:
             still = reader.execute("SELECT count(*) FROM operations.orders").fetchone()
     assert seen == (6,)  # committed after the LOCK, before the first query: visible
     assert still == (6,)  # the snapshot is fixed from the first query on
+
+
+def test_a_deadlock_with_a_multi_table_ddl_ends_cleanly(db_url: str) -> None:
+    """DDL holding order_items then wanting orders, while the sync holds orders and waits for order_items:
+    PostgreSQL cancels one side; if it is the sync, one clear SourceLocked line, nothing staged."""
+    fill(db_url, **COUNTS)
+    outcome: list[BaseException | None] = []
+
+    def run_sync() -> None:
+        try:
+            sync(settings(db_url, db_url))
+            outcome.append(None)
+        except BaseException as exc:  # inspected below
+            outcome.append(exc)
+
+    with psycopg.connect(db_url) as ddl:
+        ddl.execute("LOCK TABLE operations.order_items IN ACCESS EXCLUSIVE MODE")
+        syncing = threading.Thread(target=run_sync)
+        syncing.start()
+        _wait_until(_lock_waits(db_url, application="acme-mv sync"), "the sync to wait for order_items")
+        try:
+            ddl.execute("LOCK TABLE operations.orders IN ACCESS EXCLUSIVE MODE")
+            ddl_lost = False
+        except psycopg.errors.DeadlockDetected:
+            ddl_lost = True
+        ddl.rollback()
+    syncing.join(timeout=120)
+    [error] = outcome
+    if ddl_lost:  # the DDL was the victim: the sync went on and is complete
+        assert error is None
+        assert _differing_tables(db_url, db_url) == []
+    else:
+        assert isinstance(error, SourceLocked), error
+        assert "deadlocked with another session" in str(error)
+        assert error.table == "operations.order_items"
+        assert scalar(db_url, "SELECT count(*) FROM staging.sync_batches") == 0

@@ -250,13 +250,21 @@ def lock_tables(conn: Conn, specs: list[TableSpec], *, timeout: dt.timedelta = D
                 conn.execute("SET LOCAL lock_timeout = DEFAULT")
         except psycopg.errors.UndefinedTable:  # dropped while we waited
             raise _no_table(spec) from None
-        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
+        except psycopg.errors.LockNotAvailable:
             raise SourceLocked(
-                f"The source table {spec.qualified} stayed locked by another session for {timeout} "
-                "(a table rewrite, VACUUM FULL, or an open DDL transaction?): the sync waits for such "
-                "locks so that it never reads a rewritten table as empty; try again when it is done",
+                f"The source table {spec.qualified} stayed locked by another session for "
+                f"{timeout.total_seconds():g} s (a table rewrite, VACUUM FULL, or an open DDL transaction?): "
+                "the sync waits for such locks so that it never reads a rewritten table as empty; "
+                "try again when it is done",
                 table=spec.qualified,
                 waited=timeout,
+            ) from None
+        except psycopg.errors.DeadlockDetected:
+            raise SourceLocked(
+                f"The sync's lock on the source table {spec.qualified} deadlocked with another session "
+                "that locks several of the contract's tables (a multi-table DDL transaction?); try again",
+                table=spec.qualified,
+                waited=dt.timedelta(seconds=time.monotonic() - deadline) + timeout,
             ) from None
         log.info("%s: lock acquired", spec.qualified)
 
