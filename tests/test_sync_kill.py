@@ -100,7 +100,7 @@ def _source_table_locked(url: str, table: str) -> Iterator[None]:
 def _wait_for(url: str, condition: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if scalar(url, f"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'acme-mv sync' AND {condition}"):
+        if scalar(url, f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'acme-mv sync' AND {condition}"):
             return
         time.sleep(0.05)
     raise AssertionError(f"no sync session with {condition}")

@@ -62,14 +62,18 @@ def _wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> No
 
 
 def _lock_waits(url: str, *, pid: int | None = None, application: str | None = None) -> Callable[[], bool]:
-    """A check: is the session ``pid`` (or one named ``application``) waiting for a lock?"""
+    """A check: is the session ``pid`` (or one named ``application``) of this database waiting for a lock?
+
+    Only this test's database: other tests' syncs (same application name) run on the same server.
+    """
 
     def waiting() -> bool:
         return bool(
             scalar(
                 url,
                 "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE NOT l.granted AND (l.pid = %(pid)s OR a.application_name = %(app)s)",
+                "WHERE NOT l.granted AND a.datname = current_database() "
+                "AND (l.pid = %(pid)s OR a.application_name = %(app)s)",
                 {"pid": pid, "app": application},
             )
         )
