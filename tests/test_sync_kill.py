@@ -106,13 +106,22 @@ def _wait_for(url: str, condition: str, timeout: float = 30) -> None:
     raise AssertionError(f"no sync session with {condition}")
 
 
+@contextmanager
+def _cursor_row_held(url: str, table: str) -> Iterator[None]:
+    """An uncommitted staging.sync_state row for ``table``: a sync saving that cursor waits for it."""
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO staging.sync_state (table_name) VALUES (%s)", (table,))
+        yield
+        conn.rollback()
+
+
 def test_a_killed_batch_leaves_no_rows(make_db: DatabaseFactory) -> None:
     url = make_db("both")
     fill(url, customers=10, products=10, orders=500, order_items=500)
-    with _source_table_locked(url, "order_items"):
+    with _cursor_row_held(url, "order_items"):
         proc = _start(url)
-        # the sync waits for its ACCESS SHARE lock on order_items before its snapshot (nothing copied yet)
-        _wait_for(url, "wait_event_type = 'Lock' AND wait_event = 'relation'")
+        # all four tables are copied (uncommitted); saving order_items' cursor waits for the held row
+        _wait_for(url, "wait_event_type = 'Lock' AND wait_event = 'transactionid'")
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     for table in ("orders", "order_items", "customers", "products", "sync_batches", "sync_state"):
