@@ -6,6 +6,20 @@ orphans are expected; the reports handle them (see README.md, "Reports").
 orphaned and can tell a source problem from a sync problem. It reads the
 ``staging.*_latest`` views: a full pass over staging, a diagnostic, not a
 step of every cycle.
+
+Each check is ONE statement whose cost is linear in staging: the offending
+keys are computed once in a ``MATERIALIZED`` CTE, then counted and sampled
+from it. A materialized CTE is planned for all of its rows, so its anti join
+is a hash (or merge) join. The earlier ``... ORDER BY k LIMIT 5`` over the
+same ``NOT EXISTS`` let the planner hope to stop after five rows (it expects
+half the rows to be orphans, having no statistics through the ``*_latest``
+views) and pick a nested-loop anti join comparing every item with every order:
+111 s on 35k orders and 905k items, where the count alone took 0.26 s.
+
+Two more gaps need the source: rows deleted there since they were staged
+(``orders_deleted_at_source``, ``order_items_deleted_at_source``), which only
+``sync --full`` removes; see :mod:`acme_mv.sync.deletes` for how they are
+counted. They have no sample keys (keys are compared by count).
 """
 
 from __future__ import annotations
@@ -13,10 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from psycopg import sql
+from psycopg.rows import args_row
 
 from acme_mv.config import Settings
 from acme_mv.db import connection
 from acme_mv.migrate import require_head
+from acme_mv.sync import deletes, source
 
 SAMPLE_SIZE = 5
 
@@ -71,25 +87,48 @@ CHECKS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: one pass: the keys once (materialized, so planned for all rows), then their count and the lowest ones
+_ONE_PASS = "WITH g AS MATERIALIZED ({body}) SELECT (SELECT count(*) FROM g), ARRAY(SELECT k FROM g ORDER BY k LIMIT {n})"
+
+
+def _counted(count: int, samples: list[int]) -> tuple[int, list[int]]:
+    return count, samples
+
+
+def check_query(name: str) -> sql.Composed:
+    """The one statement of check ``name``: (count, array of up to SAMPLE_SIZE lowest keys)."""
+    body = sql.SQL(CHECKS[name][2])  # a named constant above
+    return sql.SQL(_ONE_PASS).format(body=body, n=sql.Literal(SAMPLE_SIZE))
+
+
+def deleted_gap_name(table: str) -> str:
+    return f"{table}_deleted_at_source"
+
+
 def check(settings: Settings) -> list[Gap]:
-    """Every check's count and up to :data:`SAMPLE_SIZE` sample keys (lowest first)."""
+    """Every check's count and up to :data:`SAMPLE_SIZE` sample keys (lowest first).
+
+    Reads the warehouse, and the source for the deleted-rows gaps. Raises
+    NotMigrated, ConnectionFailed, SchemaDrift.
+    """
     gaps: list[Gap] = []
     with connection(settings.database_url, role="warehouse") as conn:
         require_head(conn)
-        for name, (description, key, query) in CHECKS.items():
-            body = sql.SQL(query)  # a named constant above
-            row = conn.execute(sql.SQL("SELECT count(*) FROM ({}) AS g").format(body)).fetchone()
-            samples = conn.execute(
-                sql.SQL("SELECT k FROM ({}) AS g ORDER BY k LIMIT {}").format(body, sql.Literal(SAMPLE_SIZE))
-            ).fetchall()
-            count = row[0] if row else 0
-            gaps.append(
+        for name, (description, key, _) in CHECKS.items():
+            with conn.cursor(row_factory=args_row(_counted)) as cur:
+                row = cur.execute(check_query(name)).fetchone()
+            assert row is not None
+            gaps.append(Gap(name=name, description=description, key=key, count=row[0], samples=row[1]))
+        with connection(settings.effective_source_url, role="source", autocommit=True) as src:
+            source.check_schema(src, list(deletes.APPEND_ONLY))
+            gaps.extend(
                 Gap(
-                    name=name,
-                    description=description,
-                    key=key,
-                    count=int(count) if isinstance(count, int) else 0,
-                    samples=[int(s[0]) for s in samples if isinstance(s[0], int)],
+                    name=deleted_gap_name(e.table),
+                    description=f"staged {e.table} rows deleted at the source since (only sync --full removes them)",
+                    key=e.key,
+                    count=e.deleted,
+                    samples=[],
                 )
+                for e in deletes.estimate(src, conn)
             )
     return gaps

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import time
 
 import psycopg
@@ -271,6 +273,41 @@ def test_an_interrupted_stream_stops_the_source_copy(db_url: str, caplog: pytest
             stream(src, psycopg.sql.SQL("SELECT repeat('x', 100) FROM generate_series(1, 100000)"), dst, psycopg.sql.SQL("t (a)"), interrupt)
         assert src.execute("SELECT 1").fetchone() == (1,)
     assert "error ignored in rollback" not in caplog.text
+
+
+#: a child process: a COPY waiting for a locked table in one thread, the main thread meanwhile
+#: seeing it wait in pg_locks and releasing the lock (a frozen GIL would hang the child instead)
+_WAITING_COPY = """
+import sys, threading, time, psycopg
+from psycopg import sql
+from acme_mv.sync.copy import copy_out_chunks
+
+url = sys.argv[1]
+holder = psycopg.connect(url)
+holder.execute("LOCK TABLE operations.orders IN ACCESS EXCLUSIVE MODE")
+reader = psycopg.connect(url, autocommit=True)
+pid = reader.info.backend_pid
+out = []
+query = sql.SQL("COPY (SELECT order_id FROM operations.orders) TO STDOUT")
+copier = threading.Thread(target=lambda: out.extend(copy_out_chunks(reader, query)))
+copier.start()
+with psycopg.connect(url, autocommit=True) as monitor:
+    while not monitor.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", (pid,)).fetchone()[0]:
+        time.sleep(0.02)
+holder.rollback()
+copier.join()
+print(b"".join(out).decode().split())
+"""
+
+
+def test_a_waiting_source_copy_lets_other_threads_run(db_url: str) -> None:
+    """copy_out_chunks waits for the server outside the GIL (``run`` serves metrics from a thread)."""
+    fill(db_url, orders=3)
+    child = subprocess.run(
+        [sys.executable, "-c", _WAITING_COPY, db_url], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "['1', '2', '3']"
 
 
 @pytest.mark.parametrize(("server_kb", "want_kb"), [(64 * 1024, INDEX_BUILD_MEMORY_KB), (4 * 1024 * 1024, 4 * 1024 * 1024)])

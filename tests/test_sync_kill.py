@@ -100,19 +100,28 @@ def _source_table_locked(url: str, table: str) -> Iterator[None]:
 def _wait_for(url: str, condition: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if scalar(url, f"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'acme-mv sync' AND {condition}"):
+        if scalar(url, f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'acme-mv sync' AND {condition}"):
             return
         time.sleep(0.05)
     raise AssertionError(f"no sync session with {condition}")
 
 
+@contextmanager
+def _cursor_row_held(url: str, table: str) -> Iterator[None]:
+    """An uncommitted staging.sync_state row for ``table``: a sync saving that cursor waits for it."""
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO staging.sync_state (table_name) VALUES (%s)", (table,))
+        yield
+        conn.rollback()
+
+
 def test_a_killed_batch_leaves_no_rows(make_db: DatabaseFactory) -> None:
     url = make_db("both")
     fill(url, customers=10, products=10, orders=500, order_items=500)
-    with _source_table_locked(url, "order_items"):
+    with _cursor_row_held(url, "order_items"):
         proc = _start(url)
-        # customers, products and orders are copied (uncommitted); order_items waits for the lock
-        _wait_for(url, "wait_event_type = 'Lock' AND wait_event = 'relation'")
+        # all four tables are copied (uncommitted); saving order_items' cursor waits for the held row
+        _wait_for(url, "wait_event_type = 'Lock' AND wait_event = 'transactionid'")
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     for table in ("orders", "order_items", "customers", "products", "sync_batches", "sync_state"):

@@ -150,7 +150,9 @@ def check(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Count data-quality gaps in staging: orphan items, orders without items, unknown customers and products, NULL statuses and delivery dates.
+    """Count data-quality gaps in staging: orphan items, orders without items, unknown customers and products, NULL statuses and delivery dates, rows deleted at the source (sync --full due).
+
+    One pass over staging per check; the deleted-rows gaps also count keys on the source (docs/sync.md).
 
     Examples:
 

@@ -110,6 +110,16 @@ def sync(
             "sessions' transactions in pg_stat_activity.",
         ),
     ] = api.DEFAULT_FALLBACK_LAG.total_seconds(),
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lock-timeout",
+            envvar="ACME_MV_SYNC_LOCK_TIMEOUT",
+            show_envvar=True,
+            help="Seconds to wait for source tables another session holds locked (a table rewrite) "
+            "before exiting 3.",
+        ),
+    ] = api.DEFAULT_LOCK_TIMEOUT.total_seconds(),
 ) -> None:
     """Copy what changed in the source into staging, as one batch (one transaction).
 
@@ -135,6 +145,7 @@ def sync(
             wait=not no_wait,
             progress=_Bars(bars) if bars else _LogLines(),
             fallback_lag=dt.timedelta(seconds=fallback_lag),
+            lock_timeout=dt.timedelta(seconds=lock_timeout),
         )
     log.info("batch %d committed in %.2f s", result.batch_id, result.seconds)
 
@@ -165,7 +176,9 @@ def status(
     """Show each table's cursor, last sync, staged rows and lag behind the source.
 
     Staged rows are the planner's estimate (pg_class.reltuples) unless --exact;
-    lag is the source's max(updated_at) minus the cursor.
+    lag is the source's max(updated_at) minus the cursor. With --exact, also
+    the orders and order items deleted at the source since they were staged
+    (only `sync --full` removes them; see docs/sync.md).
 
     Examples:
 
@@ -178,7 +191,8 @@ def status(
         common.out.print_json(json.dumps([r.as_json() for r in rows]))
         return
     table = Table(title="acme-mv sync status")
-    for name in ("table", "cursor", "last sync", "seconds", "rows read", "rows copied", "staged rows", "keys", "lag s"):
+    columns = ("table", "cursor", "last sync", "seconds", "rows read", "rows copied", "staged rows", "keys", "lag s")
+    for name in (*columns, "deleted at source"):
         table.add_column(name, justify="left" if name in ("table", "cursor", "last sync") else "right")
     for r in rows:
         staged = _fmt(r.staged_rows) if r.staged_rows_exact or r.staged_rows is None else f"~{_fmt(r.staged_rows)}"
@@ -192,10 +206,18 @@ def status(
             staged,
             _fmt(r.distinct_keys),
             _fmt(r.lag_s),
+            _fmt(r.deleted_at_source),
         )
     # a terminal gets its own width; piped output is not cut to rich's default 80 columns
     console = common.out if common.out.is_terminal else Console(file=common.out.file, width=STATUS_WIDTH)
     console.print(table)
+    for r in rows:
+        if r.deleted_at_source:
+            log.warning(
+                "%s: %s staged row(s) were deleted at the source; run `acme-mv sync --full` to remove them",
+                r.table,
+                f"{r.deleted_at_source:,}",
+            )
 
 
 def register(app: typer.Typer) -> None:

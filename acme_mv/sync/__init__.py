@@ -5,6 +5,12 @@ every table's rows, the new cursors) reading one source REPEATABLE READ
 snapshot. A sync killed at any moment leaves nothing behind; the next one
 starts from the last committed cursors.
 
+On the source, in this order: the watermark (the next cursor) in autocommit
+mode; then the snapshot transaction, whose first statements take ACCESS SHARE
+on every table to read (no snapshot yet: a table rewrite still running is
+waited for), whose first query checks the schema (and so takes the snapshot,
+after the locks) and whose next ones read the tables. See docs/sync.md.
+
     from acme_mv.config import Settings
     from acme_mv.sync import sync, status
 
@@ -29,17 +35,28 @@ from acme_mv import migrate
 from acme_mv.config import Settings
 from acme_mv.db import connection
 from acme_mv.errors import ConfigError
-from acme_mv.sync import copy, source, state
-from acme_mv.sync.source import DEFAULT_FALLBACK_LAG, TABLES, TableSpec
+from acme_mv.sync import copy, deletes, source, state
+from acme_mv.sync.deletes import DeletedEstimate, missing_keys
+from acme_mv.sync.source import (
+    DEFAULT_FALLBACK_LAG,
+    DEFAULT_LOCK_TIMEOUT,
+    TABLES,
+    SourceLocked,
+    TableSpec,
+)
 
 __all__ = [
     "DEFAULT_FALLBACK_LAG",
+    "DEFAULT_LOCK_TIMEOUT",
+    "DeletedEstimate",
     "TABLES",
     "Mode",
     "Progress",
+    "SourceLocked",
     "SyncResult",
     "TableResult",
     "TableStatus",
+    "missing_keys",
     "status",
     "sync",
 ]
@@ -148,11 +165,13 @@ def sync(
     wait: bool = True,
     progress: Progress | None = None,
     fallback_lag: dt.timedelta = DEFAULT_FALLBACK_LAG,
+    lock_timeout: dt.timedelta = DEFAULT_LOCK_TIMEOUT,
 ) -> SyncResult:
     """Copy what changed in the source into staging, as one batch; see the module doc.
 
     Raises NotMigrated, ConnectionFailed, SchemaDrift (before copying anything),
-    Busy (``wait=False`` and another sync holds the lock).
+    Busy (``wait=False`` and another sync holds the lock), SourceLocked (a
+    source table stayed locked, e.g. by a rewrite, for ``lock_timeout``).
     """
     specs = select_tables(tables)
     report = progress or _Silent()
@@ -162,7 +181,6 @@ def sync(
         wh.execute("SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,))
         with connection(settings.effective_source_url, role="source", autocommit=True) as src:
             src.execute("SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,))
-            source.check_schema(src, specs)
             state.lock(wh, wait=wait)
             modes = {spec.name: _mode(wh, spec, full=full) for spec in specs}
             cursors = state.cursors(wh)
@@ -172,6 +190,8 @@ def sync(
                 full_tables=[],  # --full appends (acme_mv.sync.copy.load_full_diff): nothing re-copied from scratch
             )
             read_at = dt.datetime.now(dt.UTC)
+            # before the snapshot, outside it; waiting for the locks below only makes it older,
+            # which is safe: the next sync re-reads a little more
             mark = source.read_watermark(
                 src, ignore_application=SYNC_APPLICATION_NAME, fallback_lag=fallback_lag
             )
@@ -180,6 +200,8 @@ def sync(
             src.autocommit = False
             results: dict[str, TableResult] = {}
             with src.transaction():
+                source.lock_tables(src, specs, timeout=lock_timeout)  # no snapshot yet
+                source.check_schema(src, specs)  # the first query: the snapshot starts here
                 for spec in specs:
                     results[spec.name] = _sync_table(
                         src, wh, spec, modes[spec.name], cursors.get(spec.name), mark, batch_id, report
@@ -271,6 +293,10 @@ class TableStatus:
     source_max_updated_at: dt.datetime | None
     #: source max(updated_at) minus the cursor, in seconds, never below 0
     lag_s: float | None
+    #: with ``exact=True``, orders/order_items: staged keys deleted at the source
+    #: since (at least this many; only ``sync --full`` removes them), see
+    #: :mod:`acme_mv.sync.deletes`; None otherwise
+    deleted_at_source: int | None = None
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -294,16 +320,28 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
         saved: dict[str, tuple[Any, ...]] = {str(r[0]): r for r in wh.execute(_STATE_SQL).fetchall()}
         counts = {spec.name: _staged_counts(wh, spec, exact=exact) for spec in TABLES.values()}
     specs = list(TABLES.values())
+    deleted: dict[str, int] = {}
     with connection(settings.effective_source_url, role="source", autocommit=True) as src:
         source.check_schema(src, specs)
         source_max = {spec.name: source.max_updated_at(src, spec) for spec in specs}
+        for spec in deletes.APPEND_ONLY if exact else ():
+            _, distinct, top = counts[spec.name]
+            assert distinct is not None
+            found = deletes.DeletedEstimate(
+                table=spec.name,
+                key=spec.key,
+                max_staged_key=top,
+                staged_keys=distinct,
+                source_keys=deletes.source_keys(src, spec, up_to=top),
+            )
+            deleted[spec.name] = found.deleted
     out = []
     for spec in specs:
         row = saved.get(spec.name)
         cursor = row[1] if row else None
         smax = source_max[spec.name]
         lag = None if cursor is None or smax is None else max((smax - cursor).total_seconds(), 0.0)
-        rows, distinct = counts[spec.name]
+        rows, distinct, _ = counts[spec.name]
         out.append(
             TableStatus(
                 table=spec.name,
@@ -320,21 +358,24 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
                 distinct_keys=distinct,
                 source_max_updated_at=smax,
                 lag_s=lag,
+                deleted_at_source=deleted.get(spec.name),
             )
         )
     return out
 
 
-def _staged_counts(conn: Conn, spec: TableSpec, *, exact: bool) -> tuple[int | None, int | None]:
+def _staged_counts(conn: Conn, spec: TableSpec, *, exact: bool) -> tuple[int | None, int | None, int | None]:
+    """(staged rows, distinct keys, highest key): exact in one scan, or the planner's estimates."""
     table = sql.Identifier("staging", spec.name)
     if exact:
+        key = sql.Identifier(spec.key)
         row = conn.execute(
-            sql.SQL("SELECT count(*), count(DISTINCT {}) FROM {}").format(sql.Identifier(spec.key), table)
+            sql.SQL("SELECT count(*), count(DISTINCT {key}), max({key}) FROM {table}").format(key=key, table=table)
         ).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1])
+        return int(row[0]), int(row[1]), None if row[2] is None else int(row[2])
     row = conn.execute(
         "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", (f"staging.{spec.name}",)
     ).fetchone()
     estimate = int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
-    return estimate, estimate if spec.kind == "mirror" else None
+    return estimate, estimate if spec.kind == "mirror" else None, None

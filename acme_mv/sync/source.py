@@ -1,4 +1,4 @@
-"""The source side of a sync: the contract's tables, drift checks, the cursor window.
+"""The source side of a sync: the contract's tables, drift checks, locks, the cursor window.
 
 The contract (``operations.*``) is written down here as data: every column
 with its exact type, because the COPY is binary and binary COPY only works
@@ -12,19 +12,30 @@ source database, minus a safety margin. Any transaction that is invisible to
 the snapshot about to be taken was either in that list or started after the
 read, so every row it writes carries ``updated_at >= cursor`` and the next
 sync reads it.
+
+:func:`lock_tables` is the table-rewrite fix (pg_dump's way). A table rewrite
+(``ALTER TABLE ... ADD COLUMN x DEFAULT <volatile>``, ``ALTER COLUMN ... TYPE
+... USING``, ``VACUUM FULL``, ``CLUSTER``, ``TRUNCATE``) writes every row anew
+under its own transaction id, so a snapshot taken before it committed reads
+the new table as empty. The sync's snapshot transaction therefore takes
+``ACCESS SHARE`` on every table it will read as its very first statements:
+``LOCK TABLE`` does not take the REPEATABLE READ snapshot (the first query
+does), so a rewrite already running is waited for and then seen whole, and a
+rewrite that starts later waits for the sync to commit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 
-from acme_mv.errors import SchemaDrift
+from acme_mv.errors import Busy, SchemaDrift
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +152,19 @@ WHERE n.nspname = %s AND c.relname = ANY(%s) AND a.attname = 'updated_at' AND i.
 """
 
 
+def _no_table(spec: TableSpec) -> SchemaDrift:
+    return SchemaDrift(
+        f"The source has no table {spec.qualified}: sync needs the contract's tables "
+        f"(is ACME_MV_SOURCE_URL the operations database?)"
+    )
+
+
 def check_schema(conn: Conn, specs: list[TableSpec]) -> None:
-    """Raise :class:`SchemaDrift` unless every table and column matches the contract."""
+    """Raise :class:`SchemaDrift` unless every table and column matches the contract.
+
+    Columns the contract does not state are ignored (the sync selects the
+    contract's columns by name), so a column added at the source is harmless.
+    """
     names = [s.name for s in specs]
     found: dict[str, dict[str, str]] = {}
     for table, column, type_ in conn.execute(_COLUMNS_SQL, (SCHEMA, names)).fetchall():
@@ -152,10 +174,7 @@ def check_schema(conn: Conn, specs: list[TableSpec]) -> None:
     for spec in specs:
         cols = found.get(spec.name)
         if cols is None:
-            raise SchemaDrift(
-                f"The source has no table {spec.qualified}: sync needs the contract's tables "
-                f"(is ACME_MV_SOURCE_URL the operations database?)"
-            )
+            raise _no_table(spec)
         for column, expected in spec.columns:
             actual = cols.get(column)
             if actual is None:
@@ -177,6 +196,77 @@ def check_schema(conn: Conn, specs: list[TableSpec]) -> None:
                 spec.qualified,
                 spec.qualified,
             )
+
+
+#: how long a sync waits, in all, for source tables another session holds
+#: locked (a rewrite in progress): long enough for an ALTER TABLE that rewrites
+#: tens of millions of rows, short enough that a forgotten open DDL
+#: transaction makes the sync fail with a clear message instead of hanging
+DEFAULT_LOCK_TIMEOUT = dt.timedelta(minutes=10)
+
+
+class SourceLocked(Busy):
+    """A source table stayed locked by another session longer than the sync waits."""
+
+    def __init__(self, message: str, *, table: str, waited: dt.timedelta) -> None:
+        super().__init__(message)
+        self.table = table
+        self.waited = waited
+
+
+def lock_tables(conn: Conn, specs: list[TableSpec], *, timeout: dt.timedelta = DEFAULT_LOCK_TIMEOUT) -> None:
+    """``LOCK TABLE operations.<t> IN ACCESS SHARE MODE`` for each spec, in contract order.
+
+    Must be the first statements of the REPEATABLE READ transaction: LOCK, SET
+    and SAVEPOINT take no snapshot, so the snapshot (taken by the next query)
+    is younger than any rewrite that held a table when the sync arrived. A
+    table that is locked now is logged once and waited for, up to ``timeout``
+    for all tables together; then :class:`SourceLocked`. ACCESS SHARE only
+    conflicts with ACCESS EXCLUSIVE: the workload's reads and writes go on.
+    """
+    assert not conn.autocommit, "the locks must be taken inside the snapshot transaction"
+    deadline = time.monotonic() + timeout.total_seconds()
+    for spec in specs:
+        table = sql.Identifier(SCHEMA, spec.name)
+        try:
+            with conn.transaction():  # a savepoint: a failed NOWAIT leaves the transaction usable
+                conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT").format(table))
+            continue
+        except psycopg.errors.UndefinedTable:
+            raise _no_table(spec) from None
+        except psycopg.errors.LockNotAvailable:
+            pass
+        left_ms = max(int((deadline - time.monotonic()) * 1000), 1)
+        log.warning(
+            "%s is locked by another session (a table rewrite such as ALTER TABLE?): waiting up to %.0f s "
+            "for it, so that the sync's snapshot sees the table after it",
+            spec.qualified,
+            left_ms / 1000,
+        )
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{left_ms}ms")))
+                conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(table))
+                conn.execute("SET LOCAL lock_timeout = DEFAULT")
+        except psycopg.errors.UndefinedTable:  # dropped while we waited
+            raise _no_table(spec) from None
+        except psycopg.errors.LockNotAvailable:
+            raise SourceLocked(
+                f"The source table {spec.qualified} stayed locked by another session for "
+                f"{timeout.total_seconds():g} s (a table rewrite, VACUUM FULL, or an open DDL transaction?): "
+                "the sync waits for such locks so that it never reads a rewritten table as empty; "
+                "try again when it is done",
+                table=spec.qualified,
+                waited=timeout,
+            ) from None
+        except psycopg.errors.DeadlockDetected:
+            raise SourceLocked(
+                f"The sync's lock on the source table {spec.qualified} deadlocked with another session "
+                "that locks several of the contract's tables (a multi-table DDL transaction?); try again",
+                table=spec.qualified,
+                waited=dt.timedelta(seconds=time.monotonic() - deadline) + timeout,
+            ) from None
+        log.info("%s: lock acquired", spec.qualified)
 
 
 #: run in its own autocommit statement, BEFORE the snapshot: ``now()`` is this
