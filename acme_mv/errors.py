@@ -53,3 +53,17 @@ class NeverRefreshed(AcmeMvError):
 
 class EmbeddedUnavailable(AcmeMvError):
     """The embedded PostgreSQL server cannot be started."""
+
+
+class VerifyFailed(AcmeMvError):
+    """``acme-mv verify`` found reports that differ from a from-scratch computation."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, differences: int) -> None:
+        super().__init__(message)
+        self.differences = differences
+
+
+class HistoryUnavailable(AcmeMvError):
+    """A report as of a moment outside the kept history (``--as-of``)."""

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from acme_mv.errors import Busy
+from acme_mv.sync import apply
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ def begin_batch(conn: Conn, *, tables: list[str], full_tables: list[str]) -> int
 
 
 def finish_batch(conn: Conn, batch_id: int) -> None:
+    """Close the batch: apply it (its report deltas and the latest-state tables, see
+    :mod:`acme_mv.sync.apply`) and stamp it finished, in the batch's transaction.
+
+    Every writer of batches ends with this call, so every batch is applied exactly once.
+    """
+    apply.apply_batch(conn, batch_id)
     conn.execute(
         "UPDATE staging.sync_batches SET finished_at = clock_timestamp() WHERE batch_id = %s",
         (batch_id,),
