@@ -9,8 +9,8 @@ Two comparisons, both full scans (a diagnostic, not a step of every cycle):
    plus the deltas of the batches synced since the last refresh (so verify
    holds between a sync and the next refresh too);
 2. the latest-state tables against the latest staged version of every key
-   (a tombstone: the key must be absent), for the keys whose versions are
-   still kept (compaction may have dropped older ones).
+   (a tombstone: the key must be absent); state rows of batches older than
+   the oldest kept partition are left out (compaction dropped their versions).
 
 Together: the reports equal the reports computed on the latest staged
 versions. Any difference raises :class:`~acme_mv.errors.VerifyFailed`
@@ -66,14 +66,14 @@ STATES: dict[str, tuple[str, str]] = {
         " SELECT DISTINCT ON (order_id) * FROM staging.orders ORDER BY order_id, _batch_id DESC) AS o"
         " WHERE NOT _deleted",
         "SELECT order_id, delivery_date, customer_id, status, _batch_id FROM staging.orders_state"
-        " WHERE _batch_id >= (SELECT coalesce(min(_batch_id), 0) FROM staging.orders)",
+        " WHERE _batch_id >= (SELECT min(from_batch) FROM staging.version_partitions WHERE table_name = 'orders')",
     ),
     "order_items_state": (
         "SELECT order_item_id, order_id, product_id, quanity, _batch_id FROM ("
         " SELECT DISTINCT ON (order_item_id) * FROM staging.order_items ORDER BY order_item_id, _batch_id DESC) AS i"
         " WHERE NOT _deleted",
         "SELECT order_item_id, order_id, product_id, quanity, _batch_id FROM staging.order_items_state"
-        " WHERE _batch_id >= (SELECT coalesce(min(_batch_id), 0) FROM staging.order_items)",
+        " WHERE _batch_id >= (SELECT min(from_batch) FROM staging.version_partitions WHERE table_name = 'order_items')",
     ),
 }
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import typer
 
 from acme_mv import check as check_api
+from acme_mv import compact as compact_api
 from acme_mv import export as export_api
 from acme_mv import refresh as refresh_api
 from acme_mv import runner
@@ -204,10 +205,35 @@ def verify() -> None:
     )
 
 
+def compact(
+    keep_history: Annotated[
+        str, typer.Option("--keep-history", help="History to keep for --as-of and verify: 35d, 12h, or all.")
+    ] = "35d",
+) -> None:
+    """Drop the staged versions and report deltas older than --keep-history (whole partitions).
+
+    The current state and the reports are never touched; readers are never blocked.
+
+    Examples:
+
+      acme-mv compact
+
+      acme-mv compact --keep-history 7d
+    """
+    result = compact_api.compact(common.settings(), keep=compact_api.parse_keep(keep_history))
+    common.out.print(
+        f"compacted: history kept from batch {result.history_batch_id}; {result.delta_rows_deleted} delta rows "
+        f"and {len(result.partitions_dropped)} partitions dropped",
+        markup=False,
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
     app.command("refresh")(refresh)
     app.command("verify")(verify)
+    app.command("compact")(compact)
     app.command("run")(run)
     app.command("export")(export)
     app.command("check")(check)

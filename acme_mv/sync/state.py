@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from acme_mv.errors import Busy
-from acme_mv.sync import apply
+from acme_mv.sync import apply, partitions
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,13 @@ def lock(conn: Conn, *, wait: bool) -> None:
 
 
 def begin_batch(conn: Conn, *, tables: list[str], full_tables: list[str]) -> int:
-    """Draw the batch id (after the lock) and make it the default of ``_batch_id``."""
+    """Draw the batch id (after the lock), make it the default of ``_batch_id`` and make sure
+    a partition of the version tables holds it."""
     row = conn.execute("SELECT nextval('staging.sync_batch_id_seq')").fetchone()
     assert row is not None
     batch_id = int(row[0])
     conn.execute("SELECT set_config('acme_mv.batch_id', %s, true)", (str(batch_id),))
+    partitions.ensure(conn, batch_id)
     conn.execute(
         "INSERT INTO staging.sync_batches (batch_id, tables, full_tables) VALUES (%s, %s, %s)",
         (batch_id, tables, full_tables),

@@ -26,7 +26,14 @@ the materialized views they read and recreated from the pinned copies in
 
 Upgrade with data present backfills the state tables from the latest staged
 versions and the historic tables from the state: B = R = the newest batch,
-and as-of history starts there (``history_batch_id``). Downgrade recreates
+and as-of history starts there (``history_batch_id``).
+
+The version tables (``staging.orders``, ``staging.order_items``) become
+partitioned by RANGE of ``_batch_id`` so that compaction drops whole
+partitions (``acme-mv compact``): what was staged becomes the first partition
+``<table>_b0`` (attached after a validating scan, once), the batches create
+the next ones (:mod:`acme_mv.sync.partitions`). Downgrade copies them back
+into plain tables. Downgrade recreates
 0002's objects from its own pinned SQL; the ``_deleted`` column is left in
 place (change capture's revision adds it too, IF NOT EXISTS, and a later
 revision may depend on it).
@@ -49,6 +56,19 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 PINNED = SQL_DIR / "0003"
 PREVIOUS = SQL_DIR / "0002"
 
+#: 0001's views of the latest version of every key, recreated over the new tables
+LATEST = """
+CREATE VIEW staging.orders_latest AS
+SELECT DISTINCT ON (order_id) *
+FROM staging.orders
+ORDER BY order_id, _batch_id DESC;
+
+CREATE VIEW staging.order_items_latest AS
+SELECT DISTINCT ON (order_item_id) *
+FROM staging.order_items
+ORDER BY order_item_id, _batch_id DESC;
+"""
+
 #: 0002's objects this revision replaces, dropped last-created first (CASCADE would hide a mistake)
 OLD_OBJECTS = """
 DROP VIEW analytics.top_customers;
@@ -69,14 +89,76 @@ DROP VIEW analytics.historic_order_items;
 DROP VIEW analytics.historic_orders;
 """
 
-TABLES = """
--- the batch's rows are read through the BRIN index: every range it matches is read whole, so
--- smaller ranges (16 pages, about 1,500 rows) bound what a batch reads beyond its own rows
-DROP INDEX staging.orders_batch_idx;
-CREATE INDEX orders_batch_idx ON staging.orders USING brin (_batch_id) WITH (pages_per_range = 16);
-DROP INDEX staging.order_items_batch_idx;
-CREATE INDEX order_items_batch_idx ON staging.order_items USING brin (_batch_id) WITH (pages_per_range = 16);
+#: the version tables become partitioned by RANGE (_batch_id); what was staged is the first
+#: partition (<name>_b0, every batch drawn so far), later ones are created by the batches
+#: (acme_mv.sync.partitions) and dropped whole by compaction
+PARTITION = """
+DROP VIEW staging.orders_latest;
+DROP VIEW staging.order_items_latest;
 
+CREATE TABLE staging.version_partitions (
+    table_name     text NOT NULL,
+    partition_name text NOT NULL,
+    from_batch     bigint NOT NULL,
+    to_batch       bigint NOT NULL,
+    PRIMARY KEY (table_name, from_batch)
+);
+COMMENT ON TABLE staging.version_partitions IS
+    'The partitions of staging.orders / staging.order_items: batches [from_batch, to_batch), contiguous';
+
+DO $$
+DECLARE
+    t text;
+    next_batch bigint;
+BEGIN
+    SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END INTO next_batch
+    FROM staging.sync_batch_id_seq;
+    FOREACH t IN ARRAY ARRAY['orders', 'order_items'] LOOP
+        EXECUTE format('ALTER TABLE staging.%I RENAME TO %I', t, t || '_b0');
+        EXECUTE format('ALTER INDEX staging.%I RENAME TO %I', t || '_key_batch_idx', t || '_b0_key_batch_idx');
+        EXECUTE format('DROP INDEX staging.%I', t || '_batch_idx');
+        EXECUTE format('CREATE TABLE staging.%I (LIKE staging.%I INCLUDING DEFAULTS) PARTITION BY RANGE (_batch_id)',
+                       t, t || '_b0');
+        EXECUTE format('ALTER TABLE staging.%I ATTACH PARTITION staging.%I FOR VALUES FROM (MINVALUE) TO (%s)',
+                       t, t || '_b0', next_batch);
+        INSERT INTO staging.version_partitions VALUES (t, t || '_b0', -9223372036854775808, next_batch);
+    END LOOP;
+END $$;
+ALTER INDEX staging.order_items_order_idx RENAME TO order_items_b0_order_idx;
+
+-- the existing partition's equal indexes are attached, not rebuilt
+CREATE UNIQUE INDEX orders_key_batch_idx ON staging.orders (order_id, _batch_id DESC);
+CREATE UNIQUE INDEX order_items_key_batch_idx ON staging.order_items (order_item_id, _batch_id DESC);
+CREATE INDEX order_items_order_idx ON staging.order_items (order_id);
+-- a batch's rows are read through the BRIN index and every range it matches is read whole:
+-- ranges of 16 pages (about 1,500 rows) bound what a batch reads beyond its own rows
+CREATE INDEX orders_batch_idx ON staging.orders USING brin (_batch_id) WITH (pages_per_range = 16);
+CREATE INDEX order_items_batch_idx ON staging.order_items USING brin (_batch_id) WITH (pages_per_range = 16);
+""" + LATEST
+
+UNPARTITION = """
+DROP VIEW staging.orders_latest;
+DROP VIEW staging.order_items_latest;
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['orders', 'order_items'] LOOP
+        EXECUTE format('ALTER TABLE staging.%I RENAME TO %I', t, t || '_parted');
+        EXECUTE format('CREATE TABLE staging.%I (LIKE staging.%I INCLUDING DEFAULTS)', t, t || '_parted');
+        EXECUTE format('INSERT INTO staging.%I SELECT * FROM staging.%I', t, t || '_parted');
+        EXECUTE format('DROP TABLE staging.%I', t || '_parted');
+    END LOOP;
+END $$;
+DROP TABLE staging.version_partitions;
+CREATE UNIQUE INDEX orders_key_batch_idx ON staging.orders (order_id, _batch_id DESC);
+CREATE INDEX orders_batch_idx ON staging.orders USING brin (_batch_id);
+CREATE UNIQUE INDEX order_items_key_batch_idx ON staging.order_items (order_item_id, _batch_id DESC);
+CREATE INDEX order_items_batch_idx ON staging.order_items USING brin (_batch_id);
+CREATE INDEX order_items_order_idx ON staging.order_items (order_id);
+""" + LATEST
+
+TABLES = """
 ALTER TABLE staging.orders ADD COLUMN IF NOT EXISTS _deleted boolean NOT NULL DEFAULT false;
 ALTER TABLE staging.order_items ADD COLUMN IF NOT EXISTS _deleted boolean NOT NULL DEFAULT false;
 
@@ -189,16 +271,13 @@ DROP TABLE analytics.open_orders_delta, analytics.pending_items_delta, analytics
     analytics.pending_orders_historic, analytics.pending_orders_current;
 DROP TABLE staging.orders_state, staging.order_items_state;
 ALTER TABLE analytics.snapshot DROP COLUMN history_batch_id;
-DROP INDEX staging.orders_batch_idx;
-CREATE INDEX orders_batch_idx ON staging.orders USING brin (_batch_id);
-DROP INDEX staging.order_items_batch_idx;
-CREATE INDEX order_items_batch_idx ON staging.order_items USING brin (_batch_id);
 """
 
 
 def upgrade() -> None:
     op.execute(OLD_OBJECTS)
     op.execute(TABLES)
+    op.execute(PARTITION)
     op.execute(BACKFILL)
     views.create_all(op, views.load_dir(PINNED))
 
@@ -206,5 +285,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     views.drop_all(op, views.load_dir(PINNED))
     op.execute(NEW_TABLES)
+    op.execute(UNPARTITION)
     # 0002's historic/current views are rebuilt WITH DATA from staging as of its snapshot B
     views.create_all(op, views.load_dir(PREVIOUS))
