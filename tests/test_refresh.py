@@ -353,7 +353,9 @@ def test_a_batch_and_a_refresh_read_only_what_changed(world: World) -> None:
         ).fetchone()
         assert new_rows is not None
         delta_read = sum(n for t, n in analytics.items() if t.endswith("_delta"))
-        assert 0 < delta_read <= 2 * int(new_rows[0]), analytics
+        # each delta row read counts twice (its index entry and its heap tuple), plus the entry
+        # that ends each range scan: a constant times the new batch's rows, never the day's
+        assert 0 < delta_read <= 3 * int(new_rows[0]), analytics
     world.check()
 
 
