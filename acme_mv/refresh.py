@@ -256,8 +256,9 @@ def _add_deltas(conn: Conn, since: int, upto: int) -> tuple[int, int]:
             ).format(current=s.table("current"), delta=s.table("delta"), cols=s.columns),
             {"since": since, "upto": upto},
         )
+        # groups that fell back to 0 stay until the fold (the union views drop them): deleting
+        # them here would scan the current table, a cost that grows over the day
         rows += max(cur.rowcount, 0)
-        conn.execute(sql.SQL("DELETE FROM {} WHERE n = 0").format(s.table("current")))
     row = conn.execute(
         "SELECT count(*) FROM staging.sync_batches WHERE batch_id > %s AND batch_id <= %s", (since, upto)
     ).fetchone()

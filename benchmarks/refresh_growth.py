@@ -74,10 +74,13 @@ def measure(bench: Bench) -> list[Result]:
         )
         syncs: list[float] = []
         rows: list[int] = []
+        delta_rows: list[int] = []
+        done: list[refresh_api.RefreshResult] = []
         for cycle in range(CYCLES):
             rows.append(change(bench, cycle))
             syncs.append(timed(lambda: sync_api.sync(bench.settings)))
-            growth.seconds.append(timed(lambda: refresh_api.refresh(bench.settings, mode="current")))
+            growth.seconds.append(timed(lambda: done.append(refresh_api.refresh(bench.settings, mode="current"))))
+            delta_rows.append(done[-1].delta_rows)
         rebuild_after = timed(lambda: refresh_api.refresh(bench.settings, mode="rebuild"))
         # the rebuild emptied the current part: redo the day so that the rollover folds it
         for cycle in range(CYCLES):
@@ -96,6 +99,7 @@ def measure(bench: Bench) -> list[Result]:
             "refresh_s": growth.seconds,
             "sync_s": syncs,
             "rows_written_per_cycle": rows,
+            "delta_rows_per_refresh": delta_rows,
             "last_over_first": last / first if first else None,
             "each_vs_rebuild": [s / rebuild_after for s in growth.seconds],
             "rebuild_s": [rebuild_before, rebuild_after],
@@ -103,6 +107,7 @@ def measure(bench: Bench) -> list[Result]:
         growth.note = (
             "cycles (s): " + ", ".join(f"{s:.3f}" for s in growth.seconds)
             + f"; last/first {last / first:.2f}; worst cycle {worst:.1%} of a rebuild"
+            + f"; delta rows read per refresh: {', '.join(map(str, delta_rows))}"
             + f"; syncs (s): {', '.join(f'{s:.2f}' for s in syncs)}"
         )
         found.extend([growth, fold, rebuild])

@@ -124,12 +124,13 @@ BEGIN
         INSERT INTO staging.version_partitions VALUES (t, t || '_b0', -9223372036854775808, next_batch);
     END LOOP;
 END $$;
-ALTER INDEX staging.order_items_order_idx RENAME TO order_items_b0_order_idx;
+-- the items of an order are found in staging.order_items_state now (its own order_id index):
+-- one index less to maintain on every version (1.6 s of a 100k-order first sync)
+DROP INDEX staging.order_items_order_idx;
 
 -- the existing partition's equal indexes are attached, not rebuilt
 CREATE UNIQUE INDEX orders_key_batch_idx ON staging.orders (order_id, _batch_id DESC);
 CREATE UNIQUE INDEX order_items_key_batch_idx ON staging.order_items (order_item_id, _batch_id DESC);
-CREATE INDEX order_items_order_idx ON staging.order_items (order_id);
 -- a batch's rows are read through the BRIN index and every range it matches is read whole:
 -- ranges of 16 pages (about 1,500 rows) bound what a batch reads beyond its own rows
 CREATE INDEX orders_batch_idx ON staging.orders USING brin (_batch_id) WITH (pages_per_range = 16);
