@@ -23,7 +23,9 @@ other key's contribution changes. The keys touched are:
 
 The cost is the batch's rows plus the items of the orders that opened or
 closed (about 26 per order), read through indexes; a full re-copy costs the
-table, as it must.
+table, as it must. The first batch into an empty state (the first sync) has
+nothing to subtract and takes a set-based path: aggregates and a bulk insert,
+the state's indexes built after it.
 """
 
 from __future__ import annotations
@@ -246,20 +248,20 @@ def _state_empty(conn: Conn) -> bool:
 #: the state's indexes, dropped for the first batch's bulk insert and built after it (one sort
 #: each instead of millions of insertions)
 _STATE_INDEXES = (
-    ("orders_state", "ALTER TABLE staging.orders_state DROP CONSTRAINT orders_state_pkey",
+    ("ALTER TABLE staging.orders_state DROP CONSTRAINT orders_state_pkey",
      "ALTER TABLE staging.orders_state ADD CONSTRAINT orders_state_pkey PRIMARY KEY (order_id)"),
-    ("order_items_state", "ALTER TABLE staging.order_items_state DROP CONSTRAINT order_items_state_pkey",
+    ("ALTER TABLE staging.order_items_state DROP CONSTRAINT order_items_state_pkey",
      "ALTER TABLE staging.order_items_state ADD CONSTRAINT order_items_state_pkey PRIMARY KEY (order_item_id)"),
-    ("order_items_state", "DROP INDEX staging.order_items_state_order_idx",
+    ("DROP INDEX staging.order_items_state_order_idx",
      "CREATE INDEX order_items_state_order_idx ON staging.order_items_state (order_id)"),
 )
 
 
 def _apply_first(conn: Conn, batch_id: int) -> Applied:
-    for _, drop, _ in _STATE_INDEXES:
+    for drop, _ in _STATE_INDEXES:
         conn.execute(drop)
     counts = [_run(conn, statement, batch_id) for statement in _FIRST]
-    for _, _, build in _STATE_INDEXES:
+    for _, build in _STATE_INDEXES:
         conn.execute(build)
     conn.execute("ANALYZE staging.orders_state, staging.order_items_state")
     return Applied(batch_id=batch_id, orders=counts[3], items=counts[4], recounted_items=0, delta_rows=sum(counts[:3]))
