@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -18,6 +18,7 @@ from acme_mv.config import Settings
 from acme_mv.errors import ConfigError, HistoryUnavailable
 from acme_mv.export import as_of_query, resolve_as_of
 from acme_mv.refresh import refresh
+from acme_mv.sync import sync
 from acme_mv.verify import verify
 from tests.batch_writes import tombstones
 from tests.cli_runner import run
@@ -196,3 +197,39 @@ def test_cli_verify_fails_with_exit_6_on_a_difference(db_url: str, cli_env: Call
     assert res.exit_code == 6
     assert "verify: 1 differing rows: open_orders (2026-12-11, PENDING): have 2, from scratch 1" in res.stderr
 
+
+
+def test_staging_stays_at_the_live_keys_plus_the_window(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """30 simulated days, one batch a day (its finish time moved to that day) and a partition a
+    day, 10% of the orders changing daily and 2% new ones, compaction every day with a 7-day
+    window: staging (state + kept versions) stays within 1.1x (live keys + the last 7 days'
+    versions), whatever the age."""
+    monkeypatch.setattr(acme_mv.sync.partitions, "MIN_BATCHES", 1)
+    conn = psycopg.connect(db_url, autocommit=True)
+    stamp_updates_like_the_jobs(conn)
+    settings = Settings(database_url=db_url)
+    day0 = datetime(2026, 1, 1, tzinfo=UTC)
+    conn.execute(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) "
+        "SELECT DATE '2026-12-10' + g % 5, g % 7, 'PENDING' FROM generate_series(1, 500) g"
+    )
+    written: list[int] = []
+    for day in range(30):
+        conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) "
+                     "SELECT DATE '2026-12-10', 1, 'PENDING' FROM generate_series(1, 10)")
+        conn.execute("UPDATE operations.orders SET status = CASE WHEN status = 'PENDING' THEN 'PROCESSING' ELSE 'PENDING' END "
+                     "WHERE order_id %% 10 = %s", (day % 10,))
+        result = sync(Settings(database_url=db_url, source_url=db_url))
+        written.append(result.tables["orders"].rows_new)
+        conn.execute("UPDATE staging.sync_batches SET started_at = %s, finished_at = %s WHERE batch_id = %s",
+                     (day0 + timedelta(days=day), day0 + timedelta(days=day), result.batch_id))
+        refresh(settings)
+        compact(settings, keep=timedelta(days=7), now=day0 + timedelta(days=day, hours=1))
+        live, versions = (int(v) for v in conn.execute(
+            "SELECT (SELECT count(*) FROM staging.orders_state), (SELECT count(*) FROM staging.orders)").fetchone() or ())
+        window = sum(written[-7:])
+        assert live + versions <= 1.1 * (live + window), (day, live, versions, window)
+    assert conn.execute("SELECT count(*) FROM staging.version_partitions WHERE table_name = 'orders'").fetchone() < (10,)  # type: ignore[operator]
+    assert_views_match(conn, expected(conn))
+    verify(settings)
+    conn.close()
