@@ -92,3 +92,17 @@ class MailError(AcmeMvError):
         self.port = port
         #: the SMTP reply code when the server answered with one
         self.code = code
+
+
+class VerifyFailed(AcmeMvError):
+    """``acme-mv verify`` found reports that differ from a from-scratch computation."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, differences: int) -> None:
+        super().__init__(message)
+        self.differences = differences
+
+
+class HistoryUnavailable(AcmeMvError):
+    """A report as of a moment outside the kept history (``--as-of``)."""

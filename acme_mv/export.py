@@ -11,6 +11,16 @@ Reports read the union views (``analytics.open_orders``,
 ``analytics.pending_items``) or the full rankings behind the top views
 (``analytics.open_orders_by_date``, ``analytics.pending_orders_by_customer``)
 with ``LIMIT n``.
+
+``as_of``: the report as the warehouse knew it at that moment, defined by load
+batch: K = the newest batch finished at or before the moment. Every batch's
+signed deltas are kept (``analytics.*_delta``) back to
+``snapshot.history_batch_id``, so the report as of K = the summaries (which
+hold every batch up to R = ``refreshed_batch_id``) minus the deltas of the
+batches in (K, R], plus those in (R, K] when K is newer than the last refresh.
+Exact for any K inside the kept history; outside it,
+:class:`~acme_mv.errors.HistoryUnavailable`. Product and customer names are
+today's (the mirrors keep no history).
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from psycopg import sql
 
 from acme_mv.config import Settings
 from acme_mv.db import connection
-from acme_mv.errors import ExportError, NeverRefreshed, UnknownReport
+from acme_mv.errors import ExportError, HistoryUnavailable, NeverRefreshed, UnknownReport
 from acme_mv.migrate import require_head
 
 log = logging.getLogger(__name__)
@@ -85,10 +95,102 @@ REPORTS: dict[str, Report] = {
 }
 
 
+#: the group sums of a summary as of batch %(k)s, from its tables and its kept deltas (R = %(r)s)
+_SUMS_AS_OF = """
+SELECT {keys}, sum(u.n)::bigint AS n FROM (
+    SELECT {keys}, n FROM {historic}
+    UNION ALL SELECT {keys}, n FROM {current}
+    UNION ALL SELECT {keys}, -n FROM {delta} WHERE batch_id > {k} AND batch_id <= {r}
+    UNION ALL SELECT {keys}, n FROM {delta} WHERE batch_id > {r} AND batch_id <= {k}
+) AS u GROUP BY {keys} HAVING sum(u.n) > 0
+"""
+
+#: report -> (summary, keys, the report's SELECT over ``{sums}``), ordered as the contract says
+AS_OF: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "open_orders": (
+        "open_orders",
+        ("delivery_date", "status"),
+        "SELECT s.delivery_date, s.status, s.n AS open_orders FROM ({sums}) AS s "
+        "ORDER BY s.delivery_date NULLS LAST, s.status",
+    ),
+    "top_dates": (
+        "open_orders",
+        ("delivery_date", "status"),
+        "SELECT s.delivery_date, sum(s.n)::bigint AS open_orders FROM ({sums}) AS s GROUP BY s.delivery_date "
+        "ORDER BY open_orders DESC, s.delivery_date ASC NULLS LAST",
+    ),
+    "pending_items": (
+        "pending_items",
+        ("product_id",),
+        "SELECT s.product_id, p.product_name, s.n AS pending_items FROM ({sums}) AS s "
+        "LEFT JOIN staging.products AS p ON p.product_id = s.product_id ORDER BY s.product_id",
+    ),
+    "top_customers": (
+        "pending_orders",
+        ("customer_id",),
+        "SELECT s.customer_id, c.customer_name, s.n AS pending_orders FROM ({sums}) AS s "
+        "LEFT JOIN staging.customers AS c ON c.customer_id = s.customer_id "
+        "ORDER BY s.n DESC, s.customer_id ASC",
+    ),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AsOf:
+    """A past moment resolved to load batches."""
+
+    at: datetime
+    #: the newest batch finished at or before ``at`` (0: none)
+    batch_id: int
+    #: the newest batch the summary tables hold
+    refreshed_batch_id: int
+
+
+def resolve_as_of(conn: psycopg.Connection[tuple[object, ...]], at: datetime, *, timezone: str) -> AsOf:
+    """The batches behind "as of ``at``" (naive: in ``timezone``); raise outside the kept history."""
+    moment = at if at.tzinfo is not None else at.replace(tzinfo=ZoneInfo(timezone))
+    row = conn.execute(
+        "SELECT coalesce((SELECT max(batch_id) FROM staging.sync_batches WHERE finished_at <= %s), 0), "
+        "coalesce(refreshed_batch_id, historic_batch_id, 0), history_batch_id, "
+        "(SELECT finished_at FROM staging.sync_batches WHERE batch_id = history_batch_id) "
+        "FROM analytics.snapshot",
+        (moment,),
+    ).fetchone()
+    assert row is not None  # the migration inserts the one row
+    k, r, floor, floor_at = row
+    assert isinstance(k, int) and isinstance(r, int) and isinstance(floor, int)
+    if k < floor:
+        since = f" (finished {floor_at:%Y-%m-%d %H:%M:%S %Z})" if isinstance(floor_at, datetime) else ""
+        raise HistoryUnavailable(
+            f"Reports as of {moment:%Y-%m-%d %H:%M:%S %Z} are not kept: the history starts after batch "
+            f"{floor}{since}. Keep more with `acme-mv compact --keep-history`"
+        )
+    return AsOf(at=moment, batch_id=k, refreshed_batch_id=r)
+
+
+def as_of_query(name: str, as_of: AsOf, *, limit: int | None = None) -> sql.Composable:
+    """A report's SELECT as of ``as_of`` (``LIMIT`` for the top reports, as :func:`report_query`)."""
+    report = _report(name)
+    summary, keys, select = AS_OF[report.name]
+    sums = sql.SQL(_SUMS_AS_OF).format(
+        keys=sql.SQL(", ").join(sql.Identifier(k) for k in keys),
+        historic=sql.Identifier("analytics", f"{summary}_historic"),
+        current=sql.Identifier("analytics", f"{summary}_current"),
+        delta=sql.Identifier("analytics", f"{summary}_delta"),
+        k=sql.Literal(as_of.batch_id),
+        r=sql.Literal(as_of.refreshed_batch_id),
+    )
+    return _limited(report, sql.SQL(select).format(sums=sums), limit)
+
+
 def report_query(name: str, *, limit: int | None = None) -> sql.Composable:
     """The SELECT of a report (with ``LIMIT`` for the top reports, default 3)."""
     report = _report(name)
-    query: sql.Composable = sql.SQL(report.query)  # a named constant above
+    return _limited(report, sql.SQL(report.query), limit)  # a named constant above
+
+
+def _limited(report: Report, query: sql.Composable, limit: int | None) -> sql.Composable:
+    name = report.name
     if report.ranked:
         n = DEFAULT_LIMIT if limit is None else limit
         if n < 1:
@@ -114,10 +216,12 @@ def export(
     limit: int | None = None,
     force: bool = False,
     now: datetime | None = None,
+    as_of: datetime | None = None,
 ) -> Path | None:
-    """Write one report; returns the file written (None for stdout)."""
+    """Write one report (as of a past moment with ``as_of``); returns the file written (None for stdout)."""
     return _export_many(
-        settings, [report], output=output, output_dir=output_dir, fmt=fmt, limit=limit, force=force, now=now
+        settings, [report], output=output, output_dir=output_dir, fmt=fmt, limit=limit, force=force, now=now,
+        as_of=as_of,
     )[0]
 
 
@@ -129,11 +233,12 @@ def export_all(
     limit: int | None = None,
     force: bool = False,
     now: datetime | None = None,
+    as_of: datetime | None = None,
 ) -> list[Path]:
     """Write every report to its default file name in ``output_dir``; ``limit`` applies to the top ones."""
     written = _export_many(
         settings, list(REPORTS), output=None, output_dir=output_dir, fmt=fmt, limit=limit, force=force, now=now,
-        limit_ranked_only=True,
+        limit_ranked_only=True, as_of=as_of,
     )
     return [p for p in written if p is not None]
 
@@ -149,11 +254,10 @@ def _export_many(
     force: bool,
     now: datetime | None,
     limit_ranked_only: bool = False,
+    as_of: datetime | None = None,
 ) -> list[Path | None]:
-    queries = [
-        report_query(n, limit=limit if (REPORTS[n].ranked or not limit_ranked_only) else None)
-        for n in (_report(n).name for n in names)
-    ]
+    limits = [limit if (_report(n).ranked or not limit_ranked_only) else None for n in names]
+    queries = [report_query(n, limit=lim) for n, lim in zip(names, limits, strict=True)]
     moment = (now or datetime.now(UTC)).astimezone(ZoneInfo(settings.timezone))
     targets = [_target(n, output=output, output_dir=output_dir, fmt=fmt, at=moment, force=force) for n in names]
     with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
@@ -162,6 +266,10 @@ def _export_many(
         prepare_session(conn)
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # every report from one state
         with conn.transaction():
+            if as_of is not None:
+                past = resolve_as_of(conn, as_of, timezone=settings.timezone)
+                log.info("as of %s: batch %d", past.at, past.batch_id)
+                queries = [as_of_query(n, past, limit=lim) for n, lim in zip(names, limits, strict=True)]
             for query, target in zip(queries, targets, strict=True):
                 if target is None:
                     _write(conn, query, fmt, sys.stdout)

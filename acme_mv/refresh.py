@@ -1,31 +1,35 @@
-"""Refresh the analytics views: the historic part once a day, the current-day part every time.
+"""Refresh the analytics reports at the cost of what changed since the previous refresh.
 
-The historic materialized views hold the reports as of a snapshot batch ``B``
-(``analytics.snapshot.historic_batch_id``); the current-day ones hold the
-signed change since ``B``, computed from the keys staged after ``B`` only.
-A refresh therefore costs what changed since ``B``, except when the historic
-part is rebuilt:
+Every sync batch writes its signed deltas per report group (``analytics.*_delta``,
+see :mod:`acme_mv.sync.apply`). The reports are two summary tables per report
+that the union views add up:
 
-- on the first refresh (never snapshotted);
-- when the day in the configured time zone differs from the snapshot's day
-  (``mode="auto"``), so that the current-day part stays small;
-- when a sync batch after ``B`` re-copied a table from scratch (``--full``):
-  the rows as of ``B`` are gone, the deltas would double count. This one is
-  applied in every mode, ``current`` included, because it is about
-  correctness;
-- when asked (``mode="historic"``).
+- ``analytics.*_historic``: the sum of the deltas of every batch <= ``B``
+  (``analytics.snapshot.historic_batch_id``);
+- ``analytics.*_current``: the sum of the deltas of the batches in ``(B, R]``,
+  ``R`` = ``refreshed_batch_id``, the newest batch the last refresh included.
 
-A rebuild is ONE transaction: ``B`` := the newest committed batch, then
-``REFRESH MATERIALIZED VIEW CONCURRENTLY`` of the historic views and then of
-the current-day views. Every refresh runs in a REPEATABLE READ transaction so
-that every view is computed on one staging snapshot; readers of the union
-views see the old state or the new one, never a mix, and are never blocked
-(CONCURRENTLY takes no lock that conflicts with SELECT).
+A refresh adds the deltas of the batches in ``(R, newest committed]`` into the
+current tables (``INSERT ... ON CONFLICT``): its cost is the new batches'
+delta rows, whatever happened earlier in the day. A rollover (first refresh,
+a new day in the configured time zone with ``mode="auto"``, or
+``mode="historic"``) then folds the current tables into the historic ones and
+empties them: the cost of the day's touched groups, not of history.
+``mode="rebuild"`` recomputes the historic tables from scratch from the
+latest-state tables (``staging.*_state``) and empties the current ones.
+
+A refresh is ONE transaction (REPEATABLE READ, so the newest batch and its
+deltas are read from one snapshot): readers of the union views see the old
+reports or the new ones, never a mix, and are never blocked (row writes take
+no lock that conflicts with SELECT). A sync --full needs no rebuild any more:
+its batch's deltas already retract the keys it found gone.
 
 Refreshes are serialized by a session-level advisory lock taken before the
 transaction starts (so the transaction's snapshot is taken after any previous
 refresh committed). Its key is the two-integer form ``(ACME, 2)``, a space
-that never meets a single-bigint key such as the sync's.
+that never meets a single-bigint key such as the sync's. Batches are
+serialized by the sync lock and draw their ids after taking it, so every batch
+at or below the newest committed one has committed: ``(R, newest]`` misses none.
 """
 
 from __future__ import annotations
@@ -48,23 +52,56 @@ from acme_mv.migrate import require_head
 
 log = logging.getLogger(__name__)
 
-RefreshMode = Literal["auto", "historic", "current"]
+RefreshMode = Literal["auto", "historic", "current", "rebuild"]
 
 #: advisory lock (two-int form) that serializes refreshes: 'acme' and 2 for "refresh"
 LOCK_CLASS = 0x61636D65
 LOCK_REFRESH = 2
 
-HISTORIC = ("open_orders_historic", "pending_items_historic", "pending_orders_historic")
-CURRENT = ("open_orders_current", "pending_items_current", "pending_orders_current")
 SCHEMA = "analytics"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One report's summary: ``<name>_historic``, ``<name>_current`` and ``<name>_delta`` over ``keys``."""
+
+    name: str
+    keys: tuple[str, ...]
+
+    def table(self, part: str) -> sql.Identifier:
+        return sql.Identifier(SCHEMA, f"{self.name}_{part}")
+
+    @property
+    def columns(self) -> sql.Composable:
+        return sql.SQL(", ").join(sql.Identifier(k) for k in self.keys)
+
+
+SUMMARIES = (
+    Summary("open_orders", ("delivery_date", "status")),
+    Summary("pending_items", ("product_id",)),
+    Summary("pending_orders", ("customer_id",)),
+)
+
+#: each summary from scratch over the latest-state tables (what --rebuild and verify compute)
+FROM_STATE = {
+    "open_orders": "SELECT o.delivery_date, o.status, count(*)::bigint AS n FROM staging.orders_state AS o "
+    "WHERE o.status IS NOT NULL AND o.status <> 'COMPLETED' GROUP BY o.delivery_date, o.status",
+    "pending_items": "SELECT i.product_id, sum(coalesce(i.quanity, 0))::bigint AS n "
+    "FROM staging.order_items_state AS i JOIN staging.orders_state AS o ON o.order_id = i.order_id "
+    "WHERE o.status IS NOT NULL AND o.status <> 'COMPLETED' AND i.product_id IS NOT NULL "
+    "GROUP BY i.product_id",
+    "pending_orders": "SELECT o.customer_id, count(*)::bigint AS n FROM staging.orders_state AS o "
+    "WHERE o.status = 'PENDING' AND o.customer_id IS NOT NULL GROUP BY o.customer_id",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
 class RefreshResult:
     """What one refresh did and how long each part took."""
 
+    #: the historic part changed: folded (rollover) or rebuilt
     rebuilt_historic: bool
-    #: why the historic part was rebuilt ("" when it was not)
+    #: why ("" when it did not)
     reason: str
     historic_batch_id: int
     #: the newest committed sync batch included (None: nothing synced yet)
@@ -75,11 +112,16 @@ class RefreshResult:
     historic_seconds: float | None
     current_seconds: float
     total_seconds: float
+    #: batches whose deltas this refresh added (the work is their delta rows)
+    new_batches: int = 0
+    #: delta rows read
+    delta_rows: int = 0
 
 
 @dataclass(frozen=True)
 class _Snapshot:
     historic_batch_id: int | None
+    refreshed_batch_id: int | None
     day: date | None
 
 
@@ -95,7 +137,7 @@ def today(settings: Settings, now: datetime | None = None) -> date:
 
 
 def refresh(settings: Settings, *, mode: RefreshMode = "auto", now: datetime | None = None) -> RefreshResult:
-    """Refresh the analytics views (see the module docstring for when the historic part is rebuilt)."""
+    """Refresh the reports (see the module docstring for when the historic part is folded)."""
     day = today(settings, now)
     started = time.perf_counter()
     with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
@@ -103,33 +145,46 @@ def refresh(settings: Settings, *, mode: RefreshMode = "auto", now: datetime | N
         with _refresh_lock(conn):
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with conn.transaction():
-                # before any snapshot is taken: wait out a TRUNCATE (sync --full) in flight
-                conn.execute("LOCK TABLE staging.orders, staging.order_items IN ACCESS SHARE MODE")
                 snap = _read_snapshot(conn)
-                reason = _rebuild_reason(conn, snap, mode=mode, day=day)
+                newest = _newest_batch(conn)
+                reason = _fold_reason(snap, mode=mode, day=day)
                 historic_s: float | None = None
-                if reason:
-                    log.info("rebuilding the historic views: %s", reason)
-                    t0 = time.perf_counter()
-                    _take_snapshot(conn, day=day, timezone=settings.timezone)
-                    _refresh_all(conn, HISTORIC)
-                    historic_s = time.perf_counter() - t0
+                new_batches = delta_rows = 0
                 t1 = time.perf_counter()
-                _refresh_all(conn, CURRENT)
-                current_s = time.perf_counter() - t1
+                if mode == "rebuild":
+                    log.info("rebuilding the reports from the latest-state tables")
+                    _rebuild(conn)
+                    historic_s = time.perf_counter() - t1
+                    current_s = 0.0
+                else:
+                    since = _included(snap)
+                    new_batches, delta_rows = _add_deltas(conn, since, newest)
+                    current_s = time.perf_counter() - t1
+                    if reason:
+                        log.info("folding the current part into the historic part: %s", reason)
+                        t0 = time.perf_counter()
+                        _fold(conn)
+                        historic_s = time.perf_counter() - t0
+                if reason:
+                    _take_snapshot(conn, newest, day=day, timezone=settings.timezone)
                 result = _record(
                     conn,
+                    newest,
                     rebuilt=bool(reason),
                     reason=reason,
                     day=day if reason else (snap.day or day),
                     historic_s=historic_s,
                     current_s=current_s,
                     started=started,
+                    new_batches=new_batches,
+                    delta_rows=delta_rows,
                 )
     log.info(
-        "refreshed %s views in %.2fs (B=%d, up to batch %s)",
-        "historic + current" if result.rebuilt_historic else "current",
+        "refreshed %s in %.2fs (%d new batches, %d delta rows; B=%d, up to batch %s)",
+        f"and folded ({result.reason})" if result.rebuilt_historic else "current",
         result.total_seconds,
+        result.new_batches,
+        result.delta_rows,
         result.historic_batch_id,
         result.refreshed_batch_id,
     )
@@ -149,29 +204,36 @@ def _refresh_lock(conn: Conn) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH))
 
 
+def _int(value: object) -> int | None:
+    return int(value) if isinstance(value, int) else None
+
+
 def _read_snapshot(conn: Conn) -> _Snapshot:
-    row = conn.execute("SELECT historic_batch_id, day FROM analytics.snapshot").fetchone()
+    row = conn.execute("SELECT historic_batch_id, refreshed_batch_id, day FROM analytics.snapshot").fetchone()
     if row is None:
-        return _Snapshot(None, None)
-    batch, day = row
-    return _Snapshot(
-        int(batch) if isinstance(batch, int) else None,
-        day if isinstance(day, date) else None,
-    )
+        return _Snapshot(None, None, None)
+    batch, refreshed, day = row
+    return _Snapshot(_int(batch), _int(refreshed), day if isinstance(day, date) else None)
 
 
-def _rebuild_reason(conn: Conn, snap: _Snapshot, *, mode: RefreshMode, day: date) -> str:
-    """Why the historic part must be rebuilt now, or "" when the current part suffices."""
+def _included(snap: _Snapshot) -> int:
+    """The newest batch whose deltas the summary tables hold (0: none)."""
+    if snap.refreshed_batch_id is not None:
+        return snap.refreshed_batch_id
+    return snap.historic_batch_id or 0
+
+
+def _newest_batch(conn: Conn) -> int:
+    row = conn.execute("SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches").fetchone()
+    return int(row[0]) if row and isinstance(row[0], int) else 0
+
+
+def _fold_reason(snap: _Snapshot, *, mode: RefreshMode, day: date) -> str:
+    """Why the historic part changes now, or "" when only the current part moves."""
+    if mode == "rebuild":
+        return "asked for (--rebuild)"
     if snap.historic_batch_id is None:
         return "first refresh"
-    full = conn.execute(
-        "SELECT batch_id, full_tables FROM staging.sync_batches "
-        "WHERE batch_id > %s AND full_tables <> '{}' ORDER BY batch_id LIMIT 1",
-        (snap.historic_batch_id,),
-    ).fetchone()
-    if full is not None:
-        tables = ", ".join(str(t) for t in full[1]) if isinstance(full[1], list) else str(full[1])
-        return f"batch {full[0]} re-copied {tables} from scratch"
     if mode == "historic":
         return "asked for (--historic)"
     if mode == "auto" and snap.day != day:
@@ -179,24 +241,66 @@ def _rebuild_reason(conn: Conn, snap: _Snapshot, *, mode: RefreshMode, day: date
     return ""
 
 
-def _take_snapshot(conn: Conn, *, day: date, timezone: str) -> None:
-    conn.execute(
-        "UPDATE analytics.snapshot SET historic_batch_id = "
-        "(SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches), "
-        "taken_at = now(), day = %s, timezone = %s",
-        (day, timezone),
-    )
-
-
-def _refresh_all(conn: Conn, names: tuple[str, ...]) -> None:
-    for name in names:
-        conn.execute(
-            sql.SQL("REFRESH MATERIALIZED VIEW CONCURRENTLY {}").format(sql.Identifier(SCHEMA, name))
+def _add_deltas(conn: Conn, since: int, upto: int) -> tuple[int, int]:
+    """current += the deltas of the batches in (since, upto]; returns (batches, delta rows)."""
+    if upto <= since:
+        return 0, 0
+    rows = 0
+    for s in SUMMARIES:
+        cur = conn.execute(
+            sql.SQL(
+                "INSERT INTO {current} AS c ({cols}, n) "
+                "SELECT {cols}, sum(d.n) FROM {delta} AS d "
+                "WHERE d.batch_id > %(since)s AND d.batch_id <= %(upto)s GROUP BY {cols} "
+                "ON CONFLICT ({cols}) DO UPDATE SET n = c.n + EXCLUDED.n"
+            ).format(current=s.table("current"), delta=s.table("delta"), cols=s.columns),
+            {"since": since, "upto": upto},
         )
+        # groups that fell back to 0 stay until the fold (the union views drop them): deleting
+        # them here would scan the current table, a cost that grows over the day
+        rows += max(cur.rowcount, 0)
+    row = conn.execute(
+        "SELECT count(*) FROM staging.sync_batches WHERE batch_id > %s AND batch_id <= %s", (since, upto)
+    ).fetchone()
+    return (int(row[0]) if row and isinstance(row[0], int) else 0), rows
+
+
+def _fold(conn: Conn) -> None:
+    """historic += current; current := empty. Costs the groups the current part touched."""
+    for s in SUMMARIES:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {historic} AS h ({cols}, n) SELECT {cols}, n FROM {current} "
+                "ON CONFLICT ({cols}) DO UPDATE SET n = h.n + EXCLUDED.n"
+            ).format(historic=s.table("historic"), current=s.table("current"), cols=s.columns)
+        )
+        conn.execute(sql.SQL("DELETE FROM {} WHERE n = 0").format(s.table("historic")))
+        # DELETE, not TRUNCATE: TRUNCATE's ACCESS EXCLUSIVE lock would block the readers
+        conn.execute(sql.SQL("DELETE FROM {}").format(s.table("current")))
+
+
+def _rebuild(conn: Conn) -> None:
+    """historic := every summary from scratch over the latest-state tables; current := empty."""
+    for s in SUMMARIES:
+        conn.execute(sql.SQL("DELETE FROM {}").format(s.table("historic")))
+        conn.execute(sql.SQL("DELETE FROM {}").format(s.table("current")))
+        conn.execute(
+            sql.SQL("INSERT INTO {} ({}, n) {}").format(
+                s.table("historic"), s.columns, sql.SQL(FROM_STATE[s.name])
+            )
+        )
+
+
+def _take_snapshot(conn: Conn, newest: int, *, day: date, timezone: str) -> None:
+    conn.execute(
+        "UPDATE analytics.snapshot SET historic_batch_id = %s, taken_at = now(), day = %s, timezone = %s",
+        (newest, day, timezone),
+    )
 
 
 def _record(
     conn: Conn,
+    newest: int,
     *,
     rebuilt: bool,
     reason: str,
@@ -204,36 +308,40 @@ def _record(
     historic_s: float | None,
     current_s: float,
     started: float,
+    new_batches: int,
+    delta_rows: int,
 ) -> RefreshResult:
     row = conn.execute(
         """
         UPDATE analytics.snapshot AS s
         SET refreshed_at = now(),
-            refreshed_batch_id = b.batch_id,
+            refreshed_batch_id = %(newest)s,
             refresh_mode = %(mode)s,
             historic_seconds = coalesce(%(historic_s)s, s.historic_seconds),
             current_seconds = %(current_s)s
-        FROM (SELECT max(batch_id) AS batch_id FROM staging.sync_batches) AS b
-        RETURNING s.historic_batch_id, b.batch_id,
+        RETURNING s.historic_batch_id,
                   (SELECT coalesce(finished_at, started_at) FROM staging.sync_batches
-                   WHERE batch_id = b.batch_id)
+                   WHERE batch_id = %(newest)s)
         """,
         {
+            "newest": newest,
             "mode": "historic" if rebuilt else "current",
             "historic_s": historic_s,
             "current_s": current_s,
         },
     ).fetchone()
     assert row is not None  # the migration inserts the one row
-    historic_batch, batch, batch_at = row
+    historic_batch, batch_at = row
     return RefreshResult(
         rebuilt_historic=rebuilt,
         reason=reason,
-        historic_batch_id=int(historic_batch) if isinstance(historic_batch, int) else 0,
-        refreshed_batch_id=int(batch) if isinstance(batch, int) else None,
+        historic_batch_id=_int(historic_batch) or 0,
+        refreshed_batch_id=newest or None,
         refreshed_batch_at=batch_at if isinstance(batch_at, datetime) else None,
         day=day,
         historic_seconds=historic_s,
         current_seconds=current_s,
         total_seconds=time.perf_counter() - started,
+        new_batches=new_batches,
+        delta_rows=delta_rows,
     )

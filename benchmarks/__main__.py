@@ -30,6 +30,7 @@ MEASUREMENTS = (
     "pandas_baseline",
     "dlt_baseline",
     "refresh",
+    "refresh_growth",
     "export",
     "dashboard",
     "freshness",

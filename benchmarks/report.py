@@ -45,6 +45,7 @@ RATIOS = [
     Ratio("sync.incremental", "sync.full", _time_ratio, "< 5% of the full sync", lambda r: r < 0.05),
     Ratio("refresh.current", "refresh.historic", _time_ratio, "< 5% of --historic", lambda r: r < 0.05),
     Ratio("refresh.historic", "refresh.reference", _time_ratio, "(reference: plain CREATE MATERIALIZED VIEW)", lambda r: None),
+    Ratio("rollover.fold", "rollover.rebuild", _time_ratio, "<= 10% of a full rebuild", lambda r: r <= 0.1),
 ]
 
 def _p95(result: Result) -> float:

@@ -159,3 +159,27 @@ def test_never_refreshed(db_url: str, cli_env: Callable[..., None], tmp_path: Pa
     res = run("export", "open_orders", "--output-dir", str(tmp_path))
     _one_line_error(res, contains="run `acme-mv refresh`".replace("run", "Run"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_as_of_a_past_moment_and_outside_the_kept_history(refreshed: str) -> None:
+    """The report as the warehouse knew it after the first batch, after a later batch moved an
+    order; a moment before the kept history is one clear line."""
+    with psycopg.connect(refreshed, autocommit=True) as conn:
+        first_at = conn.execute("SELECT finished_at FROM staging.sync_batches").fetchone()
+        assert first_at is not None
+        conn.execute("UPDATE operations.orders SET status = 'COMPLETED', updated_at = now() WHERE order_id = 1")
+    copy_batch(refreshed, refreshed)
+    refresh(Settings(database_url=refreshed))
+    res = run("export", "open_orders", "--output", "-", "--as-of", first_at[0].isoformat())
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == EXPECTED["open_orders"]
+    now = run("export", "open_orders", "--output", "-")
+    assert now.stdout == EXPECTED["open_orders"].replace("2026-12-11,PENDING,1\n", "")
+    with psycopg.connect(refreshed, autocommit=True) as conn:
+        conn.execute("UPDATE analytics.snapshot SET history_batch_id = (SELECT max(batch_id) FROM staging.sync_batches)")
+    res = run("export", "open_orders", "--output", "-", "--as-of", first_at[0].isoformat())
+    assert res.exit_code == 1
+    assert "are not kept: the history starts after batch" in res.stderr
+    res = run("export", "open_orders", "--as-of", "yesterday")
+    assert res.exit_code == 1
+    assert "--as-of 'yesterday' is not a time" in res.stderr

@@ -19,11 +19,13 @@ from tests.cli_runner import run
 from tests.conftest import LoginRole, RoleFactory
 from tests.staging_copy import copy_batch
 from tests.test_export import DATA, EXPECTED
-from tests.view_changes import open_orders_historic_change
+from tests.view_changes import open_orders_by_date_change
 
-#: what a reader must not read: staging, and the materialized views under the reports
+#: what a reader must not read: staging, and the tables under the reports
 FORBIDDEN = (
     "staging.orders",
+    "staging.orders_state",
+    "analytics.open_orders_delta",
     "staging.orders_latest",
     "staging.sync_state",
     "analytics.open_orders_historic",
@@ -91,14 +93,14 @@ def test_a_reader_has_no_privilege_on_staging_at_all(reader: LoginRole, refreshe
     assert row == (False, False, False)
 
 
-def replace_open_orders_historic(url: str, *, through: str = "psycopg") -> None:
-    """A later migration's step: replace a materialized view the reports read (and its dependants).
+def replace_open_orders_by_date(url: str, *, through: str = "psycopg") -> None:
+    """A later migration's step: replace a view the reports read (and its dependants).
 
     ``through="alembic"``: with Alembic's ``op``, as a migration does (its
     ``execute`` goes through SQLAlchemy's ``text()``).
     """
-    old, new, dependants = open_orders_historic_change()
-    assert {"open_orders", "top_dates", "open_orders_by_date"} <= {d.name for d in dependants}
+    old, new, dependants = open_orders_by_date_change()
+    assert [d.name for d in dependants] == ["top_dates"]
     with psycopg.connect(url) as conn:
         oid_before = conn.execute("SELECT to_regclass('analytics.top_dates')::oid").fetchone()
     if through == "alembic":
@@ -117,8 +119,7 @@ def replace_open_orders_historic(url: str, *, through: str = "psycopg") -> None:
 def test_grants_survive_a_migration_that_replaces_a_view(
     reader: LoginRole, refreshed: str, tmp_path: Path, cli_env: Callable[..., None], through: str
 ) -> None:
-    replace_open_orders_historic(refreshed, through=through)
-    refresh(Settings(database_url=refreshed), mode="historic")  # the replaced view is empty until then
+    replace_open_orders_by_date(refreshed, through=through)
     assert export_all_as(reader, refreshed, tmp_path / "after", cli_env) == EXPECTED
     assert_cannot_read(reader, refreshed, "analytics.open_orders_historic")  # no grant the old one lacked
 
@@ -128,13 +129,13 @@ def test_grants_of_other_roles_and_public_survive_too(refreshed: str, make_role:
     analyst = make_role("acme_analyst")
     with psycopg.connect(refreshed, autocommit=True) as conn:
         conn.execute(f"GRANT USAGE ON SCHEMA analytics TO {analyst.name}")
-        conn.execute(f"GRANT SELECT ON analytics.open_orders_historic TO {analyst.name} WITH GRANT OPTION")
-        conn.execute("GRANT SELECT ON analytics.open_orders TO PUBLIC")
-    replace_open_orders_historic(refreshed)
+        conn.execute(f"GRANT SELECT ON analytics.top_dates TO {analyst.name} WITH GRANT OPTION")
+        conn.execute("GRANT SELECT ON analytics.open_orders_by_date TO PUBLIC")
+    replace_open_orders_by_date(refreshed)
     with psycopg.connect(refreshed) as conn:
         row = conn.execute(
-            "SELECT has_table_privilege(%(a)s, 'analytics.open_orders_historic', 'SELECT WITH GRANT OPTION'), "
-            "has_table_privilege('public', 'analytics.open_orders', 'SELECT'), "
+            "SELECT has_table_privilege(%(a)s, 'analytics.top_dates', 'SELECT WITH GRANT OPTION'), "
+            "has_table_privilege('public', 'analytics.open_orders_by_date', 'SELECT'), "
             "has_table_privilege('public', 'analytics.top_dates', 'SELECT')",
             {"a": analyst.name},
         ).fetchone()

@@ -12,7 +12,7 @@ def _tables(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname IN ('staging', 'analytics') AND c.relkind IN ('r', 'v', 'm')"
+            "WHERE n.nspname IN ('staging', 'analytics') AND c.relkind IN ('r', 'p', 'v', 'm')"
         ).fetchall()
     return {str(r[0]) for r in rows}
 

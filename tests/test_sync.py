@@ -62,7 +62,6 @@ def test_initial_sync_copies_everything(urls: tuple[str, str]) -> None:
     assert names == [
         "order_items_batch_idx",
         "order_items_key_batch_idx",
-        "order_items_order_idx",
         "orders_batch_idx",
         "orders_key_batch_idx",
     ]

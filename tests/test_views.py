@@ -11,15 +11,17 @@ import pytest
 from acme_mv import migrate, paths, views
 from acme_mv.config import Settings
 from acme_mv.refresh import refresh
+from acme_mv.verify import verify
 from acme_mv.views import View
 from tests.staging_copy import copy_batch
 from tests.view_changes import open_orders_historic_change
 
 ROOT = Path(__file__).resolve().parent.parent
+PINNED_0002 = ROOT / "migrations" / "sql" / "0002"
 
 
 def test_a_file_is_a_value() -> None:
-    v = View.from_file(paths.views_dir() / "analytics.open_orders_current.sql")
+    v = View.from_file(PINNED_0002 / "analytics.open_orders_current.sql")
     assert (v.schema, v.name, v.kind, v.unique) == ("analytics", "open_orders_current", "materialized", ("delivery_date", "status"))
     assert v.definition.startswith("SELECT") and not v.definition.endswith(";")
     create = v.create()
@@ -37,10 +39,11 @@ def test_a_materialized_view_without_a_unique_header_is_refused() -> None:
 
 
 def test_load_dir_orders_by_dependency() -> None:
-    order = [v.qualified for v in views.load_dir()]
+    order = [v.qualified for v in views.load_dir(PINNED_0002)]
     assert order.index("analytics.changed_orders") < order.index("analytics.open_orders_current")
-    assert order.index("analytics.open_orders") < order.index("analytics.open_orders_by_date") < order.index("analytics.top_dates")
     assert "analytics.open_orders_historic" in order
+    order = [v.qualified for v in views.load_dir()]
+    assert order.index("analytics.open_orders") < order.index("analytics.open_orders_by_date") < order.index("analytics.top_dates")
 
 
 def test_the_database_holds_what_the_files_say(db_url: str) -> None:
@@ -51,15 +54,13 @@ def test_the_database_holds_what_the_files_say(db_url: str) -> None:
 
 
 def _latest_pinned() -> dict[str, str]:
-    latest: dict[str, str] = {}
-    for folder in sorted((ROOT / "migrations" / "sql").iterdir()):
-        for f in folder.glob("*.sql"):
-            latest[f.name] = f.read_text()
-    return latest
+    newest = sorted((ROOT / "migrations" / "sql").iterdir())[-1]
+    return {f.name: f.read_text() for f in newest.glob("*.sql")}
 
 
 def test_the_head_revisions_pinned_copies_equal_views() -> None:
-    """Edit views/*.sql only together with a migration that pins the new text."""
+    """Edit views/*.sql only together with a migration that pins the new text (the newest
+    pinned folder holds every view of the head revision: a view it drops is gone from views/)."""
     current = {f.name: f.read_text() for f in paths.views_dir().glob("*.sql")}
     assert _latest_pinned() == current
 
@@ -89,15 +90,23 @@ def test_upgrade_downgrade_upgrade_with_data(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT to_regnamespace('analytics')").fetchone() == (None,)
         assert conn.execute("SELECT count(*) FROM staging.orders").fetchone() == (2,)
+    migrate.upgrade(db_url, "0002_analytics")
+    assert _counts(db_url) == []  # 0002 recreated its views empty: never snapshotted
     migrate.upgrade(db_url)
-    assert _counts(db_url) == []  # recreated empty: never snapshotted
+    assert _counts(db_url) == before  # 0003 backfilled the state and the summaries from staging
     refresh(settings)
+    assert _counts(db_url) == before
+    verify(settings)
+    migrate.downgrade(db_url, "0002_analytics")  # 0002's views, rebuilt from staging as of B
+    assert _counts(db_url) == before
+    migrate.upgrade(db_url)
     assert _counts(db_url) == before
 
 
 def test_replace_materialized_view_keeps_concurrent_refresh_working(db_url: str) -> None:
-    """A throw-away migration step: replace open_orders_historic by a new text."""
-    old, new, dependants = open_orders_historic_change()
+    """A throw-away migration step at revision 0002: replace open_orders_historic by a new text."""
+    migrate.downgrade(db_url, "0002_analytics")
+    old, new, dependants = open_orders_historic_change(PINNED_0002)
     assert [d.name for d in dependants] == ["open_orders", "open_orders_by_date", "top_dates"]
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING')")
@@ -106,8 +115,9 @@ def test_replace_materialized_view_keeps_concurrent_refresh_working(db_url: str)
         # pg_get_viewdef qualifies the column on PostgreSQL 15 (count(o.order_id)), not on 18
         assert re.search(r"count\((o\.)?order_id\)", View.from_database(conn, "analytics", "open_orders_historic").definition)
         assert View.from_database(conn, "analytics", "open_orders_historic").unique == old.unique
-    copy_batch(db_url, db_url)
-    refresh(Settings(database_url=db_url))  # REFRESH ... CONCURRENTLY on the replaced view
+        conn.execute("INSERT INTO staging.orders (order_id, status, _batch_id) VALUES (1, 'PENDING', 1)")
+        conn.execute("UPDATE analytics.snapshot SET historic_batch_id = 1")
+        conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.open_orders_historic")
     assert _counts(db_url) == [(None, "PENDING", 1)]
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
 from acme_mv import check as check_api
+from acme_mv import compact as compact_api
 from acme_mv import export as export_api
 from acme_mv import refresh as refresh_api
 from acme_mv import runner
+from acme_mv import verify as verify_api
 from acme_mv.cli import common
 from acme_mv.cli.delivery import daily_mail_hook
 from acme_mv.errors import ConfigError
@@ -26,19 +29,21 @@ GAPS_EXIT_CODE = 4
 
 def refresh(
     historic: Annotated[
-        bool, typer.Option("--historic", help="Rebuild the historic views too (normally once a day).")
+        bool, typer.Option("--historic", help="Fold into the historic part now (normally once a day).")
     ] = False,
     current: Annotated[
         bool,
-        typer.Option(
-            "--current",
-            help="Refresh only the current-day views, even on a new day (a full re-sync still rebuilds).",
-        ),
+        typer.Option("--current", help="Add the new batches only, never fold, even on a new day."),
+    ] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option("--rebuild", help="Recompute every report from scratch from the latest staged state."),
     ] = False,
 ) -> None:
-    """Refresh the analytics views: the current-day part, plus the historic part on a new day.
+    """Refresh the reports: add the new batches' deltas; on a new day fold them into the historic part.
 
-    Readers are never blocked (REFRESH ... CONCURRENTLY) and never see a mix of old and new.
+    A refresh costs what changed since the previous one. Readers are never blocked and never
+    see a mix of old and new.
 
     Examples:
 
@@ -46,11 +51,13 @@ def refresh(
 
       acme-mv refresh --historic
 
-      acme-mv refresh --current
+      acme-mv refresh --rebuild
     """
-    if historic and current:
-        raise ConfigError("Use either --historic or --current, not both")
-    mode: refresh_api.RefreshMode = "historic" if historic else "current" if current else "auto"
+    if historic + current + rebuild > 1:
+        raise ConfigError("Use one of --historic, --current and --rebuild")
+    mode: refresh_api.RefreshMode = (
+        "historic" if historic else "current" if current else "rebuild" if rebuild else "auto"
+    )
     result = refresh_api.refresh(common.settings(), mode=mode)
     what = f"historic + current ({result.reason})" if result.rebuilt_historic else "current"
     common.out.print(
@@ -111,6 +118,14 @@ def export(
         typer.Option("--limit", "-n", help="Rows of top_dates / top_customers (default 3).", show_default=False),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="The report as the warehouse knew it then ('2026-11-25 17:00', in --timezone unless an offset is given).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write a report (or --all) as CSV or JSON; prints the paths written.
 
@@ -123,7 +138,10 @@ def export(
       acme-mv export top_customers --limit 10 --output -
 
       acme-mv export --all --output-dir exports --format json
+
+      acme-mv export open_orders --as-of '2026-11-25 17:00' --output -
     """
+    moment = _moment(as_of) if as_of is not None else None
     if fmt not in ("csv", "json"):
         raise ConfigError(f"Unknown format {fmt!r}; use csv or json")
     chosen: Literal["csv", "json"] = "csv" if fmt == "csv" else "json"
@@ -131,17 +149,27 @@ def export(
     if all_reports:
         if report is not None or output is not None:
             raise ConfigError("--all writes every report to --output-dir; drop REPORT and --output")
-        paths = export_api.export_all(settings, output_dir=output_dir, fmt=chosen, limit=limit, force=force)
+        paths = export_api.export_all(
+            settings, output_dir=output_dir, fmt=chosen, limit=limit, force=force, as_of=moment
+        )
     else:
         if report is None:
             raise ConfigError(f"Name a report ({', '.join(export_api.REPORTS)}) or use --all")
         target: export_api.Output = "-" if output == "-" else (Path(output) if output else None)
         path = export_api.export(
-            settings, report, output=target, output_dir=output_dir, fmt=chosen, limit=limit, force=force
+            settings, report, output=target, output_dir=output_dir, fmt=chosen, limit=limit, force=force,
+            as_of=moment,
         )
         paths = [path] if path is not None else []
     for path in paths:
         common.out.print(str(path), markup=False, highlight=False)
+
+
+def _moment(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(f"--as-of {text!r} is not a time such as '2026-11-25 17:00'") from None
 
 
 def check(
@@ -173,9 +201,53 @@ def check(
         raise typer.Exit(GAPS_EXIT_CODE)
 
 
+def verify() -> None:
+    """Recompute every report from scratch and compare it with what readers see.
+
+    Exit 6 on any difference, with the count and the first differing groups.
+    A full scan of the staged state: a diagnostic, not a step of every cycle.
+
+    Example:
+
+      acme-mv verify
+    """
+    result = verify_api.verify(common.settings())
+    common.out.print(
+        f"verify: ok, {result.groups} report groups and {result.state_rows} staged keys match",
+        markup=False,
+        highlight=False,
+    )
+
+
+def compact(
+    keep_history: Annotated[
+        str, typer.Option("--keep-history", help="History to keep for --as-of and verify: 35d, 12h, or all.")
+    ] = "35d",
+) -> None:
+    """Drop the staged versions and report deltas older than --keep-history (whole partitions).
+
+    The current state and the reports are never touched; readers are never blocked.
+
+    Examples:
+
+      acme-mv compact
+
+      acme-mv compact --keep-history 7d
+    """
+    result = compact_api.compact(common.settings(), keep=compact_api.parse_keep(keep_history))
+    common.out.print(
+        f"compacted: history kept from batch {result.history_batch_id}; {result.delta_rows_deleted} delta rows "
+        f"and {len(result.partitions_dropped)} partitions dropped",
+        markup=False,
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
     app.command("refresh")(refresh)
+    app.command("verify")(verify)
+    app.command("compact")(compact)
     app.command("run")(run)
     app.command("export")(export)
     app.command("check")(check)

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from acme_mv.errors import Busy
+from acme_mv.sync import apply, partitions
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,13 @@ def lock(conn: Conn, *, wait: bool) -> None:
 
 
 def begin_batch(conn: Conn, *, tables: list[str], full_tables: list[str]) -> int:
-    """Draw the batch id (after the lock) and make it the default of ``_batch_id``."""
+    """Draw the batch id (after the lock), make it the default of ``_batch_id`` and make sure
+    a partition of the version tables holds it."""
     row = conn.execute("SELECT nextval('staging.sync_batch_id_seq')").fetchone()
     assert row is not None
     batch_id = int(row[0])
     conn.execute("SELECT set_config('acme_mv.batch_id', %s, true)", (str(batch_id),))
+    partitions.ensure(conn, batch_id)
     conn.execute(
         "INSERT INTO staging.sync_batches (batch_id, tables, full_tables) VALUES (%s, %s, %s)",
         (batch_id, tables, full_tables),
@@ -54,6 +57,12 @@ def begin_batch(conn: Conn, *, tables: list[str], full_tables: list[str]) -> int
 
 
 def finish_batch(conn: Conn, batch_id: int) -> None:
+    """Close the batch: apply it (its report deltas and the latest-state tables, see
+    :mod:`acme_mv.sync.apply`) and stamp it finished, in the batch's transaction.
+
+    Every writer of batches ends with this call, so every batch is applied exactly once.
+    """
+    apply.apply_batch(conn, batch_id)
     conn.execute(
         "UPDATE staging.sync_batches SET finished_at = clock_timestamp() WHERE batch_id = %s",
         (batch_id,),

@@ -1,7 +1,7 @@
 """cdc: tombstones in staging (``_deleted``) and the change-capture position (``staging.cdc_state``)
 
 Revision ID: 0004_cdc
-Revises: 0002_analytics
+Revises: 0003_incremental
 Create Date: 2026-11-26
 
 A deleted source row becomes a TOMBSTONE in ``staging.orders`` /
@@ -16,7 +16,9 @@ the warehouse holds every change: it is written in the same transaction as the
 batch's rows, and the slot is told (confirmed_flush) only after that commit.
 
 The ``*_latest`` views are re-created so that ``*`` includes ``_deleted``
-(a view's ``*`` is expanded when it is created).
+(a view's ``*`` is expanded when it is created). The column itself belongs to
+revision 0003 since the chains were joined (it is added there IF NOT EXISTS,
+and the state views of 0003 read it), so the downgrade leaves it in place.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0004_cdc"
-down_revision = "0002_analytics"
+down_revision = "0003_incremental"
 branch_labels = None
 depends_on = None
 
@@ -70,18 +72,6 @@ COMMENT ON COLUMN staging.cdc_state.caught_up_at IS
 
 DOWNGRADE = """
 DROP TABLE staging.cdc_state;
-DROP VIEW staging.orders_latest;
-DROP VIEW staging.order_items_latest;
-ALTER TABLE staging.orders DROP COLUMN _deleted;
-ALTER TABLE staging.order_items DROP COLUMN _deleted;
-CREATE VIEW staging.orders_latest AS
-SELECT DISTINCT ON (order_id) *
-FROM staging.orders
-ORDER BY order_id, _batch_id DESC;
-CREATE VIEW staging.order_items_latest AS
-SELECT DISTINCT ON (order_item_id) *
-FROM staging.order_items
-ORDER BY order_item_id, _batch_id DESC;
 """
 
 

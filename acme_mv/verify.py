@@ -1,0 +1,170 @@
+"""``acme-mv verify``: recompute every report from scratch and diff it with the union views.
+
+Two comparisons, both full scans (a diagnostic, not a step of every cycle):
+
+1. every report group from scratch over the latest-state tables
+   (``staging.orders_state``, ``staging.order_items_state``) against the
+   union views the readers query (``analytics.open_orders``,
+   ``analytics.pending_items``, ``analytics.pending_orders_by_customer``)
+   plus the deltas of the batches synced since the last refresh (so verify
+   holds between a sync and the next refresh too);
+2. the latest-state tables against the latest staged version of every key
+   (a tombstone: the key must be absent); state rows of batches older than
+   the oldest kept partition are left out (compaction dropped their versions).
+
+Together: the reports equal the reports computed on the latest staged
+versions. Any difference raises :class:`~acme_mv.errors.VerifyFailed`
+(exit code 6) naming the count and the first differing groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from acme_mv.config import Settings
+from acme_mv.db import connection
+from acme_mv.errors import VerifyFailed
+from acme_mv.migrate import require_head
+from acme_mv.refresh import FROM_STATE
+
+#: differing groups named in the error message
+SHOWN = 5
+
+#: report -> (what readers see plus the deltas of the batches no refresh included yet, the same
+#: from scratch); ``%(included)s`` is the newest batch the last refresh included
+REPORTS: dict[str, tuple[str, str]] = {
+    "open_orders": (
+        "SELECT delivery_date, status, sum(n) FROM ("
+        " SELECT delivery_date, status, open_orders AS n FROM analytics.open_orders"
+        " UNION ALL SELECT delivery_date, status, n FROM analytics.open_orders_delta WHERE batch_id > %(included)s"
+        ") AS u GROUP BY delivery_date, status HAVING sum(n) <> 0",
+        FROM_STATE["open_orders"],
+    ),
+    "pending_items": (
+        "SELECT product_id, sum(n) FROM ("
+        " SELECT product_id, pending_items AS n FROM analytics.pending_items"
+        " UNION ALL SELECT product_id, n FROM analytics.pending_items_delta WHERE batch_id > %(included)s"
+        ") AS u GROUP BY product_id HAVING sum(n) <> 0",
+        FROM_STATE["pending_items"],
+    ),
+    "pending_orders_by_customer": (
+        "SELECT customer_id, sum(n) FROM ("
+        " SELECT customer_id, pending_orders AS n FROM analytics.pending_orders_by_customer"
+        " UNION ALL SELECT customer_id, n FROM analytics.pending_orders_delta WHERE batch_id > %(included)s"
+        ") AS u GROUP BY customer_id HAVING sum(n) <> 0",
+        FROM_STATE["pending_orders"],
+    ),
+}
+
+#: table -> (the latest kept live version of every key, the state), same columns
+STATES: dict[str, tuple[str, str]] = {
+    "orders_state": (
+        "SELECT order_id, delivery_date, customer_id, status, _batch_id FROM ("
+        " SELECT DISTINCT ON (order_id) * FROM staging.orders ORDER BY order_id, _batch_id DESC) AS o"
+        " WHERE NOT _deleted",
+        "SELECT order_id, delivery_date, customer_id, status, _batch_id FROM staging.orders_state"
+        " WHERE _batch_id >= (SELECT min(from_batch) FROM staging.version_partitions WHERE table_name = 'orders')",
+    ),
+    "order_items_state": (
+        "SELECT order_item_id, order_id, product_id, quanity, _batch_id FROM ("
+        " SELECT DISTINCT ON (order_item_id) * FROM staging.order_items ORDER BY order_item_id, _batch_id DESC) AS i"
+        " WHERE NOT _deleted",
+        "SELECT order_item_id, order_id, product_id, quanity, _batch_id FROM staging.order_items_state"
+        " WHERE _batch_id >= (SELECT min(from_batch) FROM staging.version_partitions WHERE table_name = 'order_items')",
+    ),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Difference:
+    """One group (or state row) where the two sides differ; None: absent on that side."""
+
+    what: str
+    key: tuple[object, ...]
+    have: object
+    want: object
+
+    def describe(self) -> str:
+        key = ", ".join("NULL" if k is None else str(k) for k in self.key)
+        return f"{self.what} ({key}): have {self.have}, from scratch {self.want}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyResult:
+    groups: int
+    state_rows: int
+    differences: list[Difference]
+
+
+_DIFF = """
+WITH have AS ({have}), want AS ({want})
+SELECT 'have', * FROM (SELECT * FROM have EXCEPT ALL SELECT * FROM want) AS a
+UNION ALL
+SELECT 'want', * FROM (SELECT * FROM want EXCEPT ALL SELECT * FROM have) AS b
+"""
+
+
+def _diff(
+    conn: psycopg.Connection[tuple[object, ...]],
+    what: str,
+    have: sql.Composable,
+    want: sql.Composable,
+    *,
+    nkeys: int,
+    included: int = 0,
+) -> list[Difference]:
+    rows = conn.execute(sql.SQL(_DIFF).format(have=have, want=want), {"included": included}).fetchall()
+    found: dict[tuple[object, ...], dict[str, object]] = {}
+    for side, *cols in rows:
+        key = tuple(cols[:nkeys])
+        value = cols[nkeys] if len(cols) == nkeys + 1 else tuple(cols[nkeys:])
+        found.setdefault(key, {})[str(side)] = value
+    return [
+        Difference(what=what, key=k, have=v.get("have"), want=v.get("want"))
+        for k, v in sorted(found.items(), key=lambda kv: [str(x) for x in kv[0]])
+    ]
+
+
+def _count(conn: psycopg.Connection[tuple[object, ...]], query: str, included: int) -> int:
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM ({}) AS q").format(sql.SQL(query)), {"included": included}
+    ).fetchone()
+    return int(row[0]) if row and isinstance(row[0], int) else 0
+
+
+def compare(conn: psycopg.Connection[tuple[object, ...]]) -> VerifyResult:
+    """Both comparisons on ``conn`` (run it in one REPEATABLE READ transaction)."""
+    differences: list[Difference] = []
+    groups = state_rows = 0
+    row = conn.execute(
+        "SELECT coalesce(refreshed_batch_id, historic_batch_id, 0) FROM analytics.snapshot"
+    ).fetchone()
+    included = int(row[0]) if row and isinstance(row[0], int) else 0
+    for name, (view, scratch) in REPORTS.items():
+        # the statements are named constants of this module and of acme_mv.refresh
+        want = sql.SQL("SELECT * FROM ({}) AS s WHERE s.n > 0").format(sql.SQL(scratch))
+        nkeys = 2 if name == "open_orders" else 1
+        differences += _diff(conn, name, sql.SQL(view), want, nkeys=nkeys, included=included)
+        groups += _count(conn, view, included)
+    for name, (latest, state) in STATES.items():
+        differences += _diff(conn, f"staging.{name}", sql.SQL(state), sql.SQL(latest), nkeys=1)
+        state_rows += _count(conn, state, included)
+    return VerifyResult(groups=groups, state_rows=state_rows, differences=differences)
+
+
+def verify(settings: Settings) -> VerifyResult:
+    """Raise :class:`VerifyFailed` unless the reports equal their from-scratch computation."""
+    with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
+        require_head(conn)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            result = compare(conn)
+    if result.differences:
+        n = len(result.differences)
+        shown = "; ".join(d.describe() for d in result.differences[:SHOWN])
+        more = f"; and {n - SHOWN} more" if n > SHOWN else ""
+        raise VerifyFailed(f"verify: {n} differing rows: {shown}{more}", differences=n)
+    return result

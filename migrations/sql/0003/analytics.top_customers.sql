@@ -1,0 +1,7 @@
+-- analytics.top_customers: the 3 customers with the most PENDING orders; ties go to the lower
+-- customer_id. Other limits: export --limit N.
+-- kind: view
+SELECT r.customer_id, r.customer_name, r.pending_orders
+FROM analytics.pending_orders_by_customer AS r
+ORDER BY r.pending_orders DESC, r.customer_id ASC
+LIMIT 3
