@@ -4,8 +4,9 @@ The source declares no foreign keys and every reference is nullable, so
 orphans are expected; the reports handle them (see README.md, "Reports").
 ``check`` counts them so that an operator sees how much of the data is
 orphaned and can tell a source problem from a sync problem. It reads the
-``staging.*_latest`` views: a full pass over staging, a diagnostic, not a
-step of every cycle.
+latest-state tables (``staging.orders_state``, ``staging.order_items_state``:
+one row per live key): a full pass over them, a diagnostic, not a step of
+every cycle.
 
 Each check is ONE statement whose cost is linear in staging: the offending
 keys are computed once in a ``MATERIALIZED`` CTE, then counted and sampled
@@ -13,7 +14,7 @@ from it. A materialized CTE is planned for all of its rows, so its anti join
 is a hash (or merge) join. The earlier ``... ORDER BY k LIMIT 5`` over the
 same ``NOT EXISTS`` let the planner hope to stop after five rows (it expects
 half the rows to be orphans, having no statistics through the ``*_latest``
-views) and pick a nested-loop anti join comparing every item with every order:
+views it then read) and pick a nested-loop anti join comparing every item with every order:
 111 s on 35k orders and 905k items, where the count alone took 0.26 s.
 
 Two more gaps need the source: rows deleted there since they were staged
@@ -47,42 +48,43 @@ class Gap:
     samples: list[int]
 
 
-#: name -> (description, key column, SELECT of the offending keys); tombstones (``_deleted``,
-#: deleted at the source) are absent keys
+#: name -> (description, key column, SELECT of the offending keys). They read the latest-state
+#: tables, which hold every live key once: a key deleted at the source (a tombstone) is not there,
+#: and compaction never removes a live key from them (it may from the version tables).
 CHECKS: dict[str, tuple[str, str, str]] = {
     "items_without_order": (
         "order items whose order_id is NULL or names no staged order",
         "order_item_id",
-        "SELECT i.order_item_id AS k FROM staging.order_items_latest i WHERE NOT i._deleted "
-        "AND NOT EXISTS (SELECT 1 FROM staging.orders_latest o WHERE o.order_id = i.order_id AND NOT o._deleted)",
+        "SELECT i.order_item_id AS k FROM staging.order_items_state i "
+        "WHERE NOT EXISTS (SELECT 1 FROM staging.orders_state o WHERE o.order_id = i.order_id)",
     ),
     "orders_without_items": (
         "orders no order item points to",
         "order_id",
-        "SELECT o.order_id AS k FROM staging.orders_latest o WHERE NOT o._deleted "
-        "AND NOT EXISTS (SELECT 1 FROM staging.order_items_latest i WHERE i.order_id = o.order_id AND NOT i._deleted)",
+        "SELECT o.order_id AS k FROM staging.orders_state o "
+        "WHERE NOT EXISTS (SELECT 1 FROM staging.order_items_state i WHERE i.order_id = o.order_id)",
     ),
     "orders_of_unknown_customers": (
         "orders whose customer_id is NULL or names no customer",
         "order_id",
-        "SELECT o.order_id AS k FROM staging.orders_latest o WHERE NOT o._deleted "
-        "AND NOT EXISTS (SELECT 1 FROM staging.customers c WHERE c.customer_id = o.customer_id)",
+        "SELECT o.order_id AS k FROM staging.orders_state o "
+        "WHERE NOT EXISTS (SELECT 1 FROM staging.customers c WHERE c.customer_id = o.customer_id)",
     ),
     "items_of_unknown_products": (
         "order items whose product_id is NULL or names no product",
         "order_item_id",
-        "SELECT i.order_item_id AS k FROM staging.order_items_latest i WHERE NOT i._deleted "
-        "AND NOT EXISTS (SELECT 1 FROM staging.products p WHERE p.product_id = i.product_id)",
+        "SELECT i.order_item_id AS k FROM staging.order_items_state i "
+        "WHERE NOT EXISTS (SELECT 1 FROM staging.products p WHERE p.product_id = i.product_id)",
     ),
     "orders_with_null_status": (
         "orders whose status is NULL (never open, never pending)",
         "order_id",
-        "SELECT o.order_id AS k FROM staging.orders_latest o WHERE NOT o._deleted AND o.status IS NULL",
+        "SELECT o.order_id AS k FROM staging.orders_state o WHERE o.status IS NULL",
     ),
     "orders_with_null_delivery_date": (
         "orders whose delivery_date is NULL (their own group in open_orders)",
         "order_id",
-        "SELECT o.order_id AS k FROM staging.orders_latest o WHERE NOT o._deleted AND o.delivery_date IS NULL",
+        "SELECT o.order_id AS k FROM staging.orders_state o WHERE o.delivery_date IS NULL",
     ),
 }
 

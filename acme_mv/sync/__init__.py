@@ -365,17 +365,30 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
 
 
 def _staged_counts(conn: Conn, spec: TableSpec, *, exact: bool) -> tuple[int | None, int | None, int | None]:
-    """(staged rows, distinct keys, highest key): exact in one scan, or the planner's estimates."""
+    """(staged rows, live keys, highest live key): exact (one scan each), or the planner's estimates.
+
+    For orders/order_items the rows are every kept version (all partitions) and the live keys
+    those of the latest-state table ``staging.<t>_state`` (a tombstoned key is not there); a
+    mirror holds each live key once.
+    """
     table = sql.Identifier("staging", spec.name)
+    keys = table if spec.kind == "mirror" else sql.Identifier("staging", f"{spec.name}_state")
     if exact:
         key = sql.Identifier(spec.key)
         row = conn.execute(
-            sql.SQL("SELECT count(*), count(DISTINCT {key}), max({key}) FROM {table}").format(key=key, table=table)
+            sql.SQL("SELECT (SELECT count(*) FROM {table}), count(*), max({key}) FROM {keys}").format(
+                key=key, table=table, keys=keys
+            )
         ).fetchone()
         assert row is not None
         return int(row[0]), int(row[1]), None if row[2] is None else int(row[2])
+    # a partitioned table has no rows of its own: sum the estimates of its partitions
     row = conn.execute(
-        "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", (f"staging.{spec.name}",)
+        "SELECT sum(c.reltuples) FILTER (WHERE c.reltuples >= 0)::bigint, bool_or(c.reltuples >= 0), "
+        "(SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass) "
+        "FROM pg_partition_tree(%s::regclass) AS t JOIN pg_class AS c ON c.oid = t.relid WHERE t.isleaf",
+        (keys.as_string(conn), table.as_string(conn)),
     ).fetchone()
-    estimate = int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
-    return estimate, estimate if spec.kind == "mirror" else None, None
+    estimate = int(row[0]) if row and row[1] and row[0] is not None else None
+    live = int(row[2]) if row and row[2] is not None and row[2] >= 0 else None
+    return estimate, live, None

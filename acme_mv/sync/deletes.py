@@ -76,10 +76,11 @@ class DeletedEstimate:
 
 
 def staged_keys(wh: Conn, spec: TableSpec) -> tuple[int | None, int]:
-    """(highest staged key, number of distinct staged keys) of ``staging.<t>``: one index pass."""
+    """(highest live staged key, number of live staged keys): one pass over the latest-state table
+    ``staging.<t>_state``, which holds each live key once (a tombstoned key is not there)."""
     row = wh.execute(
-        sql.SQL("SELECT max(k), count(*) FROM (SELECT DISTINCT {key} AS k FROM {table}) AS keys").format(
-            key=sql.Identifier(spec.key), table=sql.Identifier("staging", spec.name)
+        sql.SQL("SELECT max({key}), count(*) FROM {table}").format(
+            key=sql.Identifier(spec.key), table=sql.Identifier("staging", f"{spec.name}_state")
         )
     ).fetchone()
     assert row is not None

@@ -74,5 +74,5 @@ def create(conn: Conn, table: str, start: int, end: int) -> str:
         "VALUES (%s, %s, %s, %s)",
         (table, name, start, end),
     )
-    log.info("staging.%s: new partition %s for batches [%d, %d)", table, name, start, end)
+    log.debug("staging.%s: new partition %s for batches [%d, %d)", table, name, start, end)
     return name
