@@ -85,14 +85,18 @@ REPORTS: dict[str, Report] = {
 }
 
 
+#: largest --limit: SQL's LIMIT is a bigint
+MAX_LIMIT = 2**63 - 1
+
+
 def report_query(name: str, *, limit: int | None = None) -> sql.Composable:
     """The SELECT of a report (with ``LIMIT`` for the top reports, default 3)."""
     report = _report(name)
     query: sql.Composable = sql.SQL(report.query)  # a named constant above
     if report.ranked:
         n = DEFAULT_LIMIT if limit is None else limit
-        if n < 1:
-            raise ExportError(f"--limit must be at least 1, not {n}")
+        if not 1 <= n <= MAX_LIMIT:
+            raise ExportError(f"--limit must be between 1 and {MAX_LIMIT}, not {n}")
         query = sql.SQL("{} LIMIT {}").format(query, sql.Literal(n))
     elif limit is not None:
         raise ExportError(f"--limit applies to top_dates and top_customers only, not to {name}")
@@ -200,7 +204,14 @@ def _target(name: str, *, output: Output, output_dir: Path | None, fmt: Format, 
     if output is not None:
         path = Path(output)
     else:
+        if output_dir is not None:  # an explicit --output-dir is created when missing
+            try:
+                output_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ExportError(f"Cannot create the directory {output_dir}: {exc.strerror or exc}") from None
         path = (output_dir or Path.cwd()) / default_name(name, fmt=fmt, at=at)
+    if path.is_dir():
+        raise ExportError(f"{path} is a directory; --output names a file (use --output-dir for a directory)")
     folder = path.parent
     if not folder.is_dir():
         raise ExportError(f"Cannot write to {folder}: no such directory")

@@ -126,7 +126,7 @@ def refresh(settings: Settings, *, mode: RefreshMode = "auto", now: datetime | N
                     current_s=current_s,
                     started=started,
                 )
-    log.info(
+    log.debug(  # `refresh` prints its result and `run` its cycle line: no second INFO line
         "refreshed %s views in %.2fs (B=%d, up to batch %s)",
         "historic + current" if result.rebuilt_historic else "current",
         result.total_seconds,
