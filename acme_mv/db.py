@@ -194,8 +194,10 @@ def server_error(exc: psycopg.Error, *, role: Role, url: str, user: str | None) 
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return permission_denied(exc, role=role, url=url, user=user)
     if isinstance(exc, psycopg.OperationalError):
+        # the server's primary message, without the statement excerpt ("LINE 1: ...") of a detail
+        reason = exc.diag.message_primary or first_line(exc)
         return ConnectionLost(
-            f"The {role} ({describe_target(url)}) failed: {scrub(first_line(exc), url)}",
+            f"The {role} ({describe_target(url)}) failed: {scrub(first_line(Exception(reason)), url)}",
             role=role,
             sqlstate=getattr(exc, "sqlstate", None),
         )

@@ -116,8 +116,14 @@ def setup_logging(*, verbose: int, debug: bool, fmt: LogFormat = "auto") -> None
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-    if not debug:
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    # libraries log through the same handler (else Python's last-resort handler
+    # writes bare lines); psycopg's "error ignored in rollback" warnings repeat
+    # the failure acme-mv already reports, so they show only with -v
+    for name, quiet in (("alembic", logging.WARNING), ("psycopg", logging.ERROR)):
+        lib = logging.getLogger(name)
+        lib.handlers[:] = [handler]
+        lib.setLevel(level if (verbose or debug) else quiet)
+        lib.propagate = False
 
 
 def error_line(prefix: str, message: str, *, hint: str = "") -> None:
