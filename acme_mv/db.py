@@ -140,18 +140,32 @@ _NOT_OWNER = re.compile(
     r"must be owner of (?P<kind>materialized view|foreign table|table|view|sequence|schema|function|"
     r"procedure|database|type|relation) (?P<name>\S+)"
 )
-#: the privilege each kind of object needs, per server (acme-mv only reads the
-#: source; it writes staging and refreshes analytics on the warehouse)
-_PRIVILEGE: dict[Role, dict[str, str]] = {
-    "source": {"schema": "USAGE", "sequence": "SELECT", "database": "CONNECT", "function": "EXECUTE"},
-    "warehouse": {
-        "schema": "USAGE, CREATE",
-        "table": "SELECT, INSERT, UPDATE, DELETE, TRUNCATE",
-        "sequence": "USAGE, SELECT, UPDATE",
-        "database": "CONNECT, CREATE",
-        "function": "EXECUTE",
-    },
-}
+#: the privilege each kind of object needs when the statement does not tell
+_PRIVILEGE = {"schema": "USAGE", "sequence": "USAGE", "database": "CONNECT", "function": "EXECUTE",
+              "procedure": "EXECUTE", "type": "USAGE", "large object": "SELECT"}
+#: statement verbs that write the object right after them
+_WRITES = re.compile(
+    r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM|TRUNCATE(?:\s+TABLE)?|COPY)\s+(?:ONLY\s+)?(?P<target>[\w.\"]+)"
+    r"(?P<rest>.*)$",
+    re.I | re.S,
+)
+
+
+def privilege_needed(kind: str, obj: str, statement: str) -> str:
+    """The privilege a statement needed on ``obj`` (pure): the write verb when ``obj`` is its
+    target (``COPY t FROM`` is an INSERT), USAGE/CREATE on a schema the statement creates in,
+    else SELECT for a relation, or the kind's usual privilege."""
+    if kind in ("table", "view", "materialized view", "foreign table", "relation"):
+        m = _WRITES.match(statement)
+        if m and m["target"].replace('"', "").split(".")[-1] == obj.split(".")[-1]:
+            verb = statement.split(None, 1)[0].upper()
+            if verb == "COPY":
+                return "INSERT" if re.search(r"\bFROM\s+STDIN\b", m["rest"], re.I) else "SELECT"
+            return verb
+        return "SELECT"
+    if kind == "schema" and re.match(r"^\s*CREATE\b", statement, re.I):
+        return "CREATE"
+    return _PRIVILEGE.get(kind, "USAGE")
 
 
 def permission_denied(exc: psycopg.Error, *, role: Role, url: str, user: str | None) -> PermissionDenied:
@@ -175,7 +189,7 @@ def permission_denied(exc: psycopg.Error, *, role: Role, url: str, user: str | N
         obj = m["name"].strip('"')
         if role == "source" and kind in ("table", "view", "materialized view", "foreign table") and "." not in obj:
             obj = f"operations.{obj}"
-        privilege = _PRIVILEGE[role].get(kind, "SELECT")
+        privilege = privilege_needed(kind, obj, str(getattr(exc, _STATEMENT, "")))
         on = {"materialized view": "TABLE", "view": "TABLE", "foreign table": "TABLE"}.get(kind, kind.upper())
         return PermissionDenied(
             f"Permission denied on {where}: {reason}; {who} needs: GRANT {privilege} ON {on} {obj} TO {who}",
@@ -204,8 +218,10 @@ def server_error(exc: psycopg.Error, *, role: Role, url: str, user: str | None) 
     return None
 
 
-#: attribute set on a psycopg error by :class:`TaggedCursor`: the connection it came from
+#: attributes set on a psycopg error by :class:`TaggedCursor`: the connection it came
+#: from, and the statement (shortened) that raised it
 _TAG = "acme_mv_pgconn"
+_STATEMENT = "acme_mv_statement"
 
 
 def _raised_by(exc: psycopg.Error, conn: Conn) -> bool:
@@ -239,9 +255,21 @@ def connection(url: str, *, role: Role, autocommit: bool = False) -> Iterator[Co
         conn.close()
 
 
+def tag_error(exc: psycopg.Error, conn: Conn, statement: str = "") -> psycopg.Error:
+    """Mark ``exc`` as raised by ``conn`` (for code that talks to libpq directly); returns it."""
+    if not hasattr(exc, _TAG):
+        setattr(exc, _TAG, conn.pgconn)
+        setattr(exc, _STATEMENT, statement)
+    return exc
+
+
 class TaggedCursor(psycopg.Cursor[Any]):
-    """A cursor that marks the errors of its statements with their connection (to name the
-    server), and logs each statement's duration at DEBUG (``acme-mv -v``), never its parameters."""
+    """A cursor that marks the errors of its statements with their connection and statement
+    (to name the server and the privilege), and logs each statement's duration at DEBUG
+    (``acme-mv -v``), never its parameters."""
+
+    def _tag(self, exc: psycopg.Error, query: Query) -> None:
+        tag_error(exc, self.connection, _one_line(query, self))
 
     def execute(
         self,
@@ -255,13 +283,30 @@ class TaggedCursor(psycopg.Cursor[Any]):
         try:
             super().execute(cast(Any, query), params, prepare=prepare, binary=binary)
         except psycopg.Error as exc:
-            if not hasattr(exc, _TAG):
-                setattr(exc, _TAG, self.connection.pgconn)
+            self._tag(exc, query)
             raise
         finally:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%.3f s  %s", time.perf_counter() - t0, _one_line(query, self))
         return self
+
+    @contextmanager
+    def copy(self, statement: Query, params: Params | None = None, *, writer: Any = None) -> Iterator[psycopg.Copy]:
+        """``Cursor.copy``; an error starting the COPY is tagged (one raised while data flows
+        may come from the other end of a pipe, so it is not)."""
+        started = False
+        t0 = time.perf_counter()
+        try:
+            with super().copy(cast(Any, statement), params, writer=writer) as cp:
+                started = True
+                yield cp
+        except psycopg.Error as exc:
+            if not started:
+                self._tag(exc, statement)
+            raise
+        finally:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%.3f s  %s", time.perf_counter() - t0, _one_line(statement, self))
 
 
 #: longest statement text shown in a debug line

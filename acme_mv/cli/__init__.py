@@ -124,7 +124,7 @@ def _usage_line(exc: click_exc.UsageError) -> str:
     """typer's usage error on one line, with where to find help."""
     ctx = exc.ctx
     where = f"{ctx.command_path} --help" if ctx is not None else "acme-mv --help"
-    return f"{first_line(exc)} (see {where})"
+    return f"{first_line(Exception(exc.format_message()))} (see {where})"
 
 
 def _clean_exit(code: int) -> None:

@@ -48,6 +48,12 @@ def duration_option(text: str, option: str) -> float:
         raise BadArgument(f"{option}: {exc}") from None
 
 
+def int_in_range(value: int | None, option: str, low: int, high: int) -> None:
+    """A usage error naming the option when ``value`` is outside ``low..high``."""
+    if value is not None and not low <= value <= high:
+        raise BadArgument(f"{option} must be between {low} and {high}, not {value}")
+
+
 def iso_time(created: float) -> str:
     """``2026-11-26T09:12:03.123Z``: ISO 8601, UTC, milliseconds."""
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

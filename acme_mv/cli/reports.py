@@ -69,7 +69,6 @@ def run(
         int | None,
         typer.Option(
             "--max-failures",
-            min=1,
             help="Exit with the error after this many failed cycles in a row. Default: retry forever.",
             show_default=False,
         ),
@@ -88,7 +87,7 @@ def run(
     metrics_port: Annotated[
         int | None,
         typer.Option(
-            "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on this port (/metrics).", show_default=False
+            "--metrics-port", help="Serve Prometheus metrics on this port (/metrics).", show_default=False
         ),
     ] = None,
     metrics_host: Annotated[
@@ -111,6 +110,8 @@ def run(
       acme-mv run --metrics-port 9187 --full-every 1d
     """
     every = common.duration_option(interval, "--interval")
+    common.int_in_range(max_failures, "--max-failures", 1, 2**31)
+    common.int_in_range(metrics_port, "--metrics-port", 0, 65535)
     policy = runner.RetryPolicy(max_s=common.duration_option(max_backoff, "--max-backoff"), max_failures=max_failures)
     full = None if full_every is None else common.duration_option(full_every, "--full-every")
     settings = common.settings()
@@ -149,8 +150,6 @@ def export(
         typer.Option(
             "--limit",
             "-n",
-            min=1,
-            max=export_api.MAX_LIMIT,
             help="Rows of top_dates / top_customers (default 3).",
             show_default=False,
         ),
@@ -171,6 +170,7 @@ def export(
     """
     if fmt not in ("csv", "json"):
         raise BadArgument(f"Unknown format {fmt!r}; use csv or json")
+    common.int_in_range(limit, "--limit", 1, export_api.MAX_LIMIT)
     chosen: Literal["csv", "json"] = "csv" if fmt == "csv" else "json"
     settings = common.settings()
     if all_reports:
