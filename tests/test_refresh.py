@@ -202,7 +202,7 @@ def test_cli_refresh(world: World, cli_env: Callable[..., None]) -> None:
     res = run("refresh", "--historic")
     assert res.stdout.startswith("refreshed historic + current (asked for (--historic))")
     res = run("refresh", "--historic", "--current")
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # a usage error
     assert "either --historic or --current" in res.stderr
 
 

@@ -254,7 +254,7 @@ def test_max_failures_against_a_stopped_port() -> None:
     assert len(failed) == 2, done.stderr  # the third failure is the final error
     assert all("failed (warehouse): Cannot connect to the warehouse" in ln for ln in failed)
     assert "giving up after 3 failures" in done.stderr
-    assert lines[-1].split(" ", 3)[1:3] == ["ERROR", "acme_mv.cli"] and "Cannot connect" in lines[-1]
+    assert lines[-1].startswith("Error: Cannot connect to the warehouse")
 
 
 def test_a_killed_refresh_does_not_keep_the_refresh_lock(db_url: str) -> None:

@@ -133,8 +133,9 @@ def setup_logging(*, verbose: int, debug: bool, fmt: LogFormat = "auto") -> None
 
 
 def error_line(prefix: str, message: str, *, hint: str = "") -> None:
-    """The one line of a failed command: a log record when logs are plain or JSON, else red text."""
-    if STATE.log_format in ("plain", "json"):
+    """The one line of a failed command: ``Error: ...`` (red on a terminal, never wrapped), or a
+    JSON record with ``--log-format json`` so that a log shipper sees it too."""
+    if STATE.log_format == "json":
         logging.getLogger("acme_mv.cli").error("%s%s%s", prefix, message, hint)
         return
     from rich.text import Text
