@@ -241,11 +241,13 @@ def connection(url: str, *, role: Role, autocommit: bool = False) -> Iterator[Co
     """``connect`` as a context manager that always closes; errors of this connection name ``role``."""
     conn = connect(url, role=role, autocommit=autocommit)
     user = conn.info.user
+    committing = False
     try:
         with conn:
             yield conn
+            committing = True  # an error from here on is the commit's: this connection's
     except psycopg.Error as exc:
-        if not _raised_by(exc, conn):
+        if not (committing or _raised_by(exc, conn)):
             raise
         wrapped = server_error(exc, role=role, url=url, user=user)
         if wrapped is None:

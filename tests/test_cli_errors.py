@@ -13,6 +13,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from acme_mv.cli.common import hoist_global_options
 from acme_mv.db import privilege_needed
 from tests.cli_runner import run
 
@@ -120,7 +121,7 @@ def test_a_missing_table_grant_is_one_line_naming_it(db_url: str, reader_url: st
     cli_env(database_url=db_url, source_url=reader_url)
     res = run("sync")
     assert res.exit_code == 1, res.stderr
-    (error,) = [ln for ln in res.stderr.splitlines() if " ERROR " in ln]  # (a WARNING about pg_stat_activity may come first)
+    (error,) = [ln for ln in res.stderr.splitlines() if ln.startswith("Error: ")]  # (a WARNING about pg_stat_activity may come first)
     assert f"GRANT SELECT ON TABLE operations.customers TO {role}" in error
     assert "Permission denied on the source" in error and "permission denied for table customers" in error
     assert "Traceback" not in res.stderr and WRONG not in res.stderr
@@ -221,3 +222,24 @@ def test_a_malformed_password_never_leaks(url: str, pieces: list[str], option: s
 )
 def test_privilege_needed(kind: str, obj: str, statement: str, privilege: str) -> None:
     assert privilege_needed(kind, obj, statement) == privilege
+
+
+COMMANDS = {"sync", "status", "sample", "export"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "hoisted"),
+    [
+        pytest.param(["sync", "--database-url", "X"], ["--database-url", "X", "sync"], id="valued_after"),
+        pytest.param(["sync", "--database-url=X", "-vv"], ["--database-url=X", "-vv", "sync"], id="equals_and_counted_flag"),
+        pytest.param(["--debug", "sync", "--table", "orders", "--source-url", "S"],
+                     ["--debug", "--source-url", "S", "sync", "--table", "orders"], id="mixed"),
+        pytest.param(["sample", "load", "-n", "5", "--log-format", "json"],
+                     ["--log-format", "json", "sample", "load", "-n", "5"], id="subcommand"),
+        pytest.param(["export", "--output", "-", "--", "--debug"], ["export", "--output", "-", "--", "--debug"], id="after_double_dash"),
+        pytest.param(["--timezone", "sync", "status"], ["--timezone", "sync", "status"], id="value_named_like_a_command"),
+        pytest.param(["--version"], ["--version"], id="no_command"),
+    ],
+)
+def test_hoist_global_options(argv: list[str], hoisted: list[str]) -> None:
+    assert hoist_global_options(argv, COMMANDS) == hoisted

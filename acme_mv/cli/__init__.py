@@ -127,10 +127,6 @@ def _usage_line(exc: click_exc.UsageError) -> str:
     return f"{first_line(Exception(exc.format_message()))} (see {where})"
 
 
-def _clean_exit(code: int) -> None:
-    sys.exit(code)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
     args = common.hoist_global_options(sys.argv[1:] if argv is None else list(argv), _commands())
@@ -140,22 +136,22 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=args, prog_name="acme-mv", standalone_mode=False)
     except click_exc.NoArgsIsHelpError as exc:
         common.out.print(exc.ctx.get_help(), markup=False, highlight=False)
-        _clean_exit(2)
+        sys.exit(2)
     except click_exc.UsageError as exc:  # unknown option, bad value, missing argument...
         common.error_line("Error: ", _usage_line(exc))
-        _clean_exit(2)
+        sys.exit(2)
     except typer.Abort:
         common.error_line("Error: ", "Interrupted")
-        _clean_exit(130)
+        sys.exit(130)
     except KeyboardInterrupt:
         common.error_line("Error: ", "Interrupted")
-        _clean_exit(130)
+        sys.exit(130)
     except AcmeMvError as exc:
         if debug:
             common.err.print_exception()
         settings = common.STATE.settings
         common.error_line("Error: ", scrub(first_line(exc), settings.database_url, settings.source_url))
-        _clean_exit(exc.exit_code)
+        sys.exit(exc.exit_code)
     except Exception as exc:  # anything else is a bug or an environment fault: still one line
         if debug:
             common.err.print_exception()
@@ -163,12 +159,12 @@ def main(argv: list[str] | None = None) -> None:
         denied = _permission_error(exc)
         if denied is not None:
             common.error_line("Error: ", scrub(first_line(denied), settings.database_url, settings.source_url))
-            _clean_exit(denied.exit_code)
+            sys.exit(denied.exit_code)
         msg = scrub(f"{type(exc).__name__}: {first_line(exc)}", settings.database_url, settings.source_url)
         common.error_line("Unexpected error: ", msg, hint=" (run with --debug for the traceback)")
-        _clean_exit(1)
+        sys.exit(1)
     if isinstance(code, int) and code:
-        _clean_exit(code)
+        sys.exit(code)
 
 
 def _permission_error(exc: BaseException) -> AcmeMvError | None:
