@@ -203,11 +203,17 @@ def permission_denied(exc: psycopg.Error, *, role: Role, url: str, user: str | N
     )
 
 
-def server_error(exc: psycopg.Error, *, role: Role, url: str, user: str | None) -> AcmeMvError | None:
-    """The acme-mv error for a psycopg error of a connection to ``role``, or None to let it pass."""
+def server_error(
+    exc: psycopg.Error, *, role: Role, url: str, user: str | None, broken: bool = False
+) -> AcmeMvError | None:
+    """The acme-mv error for a psycopg error of a connection to ``role``, or None to let it pass.
+
+    ``broken``: the connection is gone, whatever the error's class (a COPY cut by a server
+    crash surfaces as a bare ``DatabaseError`` "server closed the connection unexpectedly").
+    """
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return permission_denied(exc, role=role, url=url, user=user)
-    if isinstance(exc, psycopg.OperationalError):
+    if isinstance(exc, psycopg.OperationalError) or broken:
         # the server's primary message, without the statement excerpt ("LINE 1: ...") of a detail
         reason = exc.diag.message_primary or first_line(exc)
         return ConnectionLost(
@@ -249,7 +255,7 @@ def connection(url: str, *, role: Role, autocommit: bool = False) -> Iterator[Co
     except psycopg.Error as exc:
         if not (committing or _raised_by(exc, conn)):
             raise
-        wrapped = server_error(exc, role=role, url=url, user=user)
+        wrapped = server_error(exc, role=role, url=url, user=user, broken=conn.broken)
         if wrapped is None:
             raise
         raise wrapped from exc

@@ -209,6 +209,20 @@ def test_run_survives_server_faults_and_converges(server: Server, loop: Loop) ->
     down = loop.failures(mark, back)
     assert len(down) >= 2 and {r["server"] for r in down} <= {"warehouse", "source"}, down
 
+    # 5. the source backend killed (SIGKILL) mid-COPY: the server drops every session and
+    #    recovers; the client sees the connection die under it ("server closed the connection")
+    _add_orders(server, 2)
+    with psycopg.connect(server.url("src")) as blocker, server.admin() as adm:
+        blocker.execute("LOCK TABLE operations.order_items IN ACCESS EXCLUSIVE MODE")
+        mark = len(loop.records)
+        pid = _backend(adm, datname="src", application="acme-mv sync", query_like="%order_items%")
+        os.kill(pid, signal.SIGKILL)
+        failure = loop.wait_for("failure after the kill", _is_failure(), after=mark)
+        blocker.close()  # its session died with the others: nothing to commit
+    back = loop.next_success(after=failure)
+    killed = loop.failures(mark, back)
+    assert killed[0]["server"] == "source", killed
+
     # converged: one more change, two more cycles, and the reports are the truth
     _add_orders(server, 1, status="REPROCESSING")
     loop.next_success(after=loop.next_success(after=back + 1) + 1)
@@ -257,18 +271,34 @@ def test_max_failures_against_a_stopped_port() -> None:
     assert lines[-1].startswith("Error: Cannot connect to the warehouse")
 
 
-def test_a_killed_refresh_does_not_keep_the_refresh_lock(db_url: str) -> None:
+@pytest.fixture(params=["shared", "pg15"])
+def refresh_db(request: pytest.FixtureRequest, db_url: str) -> str:
+    """The shared test server's database, or the PostgreSQL 15 throwaway server's warehouse."""
+    if request.param == "shared":
+        return db_url
+    srv: Server = request.getfixturevalue("server")
+    url = srv.url("wh2")
+    with srv.admin() as adm:
+        adm.execute("DROP DATABASE IF EXISTS wh2 WITH (FORCE)")
+        adm.execute("CREATE DATABASE wh2")
+    with psycopg.connect(url) as conn:
+        schema.init(conn)
+    migrate.upgrade(url)
+    return url
+
+
+def test_a_killed_refresh_does_not_keep_the_refresh_lock(refresh_db: str) -> None:
     """SIGKILL an `acme-mv refresh` whose REFRESH waits on a lock: the server ends that session
     (client_connection_check_interval) although the lock it waits for is still held, so the
     refresh lock is free for the next refresh."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    with psycopg.connect(refresh_db, autocommit=True) as conn:
         conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env["ACME_MV_DATABASE_URL"] = db_url
+    env["ACME_MV_DATABASE_URL"] = refresh_db
     first = subprocess.run([sys.executable, "-m", "acme_mv", "refresh"], env=env, capture_output=True, text=True, timeout=PATIENCE_S)
     assert first.returncode == 0, first.stderr
-    dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
-    with psycopg.connect(db_url) as blocker, psycopg.connect(db_url, autocommit=True) as watcher:
+    dbname = psycopg.conninfo.conninfo_to_dict(refresh_db)["dbname"]
+    with psycopg.connect(refresh_db) as blocker, psycopg.connect(refresh_db, autocommit=True) as watcher:
         blocker.execute(BLOCK_REFRESH)
         proc = subprocess.Popen([sys.executable, "-m", "acme_mv", "refresh"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
