@@ -121,8 +121,11 @@ def is_transient(exc: BaseException) -> bool:
     """Whether waiting and trying again may fix ``exc`` (see the module doc)."""
     if isinstance(exc, AcmeMvError):
         return exc.transient
-    # a psycopg error that no connection() claimed (e.g. a COPY cancelled on a live session)
-    return isinstance(exc, psycopg.OperationalError)
+    # a psycopg error that no connection() claimed: an OperationalError (a COPY cancelled on a
+    # live session), or an error libpq made up itself (no SQLSTATE: a connection cut)
+    if isinstance(exc, psycopg.OperationalError):
+        return True
+    return isinstance(exc, psycopg.DatabaseError) and exc.sqlstate is None
 
 
 def server_of(exc: BaseException) -> str:

@@ -115,6 +115,8 @@ def test_full_sync_due(last_full: datetime | None, first_batch: datetime | None,
         pytest.param(SchemaDrift("x"), False, "unknown", id="schema_drift"),
         pytest.param(ConfigError("x"), False, "unknown", id="bad_config"),
         pytest.param(psycopg.OperationalError("x"), True, "unknown", id="unclaimed_operational_error"),
+        pytest.param(psycopg.DatabaseError("server closed the connection unexpectedly"), True, "unknown", id="unclaimed_cut"),
+        pytest.param(psycopg.errors.DivisionByZero("x"), False, "unknown", id="sql_error"),
         pytest.param(ValueError("x"), False, "unknown", id="a_bug"),
     ],
 )

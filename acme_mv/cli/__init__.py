@@ -174,8 +174,11 @@ def _permission_error(exc: BaseException) -> AcmeMvError | None:
         orig = getattr(seen, "orig", None)
         for candidate in (seen, orig):
             if isinstance(candidate, psycopg.errors.InsufficientPrivilege):
-                return permission_denied(
-                    candidate, role="warehouse", url=common.STATE.settings.database_url, user=None
-                )
+                url = common.STATE.settings.database_url
+                try:
+                    user = psycopg.conninfo.conninfo_to_dict(url).get("user")
+                except psycopg.ProgrammingError:
+                    user = None
+                return permission_denied(candidate, role="warehouse", url=url, user=str(user) if user else None)
         seen = seen.__cause__ or seen.__context__
     return None
