@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg.conninfo
 
-from acme_mv.errors import ConfigError
+from acme_mv.errors import BadArgument, ConfigError
 
 DATABASE_URL_ENV = "ACME_MV_DATABASE_URL"
 SOURCE_URL_ENV = "ACME_MV_SOURCE_URL"
@@ -60,11 +61,19 @@ class Settings:
 
 
 def validate_conninfo(url: str, *, what: str) -> None:
-    """Reject a URL libpq cannot parse, without echoing its secret."""
+    """Reject a URL libpq cannot parse, or would parse otherwise than meant, without echoing its secret."""
     try:
-        psycopg.conninfo.conninfo_to_dict(url)
+        params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         raise ConfigError(f"The {what} {mask_url(url)!r} is not a valid PostgreSQL URL or DSN") from None
+    span = _userinfo_password(url)
+    if span is not None and unquote(url[span[0] : span[1]]) != params.get("password"):
+        # libpq ends the user:password part at the first @ (or /): the rest of the
+        # password would become the host or the database name, and show in messages
+        raise ConfigError(
+            f"The {what} {mask_url(url)!r} is malformed: its password contains an unencoded "
+            "@, / or similar; percent-encode it (@ as %40, / as %2F, : as %3A)"
+        )
 
 
 def validate_timezone(name: str) -> None:
@@ -74,14 +83,48 @@ def validate_timezone(name: str) -> None:
         raise ConfigError(f"Unknown time zone {name!r}; use an IANA name such as UTC or Europe/Berlin") from None
 
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#]*:)(?P<pw>[^@/?#]*)(?P<tail>@)", re.I)
+_SCHEME = re.compile(r"(?P<head>\b(?:postgres|postgresql)://)", re.I)
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#\s]*)", re.I)
 
 
+def _userinfo_password(text: str, start: int = 0) -> tuple[int, int] | None:
+    """Where the password meant by the ``postgresql://user:password@host`` at ``start`` is.
+
+    Generous on purpose: the password runs from the first ``:`` after ``://``
+    to the LAST ``@`` of the authority, so that a password with an unencoded
+    ``@`` or ``/`` (which libpq cuts at its first ``@`` or ``/``) is masked
+    whole. An ``@`` in the query string (after ``/...?``) does not count.
+    """
+    match = _SCHEME.search(text, start)
+    if match is None:
+        return None
+    begin = match.end()
+    end = len(text)
+    for stop in (" ", "'", '"', "\n"):  # a URL quoted inside a message ends there
+        at = text.find(stop, begin)
+        if at != -1:
+            end = min(end, at)
+    rest = text[begin:end]
+    slash = rest.find("/")
+    query = rest.find("?", slash) if slash != -1 else -1
+    authority = rest if query == -1 else rest[:query]
+    last_at = authority.rfind("@")
+    if last_at == -1:
+        return None
+    colon = authority.find(":", 0, last_at)
+    if colon == -1:
+        return None
+    return begin + colon + 1, begin + last_at
+
+
 def mask_url(url: str) -> str:
-    """The URL or DSN with any password replaced by ``********``."""
-    out = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK if m['pw'] else ''}{m['tail']}", url)
+    """The URL or DSN (or a message quoting one) with any password replaced by ``********``."""
+    out = url
+    pos = 0
+    while (span := _userinfo_password(out, pos)) is not None:
+        out = out[: span[0]] + MASK + out[span[1] :]
+        pos = span[0] + len(MASK)
     out = _QUERY_PASSWORD.sub(lambda m: f"{m['head']}{MASK}", out)
     return _KV_PASSWORD.sub(lambda m: f"{m['head']}{MASK}", out)
 
@@ -92,6 +135,9 @@ def describe_target(url: str) -> str:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return mask_url(url)
+    span = _userinfo_password(url)
+    if span is not None and unquote(url[span[0] : span[1]]) != params.get("password"):
+        return mask_url(url)  # malformed: libpq's host or dbname would hold part of the password
     host = str(params.get("host") or os.environ.get("PGHOST") or "local socket")
     port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
     dbname = str(params.get("dbname") or os.environ.get("PGDATABASE") or "(default)")
@@ -111,4 +157,63 @@ def scrub(text: str, *urls: str | None) -> str:
             pw = None
         if pw:
             text = text.replace(str(pw), MASK)
+        span = _userinfo_password(url)
+        if span is not None:  # what the user meant as the password, in case libpq cut it
+            meant = unquote(url[span[0] : span[1]])
+            for piece in {meant, *re.split(r"[@/]", meant)}:
+                if len(piece) >= MIN_SCRUBBED:
+                    text = text.replace(piece, MASK)
     return mask_url(text)
+
+
+#: shortest password fragment scrubbed from messages (shorter ones would mangle
+#: ordinary words and numbers; a malformed URL is refused before any connection)
+MIN_SCRUBBED = 4
+
+
+_DURATION_PART = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"10s"``, ``"500ms"``, ``"1m30s"``, ``"2h"``, ``"1d"`` or a plain number of seconds -> seconds.
+
+    Pure (no clock, no database). Raises :class:`BadArgument` quoting the text.
+    """
+    stripped = text.strip().lower()
+    try:
+        return _parse_duration(stripped)
+    except ValueError:
+        raise BadArgument(
+            f"{text!r} is not a duration such as 10s, 500ms, 1m30s, 2h or 1d"
+        ) from None
+
+
+def _parse_duration(text: str) -> float:
+    if not text:
+        raise ValueError(text)
+    try:
+        seconds = float(text)
+    except ValueError:
+        pos = 0
+        seconds = 0.0
+        units: list[str] = []
+        while pos < len(text):
+            match = _DURATION_PART.match(text, pos)
+            if match is None:
+                raise
+            units.append(match["unit"])
+            seconds += float(match["n"]) * _UNIT_S[match["unit"]]
+            pos = match.end()
+            while pos < len(text) and text[pos] == " ":
+                pos += 1
+        # units in decreasing order, each at most once: "1m30s", not "30s1m" nor "1s1s"
+        order = [_UNIT_ORDER.index(u) for u in units]
+        if order != sorted(set(order)):
+            raise ValueError(text) from None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0:
+        raise ValueError(text)
+    return seconds
+
+
+_UNIT_ORDER = ["d", "h", "m", "s", "ms"]

@@ -1,6 +1,9 @@
 """One exception base for the package; the CLI turns each into one line.
 
 Every message names the object at fault and, where there is one, the fix.
+Errors about a server carry ``role`` ("warehouse" or "source") so that a log
+line can say which server failed, and ``transient``: whether waiting and
+retrying can fix it (``acme-mv run`` retries those, and only those).
 """
 
 from __future__ import annotations
@@ -11,14 +14,59 @@ class AcmeMvError(Exception):
 
     #: process exit code the CLI uses for this error
     exit_code: int = 1
+    #: whether retrying later may succeed without anyone changing anything
+    transient: bool = False
 
 
 class ConfigError(AcmeMvError):
     """A setting is missing or malformed."""
 
 
-class ConnectionFailed(AcmeMvError):
-    """A server could not be reached or refused the login."""
+class BadArgument(AcmeMvError):
+    """A command-line argument is not one acme-mv accepts (a usage error: exit 2)."""
+
+    exit_code = 2
+
+
+class ServerError(AcmeMvError):
+    """A server failed while acme-mv talked to it (or could not be reached).
+
+    ``role`` is ``"warehouse"`` or ``"source"``; ``sqlstate`` is the server's
+    error code when it sent one.
+    """
+
+    transient = True
+
+    def __init__(self, message: str, *, role: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.role = role
+        self.sqlstate = sqlstate
+
+
+class ConnectionFailed(ServerError):
+    """A server could not be reached, or is not accepting connections right now."""
+
+
+class AuthenticationFailed(ConnectionFailed):
+    """The server refused the login itself (password, role, pg_hba.conf): a configuration fault."""
+
+    transient = False
+
+
+class ConnectionLost(ServerError):
+    """A session ended or failed mid-way: server shut down or restarted, session
+    terminated, network cut, serialization failure or deadlock."""
+
+
+class PermissionDenied(ServerError):
+    """The role lacks a privilege; ``privilege`` and ``object`` name the missing grant."""
+
+    transient = False
+
+    def __init__(self, message: str, *, role: str, privilege: str, object: str, sqlstate: str | None = None) -> None:
+        super().__init__(message, role=role, sqlstate=sqlstate)
+        self.privilege = privilege
+        self.object = object
 
 
 class NotMigrated(AcmeMvError):
@@ -53,11 +101,17 @@ class Busy(AcmeMvError):
     exit_code = 3
 
 
+class Stale(AcmeMvError):
+    """The reports are older than the freshness asked for (``status --max-age``)."""
+
+    exit_code = 5
+
+
 class SampleError(AcmeMvError):
     """The sample source cannot be created or loaded as asked."""
 
 
-class UnknownReport(AcmeMvError):
+class UnknownReport(BadArgument):
     """A report name that acme-mv does not know."""
 
 
@@ -106,3 +160,7 @@ class VerifyFailed(AcmeMvError):
 
 class HistoryUnavailable(AcmeMvError):
     """A report as of a moment outside the kept history (``--as-of``)."""
+
+
+class ListenFailed(AcmeMvError):
+    """A server of acme-mv's own (the dashboard) cannot listen on the address asked for."""

@@ -95,6 +95,10 @@ REPORTS: dict[str, Report] = {
 }
 
 
+#: largest --limit: SQL's LIMIT is a bigint
+MAX_LIMIT = 2**63 - 1
+
+
 #: the group sums of a summary as of batch %(k)s, from its tables and its kept deltas (R = %(r)s)
 _SUMS_AS_OF = """
 SELECT {keys}, sum(u.n)::bigint AS n FROM (
@@ -193,8 +197,8 @@ def _limited(report: Report, query: sql.Composable, limit: int | None) -> sql.Co
     name = report.name
     if report.ranked:
         n = DEFAULT_LIMIT if limit is None else limit
-        if n < 1:
-            raise ExportError(f"--limit must be at least 1, not {n}")
+        if not 1 <= n <= MAX_LIMIT:
+            raise ExportError(f"--limit must be between 1 and {MAX_LIMIT}, not {n}")
         query = sql.SQL("{} LIMIT {}").format(query, sql.Literal(n))
     elif limit is not None:
         raise ExportError(f"--limit applies to top_dates and top_customers only, not to {name}")
@@ -323,7 +327,14 @@ def _target(name: str, *, output: Output, output_dir: Path | None, fmt: Format, 
     if output is not None:
         path = Path(output)
     else:
+        if output_dir is not None:  # an explicit --output-dir is created when missing
+            try:
+                output_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ExportError(f"Cannot create the directory {output_dir}: {exc.strerror or exc}") from None
         path = (output_dir or Path.cwd()) / default_name(name, fmt=fmt, at=at)
+    if path.is_dir():
+        raise ExportError(f"{path} is a directory; --output names a file (use --output-dir for a directory)")
     folder = path.parent
     if not folder.is_dir():
         raise ExportError(f"Cannot write to {folder}: no such directory")

@@ -179,7 +179,7 @@ def refresh(settings: Settings, *, mode: RefreshMode = "auto", now: datetime | N
                     new_batches=new_batches,
                     delta_rows=delta_rows,
                 )
-    log.info(
+    log.debug(  # `refresh` prints its result and `run` its cycle line: no second INFO line
         "refreshed %s in %.2fs (%d new batches, %d delta rows; B=%d, up to batch %s)",
         f"and folded ({result.reason})" if result.rebuilt_historic else "current",
         result.total_seconds,

@@ -1,34 +1,55 @@
-"""``acme-mv run``: sync, then refresh, every interval, until told to stop.
+"""``acme-mv run``: sync, then refresh, every interval, until told to stop; never gives up on a server.
 
 One cycle = one sync (one batch, one warehouse transaction) + one refresh
-(one transaction). SIGINT/SIGTERM only set a flag: the step in progress
-finishes (its transaction commits), the loop exits before the next step and
-the process exits 0. A second signal interrupts at once (the open transaction
-rolls back, which is safe too).
+(one transaction). Each cycle logs one line: rows synced, the refresh's
+seconds and kind, and the freshness of the reports = now minus the time the
+newest included sync read the source.
 
-Each cycle logs one line: rows synced, the refresh's seconds and kind, and
-the freshness of the reports = now minus the time the newest included sync
-read the source.
+Failures. A cycle that fails on a server (refused or lost connection, server
+restart, terminated session, login outage, serialization failure) is logged
+on one line naming the server (``warehouse`` or ``source``) and retried with
+exponential backoff: 1 s, 2 s, 4 s... capped at 60 s, forever unless
+``max_failures`` consecutive failures are allowed at most. Nothing half-done
+stays: a failed sync rolls back its batch, a failed refresh its transaction.
+What waiting cannot fix ends the loop with its error: not migrated, schema
+drift, bad configuration, a refused login (password, role, pg_hba.conf),
+a missing privilege, or an unexpected error (a bug).
+
+Signals. SIGINT/SIGTERM only set a flag: the step in progress finishes (its
+transaction commits), the loop exits before the next step (or during a
+backoff wait) and ``run`` returns. A second signal interrupts at once (the
+open transaction rolls back, which is safe too).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from acme_mv.config import Settings
-from acme_mv.errors import ConfigError
+import psycopg
+import tenacity
+
+from acme_mv.config import Settings, parse_duration, scrub
+from acme_mv.db import connection, first_line
+from acme_mv.errors import AcmeMvError, ServerError
+from acme_mv.metrics import Metrics
 from acme_mv.refresh import RefreshResult, refresh
 
+if TYPE_CHECKING:
+    from acme_mv.sync import TableResult
+
 log = logging.getLogger(__name__)
+
+#: the one duration parser (kept under its old name for callers of ``runner.parse_interval``)
+parse_interval = parse_duration
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,7 +61,8 @@ class SyncSummary:
     read_at: datetime | None = None
 
 
-SyncStep = Callable[[], SyncSummary]
+#: one sync; the argument says whether to re-copy from scratch (``sync --full``)
+SyncStep = Callable[[bool], SyncSummary]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,29 +73,93 @@ class Cycle:
     refresh: RefreshResult
     #: now minus the newest included sync's read time; None before any sync
     freshness_seconds: float | None
+    #: whether this cycle's sync re-copied from scratch (``full_every``)
+    full: bool = False
+    #: failed attempts just before this successful one
+    failures_before: int = 0
 
 
-_INTERVAL = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Backoff after a failed cycle: ``first_s``, doubling, capped at ``max_s``."""
 
-
-def parse_interval(text: str) -> float:
-    """``"10s"``, ``"500ms"``, ``"2m"``, ``"1h"`` or a plain number of seconds -> seconds."""
-    match = _INTERVAL.match(text)
-    if match is None:
-        raise ConfigError(f"Interval {text!r} is not a duration such as 10s, 500ms, 2m or 1h")
-    return float(match["n"]) * _UNIT_S[match["unit"] or "s"]
+    first_s: float = 1.0
+    max_s: float = 60.0
+    #: give up (raise the last error) after this many failed cycles in a row; None: never
+    max_failures: int | None = None
 
 
 def default_sync_step(settings: Settings) -> SyncStep:
     """One ``acme_mv.sync.sync(settings)``, summarized for the cycle line."""
     from acme_mv.sync import sync
 
-    def step() -> SyncSummary:
-        result = sync(settings)
+    def step(full: bool) -> SyncSummary:
+        result = sync(settings, full=full, progress=_TableLog())
         return SyncSummary(rows=result.rows_new, read_at=result.read_at)
 
     return step
+
+
+class _TableLog:
+    """Per-table figures of each sync at DEBUG (``acme-mv -v run``); the cycle line sums them."""
+
+    def start(self, table: str, mode: str) -> None:
+        pass
+
+    def advance(self, table: str, nbytes: int) -> None:
+        pass
+
+    def finish(self, result: TableResult) -> None:
+        log.debug(
+            "%s: %s, %d rows read, %d new, %d deleted, %d bytes, %.2f s",
+            result.table, result.mode, result.rows_read, result.rows_new, result.rows_deleted,
+            result.bytes, result.seconds,
+        )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether waiting and trying again may fix ``exc`` (see the module doc)."""
+    if isinstance(exc, AcmeMvError):
+        return exc.transient
+    # a psycopg error that no connection() claimed: an OperationalError (a COPY cancelled on a
+    # live session), or an error libpq made up itself (no SQLSTATE: a connection cut)
+    if isinstance(exc, psycopg.OperationalError):
+        return True
+    return isinstance(exc, psycopg.DatabaseError) and exc.sqlstate is None
+
+
+def server_of(exc: BaseException) -> str:
+    """``warehouse``, ``source`` or ``unknown``: which server a failure came from."""
+    return exc.role if isinstance(exc, ServerError) else "unknown"
+
+
+def full_sync_due(
+    *, last_full: datetime | None, first_batch: datetime | None, now: datetime, every: timedelta
+) -> bool:
+    """Whether ``run --full-every`` should re-copy from scratch now (pure).
+
+    The last full copy is the newest batch with ``full_tables`` or
+    ``compared_tables`` (``sync --full`` compares every row), or else the
+    first batch ever (the initial copy is a full one); with no batch at all the
+    next sync is an initial copy anyway.
+    """
+    base = last_full or first_batch
+    return base is not None and now - base >= every
+
+
+def _last_full_sync(settings: Settings) -> tuple[datetime | None, datetime | None, datetime]:
+    with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT max(started_at) FILTER (WHERE full_tables <> '{}' OR compared_tables <> '{}'), "
+            "min(started_at), now() "
+            "FROM staging.sync_batches"
+        ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+class _Stopped(Exception):
+    """The stop flag was set before an attempt began."""
 
 
 def run(
@@ -84,29 +170,106 @@ def run(
     sync_step: SyncStep | None = None,
     stop: threading.Event | None = None,
     on_cycle: Callable[[Cycle], None] | None = None,
+    retry: RetryPolicy | None = None,
+    full_every: float | None = None,
+    metrics: Metrics | None = None,
 ) -> int:
-    """Cycle until ``stop`` is set (or a signal arrives, or after one cycle with ``once``); returns the cycles run."""
+    """Cycle until ``stop`` is set (or a signal arrives, or after one good cycle with ``once``).
+
+    Returns the cycles that succeeded. Raises the error of a failure that
+    retrying cannot fix, or the last one after ``retry.max_failures``
+    consecutive failures.
+    """
     flag = _StopFlag(stop or threading.Event())
     step = sync_step or default_sync_step(settings)
+    policy = retry or RetryPolicy()
+    attempts = 0
     cycles = 0
+    failures = 0  # in a row
+
+    def one_cycle() -> Cycle:
+        nonlocal attempts
+        if flag.is_set():
+            raise _Stopped
+        attempts += 1
+        full = False
+        if full_every is not None:
+            last_full, first, now = _last_full_sync(settings)
+            full = full_sync_due(last_full=last_full, first_batch=first, now=now, every=timedelta(seconds=full_every))
+            if full:
+                log.info("cycle %d: a full re-copy is due (--full-every %gs)", attempts, full_every)
+        started = time.monotonic()
+        summary = step(full)
+        sync_s = time.monotonic() - started
+        if flag.is_set():
+            raise _Stopped
+        result = refresh(settings)
+        return Cycle(
+            number=attempts,
+            rows_synced=summary.rows,
+            sync_seconds=sync_s,
+            refresh=result,
+            freshness_seconds=_freshness(summary, result),
+            full=full,
+            failures_before=failures,
+        )
+
+    def failed(state: tenacity.RetryCallState) -> None:
+        nonlocal failures
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is None:
+            return
+        failures += 1
+        server = server_of(exc)
+        if metrics is not None:
+            metrics.cycle_failed(server)
+        wait = state.upcoming_sleep
+        line = scrub(first_line(exc), settings.database_url, settings.source_url)
+        log.warning(
+            "cycle %d failed (%s): %s; retry in %.3gs (%d failure%s in a row)",
+            attempts, server, line, wait, failures, "" if failures == 1 else "s",
+            extra={"server": server, "failures": failures},
+        )
+
+    stops: list[tenacity.stop.stop_base] = [tenacity.stop_when_event_set(_EventView(flag))]
+    if policy.max_failures is not None:
+        stops.append(tenacity.stop_after_attempt(policy.max_failures))
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        wait=tenacity.wait_exponential(multiplier=policy.first_s, min=policy.first_s, max=policy.max_s),
+        stop=tenacity.stop_any(*stops),
+        sleep=flag.sleep,
+        before_sleep=failed,
+        reraise=True,
+    )
     with _stop_on_signals(flag):
         while not flag.is_set():
             started = time.monotonic()
-            summary = step()
-            sync_s = time.monotonic() - started
-            if flag.is_set():
-                log.info("stopping: sync committed, refresh skipped")
+            try:
+                cycle = retrying(one_cycle)
+            except _Stopped:
                 break
-            result = refresh(settings)
+            except BaseException as exc:
+                if flag.is_set() and is_transient(exc):
+                    break  # asked to stop while retrying
+                if is_transient(exc):  # max_failures reached: the last one is logged too
+                    failures += 1
+                    if metrics is not None:
+                        metrics.cycle_failed(server_of(exc))
+                    log.error("cycle %d failed (%s), giving up after %d failures in a row",
+                              attempts, server_of(exc), failures, extra={"server": server_of(exc)})
+                raise
+            failures = 0
             cycles += 1
-            cycle = Cycle(
-                number=cycles,
-                rows_synced=summary.rows,
-                sync_seconds=sync_s,
-                refresh=result,
-                freshness_seconds=_freshness(summary, result),
-            )
             log.info(_describe(cycle))
+            if metrics is not None:
+                age = cycle.freshness_seconds
+                metrics.cycle_succeeded(
+                    rows=cycle.rows_synced,
+                    sync_s=cycle.sync_seconds,
+                    refresh_s=cycle.refresh.total_seconds,
+                    read_at=None if age is None else time.time() - age,
+                )
             if on_cycle is not None:
                 on_cycle(cycle)
             if once:
@@ -140,6 +303,17 @@ class _StopFlag:
             self.event.wait(min(left, self.POLL_S))
 
 
+class _EventView(threading.Event):
+    """The stop flag seen as an event, for tenacity's ``stop_when_event_set``."""
+
+    def __init__(self, flag: _StopFlag) -> None:
+        super().__init__()
+        self._flag = flag
+
+    def is_set(self) -> bool:
+        return self._flag.is_set()
+
+
 def _freshness(summary: SyncSummary, result: RefreshResult) -> float | None:
     read_at = summary.read_at or result.refreshed_batch_at
     if read_at is None:
@@ -151,9 +325,11 @@ def _describe(cycle: Cycle) -> str:
     r = cycle.refresh
     kind = f"historic+current ({r.reason})" if r.rebuilt_historic else "current"
     fresh = "n/a" if cycle.freshness_seconds is None else f"{cycle.freshness_seconds:.1f}s"
+    full = " (full re-copy)" if cycle.full else ""
+    recovered = "" if not cycle.failures_before else f", recovered after {cycle.failures_before} failed cycle(s)"
     return (
-        f"cycle {cycle.number}: synced {cycle.rows_synced} rows in {cycle.sync_seconds:.2f}s, "
-        f"refreshed {kind} in {r.total_seconds:.2f}s, freshness {fresh}"
+        f"cycle {cycle.number}: synced {cycle.rows_synced} rows{full} in {cycle.sync_seconds:.2f}s, "
+        f"refreshed {kind} in {r.total_seconds:.2f}s, freshness {fresh}{recovered}"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ def run(*args: str) -> Result:
     """``acme-mv ARGS`` in this process; rich consoles are pointed at buffers."""
     out, err = io.StringIO(), io.StringIO()
     saved = common.out, common.err
+    # the CLI configures these loggers; put them back so that later tests' caplog sees records
+    loggers = [logging.getLogger(name) for name in ("acme_mv", "psycopg", "alembic")]
+    saved_loggers = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
     common.out = Console(file=out, soft_wrap=True, width=200)
     common.err = Console(file=err, width=200)
     code = 0
@@ -34,6 +38,9 @@ def run(*args: str) -> Result:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         common.out, common.err = saved
+        for lg, (handlers, level, propagate) in zip(loggers, saved_loggers, strict=True):
+            lg.handlers[:], lg.propagate = handlers, propagate
+            lg.setLevel(level)
     return Result(code, out.getvalue(), err.getvalue())
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from acme_mv.config import MASK, Settings, mask_url, scrub
+from acme_mv.config import MASK, Settings, describe_target, mask_url, scrub
 from acme_mv.errors import ConfigError
 
 
@@ -48,3 +48,40 @@ def test_bad_url_is_rejected_without_echoing_the_secret() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env(database_url="host=db password=topsecret 'unterminated")
     assert "topsecret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "pieces"),
+    [
+        pytest.param("postgresql://wh:Pass@77@127.0.0.1:5432/db", ["Pass", "77"], id="one_unencoded_at"),
+        pytest.param("postgresql://wh:a@b@c@host:5/db?sslmode=require", ["a@b@c", "b@c"], id="two_unencoded_ats"),
+        pytest.param("postgresql://wh:p/ss@host/db", ["p/ss", "ss@host"], id="unencoded_slash"),
+        pytest.param("postgres://u:x@y@host/db?application_name=a", ["x@y"], id="with_query"),
+    ],
+)
+def test_a_password_libpq_would_cut_is_refused_and_masked_whole(url: str, pieces: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(database_url=url)
+    message = str(info.value)
+    assert "malformed" in message and "%40" in message
+    for shown in (message, mask_url(url), describe_target(url), scrub(f"failed for {url}", url)):
+        for piece in pieces:
+            assert piece not in shown, shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("postgresql://wh:p%40ss@host/db", id="encoded_at"),
+        pytest.param("postgresql://wh:p?ss@host/db", id="question_mark_libpq_keeps"),
+        pytest.param("postgresql://host:5432/db?user=a@b", id="at_in_the_query"),
+        pytest.param("postgresql://wh@host/db", id="no_password"),
+    ],
+)
+def test_well_formed_urls_are_accepted(url: str) -> None:
+    Settings.from_env(database_url=url)
+
+
+def test_mask_url_in_a_message_quoting_two_urls() -> None:
+    text = "a postgresql://u:one@h/db and postgresql://v:two@k/db"
+    assert mask_url(text) == f"a postgresql://u:{MASK}@h/db and postgresql://v:{MASK}@k/db"

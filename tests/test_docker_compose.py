@@ -156,7 +156,7 @@ def test_the_command_parser_finds_every_acme_mv_command() -> None:
     assert ("simulator", "sample simulate --rate 20") in found
     assert ("warehouse-migrate", "migrate") in found
     assert ("acme-mv", "run --interval 10s") in found
-    assert ("acme-mv healthcheck", "status") in found
+    assert ("acme-mv healthcheck", "status --max-age 60s") in found
 
 
 def test_shell_commands_split_on_operators_and_keywords() -> None:

@@ -125,7 +125,8 @@ def test_unknown_report(refreshed: str) -> None:
 
 
 def test_missing_directory(refreshed: str, tmp_path: Path) -> None:
-    res = run("export", "open_orders", "--output-dir", str(tmp_path / "missing"))
+    """--output's folder must exist (an --output-dir is created: tests/test_cli_errors.py)."""
+    res = run("export", "open_orders", "--output", str(tmp_path / "missing" / "x.csv"))
     _one_line_error(res, contains="no such directory")
 
 

@@ -229,7 +229,7 @@ def test_cli_refresh(world: World, cli_env: Callable[..., None]) -> None:
     res = run("refresh", "--rebuild")
     assert res.stdout.startswith("refreshed historic + current (asked for (--rebuild))")
     res = run("refresh", "--historic", "--current")
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # a usage error
     assert "one of --historic, --current and --rebuild" in res.stderr
 
 

@@ -7,24 +7,34 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from acme_mv import runner
-from acme_mv.config import Settings
-from acme_mv.errors import ConfigError
+from acme_mv.config import Settings, parse_duration
+from acme_mv.errors import (
+    AuthenticationFailed,
+    BadArgument,
+    ConfigError,
+    ConnectionFailed,
+    ConnectionLost,
+    NotMigrated,
+    PermissionDenied,
+    SchemaDrift,
+)
 from acme_mv.runner import Cycle, SyncSummary
 from tests.cli_runner import run
 from tests.reports_oracle import assert_views_match, expected
 from tests.staging_copy import copy_batch
 
 
-def _copy_step(url: str) -> Callable[[], SyncSummary]:
-    def step() -> SyncSummary:
+def _copy_step(url: str) -> Callable[[bool], SyncSummary]:
+    def step(full: bool = False) -> SyncSummary:
         with psycopg.connect(url) as conn:
             before = conn.execute("SELECT (SELECT count(*) FROM staging.orders) + (SELECT count(*) FROM staging.order_items)").fetchone()[0]  # type: ignore[index]
-        copy_batch(url, url)
+        copy_batch(url, url, full=full)
         with psycopg.connect(url) as conn:
             after = conn.execute("SELECT (SELECT count(*) FROM staging.orders) + (SELECT count(*) FROM staging.order_items)").fetchone()[0]  # type: ignore[index]
         return SyncSummary(rows=int(after - before))
@@ -32,14 +42,87 @@ def _copy_step(url: str) -> Callable[[], SyncSummary]:
     return step
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("10s", 10), ("500ms", 0.5), ("2m", 120), ("1h", 3600), ("3", 3), ("0.5s", 0.5)])
-def test_parse_interval(text: str, seconds: float) -> None:
-    assert runner.parse_interval(text) == seconds
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        pytest.param("10s", 10, id="seconds"),
+        pytest.param("500ms", 0.5, id="milliseconds"),
+        pytest.param("2m", 120, id="minutes"),
+        pytest.param("1h", 3600, id="hours"),
+        pytest.param("2h", 7200, id="two_hours"),
+        pytest.param("1d", 86400, id="day"),
+        pytest.param("1m30s", 90, id="minutes_and_seconds"),
+        pytest.param("1h 30m", 5400, id="spaced_compound"),
+        pytest.param("1d2h3m4s5ms", 93784.005, id="every_unit_in_order"),
+        pytest.param("3", 3, id="plain_seconds"),
+        pytest.param("0.5s", 0.5, id="fractional_seconds"),
+        pytest.param(" 10 S ", 10, id="padded_upper_case"),
+        pytest.param("0", 0, id="zero"),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+    assert runner.parse_interval(text) == parse_duration(text)  # one parser
 
 
-def test_bad_interval() -> None:
-    with pytest.raises(ConfigError, match="'soon'"):
-        runner.parse_interval("soon")
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("soon", id="word"),
+        pytest.param("", id="empty"),
+        pytest.param("-1s", id="negative"),
+        pytest.param("10x", id="unknown_unit"),
+        pytest.param("30s1m", id="units_out_of_order"),
+        pytest.param("1s1s", id="unit_twice"),
+        pytest.param("1 week", id="week"),
+        pytest.param("inf", id="infinity"),
+        pytest.param("nan", id="not_a_number"),
+        pytest.param("m", id="unit_without_number"),
+    ],
+)
+def test_bad_duration_is_a_usage_error_quoting_the_text(text: str) -> None:
+    with pytest.raises(BadArgument) as info:
+        parse_duration(text)
+    assert repr(text) in str(info.value)
+    assert info.value.exit_code == 2
+
+
+T0 = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("last_full", "first_batch", "now", "due"),
+    [
+        pytest.param(None, None, T0, False, id="nothing_synced_yet"),
+        pytest.param(None, T0, T0 + timedelta(hours=23), False, id="initial_copy_younger_than_a_day"),
+        pytest.param(None, T0, T0 + timedelta(days=1), True, id="initial_copy_a_day_old"),
+        pytest.param(T0, T0 - timedelta(days=9), T0 + timedelta(hours=1), False, id="recent_full_wins_over_old_first"),
+        pytest.param(T0, T0, T0 + timedelta(days=2), True, id="full_two_days_old"),
+    ],
+)
+def test_full_sync_due(last_full: datetime | None, first_batch: datetime | None, now: datetime, due: bool) -> None:
+    assert runner.full_sync_due(last_full=last_full, first_batch=first_batch, now=now, every=timedelta(days=1)) is due
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient", "server"),
+    [
+        pytest.param(ConnectionLost("x", role="source"), True, "source", id="lost_source"),
+        pytest.param(ConnectionFailed("x", role="warehouse"), True, "warehouse", id="refused_warehouse"),
+        pytest.param(AuthenticationFailed("x", role="source"), False, "source", id="bad_password"),
+        pytest.param(PermissionDenied("x", role="source", privilege="SELECT", object="t"), False, "source", id="grant_missing"),
+        pytest.param(NotMigrated("x"), False, "unknown", id="not_migrated"),
+        pytest.param(SchemaDrift("x"), False, "unknown", id="schema_drift"),
+        pytest.param(ConfigError("x"), False, "unknown", id="bad_config"),
+        pytest.param(psycopg.OperationalError("x"), True, "unknown", id="unclaimed_operational_error"),
+        pytest.param(psycopg.DatabaseError("server closed the connection unexpectedly"), True, "unknown", id="unclaimed_cut"),
+        pytest.param(psycopg.errors.DivisionByZero("x"), False, "unknown", id="sql_error"),
+        pytest.param(ValueError("x"), False, "unknown", id="a_bug"),
+    ],
+)
+def test_what_is_retried(exc: BaseException, transient: bool, server: str) -> None:
+    assert runner.is_transient(exc) is transient
+    assert runner.server_of(exc) == server
 
 
 def test_cycles_sync_and_refresh(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -77,9 +160,9 @@ def test_a_signal_finishes_the_step_and_stops(db_url: str) -> None:
     settings = Settings(database_url=db_url)
     inner = _copy_step(db_url)
 
-    def step() -> SyncSummary:
+    def step(full: bool) -> SyncSummary:
         os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-step
-        return inner()
+        return inner(full)
 
     previous = signal.getsignal(signal.SIGTERM)
     assert runner.run(settings, interval=60, sync_step=step) == 0
@@ -108,3 +191,101 @@ def test_cli_run_once_runs_a_real_cycle(db_url: str, cli_env: Callable[..., None
     assert "cycle 1: synced 1 rows" in res.stderr
     with psycopg.connect(db_url) as conn:
         assert_views_match(conn, expected(conn))
+
+
+def _flaky(inner: Callable[[bool], SyncSummary], errors: list[BaseException]) -> Callable[[bool], SyncSummary]:
+    """The real copy step, after raising each of ``errors`` once (a server failing, then back)."""
+
+    def step(full: bool) -> SyncSummary:
+        if errors:
+            raise errors.pop(0)
+        return inner(full)
+
+    return step
+
+
+FAST = runner.RetryPolicy(first_s=0.01, max_s=0.04)
+
+
+def test_failed_cycles_are_retried_one_line_each_naming_the_server(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    errors: list[BaseException] = [
+        ConnectionFailed("Cannot connect to the source (x on h:1): refused", role="source"),
+        ConnectionLost("The warehouse (w on h:2) failed: terminating connection\ndue to administrator command", role="warehouse"),
+        psycopg.OperationalError("consuming input failed"),
+    ]
+    cycles: list[Cycle] = []
+    with caplog.at_level(logging.INFO, logger="acme_mv"):
+        n = runner.run(
+            Settings(database_url=db_url), interval=60, once=True, retry=FAST,
+            sync_step=_flaky(_copy_step(db_url), errors), on_cycle=cycles.append,
+        )
+    assert n == 1
+    failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(" failed")[0] for r in failures] == ["cycle 1", "cycle 2", "cycle 3"]
+    assert [r.server for r in failures] == ["source", "warehouse", "unknown"]
+    assert all("\n" not in r.getMessage() for r in failures)
+    assert "(source)" in failures[0].getMessage() and "(warehouse)" in failures[1].getMessage()
+    assert cycles[0].number == 4 and cycles[0].failures_before == 3
+    with psycopg.connect(db_url) as conn:
+        assert_views_match(conn, expected(conn))
+
+
+def test_what_retrying_cannot_fix_ends_the_loop_at_once(db_url: str) -> None:
+    errors: list[BaseException] = [AuthenticationFailed("password authentication failed", role="source")]
+    with pytest.raises(AuthenticationFailed):
+        runner.run(Settings(database_url=db_url), interval=60, retry=FAST, sync_step=_flaky(_copy_step(db_url), errors))
+
+
+def test_max_failures_gives_up_with_the_last_error(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    errors: list[BaseException] = [ConnectionLost(f"lost {i}", role="source") for i in range(5)]
+    policy = runner.RetryPolicy(first_s=0.01, max_s=0.01, max_failures=3)
+    with caplog.at_level(logging.INFO, logger="acme_mv"), pytest.raises(ConnectionLost, match="lost 2"):
+        runner.run(Settings(database_url=db_url), interval=60, retry=policy, sync_step=_flaky(_copy_step(db_url), errors))
+    assert len(errors) == 2  # three attempts, no fourth
+    assert any("giving up after 3 failures" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stop_during_the_backoff_ends_the_loop_cleanly(db_url: str) -> None:
+    stop = threading.Event()
+    errors: list[BaseException] = [ConnectionLost("lost", role="source") for _ in range(100)]
+    policy = runner.RetryPolicy(first_s=3600, max_s=3600)  # would wait an hour
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    try:
+        assert runner.run(Settings(database_url=db_url), interval=60, retry=policy, stop=stop,
+                          sync_step=_flaky(_copy_step(db_url), errors)) == 0
+    finally:
+        timer.cancel()
+    assert len(errors) == 99  # one attempt, then the wait was cut short
+
+
+def test_full_every_recopies_when_the_last_full_copy_is_old_enough(db_url: str) -> None:
+    """The real sync: the first cycle is the initial copy; with --full-every 0 the next one is full."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+    stop = threading.Event()
+    cycles: list[Cycle] = []
+
+    def on_cycle(cycle: Cycle) -> None:
+        cycles.append(cycle)
+        if len(cycles) == 2:
+            stop.set()
+
+    runner.run(Settings(database_url=db_url), interval=0.01, stop=stop, full_every=0, on_cycle=on_cycle)
+    assert [c.full for c in cycles] == [False, True]
+    with psycopg.connect(db_url) as conn:
+        full = conn.execute("SELECT full_tables FROM staging.sync_batches ORDER BY batch_id").fetchall()
+        assert full[0] == ([],) and set(full[1][0]) >= {"orders", "order_items"}
+        assert cycles[1].refresh.rebuilt_historic  # a full copy forces the historic rebuild
+        assert_views_match(conn, expected(conn))
+
+
+def test_full_every_leaves_a_recent_full_copy_alone(db_url: str) -> None:
+    cycles: list[Cycle] = []
+    runner.run(Settings(database_url=db_url), interval=0.01, once=True, full_every=86400, on_cycle=cycles.append)
+    runner.run(Settings(database_url=db_url), interval=0.01, once=True, full_every=86400, on_cycle=cycles.append)
+    assert [c.full for c in cycles] == [False, False]
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM staging.sync_batches WHERE full_tables <> '{}'").fetchone() == (0,)

@@ -183,7 +183,8 @@ class _Streamer:
             # progress rolled back and was not confirmed; a new run resumes from the warehouse
             raise ConnectionFailed(
                 f"Change capture lost a database connection: {first_line(exc)}; nothing of the batch in "
-                "progress was kept, acme-mv cdc run resumes from the warehouse's position"
+                "progress was kept, acme-mv cdc run resumes from the warehouse's position",
+                role="unknown",
             ) from None
 
     def _run(self, *, reconnects: int) -> StreamResult:
@@ -239,7 +240,8 @@ class _Streamer:
                     if failures > reconnects:
                         raise ConnectionFailed(
                             f"The replication connection to the source failed {failures} times in a row: "
-                            f"{replication.describe(exc)}"
+                            f"{replication.describe(exc)}",
+                            role="source",
                         ) from None
                     log.warning(
                         "replication connection lost (%s); resuming from %s",

@@ -54,7 +54,8 @@ def connect(url: str) -> Any:
         if "replication" in reason:
             hint = " (change capture needs a role with REPLICATION and a pg_hba.conf line for replication connections)"
         raise ConnectionFailed(
-            f"Cannot open a replication connection to the source ({describe_target(url)}): {reason}{hint}"
+            f"Cannot open a replication connection to the source ({describe_target(url)}): {reason}{hint}",
+            role="source",
         ) from None
 
 

@@ -350,7 +350,7 @@ def status(settings: Settings, *, slot: str = DEFAULT_SLOT) -> Status:
     with connection(settings.effective_source_url, role="source", autocommit=True) as src:
         found = src.execute(_STATUS_SQL, (slot,)).fetchone()
         assert found is not None
-    current, pid, wal_status, confirmed, restart, lag_bytes, retained, exists = cast(tuple[Any, ...], found)
+    current, pid, wal_status, confirmed, restart, lag_bytes, retained, exists = found
     newest = [t for t in (saved.last_commit_at, saved.caught_up_at) if t is not None] if saved else []
     return Status(
         slot=slot,

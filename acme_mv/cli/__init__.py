@@ -2,8 +2,10 @@
 
 Each command parses its options, calls one API function and prints the result
 with rich. Errors derived from :class:`acme_mv.errors.AcmeMvError` become one
-red line on stderr and the error's exit code (1 unless stated); usage errors
-exit 2; a traceback is shown only with ``--debug``.
+line on stderr and the error's exit code (1 unless stated); usage errors
+(typer's own and :class:`~acme_mv.errors.BadArgument`) exit 2 with one line;
+a traceback is shown only with ``--debug``. Global options are accepted before
+or after the command (:func:`common.hoist_global_options`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
+import psycopg
 import typer
-from rich.text import Text
+from typer._click import exceptions as click_exc
 
 from acme_mv import __version__
 from acme_mv.cli import cdc as cdc_cmd
@@ -25,7 +28,7 @@ from acme_mv.cli import reports as reports_cmd
 from acme_mv.cli import sample as sample_cmd
 from acme_mv.cli import sync as sync_cmd
 from acme_mv.config import Settings, scrub
-from acme_mv.db import first_line
+from acme_mv.db import first_line, permission_denied
 from acme_mv.errors import AcmeMvError
 
 app = typer.Typer(
@@ -82,7 +85,19 @@ def main_callback(
             show_default=False,
         ),
     ] = None,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (debug).")] = 0,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="Debug logs: SQL timings, per-table figures.")
+    ] = 0,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            envvar="ACME_MV_LOG_FORMAT",
+            show_envvar=True,
+            help="auto (rich on a terminal, else plain), plain (one line per record, ISO 8601 UTC time), "
+            "rich, or json (one object per line).",
+        ),
+    ] = "auto",
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -90,7 +105,9 @@ def main_callback(
 ) -> None:
     common.STATE.verbose = verbose
     common.STATE.debug = debug
-    common.setup_logging(verbose=verbose, debug=debug)
+    if log_format not in common.LOG_FORMATS:
+        raise typer.BadParameter(f"{log_format!r} is not one of {', '.join(common.LOG_FORMATS)}", param_hint="--log-format")
+    common.setup_logging(verbose=verbose, debug=debug, fmt=log_format)
     common.STATE.settings = Settings.from_env(
         database_url=database_url or "", source_url=source_url, timezone=timezone
     )
@@ -100,31 +117,71 @@ for module in (demo_cmd, migrate_cmd, sample_cmd, sync_cmd, reports_cmd, grants_
     module.register(app)
 
 
+def _commands() -> set[str]:
+    return {cmd.name for cmd in app.registered_commands if cmd.name} | {
+        group.name for group in app.registered_groups if group.name
+    }
+
+
+def _usage_line(exc: click_exc.UsageError) -> str:
+    """typer's usage error on one line, with where to find help."""
+    ctx = exc.ctx
+    where = f"{ctx.command_path} --help" if ctx is not None else "acme-mv --help"
+    return f"{first_line(Exception(exc.format_message()))} (see {where})"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
-    args = sys.argv[1:] if argv is None else argv
+    args = common.hoist_global_options(sys.argv[1:] if argv is None else list(argv), _commands())
     debug = "--debug" in args
+    common.STATE.log_format = "auto"
     try:
-        # standalone mode: typer prints usage errors itself and exits 2
-        app(args=args, prog_name="acme-mv")
+        code = app(args=args, prog_name="acme-mv", standalone_mode=False)
+    except click_exc.NoArgsIsHelpError as exc:
+        common.out.print(exc.ctx.get_help(), markup=False, highlight=False)
+        sys.exit(2)
+    except click_exc.UsageError as exc:  # unknown option, bad value, missing argument...
+        common.error_line("Error: ", _usage_line(exc))
+        sys.exit(2)
+    except typer.Abort:
+        common.error_line("Error: ", "Interrupted")
+        sys.exit(130)
     except KeyboardInterrupt:
-        common.err.print("Interrupted", style="red")
+        common.error_line("Error: ", "Interrupted")
         sys.exit(130)
     except AcmeMvError as exc:
         if debug:
             common.err.print_exception()
         settings = common.STATE.settings
-        line = scrub(first_line(exc), settings.database_url, settings.source_url)
-        common.err.print(Text.assemble(("Error: ", "bold red"), line), highlight=False, soft_wrap=True)
+        common.error_line("Error: ", scrub(first_line(exc), settings.database_url, settings.source_url))
         sys.exit(exc.exit_code)
     except Exception as exc:  # anything else is a bug or an environment fault: still one line
         if debug:
             common.err.print_exception()
         settings = common.STATE.settings
+        denied = _permission_error(exc)
+        if denied is not None:
+            common.error_line("Error: ", scrub(first_line(denied), settings.database_url, settings.source_url))
+            sys.exit(denied.exit_code)
         msg = scrub(f"{type(exc).__name__}: {first_line(exc)}", settings.database_url, settings.source_url)
-        common.err.print(
-            Text.assemble(("Unexpected error: ", "bold red"), msg, " (run with --debug for the traceback)"),
-            highlight=False,
-            soft_wrap=True,
-        )
+        common.error_line("Unexpected error: ", msg, hint=" (run with --debug for the traceback)")
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _permission_error(exc: BaseException) -> AcmeMvError | None:
+    """A permission error that reached the CLI unwrapped (Alembic wraps it in SQLAlchemy's)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        orig = getattr(seen, "orig", None)
+        for candidate in (seen, orig):
+            if isinstance(candidate, psycopg.errors.InsufficientPrivilege):
+                url = common.STATE.settings.database_url
+                try:
+                    user = psycopg.conninfo.conninfo_to_dict(url).get("user")
+                except psycopg.ProgrammingError:
+                    user = None
+                return permission_denied(candidate, role="warehouse", url=url, user=str(user) if user else None)
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -19,7 +19,7 @@ from acme_mv import runner
 from acme_mv import verify as verify_api
 from acme_mv.cli import common
 from acme_mv.cli.delivery import daily_mail_hook
-from acme_mv.errors import ConfigError
+from acme_mv.errors import BadArgument
 
 log = logging.getLogger("acme_mv.cli")
 
@@ -54,7 +54,7 @@ def refresh(
       acme-mv refresh --rebuild
     """
     if historic + current + rebuild > 1:
-        raise ConfigError("Use one of --historic, --current and --rebuild")
+        raise BadArgument("Use one of --historic, --current and --rebuild")
     mode: refresh_api.RefreshMode = (
         "historic" if historic else "current" if current else "rebuild" if rebuild else "auto"
     )
@@ -70,9 +70,9 @@ def refresh(
 
 def run(
     interval: Annotated[
-        str, typer.Option("--interval", help="Time between cycle starts: 10s, 500ms, 2m, 1h.")
+        str, typer.Option("--interval", help="Time between cycle starts: 10s, 500ms, 1m30s, 2h.")
     ] = "10s",
-    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Run one good cycle and exit.")] = False,
     mail_at: Annotated[
         str | None,
         typer.Option("--mail-at", envvar="ACME_MV_MAIL_AT", help="Mail the reports daily after HH:MM (--timezone).", show_default=False),
@@ -81,10 +81,41 @@ def run(
         list[str] | None,
         typer.Option("--mail-to", envvar="ACME_MV_MAIL_TO", help="Recipients of the daily mail: ADDR[,ADDR].", show_default=False),
     ] = None,
+    max_failures: Annotated[
+        int | None,
+        typer.Option(
+            "--max-failures",
+            help="Exit with the error after this many failed cycles in a row. Default: retry forever.",
+            show_default=False,
+        ),
+    ] = None,
+    max_backoff: Annotated[
+        str, typer.Option("--max-backoff", help="Longest wait between retries (1s, doubling, up to this).")
+    ] = "60s",
+    full_every: Annotated[
+        str | None,
+        typer.Option(
+            "--full-every",
+            help="Re-copy orders/order_items from scratch (sync --full) when the last full copy is older: 1d, 12h.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port", help="Serve Prometheus metrics on this port (/metrics).", show_default=False
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address the metrics server listens on.")
+    ] = "127.0.0.1",
 ) -> None:
     """Sync then refresh, every --interval, until Ctrl-C or SIGTERM (a step in progress finishes first).
 
-    One log line per cycle: rows synced, refresh seconds, freshness of the reports.
+    One log line per cycle (rows synced, refresh seconds, freshness), one per failed cycle naming
+    the server (warehouse or source). Failed cycles are retried with backoff, forever by default;
+    only what retrying cannot fix (not migrated, schema drift, bad configuration, refused login,
+    missing privilege) ends the loop. See docs/running.md.
 
     Examples:
 
@@ -92,10 +123,27 @@ def run(
 
       acme-mv run --once
 
+      acme-mv run --metrics-port 9187 --full-every 1d
+
       acme-mv run --mail-at 07:00 --mail-to lead@example.com
     """
     hook = daily_mail_hook(mail_at, mail_to)  # see `acme-mv mail --help` for the SMTP settings
-    runner.run(common.settings(), interval=runner.parse_interval(interval), once=once, on_cycle=hook)
+    every = common.duration_option(interval, "--interval")
+    common.int_in_range(max_failures, "--max-failures", 1, 2**31)
+    common.int_in_range(metrics_port, "--metrics-port", 0, 65535)
+    policy = runner.RetryPolicy(max_s=common.duration_option(max_backoff, "--max-backoff"), max_failures=max_failures)
+    full = None if full_every is None else common.duration_option(full_every, "--full-every")
+    settings = common.settings()
+    if metrics_port is None:
+        runner.run(settings, interval=every, once=once, retry=policy, full_every=full, on_cycle=hook)
+        return
+    from acme_mv import metrics as metrics_api
+
+    metrics = metrics_api.Metrics()
+    with metrics_api.serve(metrics, port=metrics_port, host=metrics_host) as port:
+        log.info("serving Prometheus metrics on http://%s:%d/metrics", metrics_host, port)
+        runner.run(settings, interval=every, once=once, retry=policy, full_every=full, metrics=metrics,
+                   on_cycle=hook)
 
 
 def export(
@@ -110,12 +158,21 @@ def export(
     ] = None,
     output_dir: Annotated[
         Path | None,
-        typer.Option("--output-dir", help="Directory for default file names. Default: the current one.", show_default=False),
+        typer.Option(
+            "--output-dir",
+            help="Directory for default file names (created if missing). Default: the current one.",
+            show_default=False,
+        ),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv or json.")] = "csv",
     limit: Annotated[
         int | None,
-        typer.Option("--limit", "-n", help="Rows of top_dates / top_customers (default 3).", show_default=False),
+        typer.Option(
+            "--limit",
+            "-n",
+            help="Rows of top_dates / top_customers (default 3).",
+            show_default=False,
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
     as_of: Annotated[
@@ -143,18 +200,19 @@ def export(
     """
     moment = _moment(as_of) if as_of is not None else None
     if fmt not in ("csv", "json"):
-        raise ConfigError(f"Unknown format {fmt!r}; use csv or json")
+        raise BadArgument(f"Unknown format {fmt!r}; use csv or json")
+    common.int_in_range(limit, "--limit", 1, export_api.MAX_LIMIT)
     chosen: Literal["csv", "json"] = "csv" if fmt == "csv" else "json"
     settings = common.settings()
     if all_reports:
         if report is not None or output is not None:
-            raise ConfigError("--all writes every report to --output-dir; drop REPORT and --output")
+            raise BadArgument("--all writes every report to --output-dir; drop REPORT and --output")
         paths = export_api.export_all(
             settings, output_dir=output_dir, fmt=chosen, limit=limit, force=force, as_of=moment
         )
     else:
         if report is None:
-            raise ConfigError(f"Name a report ({', '.join(export_api.REPORTS)}) or use --all")
+            raise BadArgument(f"Name a report ({', '.join(export_api.REPORTS)}) or use --all")
         target: export_api.Output = "-" if output == "-" else (Path(output) if output else None)
         path = export_api.export(
             settings, report, output=target, output_dir=output_dir, fmt=chosen, limit=limit, force=force,
@@ -169,7 +227,7 @@ def _moment(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ConfigError(f"--as-of {text!r} is not a time such as '2026-11-25 17:00'") from None
+        raise BadArgument(f"--as-of {text!r} is not a time such as '2026-11-25 17:00'") from None
 
 
 def check(

@@ -21,8 +21,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from acme_mv import health
 from acme_mv import sync as api
 from acme_mv.cli import common
+from acme_mv.errors import BadArgument
 
 log = logging.getLogger("acme_mv.cli.sync")
 
@@ -135,6 +137,9 @@ def sync(
 
       acme-mv sync --full --no-wait
     """
+    for name in table or ():
+        if name not in api.TABLES:
+            raise BadArgument(f"Unknown table {name!r} for --table; choose from {', '.join(api.TABLES)}")
     settings = common.settings()
     bars = _progress_bars() if common.err.is_terminal else None
     with bars or nullcontext():
@@ -172,24 +177,47 @@ def status(
         bool,
         typer.Option("--exact", help="Count staged rows and distinct keys exactly (scans staging)."),
     ] = False,
+    max_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-age",
+            help=f"Exit {health.Stale.exit_code} when the reports are older than this (60s, 5m) or never "
+            "refreshed: a health check.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Show each table's cursor, last sync, staged rows and lag behind the source.
 
     Staged rows are the planner's estimate (pg_class.reltuples) unless --exact;
     lag is the source's max(updated_at) minus the cursor. With --exact, also
     the orders and order items deleted at the source since they were staged
-    (only `sync --full` removes them; see docs/sync.md).
+    (only `sync --full` removes them; see docs/sync.md). Then when the reports
+    were last refreshed and their freshness (now minus the time the newest
+    refreshed sync read the source).
 
     Examples:
 
       acme-mv status
 
       acme-mv status --json --exact
+
+      acme-mv status --max-age 60s
     """
+    limit = None if max_age is None else common.duration_option(max_age, "--max-age")
+    fresh = health.freshness(common.settings())
     rows = api.status(common.settings(), exact=exact)
     if as_json:
         common.out.print_json(json.dumps([r.as_json() for r in rows]))
-        return
+        log.info("%s", fresh.describe())
+    else:
+        _print_status_table(rows)
+        common.out.print(fresh.describe(), markup=False, highlight=False)
+    if limit is not None:
+        health.require_fresh(fresh, limit)
+
+
+def _print_status_table(rows: list[api.TableStatus]) -> None:
     table = Table(title="acme-mv sync status")
     columns = ("table", "cursor", "last sync", "seconds", "rows read", "rows copied", "staged rows", "keys", "lag s")
     for name in (*columns, "deleted at source"):

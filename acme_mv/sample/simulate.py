@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,9 +32,10 @@ from typing import LiteralString
 import psycopg
 from psycopg import sql
 
+from acme_mv import config
 from acme_mv.config import scrub
 from acme_mv.db import connect, first_line, relation_exists
-from acme_mv.errors import ConnectionFailed, SampleError
+from acme_mv.errors import BadArgument, ConnectionLost, SampleError
 from acme_mv.sample import schema, words
 from acme_mv.sample.schema import Statement
 
@@ -65,8 +65,6 @@ MAX_BACKLOG_S = 1.0
 #: seconds between progress lines in the log
 REPORT_EVERY_S = 60.0
 
-_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>[smh]?)\s*$", re.I)
-_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def _random_row(table: str, key: str) -> sql.Composed:
@@ -183,7 +181,10 @@ def validate_rate(rate: float) -> None:
 
 
 def parse_duration(text: str | float | None) -> float | None:
-    """``30s``, ``5m``, ``1h`` or plain seconds; ``0``/empty/None means no limit (None)."""
+    """``30s``, ``5m``, ``1h``, ``1m30s`` or plain seconds; ``0``/empty/None means no limit (None).
+
+    The strings go through the one duration parser, :func:`acme_mv.config.parse_duration`.
+    """
     if text is None:
         return None
     if isinstance(text, int | float):
@@ -191,10 +192,10 @@ def parse_duration(text: str | float | None) -> float | None:
     else:
         if not text.strip():
             return None
-        match = _DURATION.match(text)
-        if not match:
-            raise SampleError(f"Invalid duration {text!r}: use e.g. 30s, 5m, 1h or plain seconds")
-        seconds = float(match["n"]) * _UNIT_S[match["unit"].lower()]
+        try:
+            seconds = config.parse_duration(text)
+        except BadArgument:
+            raise SampleError(f"Invalid duration {text!r}: use e.g. 30s, 5m, 1h or plain seconds") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise SampleError(f"Invalid duration {text!r}: use e.g. 30s, 5m, 1h or plain seconds")
     return seconds or None
@@ -351,8 +352,9 @@ def simulate(
     except KeyboardInterrupt:
         work.stats.interrupted = True
     except psycopg.OperationalError as exc:
-        raise ConnectionFailed(
-            f"Lost the source after {work.stats.changes:,} row changes: {scrub(first_line(exc), url)}"
+        raise ConnectionLost(
+            f"Lost the source after {work.stats.changes:,} row changes: {scrub(first_line(exc), url)}",
+            role="source",
         ) from None
     except psycopg.Error as exc:
         raise SampleError(

@@ -188,6 +188,8 @@ def sync(
                 wh,
                 tables=[s.name for s in specs],
                 full_tables=[],  # --full appends (acme_mv.sync.copy.load_full_diff): nothing re-copied from scratch
+                # ... but it compared them whole with the source (run --full-every reads this)
+                compared_tables=[name for name, mode in modes.items() if mode == "full"],
             )
             read_at = dt.datetime.now(dt.UTC)
             # before the snapshot, outside it; waiting for the locks below only makes it older,

@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import pq, sql
 
+from acme_mv.db import tag_error
 from acme_mv.sync.source import TableSpec
 
 log = logging.getLogger(__name__)
@@ -156,10 +157,11 @@ def _drain(pgconn: pq.abc.PGconn) -> None:
 
 
 def _error(conn: Conn, result: pq.abc.PGresult | None) -> psycopg.Error:
+    """The error of the source COPY, tagged with its connection so that it names the source."""
     if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
-        return psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+        return tag_error(psycopg.errors.error_from_result(result, encoding=conn.info.encoding), conn, "COPY ... TO STDOUT")
     message = conn.pgconn.error_message.decode(errors="replace").strip()
-    return psycopg.OperationalError(message or "the source COPY ended unexpectedly")
+    return tag_error(psycopg.OperationalError(message or "the source COPY ended unexpectedly"), conn)
 
 
 def _columns(spec: TableSpec) -> sql.Composable:

@@ -41,7 +41,9 @@ def lock(conn: Conn, *, wait: bool) -> None:
     log.info("lock acquired")
 
 
-def begin_batch(conn: Conn, *, tables: list[str], full_tables: list[str]) -> int:
+def begin_batch(
+    conn: Conn, *, tables: list[str], full_tables: list[str], compared_tables: list[str] | None = None
+) -> int:
     """Draw the batch id (after the lock), make it the default of ``_batch_id`` and make sure
     a partition of the version tables holds it."""
     row = conn.execute("SELECT nextval('staging.sync_batch_id_seq')").fetchone()
@@ -50,8 +52,9 @@ def begin_batch(conn: Conn, *, tables: list[str], full_tables: list[str]) -> int
     conn.execute("SELECT set_config('acme_mv.batch_id', %s, true)", (str(batch_id),))
     partitions.ensure(conn, batch_id)
     conn.execute(
-        "INSERT INTO staging.sync_batches (batch_id, tables, full_tables) VALUES (%s, %s, %s)",
-        (batch_id, tables, full_tables),
+        "INSERT INTO staging.sync_batches (batch_id, tables, full_tables, compared_tables) "
+        "VALUES (%s, %s, %s, %s)",
+        (batch_id, tables, full_tables, compared_tables or []),
     )
     return batch_id
 

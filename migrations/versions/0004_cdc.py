@@ -48,6 +48,10 @@ SELECT DISTINCT ON (order_item_id) *
 FROM staging.order_items
 ORDER BY order_item_id, _batch_id DESC;
 
+ALTER TABLE staging.sync_batches ADD COLUMN compared_tables text[] NOT NULL DEFAULT '{}';
+COMMENT ON COLUMN staging.sync_batches.compared_tables IS
+    'Tables this batch compared whole with the source (sync --full): keys gone from the source got tombstones';
+
 CREATE TABLE staging.cdc_state (
     slot_name       text PRIMARY KEY,
     publication     text NOT NULL,
@@ -72,6 +76,7 @@ COMMENT ON COLUMN staging.cdc_state.caught_up_at IS
 
 DOWNGRADE = """
 DROP TABLE staging.cdc_state;
+ALTER TABLE staging.sync_batches DROP COLUMN compared_tables;
 """
 
 

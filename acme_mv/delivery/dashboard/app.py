@@ -60,7 +60,7 @@ from acme_mv.config import describe_target, scrub
 from acme_mv.db import connect, first_line
 from acme_mv.delivery.dashboard.chart import open_orders_svg
 from acme_mv.delivery.reports import ReportSet, read_reports, refresh_key
-from acme_mv.errors import AcmeMvError, ConnectionFailed, NeverRefreshed
+from acme_mv.errors import AcmeMvError, ConnectionFailed, ListenFailed, NeverRefreshed
 from acme_mv.export import REPORTS, default_name
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,9 @@ class ReportCache:
             except psycopg.Error as exc:
                 self._drop_connection()
                 reason = scrub(first_line(exc), self.url)
-                raise ConnectionFailed(f"Cannot read the reports ({describe_target(self.url)}): {reason}") from None
+                raise ConnectionFailed(
+                    f"Cannot read the reports ({describe_target(self.url)}): {reason}", role="warehouse"
+                ) from None
             if key is None or self._view is None:
                 raise _never_refreshed()
             return self._view
@@ -305,7 +307,7 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as exc:
-        raise ConnectionFailed(f"The dashboard cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise ListenFailed(f"The dashboard cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
 
 
@@ -334,7 +336,7 @@ def running(app: ASGIApp, *, host: str = DEFAULT_HOST, port: int = 0) -> Iterato
     thread.start()
     while not server.started:
         if not thread.is_alive():
-            raise ConnectionFailed(f"The dashboard could not listen on {host}:{port}")
+            raise ListenFailed(f"The dashboard could not listen on {host}:{port}")
         time.sleep(0.01)
     bound = server.servers[0].sockets[0].getsockname()[1]
     try:

@@ -1,0 +1,83 @@
+"""How fresh the reports are: the base of ``acme-mv status --max-age`` and the compose healthcheck.
+
+Freshness = now minus the time the newest sync batch included in the last
+refresh started reading the source (``analytics.snapshot.refreshed_batch_id``
+-> ``staging.sync_batches.started_at``). Both times come from the warehouse's
+clock, so a skewed client clock does not matter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from acme_mv.config import Settings
+from acme_mv.db import connection
+from acme_mv.errors import Stale
+
+__all__ = ["Freshness", "Stale", "freshness", "read_freshness", "require_fresh"]
+from acme_mv.migrate import require_head
+
+_FRESHNESS_SQL = """
+SELECT s.refreshed_at, s.refreshed_batch_id, b.started_at,
+       extract(epoch FROM clock_timestamp() - b.started_at)::float8
+FROM analytics.snapshot AS s
+LEFT JOIN staging.sync_batches AS b ON b.batch_id = s.refreshed_batch_id
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Freshness:
+    """When the reports were last refreshed and how old the data in them is."""
+
+    #: when the last refresh committed (None: never refreshed)
+    refreshed_at: datetime | None
+    #: the newest sync batch that refresh included (None: nothing synced then)
+    refreshed_batch_id: int | None
+    #: when that batch started reading the source
+    read_at: datetime | None
+    #: now minus ``read_at`` in seconds (None: never refreshed with data)
+    age_s: float | None
+
+    def is_stale(self, max_age_s: float) -> bool:
+        return self.age_s is None or self.age_s > max_age_s
+
+    def describe(self) -> str:
+        if self.refreshed_at is None:
+            return "reports never refreshed"
+        if self.age_s is None:
+            return f"reports refreshed at {self.refreshed_at.isoformat(timespec='seconds')} with no sync batch yet"
+        return (
+            f"reports refreshed at {self.refreshed_at.isoformat(timespec='seconds')} "
+            f"(batch {self.refreshed_batch_id}, read the source at {self.read_at.isoformat(timespec='seconds') if self.read_at else '-'}), "
+            f"freshness {self.age_s:.1f}s"
+        )
+
+
+def read_freshness(conn: psycopg.Connection[tuple[Any, ...]]) -> Freshness:
+    row = conn.execute(_FRESHNESS_SQL).fetchone()
+    if row is None:
+        return Freshness(refreshed_at=None, refreshed_batch_id=None, read_at=None, age_s=None)
+    refreshed_at, batch, read_at, age = row
+    return Freshness(
+        refreshed_at=refreshed_at,
+        refreshed_batch_id=batch,
+        read_at=read_at,
+        age_s=None if age is None else max(0.0, float(age)),
+    )
+
+
+def freshness(settings: Settings) -> Freshness:
+    """The reports' freshness, read on the warehouse (NotMigrated when it is not migrated)."""
+    with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
+        require_head(conn)
+        return read_freshness(conn)
+
+
+def require_fresh(fresh: Freshness, max_age_s: float) -> None:
+    """Raise :class:`Stale` (exit 5) when the reports are older than ``max_age_s`` or never refreshed."""
+    if fresh.is_stale(max_age_s):
+        raise Stale(f"The reports are stale: {fresh.describe()}; the limit is {max_age_s:g}s (is `acme-mv run` running?)")
