@@ -24,7 +24,6 @@ and the per-batch deltas are only history: what ``export --as-of`` and
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,9 +31,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from acme_mv.config import Settings
+from acme_mv.config import Settings, parse_duration
 from acme_mv.db import connection
-from acme_mv.errors import ConfigError
+from acme_mv.errors import BadArgument
 from acme_mv.migrate import require_head
 from acme_mv.sync import partitions
 from acme_mv.sync.state import SYNC_LOCK_KEY
@@ -46,18 +45,18 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 DEFAULT_KEEP = timedelta(days=35)
 DELTAS = ("open_orders_delta", "pending_items_delta", "pending_orders_delta")
 
-_KEEP = re.compile(r"^\s*(?P<n>\d+)\s*(?P<unit>d|h|m)\s*$")
-_UNITS = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
-
-
 def parse_keep(text: str) -> timedelta | None:
-    """``35d``, ``12h``, ``90m`` -> the window; ``all`` -> None (keep everything)."""
+    """``35d``, ``12h``, ``1d12h`` (any :func:`acme_mv.config.parse_duration`) -> the window;
+    ``all`` -> None (keep everything)."""
     if text.strip().lower() == "all":
         return None
-    match = _KEEP.match(text.lower())
-    if match is None:
-        raise ConfigError(f"--keep-history {text!r} is not a window such as 35d, 12h or all")
-    return int(match["n"]) * _UNITS[match["unit"]]
+    try:
+        window = timedelta(seconds=parse_duration(text))
+    except BadArgument:
+        raise BadArgument(f"--keep-history {text!r} is not a window such as 35d, 12h or all") from None
+    if window <= timedelta(0):
+        raise BadArgument(f"--keep-history {text!r} must be longer than nothing (or all)")
+    return window
 
 
 @dataclass(frozen=True, kw_only=True)

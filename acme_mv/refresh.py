@@ -52,6 +52,9 @@ from acme_mv.migrate import require_head
 
 log = logging.getLogger(__name__)
 
+#: how a refresh that folded a new day into the historic part begins its reason
+DAY_CHANGED = "the day changed"
+
 RefreshMode = Literal["auto", "historic", "current", "rebuild"]
 
 #: advisory lock (two-int form) that serializes refreshes: 'acme' and 2 for "refresh"
@@ -237,7 +240,7 @@ def _fold_reason(snap: _Snapshot, *, mode: RefreshMode, day: date) -> str:
     if mode == "historic":
         return "asked for (--historic)"
     if mode == "auto" and snap.day != day:
-        return f"the day changed ({snap.day} -> {day})"
+        return f"{DAY_CHANGED} ({snap.day} -> {day})"
     return ""
 
 

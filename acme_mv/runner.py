@@ -41,7 +41,7 @@ from acme_mv.config import Settings, parse_duration, scrub
 from acme_mv.db import connection, first_line
 from acme_mv.errors import AcmeMvError, ServerError
 from acme_mv.metrics import Metrics
-from acme_mv.refresh import RefreshResult, refresh
+from acme_mv.refresh import DAY_CHANGED, RefreshResult, refresh
 
 if TYPE_CHECKING:
     from acme_mv.sync import TableResult
@@ -353,3 +353,129 @@ def _stop_on_signals(flag: _StopFlag) -> Iterator[None]:
             log.info("signal received: the step in progress finished, stopping")
         for sig, previous in saved.items():
             signal.signal(sig, previous)
+
+
+def run_cdc(
+    settings: Settings,
+    *,
+    slot: str,
+    stop: threading.Event | None = None,
+    retry: RetryPolicy | None = None,
+    metrics: Metrics | None = None,
+    keep: timedelta | None = None,
+) -> int:
+    """``run --cdc``: stream the slot's changes into staging and refresh (``acme_mv.cdc.stream``)
+    until ``stop`` is set or a signal arrives; returns the batches applied.
+
+    A stream that fails for a reason retrying can fix (a server restarting, a connection
+    lost) is started again with the same capped backoff as the cycles of :func:`run`: it
+    resumes from the position the warehouse committed, so nothing is lost or doubled. A
+    slot that was never set up or was invalidated, or schema drift, ends the run.
+    """
+    from acme_mv import cdc
+
+    flag = _StopFlag(stop or threading.Event())
+    view = _EventView(flag)
+    policy = retry or RetryPolicy()
+    batches = 0
+    failures = 0
+
+    def on_batch(result: cdc.BatchResult) -> None:
+        nonlocal batches, failures
+        batches += 1
+        failures = 0
+        log.debug("batch %d: %d changes, position %s", result.batch_id, result.changes, result.lsn)
+
+    def on_refresh(result: RefreshResult) -> None:
+        compact_after_fold(settings, keep, result)
+        if metrics is not None:
+            read_at = result.refreshed_batch_at
+            metrics.cycle_succeeded(
+                rows=result.delta_rows,
+                sync_s=0.0,
+                refresh_s=result.total_seconds,
+                read_at=None if read_at is None else read_at.timestamp(),
+            )
+
+    def one_stream() -> None:
+        if flag.is_set():
+            raise _Stopped
+        cdc.stream(settings, slot=slot, stop=view, on_batch=on_batch, on_refresh=on_refresh)
+
+    def failed(state: tenacity.RetryCallState) -> None:
+        nonlocal failures
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is None:
+            return
+        failures += 1
+        server = server_of(exc)
+        if metrics is not None:
+            metrics.cycle_failed(server)
+        line = scrub(first_line(exc), settings.database_url, settings.source_url)
+        log.warning(
+            "change capture failed (%s): %s; restart in %.3gs (%d failure%s in a row)",
+            server, line, state.upcoming_sleep, failures, "" if failures == 1 else "s",
+            extra={"server": server, "failures": failures},
+        )
+
+    stops: list[tenacity.stop.stop_base] = [tenacity.stop_when_event_set(view)]
+    if policy.max_failures is not None:
+        stops.append(tenacity.stop_after_attempt(policy.max_failures))
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        wait=tenacity.wait_exponential(multiplier=policy.first_s, min=policy.first_s, max=policy.max_s),
+        stop=tenacity.stop_any(*stops),
+        sleep=flag.sleep,
+        before_sleep=failed,
+        reraise=True,
+    )
+    with _stop_on_signals(flag):
+        try:
+            retrying(one_stream)
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            if not (flag.is_set() and is_transient(exc)):
+                raise
+    log.info("change capture stopped cleanly after %d batch(es)", batches)
+    return batches
+
+
+def compact_after_fold(settings: Settings, keep: timedelta | None, result: RefreshResult) -> None:
+    """``run --keep-history``: after a refresh that folded a new day into the historic part, drop
+    the history older than ``keep`` (``acme-mv compact``; None keeps everything). A failed
+    compaction is logged and tried again after the next fold: it never costs a cycle, and what
+    it would have dropped only waits."""
+    if keep is None or not result.reason.startswith(DAY_CHANGED):
+        return
+    from acme_mv import compact
+
+    try:
+        done = compact.compact(settings, keep=keep)
+    except AcmeMvError as exc:
+        log.warning("compaction failed: %s; it runs again after the next day's fold", first_line(exc))
+        return
+    log.info(
+        "compacted: history kept from batch %d; %d delta rows and %d partitions dropped",
+        done.history_batch_id, done.delta_rows_deleted, len(done.partitions_dropped),
+    )
+
+
+def compaction_hook(settings: Settings, keep: timedelta | None) -> Callable[[Cycle], None] | None:
+    """:func:`compact_after_fold` as an ``on_cycle`` hook of :func:`run` (None when keeping all)."""
+    if keep is None:
+        return None
+    return lambda cycle: compact_after_fold(settings, keep, cycle.refresh)
+
+
+def chain(*hooks: Callable[[Cycle], None] | None) -> Callable[[Cycle], None] | None:
+    """One ``on_cycle`` hook calling each given one in order (None when there is none)."""
+    present = [h for h in hooks if h is not None]
+    if not present:
+        return None
+
+    def hook(cycle: Cycle) -> None:
+        for h in present:
+            h(cycle)
+
+    return hook

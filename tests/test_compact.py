@@ -15,7 +15,7 @@ import acme_mv.sync.partitions
 import acme_mv.sync.source
 from acme_mv.compact import compact, parse_keep
 from acme_mv.config import Settings
-from acme_mv.errors import ConfigError, HistoryUnavailable
+from acme_mv.errors import BadArgument, HistoryUnavailable
 from acme_mv.export import as_of_query, resolve_as_of
 from acme_mv.refresh import refresh
 from acme_mv.sync import sync
@@ -163,15 +163,24 @@ def test_compaction_under_a_concurrent_reader_and_a_concurrent_sync(db_url: str)
 
 
 @pytest.mark.parametrize(
-    ("text", "want"), [("35d", timedelta(days=35)), ("12h", timedelta(hours=12)), ("90m", timedelta(minutes=90)), ("all", None)]
+    ("text", "want"),
+    [
+        ("35d", timedelta(days=35)),
+        ("12h", timedelta(hours=12)),
+        ("90m", timedelta(minutes=90)),
+        ("1d12h", timedelta(days=1, hours=12)),
+        ("all", None),
+    ],
+    ids=["days", "hours", "minutes", "compound", "all"],
 )
 def test_parse_keep(text: str, want: timedelta | None) -> None:
     assert parse_keep(text) == want
 
 
-def test_parse_keep_refuses_nonsense() -> None:
-    with pytest.raises(ConfigError, match="--keep-history 'a week' is not a window"):
-        parse_keep("a week")
+@pytest.mark.parametrize("text", ["a week", "0s", ""], ids=["words", "zero", "empty"])
+def test_parse_keep_refuses_nonsense(text: str) -> None:
+    with pytest.raises(BadArgument, match="--keep-history"):
+        parse_keep(text)
 
 
 def test_cli_compact(db_url: str, cli_env: Callable[..., None]) -> None:
@@ -181,7 +190,7 @@ def test_cli_compact(db_url: str, cli_env: Callable[..., None]) -> None:
     assert res.exit_code == 0, res.stderr
     assert res.stdout.startswith("compacted: history kept from batch 0; 0 delta rows and 0 partitions dropped")
     res = run("compact", "--keep-history", "soon")
-    assert res.exit_code == 1 and "is not a window" in res.stderr
+    assert res.exit_code == 2 and "is not a window" in res.stderr  # a usage error
 
 
 def test_cli_verify_fails_with_exit_6_on_a_difference(db_url: str, cli_env: Callable[..., None]) -> None:
@@ -230,6 +239,37 @@ def test_staging_stays_at_the_live_keys_plus_the_window(db_url: str, monkeypatch
         window = sum(written[-7:])
         assert live + versions <= 1.1 * (live + window), (day, live, versions, window)
     assert conn.execute("SELECT count(*) FROM staging.version_partitions WHERE table_name = 'orders'").fetchone() < (10,)  # type: ignore[operator]
+    assert_views_match(conn, expected(conn))
+    verify(settings)
+    conn.close()
+
+
+def test_run_compacts_after_a_fold_only(db_url: str) -> None:
+    """``run --keep-history``: the cycle whose refresh folded a new day compacts; others do not."""
+    import dataclasses
+
+    from acme_mv.refresh import DAY_CHANGED
+    from acme_mv.runner import compact_after_fold
+
+    conn = psycopg.connect(db_url, autocommit=True)
+    stamp_updates_like_the_jobs(conn)
+    settings = Settings(database_url=db_url)
+    for step in range(3):
+        _cycle(conn, db_url, step)
+        result = refresh(settings)
+
+    def history_from() -> object:
+        row = conn.execute("SELECT history_batch_id FROM analytics.snapshot").fetchone()
+        assert row is not None
+        return row[0]
+
+    before = history_from()
+    window = timedelta(microseconds=1)  # everything before the newest batch is out of it
+    compact_after_fold(settings, window, dataclasses.replace(result, reason="asked for (--historic)"))
+    compact_after_fold(settings, None, dataclasses.replace(result, reason=f"{DAY_CHANGED} (a -> b)"))
+    assert history_from() == before
+    compact_after_fold(settings, window, dataclasses.replace(result, reason=f"{DAY_CHANGED} (a -> b)"))
+    assert history_from() != before
     assert_views_match(conn, expected(conn))
     verify(settings)
     conn.close()

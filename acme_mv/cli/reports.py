@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict
@@ -81,6 +82,23 @@ def run(
         list[str] | None,
         typer.Option("--mail-to", envvar="ACME_MV_MAIL_TO", help="Recipients of the daily mail: ADDR[,ADDR].", show_default=False),
     ] = None,
+    cdc: Annotated[
+        bool,
+        typer.Option(
+            "--cdc",
+            help="Stream changes from the source's WAL (after `acme-mv cdc setup`) instead of cursor syncs.",
+        ),
+    ] = False,
+    slot: Annotated[
+        str, typer.Option("--slot", help="With --cdc: the replication slot to stream from.")
+    ] = "acme_mv",
+    keep_history: Annotated[
+        str,
+        typer.Option(
+            "--keep-history",
+            help="After each day's fold, drop history older than this (acme-mv compact): 35d, 12h or all.",
+        ),
+    ] = "35d",
     max_failures: Annotated[
         int | None,
         typer.Option(
@@ -126,24 +144,34 @@ def run(
       acme-mv run --metrics-port 9187 --full-every 1d
 
       acme-mv run --mail-at 07:00 --mail-to lead@example.com
+
+      acme-mv run --cdc --metrics-port 9187
     """
-    hook = daily_mail_hook(mail_at, mail_to)  # see `acme-mv mail --help` for the SMTP settings
+    mail = daily_mail_hook(mail_at, mail_to)  # see `acme-mv mail --help` for the SMTP settings
+    keep = compact_api.parse_keep(keep_history)
     every = common.duration_option(interval, "--interval")
     common.int_in_range(max_failures, "--max-failures", 1, 2**31)
     common.int_in_range(metrics_port, "--metrics-port", 0, 65535)
     policy = runner.RetryPolicy(max_s=common.duration_option(max_backoff, "--max-backoff"), max_failures=max_failures)
     full = None if full_every is None else common.duration_option(full_every, "--full-every")
+    if cdc and (once or full is not None or mail is not None):
+        raise BadArgument("--cdc streams continuously: drop --once, --full-every and the daily mail options")
     settings = common.settings()
-    if metrics_port is None:
-        runner.run(settings, interval=every, once=once, retry=policy, full_every=full, on_cycle=hook)
-        return
-    from acme_mv import metrics as metrics_api
+    hook = runner.chain(mail, runner.compaction_hook(settings, keep))
+    with contextlib.ExitStack() as stack:
+        metrics = None
+        if metrics_port is not None:
+            from acme_mv import metrics as metrics_api
 
-    metrics = metrics_api.Metrics()
-    with metrics_api.serve(metrics, port=metrics_port, host=metrics_host) as port:
-        log.info("serving Prometheus metrics on http://%s:%d/metrics", metrics_host, port)
-        runner.run(settings, interval=every, once=once, retry=policy, full_every=full, metrics=metrics,
-                   on_cycle=hook)
+            metrics = metrics_api.Metrics()
+            port = stack.enter_context(metrics_api.serve(metrics, port=metrics_port, host=metrics_host))
+            log.info("serving Prometheus metrics on http://%s:%d/metrics", metrics_host, port)
+        if cdc:
+            runner.run_cdc(settings, slot=slot, retry=policy, metrics=metrics, keep=keep)
+        else:
+            runner.run(
+                settings, interval=every, once=once, retry=policy, full_every=full, metrics=metrics, on_cycle=hook
+            )
 
 
 def export(

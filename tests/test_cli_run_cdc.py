@@ -1,0 +1,81 @@
+"""``acme-mv run --cdc``: the run loop fed by change capture, restarted after a lost connection."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from tests.cdc_helpers import Cdc
+from tests.conftest import DatabaseFactory
+from tests.reports_oracle import actual, expected
+from tests.sync_helpers import execute, fill
+
+#: a safety net only: the loop is expected to converge in a second or two
+CONVERGE_TIMEOUT_S = 120
+
+
+def _converged(world: Cdc) -> bool:
+    with psycopg.connect(world.src) as src, psycopg.connect(world.wh) as wh:
+        want = expected(src)
+        return bool(actual(wh) == {name: want[name] for name in want})
+
+
+def _wait_converged(world: Cdc, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    while not _converged(world):
+        assert proc.poll() is None, "run --cdc exited"
+        assert time.monotonic() < deadline, "run --cdc did not converge"
+        time.sleep(0.2)
+
+
+def test_run_cdc_streams_deletes_into_the_reports_and_survives_a_lost_walsender(
+    make_db: DatabaseFactory, slot_name: str, tmp_path: Path
+) -> None:
+    world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
+    fill(world.src, orders=40, order_items=120, customers=5, products=5)
+    world.setup()
+    env = {
+        **os.environ,
+        "ACME_MV_DATABASE_URL": world.wh,
+        "ACME_MV_SOURCE_URL": world.src,
+        "ACME_MV_LOG_FORMAT": "plain",
+    }
+    log = tmp_path / "run.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "acme_mv", "run", "--cdc", "--slot", world.slot, "--max-backoff", "1s"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+            env=env,
+        )
+        try:
+            # a delete, an update and an insert reach the reports with no sync at all
+            execute(world.src, "DELETE FROM operations.orders WHERE order_id IN (1, 2, 3)")
+            execute(world.src, "UPDATE operations.orders SET status = 'PENDING' WHERE order_id = 4")
+            execute(world.src, "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-24', 1, 'PENDING')")
+            _wait_converged(world, proc)
+            # the source ends the walsender (as a restart would): the loop logs it and streams again
+            execute(
+                world.src,
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s",
+                (world.slot,),
+            )
+            execute(world.src, "DELETE FROM operations.order_items WHERE order_item_id <= 10")
+            execute(world.src, "UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id = 5")
+            _wait_converged(world, proc)
+            world.assert_staging_equals_source()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "change capture stopped cleanly" in text
