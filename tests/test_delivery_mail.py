@@ -272,7 +272,7 @@ def test_the_server_counts_connections(refreshed: str, smtp: SmtpServer) -> None
 
 def test_an_unknown_report_is_refused_before_connecting(refreshed: str, smtp: SmtpServer) -> None:
     res = run("mail", "--to", "lead@example.com", "--report", "sync_batches")
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # a usage error
     assert "Unknown report 'sync_batches'; the reports are: open_orders, top_dates, pending_items, top_customers" in res.stderr
     assert smtp.inbox.connections == 0
 

@@ -182,5 +182,5 @@ def test_as_of_a_past_moment_and_outside_the_kept_history(refreshed: str) -> Non
     assert res.exit_code == 1
     assert "are not kept: the history starts after batch" in res.stderr
     res = run("export", "open_orders", "--as-of", "yesterday")
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # a usage error
     assert "--as-of 'yesterday' is not a time" in res.stderr

@@ -46,7 +46,7 @@ from acme_mv.cdc.refresher import Refresher
 from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position
 from acme_mv.config import Settings
 from acme_mv.db import connection, first_line
-from acme_mv.errors import ConnectionFailed
+from acme_mv.errors import ConnectionFailed, ConnectionLost
 from acme_mv.refresh import RefreshResult
 from acme_mv.sync import state
 
@@ -178,13 +178,13 @@ class _Streamer:
                 raise
             self.refresher.close()  # a last refresh covers every applied batch
             return result
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, ConnectionLost) as exc:
             # the warehouse (or the source's ordinary connection) went away: the batch in
             # progress rolled back and was not confirmed; a new run resumes from the warehouse
             raise ConnectionFailed(
                 f"Change capture lost a database connection: {first_line(exc)}; nothing of the batch in "
                 "progress was kept, acme-mv cdc run resumes from the warehouse's position",
-                role="unknown",
+                role=exc.role if isinstance(exc, ConnectionLost) else "unknown",
             ) from None
 
     def _run(self, *, reconnects: int) -> StreamResult:
