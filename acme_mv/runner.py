@@ -231,17 +231,7 @@ def run(
             extra={"server": server, "failures": failures},
         )
 
-    stops: list[tenacity.stop.stop_base] = [tenacity.stop_when_event_set(_EventView(flag))]
-    if policy.max_failures is not None:
-        stops.append(tenacity.stop_after_attempt(policy.max_failures))
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_transient),
-        wait=tenacity.wait_exponential(multiplier=policy.first_s, min=policy.first_s, max=policy.max_s),
-        stop=tenacity.stop_any(*stops),
-        sleep=flag.sleep,
-        before_sleep=failed,
-        reraise=True,
-    )
+    retrying = _retrying(policy, flag, failed)
     with _stop_on_signals(flag):
         while not flag.is_set():
             started = time.monotonic()
@@ -278,6 +268,24 @@ def run(
     if flag.is_set():
         log.info("stopped cleanly after %d cycle(s)", cycles)
     return cycles
+
+
+def _retrying(
+    policy: RetryPolicy, flag: _StopFlag, failed: Callable[[tenacity.RetryCallState], None]
+) -> tenacity.Retrying:
+    """Retry what :func:`is_transient` says may pass, with ``policy``'s capped exponential backoff,
+    until the stop flag is set (or ``policy.max_failures``); ``failed`` logs each failure."""
+    stops: list[tenacity.stop.stop_base] = [tenacity.stop_when_event_set(_EventView(flag))]
+    if policy.max_failures is not None:
+        stops.append(tenacity.stop_after_attempt(policy.max_failures))
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        wait=tenacity.wait_exponential(multiplier=policy.first_s, min=policy.first_s, max=policy.max_s),
+        stop=tenacity.stop_any(*stops),
+        sleep=flag.sleep,
+        before_sleep=failed,
+        reraise=True,
+    )
 
 
 class _StopFlag:
@@ -418,17 +426,7 @@ def run_cdc(
             extra={"server": server, "failures": failures},
         )
 
-    stops: list[tenacity.stop.stop_base] = [tenacity.stop_when_event_set(view)]
-    if policy.max_failures is not None:
-        stops.append(tenacity.stop_after_attempt(policy.max_failures))
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_transient),
-        wait=tenacity.wait_exponential(multiplier=policy.first_s, min=policy.first_s, max=policy.max_s),
-        stop=tenacity.stop_any(*stops),
-        sleep=flag.sleep,
-        before_sleep=failed,
-        reraise=True,
-    )
+    retrying = _retrying(policy, flag, failed)
     with _stop_on_signals(flag):
         try:
             retrying(one_stream)
