@@ -67,26 +67,34 @@ def assert_views_match(conn: psycopg.Connection[tuple[object, ...]], want: Repor
         assert [tuple(r) for r in conn.execute(q).fetchall()] == want[name][:3], name
 
 
-def _latest_as_of(table: str, key: str) -> str:
+def _latest_as_of(table: str, key: str, versions: str) -> str:
     return (
-        f"(SELECT * FROM (SELECT DISTINCT ON ({key}) * FROM staging.{table} WHERE _batch_id <= %(k)s "
+        f"(SELECT * FROM (SELECT DISTINCT ON ({key}) * FROM {versions} AS s WHERE _batch_id <= %(k)s "
         f"ORDER BY {key}, _batch_id DESC) AS v WHERE NOT v._deleted)"
     )
 
 
-#: the same reports from scratch over the staged VERSIONS as of batch %(k)s (latest version per key
-#: with _batch_id <= k, tombstones removed; names from today's mirrors)
-FROM_VERSIONS = {
-    name: q.replace("operations.order_items", _latest_as_of("order_items", "order_item_id"))
-    .replace("operations.orders", _latest_as_of("orders", "order_id"))
-    .replace("operations.products", "staging.products")
-    .replace("operations.customers", "staging.customers")
-    for name, q in FROM_SCRATCH.items()
-}
+def from_versions(versions: dict[str, str] | None = None) -> dict[str, str]:
+    """The reports from scratch over the staged VERSIONS as of batch %(k)s (latest version per key
+    with _batch_id <= k, tombstones removed; names from today's mirrors). ``versions`` may name,
+    per table, another relation holding them (default ``staging.<table>``)."""
+    rel = {"orders": "staging.orders", "order_items": "staging.order_items", **(versions or {})}
+    return {
+        name: q.replace("operations.order_items", _latest_as_of("order_items", "order_item_id", rel["order_items"]))
+        .replace("operations.orders", _latest_as_of("orders", "order_id", rel["orders"]))
+        .replace("operations.products", "staging.products")
+        .replace("operations.customers", "staging.customers")
+        for name, q in FROM_SCRATCH.items()
+    }
 
 
-def expected_as_of(conn: psycopg.Connection[tuple[object, ...]], batch_id: int) -> Reports:
+FROM_VERSIONS = from_versions()
+
+
+def expected_as_of(
+    conn: psycopg.Connection[tuple[object, ...]], batch_id: int, queries: dict[str, str] = FROM_VERSIONS
+) -> Reports:
     return {
         name: [tuple(r) for r in conn.execute(q, {"k": batch_id}).fetchall()]  # type: ignore[call-overload]
-        for name, q in FROM_VERSIONS.items()
+        for name, q in queries.items()
     }

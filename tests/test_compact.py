@@ -273,3 +273,34 @@ def test_run_compacts_after_a_fold_only(db_url: str) -> None:
     assert_views_match(conn, expected(conn))
     verify(settings)
     conn.close()
+
+
+def test_a_full_sync_tombstones_a_live_key_whose_versions_were_compacted(db_url: str) -> None:
+    """Compaction may drop the only version of a key that is still live (the state table keeps
+    it); a delete of that key at the source must still leave the reports after ``sync --full``."""
+    conn = psycopg.connect(db_url, autocommit=True)
+    stamp_updates_like_the_jobs(conn)
+    settings = Settings(database_url=db_url)
+    finished: list[datetime] = []
+    for step in range(6):
+        _cycle(conn, db_url, step)
+        refresh(settings)
+        row = conn.execute("SELECT max(finished_at) FROM staging.sync_batches").fetchone()
+        assert row is not None
+        finished.append(row[0])
+    result = compact(settings, keep=timedelta(hours=1), now=finished[3] + timedelta(hours=1, microseconds=1))
+    assert result.partitions_dropped
+    row = conn.execute(
+        "SELECT s.order_id FROM staging.orders_state AS s JOIN operations.orders AS o USING (order_id) "
+        "WHERE o.status <> 'COMPLETED' "
+        "AND NOT EXISTS (SELECT 1 FROM staging.orders AS v WHERE v.order_id = s.order_id) ORDER BY 1 LIMIT 1"
+    ).fetchone()
+    assert row is not None, "the precondition: an open order whose every version was compacted away"
+    conn.execute("DELETE FROM operations.order_items WHERE order_id = %s", (row[0],))
+    conn.execute("DELETE FROM operations.orders WHERE order_id = %s", (row[0],))
+    copy_batch(db_url, db_url, full=True)
+    refresh(settings)
+    assert conn.execute("SELECT count(*) FROM staging.orders_state WHERE order_id = %s", row).fetchone() == (0,)
+    assert_views_match(conn, expected(conn))
+    verify(settings)
+    conn.close()

@@ -317,18 +317,22 @@ def load_full_diff(
 
 
 def append_tombstones(dst: Conn, spec: TableSpec, *, keep: sql.Identifier) -> int:
-    """A tombstone for every key whose latest version is live and that ``keep`` lacks."""
+    """A tombstone for every live key (in the latest-state table ``staging.<t>_state``) that
+    ``keep`` lacks. The state table, not the versions: compaction may have dropped the only
+    version of a key that is still live, and its delete must still reach the reports."""
     key = sql.Identifier(spec.key)
     statement = sql.SQL(
         """
         INSERT INTO {table} ({key}, _deleted)
-        SELECT l.{key}, true FROM (
-            SELECT DISTINCT ON (s.{key}) s.{key}, s._deleted FROM {table} AS s
-            ORDER BY s.{key}, s._batch_id DESC
-        ) AS l
-        WHERE NOT l._deleted AND NOT EXISTS (SELECT 1 FROM {keep} AS k WHERE k.{key} = l.{key})
+        SELECT l.{key}, true FROM {state} AS l
+        WHERE NOT EXISTS (SELECT 1 FROM {keep} AS k WHERE k.{key} = l.{key})
         """
-    ).format(table=sql.Identifier(STAGING, spec.name), key=key, keep=keep)
+    ).format(
+        table=sql.Identifier(STAGING, spec.name),
+        state=sql.Identifier(STAGING, f"{spec.name}_state"),
+        key=key,
+        keep=keep,
+    )
     return max(dst.execute(statement).rowcount, 0)
 
 
