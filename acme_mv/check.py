@@ -1,7 +1,7 @@
 """Data-quality gaps in the staged data (latest version of every key).
 
 The source declares no foreign keys and every reference is nullable, so
-orphans are expected; the reports handle them (see README.md, "Reports").
+orphans are expected; the reports handle them (see docs/reports.md).
 ``check`` counts them so that an operator sees how much of the data is
 orphaned and can tell a source problem from a sync problem. It reads the
 latest-state tables (``staging.orders_state``, ``staging.order_items_state``:

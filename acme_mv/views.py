@@ -13,7 +13,7 @@ header lines are read::
     -- unique: delivery_date, status
 
 Migrations never read today's ``views/``: each pins a copy under
-``migrations/sql/<revision>/`` (see README.md, "Reports"), and
+``migrations/sql/<revision>/`` (see docs/reports.md), and
 :func:`replace_materialized_view` replaces a materialized view the way that
 keeps ``REFRESH ... CONCURRENTLY`` working: dependants dropped, view replaced,
 its unique index and the dependants recreated, all in one migration. The

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 MAKEFILE = ROOT / "Makefile"
-DOCKER_DOC = ROOT / "README.md"
+DOCKER_DOC = ROOT / "docs" / "operations.md"
 
 SHELL_OPERATORS = {";", "&&", "||", "|", "&", "(", ")"}
 SHELL_KEYWORDS = {"if", "then", "else", "elif", "fi", "exec", "do", "done", "while", "until", "!"}
@@ -283,7 +283,7 @@ def exports_mount() -> tuple[str, str]:
 
 
 def documented_export_commands() -> list[list[str]]:
-    """`docker compose run ... acme-mv export ...` lines of README.md, as acme-mv argv."""
+    """`docker compose run ... acme-mv export ...` lines of docs/operations.md, as acme-mv argv."""
     found = []
     for line in DOCKER_DOC.read_text().splitlines():
         line = line.strip().removeprefix("$ ")
@@ -301,7 +301,7 @@ def documented_export_commands() -> list[list[str]]:
 def test_the_documented_export_writes_into_the_exports_mount() -> None:
     _, container = exports_mount()
     commands = documented_export_commands()
-    assert commands, "README.md shows no `docker compose run ... acme-mv export` example"
+    assert commands, "docs/operations.md shows no `docker compose run ... acme-mv export` example"
     workdirs = [args for ins, args in dockerfile_instructions() if ins == "WORKDIR"]
     for argv in commands:
         if "--output-dir" in argv:

@@ -5,7 +5,7 @@ server's ``random()`` seeded by ``setseed``: nothing goes row by row through
 Python, and the same seed gives the same rows (ids, names, statuses,
 quantities; the timestamps are relative to the loading transaction's start).
 
-What the history looks like (see README.md, "The sample source"):
+What the history looks like (see docs/sample.md):
 
 - ``orders`` orders over the past ``days`` days, ids rising with time; about
   ``orders / 20`` customers (at least 10) and ``orders / 200`` products (at
