@@ -22,9 +22,11 @@ from typing import TypeVar
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from acme_mv import embedded, export, migrate, refresh, runner, sync
+from acme_mv import embedded, migrate, sync
 from acme_mv.config import Settings
 from acme_mv.db import ensure_database, first_line, schema_exists
+from acme_mv.reports import export, refresh
+from acme_mv.run import loop as runner
 from acme_mv.sample import load, schema, simulate
 
 log = logging.getLogger(__name__)

@@ -309,7 +309,7 @@ def measure(bench: Bench, *, rate: int = RATE, duration: float = DURATION_S) -> 
         found.append(initial)
         try:
             found.append(_apply_rate(bench, slot))
-            from acme_mv.refresh import refresh
+            from acme_mv.reports.refresh import refresh
 
             refresh(bench.settings, mode="historic")
             found.extend(_under_load(bench, slot, rate=rate, duration=duration))

@@ -14,9 +14,9 @@ from __future__ import annotations
 import http.client
 from urllib.parse import urlsplit
 
-from acme_mv import refresh as refresh_api
 from acme_mv import sync as sync_api
 from acme_mv.delivery.dashboard.app import ReportCache, create_app, running
+from acme_mv.reports import refresh as refresh_api
 from benchmarks.acme_sync import migrated
 from benchmarks.core import Bench, Result, guarded, rounds
 

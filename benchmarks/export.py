@@ -5,9 +5,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from acme_mv import export as export_api
-from acme_mv import refresh as refresh_api
 from acme_mv import sync as sync_api
+from acme_mv.reports import export as export_api
+from acme_mv.reports import refresh as refresh_api
 from benchmarks.acme_sync import migrated
 from benchmarks.core import Bench, Result, guarded, rounds
 

@@ -18,8 +18,8 @@ import sys
 import time
 from datetime import date, timedelta
 
-from acme_mv import refresh as refresh_api
 from acme_mv import sync as sync_api
+from acme_mv.reports import refresh as refresh_api
 from benchmarks.acme_sync import migrated
 from benchmarks.core import Bench, NotAvailable, Result, guarded
 

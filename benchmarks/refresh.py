@@ -7,8 +7,8 @@ would pay on every refresh).
 
 from __future__ import annotations
 
-from acme_mv import refresh as refresh_api
 from acme_mv import sync as sync_api
+from acme_mv.reports import refresh as refresh_api
 from benchmarks import pg, source
 from benchmarks.acme_sync import migrated
 from benchmarks.core import Bench, Result, guarded, rounds

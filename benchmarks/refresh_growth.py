@@ -13,8 +13,8 @@ Then the rollover after those cycles (about 12% of the orders changed): ``refres
 
 from __future__ import annotations
 
-from acme_mv import refresh as refresh_api
 from acme_mv import sync as sync_api
+from acme_mv.reports import refresh as refresh_api
 from benchmarks.acme_sync import migrated
 from benchmarks.core import Bench, Result, guarded, timed
 

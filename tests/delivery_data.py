@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 
 from acme_mv.config import Settings
-from acme_mv.refresh import refresh
+from acme_mv.reports.refresh import refresh
 from tests.staging_copy import copy_batch
 from tests.test_export import DATA, EXPECTED
 

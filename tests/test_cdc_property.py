@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from acme_mv.refresh import refresh
+from acme_mv.reports.refresh import refresh
 from tests.cdc_helpers import Cdc
 from tests.conftest import DatabaseFactory
 from tests.sync_helpers import execute, fill

@@ -7,8 +7,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from acme_mv.check import CHECKS, check, check_query
 from acme_mv.config import Settings
+from acme_mv.reports.check import CHECKS, check, check_query
 from tests.cli_runner import run
 from tests.staging_copy import copy_batch
 

@@ -13,13 +13,13 @@ import pytest
 
 import acme_mv.sync.partitions
 import acme_mv.sync.source
-from acme_mv.compact import compact, parse_keep
 from acme_mv.config import Settings
 from acme_mv.errors import BadArgument, HistoryUnavailable
-from acme_mv.export import as_of_query, resolve_as_of
-from acme_mv.refresh import refresh
+from acme_mv.reports.export import as_of_query, resolve_as_of
+from acme_mv.reports.refresh import refresh
+from acme_mv.reports.verify import verify
 from acme_mv.sync import sync
-from acme_mv.verify import verify
+from acme_mv.sync.compact import compact, parse_keep
 from tests.batch_writes import tombstones
 from tests.cli_runner import run
 from tests.reports_oracle import FROM_SCRATCH, assert_views_match, expected
@@ -248,8 +248,8 @@ def test_run_compacts_after_a_fold_only(db_url: str) -> None:
     """``run --keep-history``: the cycle whose refresh folded a new day compacts; others do not."""
     import dataclasses
 
-    from acme_mv.refresh import DAY_CHANGED
-    from acme_mv.runner import compact_after_fold
+    from acme_mv.reports.refresh import DAY_CHANGED
+    from acme_mv.run.loop import compact_after_fold
 
     conn = psycopg.connect(db_url, autocommit=True)
     stamp_updates_like_the_jobs(conn)

@@ -18,7 +18,7 @@ import pytest
 
 import acme_mv.sync.source
 from acme_mv.config import Settings
-from acme_mv.refresh import refresh
+from acme_mv.reports.refresh import refresh
 from acme_mv.sample import load, simulate
 from acme_mv.sync import sync
 from tests.reports_oracle import assert_views_match, expected

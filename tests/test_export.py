@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from acme_mv.config import Settings
-from acme_mv.refresh import refresh
+from acme_mv.reports.refresh import refresh
 from tests.cli_runner import run
 from tests.staging_copy import copy_batch
 

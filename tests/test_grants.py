@@ -12,9 +12,9 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
-from acme_mv import views
 from acme_mv.config import Settings
-from acme_mv.refresh import refresh
+from acme_mv.reports import views
+from acme_mv.reports.refresh import refresh
 from tests.cli_runner import run
 from tests.conftest import LoginRole, RoleFactory
 from tests.staging_copy import copy_batch

@@ -37,7 +37,7 @@ def test_plain_lines_one_per_record_with_a_date_and_no_wrapping(db_url: str) -> 
     res = run_subprocess("run", "--once", env=_env(db_url))
     assert res.exit_code == 0, res.stderr
     lines = _plain_lines(res)
-    cycle = [ln for ln in lines if " INFO acme_mv.runner cycle 1: " in ln]
+    cycle = [ln for ln in lines if " INFO acme_mv.run.loop cycle 1: " in ln]
     assert len(cycle) == 1 and len(cycle[0]) > 80  # longer than a terminal: not wrapped
     assert "synced 1 rows" in cycle[0] and "freshness" in cycle[0]
     # the cycle is one line: the refresh's own summary is not a second INFO line
@@ -51,7 +51,7 @@ def test_json_one_object_per_line(db_url: str) -> None:
     records = [json.loads(line) for line in res.stderr.splitlines()]
     assert records and all(set(r) >= {"ts", "level", "logger", "message"} for r in records)
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["ts"]) for r in records)
-    assert [r["message"].split(":")[0] for r in records if r["logger"] == "acme_mv.runner"] == ["cycle 1"]
+    assert [r["message"].split(":")[0] for r in records if r["logger"] == "acme_mv.run.loop"] == ["cycle 1"]
 
 
 def test_an_error_is_one_record_too(db_url: str) -> None:

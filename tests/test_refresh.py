@@ -14,8 +14,8 @@ import acme_mv.sync.source
 from acme_mv import migrate
 from acme_mv.config import Settings
 from acme_mv.errors import NotMigrated
-from acme_mv.refresh import refresh
-from acme_mv.verify import verify
+from acme_mv.reports.refresh import refresh
+from acme_mv.reports.verify import verify
 from tests.cli_runner import run
 from tests.reports_oracle import actual, assert_views_match, expected
 from tests.source_writes import stamp_updates_like_the_jobs

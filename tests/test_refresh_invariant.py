@@ -27,12 +27,12 @@ from hypothesis.stateful import (
 
 import acme_mv.sync.partitions
 import acme_mv.sync.source
-from acme_mv.compact import compact
 from acme_mv.config import Settings
 from acme_mv.errors import HistoryUnavailable
-from acme_mv.export import as_of_query, resolve_as_of
-from acme_mv.refresh import refresh
-from acme_mv.verify import verify
+from acme_mv.reports.export import as_of_query, resolve_as_of
+from acme_mv.reports.refresh import refresh
+from acme_mv.reports.verify import verify
+from acme_mv.sync.compact import compact
 from tests.batch_writes import tombstones
 from tests.reports_oracle import (
     FROM_SCRATCH,

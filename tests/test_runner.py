@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from acme_mv import runner
 from acme_mv.config import Settings, parse_duration
 from acme_mv.errors import (
     AuthenticationFailed,
@@ -24,7 +23,8 @@ from acme_mv.errors import (
     PermissionDenied,
     SchemaDrift,
 )
-from acme_mv.runner import Cycle, SyncSummary
+from acme_mv.run import loop as runner
+from acme_mv.run.loop import Cycle, SyncSummary
 from tests.cli_runner import run
 from tests.reports_oracle import assert_views_match, expected
 from tests.staging_copy import copy_batch

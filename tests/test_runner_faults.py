@@ -29,7 +29,7 @@ import psycopg
 import pytest
 
 from acme_mv import migrate
-from acme_mv.refresh import LOCK_CLASS, LOCK_REFRESH
+from acme_mv.reports.refresh import LOCK_CLASS, LOCK_REFRESH
 from acme_mv.sample import load, schema
 from tests.reports_oracle import assert_views_match, expected
 from tests.throwaway_server import Server, throwaway_server
@@ -105,7 +105,7 @@ class Loop:
 
 
 def _is_success(rec: dict[str, Any]) -> bool:
-    return rec["level"] == "INFO" and rec["logger"] == "acme_mv.runner" and rec["message"].startswith("cycle ") and ": synced" in rec["message"]
+    return rec["level"] == "INFO" and rec["logger"] == "acme_mv.run.loop" and rec["message"].startswith("cycle ") and ": synced" in rec["message"]
 
 
 def _is_failure(server: str | None = None) -> Callable[[dict[str, Any]], bool]:
@@ -268,7 +268,7 @@ def test_max_failures_against_a_stopped_port() -> None:
         )
     assert done.returncode == 1
     lines = done.stderr.splitlines()
-    failed = [ln for ln in lines if " WARNING acme_mv.runner cycle " in ln]
+    failed = [ln for ln in lines if " WARNING acme_mv.run.loop cycle " in ln]
     assert len(failed) == 2, done.stderr  # the third failure is the final error
     assert all("failed (warehouse): Cannot connect to the warehouse" in ln for ln in failed)
     assert "giving up after 3 failures" in done.stderr

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import psycopg
 
-from acme_mv import health
 from acme_mv.config import Settings
 from acme_mv.errors import Stale
+from acme_mv.run import health
 from tests.cli_runner import run
 
 

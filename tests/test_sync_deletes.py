@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from acme_mv.check import check
+from acme_mv.reports.check import check
 from acme_mv.sync import missing_keys, status, sync
 from tests.cli_runner import run
 from tests.sync_helpers import execute, fill, settings

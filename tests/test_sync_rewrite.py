@@ -26,7 +26,7 @@ import psycopg
 import pytest
 
 from acme_mv.config import Settings
-from acme_mv.refresh import refresh
+from acme_mv.reports.refresh import refresh
 from acme_mv.sync import TABLES, Mode, SourceLocked, TableResult, source, sync
 from tests.reports_oracle import assert_views_match, expected
 from tests.sync_helpers import execute, fill, scalar, settings, source_rows, staged_latest

@@ -8,11 +8,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from acme_mv import migrate, paths, views
+from acme_mv import migrate, paths
 from acme_mv.config import Settings
-from acme_mv.refresh import refresh
-from acme_mv.verify import verify
-from acme_mv.views import View
+from acme_mv.reports import views
+from acme_mv.reports.refresh import refresh
+from acme_mv.reports.verify import verify
+from acme_mv.reports.views import View
 from tests.staging_copy import copy_batch
 from tests.view_changes import open_orders_historic_change
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from acme_mv import views
-from acme_mv.views import View
+from acme_mv.reports import views
+from acme_mv.reports.views import View
 
 
 def _changed(directory: Path | None, name: str, old_text: str, new_text: str) -> tuple[View, View, list[View]]:

@@ -47,7 +47,7 @@ from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position
 from acme_mv.config import Settings
 from acme_mv.db import connection, first_line
 from acme_mv.errors import ConnectionFailed, ConnectionLost
-from acme_mv.refresh import RefreshResult
+from acme_mv.reports.refresh import RefreshResult
 from acme_mv.sync import state
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from acme_mv.config import Settings
-from acme_mv.refresh import RefreshResult, refresh
+from acme_mv.reports.refresh import RefreshResult, refresh
 
 log = logging.getLogger(__name__)
 

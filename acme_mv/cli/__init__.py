@@ -25,6 +25,7 @@ from acme_mv.cli import demo as demo_cmd
 from acme_mv.cli import grants as grants_cmd
 from acme_mv.cli import migrate as migrate_cmd
 from acme_mv.cli import reports as reports_cmd
+from acme_mv.cli import run as run_cmd
 from acme_mv.cli import sample as sample_cmd
 from acme_mv.cli import sync as sync_cmd
 from acme_mv.config import Settings, scrub
@@ -113,7 +114,7 @@ def main_callback(
     )
 
 
-for module in (demo_cmd, migrate_cmd, sample_cmd, sync_cmd, reports_cmd, grants_cmd, delivery_cmd, cdc_cmd):
+for module in (demo_cmd, migrate_cmd, sample_cmd, sync_cmd, reports_cmd, run_cmd, grants_cmd, delivery_cmd, cdc_cmd):
     module.register(app)
 
 

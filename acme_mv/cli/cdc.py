@@ -17,7 +17,7 @@ from rich.table import Table
 from acme_mv import cdc as api
 from acme_mv.cdc import capture
 from acme_mv.cli import common
-from acme_mv.refresh import RefreshResult
+from acme_mv.reports.refresh import RefreshResult
 
 log = logging.getLogger("acme_mv.cli.cdc")
 

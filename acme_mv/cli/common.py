@@ -60,7 +60,7 @@ def iso_time(created: float) -> str:
 
 
 class PlainFormatter(logging.Formatter):
-    """One line per record: ``2026-11-26T09:12:03.123Z INFO acme_mv.runner cycle 3: ...``."""
+    """One line per record: ``2026-11-26T09:12:03.123Z INFO acme_mv.run.loop cycle 3: ...``."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"{iso_time(record.created)} {record.levelname} {record.name} {_one_line(record.getMessage())}"

@@ -1,6 +1,6 @@
 """``acme-mv mail`` and ``acme-mv serve``: thin skins over :mod:`acme_mv.delivery`.
 
-``run --mail-at/--mail-to`` (in :mod:`acme_mv.cli.reports`) builds its hook with
+``run --mail-at/--mail-to`` (in :mod:`acme_mv.cli.run`) builds its hook with
 :func:`daily_mail_hook`.
 """
 
@@ -16,7 +16,7 @@ import typer
 from acme_mv.cli import common
 from acme_mv.config import validate_conninfo
 from acme_mv.errors import ConfigError
-from acme_mv.export import REPORTS
+from acme_mv.reports.export import REPORTS
 
 log = logging.getLogger("acme_mv.cli")
 
@@ -94,7 +94,7 @@ def serve(
       ACME_MV_READER_URL=postgresql://reports@warehouse/acme acme-mv serve --host 0.0.0.0 --port 8080
     """
     from acme_mv.delivery.dashboard.app import serve as api_serve
-    from acme_mv.runner import parse_interval
+    from acme_mv.run.loop import parse_interval
 
     settings = common.settings()
     url = reader_url or settings.database_url

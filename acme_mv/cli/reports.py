@@ -1,8 +1,7 @@
-"""``acme-mv refresh``, ``run``, ``export`` and ``check``: thin skins over the reports API."""
+"""``acme-mv refresh``, ``verify``, ``export`` and ``check``: thin skins over the reports API."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from dataclasses import asdict
@@ -12,15 +11,12 @@ from typing import Annotated, Literal
 
 import typer
 
-from acme_mv import check as check_api
-from acme_mv import compact as compact_api
-from acme_mv import export as export_api
-from acme_mv import refresh as refresh_api
-from acme_mv import runner
-from acme_mv import verify as verify_api
 from acme_mv.cli import common
-from acme_mv.cli.delivery import daily_mail_hook
 from acme_mv.errors import BadArgument
+from acme_mv.reports import check as check_api
+from acme_mv.reports import export as export_api
+from acme_mv.reports import refresh as refresh_api
+from acme_mv.reports import verify as verify_api
 
 log = logging.getLogger("acme_mv.cli")
 
@@ -67,111 +63,6 @@ def refresh(
         markup=False,
         highlight=False,
     )
-
-
-def run(
-    interval: Annotated[
-        str, typer.Option("--interval", help="Time between cycle starts: 10s, 500ms, 1m30s, 2h.")
-    ] = "10s",
-    once: Annotated[bool, typer.Option("--once", help="Run one good cycle and exit.")] = False,
-    mail_at: Annotated[
-        str | None,
-        typer.Option("--mail-at", envvar="ACME_MV_MAIL_AT", help="Mail the reports daily after HH:MM (--timezone).", show_default=False),
-    ] = None,
-    mail_to: Annotated[
-        list[str] | None,
-        typer.Option("--mail-to", envvar="ACME_MV_MAIL_TO", help="Recipients of the daily mail: ADDR[,ADDR].", show_default=False),
-    ] = None,
-    cdc: Annotated[
-        bool,
-        typer.Option(
-            "--cdc",
-            help="Stream changes from the source's WAL (after `acme-mv cdc setup`) instead of cursor syncs.",
-        ),
-    ] = False,
-    slot: Annotated[
-        str, typer.Option("--slot", help="With --cdc: the replication slot to stream from.")
-    ] = "acme_mv",
-    keep_history: Annotated[
-        str,
-        typer.Option(
-            "--keep-history",
-            help="After each day's fold, drop history older than this (acme-mv compact): 35d, 12h or all.",
-        ),
-    ] = "35d",
-    max_failures: Annotated[
-        int | None,
-        typer.Option(
-            "--max-failures",
-            help="Exit with the error after this many failed cycles in a row. Default: retry forever.",
-            show_default=False,
-        ),
-    ] = None,
-    max_backoff: Annotated[
-        str, typer.Option("--max-backoff", help="Longest wait between retries (1s, doubling, up to this).")
-    ] = "60s",
-    full_every: Annotated[
-        str | None,
-        typer.Option(
-            "--full-every",
-            help="Re-copy orders/order_items from scratch (sync --full) when the last full copy is older: 1d, 12h.",
-            show_default=False,
-        ),
-    ] = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            "--metrics-port", help="Serve Prometheus metrics on this port (/metrics).", show_default=False
-        ),
-    ] = None,
-    metrics_host: Annotated[
-        str, typer.Option("--metrics-host", help="Address the metrics server listens on.")
-    ] = "127.0.0.1",
-) -> None:
-    """Sync then refresh, every --interval, until Ctrl-C or SIGTERM (a step in progress finishes first).
-
-    One log line per cycle (rows synced, refresh seconds, freshness), one per failed cycle naming
-    the server (warehouse or source). Failed cycles are retried with backoff, forever by default;
-    only what retrying cannot fix (not migrated, schema drift, bad configuration, refused login,
-    missing privilege) ends the loop. See docs/running.md.
-
-    Examples:
-
-      acme-mv run --interval 10s
-
-      acme-mv run --once
-
-      acme-mv run --metrics-port 9187 --full-every 1d
-
-      acme-mv run --mail-at 07:00 --mail-to lead@example.com
-
-      acme-mv run --cdc --metrics-port 9187
-    """
-    mail = daily_mail_hook(mail_at, mail_to)  # see `acme-mv mail --help` for the SMTP settings
-    keep = compact_api.parse_keep(keep_history)
-    every = common.duration_option(interval, "--interval")
-    common.int_in_range(max_failures, "--max-failures", 1, 2**31)
-    common.int_in_range(metrics_port, "--metrics-port", 0, 65535)
-    policy = runner.RetryPolicy(max_s=common.duration_option(max_backoff, "--max-backoff"), max_failures=max_failures)
-    full = None if full_every is None else common.duration_option(full_every, "--full-every")
-    if cdc and (once or full is not None or mail is not None):
-        raise BadArgument("--cdc streams continuously: drop --once, --full-every and the daily mail options")
-    settings = common.settings()
-    hook = runner.chain(mail, runner.compaction_hook(settings, keep))
-    with contextlib.ExitStack() as stack:
-        metrics = None
-        if metrics_port is not None:
-            from acme_mv import metrics as metrics_api
-
-            metrics = metrics_api.Metrics()
-            port = stack.enter_context(metrics_api.serve(metrics, port=metrics_port, host=metrics_host))
-            log.info("serving Prometheus metrics on http://%s:%d/metrics", metrics_host, port)
-        if cdc:
-            runner.run_cdc(settings, slot=slot, retry=policy, metrics=metrics, keep=keep)
-        else:
-            runner.run(
-                settings, interval=every, once=once, retry=policy, full_every=full, metrics=metrics, on_cycle=hook
-            )
 
 
 def export(
@@ -305,35 +196,9 @@ def verify() -> None:
     )
 
 
-def compact(
-    keep_history: Annotated[
-        str, typer.Option("--keep-history", help="History to keep for --as-of and verify: 35d, 12h, or all.")
-    ] = "35d",
-) -> None:
-    """Drop the staged versions and report deltas older than --keep-history (whole partitions).
-
-    The current state and the reports are never touched; readers are never blocked.
-
-    Examples:
-
-      acme-mv compact
-
-      acme-mv compact --keep-history 7d
-    """
-    result = compact_api.compact(common.settings(), keep=compact_api.parse_keep(keep_history))
-    common.out.print(
-        f"compacted: history kept from batch {result.history_batch_id}; {result.delta_rows_deleted} delta rows "
-        f"and {len(result.partitions_dropped)} partitions dropped",
-        markup=False,
-        highlight=False,
-    )
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
     app.command("refresh")(refresh)
     app.command("verify")(verify)
-    app.command("compact")(compact)
-    app.command("run")(run)
     app.command("export")(export)
     app.command("check")(check)

@@ -21,10 +21,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from acme_mv import health
 from acme_mv import sync as api
 from acme_mv.cli import common
 from acme_mv.errors import BadArgument
+from acme_mv.run import health
+from acme_mv.sync import compact as compact_api
 
 log = logging.getLogger("acme_mv.cli.sync")
 
@@ -248,7 +249,32 @@ def _print_status_table(rows: list[api.TableStatus]) -> None:
             )
 
 
+def compact(
+    keep_history: Annotated[
+        str, typer.Option("--keep-history", help="History to keep for --as-of and verify: 35d, 12h, or all.")
+    ] = "35d",
+) -> None:
+    """Drop the staged versions and report deltas older than --keep-history (whole partitions).
+
+    The current state and the reports are never touched; readers are never blocked.
+
+    Examples:
+
+      acme-mv compact
+
+      acme-mv compact --keep-history 7d
+    """
+    result = compact_api.compact(common.settings(), keep=compact_api.parse_keep(keep_history))
+    common.out.print(
+        f"compacted: history kept from batch {result.history_batch_id}; {result.delta_rows_deleted} delta rows "
+        f"and {len(result.partitions_dropped)} partitions dropped",
+        markup=False,
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add ``sync`` and ``status`` to the app."""
     app.command("sync")(sync)
     app.command("status")(status)
+    app.command("compact")(compact)

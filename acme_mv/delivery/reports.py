@@ -1,6 +1,6 @@
 """The reports as delivered: ``acme-mv export``'s CSV text and the moment the data is fresh as of.
 
-Every report is written by :func:`acme_mv.export.write_csv`, the export's own
+Every report is written by :func:`acme_mv.reports.export.write_csv`, the export's own
 code path, so an attachment or a dashboard download equals ``acme-mv export``'s
 file byte for byte. All reports and the freshness are read in ONE
 ``REPEATABLE READ`` transaction: they describe one refresh, never a mix.
@@ -23,7 +23,7 @@ from datetime import datetime
 
 import psycopg
 
-from acme_mv.export import REPORTS, prepare_session, write_csv
+from acme_mv.reports.export import REPORTS, prepare_session, write_csv
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from alembic import op
 
-from acme_mv import views
+from acme_mv.reports import views
 
 revision = "0003_incremental"
 down_revision = "0002_analytics"

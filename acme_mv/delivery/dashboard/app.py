@@ -61,7 +61,7 @@ from acme_mv.db import connect, first_line
 from acme_mv.delivery.dashboard.chart import open_orders_svg
 from acme_mv.delivery.reports import ReportSet, read_reports, refresh_key
 from acme_mv.errors import AcmeMvError, ConnectionFailed, ListenFailed, NeverRefreshed
-from acme_mv.export import REPORTS, default_name
+from acme_mv.reports.export import REPORTS, default_name
 
 log = logging.getLogger(__name__)
 

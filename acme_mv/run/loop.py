@@ -40,8 +40,8 @@ import tenacity
 from acme_mv.config import Settings, parse_duration, scrub
 from acme_mv.db import connection, first_line
 from acme_mv.errors import AcmeMvError, ServerError
-from acme_mv.metrics import Metrics
-from acme_mv.refresh import DAY_CHANGED, RefreshResult, refresh
+from acme_mv.reports.refresh import DAY_CHANGED, RefreshResult, refresh
+from acme_mv.run.metrics import Metrics
 
 if TYPE_CHECKING:
     from acme_mv.sync import TableResult
@@ -446,7 +446,7 @@ def compact_after_fold(settings: Settings, keep: timedelta | None, result: Refre
     it would have dropped only waits."""
     if keep is None or not result.reason.startswith(DAY_CHANGED):
         return
-    from acme_mv import compact
+    from acme_mv.sync import compact
 
     try:
         done = compact.compact(settings, keep=keep)

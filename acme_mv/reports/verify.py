@@ -28,7 +28,7 @@ from acme_mv.config import Settings
 from acme_mv.db import connection
 from acme_mv.errors import VerifyFailed
 from acme_mv.migrate import require_head
-from acme_mv.refresh import FROM_STATE
+from acme_mv.reports.refresh import FROM_STATE
 
 #: differing groups named in the error message
 SHOWN = 5
@@ -144,7 +144,7 @@ def compare(conn: psycopg.Connection[tuple[object, ...]]) -> VerifyResult:
     ).fetchone()
     included = int(row[0]) if row and isinstance(row[0], int) else 0
     for name, (view, scratch) in REPORTS.items():
-        # the statements are named constants of this module and of acme_mv.refresh
+        # the statements are named constants of this module and of acme_mv.reports.refresh
         want = sql.SQL("SELECT * FROM ({}) AS s WHERE s.n > 0").format(sql.SQL(scratch))
         nkeys = 2 if name == "open_orders" else 1
         differences += _diff(conn, name, sql.SQL(view), want, nkeys=nkeys, included=included)
