@@ -65,7 +65,9 @@ def validate_conninfo(url: str, *, what: str) -> None:
     try:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
-        raise ConfigError(f"The {what} {mask_url(url)!r} is not a valid PostgreSQL URL or DSN") from None
+        raise ConfigError(
+            f"The {what} {mask_url(url)!r} is not a valid PostgreSQL URL or DSN"
+        ) from None
     span = _userinfo_password(url)
     if span is not None and unquote(url[span[0] : span[1]]) != params.get("password"):
         # libpq ends the user:password part at the first @ (or /): the rest of the
@@ -80,7 +82,9 @@ def validate_timezone(name: str) -> None:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"Unknown time zone {name!r}; use an IANA name such as UTC or Europe/Berlin") from None
+        raise ConfigError(
+            f"Unknown time zone {name!r}; use an IANA name such as UTC or Europe/Berlin"
+        ) from None
 
 
 _SCHEME = re.compile(r"(?P<head>\b(?:postgres|postgresql)://)", re.I)

@@ -48,7 +48,12 @@ CONNECT_TIMEOUT_S = 10
 #: connection (host down, network cut) is noticed after about
 #: idle + interval * count = 60 s instead of the kernel's default two hours.
 #: A URL that sets any of them wins.
-KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3"}
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
 #: how often the server checks, while a statement runs, that acme-mv is still
 #: connected (PostgreSQL 14+, a user-settable GUC). A killed ``acme-mv refresh``
 #: would otherwise leave its REFRESH running, holding the refresh lock, until
@@ -106,7 +111,9 @@ def _watch_client(conn: Conn, given: dict[str, Any]) -> None:
         return
     if "client_connection_check_interval" in str(given.get("options") or ""):
         return
-    conn.execute("SELECT set_config('client_connection_check_interval', %s, false)", (CLIENT_CHECK_INTERVAL,))
+    conn.execute(
+        "SELECT set_config('client_connection_check_interval', %s, false)", (CLIENT_CHECK_INTERVAL,)
+    )
     if not conn.autocommit:
         conn.commit()  # a session setting made in a transaction is undone by its rollback
 
@@ -141,8 +148,15 @@ _NOT_OWNER = re.compile(
     r"procedure|database|type|relation) (?P<name>\S+)"
 )
 #: the privilege each kind of object needs when the statement does not tell
-_PRIVILEGE = {"schema": "USAGE", "sequence": "USAGE", "database": "CONNECT", "function": "EXECUTE",
-              "procedure": "EXECUTE", "type": "USAGE", "large object": "SELECT"}
+_PRIVILEGE = {
+    "schema": "USAGE",
+    "sequence": "USAGE",
+    "database": "CONNECT",
+    "function": "EXECUTE",
+    "procedure": "EXECUTE",
+    "type": "USAGE",
+    "large object": "SELECT",
+}
 #: statement verbs that write the object right after them
 _WRITES = re.compile(
     r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM|TRUNCATE(?:\s+TABLE)?|COPY)\s+(?:ONLY\s+)?(?P<target>[\w.\"]+)"
@@ -168,7 +182,9 @@ def privilege_needed(kind: str, obj: str, statement: str) -> str:
     return _PRIVILEGE.get(kind, "USAGE")
 
 
-def permission_denied(exc: psycopg.Error, *, role: Role, url: str, user: str | None) -> PermissionDenied:
+def permission_denied(
+    exc: psycopg.Error, *, role: Role, url: str, user: str | None
+) -> PermissionDenied:
     """One line naming the object, the privilege it needs and the GRANT that gives it."""
     reason = scrub(first_line(exc), url)
     who = user or "acme-mv's role"
@@ -187,10 +203,16 @@ def permission_denied(exc: psycopg.Error, *, role: Role, url: str, user: str | N
     if (m := _DENIED.search(reason)) is not None:
         kind = m["kind"]
         obj = m["name"].strip('"')
-        if role == "source" and kind in ("table", "view", "materialized view", "foreign table") and "." not in obj:
+        if (
+            role == "source"
+            and kind in ("table", "view", "materialized view", "foreign table")
+            and "." not in obj
+        ):
             obj = f"operations.{obj}"
         privilege = privilege_needed(kind, obj, str(getattr(exc, _STATEMENT, "")))
-        on = {"materialized view": "TABLE", "view": "TABLE", "foreign table": "TABLE"}.get(kind, kind.upper())
+        on = {"materialized view": "TABLE", "view": "TABLE", "foreign table": "TABLE"}.get(
+            kind, kind.upper()
+        )
         return PermissionDenied(
             f"Permission denied on {where}: {reason}; {who} needs: GRANT {privilege} ON {on} {obj} TO {who}",
             role=role,
@@ -199,7 +221,11 @@ def permission_denied(exc: psycopg.Error, *, role: Role, url: str, user: str | N
             sqlstate=sqlstate,
         )
     return PermissionDenied(
-        f"Permission denied on {where} for {who}: {reason}", role=role, privilege="", object="", sqlstate=sqlstate
+        f"Permission denied on {where} for {who}: {reason}",
+        role=role,
+        privilege="",
+        object="",
+        sqlstate=sqlstate,
     )
 
 
@@ -299,7 +325,9 @@ class TaggedCursor(psycopg.Cursor[Any]):
         return self
 
     @contextmanager
-    def copy(self, statement: Query, params: Params | None = None, *, writer: Any = None) -> Iterator[psycopg.Copy]:
+    def copy(
+        self, statement: Query, params: Params | None = None, *, writer: Any = None
+    ) -> Iterator[psycopg.Copy]:
         """``Cursor.copy``; an error starting the COPY is tagged (one raised while data flows
         may come from the other end of a pipe, so it is not)."""
         started = False
@@ -323,7 +351,11 @@ SQL_SHOWN = 160
 
 def _one_line(query: Query, cursor: psycopg.Cursor[Any]) -> str:
     try:
-        text = query.as_string(cursor) if isinstance(query, sql.Composable) else str(query if not isinstance(query, bytes) else query.decode())
+        text = (
+            query.as_string(cursor)
+            if isinstance(query, sql.Composable)
+            else str(query if not isinstance(query, bytes) else query.decode())
+        )
     except Exception:  # a statement that cannot be rendered is still timed
         text = repr(query)
     flat = " ".join(text.split())
@@ -331,7 +363,9 @@ def _one_line(query: Query, cursor: psycopg.Cursor[Any]) -> str:
 
 
 def schema_exists(conn: Conn, schema: str) -> bool:
-    row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema,)).fetchone()
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema,)
+    ).fetchone()
     return bool(row and row[0])
 
 

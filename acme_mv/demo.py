@@ -66,7 +66,11 @@ def run_demo(
 ) -> DemoResult:
     started = time.perf_counter()
     server = embedded.start("demo")
-    log.info("server  embedded PostgreSQL ready in %.2f s (%s)", time.perf_counter() - started, embedded.cache_dir())
+    log.info(
+        "server  embedded PostgreSQL ready in %.2f s (%s)",
+        time.perf_counter() - started,
+        embedded.cache_dir(),
+    )
     with psycopg.connect(server, autocommit=True) as conn:
         for name in (SOURCE_DB, WAREHOUSE_DB):
             ensure_database(conn, name, recreate=reset)
@@ -78,7 +82,9 @@ def run_demo(
     def fill_source() -> None:
         with psycopg.connect(source) as conn:
             if schema_exists(conn, schema.SCHEMA) and schema.has_rows(conn, "orders"):
-                log.info("source  reused: %s already holds orders (use --reset to rebuild)", SOURCE_DB)
+                log.info(
+                    "source  reused: %s already holds orders (use --reset to rebuild)", SOURCE_DB
+                )
                 return
             load.load(conn, orders=orders, mode="replace")
 
@@ -89,7 +95,9 @@ def run_demo(
     if simulate_seconds > 0:
         result.timed(
             "simulate",
-            lambda: simulate.simulate(source, rate=simulate_rate, duration=simulate_seconds, seed=None),
+            lambda: simulate.simulate(
+                source, rate=simulate_rate, duration=simulate_seconds, seed=None
+            ),
         )
         result.timed("sync", lambda: sync.sync(settings))
         result.timed("refresh", lambda: refresh.refresh(settings))
@@ -120,7 +128,9 @@ def live(settings: Settings, *, rate: float = 20.0, interval: float = 5.0) -> It
         threading.Thread(
             target=guarded(
                 "simulator",
-                lambda: simulate.simulate(settings.effective_source_url, rate=rate, duration=None, seed=None, stop=stop),
+                lambda: simulate.simulate(
+                    settings.effective_source_url, rate=rate, duration=None, seed=None, stop=stop
+                ),
             ),
             name="demo simulator",
             daemon=True,

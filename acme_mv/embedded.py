@@ -89,7 +89,9 @@ def start(name: str = "demo", *, pgdata: Path | None = None, stop_at_exit: bool 
                     data, cleanup_mode="stop" if stop_at_exit else None
                 )
         except Exception as exc:  # the wheel raises bare subprocess/OS errors
-            raise EmbeddedUnavailable(f"The embedded PostgreSQL in {data} did not start: {exc}") from None
+            raise EmbeddedUnavailable(
+                f"The embedded PostgreSQL in {data} did not start: {exc}"
+            ) from None
         url = str(server.get_uri())
         if fresh:
             _tune(url)
@@ -143,13 +145,19 @@ def _tune(url: str) -> None:
         if row and all(row[0]):
             return
         time.sleep(RELOAD_POLL_S)
-    raise EmbeddedUnavailable(f"The embedded PostgreSQL at {url} did not take its settings after a reload")
+    raise EmbeddedUnavailable(
+        f"The embedded PostgreSQL at {url} did not take its settings after a reload"
+    )
 
 
 #: settings change capture needs (``acme-mv cdc``); they take effect only on a
 #: restart. 20 slots and senders: every CDC test holds its own slot, tests run
 #: in parallel, and a streamer's setup holds a second connection for a moment
-REPLICATION_SETTINGS = {"wal_level": "logical", "max_replication_slots": "20", "max_wal_senders": "20"}
+REPLICATION_SETTINGS = {
+    "wal_level": "logical",
+    "max_replication_slots": "20",
+    "max_wal_senders": "20",
+}
 
 
 def _ensure_logical_replication(server: object, url: str) -> None:
@@ -176,7 +184,8 @@ def _apply_replication_settings(server: object, url: str, pgdata: Path) -> None:
         current = {
             str(name): str(value)
             for name, value in conn.execute(
-                "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(REPLICATION_SETTINGS),)
+                "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+                (list(REPLICATION_SETTINGS),),
             ).fetchall()
         }
         stale = {k: v for k, v in REPLICATION_SETTINGS.items() if current.get(k) != v}
@@ -184,7 +193,9 @@ def _apply_replication_settings(server: object, url: str, pgdata: Path) -> None:
             return
         for name, value in stale.items():
             conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # noqa: S608 - constants above
-    log.info("restarting the embedded PostgreSQL for %s", ", ".join(f"{k}={v}" for k, v in stale.items()))
+    log.info(
+        "restarting the embedded PostgreSQL for %s", ", ".join(f"{k}={v}" for k, v in stale.items())
+    )
     # ``restart`` reuses the options of the last start (socket directory, no TCP)
     pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009 - made at import time from the wheel's bin/ folder
     try:

@@ -63,7 +63,9 @@ class PermissionDenied(ServerError):
 
     transient = False
 
-    def __init__(self, message: str, *, role: str, privilege: str, object: str, sqlstate: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, role: str, privilege: str, object: str, sqlstate: str | None = None
+    ) -> None:
         super().__init__(message, role=role, sqlstate=sqlstate)
         self.privilege = privilege
         self.object = object

@@ -55,7 +55,7 @@ ENSURE_VERSION_SCHEMA = (
 INSUFFICIENT_PRIVILEGE = "42501"
 PRIVILEGE_HINT = (
     "the warehouse role must own the schemas acme_mv, staging and analytics "
-    "(see docs/operations.md, \"Roles\")"
+    '(see docs/operations.md, "Roles")'
 )
 
 
@@ -118,7 +118,10 @@ def _failure(url: str, what: str, exc: BaseException | None) -> str:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the warehouse at ``url`` up to ``revision``."""
-    with _one_line_errors(url, f"migrating the warehouse to {revision}"), _sqlalchemy_connection(url) as conn:
+    with (
+        _one_line_errors(url, f"migrating the warehouse to {revision}"),
+        _sqlalchemy_connection(url) as conn,
+    ):
         cfg = alembic_config()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
@@ -127,7 +130,10 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def downgrade(url: str, revision: str) -> None:
     """Migrate the warehouse at ``url`` down to ``revision`` (``base`` drops everything)."""
-    with _one_line_errors(url, f"downgrading the warehouse to {revision}"), _sqlalchemy_connection(url) as conn:
+    with (
+        _one_line_errors(url, f"downgrading the warehouse to {revision}"),
+        _sqlalchemy_connection(url) as conn,
+    ):
         cfg = alembic_config()
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
@@ -136,7 +142,9 @@ def downgrade(url: str, revision: str) -> None:
 
 def known_revisions() -> set[str]:
     """Every revision id of this code's migrations."""
-    return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    return {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
 
 
 def prepare_version_table(conn: Connection) -> None:
@@ -154,15 +162,21 @@ def prepare_version_table(conn: Connection) -> None:
     if found and found <= known_revisions():
         conn.exec_driver_sql(
             sql.SQL("ALTER TABLE {} SET SCHEMA {}")
-            .format(sql.Identifier(LEGACY_VERSION_SCHEMA, VERSION_TABLE), sql.Identifier(VERSION_SCHEMA))
+            .format(
+                sql.Identifier(LEGACY_VERSION_SCHEMA, VERSION_TABLE), sql.Identifier(VERSION_SCHEMA)
+            )
             .as_string()
         )
-        log.info("moved %s.%s to the schema %s", LEGACY_VERSION_SCHEMA, VERSION_TABLE, VERSION_SCHEMA)
+        log.info(
+            "moved %s.%s to the schema %s", LEGACY_VERSION_SCHEMA, VERSION_TABLE, VERSION_SCHEMA
+        )
 
 
 def _regclass(conn: Connection, schema: str) -> bool:
     qualified = sql.Identifier(schema, VERSION_TABLE).as_string()
-    row = conn.exec_driver_sql("SELECT to_regclass(%(name)s) IS NOT NULL", {"name": qualified}).fetchone()
+    row = conn.exec_driver_sql(
+        "SELECT to_regclass(%(name)s) IS NOT NULL", {"name": qualified}
+    ).fetchone()
     return bool(row and row[0])
 
 
@@ -186,7 +200,9 @@ def current_revision(conn: psycopg.Connection[tuple[object, ...]]) -> str | None
     """
     for schema in (VERSION_SCHEMA, LEGACY_VERSION_SCHEMA):
         table = sql.Identifier(schema, VERSION_TABLE)
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.as_string(conn),)).fetchone()
+        exists = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (table.as_string(conn),)
+        ).fetchone()
         if not exists or not exists[0]:
             continue
         row = conn.execute(sql.SQL("SELECT version_num FROM {}").format(table)).fetchone()

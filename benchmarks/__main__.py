@@ -45,21 +45,48 @@ def _names(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = sorted(set(names) - set(MEASUREMENTS))
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown measurement(s) {', '.join(unknown)}; known: {', '.join(MEASUREMENTS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown measurement(s) {', '.join(unknown)}; known: {', '.join(MEASUREMENTS)}"
+        )
     return names
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", default=None,
-                        help="admin URL of the server to use (default: start the embedded one)")
-    parser.add_argument("--orders", type=int, default=1_000_000, help="sample orders (~27 rows each); default 1,000,000")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="admin URL of the server to use (default: start the embedded one)",
+    )
+    parser.add_argument(
+        "--orders",
+        type=int,
+        default=1_000_000,
+        help="sample orders (~27 rows each); default 1,000,000",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement; default 3")
-    parser.add_argument("--only", type=_names, default=None, help=f"comma-separated subset of: {','.join(MEASUREMENTS)}")
-    parser.add_argument("--skip", type=_names, default=[], help="comma-separated measurements to leave out")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write all figures; default {DEFAULT_JSON}")
-    parser.add_argument("--fresh", action="store_true", help="rebuild the source even when it has --orders orders")
+    parser.add_argument(
+        "--only",
+        type=_names,
+        default=None,
+        help=f"comma-separated subset of: {','.join(MEASUREMENTS)}",
+    )
+    parser.add_argument(
+        "--skip", type=_names, default=[], help="comma-separated measurements to leave out"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=DEFAULT_JSON,
+        help=f"where to write all figures; default {DEFAULT_JSON}",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="rebuild the source even when it has --orders orders"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each round")
     args = parser.parse_args(argv)
     if args.orders < 1 or args.rounds < 1:
@@ -95,8 +122,12 @@ def run(bench: Bench, names: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     logging.getLogger("benchmarks").setLevel(logging.INFO)
     server_url = args.database_url
     if server_url is None:

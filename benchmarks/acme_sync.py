@@ -24,13 +24,20 @@ def migrated(bench: Bench) -> None:
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, "sync", "acme-mv sync") as found:
         migrated(bench)
-        full = Result("sync.full", "acme-mv sync, initial full copy", rows=sum(bench.counts.values()))
+        full = Result(
+            "sync.full", "acme-mv sync, initial full copy", rows=sum(bench.counts.values())
+        )
         rounds(bench, full, lambda: sync_api.sync(bench.settings, full=True))
         found.append(full)
 
         changed: list[int] = []
         incremental = Result("sync.incremental", "acme-mv sync after a 1% change")
-        rounds(bench, incremental, lambda: sync_api.sync(bench.settings), before=lambda: changed.append(source.change_orders(bench)))
+        rounds(
+            bench,
+            incremental,
+            lambda: sync_api.sync(bench.settings),
+            before=lambda: changed.append(source.change_orders(bench)),
+        )
         incremental.rows = round(sum(changed) / len(changed))
         found.append(incremental)
     return found

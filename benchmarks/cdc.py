@@ -82,7 +82,9 @@ def _burst(url: str) -> int:
     with psycopg.connect(url) as conn:
         top = conn.execute("SELECT max(order_item_id) FROM operations.order_items").fetchone()
         assert top is not None and top[0] is not None
-        conn.execute("SET synchronous_commit = on")  # flushed at once: the SQL interface reads flushed WAL only
+        conn.execute(
+            "SET synchronous_commit = on"
+        )  # flushed at once: the SQL interface reads flushed WAL only
         changes = 0
         for i in range(BURST_TRANSACTIONS):
             low = (i * BURST_ROWS) % max(int(top[0]) - BURST_ROWS, 1)
@@ -104,7 +106,9 @@ def _decode_rates(bench: Bench) -> tuple[Result, Result]:
     slot = f"acme_bench_{uuid.uuid4().hex[:8]}"
     publication = cdc_api.DEFAULT_PUBLICATION
     with psycopg.connect(bench.source_url, autocommit=True) as src:
-        if not src.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone():
+        if not src.execute(
+            "SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)
+        ).fetchone():
             src.execute(
                 f"CREATE PUBLICATION {publication} FOR TABLE operations.customers, operations.products, "  # noqa: S608
                 "operations.orders, operations.order_items"
@@ -135,7 +139,9 @@ def _decode_rates(bench: Bench) -> tuple[Result, Result]:
                 cur2 = repl.cursor()
                 started = time.perf_counter()
                 cur2.start_replication(
-                    slot_name=slot, decode=False, options={"proto_version": "1", "publication_names": publication}
+                    slot_name=slot,
+                    decode=False,
+                    options={"proto_version": "1", "publication_names": publication},
                 )
                 seen = 0
                 while seen < changes:
@@ -148,7 +154,13 @@ def _decode_rates(bench: Bench) -> tuple[Result, Result]:
                 streamed_s = time.perf_counter() - started
             finally:
                 repl.close()
-            log.info("decode: %d changes, stream %.2f s, poll %.2f s (up to %s)", changes, streamed_s, polled_s, target)
+            log.info(
+                "decode: %d changes, stream %.2f s, poll %.2f s (up to %s)",
+                changes,
+                streamed_s,
+                polled_s,
+                target,
+            )
         finally:
             for _ in range(100):
                 try:
@@ -159,7 +171,10 @@ def _decode_rates(bench: Bench) -> tuple[Result, Result]:
     stream = Result("cdc.decode.stream", "cdc: receive + decode, psycopg2 replication protocol")
     stream.seconds, stream.rows = [streamed_s], changes
     stream.note = f"{changes / streamed_s:,.0f} changes/s"
-    poll = Result("cdc.decode.poll", "cdc: receive + decode, psycopg 3 polling pg_logical_slot_peek_binary_changes")
+    poll = Result(
+        "cdc.decode.poll",
+        "cdc: receive + decode, psycopg 3 polling pg_logical_slot_peek_binary_changes",
+    )
     poll.seconds, poll.rows = [polled_s], changes
     poll.note = f"{changes / polled_s:,.0f} changes/s"
     return stream, poll
@@ -181,7 +196,14 @@ def _apply_rate(bench: Bench, slot: str) -> Result:
             stop.set()
 
     started = time.perf_counter()
-    cdc_api.stream(bench.settings, slot=slot, refresh_views=False, heartbeat_s=0.2, stop=stop, on_batch=on_batch)
+    cdc_api.stream(
+        bench.settings,
+        slot=slot,
+        refresh_views=False,
+        heartbeat_s=0.2,
+        stop=stop,
+        on_batch=on_batch,
+    )
     seconds = time.perf_counter() - started
     result = Result("cdc.apply", "cdc: stream + decode + apply in warehouse batches (no refresh)")
     result.seconds, result.rows = [seconds], sum(applied)
@@ -192,9 +214,18 @@ def _apply_rate(bench: Bench, slot: str) -> Result:
 def _acme(bench: Bench, *args: str) -> subprocess.Popen[bytes]:
     """``acme-mv ARGS`` in a child; its log goes to a temporary file (a pipe nobody reads
     fills up after 64 KiB of log lines and then blocks the child: ``cdc run`` logs every batch)."""
-    env = {**os.environ, "ACME_MV_DATABASE_URL": bench.warehouse_url, "ACME_MV_SOURCE_URL": bench.source_url}
+    env = {
+        **os.environ,
+        "ACME_MV_DATABASE_URL": bench.warehouse_url,
+        "ACME_MV_SOURCE_URL": bench.source_url,
+    }
     log_file = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
-    proc = subprocess.Popen([sys.executable, "-m", "acme_mv", *args], env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acme_mv", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log_file,
+    )
     proc.stderr = log_file  # type: ignore[assignment]  # read back with seek(0) when it failed
     return proc
 
@@ -226,11 +257,14 @@ def _under_load(bench: Bench, slot: str, *, rate: int, duration: float) -> tuple
     committed: dict[date, float] = {}
     seen: dict[date, float] = {}
     runner = _acme(bench, "cdc", "run", "--slot", slot, "--batch-ms", "50")
-    simulator = _acme(bench, "sample", "simulate", "--rate", str(rate), "--duration", f"{int(duration)}s")
+    simulator = _acme(
+        bench, "sample", "simulate", "--rate", str(rate), "--duration", f"{int(duration)}s"
+    )
     try:
-        with psycopg.connect(bench.source_url, autocommit=True) as src, psycopg.connect(
-            bench.warehouse_url, autocommit=True
-        ) as wh:
+        with (
+            psycopg.connect(bench.source_url, autocommit=True) as src,
+            psycopg.connect(bench.warehouse_url, autocommit=True) as wh,
+        ):
             started = time.monotonic()
             next_probe = started + 2.0  # let the streamer start
             while True:
@@ -244,25 +278,42 @@ def _under_load(bench: Bench, slot: str, *, rate: int, duration: float) -> tuple
                     committed[day] = time.monotonic()
                     next_probe += PROBE_EVERY_S
                 rows = wh.execute(
-                    "SELECT delivery_date FROM analytics.open_orders WHERE delivery_date >= %s", (PROBE_BASE,)
+                    "SELECT delivery_date FROM analytics.open_orders WHERE delivery_date >= %s",
+                    (PROBE_BASE,),
                 ).fetchall()
                 polled = time.monotonic()
                 for (day,) in rows:
                     if day in committed and day not in seen:
                         seen[day] = polled
-                if now - started >= duration and (len(seen) == len(committed) or now - started > duration + GRACE_S):
+                if now - started >= duration and (
+                    len(seen) == len(committed) or now - started > duration + GRACE_S
+                ):
                     break
                 if runner.poll() is not None:
-                    raise RuntimeError(f"acme-mv cdc run exited {runner.returncode}: {bench.scrub(_log_tail(runner))}")
+                    raise RuntimeError(
+                        f"acme-mv cdc run exited {runner.returncode}: {bench.scrub(_log_tail(runner))}"
+                    )
                 time.sleep(POLL_EVERY_S)
             unseen = sorted(set(committed) - set(seen))
             if unseen:  # say what happened to them (a probe never seen is a finding, not noise)
                 for day in unseen:
-                    ids = [r[0] for r in src.execute("SELECT order_id FROM operations.orders WHERE delivery_date = %s", (day,))]
+                    ids = [
+                        r[0]
+                        for r in src.execute(
+                            "SELECT order_id FROM operations.orders WHERE delivery_date = %s",
+                            (day,),
+                        )
+                    ]
                     staged = wh.execute(
-                        "SELECT order_id, _batch_id, status, _deleted FROM staging.orders WHERE order_id = ANY(%s)", (ids,)
+                        "SELECT order_id, _batch_id, status, _deleted FROM staging.orders WHERE order_id = ANY(%s)",
+                        (ids,),
                     ).fetchall()
-                    log.warning("probe %s (orders %s) never seen in analytics.open_orders; staged: %s", day, ids, staged)
+                    log.warning(
+                        "probe %s (orders %s) never seen in analytics.open_orders; staged: %s",
+                        day,
+                        ids,
+                        staged,
+                    )
             src.execute("DELETE FROM operations.orders WHERE delivery_date >= %s", (PROBE_BASE,))
             lags = [
                 float(r[0])
@@ -282,12 +333,22 @@ def _under_load(bench: Bench, slot: str, *, rate: int, duration: float) -> tuple
         _stop(simulator)
         _stop(runner)
     delays = [seen[d] - committed[d] for d in sorted(seen)]
-    lag = Result("cdc.lag", f"cdc: capture lag (source transaction start -> warehouse commit), simulate --rate {rate}")
+    lag = Result(
+        "cdc.lag",
+        f"cdc: capture lag (source transaction start -> warehouse commit), simulate --rate {rate}",
+    )
     lag.seconds, lag.rows, lag.throughput = lags, len(lags), False
     lag.extra = _spread(lags)
-    e2e = Result("cdc.e2e", f"cdc: source commit -> union view (cdc run, refreshes beside the stream), simulate --rate {rate}")
+    e2e = Result(
+        "cdc.e2e",
+        f"cdc: source commit -> union view (cdc run, refreshes beside the stream), simulate --rate {rate}",
+    )
     e2e.seconds, e2e.rows, e2e.throughput = delays, len(delays), False
-    e2e.extra = {**_spread(delays), "probes": len(committed), "never_seen": len(committed) - len(seen)}
+    e2e.extra = {
+        **_spread(delays),
+        "probes": len(committed),
+        "never_seen": len(committed) - len(seen),
+    }
     for r in (lag, e2e):
         s = r.extra
         r.note = (
@@ -323,14 +384,21 @@ def main(argv: list[str] | None = None) -> int:
     from acme_mv.db import ensure_database
     from benchmarks import pg, source
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cdc", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.cdc",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--orders", type=int, default=20_000)
-    parser.add_argument("--rate", type=int, default=RATE, help="row changes per second written by the simulator")
+    parser.add_argument(
+        "--rate", type=int, default=RATE, help="row changes per second written by the simulator"
+    )
     parser.add_argument("--duration", type=float, default=DURATION_S, help="seconds under load")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
     server = embedded.start("bench")
     with psycopg.connect(server, autocommit=True) as conn:
         ensure_database(conn, "acme_bench_cdc_source")
@@ -346,12 +414,28 @@ def main(argv: list[str] | None = None) -> int:
     results = measure(bench, rate=args.rate, duration=args.duration)
     out: dict[str, Any] = {}
     for r in results:
-        out[r.name] = {"status": r.status, "note": r.note, "rows": r.rows, "seconds": r.median, **(r.extra or {})}
+        out[r.name] = {
+            "status": r.status,
+            "note": r.note,
+            "rows": r.rows,
+            "seconds": r.median,
+            **(r.extra or {}),
+        }
         print(f"{r.name:20} {r.status:8} {r.note}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"orders": args.orders, "rate": args.rate, "duration_s": args.duration,
-                       "load": os.getloadavg(), "results": out}, fh, indent=2, default=str)
+            json.dump(
+                {
+                    "orders": args.orders,
+                    "rate": args.rate,
+                    "duration_s": args.duration,
+                    "load": os.getloadavg(),
+                    "results": out,
+                },
+                fh,
+                indent=2,
+                default=str,
+            )
     return 0
 
 

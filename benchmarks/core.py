@@ -112,7 +112,9 @@ class Bench:
 
     def connect(self, which: str, *, autocommit: bool = True) -> Conn:
         url = self.source_url if which == "source" else self.warehouse_url
-        return psycopg.connect(url, autocommit=autocommit, application_name=f"acme-mv bench {which}")
+        return psycopg.connect(
+            url, autocommit=autocommit, application_name=f"acme-mv bench {which}"
+        )
 
     def scrub(self, text: str) -> str:
         return scrub(text, self.source_url, self.warehouse_url, self.server_url)
@@ -146,7 +148,9 @@ def require(module: str, *names: str) -> Any:
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
-        raise NotAvailable(f"{module} is not installed: pip install 'acme-mv[bench]' ({first_line(exc)})") from None
+        raise NotAvailable(
+            f"{module} is not installed: pip install 'acme-mv[bench]' ({first_line(exc)})"
+        ) from None
     missing = [n for n in names if not hasattr(mod, n)]
     if missing:
         raise NotAvailable(f"{module} has no {', '.join(missing)} yet")

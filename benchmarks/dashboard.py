@@ -44,7 +44,9 @@ def measure(bench: Bench) -> list[Result]:
             cache = ReportCache(bench.warehouse_url, check_every=check_every)
             with running(create_app(cache)) as url:
                 parts = urlsplit(url)
-                conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+                conn = http.client.HTTPConnection(
+                    parts.hostname or "127.0.0.1", parts.port, timeout=60
+                )
                 size: list[int] = []
 
                 def get(conn: http.client.HTTPConnection = conn, size: list[int] = size) -> None:

@@ -76,7 +76,9 @@ def verify(bench: Bench) -> bool:
     ok = True
     with bench.connect("source") as src, bench.connect("warehouse") as wh:
         for table in TABLES:
-            query = sql.SQL("SELECT count(*), sum(hashtext(updated_at::text)) FROM {} WHERE updated_by = -1")
+            query = sql.SQL(
+                "SELECT count(*), sum(hashtext(updated_at::text)) FROM {} WHERE updated_by = -1"
+            )
             a = src.execute(query.format(sql.Identifier("operations", table))).fetchone()
             b = wh.execute(query.format(sql.Identifier(DATASET, table))).fetchone()
             ok = ok and a == b
@@ -104,7 +106,9 @@ def measure(bench: Bench) -> list[Result]:
             info = state["pipeline"].run(state["source"], loader_file_format=FILE_FORMAT)
             info.raise_on_failed_jobs()
 
-        initial = Result("dlt.initial", f"dlt initial load ({BACKEND}, {FILE_FORMAT}, merge)", rows=rows)
+        initial = Result(
+            "dlt.initial", f"dlt initial load ({BACKEND}, {FILE_FORMAT}, merge)", rows=rows
+        )
         try:
             rounds(bench, initial, load, before=reset)
             found.append(initial)

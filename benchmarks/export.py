@@ -28,7 +28,15 @@ def measure(bench: Bench) -> list[Result]:
                 result = Result(f"export.{report}", f"acme-mv export {report}")
 
                 def once(report: str = report, target: Path = target) -> None:
-                    export_api.export(bench.settings, report, output=target, output_dir=None, fmt="csv", limit=None, force=True)
+                    export_api.export(
+                        bench.settings,
+                        report,
+                        output=target,
+                        output_dir=None,
+                        fmt="csv",
+                        limit=None,
+                        force=True,
+                    )
 
                 rounds(bench, result, once, count=max(bench.rounds, MIN_ROUNDS))
                 result.rows = max(0, sum(1 for _ in target.open()) - 1)  # minus the header

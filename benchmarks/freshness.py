@@ -41,14 +41,24 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def _acme(bench: Bench, *args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "ACME_MV_DATABASE_URL": bench.warehouse_url, "ACME_MV_SOURCE_URL": bench.source_url}
-    return subprocess.Popen([sys.executable, "-m", "acme_mv", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "ACME_MV_DATABASE_URL": bench.warehouse_url,
+        "ACME_MV_SOURCE_URL": bench.source_url,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "acme_mv", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _has_command(bench: Bench, *args: str) -> None:
     env = {**os.environ, "ACME_MV_DATABASE_URL": bench.warehouse_url}
-    done = subprocess.run([sys.executable, "-m", "acme_mv", *args, "--help"], env=env, capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "acme_mv", *args, "--help"], env=env, capture_output=True
+    )
     if done.returncode != 0:
         raise NotAvailable(f"`acme-mv {' '.join(args)}` is not there yet")
 
@@ -91,25 +101,35 @@ def measure(bench: Bench) -> list[Result]:
                         committed[day] = time.monotonic()
                         next_probe += PROBE_EVERY_S
                     rows = wh.execute(
-                        "SELECT delivery_date FROM analytics.open_orders WHERE delivery_date >= %s", (PROBE_BASE,)
+                        "SELECT delivery_date FROM analytics.open_orders WHERE delivery_date >= %s",
+                        (PROBE_BASE,),
                     ).fetchall()
                     polled = time.monotonic()
                     for (day,) in rows:
                         if day in committed and day not in seen:
                             seen[day] = polled
-                    if now - started >= DURATION_S and (len(seen) == len(committed) or now - started > DURATION_S + GRACE_S):
+                    if now - started >= DURATION_S and (
+                        len(seen) == len(committed) or now - started > DURATION_S + GRACE_S
+                    ):
                         break
                     for proc, what in ((simulator, "sample simulate"), (runner, "run")):
                         if proc.poll() is not None:
                             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                            raise RuntimeError(f"acme-mv {what} exited {proc.returncode}: {bench.scrub(err.strip()[-300:])}")
+                            raise RuntimeError(
+                                f"acme-mv {what} exited {proc.returncode}: {bench.scrub(err.strip()[-300:])}"
+                            )
                     time.sleep(POLL_EVERY_S)
-                src.execute("DELETE FROM operations.orders WHERE delivery_date >= %s", (PROBE_BASE,))
+                src.execute(
+                    "DELETE FROM operations.orders WHERE delivery_date >= %s", (PROBE_BASE,)
+                )
         finally:
             _stop(runner)
             _stop(simulator)
         delays = [seen[d] - committed[d] for d in sorted(seen)]
-        result = Result("freshness", f"freshness: commit -> union view, simulate --rate {RATE}, run --interval {INTERVAL}")
+        result = Result(
+            "freshness",
+            f"freshness: commit -> union view, simulate --rate {RATE}, run --interval {INTERVAL}",
+        )
         result.seconds = delays
         result.throughput = False
         result.rows = len(delays)

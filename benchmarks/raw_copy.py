@@ -26,15 +26,29 @@ def pipe(bench: Bench, table: str, fmt: str) -> None:
     psql = pg.psql_binary()
     options = sql.SQL("(FORMAT binary)" if fmt == "binary" else "(FORMAT text)")
     with bench.connect("source") as conn:
-        copy_out = sql.SQL("COPY {} TO STDOUT {}").format(sql.Identifier("operations", table), options).as_string(conn)
-        copy_in = sql.SQL("COPY {} FROM STDIN {}").format(sql.Identifier(SCRATCH, table), options).as_string(conn)
+        copy_out = (
+            sql.SQL("COPY {} TO STDOUT {}")
+            .format(sql.Identifier("operations", table), options)
+            .as_string(conn)
+        )
+        copy_in = (
+            sql.SQL("COPY {} FROM STDIN {}")
+            .format(sql.Identifier(SCRATCH, table), options)
+            .as_string(conn)
+        )
     base = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
     with subprocess.Popen(
-        [*base, "-c", copy_out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pg.libpq_env(bench.source_url)
+        [*base, "-c", copy_out],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=pg.libpq_env(bench.source_url),
     ) as reader:
         assert reader.stdout is not None
         writer = subprocess.run(
-            [*base, "-c", copy_in], stdin=reader.stdout, capture_output=True, env=pg.libpq_env(bench.warehouse_url)
+            [*base, "-c", copy_in],
+            stdin=reader.stdout,
+            capture_output=True,
+            env=pg.libpq_env(bench.warehouse_url),
         )
         reader.stdout.close()
         read_err = reader.stderr.read() if reader.stderr else b""
@@ -44,7 +58,9 @@ def pipe(bench: Bench, table: str, fmt: str) -> None:
 
 def copied(bench: Bench, table: str) -> int:
     with bench.connect("warehouse") as wh:
-        row = wh.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(SCRATCH, table))).fetchone()
+        row = wh.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(SCRATCH, table))
+        ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -61,8 +77,15 @@ def measure(bench: Bench) -> list[Result]:
         for fmt in FORMATS:
             per_table = []
             for table in TABLES:
-                result = Result(f"raw.{table}.{fmt}", f"raw COPY {fmt}: {table}", rows=bench.counts.get(table))
-                rounds(bench, result, lambda t=table, f=fmt: pipe(bench, t, f), before=lambda t=table: truncate(t))
+                result = Result(
+                    f"raw.{table}.{fmt}", f"raw COPY {fmt}: {table}", rows=bench.counts.get(table)
+                )
+                rounds(
+                    bench,
+                    result,
+                    lambda t=table, f=fmt: pipe(bench, t, f),
+                    before=lambda t=table: truncate(t),
+                )
                 result.extra["copied_rows"] = copied(bench, table)
                 per_table.append(result)
                 found.append(result)

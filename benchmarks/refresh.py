@@ -72,12 +72,21 @@ def measure(bench: Bench) -> list[Result]:
             changed.append(source.change_orders(bench))
             sync_api.sync(bench.settings)
 
-        current = Result("refresh.current", "acme-mv refresh --current, 1% changed since the snapshot")
-        rounds(bench, current, lambda: refresh_api.refresh(bench.settings, mode="current"), before=snapshot_then_change)
+        current = Result(
+            "refresh.current", "acme-mv refresh --current, 1% changed since the snapshot"
+        )
+        rounds(
+            bench,
+            current,
+            lambda: refresh_api.refresh(bench.settings, mode="current"),
+            before=snapshot_then_change,
+        )
         current.rows = round(sum(changed) / len(changed))
         found.append(current)
 
-        ref = Result("refresh.reference", "plain CREATE MATERIALIZED VIEW (3 aggregates)", rows=staged)
+        ref = Result(
+            "refresh.reference", "plain CREATE MATERIALIZED VIEW (3 aggregates)", rows=staged
+        )
         try:
             rounds(bench, ref, lambda: reference(bench), before=lambda: reset_reference(bench))
         finally:

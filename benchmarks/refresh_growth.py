@@ -79,7 +79,9 @@ def measure(bench: Bench) -> list[Result]:
         for cycle in range(CYCLES):
             rows.append(change(bench, cycle))
             syncs.append(timed(lambda: sync_api.sync(bench.settings)))
-            growth.seconds.append(timed(lambda: done.append(refresh_api.refresh(bench.settings, mode="current"))))
+            growth.seconds.append(
+                timed(lambda: done.append(refresh_api.refresh(bench.settings, mode="current")))
+            )
             delta_rows.append(done[-1].delta_rows)
         rebuild_after = timed(lambda: refresh_api.refresh(bench.settings, mode="rebuild"))
         # the rebuild emptied the current part: redo the day so that the rollover folds it
@@ -87,9 +89,13 @@ def measure(bench: Bench) -> list[Result]:
             change(bench, CYCLES + cycle)
             sync_api.sync(bench.settings)
             refresh_api.refresh(bench.settings, mode="current")
-        fold = Result("rollover.fold", f"refresh --historic (fold) after {CYCLES} cycles", throughput=False)
+        fold = Result(
+            "rollover.fold", f"refresh --historic (fold) after {CYCLES} cycles", throughput=False
+        )
         fold.seconds.append(timed(lambda: refresh_api.refresh(bench.settings, mode="historic")))
-        rebuild = Result("rollover.rebuild", "refresh --rebuild (from the latest-state tables)", throughput=False)
+        rebuild = Result(
+            "rollover.rebuild", "refresh --rebuild (from the latest-state tables)", throughput=False
+        )
         rebuild.seconds.extend([rebuild_before, rebuild_after])
 
         first, last = growth.seconds[0], growth.seconds[-1]
@@ -105,7 +111,8 @@ def measure(bench: Bench) -> list[Result]:
             "rebuild_s": [rebuild_before, rebuild_after],
         }
         growth.note = (
-            "cycles (s): " + ", ".join(f"{s:.3f}" for s in growth.seconds)
+            "cycles (s): "
+            + ", ".join(f"{s:.3f}" for s in growth.seconds)
             + f"; last/first {last / first:.2f}; worst cycle {worst:.1%} of a rebuild"
             + f"; delta rows read per refresh: {', '.join(map(str, delta_rows))}"
             + f"; syncs (s): {', '.join(f'{s:.2f}' for s in syncs)}"

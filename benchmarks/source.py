@@ -46,7 +46,9 @@ def build_source(conn: Conn, orders: int) -> None:
 def counts(conn: Conn) -> dict[str, int]:
     out = {}
     for table in TABLES:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("operations", table))).fetchone()
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("operations", table))
+        ).fetchone()
         out[table] = int(row[0]) if row else 0
     return out
 

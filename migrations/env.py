@@ -54,7 +54,10 @@ def _run_online(conn: Connection) -> None:
         with conn.begin():
             prepare_version_table(conn)
     context.configure(
-        connection=conn, target_metadata=target_metadata, transaction_per_migration=True, **VERSION_OPTIONS
+        connection=conn,
+        target_metadata=target_metadata,
+        transaction_per_migration=True,
+        **VERSION_OPTIONS,
     )
     with context.begin_transaction():
         context.run_migrations()

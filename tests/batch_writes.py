@@ -21,8 +21,13 @@ def tombstones(url: str, *, orders: Iterable[int] = (), items: Iterable[int] = (
         tables = [t for t, keys in (("orders", orders), ("order_items", items)) if keys]
         batch = state.begin_batch(wh, tables=tables, full_tables=[])
         for order_id in orders:
-            wh.execute("INSERT INTO staging.orders (order_id, _deleted) VALUES (%s, true)", (order_id,))
+            wh.execute(
+                "INSERT INTO staging.orders (order_id, _deleted) VALUES (%s, true)", (order_id,)
+            )
         for item_id in items:
-            wh.execute("INSERT INTO staging.order_items (order_item_id, _deleted) VALUES (%s, true)", (item_id,))
+            wh.execute(
+                "INSERT INTO staging.order_items (order_item_id, _deleted) VALUES (%s, true)",
+                (item_id,),
+            )
         state.finish_batch(wh, batch)
     return batch

@@ -48,7 +48,15 @@ class Cdc:
         return cdc.setup(self.settings, slot=self.slot, publication=self.publication)
 
     def saved_lsn(self) -> int:
-        return lsn_from_str(str(scalar(self.wh, "SELECT lsn::text FROM staging.cdc_state WHERE slot_name = %s", (self.slot,))))
+        return lsn_from_str(
+            str(
+                scalar(
+                    self.wh,
+                    "SELECT lsn::text FROM staging.cdc_state WHERE slot_name = %s",
+                    (self.slot,),
+                )
+            )
+        )
 
     def source_lsn(self) -> int:
         return lsn_from_str(str(scalar(self.src, "SELECT pg_current_wal_insert_lsn()::text")))
@@ -70,7 +78,11 @@ class Cdc:
         def run() -> None:
             try:
                 handle.result = cdc.stream(
-                    self.settings, slot=self.slot, heartbeat_s=TEST_HEARTBEAT_S, stop=handle.stop, **options
+                    self.settings,
+                    slot=self.slot,
+                    heartbeat_s=TEST_HEARTBEAT_S,
+                    stop=handle.stop,
+                    **options,
                 )
             except BaseException as exc:  # re-raised in the test's thread
                 handle.error = exc

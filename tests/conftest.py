@@ -41,7 +41,9 @@ def _docker_answers() -> bool:
 
 
 #: change capture tests need a real slot: logical WAL and room for parallel tests' slots
-LOGICAL_REPLICATION_COMMAND = "postgres -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20"
+LOGICAL_REPLICATION_COMMAND = (
+    "postgres -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20"
+)
 
 
 def _require_logical(url: str) -> None:
@@ -64,12 +66,16 @@ def _start_server() -> tuple[str, Callable[[], None]]:
     if _docker_answers():
         from testcontainers.postgres import PostgresContainer
 
-        container = PostgresContainer("postgres:16", driver=None).with_command(LOGICAL_REPLICATION_COMMAND)
+        container = PostgresContainer("postgres:16", driver=None).with_command(
+            LOGICAL_REPLICATION_COMMAND
+        )
         container.start()
         return container.get_connection_url(), container.stop
     from acme_mv import embedded
 
-    pgdata = Path(os.environ.get("ACME_MV_TEST_PGDATA", str(embedded.cache_dir() / "postgres-tests")))
+    pgdata = Path(
+        os.environ.get("ACME_MV_TEST_PGDATA", str(embedded.cache_dir() / "postgres-tests"))
+    )
     return embedded.start("tests", pgdata=pgdata), lambda: None
 
 
@@ -89,7 +95,9 @@ def server_url() -> Iterator[str]:
 
 def _fingerprint() -> str:
     h = hashlib.sha256()
-    for path in sorted((ROOT / "migrations").rglob("*")) + sorted((ROOT / "acme_mv" / "sample").glob("*.sql")):
+    for path in sorted((ROOT / "migrations").rglob("*")) + sorted(
+        (ROOT / "acme_mv" / "sample").glob("*.sql")
+    ):
         if path.is_file() and "__pycache__" not in path.parts:
             h.update(path.relative_to(ROOT).as_posix().encode())
             h.update(path.read_bytes())
@@ -109,13 +117,15 @@ def _ensure_template(server: str, name: str, build: Callable[[str], None]) -> st
             ).fetchone()
             if row is None or not row[0]:
                 if row is not None:  # a half-built template from a crashed run
-                    conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+                    conn.execute(
+                        sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
+                    )
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
                 build(with_db(server, name))
                 conn.execute(
-                    sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
-                        sql.Identifier(name)
-                    )
+                    sql.SQL(
+                        "ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+                    ).format(sql.Identifier(name))
                 )
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (TEMPLATE_LOCK,))
@@ -183,7 +193,9 @@ def make_db(server_url: str, templates: dict[str, str]) -> Iterator[DatabaseFact
     yield make
     with psycopg.connect(server_url, autocommit=True) as conn:
         for name in created:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 @pytest.fixture
@@ -224,7 +236,6 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     return point
 
 
-
 #: members of this group log in with a password (scram-sha-256), even on the
 #: embedded server, which trusts everyone else: see :func:`require_passwords`
 PASSWORD_GROUP = "acme_password_required"
@@ -245,10 +256,18 @@ def require_passwords(server: str, *roles: str) -> None:
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (TEMPLATE_LOCK,))
         try:
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_GROUP,)).fetchone():
-                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(PASSWORD_GROUP)))
+            if not conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_GROUP,)
+            ).fetchone():
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(PASSWORD_GROUP))
+                )
             for role in roles:
-                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(PASSWORD_GROUP), sql.Identifier(role)))
+                conn.execute(
+                    sql.SQL("GRANT {} TO {}").format(
+                        sql.Identifier(PASSWORD_GROUP), sql.Identifier(role)
+                    )
+                )
             hba_row = conn.execute("SELECT current_setting('hba_file')").fetchone()
             assert hba_row is not None
             hba = Path(str(hba_row[0]))
@@ -261,7 +280,9 @@ def require_passwords(server: str, *roles: str) -> None:
     for role in roles:  # pg_reload_conf() only signals the postmaster
         for _ in range(HBA_POLLS):
             try:
-                psycopg.connect(make_conninfo(server, user=role, password=""), connect_timeout=5).close()
+                psycopg.connect(
+                    make_conninfo(server, user=role, password=""), connect_timeout=5
+                ).close()
             except psycopg.OperationalError:
                 break
             time.sleep(0.1)
@@ -324,7 +345,9 @@ def password_role_url(server_url: str) -> str:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (TEMPLATE_LOCK,))
         try:
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_ROLE,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_ROLE,)
+            ).fetchone()
             if not exists:
                 conn.execute(
                     sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
@@ -341,7 +364,9 @@ def drop_slot(server: str, slot: str) -> None:
     """Drop a replication slot, ending the walsender that holds it (tests' teardown)."""
     with psycopg.connect(server, autocommit=True) as conn:
         for _ in range(100):
-            row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            row = conn.execute(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
             if row is None:
                 return
             if row[0] is not None:

@@ -46,13 +46,18 @@ FROM_VIEWS = {
     "FROM analytics.pending_orders_by_customer ORDER BY pending_orders DESC, customer_id ASC",
 }
 
-TOP_VIEWS = {"top_dates": "SELECT * FROM analytics.top_dates", "top_customers": "SELECT * FROM analytics.top_customers"}
+TOP_VIEWS = {
+    "top_dates": "SELECT * FROM analytics.top_dates",
+    "top_customers": "SELECT * FROM analytics.top_customers",
+}
 
 Reports = dict[str, list[tuple[object, ...]]]
 
 
 def expected(conn: psycopg.Connection[tuple[object, ...]]) -> Reports:
-    return {name: [tuple(r) for r in conn.execute(q).fetchall()] for name, q in FROM_SCRATCH.items()}
+    return {
+        name: [tuple(r) for r in conn.execute(q).fetchall()] for name, q in FROM_SCRATCH.items()
+    }
 
 
 def actual(conn: psycopg.Connection[tuple[object, ...]]) -> Reports:
@@ -80,7 +85,10 @@ def from_versions(versions: dict[str, str] | None = None) -> dict[str, str]:
     per table, another relation holding them (default ``staging.<table>``)."""
     rel = {"orders": "staging.orders", "order_items": "staging.order_items", **(versions or {})}
     return {
-        name: q.replace("operations.order_items", _latest_as_of("order_items", "order_item_id", rel["order_items"]))
+        name: q.replace(
+            "operations.order_items",
+            _latest_as_of("order_items", "order_item_id", rel["order_items"]),
+        )
         .replace("operations.orders", _latest_as_of("orders", "order_id", rel["orders"]))
         .replace("operations.products", "staging.products")
         .replace("operations.customers", "staging.customers")
@@ -92,7 +100,9 @@ FROM_VERSIONS = from_versions()
 
 
 def expected_as_of(
-    conn: psycopg.Connection[tuple[object, ...]], batch_id: int, queries: dict[str, str] = FROM_VERSIONS
+    conn: psycopg.Connection[tuple[object, ...]],
+    batch_id: int,
+    queries: dict[str, str] = FROM_VERSIONS,
 ) -> Reports:
     return {
         name: [tuple(r) for r in conn.execute(q, {"k": batch_id}).fetchall()]  # type: ignore[call-overload]

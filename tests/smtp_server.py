@@ -41,7 +41,9 @@ class _Handler:
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
 
-    async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
         if self.inbox.refuse_recipients:
             return "550 5.1.1 mailbox unavailable"
         envelope.rcpt_tos.append(address)
@@ -72,7 +74,9 @@ class _CountingController(Controller):
                     inbox.connections += 1
                 super().connection_made(transport)
 
-        with warnings.catch_warnings():  # AUTH without STARTTLS on the implicit-TLS server: intended
+        with (
+            warnings.catch_warnings()
+        ):  # AUTH without STARTTLS on the implicit-TLS server: intended
             warnings.simplefilter("ignore", UserWarning)
             return Counting(self.handler, **self.SMTP_kwargs)
 
@@ -100,7 +104,9 @@ def free_port() -> int:
 
 
 def _authenticate(inbox: Inbox) -> Any:
-    def check(server: SMTP, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    def check(
+        server: SMTP, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         ok = (
             isinstance(auth_data, LoginPassword)
             and auth_data.login.decode() == USER
@@ -140,7 +146,9 @@ def running(tmp: Path, *, tls: str = "starttls") -> Iterator[SmtpServer]:
         common["auth_require_tls"] = False
         controller = _CountingController(inbox, ssl_context=server_ctx, **common)
     else:
-        controller = _CountingController(inbox, tls_context=server_ctx, require_starttls=True, **common)
+        controller = _CountingController(
+            inbox, tls_context=server_ctx, require_starttls=True, **common
+        )
     controller.start()
     inbox.connections = 0  # the controller's own start-up probe
     try:

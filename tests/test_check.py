@@ -43,7 +43,9 @@ def test_check_reads_the_latest_version(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("INSERT INTO operations.orders (order_id, status) VALUES (1, NULL)")
         copy_batch(db_url, db_url)
-        conn.execute("UPDATE operations.orders SET status = 'PENDING', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 1")
+        conn.execute(
+            "UPDATE operations.orders SET status = 'PENDING', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 1"
+        )
     copy_batch(db_url, db_url)
     gaps = {g.name: g.count for g in check(Settings(database_url=db_url))}
     assert gaps["orders_with_null_status"] == 0
@@ -108,6 +110,7 @@ INSERT INTO staging.order_items_state (order_item_id, order_id, product_id, quan
     SELECT g, 1 + g % {ORDERS // 10}, 1 + g % 100, 1, 1 FROM generate_series(1, {ITEMS}) g;
 ANALYZE staging.customers, staging.products, staging.orders_state, staging.order_items_state;
 """
+
 
 def _plan_nodes(conn: psycopg.Connection[Any], query: sql.Composable) -> Iterator[dict[str, Any]]:
     row = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query)).fetchone()

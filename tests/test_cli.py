@@ -71,14 +71,20 @@ def test_every_command_has_help_with_a_working_example(path: list[str]) -> None:
     assert found, f"`{name} --help` has no Example: section"
     for example in found:
         argv = command_words(example)
-        assert argv[: len(path) + 1] == ["acme-mv", *path], f"`{name} --help` shows an example of another command: {example}"
+        assert argv[: len(path) + 1] == ["acme-mv", *path], (
+            f"`{name} --help` shows an example of another command: {example}"
+        )
         parsed = run(*argv[1:], "--help")  # unknown commands or options fail here, before --help
-        assert parsed.exit_code == 0, f"`{name} --help` example `{example}` does not parse: {parsed.stderr}"
+        assert parsed.exit_code == 0, (
+            f"`{name} --help` example `{example}` does not parse: {parsed.stderr}"
+        )
 
 
 def test_the_example_checks_can_fail() -> None:
     assert examples("Usage: acme-mv sync [OPTIONS]\n\n Copy rows.\n╭─ Options ─╮\n") == []
-    assert examples(" Examples:\n\n   acme-mv sync --full\n╭─ Options\n   acme-mv x\n") == ["acme-mv sync --full"]
+    assert examples(" Examples:\n\n   acme-mv sync --full\n╭─ Options\n   acme-mv x\n") == [
+        "acme-mv sync --full"
+    ]
     assert command_words("acme-mv migrate --sql > warehouse.sql") == ["acme-mv", "migrate", "--sql"]
     assert run("sync", "--ful", "--help").exit_code == 2  # a typo in an example is caught
 

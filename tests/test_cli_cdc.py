@@ -27,7 +27,13 @@ def _cdc(world: Cdc, command: str, *args: str) -> tuple[int, str, str]:
 
 
 def _slot_exists(world: Cdc) -> bool:
-    return bool(scalar(world.src, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (world.slot,)))
+    return bool(
+        scalar(
+            world.src,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s",
+            (world.slot,),
+        )
+    )
 
 
 def _status(world: Cdc) -> dict[str, object]:
@@ -45,7 +51,9 @@ def test_setup_twice_is_a_no_op_then_drop_removes_slot_publication_and_position(
     code, _, err = _cdc(world, "setup", "--publication", world.publication)
     assert code == 0
     assert "already set up" in err and "nothing to do" in err
-    assert scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") == batches  # no second copy
+    assert (
+        scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") == batches
+    )  # no second copy
     code, out, _ = _cdc(world, "status")
     assert code == 0 and "wal_status" in out and "reserved" in out and "WAL retained" in out
     status = _status(world)
@@ -55,7 +63,14 @@ def test_setup_twice_is_a_no_op_then_drop_removes_slot_publication_and_position(
     code, _, err = _cdc(world, "drop")
     assert code == 0, err
     assert not _slot_exists(world)
-    assert scalar(world.src, "SELECT count(*) FROM pg_publication WHERE pubname = %s", (world.publication,)) == 0
+    assert (
+        scalar(
+            world.src,
+            "SELECT count(*) FROM pg_publication WHERE pubname = %s",
+            (world.publication,),
+        )
+        == 0
+    )
     assert scalar(world.wh, "SELECT count(*) FROM staging.cdc_state") == 0
     assert _status(world)["exists"] is False
     # drop again: nothing left, still fine; run without setup: one clear line

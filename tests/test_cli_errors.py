@@ -74,12 +74,26 @@ def test_unknown_timezone() -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        pytest.param(["export", "no_such_report"], "Unknown report 'no_such_report'", id="unknown_report"),
+        pytest.param(
+            ["export", "no_such_report"], "Unknown report 'no_such_report'", id="unknown_report"
+        ),
         pytest.param(["sync", "--table", "nope"], "Unknown table 'nope'", id="unknown_table"),
-        pytest.param(["export", "open_orders", "--format", "xml"], "Unknown format 'xml'", id="unknown_format"),
-        pytest.param(["refresh", "--historic", "--current"], "one of --historic, --current and --rebuild", id="historic_and_current"),
-        pytest.param(["run", "--interval", "soon"], "--interval: 'soon' is not a duration", id="bad_interval"),
-        pytest.param(["run", "--full-every", "weekly"], "--full-every: 'weekly'", id="bad_full_every"),
+        pytest.param(
+            ["export", "open_orders", "--format", "xml"],
+            "Unknown format 'xml'",
+            id="unknown_format",
+        ),
+        pytest.param(
+            ["refresh", "--historic", "--current"],
+            "one of --historic, --current and --rebuild",
+            id="historic_and_current",
+        ),
+        pytest.param(
+            ["run", "--interval", "soon"], "--interval: 'soon' is not a duration", id="bad_interval"
+        ),
+        pytest.param(
+            ["run", "--full-every", "weekly"], "--full-every: 'weekly'", id="bad_full_every"
+        ),
         pytest.param(["status", "--max-age", "old"], "--max-age: 'old'", id="bad_max_age"),
         pytest.param(["export", "top_dates", "--limit", str(10**20)], "--limit", id="huge_limit"),
         pytest.param(["export", "top_dates", "--limit", "0"], "--limit", id="zero_limit"),
@@ -88,7 +102,9 @@ def test_unknown_timezone() -> None:
         pytest.param(["no-such-command"], "No such command", id="unknown_command"),
     ],
 )
-def test_usage_errors_exit_2_with_one_line(db_url: str, cli_env: Callable[..., None], args: list[str], needle: str) -> None:
+def test_usage_errors_exit_2_with_one_line(
+    db_url: str, cli_env: Callable[..., None], args: list[str], needle: str
+) -> None:
     cli_env(database_url=db_url)
     res = run(*args)
     assert res.exit_code == 2, res.stderr
@@ -105,7 +121,11 @@ def reader_url(db_url: str) -> Iterator[str]:
     """A login role with a password and CONNECT only: no USAGE, no SELECT."""
     role = f"acme_noread_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(WRONG)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(WRONG)
+            )
+        )
     try:
         yield make_conninfo(db_url, user=role, password=WRONG)
     finally:
@@ -117,27 +137,48 @@ def reader_url(db_url: str) -> Iterator[str]:
 def test_a_missing_table_grant_is_one_line_naming_it(db_url: str, reader_url: str) -> None:
     role = psycopg.conninfo.conninfo_to_dict(reader_url)["user"]
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA operations TO {}").format(sql.Identifier(str(role))))
-        conn.execute(sql.SQL("GRANT SELECT ON operations.orders, operations.order_items, operations.products TO {}").format(sql.Identifier(str(role))))
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA operations TO {}").format(sql.Identifier(str(role)))
+        )
+        conn.execute(
+            sql.SQL(
+                "GRANT SELECT ON operations.orders, operations.order_items, operations.products TO {}"
+            ).format(sql.Identifier(str(role)))
+        )
     # a subprocess: a sync as this role warns once per process about pg_read_all_stats, and
     # tests/test_sync.py expects that warning in its own process
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
     res = run_subprocess("sync", "--database-url", db_url, "--source-url", reader_url, env=env)
     assert res.exit_code == 1, res.stderr
-    (error,) = [ln for ln in res.stderr.splitlines() if ln.startswith("Error: ")]  # (a WARNING about pg_stat_activity may come first)
+    (error,) = [
+        ln for ln in res.stderr.splitlines() if ln.startswith("Error: ")
+    ]  # (a WARNING about pg_stat_activity may come first)
     assert f"GRANT SELECT ON TABLE operations.customers TO {role}" in error
-    assert "Permission denied on the source" in error and "permission denied for table customers" in error
+    assert (
+        "Permission denied on the source" in error
+        and "permission denied for table customers" in error
+    )
     assert "Traceback" not in res.stderr and WRONG not in res.stderr
 
 
-def test_a_missing_view_grant_on_the_warehouse_is_one_line(db_url: str, reader_url: str, cli_env: Callable[..., None]) -> None:
+def test_a_missing_view_grant_on_the_warehouse_is_one_line(
+    db_url: str, reader_url: str, cli_env: Callable[..., None]
+) -> None:
     run("--database-url", db_url, "refresh")
     role = psycopg.conninfo.conninfo_to_dict(reader_url)["user"]
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA analytics TO {}").format(sql.Identifier(str(role))))
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA analytics TO {}").format(sql.Identifier(str(role)))
+        )
         # every command checks the revision first: the grants of that part are there
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA acme_mv TO {}").format(sql.Identifier(str(role))))
-        conn.execute(sql.SQL("GRANT SELECT ON acme_mv.alembic_version TO {}").format(sql.Identifier(str(role))))
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA acme_mv TO {}").format(sql.Identifier(str(role)))
+        )
+        conn.execute(
+            sql.SQL("GRANT SELECT ON acme_mv.alembic_version TO {}").format(
+                sql.Identifier(str(role))
+            )
+        )
     cli_env(database_url=reader_url)
     res = run("export", "open_orders", "--output", "-")
     assert res.exit_code == 1, res.stderr
@@ -149,7 +190,9 @@ def test_a_missing_view_grant_on_the_warehouse_is_one_line(db_url: str, reader_u
 # --- export: directories ------------------------------------------------------------------
 
 
-def test_export_output_onto_a_directory_is_one_clear_line(db_url: str, cli_env: Callable[..., None], tmp_path: Path) -> None:
+def test_export_output_onto_a_directory_is_one_clear_line(
+    db_url: str, cli_env: Callable[..., None], tmp_path: Path
+) -> None:
     cli_env(database_url=db_url)
     assert run("refresh").exit_code == 0
     res = run("export", "open_orders", "--output", str(tmp_path), "--force")
@@ -159,7 +202,9 @@ def test_export_output_onto_a_directory_is_one_clear_line(db_url: str, cli_env: 
     assert tmp_path.is_dir()
 
 
-def test_export_output_dir_is_created(db_url: str, cli_env: Callable[..., None], tmp_path: Path) -> None:
+def test_export_output_dir_is_created(
+    db_url: str, cli_env: Callable[..., None], tmp_path: Path
+) -> None:
     cli_env(database_url=db_url)
     assert run("refresh").exit_code == 0
     target = tmp_path / "a" / "b"
@@ -173,10 +218,14 @@ def test_export_output_dir_is_created(db_url: str, cli_env: Callable[..., None],
 # --- global options after the command ----------------------------------------------------
 
 
-def test_global_options_are_accepted_after_the_command(db_url: str, cli_env: Callable[..., None]) -> None:
+def test_global_options_are_accepted_after_the_command(
+    db_url: str, cli_env: Callable[..., None]
+) -> None:
     cli_env()  # nothing in the environment: the options alone must point at the database
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+        )
     res = run("sync", "--database-url", db_url, "--timezone", "Europe/Berlin", "-v")
     assert res.exit_code == 0, res.stderr
     assert " DEBUG " in res.stderr  # -v after the command took effect
@@ -193,14 +242,32 @@ def test_global_options_are_accepted_after_the_command(db_url: str, cli_env: Cal
 @pytest.mark.parametrize(
     ("url", "pieces"),
     [
-        pytest.param("postgresql://wh:Pass@77@127.0.0.1:5432/db", ["Pass@77", "Pass", "@77"], id="at_in_password"),
-        pytest.param("postgresql://wh:a1b2@c3d4@e5f6@127.0.0.1:5432/db", ["a1b2", "c3d4", "e5f6"], id="two_ats"),
-        pytest.param("postgresql://wh:sl/ash99@127.0.0.1:5432/db", ["sl/ash99", "ash99"], id="slash_in_password"),
-        pytest.param("postgres://wh:x@y!z@db.example:5432/db?sslmode=require", ["x@y!z", "y!z"], id="at_with_query"),
+        pytest.param(
+            "postgresql://wh:Pass@77@127.0.0.1:5432/db",
+            ["Pass@77", "Pass", "@77"],
+            id="at_in_password",
+        ),
+        pytest.param(
+            "postgresql://wh:a1b2@c3d4@e5f6@127.0.0.1:5432/db",
+            ["a1b2", "c3d4", "e5f6"],
+            id="two_ats",
+        ),
+        pytest.param(
+            "postgresql://wh:sl/ash99@127.0.0.1:5432/db",
+            ["sl/ash99", "ash99"],
+            id="slash_in_password",
+        ),
+        pytest.param(
+            "postgres://wh:x@y!z@db.example:5432/db?sslmode=require",
+            ["x@y!z", "y!z"],
+            id="at_with_query",
+        ),
     ],
 )
 @pytest.mark.parametrize("option", ["--database-url", "--source-url"])
-def test_a_malformed_password_never_leaks(url: str, pieces: list[str], option: str, db_url: str) -> None:
+def test_a_malformed_password_never_leaks(
+    url: str, pieces: list[str], option: str, db_url: str
+) -> None:
     args = [option, url] if option == "--database-url" else ["--database-url", db_url, option, url]
     res = run(*args, "status")
     assert res.exit_code == 1
@@ -213,16 +280,52 @@ def test_a_malformed_password_never_leaks(url: str, pieces: list[str], option: s
 @pytest.mark.parametrize(
     ("kind", "obj", "statement", "privilege"),
     [
-        pytest.param("table", "alembic_version", "SELECT version_num FROM alembic_version", "SELECT", id="read"),
-        pytest.param("table", "orders", 'INSERT INTO "staging"."orders" SELECT 1', "INSERT", id="insert_target"),
-        pytest.param("table", "orders", "INSERT INTO staging.x SELECT * FROM staging.orders", "SELECT", id="insert_source"),
-        pytest.param("table", "sync_state", "UPDATE staging.sync_state SET x = 1", "UPDATE", id="update"),
+        pytest.param(
+            "table",
+            "alembic_version",
+            "SELECT version_num FROM alembic_version",
+            "SELECT",
+            id="read",
+        ),
+        pytest.param(
+            "table",
+            "orders",
+            'INSERT INTO "staging"."orders" SELECT 1',
+            "INSERT",
+            id="insert_target",
+        ),
+        pytest.param(
+            "table",
+            "orders",
+            "INSERT INTO staging.x SELECT * FROM staging.orders",
+            "SELECT",
+            id="insert_source",
+        ),
+        pytest.param(
+            "table", "sync_state", "UPDATE staging.sync_state SET x = 1", "UPDATE", id="update"
+        ),
         pytest.param("table", "orders", "TRUNCATE staging.orders", "TRUNCATE", id="truncate"),
-        pytest.param("table", "orders", 'COPY "staging"."orders" (a) FROM STDIN (FORMAT BINARY)', "INSERT", id="copy_in"),
-        pytest.param("table", "customers", "COPY (SELECT * FROM operations.customers) TO STDOUT", "SELECT", id="copy_out"),
+        pytest.param(
+            "table",
+            "orders",
+            'COPY "staging"."orders" (a) FROM STDIN (FORMAT BINARY)',
+            "INSERT",
+            id="copy_in",
+        ),
+        pytest.param(
+            "table",
+            "customers",
+            "COPY (SELECT * FROM operations.customers) TO STDOUT",
+            "SELECT",
+            id="copy_out",
+        ),
         pytest.param("view", "open_orders", "", "SELECT", id="view_unknown_statement"),
-        pytest.param("schema", "staging", "CREATE TABLE staging.t (x int)", "CREATE", id="create_in_schema"),
-        pytest.param("schema", "operations", "SELECT 1 FROM operations.orders", "USAGE", id="schema_usage"),
+        pytest.param(
+            "schema", "staging", "CREATE TABLE staging.t (x int)", "CREATE", id="create_in_schema"
+        ),
+        pytest.param(
+            "schema", "operations", "SELECT 1 FROM operations.orders", "USAGE", id="schema_usage"
+        ),
         pytest.param("function", "f", "", "EXECUTE", id="function"),
     ],
 )
@@ -236,14 +339,34 @@ COMMANDS = {"sync", "status", "sample", "export"}
 @pytest.mark.parametrize(
     ("argv", "hoisted"),
     [
-        pytest.param(["sync", "--database-url", "X"], ["--database-url", "X", "sync"], id="valued_after"),
-        pytest.param(["sync", "--database-url=X", "-vv"], ["--database-url=X", "-vv", "sync"], id="equals_and_counted_flag"),
-        pytest.param(["--debug", "sync", "--table", "orders", "--source-url", "S"],
-                     ["--debug", "--source-url", "S", "sync", "--table", "orders"], id="mixed"),
-        pytest.param(["sample", "load", "-n", "5", "--log-format", "json"],
-                     ["--log-format", "json", "sample", "load", "-n", "5"], id="subcommand"),
-        pytest.param(["export", "--output", "-", "--", "--debug"], ["export", "--output", "-", "--", "--debug"], id="after_double_dash"),
-        pytest.param(["--timezone", "sync", "status"], ["--timezone", "sync", "status"], id="value_named_like_a_command"),
+        pytest.param(
+            ["sync", "--database-url", "X"], ["--database-url", "X", "sync"], id="valued_after"
+        ),
+        pytest.param(
+            ["sync", "--database-url=X", "-vv"],
+            ["--database-url=X", "-vv", "sync"],
+            id="equals_and_counted_flag",
+        ),
+        pytest.param(
+            ["--debug", "sync", "--table", "orders", "--source-url", "S"],
+            ["--debug", "--source-url", "S", "sync", "--table", "orders"],
+            id="mixed",
+        ),
+        pytest.param(
+            ["sample", "load", "-n", "5", "--log-format", "json"],
+            ["--log-format", "json", "sample", "load", "-n", "5"],
+            id="subcommand",
+        ),
+        pytest.param(
+            ["export", "--output", "-", "--", "--debug"],
+            ["export", "--output", "-", "--", "--debug"],
+            id="after_double_dash",
+        ),
+        pytest.param(
+            ["--timezone", "sync", "status"],
+            ["--timezone", "sync", "status"],
+            id="value_named_like_a_command",
+        ),
         pytest.param(["--version"], ["--version"], id="no_command"),
     ],
 )

@@ -49,7 +49,17 @@ def test_run_cdc_streams_deletes_into_the_reports_and_survives_a_lost_walsender(
     log = tmp_path / "run.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "acme_mv", "run", "--cdc", "--slot", world.slot, "--max-backoff", "1s"],
+            [
+                sys.executable,
+                "-m",
+                "acme_mv",
+                "run",
+                "--cdc",
+                "--slot",
+                world.slot,
+                "--max-backoff",
+                "1s",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=err,
             text=True,
@@ -59,7 +69,10 @@ def test_run_cdc_streams_deletes_into_the_reports_and_survives_a_lost_walsender(
             # a delete, an update and an insert reach the reports with no sync at all
             execute(world.src, "DELETE FROM operations.orders WHERE order_id IN (1, 2, 3)")
             execute(world.src, "UPDATE operations.orders SET status = 'PENDING' WHERE order_id = 4")
-            execute(world.src, "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-24', 1, 'PENDING')")
+            execute(
+                world.src,
+                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-24', 1, 'PENDING')",
+            )
             _wait_converged(world, proc)
             # the source ends the walsender (as a restart would): the loop logs it and streams again
             execute(
@@ -68,7 +81,9 @@ def test_run_cdc_streams_deletes_into_the_reports_and_survives_a_lost_walsender(
                 (world.slot,),
             )
             execute(world.src, "DELETE FROM operations.order_items WHERE order_item_id <= 10")
-            execute(world.src, "UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id = 5")
+            execute(
+                world.src, "UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id = 5"
+            )
             _wait_converged(world, proc)
             world.assert_staging_equals_source()
             proc.send_signal(signal.SIGTERM)

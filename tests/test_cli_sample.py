@@ -60,14 +60,18 @@ def test_init_creates_the_schema_on_the_source_only(
     assert replaced.exit_code == 0, replaced.stderr
 
 
-def test_the_source_falls_back_to_the_warehouse_url(empty_url: str, cli_env: Callable[..., None]) -> None:
+def test_the_source_falls_back_to_the_warehouse_url(
+    empty_url: str, cli_env: Callable[..., None]
+) -> None:
     cli_env(database_url=empty_url)
     res = run("sample", "load", "--orders", "40")
     assert res.exit_code == 0, res.stderr
     assert orders(empty_url) == 40
 
 
-def test_load_refuse_append_replace(source_url: str, warehouse_url: str, cli_env: Callable[..., None]) -> None:
+def test_load_refuse_append_replace(
+    source_url: str, warehouse_url: str, cli_env: Callable[..., None]
+) -> None:
     cli_env(database_url=warehouse_url, source_url=source_url)
     first = run("sample", "load", "--orders", "300", "--days", "10", "--seed", "3")
     assert first.exit_code == 0, first.stderr
@@ -97,7 +101,9 @@ def test_load_refuse_append_replace(source_url: str, warehouse_url: str, cli_env
         (["--orders", "10", "--days", "0"], "--days must be between 1"),
     ],
 )
-def test_load_rejects_bad_numbers(source_url: str, cli_env: Callable[..., None], args: list[str], needle: str) -> None:
+def test_load_rejects_bad_numbers(
+    source_url: str, cli_env: Callable[..., None], args: list[str], needle: str
+) -> None:
     cli_env(source_url=source_url)
     assert_one_line_error(run("sample", "load", *args), needle)
     assert orders(source_url) == 0
@@ -115,15 +121,23 @@ def test_simulate_runs_and_summarizes(source_url: str, cli_env: Callable[..., No
 
 
 @pytest.mark.parametrize("rate", ["0", "-5", "20000", "nan"])
-def test_simulate_rejects_bad_rates(source_url: str, cli_env: Callable[..., None], rate: str) -> None:
+def test_simulate_rejects_bad_rates(
+    source_url: str, cli_env: Callable[..., None], rate: str
+) -> None:
     cli_env(source_url=source_url)
-    assert_one_line_error(run("sample", "simulate", f"--rate={rate}", "--duration", "1"), "--rate must be > 0")
+    assert_one_line_error(
+        run("sample", "simulate", f"--rate={rate}", "--duration", "1"), "--rate must be > 0"
+    )
 
 
 @pytest.mark.parametrize("duration", ["5 minutes", "-3", "1 week"])
-def test_simulate_rejects_bad_durations(source_url: str, cli_env: Callable[..., None], duration: str) -> None:
+def test_simulate_rejects_bad_durations(
+    source_url: str, cli_env: Callable[..., None], duration: str
+) -> None:
     cli_env(source_url=source_url)
-    assert_one_line_error(run("sample", "simulate", f"--duration={duration}"), "Invalid duration", "30s, 5m, 1h")
+    assert_one_line_error(
+        run("sample", "simulate", f"--duration={duration}"), "Invalid duration", "30s, 5m, 1h"
+    )
 
 
 @pytest.mark.parametrize(
@@ -131,7 +145,9 @@ def test_simulate_rejects_bad_durations(source_url: str, cli_env: Callable[..., 
     [["init"], ["load", "--orders", "10"], ["simulate", "--rate", "10", "--duration", "1"]],
     ids=["init", "load", "simulate"],
 )
-def test_unreachable_source_is_one_line_without_the_password(cli_env: Callable[..., None], args: list[str]) -> None:
+def test_unreachable_source_is_one_line_without_the_password(
+    cli_env: Callable[..., None], args: list[str]
+) -> None:
     cli_env(database_url="postgresql://warehouse@127.0.0.1:1/w", source_url=UNREACHABLE)
     res = run("sample", *args)
     assert_one_line_error(res, "Cannot connect to the source")
@@ -140,7 +156,12 @@ def test_unreachable_source_is_one_line_without_the_password(cli_env: Callable[.
 
 @pytest.mark.slow
 def test_ctrl_c_stops_simulate_cleanly_with_a_summary(source_url: str) -> None:
-    env = {**os.environ, "ACME_MV_SOURCE_URL": source_url, "ACME_MV_DATABASE_URL": source_url, "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "ACME_MV_SOURCE_URL": source_url,
+        "ACME_MV_DATABASE_URL": source_url,
+        "COLUMNS": "200",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "acme_mv", "sample", "simulate", "--rate", "30"],
         stdout=subprocess.PIPE,

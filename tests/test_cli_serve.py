@@ -27,7 +27,11 @@ START_S = 120
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_") or k == "ACME_MV_CACHE_DIR"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ACME_MV_") or k == "ACME_MV_CACHE_DIR"
+    }
     env.update(extra)
     return env
 
@@ -68,12 +72,16 @@ def test_serve_answers_and_stops_on_sigterm(db_url: str) -> None:
         code, err = _stop(proc, signal.SIGTERM)
     reports = doc["reports"]
     assert isinstance(reports, dict)
-    assert reports["top_dates"]["rows"] == [r.split(",") for r in EXPECTED["top_dates"].splitlines()[1:]]
+    assert reports["top_dates"]["rows"] == [
+        r.split(",") for r in EXPECTED["top_dates"].splitlines()[1:]
+    ]
     assert code == 0, err
     assert "dashboard on http://127.0.0.1" in err and "Traceback" not in err
 
 
-def test_serve_refuses_a_bad_reader_url_in_one_line(password_role_url: str, cli_env: Callable[..., None]) -> None:
+def test_serve_refuses_a_bad_reader_url_in_one_line(
+    password_role_url: str, cli_env: Callable[..., None]
+) -> None:
     cli_env()
     wrong = password_role_url.replace(PASSWORD, "not-the-password")
     os.environ["ACME_MV_READER_URL"] = wrong
@@ -82,7 +90,10 @@ def test_serve_refuses_a_bad_reader_url_in_one_line(password_role_url: str, cli_
     finally:
         del os.environ["ACME_MV_READER_URL"]
     assert res.exit_code == 1
-    assert "Cannot connect to the warehouse" in res.stderr and "password authentication failed" in res.stderr
+    assert (
+        "Cannot connect to the warehouse" in res.stderr
+        and "password authentication failed" in res.stderr
+    )
     assert "not-the-password" not in res.stderr and "Traceback" not in res.stderr
 
 
@@ -103,7 +114,9 @@ def test_serve_refuses_a_taken_port(db_url: str) -> None:
         )
     assert done.returncode == 1
     assert f"The dashboard cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
-    assert [line for line in done.stderr.splitlines() if "Error" in line] == [done.stderr.strip().splitlines()[-1]]
+    assert [line for line in done.stderr.splitlines() if "Error" in line] == [
+        done.stderr.strip().splitlines()[-1]
+    ]
     assert "Traceback" not in done.stderr
 
 
@@ -112,8 +125,21 @@ def test_demo_serve_opens_the_dashboard_on_the_demo_data(tmp_path: Path) -> None
     port = free_port()
     out = tmp_path / "exports"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "acme_mv", "demo", "--orders", "300", "--simulate", "0",
-         "--output-dir", str(out), "--serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "acme_mv",
+            "demo",
+            "--orders",
+            "300",
+            "--simulate",
+            "0",
+            "--output-dir",
+            str(out),
+            "--serve",
+            "--port",
+            str(port),
+        ],
         env=_env(ACME_MV_CACHE_DIR=str(tmp_path / "cache")),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -121,7 +147,9 @@ def test_demo_serve_opens_the_dashboard_on_the_demo_data(tmp_path: Path) -> None
     )
     try:
         doc = _wait_for(f"http://127.0.0.1:{port}/api/data", proc)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/reports/open_orders.csv", timeout=30) as res:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/reports/open_orders.csv", timeout=30
+        ) as res:
             served = res.read()
     finally:
         code, err = _stop(proc, signal.SIGINT)

@@ -72,7 +72,10 @@ def test_a_wrong_source_password_is_one_line_without_the_password(
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ("ALTER TABLE operations.orders RENAME COLUMN status TO state", "operations.orders has no column status"),
+        (
+            "ALTER TABLE operations.orders RENAME COLUMN status TO state",
+            "operations.orders has no column status",
+        ),
         ("DROP TABLE operations.products", "no table operations.products"),
         (
             "ALTER TABLE operations.order_items ALTER COLUMN quanity TYPE bigint",
@@ -80,7 +83,9 @@ def test_a_wrong_source_password_is_one_line_without_the_password(
         ),
     ],
 )
-def test_schema_drift_stops_before_copying(db_url: str, cli_env: Point, change: str, expected: str) -> None:
+def test_schema_drift_stops_before_copying(
+    db_url: str, cli_env: Point, change: str, expected: str
+) -> None:
     fill(db_url, customers=3, products=3, orders=3, order_items=3)
     execute(db_url, change)
     cli_env(database_url=db_url)
@@ -93,7 +98,9 @@ def test_schema_drift_stops_before_copying(db_url: str, cli_env: Point, change: 
 
 
 @pytest.mark.parametrize("command", ["sync", "status"])
-def test_warehouse_not_migrated(empty_url: str, source_url: str, cli_env: Point, command: str) -> None:
+def test_warehouse_not_migrated(
+    empty_url: str, source_url: str, cli_env: Point, command: str
+) -> None:
     cli_env(database_url=empty_url, source_url=source_url)
     res = run(command)
     assert res.exit_code == 1
@@ -106,7 +113,9 @@ def test_no_wait_exits_3_while_another_sync_holds_the_lock(db_url: str, cli_env:
         holder.execute("SELECT pg_advisory_xact_lock(%s)", (SYNC_LOCK_KEY,))
         res = run("sync", "--no-wait")
     assert res.exit_code == 3
-    assert f"Another acme-mv sync is running (advisory lock {SYNC_LOCK_KEY}" in _one_clean_line(res.stderr)
+    assert f"Another acme-mv sync is running (advisory lock {SYNC_LOCK_KEY}" in _one_clean_line(
+        res.stderr
+    )
     _nothing_staged(db_url)
 
 
@@ -139,7 +148,10 @@ def test_status_after_syncs(urls_separate: tuple[str, str], cli_env: Point) -> N
     src, wh = urls_separate
     fill(src, customers=4, products=5, orders=30, order_items=70)
     first = sync(settings(src, wh))
-    execute(src, "UPDATE operations.orders SET status = 'Z', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 3")
+    execute(
+        src,
+        "UPDATE operations.orders SET status = 'Z', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 3",
+    )
     second = sync(settings(src, wh))
     cli_env(database_url=wh, source_url=src)
     res = run("status", "--json", "--exact")
@@ -157,7 +169,9 @@ def test_status_after_syncs(urls_separate: tuple[str, str], cli_env: Point) -> N
     assert by_table["customers"]["distinct_keys"] == 4
     source_max = scalar(src, "SELECT max(updated_at) FROM operations.orders")
     assert orders["source_max_updated_at"] == source_max.isoformat()
-    assert orders["lag_s"] == max((source_max - second.tables["orders"].cursor).total_seconds(), 0.0)
+    assert orders["lag_s"] == max(
+        (source_max - second.tables["orders"].cursor).total_seconds(), 0.0
+    )
     # estimates (the initial load analyzed the tables), then the table view
     rows = {r.table: r for r in status(settings(src, wh))}
     assert rows["order_items"].staged_rows == 70 and not rows["order_items"].staged_rows_exact

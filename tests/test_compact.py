@@ -41,7 +41,12 @@ def _as_of_all(url: str, at: datetime) -> dict[str, list[tuple[object, ...]]]:
     with psycopg.connect(url) as conn:
         past = resolve_as_of(conn, at, timezone="UTC")
         return {
-            n: [tuple(r) for r in conn.execute(as_of_query(n, past, limit=100 if n.startswith("top_") else None))]
+            n: [
+                tuple(r)
+                for r in conn.execute(
+                    as_of_query(n, past, limit=100 if n.startswith("top_") else None)
+                )
+            ]
             for n in REPORTS
         }
 
@@ -65,7 +70,9 @@ def _cycle(conn: psycopg.Connection[tuple[object, ...]], url: str, step: int) ->
 
 
 def _staged(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, int]:
-    row = conn.execute("SELECT (SELECT count(*) FROM staging.orders), (SELECT count(*) FROM staging.orders_state)").fetchone()
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM staging.orders), (SELECT count(*) FROM staging.orders_state)"
+    ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
 
@@ -89,7 +96,9 @@ def test_compaction_drops_old_partitions_and_keeps_everything_current(db_url: st
     parts_before = conn.execute("SELECT count(*) FROM staging.version_partitions").fetchone()
 
     keep_from = finished[3]  # keep the history from the 4th batch on
-    result = compact(settings, keep=timedelta(hours=1), now=keep_from + timedelta(hours=1, microseconds=1))
+    result = compact(
+        settings, keep=timedelta(hours=1), now=keep_from + timedelta(hours=1, microseconds=1)
+    )
 
     assert result.history_batch_id == 4 and result.delta_rows_deleted > 0
     assert result.partitions_dropped  # [1, 3) for both tables, at least
@@ -131,7 +140,9 @@ def test_compaction_under_a_concurrent_reader_and_a_concurrent_sync(db_url: str)
                 while not done.is_set():
                     r.execute("SELECT count(*) FROM analytics.open_orders").fetchone()
                     r.execute("SELECT count(*) FROM analytics.pending_items").fetchone()
-                    r.execute("SELECT count(*) FROM staging.orders").fetchone()  # the partitions themselves
+                    r.execute(
+                        "SELECT count(*) FROM staging.orders"
+                    ).fetchone()  # the partitions themselves
                     reads[0] += 1
         except BaseException as exc:  # reported below
             errors.append(exc)
@@ -188,15 +199,21 @@ def test_cli_compact(db_url: str, cli_env: Callable[..., None]) -> None:
     copy_batch(db_url, db_url)
     res = run("compact", "--keep-history", "all")
     assert res.exit_code == 0, res.stderr
-    assert res.stdout.startswith("compacted: history kept from batch 0; 0 delta rows and 0 partitions dropped")
+    assert res.stdout.startswith(
+        "compacted: history kept from batch 0; 0 delta rows and 0 partitions dropped"
+    )
     res = run("compact", "--keep-history", "soon")
     assert res.exit_code == 2 and "is not a window" in res.stderr  # a usage error
 
 
-def test_cli_verify_fails_with_exit_6_on_a_difference(db_url: str, cli_env: Callable[..., None]) -> None:
+def test_cli_verify_fails_with_exit_6_on_a_difference(
+    db_url: str, cli_env: Callable[..., None]
+) -> None:
     cli_env(database_url=db_url)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+        )
     copy_batch(db_url, db_url)
     refresh(Settings(database_url=db_url))
     assert run("verify").exit_code == 0
@@ -204,11 +221,15 @@ def test_cli_verify_fails_with_exit_6_on_a_difference(db_url: str, cli_env: Call
         conn.execute("UPDATE analytics.open_orders_historic SET n = n + 1")
     res = run("verify")
     assert res.exit_code == 6
-    assert "verify: 1 differing rows: open_orders (2026-12-11, PENDING): have 2, from scratch 1" in res.stderr
+    assert (
+        "verify: 1 differing rows: open_orders (2026-12-11, PENDING): have 2, from scratch 1"
+        in res.stderr
+    )
 
 
-
-def test_staging_stays_at_the_live_keys_plus_the_window(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_staging_stays_at_the_live_keys_plus_the_window(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """30 simulated days, one batch a day (its finish time moved to that day) and a partition a
     day, 10% of the orders changing daily and 2% new ones, compaction every day with a 7-day
     window: staging (state + kept versions) stays within 1.1x (live keys + the last 7 days'
@@ -224,21 +245,35 @@ def test_staging_stays_at_the_live_keys_plus_the_window(db_url: str, monkeypatch
     )
     written: list[int] = []
     for day in range(30):
-        conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) "
-                     "SELECT DATE '2026-12-10', 1, 'PENDING' FROM generate_series(1, 10)")
-        conn.execute("UPDATE operations.orders SET status = CASE WHEN status = 'PENDING' THEN 'PROCESSING' ELSE 'PENDING' END "
-                     "WHERE order_id %% 10 = %s", (day % 10,))
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) "
+            "SELECT DATE '2026-12-10', 1, 'PENDING' FROM generate_series(1, 10)"
+        )
+        conn.execute(
+            "UPDATE operations.orders SET status = CASE WHEN status = 'PENDING' THEN 'PROCESSING' ELSE 'PENDING' END "
+            "WHERE order_id %% 10 = %s",
+            (day % 10,),
+        )
         result = sync(Settings(database_url=db_url, source_url=db_url))
         written.append(result.tables["orders"].rows_new)
-        conn.execute("UPDATE staging.sync_batches SET started_at = %s, finished_at = %s WHERE batch_id = %s",
-                     (day0 + timedelta(days=day), day0 + timedelta(days=day), result.batch_id))
+        conn.execute(
+            "UPDATE staging.sync_batches SET started_at = %s, finished_at = %s WHERE batch_id = %s",
+            (day0 + timedelta(days=day), day0 + timedelta(days=day), result.batch_id),
+        )
         refresh(settings)
         compact(settings, keep=timedelta(days=7), now=day0 + timedelta(days=day, hours=1))
-        live, versions = (int(v) for v in conn.execute(
-            "SELECT (SELECT count(*) FROM staging.orders_state), (SELECT count(*) FROM staging.orders)").fetchone() or ())
+        live, versions = (
+            int(v)
+            for v in conn.execute(
+                "SELECT (SELECT count(*) FROM staging.orders_state), (SELECT count(*) FROM staging.orders)"
+            ).fetchone()
+            or ()
+        )
         window = sum(written[-7:])
         assert live + versions <= 1.1 * (live + window), (day, live, versions, window)
-    assert conn.execute("SELECT count(*) FROM staging.version_partitions WHERE table_name = 'orders'").fetchone() < (10,)  # type: ignore[operator]
+    assert conn.execute(
+        "SELECT count(*) FROM staging.version_partitions WHERE table_name = 'orders'"
+    ).fetchone() < (10,)  # type: ignore[operator]
     assert_views_match(conn, expected(conn))
     verify(settings)
     conn.close()
@@ -265,10 +300,16 @@ def test_run_compacts_after_a_fold_only(db_url: str) -> None:
 
     before = history_from()
     window = timedelta(microseconds=1)  # everything before the newest batch is out of it
-    compact_after_fold(settings, window, dataclasses.replace(result, reason="asked for (--historic)"))
-    compact_after_fold(settings, None, dataclasses.replace(result, reason=f"{DAY_CHANGED} (a -> b)"))
+    compact_after_fold(
+        settings, window, dataclasses.replace(result, reason="asked for (--historic)")
+    )
+    compact_after_fold(
+        settings, None, dataclasses.replace(result, reason=f"{DAY_CHANGED} (a -> b)")
+    )
     assert history_from() == before
-    compact_after_fold(settings, window, dataclasses.replace(result, reason=f"{DAY_CHANGED} (a -> b)"))
+    compact_after_fold(
+        settings, window, dataclasses.replace(result, reason=f"{DAY_CHANGED} (a -> b)")
+    )
     assert history_from() != before
     assert_views_match(conn, expected(conn))
     verify(settings)
@@ -288,7 +329,9 @@ def test_a_full_sync_tombstones_a_live_key_whose_versions_were_compacted(db_url:
         row = conn.execute("SELECT max(finished_at) FROM staging.sync_batches").fetchone()
         assert row is not None
         finished.append(row[0])
-    result = compact(settings, keep=timedelta(hours=1), now=finished[3] + timedelta(hours=1, microseconds=1))
+    result = compact(
+        settings, keep=timedelta(hours=1), now=finished[3] + timedelta(hours=1, microseconds=1)
+    )
     assert result.partitions_dropped
     row = conn.execute(
         "SELECT s.order_id FROM staging.orders_state AS s JOIN operations.orders AS o USING (order_id) "
@@ -300,7 +343,9 @@ def test_a_full_sync_tombstones_a_live_key_whose_versions_were_compacted(db_url:
     conn.execute("DELETE FROM operations.orders WHERE order_id = %s", (row[0],))
     copy_batch(db_url, db_url, full=True)
     refresh(settings)
-    assert conn.execute("SELECT count(*) FROM staging.orders_state WHERE order_id = %s", row).fetchone() == (0,)
+    assert conn.execute(
+        "SELECT count(*) FROM staging.orders_state WHERE order_id = %s", row
+    ).fetchone() == (0,)
     assert_views_match(conn, expected(conn))
     verify(settings)
     conn.close()

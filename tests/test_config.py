@@ -53,13 +53,21 @@ def test_bad_url_is_rejected_without_echoing_the_secret() -> None:
 @pytest.mark.parametrize(
     ("url", "pieces"),
     [
-        pytest.param("postgresql://wh:Pass@77@127.0.0.1:5432/db", ["Pass", "77"], id="one_unencoded_at"),
-        pytest.param("postgresql://wh:a@b@c@host:5/db?sslmode=require", ["a@b@c", "b@c"], id="two_unencoded_ats"),
+        pytest.param(
+            "postgresql://wh:Pass@77@127.0.0.1:5432/db", ["Pass", "77"], id="one_unencoded_at"
+        ),
+        pytest.param(
+            "postgresql://wh:a@b@c@host:5/db?sslmode=require",
+            ["a@b@c", "b@c"],
+            id="two_unencoded_ats",
+        ),
         pytest.param("postgresql://wh:p/ss@host/db", ["p/ss", "ss@host"], id="unencoded_slash"),
         pytest.param("postgres://u:x@y@host/db?application_name=a", ["x@y"], id="with_query"),
     ],
 )
-def test_a_password_libpq_would_cut_is_refused_and_masked_whole(url: str, pieces: list[str]) -> None:
+def test_a_password_libpq_would_cut_is_refused_and_masked_whole(
+    url: str, pieces: list[str]
+) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env(database_url=url)
     message = str(info.value)

@@ -72,11 +72,14 @@ def browser(downloads: Path) -> Iterator[webdriver.Chrome]:
     ):
         options.add_argument(arg)
     options.add_experimental_option(
-        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
     )
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     try:
-        driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+        driver.execute_cdp_cmd(
+            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
         yield driver
     finally:
         driver.quit()
@@ -111,7 +114,9 @@ def _export_rows(tmp_path: Path) -> dict[str, list[list[str]]]:
 
 
 def _wait_for_tables(browser: webdriver.Chrome, expected: dict[str, list[list[str]]]) -> None:
-    WebDriverWait(browser, WAIT_S).until(lambda b: all(_table(b, n) == rows for n, rows in expected.items()))
+    WebDriverWait(browser, WAIT_S).until(
+        lambda b: all(_table(b, n) == rows for n, rows in expected.items())
+    )
 
 
 def test_the_page_shows_the_exports_and_follows_refreshes(
@@ -135,7 +140,9 @@ def test_the_page_shows_the_exports_and_follows_refreshes(
             conn.execute(
                 "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 3, 'PENDING')"
             )
-            conn.execute("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (7, 2, 500)")
+            conn.execute(
+                "INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (7, 2, 500)"
+            )
         sync_and_refresh(refreshed)
         after = _export_rows(tmp_path)
         assert after != before
@@ -171,22 +178,30 @@ def test_the_csv_link_downloads_the_export(
         assert path.read_bytes() == exported.read_bytes() == EXPECTED["pending_items"].encode()
 
 
-def test_pending_items_sort_by_quantity(browser: webdriver.Chrome, refreshed: str, tmp_path: Path) -> None:
+def test_pending_items_sort_by_quantity(
+    browser: webdriver.Chrome, refreshed: str, tmp_path: Path
+) -> None:
     with _serve(refreshed) as url:
         browser.get(url + "/")
         exported = _export_rows(tmp_path)["pending_items"]
         _wait_for_tables(browser, {"pending_items": exported})
-        header = browser.find_element(By.CSS_SELECTOR, '#report-pending_items th[data-column="pending_items"]')
+        header = browser.find_element(
+            By.CSS_SELECTOR, '#report-pending_items th[data-column="pending_items"]'
+        )
         header.click()
         rows = _table(browser, "pending_items")
         assert rows is not None
         assert rows[1:] == sorted(exported[1:], key=lambda r: -int(r[2]))
-        browser.find_element(By.CSS_SELECTOR, '#report-pending_items th[data-column="pending_items"]').click()
+        browser.find_element(
+            By.CSS_SELECTOR, '#report-pending_items th[data-column="pending_items"]'
+        ).click()
         rows = _table(browser, "pending_items")
         assert rows is not None and rows[1:] == sorted(exported[1:], key=lambda r: int(r[2]))
 
 
-def test_the_freshness_turns_red_past_stale_after(browser: webdriver.Chrome, refreshed: str) -> None:
+def test_the_freshness_turns_red_past_stale_after(
+    browser: webdriver.Chrome, refreshed: str
+) -> None:
     with _serve(refreshed, stale_after=0) as url:
         browser.get(url + "/")
         WebDriverWait(browser, WAIT_S).until(

@@ -62,7 +62,9 @@ def dashboard(refreshed: str, clock: FakeClock) -> Iterator[Dashboard]:
     cache.close()
 
 
-def get(url: str, *, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def get(
+    url: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=30) as res:
@@ -113,18 +115,31 @@ def test_csv_download_equals_the_export(dashboard: Dashboard, report: str, tmp_p
     assert status == 200
     assert body == exported == EXPECTED[report].encode()
     assert headers["content-type"] == "text/csv; charset=utf-8"
-    assert re.fullmatch(rf'attachment; filename="{report}_result_\d{{8}}_\d{{6}}\.csv"', headers["content-disposition"])
+    assert re.fullmatch(
+        rf'attachment; filename="{report}_result_\d{{8}}_\d{{6}}\.csv"',
+        headers["content-disposition"],
+    )
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/reports/sync_batches.csv", "/reports/staging.orders.csv", "/reports/snapshot.csv", "/reports/open_orders.json",
-     "/reports/..%2fstaging.csv", "/api/staging", "/static/../app.py", "/admin"],
+    [
+        "/reports/sync_batches.csv",
+        "/reports/staging.orders.csv",
+        "/reports/snapshot.csv",
+        "/reports/open_orders.json",
+        "/reports/..%2fstaging.csv",
+        "/api/staging",
+        "/static/../app.py",
+        "/admin",
+    ],
 )
 def test_unknown_paths_are_404(dashboard: Dashboard, path: str) -> None:
     status, _, body = get(dashboard.url + path)
     assert status == 404
-    assert body in (b"Not Found", b"") or set(json.loads(body)) == {"error"}  # a message, never rows
+    assert body in (b"Not Found", b"") or set(json.loads(body)) == {
+        "error"
+    }  # a message, never rows
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
@@ -156,7 +171,11 @@ def test_a_reader_role_without_staging(refreshed: str, server_url: str) -> None:
     try:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
         admin.execute(sql.SQL("GRANT USAGE ON SCHEMA analytics TO {}").format(sql.Identifier(role)))
-        admin.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO {}").format(sql.Identifier(role)))
+        admin.execute(
+            sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO {}").format(
+                sql.Identifier(role)
+            )
+        )
         cache = ReportCache(make_conninfo(refreshed, user=role))
         with running(create_app(cache)) as url:
             status, _, body = get(url + "/api/data")
@@ -180,7 +199,9 @@ def test_never_refreshed_is_a_503_with_one_line(db_url: str) -> None:
     with running(create_app(cache)) as url:
         status, _, body = get(url + "/api/data")
         assert status == 503
-        assert json.loads(body) == {"error": "The analytics views have never been refreshed; waiting for `acme-mv refresh`"}
+        assert json.loads(body) == {
+            "error": "The analytics views have never been refreshed; waiting for `acme-mv refresh`"
+        }
     cache.close()
 
 
@@ -211,7 +232,9 @@ def test_a_hundred_viewers_cost_one_check_and_one_load_per_refresh(
     viewers(100)
     assert (dashboard.cache.checks, dashboard.cache.loads) == (2, 1)
     with psycopg.connect(refreshed, autocommit=True) as conn:
-        conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-14', 1, 'PENDING')")
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-14', 1, 'PENDING')"
+        )
     sync_and_refresh(refreshed)
     viewers(50)  # the refresh landed, but the check interval has not passed: still the old reports
     assert (dashboard.cache.checks, dashboard.cache.loads) == (2, 1)

@@ -120,7 +120,9 @@ def test_build_message_attaches_the_exact_bytes_and_summarizes() -> None:
     ids=["smtp_starttls_587", "smtp_port_given", "smtps_465", "insecure_relay_25"],
 )
 def test_smtp_url(url: str, host: str, port: int, security: str, tmp_path: Path) -> None:
-    target = mail.smtp_target(url, password=None if "insecure" in url else "pw", netrc_file=tmp_path / "none")
+    target = mail.smtp_target(
+        url, password=None if "insecure" in url else "pw", netrc_file=tmp_path / "none"
+    )
     assert (target.host, target.port, target.security) == (host, port, security)
     assert "pw" not in repr(target)
 
@@ -135,9 +137,18 @@ def test_smtp_url(url: str, host: str, port: int, security: str, tmp_path: Path)
         ("smtp://reports@mail.example.com:99999", "bad port"),
         ("smtp://reports@mail.example.com", "No password for SMTP user 'reports'"),
     ],
-    ids=["unset", "wrong_scheme", "password_in_url", "no_host", "bad_port", "user_without_password"],
+    ids=[
+        "unset",
+        "wrong_scheme",
+        "password_in_url",
+        "no_host",
+        "bad_port",
+        "user_without_password",
+    ],
 )
-def test_smtp_url_refusals(url: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_smtp_url_refusals(
+    url: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("ACME_MV_SMTP_URL", raising=False)
     monkeypatch.delenv("ACME_MV_SMTP_PASSWORD", raising=False)
     with pytest.raises(ConfigError, match=re.escape(message)) as info:
@@ -147,7 +158,9 @@ def test_smtp_url_refusals(url: str, message: str, tmp_path: Path, monkeypatch: 
 
 def test_no_password_over_an_unencrypted_connection(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="without encryption"):
-        mail.smtp_target("smtp+insecure://reports@relay.local", password="pw", netrc_file=tmp_path / "none")
+        mail.smtp_target(
+            "smtp+insecure://reports@relay.local", password="pw", netrc_file=tmp_path / "none"
+        )
 
 
 def test_password_from_netrc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,7 +168,9 @@ def test_password_from_netrc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     rc = tmp_path / ".netrc"
     rc.write_text("machine mail.example.com login reports password from-netrc\n")
     rc.chmod(0o600)
-    assert mail.smtp_target("smtp://reports@mail.example.com", netrc_file=rc).password == "from-netrc"
+    assert (
+        mail.smtp_target("smtp://reports@mail.example.com", netrc_file=rc).password == "from-netrc"
+    )
     # no user in the URL: the netrc login is used
     assert mail.smtp_target("smtp://mail.example.com", netrc_file=rc).user == "reports"
     # a different user in the URL does not take another user's password
@@ -193,7 +208,9 @@ def test_mail_sends_exports_bytes_over_starttls_with_login(
     res = run("mail", "--to", "lead@example.com,ops@example.com")
     assert res.exit_code == 0, res.stderr
     assert smtp.inbox.logins == [USER]
-    assert smtp.inbox.envelopes == [("acme-mv@reports.example", ["lead@example.com", "ops@example.com"])]
+    assert smtp.inbox.envelopes == [
+        ("acme-mv@reports.example", ["lead@example.com", "ops@example.com"])
+    ]
     (msg,) = smtp.inbox.messages
     sent = _attachments(msg)
     assert sorted(res.stdout.split()) == sorted(sent)
@@ -213,7 +230,9 @@ def test_mail_one_report_over_implicit_tls(refreshed: str, smtps: SmtpServer) ->
     res = run("mail", "--to", "lead@example.com", "--report", "top_customers")
     assert res.exit_code == 0, res.stderr
     (msg,) = smtps.inbox.messages
-    assert list(_by_report(_attachments(msg)).items()) == [("top_customers", EXPECTED["top_customers"].encode())]
+    assert list(_by_report(_attachments(msg)).items()) == [
+        ("top_customers", EXPECTED["top_customers"].encode())
+    ]
     assert smtps.inbox.logins == [USER]
 
 
@@ -238,7 +257,9 @@ def test_refused_recipients_are_one_line(refreshed: str, smtp: SmtpServer) -> No
     assert PASSWORD not in res.stderr
 
 
-def test_a_server_that_is_down(refreshed: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_server_that_is_down(
+    refreshed: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     port = smtp_server.free_port()  # nothing listens there
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("ACME_MV_SMTP_URL", f"smtp://{USER}@127.0.0.1:{port}")
@@ -249,10 +270,14 @@ def test_a_server_that_is_down(refreshed: str, tmp_path: Path, monkeypatch: pyte
     assert len(res.stderr.strip().splitlines()) == 1
 
 
-def test_an_untrusted_certificate_is_refused(refreshed: str, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_untrusted_certificate_is_refused(
+    refreshed: str, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("ACME_MV_SMTP_CAFILE")
     with pytest.raises(MailError, match="CERTIFICATE_VERIFY_FAILED") as info:
-        mail.mail_reports(Settings(database_url=refreshed), to="lead@example.com", target=mail.smtp_target())
+        mail.mail_reports(
+            Settings(database_url=refreshed), to="lead@example.com", target=mail.smtp_target()
+        )
     assert info.value.port == smtp.port
     assert smtp.inbox.messages == [] and smtp.inbox.logins == []
 
@@ -273,7 +298,10 @@ def test_the_server_counts_connections(refreshed: str, smtp: SmtpServer) -> None
 def test_an_unknown_report_is_refused_before_connecting(refreshed: str, smtp: SmtpServer) -> None:
     res = run("mail", "--to", "lead@example.com", "--report", "sync_batches")
     assert res.exit_code == 2  # a usage error
-    assert "Unknown report 'sync_batches'; the reports are: open_orders, top_dates, pending_items, top_customers" in res.stderr
+    assert (
+        "Unknown report 'sync_batches'; the reports are: open_orders, top_dates, pending_items, top_customers"
+        in res.stderr
+    )
     assert smtp.inbox.connections == 0
 
 

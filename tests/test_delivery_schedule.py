@@ -44,10 +44,14 @@ def smtp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer
 
 
 def _daily(target: mail.SmtpTarget) -> DailyMail:
-    return DailyMail.from_options(at="07:00", to="lead@example.com", target=target, sender="acme@reports.example")
+    return DailyMail.from_options(
+        at="07:00", to="lead@example.com", target=target, sender="acme@reports.example"
+    )
 
 
-@pytest.mark.parametrize(("text", "at"), [("07:00", time(7, 0)), ("7:05", time(7, 5)), ("23:59", time(23, 59))])
+@pytest.mark.parametrize(
+    ("text", "at"), [("07:00", time(7, 0)), ("7:05", time(7, 5)), ("23:59", time(23, 59))]
+)
 def test_parse_at(text: str, at: time) -> None:
     assert parse_at(text) == at
 
@@ -114,18 +118,26 @@ def test_an_smtp_failure_is_logged_recorded_and_retried(
     settings: Settings, smtp: SmtpServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     down = mail.SmtpTarget(
-        host="127.0.0.1", port=smtp_server.free_port(), security="starttls", user=USER, password=PASSWORD
+        host="127.0.0.1",
+        port=smtp_server.free_port(),
+        security="starttls",
+        user=USER,
+        password=PASSWORD,
     )
     with caplog.at_level(logging.ERROR, logger="acme_mv"):
         assert _daily(down).maybe_send(settings, DAY1_AFTER) is False
         assert _daily(down).maybe_send(settings, DAY1_AFTER) is False
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2
-    assert "the reports mail of 2026-11-26 is not sent (attempt 2), retrying next cycle" in errors[1]
+    assert (
+        "the reports mail of 2026-11-26 is not sent (attempt 2), retrying next cycle" in errors[1]
+    )
     assert all(PASSWORD not in e for e in errors)
     (record,) = sends(settings)
     assert (record.sent_at, record.attempts) == (None, 2)
-    assert record.last_error is not None and "Cannot send through the SMTP server" in record.last_error
+    assert (
+        record.last_error is not None and "Cannot send through the SMTP server" in record.last_error
+    )
     # the server is back: the next cycle sends it, once
     daily = _daily(mail.smtp_target())
     assert daily.maybe_send(settings, DAY1_AFTER.replace(hour=8)) is True
@@ -143,7 +155,10 @@ def test_run_mails_once(db_url: str, cli_env: Callable[..., None], smtp: SmtpSer
         res = run("run", "--once", "--mail-at", "00:00", "--mail-to", "lead@example.com")
         assert res.exit_code == 0, res.stderr
     (msg,) = smtp.inbox.messages
-    attached = {str(p.get_filename()).split("_result_")[0]: p.get_payload(decode=True) for p in msg.iter_attachments()}
+    attached = {
+        str(p.get_filename()).split("_result_")[0]: p.get_payload(decode=True)
+        for p in msg.iter_attachments()
+    }
     assert attached == {name: text.encode() for name, text in EXPECTED.items()}
 
 
@@ -157,7 +172,12 @@ def test_run_mails_once(db_url: str, cli_env: Callable[..., None], smtp: SmtpSer
     ids=["no_recipient", "bad_time", "bad_address"],
 )
 def test_run_checks_the_mail_options_at_start(
-    db_url: str, cli_env: Callable[..., None], smtp: SmtpServer, args: list[str], message: str, code: int
+    db_url: str,
+    cli_env: Callable[..., None],
+    smtp: SmtpServer,
+    args: list[str],
+    message: str,
+    code: int,
 ) -> None:
     cli_env(database_url=db_url)
     res = run("run", "--once", *args)

@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: a path named in a document: a markdown link target or a backticked repository path
 _LINK = re.compile(r"\]\((?P<target>[^)#\s]+)")
-_PATH = re.compile(r"`(?P<path>(?:\.\./|\./)?(?:docs|tests|views|acme_mv|migrations|benchmarks)/[\w./-]*\w)`")
+_PATH = re.compile(
+    r"`(?P<path>(?:\.\./|\./)?(?:docs|tests|views|acme_mv|migrations|benchmarks)/[\w./-]*\w)`"
+)
 _OUTSIDE = re.compile(r"(?<![\w.])\.\./[\w.-]+")
 #: the kinds of file a document refers to as part of the repository (not build
 #: outputs such as ``benchmarks/results/latest.json`` or the wheel's ``acme_mv/_data``)
@@ -31,7 +33,9 @@ def test_no_document_points_outside_the_repository(doc: Path) -> None:
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_file_a_document_names_exists(doc: Path) -> None:
-    paths = [p for p in named_paths(doc.read_text(encoding="utf-8")) if Path(p).suffix in SOURCE_SUFFIXES]
+    paths = [
+        p for p in named_paths(doc.read_text(encoding="utf-8")) if Path(p).suffix in SOURCE_SUFFIXES
+    ]
     missing = [p for p in paths if not (doc.parent / p).exists() and not (ROOT / p).exists()]
     assert not missing, f"{doc.name} names files that do not exist: {missing}"
 

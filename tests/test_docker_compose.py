@@ -55,7 +55,9 @@ def compose() -> dict[str, Any]:
 def interpolate(text: str, env: dict[str, str] | None = None) -> str:
     """Compose's interpolation: ``env``'s values, else the defaults (else empty); ``$$`` is ``$``."""
     values = env or {}
-    text = _VARIABLE.sub(lambda m: values.get(m["name"]) or m["default"] or "", text.replace("$$", "\0"))
+    text = _VARIABLE.sub(
+        lambda m: values.get(m["name"]) or m["default"] or "", text.replace("$$", "\0")
+    )
     return text.replace("\0", "$")
 
 
@@ -118,7 +120,11 @@ def image_argv() -> tuple[list[str], list[str]]:
     """The image's ENTRYPOINT and CMD (exec form)."""
     import json
 
-    found = {ins: json.loads(args) for ins, args in dockerfile_instructions() if ins in {"ENTRYPOINT", "CMD"}}
+    found = {
+        ins: json.loads(args)
+        for ins, args in dockerfile_instructions()
+        if ins in {"ENTRYPOINT", "CMD"}
+    }
     return found.get("ENTRYPOINT", []), found.get("CMD", [])
 
 
@@ -143,7 +149,14 @@ def invocations() -> list[tuple[str, list[str]]]:
 
 def test_compose_parses_and_has_the_services() -> None:
     services = compose()["services"]
-    assert {"source-db", "source-init", "simulator", "warehouse-db", "warehouse-migrate", "acme-mv"} <= set(services)
+    assert {
+        "source-db",
+        "source-init",
+        "simulator",
+        "warehouse-db",
+        "warehouse-migrate",
+        "acme-mv",
+    } <= set(services)
     assert "wal_level=logical" in as_list(services["source-db"]["command"])
     for db in ("source-db", "warehouse-db"):
         assert services[db]["image"].startswith("postgres:15")
@@ -161,7 +174,12 @@ def test_the_command_parser_finds_every_acme_mv_command() -> None:
 
 def test_shell_commands_split_on_operators_and_keywords() -> None:
     script = "if acme-mv a 'b c'; then exec acme-mv d --e 1 && echo x; else echo 'y; z'; fi"
-    assert shell_commands(script) == [["acme-mv", "a", "b c"], ["acme-mv", "d", "--e", "1"], ["echo", "x"], ["echo", "y; z"]]
+    assert shell_commands(script) == [
+        ["acme-mv", "a", "b c"],
+        ["acme-mv", "d", "--e", "1"],
+        ["echo", "x"],
+        ["echo", "y; z"],
+    ]
     assert interpolate("--orders ${N:-5} $${HOME} ${UNSET}") == "--orders 5 ${HOME} "
     assert interpolate("--orders ${N:-5}", {"N": "7"}) == "--orders 7"
 
@@ -183,9 +201,13 @@ def test_compose_dependencies_are_sound() -> None:
             assert dep in services, f"{name} depends on unknown {dep}"
             assert spec["condition"] in allowed
             if spec["condition"] == "service_healthy":
-                assert "healthcheck" in services[dep], f"{name} waits for {dep} to be healthy; it has no healthcheck"
+                assert "healthcheck" in services[dep], (
+                    f"{name} waits for {dep} to be healthy; it has no healthcheck"
+                )
             if spec["condition"] == "service_completed_successfully":
-                assert services[dep].get("restart", "no") == "no", f"{dep} is a one-shot; it must not restart"
+                assert services[dep].get("restart", "no") == "no", (
+                    f"{dep} is a one-shot; it must not restart"
+                )
 
 
 def test_every_acme_mv_service_has_both_urls_and_no_hardcoded_password() -> None:
@@ -196,7 +218,9 @@ def test_every_acme_mv_service_has_both_urls_and_no_hardcoded_password() -> None
         for key, value in env.items():
             if "PASSWORD" in key or "_URL" in key:
                 # every secret is a ${VAR:-local default}, never a literal
-                assert "${" in str(value) and "PASSWORD" in str(value), f"{name}.{key} has a literal secret"
+                assert "${" in str(value) and "PASSWORD" in str(value), (
+                    f"{name}.{key} has a literal secret"
+                )
 
 
 def service_argv(name: str, env: dict[str, str] | None = None) -> list[str]:
@@ -225,10 +249,18 @@ def test_source_init_is_one_acme_mv_command_without_a_shell() -> None:
     """A shell guard (``if init; then load; else keep; fi``) swallowed every failure."""
     service = compose()["services"]["source-init"]
     assert "entrypoint" not in service
-    assert service_argv("source-init", SMALL_SAMPLE) == ["sample", "load", "--orders", "30", "--if-empty"]
+    assert service_argv("source-init", SMALL_SAMPLE) == [
+        "sample",
+        "load",
+        "--orders",
+        "30",
+        "--if-empty",
+    ]
 
 
-def test_source_init_loads_once_and_keeps_the_rows_on_a_restart(empty_url: str, cli_env: Point) -> None:
+def test_source_init_loads_once_and_keeps_the_rows_on_a_restart(
+    empty_url: str, cli_env: Point
+) -> None:
     cli_env(source_url=empty_url)
     first = run(*service_argv("source-init", SMALL_SAMPLE))
     assert first.exit_code == 0, first.stderr
@@ -270,7 +302,9 @@ def test_the_compose_file_points_to_docs_that_exist() -> None:
     pointers = re.findall(r"\bdocs/[\w./-]+\.md", COMPOSE.read_text())
     assert pointers, "docker-compose.yml points to no documentation"
     for pointer in pointers:
-        assert (ROOT / pointer).is_file(), f"docker-compose.yml points to {pointer}, which does not exist"
+        assert (ROOT / pointer).is_file(), (
+            f"docker-compose.yml points to {pointer}, which does not exist"
+        )
 
 
 def exports_mount() -> tuple[str, str]:
@@ -360,13 +394,20 @@ def test_the_dockerfile_installs_this_project_the_readme_way() -> None:
 def test_the_dockerfile_copies_what_the_wheel_needs() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     wheel = project["tool"]["hatch"]["build"]["targets"]["wheel"]
-    needed = {"pyproject.toml", project["project"]["readme"], *wheel["packages"], *wheel["force-include"]}
+    needed = {
+        "pyproject.toml",
+        project["project"]["readme"],
+        *wheel["packages"],
+        *wheel["force-include"],
+    }
     copied: set[str] = set()
     for ins, args in dockerfile_instructions():
         if ins == "COPY":
             copied.update(p.rstrip("/") for p in shlex.split(args)[:-1])
     assert needed <= copied, f"not copied into the image: {sorted(needed - copied)}"
-    ignored = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    ignored = {
+        line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+    }
     assert not needed & ignored
 
 
@@ -389,23 +430,34 @@ def test_the_wheel_alone_runs_migrate_sql(tmp_path: Path) -> None:
     pip_env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
-        check=True, capture_output=True, env=pip_env,
+        check=True,
+        capture_output=True,
+        env=pip_env,
     )
     (wheel,) = wheels.glob("acme_mv-*.whl")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
-        check=True, capture_output=True, env=pip_env,
+        check=True,
+        capture_output=True,
+        env=pip_env,
     )
     done = subprocess.run(
         [str(venv / "bin" / "acme-mv"), "migrate", "--sql"],
-        capture_output=True, text=True, cwd=tmp_path, env=pip_env, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=pip_env,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "CREATE TABLE staging.orders" in done.stdout
     assert done.stdout.rstrip().endswith("COMMIT;")
     where = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "from acme_mv import paths; print(paths.data_root())"],
-        capture_output=True, text=True, cwd=tmp_path, check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
     ).stdout.strip()
     assert Path(where).is_relative_to(venv), where

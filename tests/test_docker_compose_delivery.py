@@ -11,7 +11,9 @@ def test_the_dashboard_service_serves_on_a_published_port() -> None:
     assert "build" in service  # our image
     assert ("dashboard", ["serve", "--host", "0.0.0.0", "--port", "8765"]) in invocations()
     assert [interpolate(p) for p in service["ports"]] == ["127.0.0.1:8765:8765"]
-    assert service["depends_on"]["warehouse-migrate"]["condition"] == "service_completed_successfully"
+    assert (
+        service["depends_on"]["warehouse-migrate"]["condition"] == "service_completed_successfully"
+    )
     assert service["env_file"] == [{"path": "./dashboard.env", "required": False}]
 
 

@@ -105,7 +105,9 @@ exec "$PYTHON" -c "$RACE" "$PGDATA" "$STARTERS"
 def test_a_first_start_on_a_machine_without_the_wheels_os_user(tmp_path: Path) -> None:
     """As root the wheel creates its OS user with ``useradd`` outside its lock: exit 9 for the loser."""
     if os.geteuid() != 0:
-        pytest.skip("the wheel creates its OS user only when started by root; there is no useradd to race")
+        pytest.skip(
+            "the wheel creates its OS user only when started by root; there is no useradd to race"
+        )
     assert shutil.which("unshare") and shutil.which("mount")
     real_passwd = Path("/etc/passwd").read_bytes()
     cache, copy = tmp_path / "cache", tmp_path / "etc"
@@ -126,6 +128,10 @@ def test_a_first_start_on_a_machine_without_the_wheels_os_user(tmp_path: Path) -
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert_one_tuned_server(json.loads(done.stdout), pgdata)
-    created = [line for line in (copy / "passwd").read_text().splitlines() if line.startswith(f"{WHEEL_USER}:")]
+    created = [
+        line
+        for line in (copy / "passwd").read_text().splitlines()
+        if line.startswith(f"{WHEEL_USER}:")
+    ]
     assert len(created) == 1  # useradd ran, once, in the namespace's copy
     assert Path("/etc/passwd").read_bytes() == real_passwd  # the machine's users are untouched

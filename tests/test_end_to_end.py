@@ -68,6 +68,10 @@ def test_sync_and_refresh_racing_live_writers(source_url: str, warehouse_url: st
     for table in ("orders", "order_items"):
         assert versions(warehouse_url, table), f"staging.{table} is empty"
     with psycopg.connect(source_url) as src, psycopg.connect(warehouse_url) as wh:
-        changed = src.execute("SELECT count(*) FROM operations.orders WHERE order_date = current_date").fetchone()
-        assert changed is not None and changed[0] > 0, "the writers wrote nothing: the test proves nothing"
+        changed = src.execute(
+            "SELECT count(*) FROM operations.orders WHERE order_date = current_date"
+        ).fetchone()
+        assert changed is not None and changed[0] > 0, (
+            "the writers wrote nothing: the test proves nothing"
+        )
         assert_views_match(wh, expected(src))

@@ -83,7 +83,9 @@ def test_json(refreshed: str) -> None:
     assert rows[-1] == {"delivery_date": None, "status": "PENDING", "open_orders": 1}
 
 
-def test_json_of_an_empty_report_is_an_empty_array(db_url: str, cli_env: Callable[..., None]) -> None:
+def test_json_of_an_empty_report_is_an_empty_array(
+    db_url: str, cli_env: Callable[..., None]
+) -> None:
     refresh(Settings(database_url=db_url))
     cli_env(database_url=db_url)
     res = run("export", "open_orders", "--format", "json", "--output", "-")
@@ -168,7 +170,9 @@ def test_as_of_a_past_moment_and_outside_the_kept_history(refreshed: str) -> Non
     with psycopg.connect(refreshed, autocommit=True) as conn:
         first_at = conn.execute("SELECT finished_at FROM staging.sync_batches").fetchone()
         assert first_at is not None
-        conn.execute("UPDATE operations.orders SET status = 'COMPLETED', updated_at = now() WHERE order_id = 1")
+        conn.execute(
+            "UPDATE operations.orders SET status = 'COMPLETED', updated_at = now() WHERE order_id = 1"
+        )
     copy_batch(refreshed, refreshed)
     refresh(Settings(database_url=refreshed))
     res = run("export", "open_orders", "--output", "-", "--as-of", first_at[0].isoformat())
@@ -177,7 +181,9 @@ def test_as_of_a_past_moment_and_outside_the_kept_history(refreshed: str) -> Non
     now = run("export", "open_orders", "--output", "-")
     assert now.stdout == EXPECTED["open_orders"].replace("2026-12-11,PENDING,1\n", "")
     with psycopg.connect(refreshed, autocommit=True) as conn:
-        conn.execute("UPDATE analytics.snapshot SET history_batch_id = (SELECT max(batch_id) FROM staging.sync_batches)")
+        conn.execute(
+            "UPDATE analytics.snapshot SET history_batch_id = (SELECT max(batch_id) FROM staging.sync_batches)"
+        )
     res = run("export", "open_orders", "--output", "-", "--as-of", first_at[0].isoformat())
     assert res.exit_code == 1
     assert "are not kept: the history starts after batch" in res.stderr

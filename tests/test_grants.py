@@ -52,7 +52,9 @@ def reader(refreshed: str, make_role: RoleFactory, cli_env: Callable[..., None])
     return role
 
 
-def export_all_as(role: LoginRole, url: str, out: Path, cli_env: Callable[..., None]) -> dict[str, str]:
+def export_all_as(
+    role: LoginRole, url: str, out: Path, cli_env: Callable[..., None]
+) -> dict[str, str]:
     cli_env(database_url=role.url(url))
     out.mkdir()
     res = run("export", "--all", "--output-dir", str(out))
@@ -62,7 +64,10 @@ def export_all_as(role: LoginRole, url: str, out: Path, cli_env: Callable[..., N
 
 
 def assert_cannot_read(role: LoginRole, url: str, relation: str) -> None:
-    with psycopg.connect(role.url(url)) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+    with (
+        psycopg.connect(role.url(url)) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
         conn.execute(f"SELECT * FROM {relation} LIMIT 1")
 
 
@@ -104,15 +109,21 @@ def replace_open_orders_by_date(url: str, *, through: str = "psycopg") -> None:
     with psycopg.connect(url) as conn:
         oid_before = conn.execute("SELECT to_regclass('analytics.top_dates')::oid").fetchone()
     if through == "alembic":
-        engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url), poolclass=pool.NullPool)
+        engine = create_engine(
+            "postgresql+psycopg://", creator=lambda: psycopg.connect(url), poolclass=pool.NullPool
+        )
         with engine.begin() as sa_conn:
-            views.replace_materialized_view(Operations(MigrationContext.configure(sa_conn)), old, new, dependants)
+            views.replace_materialized_view(
+                Operations(MigrationContext.configure(sa_conn)), old, new, dependants
+            )
         engine.dispose()
     else:
         with psycopg.connect(url) as conn, conn.transaction():
             views.replace_materialized_view(conn, old, new, dependants)
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT to_regclass('analytics.top_dates')::oid").fetchone() != oid_before
+        assert (
+            conn.execute("SELECT to_regclass('analytics.top_dates')::oid").fetchone() != oid_before
+        )
 
 
 @pytest.mark.parametrize("through", ["psycopg", "alembic"])
@@ -121,10 +132,14 @@ def test_grants_survive_a_migration_that_replaces_a_view(
 ) -> None:
     replace_open_orders_by_date(refreshed, through=through)
     assert export_all_as(reader, refreshed, tmp_path / "after", cli_env) == EXPECTED
-    assert_cannot_read(reader, refreshed, "analytics.open_orders_historic")  # no grant the old one lacked
+    assert_cannot_read(
+        reader, refreshed, "analytics.open_orders_historic"
+    )  # no grant the old one lacked
 
 
-def test_grants_of_other_roles_and_public_survive_too(refreshed: str, make_role: RoleFactory) -> None:
+def test_grants_of_other_roles_and_public_survive_too(
+    refreshed: str, make_role: RoleFactory
+) -> None:
     """Whatever a DBA granted on a replaced object comes back, grant option included."""
     analyst = make_role("acme_analyst")
     with psycopg.connect(refreshed, autocommit=True) as conn:
@@ -142,7 +157,9 @@ def test_grants_of_other_roles_and_public_survive_too(refreshed: str, make_role:
     assert row == (True, True, False)
 
 
-def test_grant_reader_of_an_unknown_role_is_one_line(warehouse_url: str, cli_env: Callable[..., None]) -> None:
+def test_grant_reader_of_an_unknown_role_is_one_line(
+    warehouse_url: str, cli_env: Callable[..., None]
+) -> None:
     cli_env(database_url=warehouse_url)
     res = run("grant-reader", "no_such_reader_role")
     assert res.exit_code == 1
@@ -169,7 +186,13 @@ def test_grant_reader_by_a_role_that_does_not_own_the_views_is_one_line(
 def test_grant_reader_sql_names_no_staging_object() -> None:
     res = run("grant-reader", "report_reader", "--sql")
     assert res.exit_code == 0, res.stderr
-    assert res.stdout.startswith('GRANT USAGE ON SCHEMA "analytics", "acme_mv" TO "report_reader";\n')
-    assert "staging" not in res.stdout and "_historic" not in res.stdout and "_current" not in res.stdout
+    assert res.stdout.startswith(
+        'GRANT USAGE ON SCHEMA "analytics", "acme_mv" TO "report_reader";\n'
+    )
+    assert (
+        "staging" not in res.stdout
+        and "_historic" not in res.stdout
+        and "_current" not in res.stdout
+    )
     for report in ("open_orders", "top_dates", "pending_items", "top_customers"):
         assert f'"analytics"."{report}"' in res.stdout

@@ -11,7 +11,9 @@ import psycopg
 
 from tests.cli_runner import Result, run_subprocess
 
-PLAIN = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) (acme_mv|psycopg|alembic)[\w.]* \S.*\S$")
+PLAIN = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) (acme_mv|psycopg|alembic)[\w.]* \S.*\S$"
+)
 
 
 def _env(db_url: str) -> dict[str, str]:
@@ -22,7 +24,9 @@ def _env(db_url: str) -> dict[str, str]:
 
 def _with_an_order(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+        )
 
 
 def _plain_lines(res: Result) -> list[str]:
@@ -41,7 +45,10 @@ def test_plain_lines_one_per_record_with_a_date_and_no_wrapping(db_url: str) -> 
     assert len(cycle) == 1 and len(cycle[0]) > 80  # longer than a terminal: not wrapped
     assert "synced 1 rows" in cycle[0] and "freshness" in cycle[0]
     # the cycle is one line: the refresh's own summary is not a second INFO line
-    assert not any("refreshed current views" in ln or "refreshed historic + current views" in ln for ln in lines)
+    assert not any(
+        "refreshed current views" in ln or "refreshed historic + current views" in ln
+        for ln in lines
+    )
 
 
 def test_json_one_object_per_line(db_url: str) -> None:
@@ -51,7 +58,9 @@ def test_json_one_object_per_line(db_url: str) -> None:
     records = [json.loads(line) for line in res.stderr.splitlines()]
     assert records and all(set(r) >= {"ts", "level", "logger", "message"} for r in records)
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["ts"]) for r in records)
-    assert [r["message"].split(":")[0] for r in records if r["logger"] == "acme_mv.run.loop"] == ["cycle 1"]
+    assert [r["message"].split(":")[0] for r in records if r["logger"] == "acme_mv.run.loop"] == [
+        "cycle 1"
+    ]
 
 
 def test_an_error_is_one_record_too(db_url: str) -> None:
@@ -72,8 +81,14 @@ def test_verbose_adds_sql_timings_and_per_table_figures(db_url: str) -> None:
     lines = _plain_lines(res)
     debug = [ln for ln in lines if " DEBUG " in ln]
     assert not any(" DEBUG " in ln for ln in quiet.stderr.splitlines())
-    assert any(re.search(r' DEBUG acme_mv\.db \d+\.\d{3} s  INSERT INTO "analytics"\."\w+_current"', ln) for ln in debug), debug
-    assert any(re.search(r" DEBUG acme_mv\.runner orders: (initial|incremental), \d+ rows read", ln) for ln in debug)
+    assert any(
+        re.search(r' DEBUG acme_mv\.db \d+\.\d{3} s  INSERT INTO "analytics"\."\w+_current"', ln)
+        for ln in debug
+    ), debug
+    assert any(
+        re.search(r" DEBUG acme_mv\.runner orders: (initial|incremental), \d+ rows read", ln)
+        for ln in debug
+    )
     assert any("connected to the warehouse" in ln for ln in debug)
 
 

@@ -52,9 +52,24 @@ def running(db_url: str) -> Iterator[int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
     env["ACME_MV_DATABASE_URL"] = db_url
     proc = subprocess.Popen(
-        [sys.executable, "-m", "acme_mv", "run", "--interval", "200ms", "--max-backoff", "500ms",
-         "--metrics-port", "0", "--metrics-host", "127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "acme_mv",
+            "run",
+            "--interval",
+            "200ms",
+            "--max-backoff",
+            "500ms",
+            "--metrics-port",
+            "0",
+            "--metrics-host",
+            "127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stderr is not None
     port = None
@@ -78,14 +93,21 @@ def test_metrics_move_with_cycles_and_failures(db_url: str, running: int) -> Non
     assert value(first, "acme_mv_up") == 1
     assert value(first, "acme_mv_last_success_timestamp_seconds") > 0
     assert not math.isnan(value(first, "acme_mv_freshness_seconds"))
-    assert value(first, "acme_mv_sync_seconds_count") >= 1 and value(first, "acme_mv_refresh_seconds_count") >= 1
+    assert (
+        value(first, "acme_mv_sync_seconds_count") >= 1
+        and value(first, "acme_mv_refresh_seconds_count") >= 1
+    )
     assert value(first, "acme_mv_failed_cycles_total", server="warehouse") == 0
     base_rows = value(first, "acme_mv_rows_synced_total")
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         for _ in range(5):
-            conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
-    moved = wait_until(port, lambda s: value(s, "acme_mv_rows_synced_total") >= base_rows + 5, "5 more rows")
+            conn.execute(
+                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+            )
+    moved = wait_until(
+        port, lambda s: value(s, "acme_mv_rows_synced_total") >= base_rows + 5, "5 more rows"
+    )
     assert value(moved, "acme_mv_rows_synced_total") == base_rows + 5
     assert value(moved, "acme_mv_cycles_total") > value(first, "acme_mv_cycles_total")
 
@@ -102,9 +124,13 @@ def test_metrics_move_with_cycles_and_failures(db_url: str, running: int) -> Non
             adm.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
     back = wait_until(port, lambda s: value(s, "acme_mv_up") == 1, "recovery")
     assert failures(back) >= failures(down) >= 1
-    assert value(back, "acme_mv_failed_cycles_total", server="unknown") == 0  # each failure named its server
+    assert (
+        value(back, "acme_mv_failed_cycles_total", server="unknown") == 0
+    )  # each failure named its server
     assert value(back, "acme_mv_cycles_total") > value(moved, "acme_mv_cycles_total")
 
 
 def failures(samples: Samples) -> float:
-    return sum(value(samples, "acme_mv_failed_cycles_total", server=s) for s in ("warehouse", "source"))
+    return sum(
+        value(samples, "acme_mv_failed_cycles_total", server=s) for s in ("warehouse", "source")
+    )

@@ -75,7 +75,9 @@ def test_another_applications_version_table_in_public_is_left_alone(empty_url: s
     assert _version_tables(empty_url) == {"acme_mv.alembic_version", "public.alembic_version"}
     with psycopg.connect(empty_url) as conn:
         assert migrate.current_revision(conn) == migrate.head_revision()
-        assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [("their_app_0042",)]
+        assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [
+            ("their_app_0042",)
+        ]
 
 
 def test_a_failed_migration_is_one_short_line_naming_the_grant(

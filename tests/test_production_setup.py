@@ -54,7 +54,11 @@ def sql_blocks(text: str) -> list[str]:
 
 def readme_setup_sql(where: str) -> str:
     """The README's block that starts ``-- On the <where> database``."""
-    found = [b for b in sql_blocks(section(README, "Production")) if b.startswith(f"-- On the {where} database")]
+    found = [
+        b
+        for b in sql_blocks(section(README, "Production"))
+        if b.startswith(f"-- On the {where} database")
+    ]
     assert len(found) == 1, f"README.md, Production: {len(found)} SQL blocks for the {where}"
     return found[0]
 
@@ -78,7 +82,9 @@ def test_the_setup_sql_never_makes_a_superuser_or_grants_on_public() -> None:
         for line in (readme_setup_sql("source") + readme_setup_sql("warehouse")).splitlines()
         if not line.startswith("--")
     )
-    assert not re.search(r"SUPERUSER|CREATEDB|CREATEROLE|BYPASSRLS|REPLICATION", statements, flags=re.I)
+    assert not re.search(
+        r"SUPERUSER|CREATEDB|CREATEROLE|BYPASSRLS|REPLICATION", statements, flags=re.I
+    )
     assert "public" not in statements.lower()
     assert "ALL" not in statements.upper().split()  # no GRANT ALL, no ON ALL TABLES
 
@@ -115,7 +121,9 @@ def from_scratch_csv(source_superuser: str, report: str) -> str:
     out = bytearray()
     with psycopg.connect(source_superuser) as conn:
         conn.execute("SET DateStyle = 'ISO, YMD'")
-        with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(sql.SQL(query))) as copy:  # type: ignore[arg-type]
+        with conn.cursor().copy(
+            sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(sql.SQL(query))
+        ) as copy:  # type: ignore[arg-type]
             for block in copy:
                 out += bytes(block)
     return out.decode()
@@ -155,7 +163,9 @@ def test_the_readme_production_setup_works_as_written(
     assert sorted(r[0] for r in rows) == sorted(ROLES)
 
     source_url = make_conninfo(source, user=SOURCE_ROLE, password=passwords[SOURCE_ROLE])
-    warehouse_url = make_conninfo(warehouse, user=WAREHOUSE_ROLE, password=passwords[WAREHOUSE_ROLE])
+    warehouse_url = make_conninfo(
+        warehouse, user=WAREHOUSE_ROLE, password=passwords[WAREHOUSE_ROLE]
+    )
     reader_url = make_conninfo(warehouse, user=READER_ROLE, password=passwords[READER_ROLE])
     secrets = tuple(passwords.values())
 
@@ -180,7 +190,11 @@ def test_the_readme_production_setup_works_as_written(
             "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND c.relkind <> 'i' "
             "AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast_temp%%' ORDER BY 1"
         ).fetchall()
-    assert owners == [("acme_mv", WAREHOUSE_ROLE), ("analytics", WAREHOUSE_ROLE), ("staging", WAREHOUSE_ROLE)]
+    assert owners == [
+        ("acme_mv", WAREHOUSE_ROLE),
+        ("analytics", WAREHOUSE_ROLE),
+        ("staging", WAREHOUSE_ROLE),
+    ]
     with psycopg.connect(reader_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("SELECT count(*) FROM staging.orders")
 
@@ -195,7 +209,9 @@ def test_the_old_readme_setup_fails_with_one_short_line(
     with psycopg.connect(warehouse, autocommit=True) as conn:
         conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # PostgreSQL 15's default
     require_passwords(server_url, WAREHOUSE_ROLE)
-    cli_env(database_url=make_conninfo(warehouse, user=WAREHOUSE_ROLE, password="change-me-warehouse"))
+    cli_env(
+        database_url=make_conninfo(warehouse, user=WAREHOUSE_ROLE, password="change-me-warehouse")
+    )
     res = run("migrate")
     assert res.exit_code == 1
     lines = res.stderr.strip().splitlines()
@@ -230,5 +246,8 @@ def test_libpq_tls_options_in_the_url_reach_libpq(
 
 
 def test_an_invalid_sslmode_is_refused_by_libpq_in_one_line(warehouse_url: str) -> None:
-    with pytest.raises(ConnectionFailed, match=r'^Cannot connect to the warehouse .*invalid sslmode value: "sometimes"$'):
+    with pytest.raises(
+        ConnectionFailed,
+        match=r'^Cannot connect to the warehouse .*invalid sslmode value: "sometimes"$',
+    ):
         connection(with_params(warehouse_url, sslmode="sometimes"), role="warehouse").__enter__()

@@ -24,12 +24,12 @@ from tests.staging_copy import copy_batch
 DAY1 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
-
 @pytest.fixture(autouse=True)
 def no_safety_margin(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the sync's 1 s safety margin, only the open-transaction watermark keeps a late
     writer's rows: the tests then prove that mechanism, not the margin, within their fast steps."""
     monkeypatch.setattr(acme_mv.sync.source, "SAFETY_MARGIN", timedelta(0))
+
 
 class World:
     """The one-database deployment: source, staging and analytics in ``url``."""
@@ -65,12 +65,16 @@ def world(db_url: str) -> World:
     w = World(db_url)
     stamp_updates_like_the_jobs(w.conn)
     w.sql("INSERT INTO operations.customers (customer_name) VALUES ('Ann'), ('Bob'), ('Cy')")
-    w.sql("INSERT INTO operations.products (product_name, barcode, unity_price) VALUES ('bolt', 'b', 1), ('nut', 'n', 2)")
+    w.sql(
+        "INSERT INTO operations.products (product_name, barcode, unity_price) VALUES ('bolt', 'b', 1), ('nut', 'n', 2)"
+    )
     return w
 
 
 def test_first_refresh_rebuilds_then_only_the_current_part(world: World) -> None:
-    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+    )
     world.sync()
     assert world.refresh() is True
     world.check()
@@ -82,8 +86,12 @@ def test_first_refresh_rebuilds_then_only_the_current_part(world: World) -> None
 
 
 def test_an_order_counted_historic_that_changes_status_today(world: World) -> None:
-    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
-    world.sql("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 10), (1, 2, NULL)")
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+    )
+    world.sql(
+        "INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 10), (1, 2, NULL)"
+    )
     world.sync()
     world.refresh()
     world.sql("UPDATE operations.orders SET status = 'PROCESSING' WHERE order_id = 1")
@@ -96,7 +104,9 @@ def test_an_order_counted_historic_that_changes_status_today(world: World) -> No
 
 
 def test_an_order_completed_today_leaves_every_report(world: World) -> None:
-    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES (NULL, 2, 'PENDING')")
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES (NULL, 2, 'PENDING')"
+    )
     world.sql("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 3)")
     world.sync()
     world.refresh()
@@ -105,7 +115,12 @@ def test_an_order_completed_today_leaves_every_report(world: World) -> None:
     world.sync()
     world.refresh()
     world.check()
-    assert world.report("open_orders") == world.report("pending_items") == world.report("top_customers") == []
+    assert (
+        world.report("open_orders")
+        == world.report("pending_items")
+        == world.report("top_customers")
+        == []
+    )
 
 
 def test_items_arriving_before_their_order(world: World) -> None:
@@ -113,7 +128,9 @@ def test_items_arriving_before_their_order(world: World) -> None:
     world.sync()
     world.refresh()
     assert world.report("pending_items") == []
-    world.sql("INSERT INTO operations.orders (order_id, delivery_date, customer_id, status) VALUES (7, '2026-12-12', 9, 'PENDING')")
+    world.sql(
+        "INSERT INTO operations.orders (order_id, delivery_date, customer_id, status) VALUES (7, '2026-12-12', 9, 'PENDING')"
+    )
     world.sync()
     assert world.refresh() is False
     world.check()
@@ -122,8 +139,12 @@ def test_items_arriving_before_their_order(world: World) -> None:
 
 
 def test_a_renamed_product_shows_its_new_name_after_the_next_sync(world: World) -> None:
-    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
-    world.sql("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 5), (1, 3, 6)")
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+    )
+    world.sql(
+        "INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 5), (1, 3, 6)"
+    )
     world.sync()
     world.refresh()
     world.sql("UPDATE operations.products SET product_name = 'hex bolt' WHERE product_id = 1")
@@ -144,7 +165,9 @@ def test_top_ties_go_to_the_earlier_date_and_the_lower_customer(world: World) ->
     world.check()
     rows = world.conn.execute("SELECT * FROM analytics.top_dates").fetchall()
     assert [r[0].isoformat() for r in rows] == ["2026-12-11", "2026-12-12", "2026-12-13"]
-    rows = world.conn.execute("SELECT customer_id, pending_orders FROM analytics.top_customers").fetchall()
+    rows = world.conn.execute(
+        "SELECT customer_id, pending_orders FROM analytics.top_customers"
+    ).fetchall()
     assert rows == [(3, 2), (1, 1), (2, 1)]
 
 
@@ -165,9 +188,15 @@ def test_a_full_sync_needs_no_historic_rebuild_its_tombstones_are_deltas(world: 
 
 
 def test_a_full_sync_retracts_the_rows_gone_from_the_source_without_a_rebuild(world: World) -> None:
-    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
-    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-12', 2, 'PENDING')")
-    world.sql("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 4), (2, 2, 5)")
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+    )
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-12', 2, 'PENDING')"
+    )
+    world.sql(
+        "INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 4), (2, 2, 5)"
+    )
     world.sync()
     world.refresh()
     world.sql("DELETE FROM operations.orders WHERE order_id = 2")
@@ -184,7 +213,9 @@ def test_a_full_sync_retracts_the_rows_gone_from_the_source_without_a_rebuild(wo
 def test_late_rows_staged_after_the_snapshot_count(world: World) -> None:
     """A writer's transaction starts (stamping updated_at) before a sync and a day rollover,
     and commits after them: its rows reach staging late and still count exactly once."""
-    world.sql("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+    )
     world.sync()
     world.refresh()
     with psycopg.connect(world.url) as late:
@@ -344,20 +375,28 @@ def test_a_batch_and_a_refresh_read_only_what_changed(world: World) -> None:
     world.sync()
     world.refresh()
     for _ in range(3):  # several cycles: the cost must not grow with the day's change
-        world.sql("UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id IN "
-                  "(SELECT order_id FROM operations.orders WHERE status <> 'COMPLETED' ORDER BY random() LIMIT 20)")
-        world.sql("UPDATE operations.order_items SET quanity = quanity + 1 WHERE order_item_id IN "
-                  "(SELECT order_item_id FROM operations.order_items ORDER BY random() LIMIT 60)")
+        world.sql(
+            "UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id IN "
+            "(SELECT order_id FROM operations.orders WHERE status <> 'COMPLETED' ORDER BY random() LIMIT 20)"
+        )
+        world.sql(
+            "UPDATE operations.order_items SET quanity = quanity + 1 WHERE order_item_id IN "
+            "(SELECT order_item_id FROM operations.order_items ORDER BY random() LIMIT 60)"
+        )
         before = tuples_read(world.conn, "staging")
         world.sync()
         staging = {
-            t: n for t, n in read_since(before, tuples_read(world.conn, "staging")).items()
+            t: n
+            for t, n in read_since(before, tuples_read(world.conn, "staging")).items()
             if t in ("orders", "order_items", "orders_state", "order_items_state")
         }  # the mirrors (customers, products) are reloaded whole by design
         # 80 changed rows + 3 items of each of the 20 closed orders: < 20 tuples read per changed
         # row in all, the 20,000 + 60,000 staged rows are never scanned
         assert sum(staging.values()) < 20 * (80 + 60), staging
-        before_s, before_a = tuples_read(world.conn, "staging"), tuples_read(world.conn, "analytics")
+        before_s, before_a = (
+            tuples_read(world.conn, "staging"),
+            tuples_read(world.conn, "analytics"),
+        )
         world.refresh()
         assert set(read_since(before_s, tuples_read(world.conn, "staging"))) <= {"sync_batches"}
         analytics = read_since(before_a, tuples_read(world.conn, "analytics"))
@@ -379,8 +418,12 @@ def test_separate_source_and_warehouse(source_url: str, warehouse_url: str) -> N
     with psycopg.connect(source_url, autocommit=True) as src:
         stamp_updates_like_the_jobs(src)
         src.execute("INSERT INTO operations.customers (customer_name) VALUES ('Ann')")
-        src.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES (NULL, 1, 'PENDING'), ('2026-12-11', 2, 'PROCESSING')")
-        src.execute("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 4, 3), (2, 4, 2)")
+        src.execute(
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES (NULL, 1, 'PENDING'), ('2026-12-11', 2, 'PROCESSING')"
+        )
+        src.execute(
+            "INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 4, 3), (2, 4, 2)"
+        )
         copy_batch(source_url, warehouse_url)
         refresh(Settings(database_url=warehouse_url, source_url=source_url))
         src.execute("UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id = 2")

@@ -67,8 +67,11 @@ INSERT INTO operations.products (product_name, barcode, unity_price) VALUES ('bo
 
 
 def _date(offset: int | None) -> str | None:
-    return None if offset is None else (datetime(2026, 12, 1) + timedelta(days=offset)).date().isoformat()
-
+    return (
+        None
+        if offset is None
+        else (datetime(2026, 12, 1) + timedelta(days=offset)).date().isoformat()
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +79,7 @@ def no_safety_margin(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the sync's 1 s safety margin, only the open-transaction watermark keeps a late
     writer's rows: the tests then prove that mechanism, not the margin, within their fast steps."""
     monkeypatch.setattr(acme_mv.sync.source, "SAFETY_MARGIN", timedelta(0))
+
 
 def _unnamed(report: str, rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
     return [(r[0], *r[2:]) for r in rows] if report in ("pending_items", "top_customers") else rows
@@ -95,10 +99,12 @@ ARCHIVE = """
 CREATE TABLE IF NOT EXISTS public.archive_orders AS SELECT * FROM staging.orders WITH NO DATA;
 CREATE TABLE IF NOT EXISTS public.archive_order_items AS SELECT * FROM staging.order_items WITH NO DATA;
 """
-ARCHIVED_VERSIONS = from_versions({
-    "orders": "(SELECT * FROM staging.orders UNION SELECT * FROM public.archive_orders)",
-    "order_items": "(SELECT * FROM staging.order_items UNION SELECT * FROM public.archive_order_items)",
-})
+ARCHIVED_VERSIONS = from_versions(
+    {
+        "orders": "(SELECT * FROM staging.orders UNION SELECT * FROM public.archive_orders)",
+        "order_items": "(SELECT * FROM staging.order_items UNION SELECT * FROM public.archive_order_items)",
+    }
+)
 
 
 def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
@@ -141,14 +147,25 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
         def some_history(self, n: int, status: str | None) -> None:
             """A few orders with items already in the historic part."""
             for i in range(n):
-                self.new_order(delivery=i % 2, customer=1 + i % 3, status=status, items=[(1 + i % 3, 5)])
+                self.new_order(
+                    delivery=i % 2, customer=1 + i % 3, status=status, items=[(1 + i % 3, 5)]
+                )
             self.sync(full=False)
             self.refresh(mode="auto", next_day=False)
 
-        @rule(delivery=DELIVERY, customer=CUSTOMERS, status=STATUSES,
-              items=st.lists(st.tuples(PRODUCTS, QUANITY), max_size=3))
-        def new_order(self, delivery: int | None, customer: int | None, status: str | None,
-                      items: list[tuple[int | None, int | None]]) -> None:
+        @rule(
+            delivery=DELIVERY,
+            customer=CUSTOMERS,
+            status=STATUSES,
+            items=st.lists(st.tuples(PRODUCTS, QUANITY), max_size=3),
+        )
+        def new_order(
+            self,
+            delivery: int | None,
+            customer: int | None,
+            status: str | None,
+            items: list[tuple[int | None, int | None]],
+        ) -> None:
             self.orders += 1
             conn.execute(
                 "INSERT INTO operations.orders (order_id, order_date, delivery_date, customer_id, status) "
@@ -171,17 +188,25 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
         @precondition(lambda self: self.orders > 0)
         @rule(pick=st.integers(0, 100), status=STATUSES)
         def move_status(self, pick: int, status: str | None) -> None:
-            write("UPDATE operations.orders SET status = %s WHERE order_id = %s", (status, 1 + pick % self.orders))
+            write(
+                "UPDATE operations.orders SET status = %s WHERE order_id = %s",
+                (status, 1 + pick % self.orders),
+            )
 
         @precondition(lambda self: self.orders > 0 and not held)
         @rule(pick=st.integers(0, 100), status=STATUSES, product=PRODUCTS, quanity=QUANITY)
-        def begin_late_writer(self, pick: int, status: str | None, product: int | None, quanity: int | None) -> None:
+        def begin_late_writer(
+            self, pick: int, status: str | None, product: int | None, quanity: int | None
+        ) -> None:
             """A writer whose transaction starts now (stamping updated_at) and commits only later,
             after syncs, refreshes and day rollovers: the late-commit case."""
             late = psycopg.connect(db_url)
             late.execute("SET lock_timeout = '200ms'")
             try:
-                late.execute("UPDATE operations.orders SET status = %s WHERE order_id = %s", (status, 1 + pick % self.orders))
+                late.execute(
+                    "UPDATE operations.orders SET status = %s WHERE order_id = %s",
+                    (status, 1 + pick % self.orders),
+                )
                 self.items += 1
                 late.execute(
                     "INSERT INTO operations.order_items (order_item_id, order_id, product_id, quanity) "
@@ -211,7 +236,9 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
 
         @precondition(lambda self: self.items > 0)
         @rule(pick=st.integers(0, 100), order=st.integers(1, 12), product=PRODUCTS, quanity=QUANITY)
-        def change_item(self, pick: int, order: int, product: int | None, quanity: int | None) -> None:
+        def change_item(
+            self, pick: int, order: int, product: int | None, quanity: int | None
+        ) -> None:
             """An item moves to another (maybe missing) order, product or quantity."""
             write(
                 "UPDATE operations.order_items SET order_id = %s, product_id = %s, quanity = %s "
@@ -221,7 +248,10 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
 
         @rule(name=st.sampled_from(["bolt", "nut", "gear", "cog"]), product=st.integers(1, 3))
         def rename_product(self, name: str, product: int) -> None:
-            write("UPDATE operations.products SET product_name = %s WHERE product_id = %s", (name, product))
+            write(
+                "UPDATE operations.products SET product_name = %s WHERE product_id = %s",
+                (name, product),
+            )
 
         @rule(full=st.sampled_from([False, False, False, True]))
         def sync(self, full: bool) -> None:
@@ -233,7 +263,11 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
         @rule(pick=st.integers(0, 100), item=st.booleans())
         def delete_row(self, pick: int, item: bool) -> None:
             """An operator deletes a row at the source; change capture stages its tombstone."""
-            table, key, n = ("order_items", "order_item_id", self.items) if item else ("orders", "order_id", self.orders)
+            table, key, n = (
+                ("order_items", "order_item_id", self.items)
+                if item
+                else ("orders", "order_id", self.orders)
+            )
             if n == 0:
                 return
             k = 1 + pick % n
@@ -250,8 +284,12 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
         def report_as_of(self, pick: int) -> None:
             """The reports as of an earlier batch's finish time equal the reports from scratch over
             the versions staged up to that batch."""
-            batches = [(int(b), at) for b, at in conn.execute(
-                "SELECT batch_id, finished_at FROM staging.sync_batches ORDER BY batch_id").fetchall()]
+            batches = [
+                (int(b), at)
+                for b, at in conn.execute(
+                    "SELECT batch_id, finished_at FROM staging.sync_batches ORDER BY batch_id"
+                ).fetchall()
+            ]
             if not batches:
                 return
             batch, at = batches[pick % len(batches)]
@@ -266,12 +304,24 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
                 assert past.batch_id == batch
                 want = self.as_of[batch]
                 for name in FROM_SCRATCH:
-                    got = [tuple(r) for r in reader.execute(as_of_query(name, past, limit=1000 if name.startswith("top_") else None)).fetchall()]
+                    got = [
+                        tuple(r)
+                        for r in reader.execute(
+                            as_of_query(name, past, limit=1000 if name.startswith("top_") else None)
+                        ).fetchall()
+                    ]
                     # names are today's (the mirrors keep no history): compare keys and counts
-                    assert _unnamed(name, got) == _unnamed(name, want[name]), (name, batch, got, want[name])
+                    assert _unnamed(name, got) == _unnamed(name, want[name]), (
+                        name,
+                        batch,
+                        got,
+                        want[name],
+                    )
 
-        @rule(mode=st.sampled_from(["auto", "auto", "current", "current", "historic", "rebuild"]),
-              next_day=st.booleans())
+        @rule(
+            mode=st.sampled_from(["auto", "auto", "current", "current", "historic", "rebuild"]),
+            next_day=st.booleans(),
+        )
         def refresh(self, mode: str, next_day: bool) -> None:
             if next_day:
                 self.now += timedelta(days=1)
@@ -284,7 +334,8 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
         def compact(self, keep_last: int) -> None:
             """Drop the history older than the last ``keep_last`` batches (whole partitions)."""
             rows = conn.execute(
-                "SELECT finished_at FROM staging.sync_batches ORDER BY batch_id DESC LIMIT %s", (keep_last + 1,)
+                "SELECT finished_at FROM staging.sync_batches ORDER BY batch_id DESC LIMIT %s",
+                (keep_last + 1,),
             ).fetchall()
             if not rows:
                 return
@@ -298,7 +349,9 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
 
         @invariant()
         def snapshot_is_sane(self) -> None:
-            row = conn.execute("SELECT historic_batch_id, refreshed_batch_id FROM analytics.snapshot").fetchone()
+            row = conn.execute(
+                "SELECT historic_batch_id, refreshed_batch_id FROM analytics.snapshot"
+            ).fetchone()
             assert row is not None
             if self.refreshed:
                 assert row[0] is not None and (row[1] is None or row[0] <= row[1])

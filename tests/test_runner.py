@@ -33,10 +33,14 @@ from tests.staging_copy import copy_batch
 def _copy_step(url: str) -> Callable[[bool], SyncSummary]:
     def step(full: bool = False) -> SyncSummary:
         with psycopg.connect(url) as conn:
-            before = conn.execute("SELECT (SELECT count(*) FROM staging.orders) + (SELECT count(*) FROM staging.order_items)").fetchone()[0]  # type: ignore[index]
+            before = conn.execute(
+                "SELECT (SELECT count(*) FROM staging.orders) + (SELECT count(*) FROM staging.order_items)"
+            ).fetchone()[0]  # type: ignore[index]
         copy_batch(url, url, full=full)
         with psycopg.connect(url) as conn:
-            after = conn.execute("SELECT (SELECT count(*) FROM staging.orders) + (SELECT count(*) FROM staging.order_items)").fetchone()[0]  # type: ignore[index]
+            after = conn.execute(
+                "SELECT (SELECT count(*) FROM staging.orders) + (SELECT count(*) FROM staging.order_items)"
+            ).fetchone()[0]  # type: ignore[index]
         return SyncSummary(rows=int(after - before))
 
     return step
@@ -94,28 +98,57 @@ T0 = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
     ("last_full", "first_batch", "now", "due"),
     [
         pytest.param(None, None, T0, False, id="nothing_synced_yet"),
-        pytest.param(None, T0, T0 + timedelta(hours=23), False, id="initial_copy_younger_than_a_day"),
+        pytest.param(
+            None, T0, T0 + timedelta(hours=23), False, id="initial_copy_younger_than_a_day"
+        ),
         pytest.param(None, T0, T0 + timedelta(days=1), True, id="initial_copy_a_day_old"),
-        pytest.param(T0, T0 - timedelta(days=9), T0 + timedelta(hours=1), False, id="recent_full_wins_over_old_first"),
+        pytest.param(
+            T0,
+            T0 - timedelta(days=9),
+            T0 + timedelta(hours=1),
+            False,
+            id="recent_full_wins_over_old_first",
+        ),
         pytest.param(T0, T0, T0 + timedelta(days=2), True, id="full_two_days_old"),
     ],
 )
-def test_full_sync_due(last_full: datetime | None, first_batch: datetime | None, now: datetime, due: bool) -> None:
-    assert runner.full_sync_due(last_full=last_full, first_batch=first_batch, now=now, every=timedelta(days=1)) is due
+def test_full_sync_due(
+    last_full: datetime | None, first_batch: datetime | None, now: datetime, due: bool
+) -> None:
+    assert (
+        runner.full_sync_due(
+            last_full=last_full, first_batch=first_batch, now=now, every=timedelta(days=1)
+        )
+        is due
+    )
 
 
 @pytest.mark.parametrize(
     ("exc", "transient", "server"),
     [
         pytest.param(ConnectionLost("x", role="source"), True, "source", id="lost_source"),
-        pytest.param(ConnectionFailed("x", role="warehouse"), True, "warehouse", id="refused_warehouse"),
+        pytest.param(
+            ConnectionFailed("x", role="warehouse"), True, "warehouse", id="refused_warehouse"
+        ),
         pytest.param(AuthenticationFailed("x", role="source"), False, "source", id="bad_password"),
-        pytest.param(PermissionDenied("x", role="source", privilege="SELECT", object="t"), False, "source", id="grant_missing"),
+        pytest.param(
+            PermissionDenied("x", role="source", privilege="SELECT", object="t"),
+            False,
+            "source",
+            id="grant_missing",
+        ),
         pytest.param(NotMigrated("x"), False, "unknown", id="not_migrated"),
         pytest.param(SchemaDrift("x"), False, "unknown", id="schema_drift"),
         pytest.param(ConfigError("x"), False, "unknown", id="bad_config"),
-        pytest.param(psycopg.OperationalError("x"), True, "unknown", id="unclaimed_operational_error"),
-        pytest.param(psycopg.DatabaseError("server closed the connection unexpectedly"), True, "unknown", id="unclaimed_cut"),
+        pytest.param(
+            psycopg.OperationalError("x"), True, "unknown", id="unclaimed_operational_error"
+        ),
+        pytest.param(
+            psycopg.DatabaseError("server closed the connection unexpectedly"),
+            True,
+            "unknown",
+            id="unclaimed_cut",
+        ),
         pytest.param(psycopg.errors.DivisionByZero("x"), False, "unknown", id="sql_error"),
         pytest.param(ValueError("x"), False, "unknown", id="a_bug"),
     ],
@@ -137,10 +170,14 @@ def test_cycles_sync_and_refresh(db_url: str, caplog: pytest.LogCaptureFixture) 
         if cycle.number == 3:
             stop.set()
         else:  # the source changes between cycles
-            conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+            conn.execute(
+                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+            )
 
     with caplog.at_level(logging.INFO, logger="acme_mv"):
-        n = runner.run(settings, interval=0.01, sync_step=_copy_step(db_url), stop=stop, on_cycle=on_cycle)
+        n = runner.run(
+            settings, interval=0.01, sync_step=_copy_step(db_url), stop=stop, on_cycle=on_cycle
+        )
     conn.close()
     assert n == 3
     assert [c.rows_synced for c in cycles] == [0, 1, 1]
@@ -148,11 +185,18 @@ def test_cycles_sync_and_refresh(db_url: str, caplog: pytest.LogCaptureFixture) 
     assert all(c.freshness_seconds is not None and c.freshness_seconds >= 0 for c in cycles)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cycle ")]
     assert len(lines) == 3
-    assert "synced 1 rows" in lines[1] and "refreshed current" in lines[1] and "freshness" in lines[1]
+    assert (
+        "synced 1 rows" in lines[1] and "refreshed current" in lines[1] and "freshness" in lines[1]
+    )
 
 
 def test_once(db_url: str) -> None:
-    assert runner.run(Settings(database_url=db_url), interval=60, once=True, sync_step=_copy_step(db_url)) == 1
+    assert (
+        runner.run(
+            Settings(database_url=db_url), interval=60, once=True, sync_step=_copy_step(db_url)
+        )
+        == 1
+    )
 
 
 def test_a_signal_finishes_the_step_and_stops(db_url: str) -> None:
@@ -168,7 +212,9 @@ def test_a_signal_finishes_the_step_and_stops(db_url: str) -> None:
     assert runner.run(settings, interval=60, sync_step=step) == 0
     assert signal.getsignal(signal.SIGTERM) == previous  # handlers restored
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM staging.sync_batches").fetchone() == (1,)  # the sync committed
+        assert conn.execute("SELECT count(*) FROM staging.sync_batches").fetchone() == (
+            1,
+        )  # the sync committed
         assert conn.execute("SELECT refreshed_at FROM analytics.snapshot").fetchone() == (None,)
 
 
@@ -185,7 +231,9 @@ def test_a_signal_during_the_wait_stops_at_once(db_url: str) -> None:
 def test_cli_run_once_runs_a_real_cycle(db_url: str, cli_env: Callable[..., None]) -> None:
     cli_env(database_url=db_url)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+        )
     res = run("run", "--once")
     assert res.exit_code == 0, res.stderr
     assert "cycle 1: synced 1 rows" in res.stderr
@@ -193,7 +241,9 @@ def test_cli_run_once_runs_a_real_cycle(db_url: str, cli_env: Callable[..., None
         assert_views_match(conn, expected(conn))
 
 
-def _flaky(inner: Callable[[bool], SyncSummary], errors: list[BaseException]) -> Callable[[bool], SyncSummary]:
+def _flaky(
+    inner: Callable[[bool], SyncSummary], errors: list[BaseException]
+) -> Callable[[bool], SyncSummary]:
     """The real copy step, after raising each of ``errors`` once (a server failing, then back)."""
 
     def step(full: bool) -> SyncSummary:
@@ -212,18 +262,29 @@ def test_failed_cycles_are_retried_one_line_each_naming_the_server(
 ) -> None:
     errors: list[BaseException] = [
         ConnectionFailed("Cannot connect to the source (x on h:1): refused", role="source"),
-        ConnectionLost("The warehouse (w on h:2) failed: terminating connection\ndue to administrator command", role="warehouse"),
+        ConnectionLost(
+            "The warehouse (w on h:2) failed: terminating connection\ndue to administrator command",
+            role="warehouse",
+        ),
         psycopg.OperationalError("consuming input failed"),
     ]
     cycles: list[Cycle] = []
     with caplog.at_level(logging.INFO, logger="acme_mv"):
         n = runner.run(
-            Settings(database_url=db_url), interval=60, once=True, retry=FAST,
-            sync_step=_flaky(_copy_step(db_url), errors), on_cycle=cycles.append,
+            Settings(database_url=db_url),
+            interval=60,
+            once=True,
+            retry=FAST,
+            sync_step=_flaky(_copy_step(db_url), errors),
+            on_cycle=cycles.append,
         )
     assert n == 1
     failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert [r.getMessage().split(" failed")[0] for r in failures] == ["cycle 1", "cycle 2", "cycle 3"]
+    assert [r.getMessage().split(" failed")[0] for r in failures] == [
+        "cycle 1",
+        "cycle 2",
+        "cycle 3",
+    ]
     assert [r.server for r in failures] == ["source", "warehouse", "unknown"]
     assert all("\n" not in r.getMessage() for r in failures)
     assert "(source)" in failures[0].getMessage() and "(warehouse)" in failures[1].getMessage()
@@ -233,16 +294,33 @@ def test_failed_cycles_are_retried_one_line_each_naming_the_server(
 
 
 def test_what_retrying_cannot_fix_ends_the_loop_at_once(db_url: str) -> None:
-    errors: list[BaseException] = [AuthenticationFailed("password authentication failed", role="source")]
+    errors: list[BaseException] = [
+        AuthenticationFailed("password authentication failed", role="source")
+    ]
     with pytest.raises(AuthenticationFailed):
-        runner.run(Settings(database_url=db_url), interval=60, retry=FAST, sync_step=_flaky(_copy_step(db_url), errors))
+        runner.run(
+            Settings(database_url=db_url),
+            interval=60,
+            retry=FAST,
+            sync_step=_flaky(_copy_step(db_url), errors),
+        )
 
 
-def test_max_failures_gives_up_with_the_last_error(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_max_failures_gives_up_with_the_last_error(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     errors: list[BaseException] = [ConnectionLost(f"lost {i}", role="source") for i in range(5)]
     policy = runner.RetryPolicy(first_s=0.01, max_s=0.01, max_failures=3)
-    with caplog.at_level(logging.INFO, logger="acme_mv"), pytest.raises(ConnectionLost, match="lost 2"):
-        runner.run(Settings(database_url=db_url), interval=60, retry=policy, sync_step=_flaky(_copy_step(db_url), errors))
+    with (
+        caplog.at_level(logging.INFO, logger="acme_mv"),
+        pytest.raises(ConnectionLost, match="lost 2"),
+    ):
+        runner.run(
+            Settings(database_url=db_url),
+            interval=60,
+            retry=policy,
+            sync_step=_flaky(_copy_step(db_url), errors),
+        )
     assert len(errors) == 2  # three attempts, no fourth
     assert any("giving up after 3 failures" in r.getMessage() for r in caplog.records)
 
@@ -254,8 +332,16 @@ def test_a_stop_during_the_backoff_ends_the_loop_cleanly(db_url: str) -> None:
     timer = threading.Timer(0.3, stop.set)
     timer.start()
     try:
-        assert runner.run(Settings(database_url=db_url), interval=60, retry=policy, stop=stop,
-                          sync_step=_flaky(_copy_step(db_url), errors)) == 0
+        assert (
+            runner.run(
+                Settings(database_url=db_url),
+                interval=60,
+                retry=policy,
+                stop=stop,
+                sync_step=_flaky(_copy_step(db_url), errors),
+            )
+            == 0
+        )
     finally:
         timer.cancel()
     assert len(errors) == 99  # one attempt, then the wait was cut short
@@ -264,7 +350,9 @@ def test_a_stop_during_the_backoff_ends_the_loop_cleanly(db_url: str) -> None:
 def test_full_every_recopies_when_the_last_full_copy_is_old_enough(db_url: str) -> None:
     """The real sync: the first cycle is the initial copy; with --full-every 0 the next one is full."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+        )
     stop = threading.Event()
     cycles: list[Cycle] = []
 
@@ -273,10 +361,14 @@ def test_full_every_recopies_when_the_last_full_copy_is_old_enough(db_url: str) 
         if len(cycles) == 2:
             stop.set()
 
-    runner.run(Settings(database_url=db_url), interval=0.01, stop=stop, full_every=0, on_cycle=on_cycle)
+    runner.run(
+        Settings(database_url=db_url), interval=0.01, stop=stop, full_every=0, on_cycle=on_cycle
+    )
     assert [c.full for c in cycles] == [False, True]
     with psycopg.connect(db_url) as conn:
-        full = conn.execute("SELECT full_tables, compared_tables FROM staging.sync_batches ORDER BY batch_id").fetchall()
+        full = conn.execute(
+            "SELECT full_tables, compared_tables FROM staging.sync_batches ORDER BY batch_id"
+        ).fetchall()
         # the second batch compared every row with the source (sync --full); nothing was re-copied
         # from scratch, so the refresh adds its deltas and needs no historic rebuild
         assert full[0] == ([], []) and full[1][0] == [] and "orders" in full[1][1]
@@ -286,8 +378,22 @@ def test_full_every_recopies_when_the_last_full_copy_is_old_enough(db_url: str) 
 
 def test_full_every_leaves_a_recent_full_copy_alone(db_url: str) -> None:
     cycles: list[Cycle] = []
-    runner.run(Settings(database_url=db_url), interval=0.01, once=True, full_every=86400, on_cycle=cycles.append)
-    runner.run(Settings(database_url=db_url), interval=0.01, once=True, full_every=86400, on_cycle=cycles.append)
+    runner.run(
+        Settings(database_url=db_url),
+        interval=0.01,
+        once=True,
+        full_every=86400,
+        on_cycle=cycles.append,
+    )
+    runner.run(
+        Settings(database_url=db_url),
+        interval=0.01,
+        once=True,
+        full_every=86400,
+        on_cycle=cycles.append,
+    )
     assert [c.full for c in cycles] == [False, False]
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM staging.sync_batches WHERE full_tables <> '{}'").fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM staging.sync_batches WHERE full_tables <> '{}'"
+        ).fetchone() == (0,)

@@ -88,7 +88,9 @@ class Loop:
             except queue.Empty:
                 continue
             if line is None:
-                raise AssertionError(f"run exited ({self.proc.wait()}) before {what}: {self.raw[-5:]}")
+                raise AssertionError(
+                    f"run exited ({self.proc.wait()}) before {what}: {self.raw[-5:]}"
+                )
             self.raw.append(line)
             rec = json.loads(line)  # every stderr line is one JSON object
             self.records.append(rec)
@@ -105,12 +107,21 @@ class Loop:
 
 
 def _is_success(rec: dict[str, Any]) -> bool:
-    return rec["level"] == "INFO" and rec["logger"] == "acme_mv.run.loop" and rec["message"].startswith("cycle ") and ": synced" in rec["message"]
+    return (
+        rec["level"] == "INFO"
+        and rec["logger"] == "acme_mv.run.loop"
+        and rec["message"].startswith("cycle ")
+        and ": synced" in rec["message"]
+    )
 
 
 def _is_failure(server: str | None = None) -> Callable[[dict[str, Any]], bool]:
     def test(rec: dict[str, Any]) -> bool:
-        return rec["level"] == "WARNING" and " failed (" in rec["message"] and (server is None or rec.get("server") == server)
+        return (
+            rec["level"] == "WARNING"
+            and " failed (" in rec["message"]
+            and (server is None or rec.get("server") == server)
+        )
 
     return test
 
@@ -120,8 +131,22 @@ def loop(server: Server) -> Iterator[Loop]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
     env.update(ACME_MV_DATABASE_URL=server.url("wh"), ACME_MV_SOURCE_URL=server.url("src"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "acme_mv", "--log-format", "json", "run", "--interval", "300ms", "--max-backoff", "1s"],
-        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "acme_mv",
+            "--log-format",
+            "json",
+            "run",
+            "--interval",
+            "300ms",
+            "--max-backoff",
+            "1s",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     running = Loop(proc)
     try:
@@ -135,7 +160,9 @@ def loop(server: Server) -> Iterator[Loop]:
                 proc.kill()
 
 
-def _backend(conn: psycopg.Connection[Any], *, datname: str, application: str, query_like: str) -> int:
+def _backend(
+    conn: psycopg.Connection[Any], *, datname: str, application: str, query_like: str
+) -> int:
     """The pid of an acme-mv session on ``datname`` waiting for a lock in a statement like ``query_like``."""
     deadline = time.monotonic() + PATIENCE_S
     while time.monotonic() < deadline:
@@ -167,7 +194,9 @@ def test_run_survives_server_faults_and_converges(server: Server, loop: Loop) ->
     _add_orders(server, 3)
     with server.admin() as adm:
         adm.execute("ALTER DATABASE src ALLOW_CONNECTIONS false")
-        adm.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'src' AND pid <> pg_backend_pid()")
+        adm.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'src' AND pid <> pg_backend_pid()"
+        )
         mark = len(loop.records)
         loop.wait_for("source failure", _is_failure("source"), after=mark)
         loop.wait_for("second source failure", _is_failure("source"), after=len(loop.records))
@@ -175,7 +204,11 @@ def test_run_survives_server_faults_and_converges(server: Server, loop: Loop) ->
     back = loop.next_success(after=mark)
     outage = loop.failures(mark, back)
     assert len(outage) >= 2 and all(r["server"] == "source" for r in outage), outage
-    assert all("not currently accepting connections" in r["message"] or "terminating connection" in r["message"] for r in outage)
+    assert all(
+        "not currently accepting connections" in r["message"]
+        or "terminating connection" in r["message"]
+        for r in outage
+    )
 
     # 2. the warehouse REFRESH terminated while it runs (it waits on a lock we hold)
     _add_orders(server, 2)
@@ -248,8 +281,20 @@ def test_permanent_failure_exits_with_one_line(server: Server) -> None:
         adm.execute("CREATE DATABASE bare")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
     done = subprocess.run(
-        [sys.executable, "-m", "acme_mv", "run", "--database-url", server.url("bare"), "--source-url", server.url("src")],
-        capture_output=True, text=True, env=env, timeout=PATIENCE_S,
+        [
+            sys.executable,
+            "-m",
+            "acme_mv",
+            "run",
+            "--database-url",
+            server.url("bare"),
+            "--source-url",
+            server.url("src"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=PATIENCE_S,
     )
     assert done.returncode == 1
     lines = done.stderr.splitlines()
@@ -263,8 +308,22 @@ def test_max_failures_against_a_stopped_port() -> None:
         srv.stop()
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
         done = subprocess.run(
-            [sys.executable, "-m", "acme_mv", "run", "--max-failures", "3", "--max-backoff", "100ms", "--database-url", url],
-            capture_output=True, text=True, env=env, timeout=PATIENCE_S,
+            [
+                sys.executable,
+                "-m",
+                "acme_mv",
+                "run",
+                "--max-failures",
+                "3",
+                "--max-backoff",
+                "100ms",
+                "--database-url",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=PATIENCE_S,
         )
     assert done.returncode == 1
     lines = done.stderr.splitlines()
@@ -304,18 +363,38 @@ def test_a_killed_refresh_does_not_keep_the_refresh_lock(refresh_db: str) -> Non
     (client_connection_check_interval) although the lock it waits for is still held, so the
     refresh lock is free for the next refresh."""
     with psycopg.connect(refresh_db, autocommit=True) as conn:
-        conn.execute("INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')")
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
     env["ACME_MV_DATABASE_URL"] = refresh_db
-    first = subprocess.run([sys.executable, "-m", "acme_mv", "refresh"], env=env, capture_output=True, text=True, timeout=PATIENCE_S)
+    first = subprocess.run(
+        [sys.executable, "-m", "acme_mv", "refresh"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE_S,
+    )
     assert first.returncode == 0, first.stderr
     dbname = psycopg.conninfo.conninfo_to_dict(refresh_db)["dbname"]
-    with psycopg.connect(refresh_db) as blocker, psycopg.connect(refresh_db, autocommit=True) as watcher:
+    with (
+        psycopg.connect(refresh_db) as blocker,
+        psycopg.connect(refresh_db, autocommit=True) as watcher,
+    ):
         blocker.execute(BLOCK_REFRESH)
-        proc = subprocess.Popen([sys.executable, "-m", "acme_mv", "refresh"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "acme_mv", "refresh"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
-            pid = _backend(watcher, datname=str(dbname), application="acme-mv", query_like=REFRESH_QUERY)
-            holder = watcher.execute(REFRESH_LOCK_HOLDERS + " AND granted", (LOCK_CLASS, LOCK_REFRESH)).fetchone()
+            pid = _backend(
+                watcher, datname=str(dbname), application="acme-mv", query_like=REFRESH_QUERY
+            )
+            holder = watcher.execute(
+                REFRESH_LOCK_HOLDERS + " AND granted", (LOCK_CLASS, LOCK_REFRESH)
+            ).fetchone()
             assert holder == (pid,)  # the waiting REFRESH's session holds the refresh lock
         finally:
             proc.kill()
@@ -323,15 +402,19 @@ def test_a_killed_refresh_does_not_keep_the_refresh_lock(refresh_db: str) -> Non
         # the blocker still holds its lock: only the dead-client check can end that session
         deadline = time.monotonic() + PATIENCE_S
         while time.monotonic() < deadline:
-            alive = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+            alive = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone()
             if alive == (0,):
                 break
             time.sleep(0.1)
-        assert watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == (0,)
+        assert watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone() == (0,)
         assert watcher.execute(REFRESH_LOCK_HOLDERS, (LOCK_CLASS, LOCK_REFRESH)).fetchall() == []
-        got = watcher.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH)).fetchone()
+        got = watcher.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH)
+        ).fetchone()
         assert got == (True,)  # the next refresh gets the lock at once
         watcher.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH))
         blocker.rollback()
-
-

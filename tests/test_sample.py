@@ -26,48 +26,60 @@ AUDIT = [
 
 
 def _serial(table: str, column: str) -> tuple[str, str, None, None, str, str]:
-    return (column, "bigint", None, None, "NO", f"nextval('operations.{table}_{column}_seq'::regclass)")
+    return (
+        column,
+        "bigint",
+        None,
+        None,
+        "NO",
+        f"nextval('operations.{table}_{column}_seq'::regclass)",
+    )
 
 
-EXPECTED_COLUMNS = [
-    ("customers", *row)
-    for row in [
-        _serial("customers", "customer_id"),
-        ("customer_name", "character varying", 500, None, "NO", None),
-        ("is_active", "boolean", None, None, "NO", "true"),
-        ("customer_address", "character varying", 500, None, "YES", None),
-        *AUDIT,
+EXPECTED_COLUMNS = (
+    [
+        ("customers", *row)
+        for row in [
+            _serial("customers", "customer_id"),
+            ("customer_name", "character varying", 500, None, "NO", None),
+            ("is_active", "boolean", None, None, "NO", "true"),
+            ("customer_address", "character varying", 500, None, "YES", None),
+            *AUDIT,
+        ]
     ]
-] + [
-    ("products", *row)
-    for row in [
-        _serial("products", "product_id"),
-        ("product_name", "character varying", 500, None, "NO", None),
-        ("barcode", "character varying", 26, None, "NO", None),
-        ("unity_price", "numeric", None, None, "NO", None),
-        ("is_active", "boolean", None, None, "YES", None),
-        *AUDIT,
+    + [
+        ("products", *row)
+        for row in [
+            _serial("products", "product_id"),
+            ("product_name", "character varying", 500, None, "NO", None),
+            ("barcode", "character varying", 26, None, "NO", None),
+            ("unity_price", "numeric", None, None, "NO", None),
+            ("is_active", "boolean", None, None, "YES", None),
+            *AUDIT,
+        ]
     ]
-] + [
-    ("orders", *row)
-    for row in [
-        _serial("orders", "order_id"),
-        ("order_date", "date", None, 0, "YES", None),
-        ("delivery_date", "date", None, 0, "YES", None),
-        ("customer_id", "bigint", None, None, "YES", None),
-        ("status", "character varying", None, None, "YES", None),
-        *AUDIT,
+    + [
+        ("orders", *row)
+        for row in [
+            _serial("orders", "order_id"),
+            ("order_date", "date", None, 0, "YES", None),
+            ("delivery_date", "date", None, 0, "YES", None),
+            ("customer_id", "bigint", None, None, "YES", None),
+            ("status", "character varying", None, None, "YES", None),
+            *AUDIT,
+        ]
     ]
-] + [
-    ("order_items", *row)
-    for row in [
-        _serial("order_items", "order_item_id"),
-        ("order_id", "bigint", None, None, "YES", None),
-        ("product_id", "bigint", None, None, "YES", None),
-        ("quanity", "integer", None, None, "YES", None),
-        *AUDIT,
+    + [
+        ("order_items", *row)
+        for row in [
+            _serial("order_items", "order_item_id"),
+            ("order_id", "bigint", None, None, "YES", None),
+            ("product_id", "bigint", None, None, "YES", None),
+            ("quanity", "integer", None, None, "YES", None),
+            *AUDIT,
+        ]
     ]
-]
+)
 
 TABLE_ORDER = {t: i for i, t in enumerate(schema.TABLES)}
 
@@ -117,11 +129,14 @@ def test_init_creates_exactly_the_contract_schema(empty_url: str) -> None:
         " WHERE table_schema = 'operations' ORDER BY table_name, ordinal_position",
     )
     assert sorted(rows, key=lambda r: TABLE_ORDER[r[0]]) == EXPECTED_COLUMNS
-    assert one(
-        empty_url,
-        "SELECT count(*) FROM information_schema.table_constraints"
-        " WHERE table_schema = 'operations' AND constraint_type = 'FOREIGN KEY'",
-    ) == 0
+    assert (
+        one(
+            empty_url,
+            "SELECT count(*) FROM information_schema.table_constraints"
+            " WHERE table_schema = 'operations' AND constraint_type = 'FOREIGN KEY'",
+        )
+        == 0
+    )
     pks = q(
         empty_url,
         "SELECT tc.table_name, kcu.column_name FROM information_schema.table_constraints tc"
@@ -174,10 +189,24 @@ def test_load_makes_the_asked_rows(loaded: tuple[str, load_api.LoadResult]) -> N
     assert result.bulk
     per_order = result.order_items / ORDERS
     assert 24.5 <= per_order <= 27.5
-    assert q(url, "SELECT min(order_item_id), max(order_item_id) FROM operations.order_items") == [(1, result.order_items)]
-    assert one(url, "SELECT max(n) FROM (SELECT count(*) n FROM operations.order_items GROUP BY order_id) x") <= 32
+    assert q(url, "SELECT min(order_item_id), max(order_item_id) FROM operations.order_items") == [
+        (1, result.order_items)
+    ]
+    assert (
+        one(
+            url,
+            "SELECT max(n) FROM (SELECT count(*) n FROM operations.order_items GROUP BY order_id) x",
+        )
+        <= 32
+    )
     # the updated_at indexes were rebuilt after the load
-    assert one(url, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'operations' AND indexdef LIKE '%(updated_at)'") == 4
+    assert (
+        one(
+            url,
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'operations' AND indexdef LIKE '%(updated_at)'",
+        )
+        == 4
+    )
 
 
 def test_load_has_every_status_and_plausible_dates(loaded: tuple[str, load_api.LoadResult]) -> None:
@@ -190,12 +219,23 @@ def test_load_has_every_status_and_plausible_dates(loaded: tuple[str, load_api.L
         url,
         "SELECT count(*) FROM operations.orders WHERE status <> 'COMPLETED' AND created_at < LOCALTIMESTAMP - interval '10 days'",
     )
-    recent = one(url, "SELECT count(DISTINCT status) FROM operations.orders WHERE created_at >= LOCALTIMESTAMP - interval '10 days'")
+    recent = one(
+        url,
+        "SELECT count(DISTINCT status) FROM operations.orders WHERE created_at >= LOCALTIMESTAMP - interval '10 days'",
+    )
     assert old_open < ORDERS * 0.01
     assert recent == 4
-    assert one(url, "SELECT count(*) FROM operations.orders WHERE delivery_date <> order_date + 10") == 0
-    assert one(url, "SELECT count(*) FROM operations.orders WHERE delivery_date IS NULL") == ORDERS // 1000
-    assert one(url, "SELECT count(*) FROM operations.orders WHERE order_date <> created_at::date") == 0
+    assert (
+        one(url, "SELECT count(*) FROM operations.orders WHERE delivery_date <> order_date + 10")
+        == 0
+    )
+    assert (
+        one(url, "SELECT count(*) FROM operations.orders WHERE delivery_date IS NULL")
+        == ORDERS // 1000
+    )
+    assert (
+        one(url, "SELECT count(*) FROM operations.orders WHERE order_date <> created_at::date") == 0
+    )
     assert one(url, "SELECT min(order_date) >= CURRENT_DATE - 31 FROM operations.orders")
     for table in schema.TABLES:
         bad = one(
@@ -204,7 +244,10 @@ def test_load_has_every_status_and_plausible_dates(loaded: tuple[str, load_api.L
             " OR created_at IS NULL OR updated_at IS NULL",
         )
         assert bad == 0, table
-    quanity = q(url, "SELECT min(quanity), max(quanity), count(*) - count(quanity) FROM operations.order_items")[0]
+    quanity = q(
+        url,
+        "SELECT min(quanity), max(quanity), count(*) - count(quanity) FROM operations.order_items",
+    )[0]
     assert quanity[0] >= 0 and quanity[1] <= 999 and quanity[2] > 0
 
 
@@ -242,7 +285,9 @@ def test_load_has_the_contract_orphans(loaded: tuple[str, load_api.LoadResult]) 
         ("products", "product_id", "SELECT max(product_id) FROM operations.order_items"),
         ("order_items", "order_item_id", "SELECT max(order_item_id) FROM operations.order_items"),
     ]:
-        next_id = one(url, "SELECT nextval(pg_get_serial_sequence(%s, %s))", (f"operations.{table}", key))
+        next_id = one(
+            url, "SELECT nextval(pg_get_serial_sequence(%s, %s))", (f"operations.{table}", key)
+        )
         assert next_id > one(url, referenced), table
 
 
@@ -259,7 +304,9 @@ def test_load_is_deterministic_for_a_seed(make_db: DatabaseFactory) -> None:
 def test_load_refuses_appends_and_replaces(source_url: str) -> None:
     first = do_load(source_url, orders=200, seed=1)
     before = counts(source_url)
-    with pytest.raises(SampleError, match=r"^operations already holds 200 orders; use --append or --replace$"):
+    with pytest.raises(
+        SampleError, match=r"^operations already holds 200 orders; use --append or --replace$"
+    ):
         do_load(source_url, orders=10)
     assert counts(source_url) == before
 
@@ -271,7 +318,9 @@ def test_load_refuses_appends_and_replaces(source_url: str) -> None:
     assert after["customers"] == before["customers"] + second.customers
     # new ids: nothing overwritten, the first load's rows are still there
     assert one(source_url, "SELECT count(*) FROM operations.orders WHERE order_id <= 200") == 200
-    assert one(source_url, "SELECT count(DISTINCT order_item_id) = count(*) FROM operations.order_items")
+    assert one(
+        source_url, "SELECT count(DISTINCT order_item_id) = count(*) FROM operations.order_items"
+    )
 
     do_load(source_url, orders=50, seed=3, mode="replace")
     assert counts(source_url)["orders"] == 50
@@ -309,7 +358,13 @@ def test_a_failing_load_leaves_nothing(empty_url: str, source_url: str) -> None:
         do_load(source_url, orders=300, progress=fail_at_items)
     assert steps == ["customers", "products", "orders", "order_items"]
     assert counts(source_url) == dict.fromkeys(schema.TABLES, 0)
-    assert one(source_url, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'operations' AND indexdef LIKE '%(updated_at)'") == 4
+    assert (
+        one(
+            source_url,
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'operations' AND indexdef LIKE '%(updated_at)'",
+        )
+        == 4
+    )
     assert do_load(source_url, orders=10).orders == 10  # the sequences are not in the way
 
     # on a database without the schema: the schema it created is gone too
@@ -391,17 +446,26 @@ def test_simulate_runs_the_contract_workload(busy_source: str) -> None:
     assert new_items[0] == new_items[1] == stats.order_items_inserted  # one transaction per item
     assert start <= new_items[2] and new_items[3] <= end and new_items[4] == 0
     for table in schema.TABLES:
-        changed = one(url, f"SELECT count(*) FROM operations.{table} WHERE updated_at >= %s", (start,))
-        assert one(url, f"SELECT count(*) FROM operations.{table} WHERE updated_at > %s", (end,)) == 0
+        changed = one(
+            url, f"SELECT count(*) FROM operations.{table} WHERE updated_at >= %s", (start,)
+        )
+        assert (
+            one(url, f"SELECT count(*) FROM operations.{table} WHERE updated_at > %s", (end,)) == 0
+        )
         if table == "order_items":
             assert changed == stats.order_items_inserted
-    assert one(url, "SELECT count(*) FROM operations.orders WHERE created_at >= %s", (start,)) == stats.orders_inserted
+    assert (
+        one(url, "SELECT count(*) FROM operations.orders WHERE created_at >= %s", (start,))
+        == stats.orders_inserted
+    )
 
     updates = q(url, "SELECT old_status, new_status, updated_at, tx_ts FROM public.order_updates")
     assert len(updates) == stats.orders_updated
     assert all(old != "COMPLETED" for old, *_ in updates)  # a COMPLETED order never changes
     assert {new for _, new, *_ in updates} <= {"PROCESSING", "COMPLETED", "REPROCESSING"}
-    assert all(updated_at == tx_ts and start <= updated_at <= end for _, _, updated_at, tx_ts in updates)
+    assert all(
+        updated_at == tx_ts and start <= updated_at <= end for _, _, updated_at, tx_ts in updates
+    )
 
     new_orders = q(
         url,
@@ -419,14 +483,20 @@ def test_simulate_runs_the_contract_workload(busy_source: str) -> None:
         (max_item_before,),
     )
     assert misplaced == 0
-    quanity = q(url, "SELECT min(quanity), max(quanity) FROM operations.order_items WHERE order_item_id > %s", (max_item_before,))[0]
+    quanity = q(
+        url,
+        "SELECT min(quanity), max(quanity) FROM operations.order_items WHERE order_item_id > %s",
+        (max_item_before,),
+    )[0]
     assert quanity[0] >= 0 and quanity[1] <= 999
 
 
 def test_simulate_fills_an_empty_schema(source_url: str) -> None:
     stats = simulate.simulate(source_url, rate=200, duration=1.0, seed=1)
     rows = counts(source_url)
-    assert rows["customers"] >= simulate.SEED_CUSTOMERS and rows["products"] >= simulate.SEED_PRODUCTS
+    assert (
+        rows["customers"] >= simulate.SEED_CUSTOMERS and rows["products"] >= simulate.SEED_PRODUCTS
+    )
     assert rows["orders"] == stats.orders_inserted > 0
     assert rows["order_items"] == stats.order_items_inserted > 0
 
@@ -447,7 +517,9 @@ def test_simulate_stops_on_the_stop_event(source_url: str) -> None:
 @pytest.mark.parametrize("rate", [0, -5, 10_001, math.nan, math.inf])
 def test_simulate_rejects_bad_rates_before_connecting(rate: float) -> None:
     with pytest.raises(SampleError, match="--rate must be > 0 and <= 10,000"):
-        simulate.simulate("postgresql://nobody:secretpw@127.0.0.1:1/x", rate=rate, duration=1, seed=None)
+        simulate.simulate(
+            "postgresql://nobody:secretpw@127.0.0.1:1/x", rate=rate, duration=1, seed=None
+        )
 
 
 def test_simulate_needs_the_schema(empty_url: str) -> None:
@@ -457,7 +529,9 @@ def test_simulate_needs_the_schema(empty_url: str) -> None:
 
 def test_simulate_unreachable_server_is_one_clean_line() -> None:
     with pytest.raises(ConnectionFailed) as info:
-        simulate.simulate("postgresql://nobody:secretpw@127.0.0.1:1/x", rate=10, duration=1, seed=None)
+        simulate.simulate(
+            "postgresql://nobody:secretpw@127.0.0.1:1/x", rate=10, duration=1, seed=None
+        )
     assert "secretpw" not in str(info.value)
     assert "source" in str(info.value)
 

@@ -52,7 +52,14 @@ def test_initial_sync_copies_everything(urls: tuple[str, str]) -> None:
     for table in APPEND_TABLES:
         assert set(versions(wh, table).values()) == {1}
     # a first copy into empty staging tables removes nothing: the refresh need not rebuild for it
-    assert scalar(wh, "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (result.batch_id,)) == []
+    assert (
+        scalar(
+            wh,
+            "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s",
+            (result.batch_id,),
+        )
+        == []
+    )
     # the secondary indexes were rebuilt under their migration names
     names = scalar(
         wh,
@@ -72,9 +79,18 @@ def test_incremental_picks_up_inserts_and_updates(urls: tuple[str, str]) -> None
     fill(src, **COUNTS)
     sync(settings(src, wh))
     fill(src, orders=20, order_items=30)
-    execute(src, "UPDATE operations.orders SET status = 'DONE', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 10")
-    execute(src, "UPDATE operations.order_items SET quanity = 7, updated_at = CURRENT_TIMESTAMP(3) WHERE order_item_id IN (1, 2, 3)")
-    execute(src, "UPDATE operations.customers SET customer_address = 'moved', updated_at = CURRENT_TIMESTAMP(3) WHERE customer_id = 1")
+    execute(
+        src,
+        "UPDATE operations.orders SET status = 'DONE', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 10",
+    )
+    execute(
+        src,
+        "UPDATE operations.order_items SET quanity = 7, updated_at = CURRENT_TIMESTAMP(3) WHERE order_item_id IN (1, 2, 3)",
+    )
+    execute(
+        src,
+        "UPDATE operations.customers SET customer_address = 'moved', updated_at = CURRENT_TIMESTAMP(3) WHERE customer_id = 1",
+    )
     result = sync(settings(src, wh))
     assert result.tables["orders"].mode == "incremental"
     assert result.tables["orders"].rows_new == 30
@@ -91,8 +107,16 @@ def test_ties_on_the_cursor_are_read_again(urls: tuple[str, str]) -> None:
     first = sync(settings(src, wh), tables=["orders"])
     cursor = first.tables["orders"].cursor
     # rows stamped exactly at the cursor, written after the sync read
-    execute(src, "UPDATE operations.orders SET status = 'TIED', updated_at = %s WHERE order_id <= 5", (cursor,))
-    execute(src, "INSERT INTO operations.orders (order_id, status, updated_at) VALUES (1000, 'NEW', %s)", (cursor,))
+    execute(
+        src,
+        "UPDATE operations.orders SET status = 'TIED', updated_at = %s WHERE order_id <= 5",
+        (cursor,),
+    )
+    execute(
+        src,
+        "INSERT INTO operations.orders (order_id, status, updated_at) VALUES (1000, 'NEW', %s)",
+        (cursor,),
+    )
     second = sync(settings(src, wh), tables=["orders"])
     assert second.tables["orders"].rows_new == 6
     assert_converged(src, wh, ("orders",))
@@ -104,18 +128,27 @@ def test_late_commit_is_not_lost(urls: tuple[str, str]) -> None:
     fill(src, orders=20, order_items=20)
     sync(settings(src, wh))
     with psycopg.connect(src) as late:
-        late.execute("UPDATE operations.orders SET status = 'LATE', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 3")
-        late.execute("INSERT INTO operations.order_items (order_item_id, quanity) VALUES (5000, 42)")
+        late.execute(
+            "UPDATE operations.orders SET status = 'LATE', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 3"
+        )
+        late.execute(
+            "INSERT INTO operations.order_items (order_item_id, quanity) VALUES (5000, 42)"
+        )
         stamped = late.execute("SELECT now()::timestamp(3)").fetchone()
         assert stamped is not None
-        time.sleep(1.5)  # a naive cursor (the sync's clock minus the margin) would now be past the stamp
+        time.sleep(
+            1.5
+        )  # a naive cursor (the sync's clock minus the margin) would now be past the stamp
         during = sync(settings(src, wh))
         assert during.tables["orders"].cursor <= stamped[0]
         late.commit()
     assert ("LATE",) not in [(r[4],) for r in staged_latest(wh, "orders")]
     sync(settings(src, wh))
     assert_converged(src, wh, APPEND_TABLES)
-    assert scalar(wh, "SELECT quanity FROM staging.order_items_latest WHERE order_item_id = 5000") == 42
+    assert (
+        scalar(wh, "SELECT quanity FROM staging.order_items_latest WHERE order_item_id = 5000")
+        == 42
+    )
 
 
 def test_an_old_open_transaction_holds_the_cursor_back(
@@ -138,9 +171,14 @@ def test_hidden_transactions_fall_back_to_a_lag(
     make_role: RoleFactory, source_url: str, warehouse_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A source role without pg_read_all_stats cannot see other roles' xact_start."""
-    role = make_role("acme_sync_lowpriv")  # with a password: the suite runs on servers that require one
+    role = make_role(
+        "acme_sync_lowpriv"
+    )  # with a password: the suite runs on servers that require one
     fill(source_url, orders=5, order_items=5, customers=1, products=1)
-    execute(source_url, f"GRANT USAGE ON SCHEMA operations TO {role.name}; GRANT SELECT ON ALL TABLES IN SCHEMA operations TO {role.name}")
+    execute(
+        source_url,
+        f"GRANT USAGE ON SCHEMA operations TO {role.name}; GRANT SELECT ON ALL TABLES IN SCHEMA operations TO {role.name}",
+    )
     low = role.url(source_url)
     clock = scalar(source_url, "SELECT now()::timestamp(3)")
     result = sync(settings(low, warehouse_url), fallback_lag=dt.timedelta(hours=1))
@@ -158,7 +196,10 @@ def test_null_updated_at_rows_are_reread_without_duplicates(db_url: str) -> None
     assert result.tables["orders"].rows_read >= 4
     assert result.tables["orders"].rows_new == 0
     assert set(versions(db_url, "orders").values()) == {1}
-    execute(db_url, "UPDATE operations.orders SET status = 'CHANGED', updated_at = NULL WHERE order_id = 2")
+    execute(
+        db_url,
+        "UPDATE operations.orders SET status = 'CHANGED', updated_at = NULL WHERE order_id = 2",
+    )
     result = sync(settings(db_url, db_url), tables=["orders"])
     assert result.tables["orders"].rows_new == 1
     assert versions(db_url, "orders")[2] == 2
@@ -169,7 +210,11 @@ def test_unchanged_rows_at_the_boundary_add_no_versions(db_url: str) -> None:
     fill(db_url, orders=30, order_items=30)
     first = sync(settings(db_url, db_url))
     # pin some rows right on the cursor: every later sync re-reads them
-    execute(db_url, "UPDATE operations.orders SET updated_at = %s WHERE order_id <= 3", (first.tables["orders"].cursor,))
+    execute(
+        db_url,
+        "UPDATE operations.orders SET updated_at = %s WHERE order_id <= 3",
+        (first.tables["orders"].cursor,),
+    )
     for _ in range(3):
         sync(settings(db_url, db_url))
     counts = versions(db_url, "orders")
@@ -182,37 +227,63 @@ def test_full_compares_everything_and_tombstones_hard_deletes(urls: tuple[str, s
     src, wh = urls
     fill(src, orders=40, order_items=40)
     sync(settings(src, wh))
-    execute(src, "UPDATE operations.orders SET status = 'X', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 10")
+    execute(
+        src,
+        "UPDATE operations.orders SET status = 'X', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 10",
+    )
     sync(settings(src, wh))
     execute(src, "DELETE FROM operations.orders WHERE order_id IN (20, 21)")
     execute(src, "DELETE FROM operations.order_items WHERE order_item_id = 5")
     # a change the cursor cannot see (updated_at left alone): --full compares every row
-    execute(src, "UPDATE operations.orders SET status = 'HIDDEN', updated_at = '2000-01-01' WHERE order_id = 30")
+    execute(
+        src,
+        "UPDATE operations.orders SET status = 'HIDDEN', updated_at = '2000-01-01' WHERE order_id = 30",
+    )
     sync(settings(src, wh))
     assert 20 in versions(wh, "orders")  # a hard delete is out of the cursor's reach
     before = versions(wh, "orders")
     result = sync(settings(src, wh), full=True, tables=["orders", "order_items"])
     assert result.tables["orders"].mode == "full"
     assert (result.tables["orders"].rows_new, result.tables["orders"].rows_deleted) == (1, 2)
-    assert (result.tables["order_items"].rows_new, result.tables["order_items"].rows_deleted) == (0, 1)
+    assert (result.tables["order_items"].rows_new, result.tables["order_items"].rows_deleted) == (
+        0,
+        1,
+    )
     after = versions(wh, "orders")
     # nothing re-copied: one new version for the hidden change, one tombstone per deleted key
-    assert {k: after[k] - before[k] for k in after if after[k] != before[k]} == {20: 1, 21: 1, 30: 1}
+    assert {k: after[k] - before[k] for k in after if after[k] != before[k]} == {
+        20: 1,
+        21: 1,
+        30: 1,
+    }
     assert scalar(
         wh, "SELECT array_agg(order_id ORDER BY order_id) FROM staging.orders_latest WHERE _deleted"
     ) == [20, 21]
-    assert scalar(
-        wh,
-        "SELECT count(*) FROM staging.orders_latest WHERE _deleted AND "
-        "(order_date, delivery_date, customer_id, status, updated_at) IS NOT NULL",
-    ) == 0
+    assert (
+        scalar(
+            wh,
+            "SELECT count(*) FROM staging.orders_latest WHERE _deleted AND "
+            "(order_date, delivery_date, customer_id, status, updated_at) IS NOT NULL",
+        )
+        == 0
+    )
     assert_converged(src, wh, APPEND_TABLES)
-    assert scalar(wh, "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (result.batch_id,)) == []
+    assert (
+        scalar(
+            wh,
+            "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s",
+            (result.batch_id,),
+        )
+        == []
+    )
     # --full again: nothing left to do, the tombstones are not repeated
     again = sync(settings(src, wh), full=True, tables=["orders"])
     assert (again.tables["orders"].rows_new, again.tables["orders"].rows_deleted) == (0, 0)
     # incremental again after --full; a key deleted then re-inserted comes back live
-    execute(src, "UPDATE operations.orders SET status = 'Y', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 1")
+    execute(
+        src,
+        "UPDATE operations.orders SET status = 'Y', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 1",
+    )
     execute(src, "INSERT INTO operations.orders (order_id, status) VALUES (20, 'PENDING')")
     assert sync(settings(src, wh)).tables["orders"].rows_new == 2
     assert_converged(src, wh)
@@ -224,7 +295,9 @@ def test_mirrors_follow_inserts_updates_and_deletes(urls: tuple[str, str]) -> No
     sync(settings(src, wh), tables=["customers", "products"])
     execute(src, "DELETE FROM operations.customers WHERE customer_id IN (1, 2)")
     execute(src, "UPDATE operations.customers SET is_active = NOT is_active WHERE customer_id = 3")
-    execute(src, "UPDATE operations.products SET unity_price = unity_price + 1 WHERE product_id <= 4")
+    execute(
+        src, "UPDATE operations.products SET unity_price = unity_price + 1 WHERE product_id <= 4"
+    )
     fill(src, products=1)
     result = sync(settings(src, wh), tables=["customers", "products"])
     assert (result.tables["customers"].rows_new, result.tables["customers"].rows_deleted) == (1, 2)
@@ -256,11 +329,15 @@ def test_a_failing_source_copy_raises_psycopgs_error(db_url: str, rows_before_er
         with pytest.raises(psycopg.errors.DivisionByZero):
             list(copy_out_chunks(conn, statement))
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is usable afterwards
-        chunks = list(copy_out_chunks(conn, psycopg.sql.SQL("COPY (SELECT generate_series(1, 3)) TO STDOUT")))
+        chunks = list(
+            copy_out_chunks(conn, psycopg.sql.SQL("COPY (SELECT generate_series(1, 3)) TO STDOUT"))
+        )
         assert b"".join(chunks) == b"1\n2\n3\n"
 
 
-def test_an_interrupted_stream_stops_the_source_copy(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_interrupted_stream_stops_the_source_copy(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """A failure on the warehouse side (here: the progress hook) cancels the source COPY cleanly."""
 
     def interrupt(nbytes: int) -> None:
@@ -269,7 +346,13 @@ def test_an_interrupted_stream_stops_the_source_copy(db_url: str, caplog: pytest
     with psycopg.connect(db_url) as src, psycopg.connect(db_url) as dst:
         dst.execute("CREATE TEMP TABLE t (a text)")
         with pytest.raises(KeyboardInterrupt), src.transaction():
-            stream(src, psycopg.sql.SQL("SELECT repeat('x', 100) FROM generate_series(1, 100000)"), dst, psycopg.sql.SQL("t (a)"), interrupt)
+            stream(
+                src,
+                psycopg.sql.SQL("SELECT repeat('x', 100) FROM generate_series(1, 100000)"),
+                dst,
+                psycopg.sql.SQL("t (a)"),
+                interrupt,
+            )
         assert src.execute("SELECT 1").fetchone() == (1,)
     assert "error ignored in rollback" not in caplog.text
 
@@ -303,21 +386,38 @@ def test_a_waiting_source_copy_lets_other_threads_run(db_url: str) -> None:
     """copy_out_chunks waits for the server outside the GIL (``run`` serves metrics from a thread)."""
     fill(db_url, orders=3)
     child = subprocess.run(
-        [sys.executable, "-c", _WAITING_COPY, db_url], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", _WAITING_COPY, db_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout.strip() == "['1', '2', '3']"
 
 
-@pytest.mark.parametrize(("server_kb", "want_kb"), [(64 * 1024, INDEX_BUILD_MEMORY_KB), (4 * 1024 * 1024, 4 * 1024 * 1024)])
-def test_index_builds_get_more_sort_memory_only_for_the_transaction(db_url: str, server_kb: int, want_kb: int) -> None:
+@pytest.mark.parametrize(
+    ("server_kb", "want_kb"),
+    [(64 * 1024, INDEX_BUILD_MEMORY_KB), (4 * 1024 * 1024, 4 * 1024 * 1024)],
+)
+def test_index_builds_get_more_sort_memory_only_for_the_transaction(
+    db_url: str, server_kb: int, want_kb: int
+) -> None:
     """Raised to INDEX_BUILD_MEMORY_KB for the sync transaction when lower; never lowered."""
     with psycopg.connect(db_url) as conn:
-        conn.execute(psycopg.sql.SQL("SET maintenance_work_mem = {}").format(psycopg.sql.Literal(f"{server_kb}kB")))
+        conn.execute(
+            psycopg.sql.SQL("SET maintenance_work_mem = {}").format(
+                psycopg.sql.Literal(f"{server_kb}kB")
+            )
+        )
         conn.commit()
         with conn.transaction():
             _raise_index_memory(conn)
-            row = conn.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'").fetchone()
+            row = conn.execute(
+                "SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'"
+            ).fetchone()
             assert row == (want_kb,)
-        row = conn.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'").fetchone()
+        row = conn.execute(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'"
+        ).fetchone()
         assert row == (server_kb,)

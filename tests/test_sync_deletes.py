@@ -27,7 +27,11 @@ def test_deletes_are_counted_until_a_full_sync(source_url: str, warehouse_url: s
     # rows inserted since the last sync have higher keys: they are not compared
     fill(src, orders=30, order_items=40)
     found = {e.table: e for e in missing_keys(settings(src, wh))}
-    assert (found["orders"].max_staged_key, found["orders"].staged_keys, found["orders"].source_keys) == (200, 200, 195)
+    assert (
+        found["orders"].max_staged_key,
+        found["orders"].staged_keys,
+        found["orders"].source_keys,
+    ) == (200, 200, 195)
     assert (found["order_items"].deleted, found["order_items"].full_sync_due) == (3, True)
     assert found["orders"].as_json()["deleted"] == 5
     # an incremental sync cannot see a delete: the count stays
@@ -67,12 +71,17 @@ def test_status_exact_and_check_report_deletes(db_url: str, cli_env: Callable[..
     res = run("status", "--exact")
     assert res.exit_code == 0, res.stderr
     assert "deleted at source" in res.stdout
-    assert "order_items: 4 staged row(s) were deleted at the source; run `acme-mv sync --full`" in res.stderr
+    assert (
+        "order_items: 4 staged row(s) were deleted at the source; run `acme-mv sync --full`"
+        in res.stderr
+    )
 
     gaps = {g.name: (g.count, g.key) for g in check(settings(db_url, db_url))}
     assert gaps["order_items_deleted_at_source"] == (4, "order_item_id")
     assert gaps["orders_deleted_at_source"] == (0, "order_id")
     res = run("check", "--json", "--fail-on-gaps")
     assert res.exit_code == 4
-    assert {d["name"]: d["count"] for d in json.loads(res.stdout)}["order_items_deleted_at_source"] == 4
+    assert {d["name"]: d["count"] for d in json.loads(res.stdout)}[
+        "order_items_deleted_at_source"
+    ] == 4
     assert "4  order_items_deleted_at_source" in run("check").stdout

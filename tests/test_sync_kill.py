@@ -39,14 +39,21 @@ def _start(db_url: str, *args: str) -> subprocess.Popen[str]:
 def _assert_no_orphans_or_duplicates(url: str) -> None:
     """Every staged row belongs to a committed batch and no (key, batch) appears twice."""
     for table, key in (("orders", "order_id"), ("order_items", "order_item_id")):
-        assert scalar(
-            url,
-            f"SELECT count(*) FROM staging.{table} t WHERE NOT EXISTS "
-            "(SELECT 1 FROM staging.sync_batches s WHERE s.batch_id = t._batch_id)",
-        ) == 0
-        assert scalar(
-            url, f"SELECT count(*) FROM (SELECT 1 FROM staging.{table} GROUP BY {key}, _batch_id HAVING count(*) > 1) d"
-        ) == 0
+        assert (
+            scalar(
+                url,
+                f"SELECT count(*) FROM staging.{table} t WHERE NOT EXISTS "
+                "(SELECT 1 FROM staging.sync_batches s WHERE s.batch_id = t._batch_id)",
+            )
+            == 0
+        )
+        assert (
+            scalar(
+                url,
+                f"SELECT count(*) FROM (SELECT 1 FROM staging.{table} GROUP BY {key}, _batch_id HAVING count(*) > 1) d",
+            )
+            == 0
+        )
 
 
 def _assert_consistent(url: str) -> None:
@@ -55,7 +62,9 @@ def _assert_consistent(url: str) -> None:
 
 
 def _change_source(url: str, rng: random.Random) -> None:
-    fill(url, orders=rng.randint(0, 50), order_items=rng.randint(0, 200), customers=rng.randint(0, 3))
+    fill(
+        url, orders=rng.randint(0, 50), order_items=rng.randint(0, 200), customers=rng.randint(0, 3)
+    )
     execute(
         url,
         "UPDATE operations.orders SET status = 'R' || %s, updated_at = CURRENT_TIMESTAMP(3) WHERE order_id %% 17 = %s",
@@ -100,7 +109,10 @@ def _source_table_locked(url: str, table: str) -> Iterator[None]:
 def _wait_for(url: str, condition: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if scalar(url, f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'acme-mv sync' AND {condition}"):
+        if scalar(
+            url,
+            f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'acme-mv sync' AND {condition}",
+        ):
             return
         time.sleep(0.05)
     raise AssertionError(f"no sync session with {condition}")

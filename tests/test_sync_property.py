@@ -32,7 +32,11 @@ Step = tuple[Any, ...]
 
 steps = st.lists(
     st.one_of(
-        st.tuples(st.just("insert"), st.sampled_from(["orders", "order_items", "customers", "products"]), st.integers(1, 4)),
+        st.tuples(
+            st.just("insert"),
+            st.sampled_from(["orders", "order_items", "customers", "products"]),
+            st.integers(1, 4),
+        ),
         st.tuples(
             st.just("update"),
             st.sampled_from(["orders", "order_items"]),
@@ -58,10 +62,16 @@ class World:
         self.counter = 0
 
     def reset(self) -> None:
-        execute(self.src, "TRUNCATE operations.customers, operations.products, operations.orders, "
-                "operations.order_items RESTART IDENTITY")
-        execute(self.wh, "TRUNCATE staging.customers, staging.products, staging.orders, staging.order_items, "
-                "staging.sync_state, staging.sync_batches")
+        execute(
+            self.src,
+            "TRUNCATE operations.customers, operations.products, operations.orders, "
+            "operations.order_items RESTART IDENTITY",
+        )
+        execute(
+            self.wh,
+            "TRUNCATE staging.customers, staging.products, staging.orders, staging.order_items, "
+            "staging.sync_state, staging.sync_batches",
+        )
         fill(self.src, customers=3, products=3, orders=30, order_items=60)
 
     def close(self) -> None:
@@ -71,7 +81,9 @@ class World:
 
     def tie(self, table: str) -> dt.datetime | None:
         with psycopg.connect(self.wh) as conn:
-            row = conn.execute("SELECT cursor_value FROM staging.sync_state WHERE table_name = %s", (table,)).fetchone()
+            row = conn.execute(
+                "SELECT cursor_value FROM staging.sync_state WHERE table_name = %s", (table,)
+            ).fetchone()
         return row[0] if row else None
 
     def run(self, step: Step) -> None:
@@ -97,13 +109,23 @@ class World:
             slot = step[1]
             conn = self.open.get(slot) or psycopg.connect(self.src)
             self.open[slot] = conn
-            conn.execute("UPDATE operations.orders SET status = 'L' || %s, updated_at = CURRENT_TIMESTAMP(3) "
-                         "WHERE order_id %% 20 = %s AND order_id < %s", (n, 9 + 10 * slot, LATE_KEY_BASE))
-            conn.execute("INSERT INTO operations.orders (order_id, status) VALUES (%s, 'late')", (LATE_KEY_BASE + n,))
-            conn.execute("INSERT INTO operations.order_items (order_item_id, order_id, quanity) VALUES (%s, %s, %s)",
-                         (LATE_KEY_BASE + n, LATE_KEY_BASE + n, n))
-            conn.execute("INSERT INTO operations.customers (customer_id, customer_name) VALUES (%s, 'late')",
-                         (LATE_KEY_BASE + n,))
+            conn.execute(
+                "UPDATE operations.orders SET status = 'L' || %s, updated_at = CURRENT_TIMESTAMP(3) "
+                "WHERE order_id %% 20 = %s AND order_id < %s",
+                (n, 9 + 10 * slot, LATE_KEY_BASE),
+            )
+            conn.execute(
+                "INSERT INTO operations.orders (order_id, status) VALUES (%s, 'late')",
+                (LATE_KEY_BASE + n,),
+            )
+            conn.execute(
+                "INSERT INTO operations.order_items (order_item_id, order_id, quanity) VALUES (%s, %s, %s)",
+                (LATE_KEY_BASE + n, LATE_KEY_BASE + n, n),
+            )
+            conn.execute(
+                "INSERT INTO operations.customers (customer_id, customer_name) VALUES (%s, 'late')",
+                (LATE_KEY_BASE + n,),
+            )
         elif kind == "commit":
             conn = self.open.pop(step[1], None)
             if conn is not None:
@@ -129,10 +151,20 @@ def world(make_db: DatabaseFactory, monkeypatch: pytest.MonkeyPatch) -> World:
     return World(make_db("source"), make_db("warehouse"))
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(plan=steps)
 @example(plan=[("sync", "all"), ("update", "orders", 1, "tie"), ("sync", "orders")])
-@example(plan=[("sync", "all"), ("open", 0), ("sync", "all"), ("update", "order_items", 2, "null"), ("sync", "all")])
+@example(
+    plan=[
+        ("sync", "all"),
+        ("open", 0),
+        ("sync", "all"),
+        ("update", "order_items", 2, "null"),
+        ("sync", "all"),
+    ]
+)
 def test_one_more_sync_converges(world: World, plan: list[Step]) -> None:
     world.reset()
     try:

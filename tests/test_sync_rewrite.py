@@ -61,7 +61,9 @@ def _wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> No
         time.sleep(0.02)
 
 
-def _lock_waits(url: str, *, pid: int | None = None, application: str | None = None) -> Callable[[], bool]:
+def _lock_waits(
+    url: str, *, pid: int | None = None, application: str | None = None
+) -> Callable[[], bool]:
     """A check: is the session ``pid`` (or one named ``application``) of this database waiting for a lock?
 
     Only this test's database: other tests' syncs (same application name) run on the same server.
@@ -140,7 +142,9 @@ def _refresh_and_compare(src: str, wh: str) -> None:
 
 
 @pytest.mark.parametrize("full", [False, True], ids=["incremental", "full"])
-def test_rewrite_committed_mid_sync_loses_nothing(source_url: str, warehouse_url: str, full: bool) -> None:
+def test_rewrite_committed_mid_sync_loses_nothing(
+    source_url: str, warehouse_url: str, full: bool
+) -> None:
     src, wh = source_url, warehouse_url
     fill(src, **COUNTS)
     sync(settings(src, wh))
@@ -165,7 +169,9 @@ def test_rewrite_committed_mid_sync_loses_nothing(source_url: str, warehouse_url
 def _rewrite_open(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A rewrite of operations.order_items that has run but not committed yet."""
     with psycopg.connect(url) as conn:
-        conn.execute("ALTER TABLE operations.order_items ALTER COLUMN quanity TYPE integer USING quanity + 0")
+        conn.execute(
+            "ALTER TABLE operations.order_items ALTER COLUMN quanity TYPE integer USING quanity + 0"
+        )
         yield conn
 
 
@@ -190,7 +196,9 @@ def test_a_rewrite_already_running_is_waited_for(source_url: str, warehouse_url:
         execute(src, change)
     with _rewrite_open(src) as ddl:
         proc = _sync_process(src, wh)
-        _wait_until(_lock_waits(src, application="acme-mv sync"), "the sync to wait for the rewrite")
+        _wait_until(
+            _lock_waits(src, application="acme-mv sync"), "the sync to wait for the rewrite"
+        )
         ddl.commit()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
@@ -208,7 +216,9 @@ def test_a_rewrite_held_too_long_stops_the_sync_with_a_clear_error(db_url: str) 
             sync(settings(db_url, db_url), lock_timeout=dt.timedelta(milliseconds=300))
     assert proc.returncode == 3, err
     lines = [line for line in err.splitlines() if line.startswith("Error")]
-    assert len(lines) == 1 and "operations.order_items stayed locked by another session" in lines[0], err
+    assert (
+        len(lines) == 1 and "operations.order_items stayed locked by another session" in lines[0]
+    ), err
     assert info.value.table == "operations.order_items"
     assert info.value.exit_code == 3
     # both batches were rolled back: nothing staged, no cursor moved
@@ -219,7 +229,10 @@ def test_a_rewrite_held_too_long_stops_the_sync_with_a_clear_error(db_url: str) 
 def test_lock_table_takes_no_snapshot(source_url: str) -> None:
     """What the fix rests on: in REPEATABLE READ the snapshot starts at the first query, not at LOCK."""
     fill(source_url, orders=5)
-    with psycopg.connect(source_url) as reader, psycopg.connect(source_url, autocommit=True) as writer:
+    with (
+        psycopg.connect(source_url) as reader,
+        psycopg.connect(source_url, autocommit=True) as writer,
+    ):
         reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         reader.read_only = True
         with reader.transaction():
@@ -249,7 +262,9 @@ def test_a_deadlock_with_a_multi_table_ddl_ends_cleanly(db_url: str) -> None:
         ddl.execute("LOCK TABLE operations.order_items IN ACCESS EXCLUSIVE MODE")
         syncing = threading.Thread(target=run_sync)
         syncing.start()
-        _wait_until(_lock_waits(db_url, application="acme-mv sync"), "the sync to wait for order_items")
+        _wait_until(
+            _lock_waits(db_url, application="acme-mv sync"), "the sync to wait for order_items"
+        )
         try:
             ddl.execute("LOCK TABLE operations.orders IN ACCESS EXCLUSIVE MODE")
             ddl_lost = False

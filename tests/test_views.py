@@ -23,10 +23,17 @@ PINNED_0002 = ROOT / "migrations" / "sql" / "0002"
 
 def test_a_file_is_a_value() -> None:
     v = View.from_file(PINNED_0002 / "analytics.open_orders_current.sql")
-    assert (v.schema, v.name, v.kind, v.unique) == ("analytics", "open_orders_current", "materialized", ("delivery_date", "status"))
+    assert (v.schema, v.name, v.kind, v.unique) == (
+        "analytics",
+        "open_orders_current",
+        "materialized",
+        ("delivery_date", "status"),
+    )
     assert v.definition.startswith("SELECT") and not v.definition.endswith(";")
     create = v.create()
-    assert create[0].startswith('CREATE MATERIALIZED VIEW "analytics"."open_orders_current" AS\nSELECT')
+    assert create[0].startswith(
+        'CREATE MATERIALIZED VIEW "analytics"."open_orders_current" AS\nSELECT'
+    )
     assert create[1] == (
         'CREATE UNIQUE INDEX "open_orders_current_key" ON "analytics"."open_orders_current" '
         '("delivery_date", "status") NULLS NOT DISTINCT'
@@ -44,7 +51,11 @@ def test_load_dir_orders_by_dependency() -> None:
     assert order.index("analytics.changed_orders") < order.index("analytics.open_orders_current")
     assert "analytics.open_orders_historic" in order
     order = [v.qualified for v in views.load_dir()]
-    assert order.index("analytics.open_orders") < order.index("analytics.open_orders_by_date") < order.index("analytics.top_dates")
+    assert (
+        order.index("analytics.open_orders")
+        < order.index("analytics.open_orders_by_date")
+        < order.index("analytics.top_dates")
+    )
 
 
 def test_the_database_holds_what_the_files_say(db_url: str) -> None:
@@ -76,12 +87,17 @@ def test_migrate_sql_shows_the_views() -> None:
 
 def _counts(url: str) -> list[tuple[object, ...]]:
     with psycopg.connect(url) as conn:
-        return [tuple(r) for r in conn.execute("SELECT * FROM analytics.open_orders ORDER BY 1, 2").fetchall()]
+        return [
+            tuple(r)
+            for r in conn.execute("SELECT * FROM analytics.open_orders ORDER BY 1, 2").fetchall()
+        ]
 
 
 def test_upgrade_downgrade_upgrade_with_data(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING'), ('2026-12-01', 'PENDING')")
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING'), ('2026-12-01', 'PENDING')"
+        )
     copy_batch(db_url, db_url)
     settings = Settings(database_url=db_url)
     refresh(settings)
@@ -110,13 +126,20 @@ def test_replace_materialized_view_keeps_concurrent_refresh_working(db_url: str)
     old, new, dependants = open_orders_historic_change(PINNED_0002)
     assert [d.name for d in dependants] == ["open_orders", "open_orders_by_date", "top_dates"]
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING')")
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING')"
+        )
         with conn.transaction():
             views.replace_materialized_view(conn, old, new, dependants)
         # pg_get_viewdef qualifies the column on PostgreSQL 15 (count(o.order_id)), not on 18
-        assert re.search(r"count\((o\.)?order_id\)", View.from_database(conn, "analytics", "open_orders_historic").definition)
+        assert re.search(
+            r"count\((o\.)?order_id\)",
+            View.from_database(conn, "analytics", "open_orders_historic").definition,
+        )
         assert View.from_database(conn, "analytics", "open_orders_historic").unique == old.unique
-        conn.execute("INSERT INTO staging.orders (order_id, status, _batch_id) VALUES (1, 'PENDING', 1)")
+        conn.execute(
+            "INSERT INTO staging.orders (order_id, status, _batch_id) VALUES (1, 'PENDING', 1)"
+        )
         conn.execute("UPDATE analytics.snapshot SET historic_batch_id = 1")
         conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.open_orders_historic")
     assert _counts(db_url) == [(None, "PENDING", 1)]
@@ -124,12 +147,16 @@ def test_replace_materialized_view_keeps_concurrent_refresh_working(db_url: str)
 
 def test_concurrent_refresh_handles_null_keys(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING')")
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING')"
+        )
     settings = Settings(database_url=db_url)
     copy_batch(db_url, db_url)
     refresh(settings)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING')")
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING')"
+        )
     copy_batch(db_url, db_url)
     refresh(settings, mode="historic")
     refresh(settings, mode="historic")

@@ -8,7 +8,9 @@ from acme_mv.reports import views
 from acme_mv.reports.views import View
 
 
-def _changed(directory: Path | None, name: str, old_text: str, new_text: str) -> tuple[View, View, list[View]]:
+def _changed(
+    directory: Path | None, name: str, old_text: str, new_text: str
+) -> tuple[View, View, list[View]]:
     all_views = views.load_dir(directory)
     old = next(v for v in all_views if v.name == name)
     new = View(
@@ -25,7 +27,9 @@ def _changed(directory: Path | None, name: str, old_text: str, new_text: str) ->
 def open_orders_historic_change(directory: Path) -> tuple[View, View, list[View]]:
     """(old, new, dependants) at revision 0002 (``directory``: its pinned SQL), where
     open_orders_historic was a materialized view: counted by ``order_id`` instead of ``*``."""
-    return _changed(directory, "open_orders_historic", "count(*)::bigint AS n", "count(o.order_id)::bigint AS n")
+    return _changed(
+        directory, "open_orders_historic", "count(*)::bigint AS n", "count(o.order_id)::bigint AS n"
+    )
 
 
 def open_orders_by_date_change() -> tuple[View, View, list[View]]:

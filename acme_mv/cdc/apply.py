@@ -142,10 +142,17 @@ def write(conn: Conn, batch: Batch, *, encoding: str) -> Written:
             mirror_deleted += _delete_mirror_keys(conn, spec, temp, everything=changes.truncated)
             mirror_rows += copy.upsert_mirror(conn, _live(temp), spec)
         conn.execute(sql.SQL("DROP TABLE {}").format(temp))
-    return Written(versions=versions, tombstones=tombstones, mirror_rows=mirror_rows, mirror_deleted=mirror_deleted)
+    return Written(
+        versions=versions,
+        tombstones=tombstones,
+        mirror_rows=mirror_rows,
+        mirror_deleted=mirror_deleted,
+    )
 
 
-def _load_temp(conn: Conn, spec: TableSpec, rows: Iterable[tuple[bytes, Row | None]], *, encoding: str) -> sql.Identifier:
+def _load_temp(
+    conn: Conn, spec: TableSpec, rows: Iterable[tuple[bytes, Row | None]], *, encoding: str
+) -> sql.Identifier:
     temp = sql.Identifier(TEMP_PREFIX + spec.name)
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names)
     conn.execute(
@@ -207,7 +214,9 @@ def _live(temp: sql.Identifier) -> sql.Composable:
     return sql.SQL("(SELECT * FROM {} WHERE NOT _deleted) AS live").format(temp)
 
 
-def _delete_mirror_keys(conn: Conn, spec: TableSpec, temp: sql.Identifier, *, everything: bool) -> int:
+def _delete_mirror_keys(
+    conn: Conn, spec: TableSpec, temp: sql.Identifier, *, everything: bool
+) -> int:
     """Delete the mirror rows deleted in the batch (with ``everything``: all rows the batch does not write)."""
     key = sql.Identifier(spec.key)
     table = sql.Identifier(copy.STAGING, spec.name)

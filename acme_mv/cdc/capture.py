@@ -163,7 +163,9 @@ class _Streamer:
         self.batches = self.transactions = self.changes = self.skipped = self.heartbeats = 0
         self.encoding = "UTF8"
         self.refresher = (
-            Refresher(settings, min_interval_s=refresh_ms / 1000, on_refresh=on_refresh) if refresh_views else None
+            Refresher(settings, min_interval_s=refresh_ms / 1000, on_refresh=on_refresh)
+            if refresh_views
+            else None
         )
 
     def run(self, *, reconnects: int) -> StreamResult:
@@ -196,7 +198,9 @@ class _Streamer:
             connection(self.settings.effective_source_url, role="source", autocommit=True) as src,
         ):
             migrate.require_head(wh)
-            src.execute("SELECT set_config('application_name', %s, false)", (replication.APPLICATION_NAME,))
+            src.execute(
+                "SELECT set_config('application_name', %s, false)", (replication.APPLICATION_NAME,)
+            )
             saved = saved_position(wh, self.slot)
             if saved is None:
                 raise NotSetUp(
@@ -231,7 +235,11 @@ class _Streamer:
                                 slot=self.slot,
                                 pid=None,
                             ) from None
-                        log.info("slot %s still in use (%s); waiting", self.slot, replication.describe(exc))
+                        log.info(
+                            "slot %s still in use (%s); waiting",
+                            self.slot,
+                            replication.describe(exc),
+                        )
                         self.stop.wait(RECONNECT_PAUSE_S)
                         continue
                     busy_since = 0.0
@@ -251,7 +259,9 @@ class _Streamer:
                     self.stop.wait(RECONNECT_PAUSE_S)
                     continue
                 except replication.errors() as exc:
-                    raise CdcError(f"Change capture failed on the source: {replication.describe(exc)}") from None
+                    raise CdcError(
+                        f"Change capture failed on the source: {replication.describe(exc)}"
+                    ) from None
                 if not progressed:
                     break
         return StreamResult(
@@ -298,7 +308,9 @@ class _Streamer:
                             if batch.empty:
                                 batch_started = now
                             batch.add(done)
-                    full = batch.changes >= self.batch_rows or (not batch.empty and now - batch_started >= self.batch_s)
+                    full = batch.changes >= self.batch_rows or (
+                        not batch.empty and now - batch_started >= self.batch_s
+                    )
                     if not full:
                         continue
                 if not batch.empty:
@@ -315,7 +327,9 @@ class _Streamer:
                         asked_keepalive = False
                         next_heartbeat = time.monotonic() + self.heartbeat_s
                     else:
-                        cur.send_feedback(reply=True, force=True)  # the answer's wal_end is read next time
+                        cur.send_feedback(
+                            reply=True, force=True
+                        )  # the answer's wal_end is read next time
                         asked_keepalive = True
                         self._wait(cur, min(1.0, self.heartbeat_s))
                         continue
@@ -395,4 +409,3 @@ class _Streamer:
         self.heartbeats += 1
         self._progressed_since_failure = True
         log.debug("heartbeat at %s", pgoutput.lsn_to_str(lsn))
-

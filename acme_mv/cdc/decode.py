@@ -73,7 +73,9 @@ class Decoder:
                 row = layout.row(message.new)
                 if message.old is not None:
                     old = layout.row(message.old)
-                    row = tuple(o if n is pgoutput.UNCHANGED else n for n, o in zip(row, old, strict=True))
+                    row = tuple(
+                        o if n is pgoutput.UNCHANGED else n for n, o in zip(row, old, strict=True)
+                    )
                     old_key = _key(old, layout)
                     if old_key != _key(row, layout):  # the key itself changed: the old key is gone
                         self._add(Change(layout.spec.name, "delete", old_key, None))
@@ -81,7 +83,9 @@ class Decoder:
         elif isinstance(message, pgoutput.Delete):
             layout = self._layouts.get(message.oid)
             if layout is not None:
-                self._add(Change(layout.spec.name, "delete", _key(layout.row(message.old), layout), None))
+                self._add(
+                    Change(layout.spec.name, "delete", _key(layout.row(message.old), layout), None)
+                )
         elif isinstance(message, pgoutput.Truncate):
             for oid in message.oids:
                 layout = self._layouts.get(oid)
@@ -121,5 +125,7 @@ class Decoder:
 def _key(row: Row, layout: _Layout) -> bytes:
     value = row[layout.key]
     if value is None or value is pgoutput.UNCHANGED:
-        raise pgoutput.DecodeError(f"a change of {layout.spec.qualified} without its key {layout.spec.key}")
+        raise pgoutput.DecodeError(
+            f"a change of {layout.spec.qualified} without its key {layout.spec.key}"
+        )
     return value

@@ -146,7 +146,9 @@ class _Reader:
         try:
             (value,) = fmt.unpack_from(self.buf, self.pos)
         except struct.error:
-            raise DecodeError(f"truncated {chr(self.buf[0])!r} message at byte {self.pos}") from None
+            raise DecodeError(
+                f"truncated {chr(self.buf[0])!r} message at byte {self.pos}"
+            ) from None
         self.pos += fmt.size
         return int(value)
 
@@ -222,8 +224,18 @@ def decode(payload: bytes) -> Message:
         columns = []
         for _ in range(r.i16()):
             flags = r.i8()
-            columns.append(Column(name=r.string(), type_oid=r.u32(), type_modifier=r.i32(), is_key=bool(flags & 1)))
-        return Relation(oid=oid, namespace=namespace, name=name, replica_identity=identity, columns=tuple(columns))
+            columns.append(
+                Column(
+                    name=r.string(), type_oid=r.u32(), type_modifier=r.i32(), is_key=bool(flags & 1)
+                )
+            )
+        return Relation(
+            oid=oid,
+            namespace=namespace,
+            name=name,
+            replica_identity=identity,
+            columns=tuple(columns),
+        )
     if kind == "I":
         oid = r.u32()
         if r.byte() != "N":

@@ -46,7 +46,8 @@ def connect(url: str) -> Any:
 
     try:
         return psycopg2.connect(
-            replication_conninfo(url), connection_factory=psycopg2.extras.LogicalReplicationConnection
+            replication_conninfo(url),
+            connection_factory=psycopg2.extras.LogicalReplicationConnection,
         )
     except psycopg2.Error as exc:
         reason = scrub(first_line(exc), url)

@@ -139,7 +139,9 @@ SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname =
 def _ensure_publication(src: Conn, publication: str) -> bool:
     """Create the publication of the four tables, or check the existing one; True when created."""
     wanted = {spec.qualified for spec in TABLES.values()}
-    exists = src.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone()
+    exists = src.execute(
+        "SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)
+    ).fetchone()
     if exists:
         published = {str(r[0]) for r in src.execute(_PUBLISHED_SQL, (publication,)).fetchall()}
         missing = sorted(wanted - published)
@@ -150,7 +152,9 @@ def _ensure_publication(src: Conn, publication: str) -> bool:
             )
         return False
     tables = sql.SQL(", ").join(sql.Identifier(SCHEMA, name) for name in TABLES)
-    statement = sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(publication), tables)
+    statement = sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+        sql.Identifier(publication), tables
+    )
     try:
         src.execute(statement)
     except psycopg.errors.InsufficientPrivilege:
@@ -218,11 +222,19 @@ def setup(
                 )
             check_slot(admin, slot)
             return SetupResult(
-                slot=slot, publication=saved.publication, created=False, consistent_lsn=saved.lsn,
-                batch_id=None, rows={}, seconds=time.monotonic() - began,
+                slot=slot,
+                publication=saved.publication,
+                created=False,
+                consistent_lsn=saved.lsn,
+                batch_id=None,
+                rows={},
+                seconds=time.monotonic() - began,
             )
         if existing is not None:
-            log.warning("replication slot %s exists but the warehouse has no position for it: re-creating it", slot)
+            log.warning(
+                "replication slot %s exists but the warehouse has no position for it: re-creating it",
+                slot,
+            )
             _drop_slot(admin, slot)
         _ensure_publication(admin, publication)
         repl = replication.connect(settings.effective_source_url)
@@ -232,7 +244,9 @@ def setup(
                 src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                 src.read_only = True
                 src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                batch_id, rows = _initial_copy(src, wh, specs, slot=slot, publication=publication, lsn=consistent)
+                batch_id, rows = _initial_copy(
+                    src, wh, specs, slot=slot, publication=publication, lsn=consistent
+                )
                 src.rollback()
             wh.commit()
         except BaseException:
@@ -243,8 +257,13 @@ def setup(
         repl.close()  # the exported snapshot ends here, after the warehouse commit
     log.info("change capture set up: slot %s at %s, batch %d", slot, consistent, batch_id)
     return SetupResult(
-        slot=slot, publication=publication, created=True, consistent_lsn=consistent,
-        batch_id=batch_id, rows=rows, seconds=time.monotonic() - began,
+        slot=slot,
+        publication=publication,
+        created=True,
+        consistent_lsn=consistent,
+        batch_id=batch_id,
+        rows=rows,
+        seconds=time.monotonic() - began,
     )
 
 
@@ -256,7 +275,9 @@ def _create_slot(repl: Any, slot: str, server_version: int) -> tuple[str, str]:
     try:
         cur.execute(f"CREATE_REPLICATION_SLOT {name} LOGICAL pgoutput {options}")
     except replication.errors() as exc:
-        raise SourceNotReady(f"Cannot create the replication slot {slot!r}: {str(exc).strip().splitlines()[0]}") from None
+        raise SourceNotReady(
+            f"Cannot create the replication slot {slot!r}: {str(exc).strip().splitlines()[0]}"
+        ) from None
     _, consistent, snapshot, _ = cur.fetchone()
     return str(consistent), str(snapshot)
 
@@ -325,7 +346,9 @@ class Status:
     lag_s: float | None
 
     def as_json(self) -> dict[str, object]:
-        return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in asdict(self).items()}
+        return {
+            k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in asdict(self).items()
+        }
 
 
 _STATUS_SQL = """
@@ -351,7 +374,9 @@ def status(settings: Settings, *, slot: str = DEFAULT_SLOT) -> Status:
         found = src.execute(_STATUS_SQL, (slot,)).fetchone()
         assert found is not None
     current, pid, wal_status, confirmed, restart, lag_bytes, retained, exists = found
-    newest = [t for t in (saved.last_commit_at, saved.caught_up_at) if t is not None] if saved else []
+    newest = (
+        [t for t in (saved.last_commit_at, saved.caught_up_at) if t is not None] if saved else []
+    )
     return Status(
         slot=slot,
         publication=saved.publication if saved else None,
@@ -380,7 +405,9 @@ class DropResult:
     position_deleted: bool
 
 
-def drop(settings: Settings, *, slot: str = DEFAULT_SLOT, publication: str | None = None) -> DropResult:
+def drop(
+    settings: Settings, *, slot: str = DEFAULT_SLOT, publication: str | None = None
+) -> DropResult:
     """Drop the slot and the publication on the source, and the warehouse's position."""
     with connection(settings.database_url, role="warehouse") as wh:
         migrate.require_head(wh)
@@ -399,7 +426,10 @@ def drop(settings: Settings, *, slot: str = DEFAULT_SLOT, publication: str | Non
         deleted = wh.execute("DELETE FROM staging.cdc_state WHERE slot_name = %s", (slot,)).rowcount
         wh.commit()
     return DropResult(
-        slot_dropped=slot_dropped, publication_dropped=pub_dropped, publication_kept=kept, position_deleted=deleted > 0
+        slot_dropped=slot_dropped,
+        publication_dropped=pub_dropped,
+        publication_kept=kept,
+        position_deleted=deleted > 0,
     )
 
 

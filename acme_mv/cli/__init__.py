@@ -87,7 +87,10 @@ def main_callback(
         ),
     ] = None,
     verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, help="Debug logs: SQL timings, per-table figures.")
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, help="Debug logs: SQL timings, per-table figures."
+        ),
     ] = 0,
     log_format: Annotated[
         str,
@@ -101,20 +104,36 @@ def main_callback(
     ] = "auto",
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     common.STATE.verbose = verbose
     common.STATE.debug = debug
     if log_format not in common.LOG_FORMATS:
-        raise typer.BadParameter(f"{log_format!r} is not one of {', '.join(common.LOG_FORMATS)}", param_hint="--log-format")
+        raise typer.BadParameter(
+            f"{log_format!r} is not one of {', '.join(common.LOG_FORMATS)}",
+            param_hint="--log-format",
+        )
     common.setup_logging(verbose=verbose, debug=debug, fmt=log_format)
     common.STATE.settings = Settings.from_env(
         database_url=database_url or "", source_url=source_url, timezone=timezone
     )
 
 
-for module in (demo_cmd, migrate_cmd, sample_cmd, sync_cmd, reports_cmd, run_cmd, grants_cmd, delivery_cmd, cdc_cmd):
+for module in (
+    demo_cmd,
+    migrate_cmd,
+    sample_cmd,
+    sync_cmd,
+    reports_cmd,
+    run_cmd,
+    grants_cmd,
+    delivery_cmd,
+    cdc_cmd,
+):
     module.register(app)
 
 
@@ -154,7 +173,9 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             common.err.print_exception()
         settings = common.STATE.settings
-        common.error_line("Error: ", scrub(first_line(exc), settings.database_url, settings.source_url))
+        common.error_line(
+            "Error: ", scrub(first_line(exc), settings.database_url, settings.source_url)
+        )
         sys.exit(exc.exit_code)
     except Exception as exc:  # anything else is a bug or an environment fault: still one line
         if debug:
@@ -162,9 +183,13 @@ def main(argv: list[str] | None = None) -> None:
         settings = common.STATE.settings
         denied = _permission_error(exc)
         if denied is not None:
-            common.error_line("Error: ", scrub(first_line(denied), settings.database_url, settings.source_url))
+            common.error_line(
+                "Error: ", scrub(first_line(denied), settings.database_url, settings.source_url)
+            )
             sys.exit(denied.exit_code)
-        msg = scrub(f"{type(exc).__name__}: {first_line(exc)}", settings.database_url, settings.source_url)
+        msg = scrub(
+            f"{type(exc).__name__}: {first_line(exc)}", settings.database_url, settings.source_url
+        )
         common.error_line("Unexpected error: ", msg, hint=" (run with --debug for the traceback)")
         sys.exit(1)
     if isinstance(code, int) and code:
@@ -183,6 +208,8 @@ def _permission_error(exc: BaseException) -> AcmeMvError | None:
                     user = psycopg.conninfo.conninfo_to_dict(url).get("user")
                 except psycopg.ProgrammingError:
                     user = None
-                return permission_denied(candidate, role="warehouse", url=url, user=str(user) if user else None)
+                return permission_denied(
+                    candidate, role="warehouse", url=url, user=str(user) if user else None
+                )
         seen = seen.__cause__ or seen.__context__
     return None

@@ -29,18 +29,28 @@ app = typer.Typer(
 
 SlotOption = Annotated[
     str,
-    typer.Option("--slot", envvar="ACME_MV_CDC_SLOT", show_envvar=True, help="Replication slot name on the source."),
+    typer.Option(
+        "--slot",
+        envvar="ACME_MV_CDC_SLOT",
+        show_envvar=True,
+        help="Replication slot name on the source.",
+    ),
 ]
 PublicationOption = Annotated[
     str,
     typer.Option(
-        "--publication", envvar="ACME_MV_CDC_PUBLICATION", show_envvar=True, help="Publication name on the source."
+        "--publication",
+        envvar="ACME_MV_CDC_PUBLICATION",
+        show_envvar=True,
+        help="Publication name on the source.",
     ),
 ]
 
 
 @app.command("setup")
-def setup(slot: SlotOption = api.DEFAULT_SLOT, publication: PublicationOption = api.DEFAULT_PUBLICATION) -> None:
+def setup(
+    slot: SlotOption = api.DEFAULT_SLOT, publication: PublicationOption = api.DEFAULT_PUBLICATION
+) -> None:
     """Create the publication and the slot, and copy the four tables in the slot's snapshot.
 
     The copy and the slot's position are committed in one warehouse batch, so the
@@ -90,18 +100,31 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 @app.command("run")
 def run(
     slot: SlotOption = api.DEFAULT_SLOT,
-    batch_rows: Annotated[int, typer.Option("--batch-rows", min=1, help="Close a batch at this many changes.")] = (
-        capture.DEFAULT_BATCH_ROWS
-    ),
+    batch_rows: Annotated[
+        int, typer.Option("--batch-rows", min=1, help="Close a batch at this many changes.")
+    ] = (capture.DEFAULT_BATCH_ROWS),
     batch_ms: Annotated[
-        float, typer.Option("--batch-ms", min=0, help="Close a batch this long after its first transaction.")
+        float,
+        typer.Option(
+            "--batch-ms", min=0, help="Close a batch this long after its first transaction."
+        ),
     ] = capture.DEFAULT_BATCH_MS,
     refresh_ms: Annotated[
-        float, typer.Option("--refresh-ms", min=0, help="Refresh the views at most this often (0: as soon as a batch commits; refreshes run beside the stream).")
+        float,
+        typer.Option(
+            "--refresh-ms",
+            min=0,
+            help="Refresh the views at most this often (0: as soon as a batch commits; refreshes run beside the stream).",
+        ),
     ] = 0.0,
-    no_refresh: Annotated[bool, typer.Option("--no-refresh", help="Apply batches only; do not refresh the views.")] = False,
+    no_refresh: Annotated[
+        bool, typer.Option("--no-refresh", help="Apply batches only; do not refresh the views.")
+    ] = False,
     heartbeat_s: Annotated[
-        float, typer.Option("--heartbeat", min=0.1, help="Seconds between heartbeats while the source is idle.")
+        float,
+        typer.Option(
+            "--heartbeat", min=0.1, help="Seconds between heartbeats while the source is idle."
+        ),
     ] = capture.DEFAULT_HEARTBEAT_S,
 ) -> None:
     """Stream changes from the slot into staging in small batches, refreshing the views.
@@ -132,7 +155,9 @@ def run(
         )
 
     def on_refresh(result: RefreshResult) -> None:
-        log.info("refreshed up to batch %s in %.2f s", result.refreshed_batch_id, result.total_seconds)
+        log.info(
+            "refreshed up to batch %s in %.2f s", result.refreshed_batch_id, result.total_seconds
+        )
 
     with _stop_on_signals(stop):
         totals = api.stream(
@@ -199,7 +224,10 @@ def status(
 def drop(
     slot: SlotOption = api.DEFAULT_SLOT,
     publication: Annotated[
-        str | None, typer.Option("--publication", help="Publication to drop. Default: the one set up with the slot.")
+        str | None,
+        typer.Option(
+            "--publication", help="Publication to drop. Default: the one set up with the slot."
+        ),
     ] = None,
 ) -> None:
     """Drop the slot and the publication on the source, and the warehouse's position.
@@ -216,7 +244,9 @@ def drop(
         "slot %s: %s; publication: %s; warehouse position: %s",
         slot,
         "dropped" if result.slot_dropped else "not found",
-        "dropped" if result.publication_dropped else ("kept (owned by another role)" if result.publication_kept else "not found"),
+        "dropped"
+        if result.publication_dropped
+        else ("kept (owned by another role)" if result.publication_kept else "not found"),
         "deleted" if result.position_deleted else "none",
     )
 

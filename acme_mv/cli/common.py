@@ -56,7 +56,11 @@ def int_in_range(value: int | None, option: str, low: int, high: int) -> None:
 
 def iso_time(created: float) -> str:
     """``2026-11-26T09:12:03.123Z``: ISO 8601, UTC, milliseconds."""
-    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(created, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 class PlainFormatter(logging.Formatter):
@@ -84,7 +88,9 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in self._STANDARD and not key.startswith("_"):
-                doc[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+                doc[key] = (
+                    value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+                )
         if record.exc_info and STATE.debug:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)

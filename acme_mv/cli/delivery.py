@@ -20,6 +20,7 @@ from acme_mv.reports.export import REPORTS
 
 log = logging.getLogger("acme_mv.cli")
 
+
 def mail(
     to: Annotated[
         list[str],
@@ -27,12 +28,25 @@ def mail(
     ],
     report: Annotated[
         list[str] | None,
-        typer.Option("--report", "-r", help=f"Send only this report (repeatable): {', '.join(REPORTS)}.", show_default=False),
+        typer.Option(
+            "--report",
+            "-r",
+            help=f"Send only this report (repeatable): {', '.join(REPORTS)}.",
+            show_default=False,
+        ),
     ] = None,
-    all_reports: Annotated[bool, typer.Option("--all", help="Send every report (the default).")] = False,
+    all_reports: Annotated[
+        bool, typer.Option("--all", help="Send every report (the default).")
+    ] = False,
     sender: Annotated[
         str | None,
-        typer.Option("--from", envvar="ACME_MV_MAIL_FROM", show_envvar=True, help="Sender address.", show_default=False),
+        typer.Option(
+            "--from",
+            envvar="ACME_MV_MAIL_FROM",
+            show_envvar=True,
+            help="Sender address.",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Email the reports as CSV attachments (the files `acme-mv export` writes), with an HTML summary.
@@ -54,19 +68,31 @@ def mail(
     recipients = api.parse_addresses(to)  # a bad address fails before anything else
     target = api.smtp_target()
     result = api.mail_reports(
-        common.settings(), to=[str(a) for a in recipients], target=target, names=report or None, sender=sender
+        common.settings(),
+        to=[str(a) for a in recipients],
+        target=target,
+        names=report or None,
+        sender=sender,
     )
     for name in result.attachments:
         common.out.print(name, markup=False, highlight=False)
-    log.info("sent to %s (data as of %s)", ", ".join(result.recipients), result.as_of.isoformat(timespec="seconds"))
+    log.info(
+        "sent to %s (data as of %s)",
+        ", ".join(result.recipients),
+        result.as_of.isoformat(timespec="seconds"),
+    )
     if result.refused:  # some recipients got it: not retried, but not a success either
-        log.error("the SMTP server refused %s; the others got the message", ", ".join(result.refused))
+        log.error(
+            "the SMTP server refused %s; the others got the message", ", ".join(result.refused)
+        )
         raise typer.Exit(1)
 
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8765,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")
+    ] = 8765,
     reader_url: Annotated[
         str | None,
         typer.Option(
@@ -78,7 +104,8 @@ def serve(
         ),
     ] = None,
     stale_after: Annotated[
-        str, typer.Option("--stale-after", help="The freshness turns red past this age: 60s, 5m, 1h.")
+        str,
+        typer.Option("--stale-after", help="The freshness turns red past this age: 60s, 5m, 1h."),
     ] = "60s",
 ) -> None:
     """Serve the live dashboard: the four reports, a chart, the freshness; read-only.
@@ -102,7 +129,13 @@ def serve(
         validate_conninfo(reader_url, what="reader URL")
     else:
         log.info("no --reader-url / ACME_MV_READER_URL: reading with the warehouse role, read-only")
-    api_serve(url, host=host, port=port, stale_after=parse_interval(stale_after), timezone=settings.timezone)
+    api_serve(
+        url,
+        host=host,
+        port=port,
+        stale_after=parse_interval(stale_after),
+        timezone=settings.timezone,
+    )
 
 
 def daily_mail_hook(mail_at: str | None, mail_to: list[str] | None) -> Callable[[Any], None] | None:
@@ -119,10 +152,18 @@ def daily_mail_hook(mail_at: str | None, mail_to: list[str] | None) -> Callable[
     from acme_mv.delivery.schedule import DailyMail
 
     daily = DailyMail.from_options(
-        at=mail_at or "07:00", to=to, target=api.smtp_target(), sender=os.environ.get(api.MAIL_FROM_ENV) or None
+        at=mail_at or "07:00",
+        to=to,
+        target=api.smtp_target(),
+        sender=os.environ.get(api.MAIL_FROM_ENV) or None,
     )
     settings = common.settings()
-    log.info("mailing the reports to %s daily after %s (%s)", ", ".join(daily.to), daily.at.strftime("%H:%M"), settings.timezone)
+    log.info(
+        "mailing the reports to %s daily after %s (%s)",
+        ", ".join(daily.to),
+        daily.at.strftime("%H:%M"),
+        settings.timezone,
+    )
 
     def hook(cycle: Any) -> None:
         daily.maybe_send(settings)

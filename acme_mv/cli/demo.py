@@ -12,16 +12,32 @@ from acme_mv.cli import common
 
 
 def demo(
-    orders: Annotated[int, typer.Option("--orders", min=1, help="Sample orders to generate (about 26 items each).")] = 20_000,
-    reset: Annotated[bool, typer.Option("--reset", help="Drop the demo databases and start over.")] = False,
-    simulate: Annotated[
-        float, typer.Option("--simulate", min=0, help="Seconds of live workload to run, then sync + refresh again.")
-    ] = 5.0,
-    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where the CSV exports go.")] = Path("exports"),
-    serve: Annotated[
-        bool, typer.Option("--serve", help="Then serve the dashboard on the demo data until Ctrl-C; with --simulate > 0 the workload and sync + refresh go on meanwhile.")
+    orders: Annotated[
+        int,
+        typer.Option("--orders", min=1, help="Sample orders to generate (about 26 items each)."),
+    ] = 20_000,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Drop the demo databases and start over.")
     ] = False,
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The dashboard's port (with --serve).")] = 8765,
+    simulate: Annotated[
+        float,
+        typer.Option(
+            "--simulate", min=0, help="Seconds of live workload to run, then sync + refresh again."
+        ),
+    ] = 5.0,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="Where the CSV exports go.")
+    ] = Path("exports"),
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Then serve the dashboard on the demo data until Ctrl-C; with --simulate > 0 the workload and sync + refresh go on meanwhile.",
+        ),
+    ] = False,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="The dashboard's port (with --serve).")
+    ] = 8765,
 ) -> None:
     """Run the whole job on an embedded PostgreSQL with sample data and show the four reports.
 
@@ -51,7 +67,12 @@ def demo(
     for name, (columns, rows) in result.reports.items():
         table = Table(title=name, title_justify="left", show_lines=False)
         for col in columns:
-            table.add_column(col, justify="right" if col in {"open_orders", "pending_items", "pending_orders"} else "left")
+            table.add_column(
+                col,
+                justify="right"
+                if col in {"open_orders", "pending_items", "pending_orders"}
+                else "left",
+            )
         shown = rows[:15]
         for row in shown:
             table.add_row(*("NULL" if v is None else str(v) for v in row))
@@ -62,7 +83,8 @@ def demo(
         common.out.print(f"wrote {path}", highlight=False)
     total = sum(result.timings.values())
     common.err.print(
-        f"demo finished in {total:.1f} s: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()),
+        f"demo finished in {total:.1f} s: "
+        + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()),
         soft_wrap=True,
     )
     if serve:

@@ -15,8 +15,12 @@ log = logging.getLogger("acme_mv.cli")
 
 
 def grant_reader(
-    role: Annotated[str, typer.Argument(help="An existing role (CREATE ROLE ... LOGIN PASSWORD ... first).")],
-    sql: Annotated[bool, typer.Option("--sql", help="Print the GRANT statements instead of running them.")] = False,
+    role: Annotated[
+        str, typer.Argument(help="An existing role (CREATE ROLE ... LOGIN PASSWORD ... first).")
+    ],
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the GRANT statements instead of running them.")
+    ] = False,
 ) -> None:
     """Let ROLE read the four reports (and export them), nothing else: never staging.
 
@@ -35,7 +39,9 @@ def grant_reader(
         return
     settings = common.settings()
     granted = api.grant_reader(settings.database_url, role)
-    log.info("%s may now read %s on %s", role, ", ".join(granted), describe_target(settings.database_url))
+    log.info(
+        "%s may now read %s on %s", role, ", ".join(granted), describe_target(settings.database_url)
+    )
 
 
 def register(app: typer.Typer) -> None:

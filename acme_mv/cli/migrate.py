@@ -16,9 +16,14 @@ log = logging.getLogger("acme_mv.cli")
 
 def migrate(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
-    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL instead of running it (no server needed).")] = False,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the SQL instead of running it (no server needed).")
+    ] = False,
     downgrade: Annotated[
-        bool, typer.Option("--downgrade", help="Migrate down to REVISION (`base` removes every acme-mv object).")
+        bool,
+        typer.Option(
+            "--downgrade", help="Migrate down to REVISION (`base` removes every acme-mv object)."
+        ),
     ] = False,
 ) -> None:
     """Create or update every warehouse object (staging tables, views) with Alembic.
@@ -33,7 +38,12 @@ def migrate(
     """
     if sql:
         if downgrade:
-            common.out.print(api.render_sql(downgrade_to=f"head:{revision}"), end="", markup=False, highlight=False)
+            common.out.print(
+                api.render_sql(downgrade_to=f"head:{revision}"),
+                end="",
+                markup=False,
+                highlight=False,
+            )
         else:
             common.out.print(api.render_sql(revision), end="", markup=False, highlight=False)
         return
@@ -44,7 +54,11 @@ def migrate(
         log.info("warehouse %s downgraded to %s", target, revision)
     else:
         api.upgrade(settings.database_url, revision)
-        log.info("warehouse %s migrated to %s", target, revision if revision != "head" else api.head_revision())
+        log.info(
+            "warehouse %s migrated to %s",
+            target,
+            revision if revision != "head" else api.head_revision(),
+        )
 
 
 def register(app: typer.Typer) -> None:

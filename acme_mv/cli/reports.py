@@ -26,7 +26,8 @@ GAPS_EXIT_CODE = 4
 
 def refresh(
     historic: Annotated[
-        bool, typer.Option("--historic", help="Fold into the historic part now (normally once a day).")
+        bool,
+        typer.Option("--historic", help="Fold into the historic part now (normally once a day)."),
     ] = False,
     current: Annotated[
         bool,
@@ -34,7 +35,9 @@ def refresh(
     ] = False,
     rebuild: Annotated[
         bool,
-        typer.Option("--rebuild", help="Recompute every report from scratch from the latest staged state."),
+        typer.Option(
+            "--rebuild", help="Recompute every report from scratch from the latest staged state."
+        ),
     ] = False,
 ) -> None:
     """Refresh the reports: add the new batches' deltas; on a new day fold them into the historic part.
@@ -68,12 +71,16 @@ def refresh(
 def export(
     report: Annotated[
         str | None,
-        typer.Argument(help=f"One of: {', '.join(export_api.REPORTS)}.", show_default=False, metavar="REPORT"),
+        typer.Argument(
+            help=f"One of: {', '.join(export_api.REPORTS)}.", show_default=False, metavar="REPORT"
+        ),
     ] = None,
     all_reports: Annotated[bool, typer.Option("--all", help="Export every report.")] = False,
     output: Annotated[
         str | None,
-        typer.Option("--output", "-o", help="File to write; `-` writes to stdout.", show_default=False),
+        typer.Option(
+            "--output", "-o", help="File to write; `-` writes to stdout.", show_default=False
+        ),
     ] = None,
     output_dir: Annotated[
         Path | None,
@@ -134,7 +141,13 @@ def export(
             raise BadArgument(f"Name a report ({', '.join(export_api.REPORTS)}) or use --all")
         target: export_api.Output = "-" if output == "-" else (Path(output) if output else None)
         path = export_api.export(
-            settings, report, output=target, output_dir=output_dir, fmt=chosen, limit=limit, force=force,
+            settings,
+            report,
+            output=target,
+            output_dir=output_dir,
+            fmt=chosen,
+            limit=limit,
+            force=force,
             as_of=moment,
         )
         paths = [path] if path is not None else []
@@ -167,7 +180,9 @@ def check(
     """
     gaps = check_api.check(common.settings())
     if as_json:
-        common.out.print(json.dumps([asdict(g) for g in gaps], indent=2), markup=False, highlight=False)
+        common.out.print(
+            json.dumps([asdict(g) for g in gaps], indent=2), markup=False, highlight=False
+        )
     else:
         for g in gaps:
             sample = f" (e.g. {g.key} {', '.join(map(str, g.samples))})" if g.samples else ""

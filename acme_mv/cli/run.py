@@ -24,11 +24,21 @@ def run(
     once: Annotated[bool, typer.Option("--once", help="Run one good cycle and exit.")] = False,
     mail_at: Annotated[
         str | None,
-        typer.Option("--mail-at", envvar="ACME_MV_MAIL_AT", help="Mail the reports daily after HH:MM (--timezone).", show_default=False),
+        typer.Option(
+            "--mail-at",
+            envvar="ACME_MV_MAIL_AT",
+            help="Mail the reports daily after HH:MM (--timezone).",
+            show_default=False,
+        ),
     ] = None,
     mail_to: Annotated[
         list[str] | None,
-        typer.Option("--mail-to", envvar="ACME_MV_MAIL_TO", help="Recipients of the daily mail: ADDR[,ADDR].", show_default=False),
+        typer.Option(
+            "--mail-to",
+            envvar="ACME_MV_MAIL_TO",
+            help="Recipients of the daily mail: ADDR[,ADDR].",
+            show_default=False,
+        ),
     ] = None,
     cdc: Annotated[
         bool,
@@ -56,7 +66,10 @@ def run(
         ),
     ] = None,
     max_backoff: Annotated[
-        str, typer.Option("--max-backoff", help="Longest wait between retries (1s, doubling, up to this).")
+        str,
+        typer.Option(
+            "--max-backoff", help="Longest wait between retries (1s, doubling, up to this)."
+        ),
     ] = "60s",
     full_every: Annotated[
         str | None,
@@ -69,7 +82,9 @@ def run(
     metrics_port: Annotated[
         int | None,
         typer.Option(
-            "--metrics-port", help="Serve Prometheus metrics on this port (/metrics).", show_default=False
+            "--metrics-port",
+            help="Serve Prometheus metrics on this port (/metrics).",
+            show_default=False,
         ),
     ] = None,
     metrics_host: Annotated[
@@ -100,10 +115,14 @@ def run(
     every = common.duration_option(interval, "--interval")
     common.int_in_range(max_failures, "--max-failures", 1, 2**31)
     common.int_in_range(metrics_port, "--metrics-port", 0, 65535)
-    policy = runner.RetryPolicy(max_s=common.duration_option(max_backoff, "--max-backoff"), max_failures=max_failures)
+    policy = runner.RetryPolicy(
+        max_s=common.duration_option(max_backoff, "--max-backoff"), max_failures=max_failures
+    )
     full = None if full_every is None else common.duration_option(full_every, "--full-every")
     if cdc and (once or full is not None or mail is not None):
-        raise BadArgument("--cdc streams continuously: drop --once, --full-every and the daily mail options")
+        raise BadArgument(
+            "--cdc streams continuously: drop --once, --full-every and the daily mail options"
+        )
     settings = common.settings()
     hook = runner.chain(mail, runner.compaction_hook(settings, keep))
     with contextlib.ExitStack() as stack:
@@ -112,13 +131,21 @@ def run(
             from acme_mv.run import metrics as metrics_api
 
             metrics = metrics_api.Metrics()
-            port = stack.enter_context(metrics_api.serve(metrics, port=metrics_port, host=metrics_host))
+            port = stack.enter_context(
+                metrics_api.serve(metrics, port=metrics_port, host=metrics_host)
+            )
             log.info("serving Prometheus metrics on http://%s:%d/metrics", metrics_host, port)
         if cdc:
             runner.run_cdc(settings, slot=slot, retry=policy, metrics=metrics, keep=keep)
         else:
             runner.run(
-                settings, interval=every, once=once, retry=policy, full_every=full, metrics=metrics, on_cycle=hook
+                settings,
+                interval=every,
+                once=once,
+                retry=policy,
+                full_every=full,
+                metrics=metrics,
+                on_cycle=hook,
             )
 
 

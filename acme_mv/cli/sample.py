@@ -31,7 +31,8 @@ sample_app = typer.Typer(
 @sample_app.command("init")
 def init(
     replace: Annotated[
-        bool, typer.Option("--replace", help="Drop an existing operations schema (and its rows) first.")
+        bool,
+        typer.Option("--replace", help="Drop an existing operations schema (and its rows) first."),
     ] = False,
 ) -> None:
     """Create the operations schema of the contract (four tables, no rows) on the source.
@@ -56,13 +57,22 @@ def init(
 
 @sample_app.command("load")
 def load(
-    orders: Annotated[int, typer.Option("--orders", "-n", help="How many orders (about 26 items each).")],
-    days: Annotated[int, typer.Option("--days", help="Spread the orders over this many past days.")] = 120,
+    orders: Annotated[
+        int, typer.Option("--orders", "-n", help="How many orders (about 26 items each).")
+    ],
+    days: Annotated[
+        int, typer.Option("--days", help="Spread the orders over this many past days.")
+    ] = 120,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same rows.")] = 0,
-    append: Annotated[bool, typer.Option("--append", help="Add to the rows already there.")] = False,
+    append: Annotated[
+        bool, typer.Option("--append", help="Add to the rows already there.")
+    ] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Empty the tables first.")] = False,
     if_empty: Annotated[
-        bool, typer.Option("--if-empty", help="Load only when the tables are empty; else do nothing and exit 0.")
+        bool,
+        typer.Option(
+            "--if-empty", help="Load only when the tables are empty; else do nothing and exit 0."
+        ),
     ] = False,
 ) -> None:
     """Generate a realistic order history on the source, in one transaction.
@@ -84,20 +94,30 @@ def load(
     """
     if sum((append, replace, if_empty)) > 1:
         raise typer.BadParameter("--append, --replace and --if-empty exclude each other")
-    mode: load_api.LoadMode = "append" if append else "replace" if replace else "if_empty" if if_empty else "refuse"
+    mode: load_api.LoadMode = (
+        "append" if append else "replace" if replace else "if_empty" if if_empty else "refuse"
+    )
     url = common.settings().effective_source_url
     with connection(url, role="source") as conn, _progress("loading") as progress:
-        result = load_api.load(conn, orders=orders, days=days, seed=seed, mode=mode, progress=progress)
+        result = load_api.load(
+            conn, orders=orders, days=days, seed=seed, mode=mode, progress=progress
+        )
     log.info("loaded %s into operations on %s", result.summary(), describe_target(url))
 
 
 @sample_app.command("simulate")
 def simulate(
     rate: Annotated[
-        float, typer.Option("--rate", "-r", help="Row changes per second, all tables together (max 10000).")
+        float,
+        typer.Option(
+            "--rate", "-r", help="Row changes per second, all tables together (max 10000)."
+        ),
     ] = simulate_api.DEFAULT_RATE,
     duration: Annotated[
-        str, typer.Option("--duration", "-d", help="How long: 30s, 5m, 1h or seconds; 0 = until Ctrl-C.")
+        str,
+        typer.Option(
+            "--duration", "-d", help="How long: 30s, 5m, 1h or seconds; 0 = until Ctrl-C."
+        ),
     ] = "0",
     seed: Annotated[int | None, typer.Option("--seed", help="Seed the random choices.")] = None,
 ) -> None:

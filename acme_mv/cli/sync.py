@@ -98,10 +98,17 @@ def sync(
         ),
     ] = None,
     full: Annotated[
-        bool, typer.Option("--full", help="Compare every source row: changed rows appended, deleted keys tombstoned.")
+        bool,
+        typer.Option(
+            "--full",
+            help="Compare every source row: changed rows appended, deleted keys tombstoned.",
+        ),
     ] = False,
     no_wait: Annotated[
-        bool, typer.Option("--no-wait", help="Exit 3 at once if another sync is running, instead of waiting.")
+        bool,
+        typer.Option(
+            "--no-wait", help="Exit 3 at once if another sync is running, instead of waiting."
+        ),
     ] = False,
     fallback_lag: Annotated[
         float,
@@ -140,7 +147,9 @@ def sync(
     """
     for name in table or ():
         if name not in api.TABLES:
-            raise BadArgument(f"Unknown table {name!r} for --table; choose from {', '.join(api.TABLES)}")
+            raise BadArgument(
+                f"Unknown table {name!r} for --table; choose from {', '.join(api.TABLES)}"
+            )
     settings = common.settings()
     bars = _progress_bars() if common.err.is_terminal else None
     with bars or nullcontext():
@@ -173,10 +182,14 @@ STATUS_WIDTH = 160
 
 
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a list, one object per table).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (a list, one object per table).")
+    ] = False,
     exact: Annotated[
         bool,
-        typer.Option("--exact", help="Count staged rows and distinct keys exactly (scans staging)."),
+        typer.Option(
+            "--exact", help="Count staged rows and distinct keys exactly (scans staging)."
+        ),
     ] = False,
     max_age: Annotated[
         str | None,
@@ -220,11 +233,27 @@ def status(
 
 def _print_status_table(rows: list[api.TableStatus]) -> None:
     table = Table(title="acme-mv sync status")
-    columns = ("table", "cursor", "last sync", "seconds", "rows read", "rows copied", "staged rows", "keys", "lag s")
+    columns = (
+        "table",
+        "cursor",
+        "last sync",
+        "seconds",
+        "rows read",
+        "rows copied",
+        "staged rows",
+        "keys",
+        "lag s",
+    )
     for name in (*columns, "deleted at source"):
-        table.add_column(name, justify="left" if name in ("table", "cursor", "last sync") else "right")
+        table.add_column(
+            name, justify="left" if name in ("table", "cursor", "last sync") else "right"
+        )
     for r in rows:
-        staged = _fmt(r.staged_rows) if r.staged_rows_exact or r.staged_rows is None else f"~{_fmt(r.staged_rows)}"
+        staged = (
+            _fmt(r.staged_rows)
+            if r.staged_rows_exact or r.staged_rows is None
+            else f"~{_fmt(r.staged_rows)}"
+        )
         table.add_row(
             r.table,
             _fmt(r.cursor),
@@ -238,7 +267,9 @@ def _print_status_table(rows: list[api.TableStatus]) -> None:
             _fmt(r.deleted_at_source),
         )
     # a terminal gets its own width; piped output is not cut to rich's default 80 columns
-    console = common.out if common.out.is_terminal else Console(file=common.out.file, width=STATUS_WIDTH)
+    console = (
+        common.out if common.out.is_terminal else Console(file=common.out.file, width=STATUS_WIDTH)
+    )
     console.print(table)
     for r in rows:
         if r.deleted_at_source:
@@ -251,7 +282,10 @@ def _print_status_table(rows: list[api.TableStatus]) -> None:
 
 def compact(
     keep_history: Annotated[
-        str, typer.Option("--keep-history", help="History to keep for --as-of and verify: 35d, 12h, or all.")
+        str,
+        typer.Option(
+            "--keep-history", help="History to keep for --as-of and verify: 35d, 12h, or all."
+        ),
     ] = "35d",
 ) -> None:
     """Drop the staged versions and report deltas older than --keep-history (whole partitions).

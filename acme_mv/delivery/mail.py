@@ -104,7 +104,9 @@ def smtp_target(
     """Parse ``ACME_MV_SMTP_URL`` (or ``url``) and find the password; no connection is made."""
     text = url if url is not None else os.environ.get(SMTP_URL_ENV, "")
     if not text:
-        raise ConfigError(f"No SMTP server configured: set {SMTP_URL_ENV}, e.g. smtp://user@mail.example.com:587")
+        raise ConfigError(
+            f"No SMTP server configured: set {SMTP_URL_ENV}, e.g. smtp://user@mail.example.com:587"
+        )
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
@@ -129,7 +131,9 @@ def smtp_target(
     if secret is None:
         user, secret = _from_netrc(host, user, netrc_file)
     if secret is not None and user is None:
-        raise ConfigError(f"An SMTP password is set but {SMTP_URL_ENV} names no user (smtp://USER@{host})")
+        raise ConfigError(
+            f"An SMTP password is set but {SMTP_URL_ENV} names no user (smtp://USER@{host})"
+        )
     if user is not None and secret is None:
         raise ConfigError(
             f"No password for SMTP user {user!r}: set {SMTP_PASSWORD_ENV} or add "
@@ -143,7 +147,9 @@ def smtp_target(
     ca = cafile if cafile is not None else os.environ.get(SMTP_CAFILE_ENV) or None
     if ca is not None and not Path(ca).is_file():
         raise ConfigError(f"{SMTP_CAFILE_ENV} {ca!r} is not a file")
-    return SmtpTarget(host=host, port=port, security=security, user=user, password=secret, cafile=ca)
+    return SmtpTarget(
+        host=host, port=port, security=security, user=user, password=secret, cafile=ca
+    )
 
 
 def _from_netrc(host: str, user: str | None, path: Path | None) -> tuple[str | None, str | None]:
@@ -180,10 +186,14 @@ def parse_addresses(values: str | Iterable[str]) -> list[Address]:
             except (ValueError, IndexError, TypeError) as exc:  # HeaderParseError is a ValueError
                 raise BadAddress(f"Bad email address {piece!r}: {exc}", address=piece) from None
             if not address.username or not address.domain or any(c.isspace() for c in spec):
-                raise BadAddress(f"Bad email address {piece!r}: expected user@domain", address=piece)
+                raise BadAddress(
+                    f"Bad email address {piece!r}: expected user@domain", address=piece
+                )
             found.append(address)
     if not found:
-        raise BadAddress("No recipient: give at least one address (--to user@example.com)", address="")
+        raise BadAddress(
+            "No recipient: give at least one address (--to user@example.com)", address=""
+        )
     return found
 
 
@@ -222,7 +232,11 @@ def build_message(
         filename = default_name(name, fmt="csv", at=local_now)
         files.append((filename, reports.csv_bytes(name)))
         shown = rows[:summary_rows]
-        more = f"{len(shown)} of {len(rows)} rows; all in {filename}" if len(rows) > len(shown) else f"{len(rows)} rows"
+        more = (
+            f"{len(shown)} of {len(rows)} rows; all in {filename}"
+            if len(rows) > len(shown)
+            else f"{len(rows)} rows"
+        )
         plain += [f"{name} ({more})", "  " + " | ".join(header)]
         plain += ["  " + " | ".join(row) for row in shown]
         plain.append("")
@@ -260,7 +274,9 @@ def send(message: EmailMessage, target: SmtpTarget) -> dict[str, tuple[int, byte
         raise _mail_error(target, "refused the message", exc) from None
     except smtplib.SMTPNotSupportedError as exc:
         raise MailError(
-            target.scrub(f"The SMTP server {target.where} does not support {exc}"), host=target.host, port=target.port
+            target.scrub(f"The SMTP server {target.where} does not support {exc}"),
+            host=target.host,
+            port=target.port,
         ) from None
     except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
         reason = str(exc) or type(exc).__name__
@@ -282,7 +298,9 @@ def _send(message: EmailMessage, target: SmtpTarget) -> dict[str, tuple[int, byt
         client.ehlo()
         if target.security == "starttls":
             if not client.has_extn("starttls"):
-                raise smtplib.SMTPNotSupportedError("STARTTLS (smtp:// requires it; smtps:// is implicit TLS)")
+                raise smtplib.SMTPNotSupportedError(
+                    "STARTTLS (smtp:// requires it; smtps:// is implicit TLS)"
+                )
             client.starttls(context=context)
             client.ehlo()
         if target.user is not None and target.password is not None:
@@ -300,7 +318,9 @@ def _text(raw: bytes | str) -> str:
 
 def _mail_error(target: SmtpTarget, what: str, exc: smtplib.SMTPResponseException) -> MailError:
     return MailError(
-        target.scrub(f"The SMTP server {target.where} {what}: {exc.smtp_code} {_text(exc.smtp_error)}"),
+        target.scrub(
+            f"The SMTP server {target.where} {what}: {exc.smtp_code} {_text(exc.smtp_error)}"
+        ),
         host=target.host,
         port=target.port,
         code=exc.smtp_code,
@@ -324,7 +344,9 @@ def read_for_mail(settings: Settings, names: Sequence[str] | None = None) -> Rep
         require_head(conn)
         reports = read_reports(conn, names)
     if reports is None:
-        raise NeverRefreshed("The analytics views have never been refreshed. Run `acme-mv refresh` first")
+        raise NeverRefreshed(
+            "The analytics views have never been refreshed. Run `acme-mv refresh` first"
+        )
     return reports
 
 
@@ -342,7 +364,9 @@ def mail_reports(
     from_addr = parse_addresses(sender or default_sender())[0]
     reports = read_for_mail(settings, names)
     moment = now or datetime.now(UTC)
-    message = build_message(reports, sender=from_addr, to=recipients, timezone=settings.timezone, now=moment)
+    message = build_message(
+        reports, sender=from_addr, to=recipients, timezone=settings.timezone, now=moment
+    )
     refused = send(message, target)
     attachments = [str(part.get_filename()) for part in message.iter_attachments()]
     log.info(

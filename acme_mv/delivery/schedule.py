@@ -89,7 +89,9 @@ class DailyMail:
         """Check everything a send will need now, at start-up, not at 07:00."""
         recipients = mail.parse_addresses(to)
         mail.parse_addresses(sender or mail.default_sender())
-        return cls(at=parse_at(at), to=tuple(str(a) for a in recipients), target=target, sender=sender)
+        return cls(
+            at=parse_at(at), to=tuple(str(a) for a in recipients), target=target, sender=sender
+        )
 
     def due_day(self, settings: Settings, now: datetime) -> date | None:
         """The local day whose mail is due at ``now``, or None before ``at``."""
@@ -111,9 +113,13 @@ class DailyMail:
                 return False
             try:
                 with conn.transaction():
-                    got = conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", (LOCK_CLASS, LOCK_MAIL)).fetchone()
+                    got = conn.execute(
+                        "SELECT pg_try_advisory_xact_lock(%s, %s)", (LOCK_CLASS, LOCK_MAIL)
+                    ).fetchone()
                     if not (got and got[0]):
-                        log.info("another runner is sending the %s mail of %s; skipping", self.kind, day)
+                        log.info(
+                            "another runner is sending the %s mail of %s; skipping", self.kind, day
+                        )
                         return False
                     conn.execute(
                         "INSERT INTO acme_mv.mail_sends (day, kind) VALUES (%s, %s) ON CONFLICT DO NOTHING",
@@ -126,7 +132,12 @@ class DailyMail:
                     if row is not None and row[0]:
                         return False
                     result = mail.mail_reports(
-                        settings, to=self.to, target=self.target, names=self.names, sender=self.sender, now=moment
+                        settings,
+                        to=self.to,
+                        target=self.target,
+                        names=self.names,
+                        sender=self.sender,
+                        now=moment,
                     )
                     conn.execute(
                         "UPDATE acme_mv.mail_sends SET sent_at = now(), recipients = %s, refreshed_batch_id = %s, "
@@ -136,13 +147,21 @@ class DailyMail:
                     )
             except MailError as exc:
                 attempts = _record_failure(conn, day=day, kind=self.kind, error=str(exc))
-                log.error("the %s mail of %s is not sent (attempt %d), retrying next cycle: %s", self.kind, day, attempts, exc)
+                log.error(
+                    "the %s mail of %s is not sent (attempt %d), retrying next cycle: %s",
+                    self.kind,
+                    day,
+                    attempts,
+                    exc,
+                )
                 return False
         log.info("sent the %s mail of %s to %s", self.kind, day, ", ".join(self.to))
         return True
 
 
-def _record_failure(conn: psycopg.Connection[tuple[object, ...]], *, day: date, kind: str, error: str) -> int:
+def _record_failure(
+    conn: psycopg.Connection[tuple[object, ...]], *, day: date, kind: str, error: str
+) -> int:
     row = conn.execute(
         "INSERT INTO acme_mv.mail_sends AS s (day, kind, attempts, last_attempt_at, last_error) "
         "VALUES (%s, %s, 1, now(), %s) "

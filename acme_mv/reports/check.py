@@ -120,7 +120,9 @@ def check(settings: Settings) -> list[Gap]:
             with conn.cursor(row_factory=args_row(_counted)) as cur:
                 row = cur.execute(check_query(name)).fetchone()
             assert row is not None
-            gaps.append(Gap(name=name, description=description, key=key, count=row[0], samples=row[1]))
+            gaps.append(
+                Gap(name=name, description=description, key=key, count=row[0], samples=row[1])
+            )
         with connection(settings.effective_source_url, role="source", autocommit=True) as src:
             source.check_schema(src, list(deletes.APPEND_ONLY))
             gaps.extend(

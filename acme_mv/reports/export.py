@@ -150,7 +150,9 @@ class AsOf:
     refreshed_batch_id: int
 
 
-def resolve_as_of(conn: psycopg.Connection[tuple[object, ...]], at: datetime, *, timezone: str) -> AsOf:
+def resolve_as_of(
+    conn: psycopg.Connection[tuple[object, ...]], at: datetime, *, timezone: str
+) -> AsOf:
     """The batches behind "as of ``at``" (naive: in ``timezone``); raise outside the kept history."""
     moment = at if at.tzinfo is not None else at.replace(tzinfo=ZoneInfo(timezone))
     row = conn.execute(
@@ -164,7 +166,9 @@ def resolve_as_of(conn: psycopg.Connection[tuple[object, ...]], at: datetime, *,
     k, r, floor, floor_at = row
     assert isinstance(k, int) and isinstance(r, int) and isinstance(floor, int)
     if k < floor:
-        since = f" (finished {floor_at:%Y-%m-%d %H:%M:%S %Z})" if isinstance(floor_at, datetime) else ""
+        since = (
+            f" (finished {floor_at:%Y-%m-%d %H:%M:%S %Z})" if isinstance(floor_at, datetime) else ""
+        )
         raise HistoryUnavailable(
             f"Reports as of {moment:%Y-%m-%d %H:%M:%S %Z} are not kept: the history starts after batch "
             f"{floor}{since}. Keep more with `acme-mv compact --keep-history`"
@@ -224,7 +228,14 @@ def export(
 ) -> Path | None:
     """Write one report (as of a past moment with ``as_of``); returns the file written (None for stdout)."""
     return _export_many(
-        settings, [report], output=output, output_dir=output_dir, fmt=fmt, limit=limit, force=force, now=now,
+        settings,
+        [report],
+        output=output,
+        output_dir=output_dir,
+        fmt=fmt,
+        limit=limit,
+        force=force,
+        now=now,
         as_of=as_of,
     )[0]
 
@@ -241,8 +252,16 @@ def export_all(
 ) -> list[Path]:
     """Write every report to its default file name in ``output_dir``; ``limit`` applies to the top ones."""
     written = _export_many(
-        settings, list(REPORTS), output=None, output_dir=output_dir, fmt=fmt, limit=limit, force=force, now=now,
-        limit_ranked_only=True, as_of=as_of,
+        settings,
+        list(REPORTS),
+        output=None,
+        output_dir=output_dir,
+        fmt=fmt,
+        limit=limit,
+        force=force,
+        now=now,
+        limit_ranked_only=True,
+        as_of=as_of,
     )
     return [p for p in written if p is not None]
 
@@ -263,7 +282,10 @@ def _export_many(
     limits = [limit if (_report(n).ranked or not limit_ranked_only) else None for n in names]
     queries = [report_query(n, limit=lim) for n, lim in zip(names, limits, strict=True)]
     moment = (now or datetime.now(UTC)).astimezone(ZoneInfo(settings.timezone))
-    targets = [_target(n, output=output, output_dir=output_dir, fmt=fmt, at=moment, force=force) for n in names]
+    targets = [
+        _target(n, output=output, output_dir=output_dir, fmt=fmt, at=moment, force=force)
+        for n in names
+    ]
     with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
         require_head(conn)
         _require_refreshed(conn)
@@ -273,7 +295,9 @@ def _export_many(
             if as_of is not None:
                 past = resolve_as_of(conn, as_of, timezone=settings.timezone)
                 log.info("as of %s: batch %d", past.at, past.batch_id)
-                queries = [as_of_query(n, past, limit=lim) for n, lim in zip(names, limits, strict=True)]
+                queries = [
+                    as_of_query(n, past, limit=lim) for n, lim in zip(names, limits, strict=True)
+                ]
             for query, target in zip(queries, targets, strict=True):
                 if target is None:
                     _write(conn, query, fmt, sys.stdout)
@@ -292,7 +316,11 @@ def prepare_session(conn: psycopg.Connection[tuple[object, ...]]) -> None:
 
 
 def write_csv(
-    conn: psycopg.Connection[tuple[object, ...]], report: str, fh: IO[str], *, limit: int | None = None
+    conn: psycopg.Connection[tuple[object, ...]],
+    report: str,
+    fh: IO[str],
+    *,
+    limit: int | None = None,
 ) -> None:
     """One report's CSV, exactly as ``export`` writes it, into ``fh`` (on a :func:`prepare_session` connection).
 
@@ -318,10 +346,14 @@ def _report(name: str) -> Report:
     try:
         return REPORTS[name]
     except KeyError:
-        raise UnknownReport(f"Unknown report {name!r}; the reports are: {', '.join(REPORTS)}") from None
+        raise UnknownReport(
+            f"Unknown report {name!r}; the reports are: {', '.join(REPORTS)}"
+        ) from None
 
 
-def _target(name: str, *, output: Output, output_dir: Path | None, fmt: Format, at: datetime, force: bool) -> Path | None:
+def _target(
+    name: str, *, output: Output, output_dir: Path | None, fmt: Format, at: datetime, force: bool
+) -> Path | None:
     if output == "-":
         return None
     if output is not None:
@@ -331,10 +363,14 @@ def _target(name: str, *, output: Output, output_dir: Path | None, fmt: Format, 
             try:
                 output_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise ExportError(f"Cannot create the directory {output_dir}: {exc.strerror or exc}") from None
+                raise ExportError(
+                    f"Cannot create the directory {output_dir}: {exc.strerror or exc}"
+                ) from None
         path = (output_dir or Path.cwd()) / default_name(name, fmt=fmt, at=at)
     if path.is_dir():
-        raise ExportError(f"{path} is a directory; --output names a file (use --output-dir for a directory)")
+        raise ExportError(
+            f"{path} is a directory; --output names a file (use --output-dir for a directory)"
+        )
     folder = path.parent
     if not folder.is_dir():
         raise ExportError(f"Cannot write to {folder}: no such directory")
@@ -348,13 +384,19 @@ def _target(name: str, *, output: Output, output_dir: Path | None, fmt: Format, 
 def _require_refreshed(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     row = conn.execute("SELECT refreshed_at FROM analytics.snapshot").fetchone()
     if row is None or row[0] is None:
-        raise NeverRefreshed("The analytics views have never been refreshed. Run `acme-mv refresh` first")
+        raise NeverRefreshed(
+            "The analytics views have never been refreshed. Run `acme-mv refresh` first"
+        )
 
 
-def _write(conn: psycopg.Connection[tuple[object, ...]], query: sql.Composable, fmt: Format, fh: IO[str]) -> None:
+def _write(
+    conn: psycopg.Connection[tuple[object, ...]], query: sql.Composable, fmt: Format, fh: IO[str]
+) -> None:
     if fmt == "csv":
         decoder = codecs.getincrementaldecoder("utf-8")()
-        with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query)) as copy:
+        with conn.cursor().copy(
+            sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query)
+        ) as copy:
             for block in copy:
                 fh.write(decoder.decode(bytes(block)))
         fh.write(decoder.decode(b"", final=True))

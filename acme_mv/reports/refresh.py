@@ -139,7 +139,9 @@ def today(settings: Settings, now: datetime | None = None) -> date:
     return moment.astimezone(ZoneInfo(settings.timezone)).date()
 
 
-def refresh(settings: Settings, *, mode: RefreshMode = "auto", now: datetime | None = None) -> RefreshResult:
+def refresh(
+    settings: Settings, *, mode: RefreshMode = "auto", now: datetime | None = None
+) -> RefreshResult:
     """Refresh the reports (see the module docstring for when the historic part is folded)."""
     day = today(settings, now)
     started = time.perf_counter()
@@ -212,7 +214,9 @@ def _int(value: object) -> int | None:
 
 
 def _read_snapshot(conn: Conn) -> _Snapshot:
-    row = conn.execute("SELECT historic_batch_id, refreshed_batch_id, day FROM analytics.snapshot").fetchone()
+    row = conn.execute(
+        "SELECT historic_batch_id, refreshed_batch_id, day FROM analytics.snapshot"
+    ).fetchone()
     if row is None:
         return _Snapshot(None, None, None)
     batch, refreshed, day = row
@@ -263,7 +267,8 @@ def _add_deltas(conn: Conn, since: int, upto: int) -> tuple[int, int]:
         # them here would scan the current table, a cost that grows over the day
         rows += max(cur.rowcount, 0)
     row = conn.execute(
-        "SELECT count(*) FROM staging.sync_batches WHERE batch_id > %s AND batch_id <= %s", (since, upto)
+        "SELECT count(*) FROM staging.sync_batches WHERE batch_id > %s AND batch_id <= %s",
+        (since, upto),
     ).fetchone()
     return (int(row[0]) if row and isinstance(row[0], int) else 0), rows
 

@@ -116,7 +116,9 @@ def _diff(
     nkeys: int,
     included: int = 0,
 ) -> list[Difference]:
-    rows = conn.execute(sql.SQL(_DIFF).format(have=have, want=want), {"included": included}).fetchall()
+    rows = conn.execute(
+        sql.SQL(_DIFF).format(have=have, want=want), {"included": included}
+    ).fetchall()
     found: dict[tuple[object, ...], dict[str, object]] = {}
     for side, *cols in rows:
         key = tuple(cols[:nkeys])

@@ -90,7 +90,9 @@ class View:
         if kind not in ("view", "materialized"):
             raise ValueError(f"{qualified}: kind must be view or materialized, not {kind!r}")
         if kind == "materialized" and not unique:
-            raise ValueError(f"{qualified}: a materialized view needs a `-- unique: col, ...` header")
+            raise ValueError(
+                f"{qualified}: a materialized view needs a `-- unique: col, ...` header"
+            )
         definition = "\n".join(body).strip().rstrip(";").strip()
         return cls(
             schema=match["schema"],
@@ -103,14 +105,20 @@ class View:
     @classmethod
     def from_file(cls, path: Path) -> View:
         """``views/analytics.open_orders.sql`` -> the view ``analytics.open_orders``."""
-        return cls.from_sql(path.read_text(encoding="utf-8"), qualified=path.name.removesuffix(".sql"))
+        return cls.from_sql(
+            path.read_text(encoding="utf-8"), qualified=path.name.removesuffix(".sql")
+        )
 
     @classmethod
-    def from_database(cls, conn: psycopg.Connection[tuple[object, ...]], schema: str, name: str) -> View:
+    def from_database(
+        cls, conn: psycopg.Connection[tuple[object, ...]], schema: str, name: str
+    ) -> View:
         """The object as the database holds it (definition as ``pg_get_viewdef`` prints it)."""
         row = conn.execute(_FROM_DATABASE, {"schema": schema, "name": name}).fetchone()
         if row is None:
-            raise LookupError(f"{schema}.{name} is not a view or materialized view in this database")
+            raise LookupError(
+                f"{schema}.{name} is not a view or materialized view in this database"
+            )
         relkind, definition, unique = row
         return cls(
             schema=schema,
@@ -127,7 +135,9 @@ class View:
         if self.kind == "view":
             return [sql.SQL("CREATE VIEW {} AS\n{}").format(ident, body).as_string()]
         return [
-            sql.SQL("CREATE MATERIALIZED VIEW {} AS\n{}\nWITH DATA").format(ident, body).as_string(),
+            sql.SQL("CREATE MATERIALIZED VIEW {} AS\n{}\nWITH DATA")
+            .format(ident, body)
+            .as_string(),
             self.create_index(),
         ]
 
@@ -148,11 +158,18 @@ class View:
     def drop(self) -> str:
         """``DROP [MATERIALIZED] VIEW`` (its index goes with it)."""
         what = "MATERIALIZED VIEW" if self.kind == "materialized" else "VIEW"
-        return sql.SQL("DROP {} {}").format(sql.SQL(what), sql.Identifier(self.schema, self.name)).as_string()
+        return (
+            sql.SQL("DROP {} {}")
+            .format(sql.SQL(what), sql.Identifier(self.schema, self.name))
+            .as_string()
+        )
 
     def references(self, other: View) -> bool:
         """Whether this object's definition names ``other``."""
-        return re.search(rf"\b{re.escape(other.schema)}\.{re.escape(other.name)}\b", self.definition) is not None
+        return (
+            re.search(rf"\b{re.escape(other.schema)}\.{re.escape(other.name)}\b", self.definition)
+            is not None
+        )
 
 
 _FROM_DATABASE = """
@@ -210,7 +227,9 @@ def drop_all(executor: Executor, views: Sequence[View]) -> None:
         executor.execute(view.drop())
 
 
-def replace_materialized_view(executor: Executor, old: View, new: View, dependants: Sequence[View]) -> None:
+def replace_materialized_view(
+    executor: Executor, old: View, new: View, dependants: Sequence[View]
+) -> None:
     """Replace ``old`` by ``new`` inside the caller's migration (one transaction).
 
     Dropping a materialized view drops its unique index and every view that
@@ -268,4 +287,8 @@ def save_grants(objects: Sequence[View]) -> str:
     names = sql.SQL(", ").join(
         sql.SQL("({}, {})").format(sql.Literal(v.schema), sql.Literal(v.name)) for v in objects
     )
-    return sql.SQL(_SAVE_GRANTS).format(table=sql.Identifier("pg_temp", GRANTS_TABLE), names=names).as_string()
+    return (
+        sql.SQL(_SAVE_GRANTS)
+        .format(table=sql.Identifier("pg_temp", GRANTS_TABLE), names=names)
+        .as_string()
+    )

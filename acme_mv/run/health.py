@@ -80,4 +80,6 @@ def freshness(settings: Settings) -> Freshness:
 def require_fresh(fresh: Freshness, max_age_s: float) -> None:
     """Raise :class:`Stale` (exit 5) when the reports are older than ``max_age_s`` or never refreshed."""
     if fresh.is_stale(max_age_s):
-        raise Stale(f"The reports are stale: {fresh.describe()}; the limit is {max_age_s:g}s (is `acme-mv run` running?)")
+        raise Stale(
+            f"The reports are stale: {fresh.describe()}; the limit is {max_age_s:g}s (is `acme-mv run` running?)"
+        )

@@ -112,8 +112,13 @@ class _TableLog:
     def finish(self, result: TableResult) -> None:
         log.debug(
             "%s: %s, %d rows read, %d new, %d deleted, %d bytes, %.2f s",
-            result.table, result.mode, result.rows_read, result.rows_new, result.rows_deleted,
-            result.bytes, result.seconds,
+            result.table,
+            result.mode,
+            result.rows_read,
+            result.rows_new,
+            result.rows_deleted,
+            result.bytes,
+            result.seconds,
         )
 
 
@@ -195,7 +200,9 @@ def run(
         full = False
         if full_every is not None:
             last_full, first, now = _last_full_sync(settings)
-            full = full_sync_due(last_full=last_full, first_batch=first, now=now, every=timedelta(seconds=full_every))
+            full = full_sync_due(
+                last_full=last_full, first_batch=first, now=now, every=timedelta(seconds=full_every)
+            )
             if full:
                 log.info("cycle %d: a full re-copy is due (--full-every %gs)", attempts, full_every)
         started = time.monotonic()
@@ -227,7 +234,12 @@ def run(
         line = scrub(first_line(exc), settings.database_url, settings.source_url)
         log.warning(
             "cycle %d failed (%s): %s; retry in %.3gs (%d failure%s in a row)",
-            attempts, server, line, wait, failures, "" if failures == 1 else "s",
+            attempts,
+            server,
+            line,
+            wait,
+            failures,
+            "" if failures == 1 else "s",
             extra={"server": server, "failures": failures},
         )
 
@@ -246,8 +258,13 @@ def run(
                     failures += 1
                     if metrics is not None:
                         metrics.cycle_failed(server_of(exc))
-                    log.error("cycle %d failed (%s), giving up after %d failures in a row",
-                              attempts, server_of(exc), failures, extra={"server": server_of(exc)})
+                    log.error(
+                        "cycle %d failed (%s), giving up after %d failures in a row",
+                        attempts,
+                        server_of(exc),
+                        failures,
+                        extra={"server": server_of(exc)},
+                    )
                 raise
             failures = 0
             cycles += 1
@@ -280,7 +297,9 @@ def _retrying(
         stops.append(tenacity.stop_after_attempt(policy.max_failures))
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
-        wait=tenacity.wait_exponential(multiplier=policy.first_s, min=policy.first_s, max=policy.max_s),
+        wait=tenacity.wait_exponential(
+            multiplier=policy.first_s, min=policy.first_s, max=policy.max_s
+        ),
         stop=tenacity.stop_any(*stops),
         sleep=flag.sleep,
         before_sleep=failed,
@@ -334,7 +353,11 @@ def _describe(cycle: Cycle) -> str:
     kind = f"historic+current ({r.reason})" if r.rebuilt_historic else "current"
     fresh = "n/a" if cycle.freshness_seconds is None else f"{cycle.freshness_seconds:.1f}s"
     full = " (full re-copy)" if cycle.full else ""
-    recovered = "" if not cycle.failures_before else f", recovered after {cycle.failures_before} failed cycle(s)"
+    recovered = (
+        ""
+        if not cycle.failures_before
+        else f", recovered after {cycle.failures_before} failed cycle(s)"
+    )
     return (
         f"cycle {cycle.number}: synced {cycle.rows_synced} rows{full} in {cycle.sync_seconds:.2f}s, "
         f"refreshed {kind} in {r.total_seconds:.2f}s, freshness {fresh}{recovered}"
@@ -422,7 +445,11 @@ def run_cdc(
         line = scrub(first_line(exc), settings.database_url, settings.source_url)
         log.warning(
             "change capture failed (%s): %s; restart in %.3gs (%d failure%s in a row)",
-            server, line, state.upcoming_sleep, failures, "" if failures == 1 else "s",
+            server,
+            line,
+            state.upcoming_sleep,
+            failures,
+            "" if failures == 1 else "s",
             extra={"server": server, "failures": failures},
         )
 
@@ -451,11 +478,15 @@ def compact_after_fold(settings: Settings, keep: timedelta | None, result: Refre
     try:
         done = compact.compact(settings, keep=keep)
     except AcmeMvError as exc:
-        log.warning("compaction failed: %s; it runs again after the next day's fold", first_line(exc))
+        log.warning(
+            "compaction failed: %s; it runs again after the next day's fold", first_line(exc)
+        )
         return
     log.info(
         "compacted: history kept from batch %d; %d delta rows and %d partitions dropped",
-        done.history_batch_id, done.delta_rows_deleted, len(done.partitions_dropped),
+        done.history_batch_id,
+        done.delta_rows_deleted,
+        len(done.partitions_dropped),
     )
 
 

@@ -25,15 +25,21 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self._read_at: float | None = None
-        self.up = Gauge("acme_mv_up", "1 while the last cycle succeeded, 0 while cycles fail", registry=r)
+        self.up = Gauge(
+            "acme_mv_up", "1 while the last cycle succeeded, 0 while cycles fail", registry=r
+        )
         self.freshness = Gauge(
             "acme_mv_freshness_seconds",
             "Now minus the time the newest refreshed sync read the source (NaN before the first cycle)",
             registry=r,
         )
         self.freshness.set_function(self._freshness)
-        self.rows_synced = Counter("acme_mv_rows_synced_total", "Rows that landed in staging", registry=r)
-        self.cycles = Counter("acme_mv_cycles_total", "Cycles (sync + refresh) that succeeded", registry=r)
+        self.rows_synced = Counter(
+            "acme_mv_rows_synced_total", "Rows that landed in staging", registry=r
+        )
+        self.cycles = Counter(
+            "acme_mv_cycles_total", "Cycles (sync + refresh) that succeeded", registry=r
+        )
         self.failed_cycles = Counter(
             "acme_mv_failed_cycles_total",
             "Cycles that failed, by the server that failed (warehouse, source or unknown)",
@@ -49,7 +55,9 @@ class Metrics:
             "acme_mv_refresh_seconds", "Seconds per refresh", buckets=DURATION_BUCKETS, registry=r
         )
         self.last_success = Gauge(
-            "acme_mv_last_success_timestamp_seconds", "Unix time of the last successful cycle", registry=r
+            "acme_mv_last_success_timestamp_seconds",
+            "Unix time of the last successful cycle",
+            registry=r,
         )
 
     def _freshness(self) -> float:
@@ -57,7 +65,9 @@ class Metrics:
             return math.nan
         return max(0.0, time.time() - self._read_at)
 
-    def cycle_succeeded(self, *, rows: int, sync_s: float, refresh_s: float, read_at: float | None) -> None:
+    def cycle_succeeded(
+        self, *, rows: int, sync_s: float, refresh_s: float, read_at: float | None
+    ) -> None:
         self.up.set(1)
         self.cycles.inc()
         self.rows_synced.inc(rows)
@@ -69,7 +79,9 @@ class Metrics:
 
     def cycle_failed(self, server: str) -> None:
         self.up.set(0)
-        self.failed_cycles.labels(server=server if server in ("warehouse", "source") else "unknown").inc()
+        self.failed_cycles.labels(
+            server=server if server in ("warehouse", "source") else "unknown"
+        ).inc()
 
 
 @contextmanager

@@ -135,7 +135,9 @@ ORDER_CREATED_AT: LiteralString = (
     " + (rel - 1 + mod(rel * 7919, 997) / 997.0) * %(slot)s::interval)"
 )
 #: the positions left out of the orders: ``ghost_orders`` of them, evenly spread
-IS_GHOST_ORDER: LiteralString = "(mod(rel, %(stride)s) = 0 AND rel / %(stride)s <= %(ghost_orders)s)"
+IS_GHOST_ORDER: LiteralString = (
+    "(mod(rel, %(stride)s) = 0 AND rel / %(stride)s <= %(ghost_orders)s)"
+)
 
 ORDERS_SQL = sql.SQL(
     """
@@ -341,7 +343,14 @@ def load(
                     customers=0, products=0, orders=0, order_items=0,
                     seconds=time.monotonic() - started, bulk=False, skipped=True,
                 )  # fmt: skip
-        steps = ["customers", "products", "orders", "order_items", *(["indexes"] if bulk else []), "analyze"]
+        steps = [
+            "customers",
+            "products",
+            "orders",
+            "order_items",
+            *(["indexes"] if bulk else []),
+            "analyze",
+        ]
 
         def step(name: str) -> None:
             log.debug("load: %s", name)
@@ -450,7 +459,9 @@ def _is_empty(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
 
 def _not_empty_message(conn: psycopg.Connection[tuple[object, ...]]) -> str:
     for table in ("orders", *schema.TABLES):
-        count = _scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(SCHEMA, table)))
+        count = _scalar(
+            conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(SCHEMA, table))
+        )
         if count:
             what = table.replace("_", " ")
             return f"operations already holds {count:,} {what}; use --append or --replace"
@@ -477,7 +488,9 @@ def _next_base(conn: psycopg.Connection[tuple[object, ...]], table: str, key: st
     )
 
 
-def _scalar(conn: psycopg.Connection[tuple[object, ...]], query: Statement, params: tuple[object, ...] = ()) -> int:
+def _scalar(
+    conn: psycopg.Connection[tuple[object, ...]], query: Statement, params: tuple[object, ...] = ()
+) -> int:
     row = conn.execute(query, params).fetchone()
     value = row[0] if row else None
     return int(value) if isinstance(value, int) else 0
@@ -496,5 +509,6 @@ def _move_sequences(
     for table, key in KEYS:
         if last[table] > 0:
             conn.execute(
-                "SELECT setval(pg_get_serial_sequence(%s, %s), %s)", (f"{SCHEMA}.{table}", key, last[table])
+                "SELECT setval(pg_get_serial_sequence(%s, %s), %s)",
+                (f"{SCHEMA}.{table}", key, last[table]),
             )

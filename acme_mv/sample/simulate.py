@@ -66,7 +66,6 @@ MAX_BACKLOG_S = 1.0
 REPORT_EVERY_S = 60.0
 
 
-
 def _random_row(table: str, key: str) -> sql.Composed:
     """A random existing row's key: the first at or above a random point (``%(r)s``
     in [0, 1)) between the smallest and the largest key; three index probes."""
@@ -177,7 +176,9 @@ class SimulateStats:
 
 def validate_rate(rate: float) -> None:
     if not (isinstance(rate, int | float) and 0 < rate <= MAX_RATE):  # NaN fails too
-        raise SampleError(f"--rate must be > 0 and <= {MAX_RATE:,.0f} row changes per second, not {rate!r}")
+        raise SampleError(
+            f"--rate must be > 0 and <= {MAX_RATE:,.0f} row changes per second, not {rate!r}"
+        )
 
 
 def parse_duration(text: str | float | None) -> float | None:
@@ -195,7 +196,9 @@ def parse_duration(text: str | float | None) -> float | None:
         try:
             seconds = config.parse_duration(text)
         except BadArgument:
-            raise SampleError(f"Invalid duration {text!r}: use e.g. 30s, 5m, 1h or plain seconds") from None
+            raise SampleError(
+                f"Invalid duration {text!r}: use e.g. 30s, 5m, 1h or plain seconds"
+            ) from None
     if not math.isfinite(seconds) or seconds < 0:
         raise SampleError(f"Invalid duration {text!r}: use e.g. 30s, 5m, 1h or plain seconds")
     return seconds or None
@@ -229,7 +232,9 @@ class _Stopped(Exception):
 
 
 class _Workload:
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]], rng: random.Random, pacer: _Pacer) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[tuple[object, ...]], rng: random.Random, pacer: _Pacer
+    ) -> None:
         self.conn = conn
         self.rng = rng
         self.pacer = pacer
@@ -237,7 +242,9 @@ class _Workload:
         self.today: date | None = None
         self.today_low = 0
 
-    def change(self, query: Statement, params: dict[str, object]) -> psycopg.Cursor[tuple[object, ...]]:
+    def change(
+        self, query: Statement, params: dict[str, object]
+    ) -> psycopg.Cursor[tuple[object, ...]]:
         """One row change: wait for its slot, then run it as its own transaction."""
         if not self.pacer.go():
             raise _Stopped
@@ -262,7 +269,10 @@ class _Workload:
                 self.insert_product()
 
     def insert_customer(self) -> None:
-        self.change(INSERT_CUSTOMER, {"name": words.customer_name(self.rng), "address": words.customer_address(self.rng)})
+        self.change(
+            INSERT_CUSTOMER,
+            {"name": words.customer_name(self.rng), "address": words.customer_address(self.rng)},
+        )
         self.stats.customers_inserted += 1
 
     def insert_product(self) -> None:
@@ -276,17 +286,23 @@ class _Workload:
         if self.rng.random() < INSERT_SHARE:
             self.insert_customer()
         else:
-            self.stats.customers_updated += self.update_random_row(UPDATE_CUSTOMER, address=words.customer_address(self.rng))
+            self.stats.customers_updated += self.update_random_row(
+                UPDATE_CUSTOMER, address=words.customer_address(self.rng)
+            )
 
     def product_job(self) -> None:
         if self.rng.random() < INSERT_SHARE:
             self.insert_product()
         else:
-            self.stats.products_updated += self.update_random_row(UPDATE_PRODUCT, price=words.unity_price(self.rng))
+            self.stats.products_updated += self.update_random_row(
+                UPDATE_PRODUCT, price=words.unity_price(self.rng)
+            )
 
     def update_random_row(self, query: Statement, **values: object) -> int:
         """Update a random row with ``values`` and a coin-flip ``is_active``; rows changed."""
-        cur = self.change(query, {**values, "active": self.rng.random() < 0.5, "r": self.rng.random()})
+        cur = self.change(
+            query, {**values, "active": self.rng.random() < 0.5, "r": self.rng.random()}
+        )
         return max(cur.rowcount, 0)
 
     def order_job(self) -> None:
@@ -299,8 +315,13 @@ class _Workload:
             raise SampleError(f"CURRENT_DATE returned {today!r}, not a date")
         if today != self.today:  # first job, or the day rolled over
             low = self.conn.execute(TODAY_LOW, {"today": today}).fetchone()
-            self.today, self.today_low = today, int(low[0]) if low and isinstance(low[0], int) else 0
-        found = self.conn.execute(OPEN_ORDER_TODAY, {"customer": customer, "low": self.today_low}).fetchone()
+            self.today, self.today_low = (
+                today,
+                int(low[0]) if low and isinstance(low[0], int) else 0,
+            )
+        found = self.conn.execute(
+            OPEN_ORDER_TODAY, {"customer": customer, "low": self.today_low}
+        ).fetchone()
         if found is not None:
             status = self.rng.choice(OPEN_STATUSES_AFTER_PENDING)
             cur = self.change(MOVE_ORDER, {"order": found[0], "status": status})
@@ -339,7 +360,11 @@ def simulate(
                 raise SampleError(
                     f"The source has no table operations.{table}. Run `acme-mv sample init` first"
                 )
-        log.info("simulating about %.1f row changes per second%s", rate, "" if limit is None else f" for {limit:g} s")
+        log.info(
+            "simulating about %.1f row changes per second%s",
+            rate,
+            "" if limit is None else f" for {limit:g} s",
+        )
         work.ensure_rows()
         reported = time.monotonic()
         while True:

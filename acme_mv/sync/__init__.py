@@ -180,7 +180,9 @@ def sync(
         migrate.require_head(wh)
         wh.execute("SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,))
         with connection(settings.effective_source_url, role="source", autocommit=True) as src:
-            src.execute("SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,))
+            src.execute(
+                "SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,)
+            )
             state.lock(wh, wait=wait)
             modes = {spec.name: _mode(wh, spec, full=full) for spec in specs}
             cursors = state.cursors(wh)
@@ -206,11 +208,20 @@ def sync(
                 source.check_schema(src, specs)  # the first query: the snapshot starts here
                 for spec in specs:
                     results[spec.name] = _sync_table(
-                        src, wh, spec, modes[spec.name], cursors.get(spec.name), mark, batch_id, report
+                        src,
+                        wh,
+                        spec,
+                        modes[spec.name],
+                        cursors.get(spec.name),
+                        mark,
+                        batch_id,
+                        report,
                     )
             state.finish_batch(wh, batch_id)
         # leaving the block commits: rows, cursors and the batch row together
-    result = SyncResult(batch_id=batch_id, seconds=time.monotonic() - began, read_at=read_at, tables=results)
+    result = SyncResult(
+        batch_id=batch_id, seconds=time.monotonic() - began, read_at=read_at, tables=results
+    )
     log.debug("batch %s committed in %.2f s", batch_id, result.seconds)
     return result
 
@@ -237,13 +248,21 @@ def _sync_table(
     report.start(spec.name, mode)
     deleted = 0
     if mode == "incremental":
-        rows_read, rows_new = copy.load_changes(src, source.select_rows(spec, cursor), wh, spec, on_bytes)
+        rows_read, rows_new = copy.load_changes(
+            src, source.select_rows(spec, cursor), wh, spec, on_bytes
+        )
     elif mode == "full":
-        rows_read, rows_new, deleted = copy.load_full_diff(src, source.select_rows(spec, None), wh, spec, on_bytes)
+        rows_read, rows_new, deleted = copy.load_full_diff(
+            src, source.select_rows(spec, None), wh, spec, on_bytes
+        )
     elif mode == "reload":
-        rows_read, rows_new, deleted = copy.load_mirror(src, source.select_rows(spec, None), wh, spec, on_bytes)
+        rows_read, rows_new, deleted = copy.load_mirror(
+            src, source.select_rows(spec, None), wh, spec, on_bytes
+        )
     else:
-        rows_read = rows_new = copy.load_fresh(src, source.select_rows(spec, None), wh, spec, on_bytes)
+        rows_read = rows_new = copy.load_fresh(
+            src, source.select_rows(spec, None), wh, spec, on_bytes
+        )
     seconds = time.monotonic() - t0
     state.save(
         wh,
@@ -319,7 +338,9 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
     """Per table: cursor, last run, staged rows, lag behind the source."""
     with connection(settings.database_url, role="warehouse") as wh:
         migrate.require_head(wh)
-        saved: dict[str, tuple[Any, ...]] = {str(r[0]): r for r in wh.execute(_STATE_SQL).fetchall()}
+        saved: dict[str, tuple[Any, ...]] = {
+            str(r[0]): r for r in wh.execute(_STATE_SQL).fetchall()
+        }
         counts = {spec.name: _staged_counts(wh, spec, exact=exact) for spec in TABLES.values()}
     specs = list(TABLES.values())
     deleted: dict[str, int] = {}
@@ -366,7 +387,9 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
     return out
 
 
-def _staged_counts(conn: Conn, spec: TableSpec, *, exact: bool) -> tuple[int | None, int | None, int | None]:
+def _staged_counts(
+    conn: Conn, spec: TableSpec, *, exact: bool
+) -> tuple[int | None, int | None, int | None]:
     """(staged rows, live keys, highest live key): exact (one scan each), or the planner's estimates.
 
     For orders/order_items the rows are every kept version (all partitions) and the live keys
@@ -378,9 +401,9 @@ def _staged_counts(conn: Conn, spec: TableSpec, *, exact: bool) -> tuple[int | N
     if exact:
         key = sql.Identifier(spec.key)
         row = conn.execute(
-            sql.SQL("SELECT (SELECT count(*) FROM {table}), count(*), max({key}) FROM {keys}").format(
-                key=key, table=table, keys=keys
-            )
+            sql.SQL(
+                "SELECT (SELECT count(*) FROM {table}), count(*), max({key}) FROM {keys}"
+            ).format(key=key, table=table, keys=keys)
         ).fetchone()
         assert row is not None
         return int(row[0]), int(row[1]), None if row[2] is None else int(row[2])

@@ -45,6 +45,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 ORDER_CHANGES = "_acme_order_changes"
 ITEM_CHANGES = "_acme_item_changes"
 
+
 @dataclass(frozen=True, kw_only=True)
 class Applied:
     """What one batch changed."""
@@ -189,9 +190,9 @@ def _join(state: str, key: str, *, full: bool) -> sql.Composable:
             state=sql.Identifier("staging", state), key=sql.Identifier(key)
         )
     # OFFSET 0: one primary-key probe per row of the batch, never a hash join over the whole state
-    return sql.SQL("LEFT JOIN LATERAL (SELECT * FROM {state} AS s WHERE s.{key} = n.{key} OFFSET 0) AS s ON true").format(
-        state=sql.Identifier("staging", state), key=sql.Identifier(key)
-    )
+    return sql.SQL(
+        "LEFT JOIN LATERAL (SELECT * FROM {state} AS s WHERE s.{key} = n.{key} OFFSET 0) AS s ON true"
+    ).format(state=sql.Identifier("staging", state), key=sql.Identifier(key))
 
 
 def _run(conn: Conn, statement: str, batch_id: int) -> int:
@@ -248,12 +249,18 @@ def _state_empty(conn: Conn) -> bool:
 #: the state's indexes, dropped for the first batch's bulk insert and built after it (one sort
 #: each instead of millions of insertions)
 _STATE_INDEXES = (
-    ("ALTER TABLE staging.orders_state DROP CONSTRAINT orders_state_pkey",
-     "ALTER TABLE staging.orders_state ADD CONSTRAINT orders_state_pkey PRIMARY KEY (order_id)"),
-    ("ALTER TABLE staging.order_items_state DROP CONSTRAINT order_items_state_pkey",
-     "ALTER TABLE staging.order_items_state ADD CONSTRAINT order_items_state_pkey PRIMARY KEY (order_item_id)"),
-    ("DROP INDEX staging.order_items_state_order_idx",
-     "CREATE INDEX order_items_state_order_idx ON staging.order_items_state (order_id)"),
+    (
+        "ALTER TABLE staging.orders_state DROP CONSTRAINT orders_state_pkey",
+        "ALTER TABLE staging.orders_state ADD CONSTRAINT orders_state_pkey PRIMARY KEY (order_id)",
+    ),
+    (
+        "ALTER TABLE staging.order_items_state DROP CONSTRAINT order_items_state_pkey",
+        "ALTER TABLE staging.order_items_state ADD CONSTRAINT order_items_state_pkey PRIMARY KEY (order_item_id)",
+    ),
+    (
+        "DROP INDEX staging.order_items_state_order_idx",
+        "CREATE INDEX order_items_state_order_idx ON staging.order_items_state (order_id)",
+    ),
 )
 
 
@@ -264,7 +271,13 @@ def _apply_first(conn: Conn, batch_id: int) -> Applied:
     for _, build in _STATE_INDEXES:
         conn.execute(build)
     conn.execute("ANALYZE staging.orders_state, staging.order_items_state")
-    return Applied(batch_id=batch_id, orders=counts[3], items=counts[4], recounted_items=0, delta_rows=sum(counts[:3]))
+    return Applied(
+        batch_id=batch_id,
+        orders=counts[3],
+        items=counts[4],
+        recounted_items=0,
+        delta_rows=sum(counts[:3]),
+    )
 
 
 def apply_batch(conn: Conn, batch_id: int) -> Applied:
@@ -273,19 +286,29 @@ def apply_batch(conn: Conn, batch_id: int) -> Applied:
         applied = _apply_first(conn, batch_id)
         log.debug("batch %s applied to an empty state: %s", batch_id, applied)
         return applied
-    row = conn.execute("SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (batch_id,)).fetchone()
+    row = conn.execute(
+        "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (batch_id,)
+    ).fetchone()
     full_tables = set(row[0]) if row and row[0] else set()
     params = {"batch": batch_id}
     for temp in (ORDER_CHANGES, ITEM_CHANGES):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(temp)))
     conn.execute(
-        sql.SQL(_ORDER_CHANGES).format(temp=sql.Identifier(ORDER_CHANGES), join=_join("orders_state", "order_id", full="orders" in full_tables)),
+        sql.SQL(_ORDER_CHANGES).format(
+            temp=sql.Identifier(ORDER_CHANGES),
+            join=_join("orders_state", "order_id", full="orders" in full_tables),
+        ),
         params,
     )
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ORDER_CHANGES)))
-    delta_rows = _run(conn, _OPEN_ORDERS_DELTA, batch_id) + _run(conn, _PENDING_ORDERS_DELTA, batch_id)
+    delta_rows = _run(conn, _OPEN_ORDERS_DELTA, batch_id) + _run(
+        conn, _PENDING_ORDERS_DELTA, batch_id
+    )
     conn.execute(
-        sql.SQL(_ITEM_CHANGES).format(temp=sql.Identifier(ITEM_CHANGES), join=_join("order_items_state", "order_item_id", full="order_items" in full_tables)),
+        sql.SQL(_ITEM_CHANGES).format(
+            temp=sql.Identifier(ITEM_CHANGES),
+            join=_join("order_items_state", "order_item_id", full="order_items" in full_tables),
+        ),
         params,
     )
     items = _count(conn, ITEM_CHANGES)
@@ -299,7 +322,13 @@ def apply_batch(conn: Conn, batch_id: int) -> Applied:
         _run(conn, statement, batch_id)
     for temp in (ORDER_CHANGES, ITEM_CHANGES):
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(temp)))
-    applied = Applied(batch_id=batch_id, orders=orders, items=items, recounted_items=recounted, delta_rows=delta_rows)
+    applied = Applied(
+        batch_id=batch_id,
+        orders=orders,
+        items=items,
+        recounted_items=recounted,
+        delta_rows=delta_rows,
+    )
     log.debug("batch %s applied: %s", batch_id, applied)
     return applied
 

@@ -45,6 +45,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 DEFAULT_KEEP = timedelta(days=35)
 DELTAS = ("open_orders_delta", "pending_items_delta", "pending_orders_delta")
 
+
 def parse_keep(text: str) -> timedelta | None:
     """``35d``, ``12h``, ``1d12h`` (any :func:`acme_mv.config.parse_duration`) -> the window;
     ``all`` -> None (keep everything)."""
@@ -53,7 +54,9 @@ def parse_keep(text: str) -> timedelta | None:
     try:
         window = timedelta(seconds=parse_duration(text))
     except BadArgument:
-        raise BadArgument(f"--keep-history {text!r} is not a window such as 35d, 12h or all") from None
+        raise BadArgument(
+            f"--keep-history {text!r} is not a window such as 35d, 12h or all"
+        ) from None
     if window <= timedelta(0):
         raise BadArgument(f"--keep-history {text!r} must be longer than nothing (or all)")
     return window
@@ -67,7 +70,9 @@ class CompactResult:
     partitions_dropped: list[str] = field(default_factory=list)
 
 
-def compact(settings: Settings, *, keep: timedelta | None = DEFAULT_KEEP, now: datetime | None = None) -> CompactResult:
+def compact(
+    settings: Settings, *, keep: timedelta | None = DEFAULT_KEEP, now: datetime | None = None
+) -> CompactResult:
     """Drop the history older than ``keep`` (None: keep all); see the module docstring."""
     moment = now or datetime.now(UTC)
     with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
@@ -77,7 +82,9 @@ def compact(settings: Settings, *, keep: timedelta | None = DEFAULT_KEEP, now: d
         _finish_pending_detaches(conn)
         droppable = [] if keep is None else _droppable(conn, floor)
         dropped = [_drop(conn, table, name) for table, name in droppable]
-    result = CompactResult(history_batch_id=floor, delta_rows_deleted=deleted, partitions_dropped=dropped)
+    result = CompactResult(
+        history_batch_id=floor, delta_rows_deleted=deleted, partitions_dropped=dropped
+    )
     log.info(
         "compacted: history from batch %d, %d delta rows and %d partitions dropped",
         floor,
@@ -102,7 +109,10 @@ def _raise_floor(conn: Conn, cutoff: datetime | None) -> tuple[int, int]:
         conn.execute("UPDATE analytics.snapshot SET history_batch_id = %s", (floor,))
         for table in DELTAS:
             cur = conn.execute(
-                sql.SQL("DELETE FROM {} WHERE batch_id <= %s").format(sql.Identifier("analytics", table)), (floor,)
+                sql.SQL("DELETE FROM {} WHERE batch_id <= %s").format(
+                    sql.Identifier("analytics", table)
+                ),
+                (floor,),
             )
             deleted += max(cur.rowcount, 0)
     return floor, deleted
@@ -121,7 +131,11 @@ def _droppable(conn: Conn, floor: int) -> list[tuple[str, str]]:
         ).fetchall()
         names = [str(r[0]) for r in rows]
         newest = next((i for i, name in enumerate(names) if _has_rows(conn, name)), len(names))
-        found += [(table, str(name)) for name, end in reversed(rows[newest + 1 :]) if int(end) <= floor + 1]
+        found += [
+            (table, str(name))
+            for name, end in reversed(rows[newest + 1 :])
+            if int(end) <= floor + 1
+        ]
     return found
 
 
@@ -153,15 +167,19 @@ def _drop(conn: Conn, table: str, name: str) -> str:
     conn.execute("SELECT pg_advisory_lock(%s)", (SYNC_LOCK_KEY,))
     try:
         attached = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s))", (f"staging.{name}",)
+            "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s))",
+            (f"staging.{name}",),
         ).fetchone()
         if attached and attached[0]:
             # cannot run in a transaction block: this connection is in autocommit
-            conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY").format(parent, child))
+            conn.execute(
+                sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY").format(parent, child)
+            )
         with conn.transaction():
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(child))
             conn.execute(
-                "DELETE FROM staging.version_partitions WHERE table_name = %s AND partition_name = %s", (table, name)
+                "DELETE FROM staging.version_partitions WHERE table_name = %s AND partition_name = %s",
+                (table, name),
             )
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (SYNC_LOCK_KEY,))

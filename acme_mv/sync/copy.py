@@ -54,7 +54,13 @@ INDEX_BUILD_MEMORY_KB = 1024 * 1024
 
 
 def stream(
-    src: Conn, query: sql.Composable, dst: Conn, target: sql.Composable, on_bytes: OnBytes, *, freeze: bool = False
+    src: Conn,
+    query: sql.Composable,
+    dst: Conn,
+    target: sql.Composable,
+    on_bytes: OnBytes,
+    *,
+    freeze: bool = False,
 ) -> int:
     """Copy the rows of ``query`` into ``target`` (``table (cols)``); return the row count.
 
@@ -103,7 +109,9 @@ def copy_out_chunks(conn: Conn, statement: sql.Composable) -> Iterator[bytearray
                 chunk = bytearray()
         done = True
     finally:
-        if not done:  # the consumer failed or was interrupted: stop the COPY, keep the connection usable
+        if (
+            not done
+        ):  # the consumer failed or was interrupted: stop the COPY, keep the connection usable
             _abandon(conn)
     final = _get_result(pgconn)
     _drain(pgconn)
@@ -159,9 +167,15 @@ def _drain(pgconn: pq.abc.PGconn) -> None:
 def _error(conn: Conn, result: pq.abc.PGresult | None) -> psycopg.Error:
     """The error of the source COPY, tagged with its connection so that it names the source."""
     if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
-        return tag_error(psycopg.errors.error_from_result(result, encoding=conn.info.encoding), conn, "COPY ... TO STDOUT")
+        return tag_error(
+            psycopg.errors.error_from_result(result, encoding=conn.info.encoding),
+            conn,
+            "COPY ... TO STDOUT",
+        )
     message = conn.pgconn.error_message.decode(errors="replace").strip()
-    return tag_error(psycopg.OperationalError(message or "the source COPY ended unexpectedly"), conn)
+    return tag_error(
+        psycopg.OperationalError(message or "the source COPY ended unexpectedly"), conn
+    )
 
 
 def _columns(spec: TableSpec) -> sql.Composable:
@@ -173,7 +187,9 @@ def _target(table: sql.Identifier, spec: TableSpec) -> sql.Composable:
     return sql.SQL("{} ({})").format(table, _columns(spec))
 
 
-def load_fresh(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes) -> int:
+def load_fresh(
+    src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes
+) -> int:
     """Replace ``staging.<t>`` with the rows of ``query``; return rows copied.
 
     TRUNCATE takes an ACCESS EXCLUSIVE lock until commit: readers wait, they
@@ -187,7 +203,9 @@ def load_fresh(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_
         dst.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(STAGING, name)))
     started = time.monotonic()
     # COPY FREEZE is refused on a partitioned table (staging.orders / order_items since 0003)
-    rows = stream(src, query, dst, _target(table, spec), on_bytes, freeze=not _partitioned(dst, spec.name))
+    rows = stream(
+        src, query, dst, _target(table, spec), on_bytes, freeze=not _partitioned(dst, spec.name)
+    )
     copied = time.monotonic()
     _raise_index_memory(dst)
     for _, definition in indexes:
@@ -215,7 +233,9 @@ def _raise_index_memory(conn: Conn) -> None:
 
 
 def _partitioned(conn: Conn, table: str) -> bool:
-    row = conn.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass", (f"{STAGING}.{table}",)).fetchone()
+    row = conn.execute(
+        "SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass", (f"{STAGING}.{table}",)
+    ).fetchone()
     return bool(row and row[0])
 
 
@@ -233,10 +253,14 @@ def _secondary_indexes(conn: Conn, table: str) -> list[tuple[str, str]]:
         (f"{STAGING}.{table}",),
     ).fetchall()
     # a partitioned table's index prints as "ON ONLY": recreated so, its partitions would get none
-    return [(str(name), str(definition).replace(" ON ONLY ", " ON ", 1)) for name, definition in rows]
+    return [
+        (str(name), str(definition).replace(" ON ONLY ", " ON ", 1)) for name, definition in rows
+    ]
 
 
-def _copy_to_temp(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes) -> tuple[sql.Identifier, int]:
+def _copy_to_temp(
+    src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes
+) -> tuple[sql.Identifier, int]:
     temp = sql.Identifier(TEMP_PREFIX + spec.name)
     dst.execute(
         sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
@@ -256,13 +280,17 @@ def _differs(left: str, right: str, spec: TableSpec) -> sql.Composable:
     )
 
 
-def load_changes(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes) -> tuple[int, int]:
+def load_changes(
+    src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes
+) -> tuple[int, int]:
     """Append the rows of ``query`` that are new or changed; return (rows read, rows appended)."""
     temp, rows_read = _copy_to_temp(src, query, dst, spec, on_bytes)
     return rows_read, append_changed(dst, temp, spec)
 
 
-def append_changed(dst: Conn, temp: sql.Identifier, spec: TableSpec, *, with_deleted: bool = False) -> int:
+def append_changed(
+    dst: Conn, temp: sql.Identifier, spec: TableSpec, *, with_deleted: bool = False
+) -> int:
     """Append the rows of ``temp`` (one per key) that differ from their key's latest version.
 
     A row equal to the latest version is skipped, so a re-read row leaves no
@@ -336,15 +364,17 @@ def append_tombstones(dst: Conn, spec: TableSpec, *, keep: sql.Identifier) -> in
     return max(dst.execute(statement).rowcount, 0)
 
 
-def load_mirror(src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes) -> tuple[int, int, int]:
+def load_mirror(
+    src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes
+) -> tuple[int, int, int]:
     """Make ``staging.<t>`` equal the rows of ``query``; return (read, inserted or updated, deleted)."""
     temp, rows_read = _copy_to_temp(src, query, dst, spec, on_bytes)
     table = sql.Identifier(STAGING, spec.name)
     key = sql.Identifier(spec.key)
     deleted = dst.execute(
-        sql.SQL("DELETE FROM {table} AS s WHERE NOT EXISTS (SELECT 1 FROM {temp} AS t WHERE t.{key} = s.{key})").format(
-            table=table, temp=temp, key=key
-        )
+        sql.SQL(
+            "DELETE FROM {table} AS s WHERE NOT EXISTS (SELECT 1 FROM {temp} AS t WHERE t.{key} = s.{key})"
+        ).format(table=table, temp=temp, key=key)
     ).rowcount
     return rows_read, upsert_mirror(dst, temp, spec), max(deleted, 0)
 
@@ -366,7 +396,8 @@ def upsert_mirror(dst: Conn, temp: sql.Composable, spec: TableSpec) -> int:
         temp=temp,
         key=key,
         sets=sql.SQL(", ").join(
-            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in changed_cols
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in changed_cols
         ),
         differs=_differs("s", "excluded", spec),
     )

@@ -101,7 +101,9 @@ def source_keys(src: Conn, spec: TableSpec, *, up_to: int | None) -> int:
     return int(row[0])
 
 
-def estimate(src: Conn, wh: Conn, specs: Iterable[TableSpec] = APPEND_ONLY) -> list[DeletedEstimate]:
+def estimate(
+    src: Conn, wh: Conn, specs: Iterable[TableSpec] = APPEND_ONLY
+) -> list[DeletedEstimate]:
     """Compare staged and source keys of each append-only spec (mirrors are skipped)."""
     out = []
     for spec in specs:

@@ -52,7 +52,8 @@ def ensure(conn: Conn, batch_id: int) -> None:
 
 def _width(conn: Conn) -> int:
     row = conn.execute(
-        "SELECT count(*) FROM staging.sync_batches WHERE started_at > clock_timestamp() - %s", (SPAN,)
+        "SELECT count(*) FROM staging.sync_batches WHERE started_at > clock_timestamp() - %s",
+        (SPAN,),
     ).fetchone()
     recent = int(row[0]) if row else 0
     return max(MIN_BATCHES, recent)

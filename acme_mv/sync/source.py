@@ -48,7 +48,12 @@ SCHEMA = "operations"
 
 #: what ``format_type`` prints for the contract's types
 _TS = "timestamp(3) without time zone"
-_AUDIT = (("updated_at", _TS), ("updated_by", "bigint"), ("created_at", _TS), ("created_by", "bigint"))
+_AUDIT = (
+    ("updated_at", _TS),
+    ("updated_by", "bigint"),
+    ("created_at", _TS),
+    ("created_by", "bigint"),
+)
 
 #: ``CURRENT_TIMESTAMP(3)`` rounds to the millisecond (up to 0.5 ms later than the
 #: transaction start) and a backend publishes its ``xact_start`` a moment after it
@@ -214,7 +219,9 @@ class SourceLocked(Busy):
         self.waited = waited
 
 
-def lock_tables(conn: Conn, specs: list[TableSpec], *, timeout: dt.timedelta = DEFAULT_LOCK_TIMEOUT) -> None:
+def lock_tables(
+    conn: Conn, specs: list[TableSpec], *, timeout: dt.timedelta = DEFAULT_LOCK_TIMEOUT
+) -> None:
     """``LOCK TABLE operations.<t> IN ACCESS SHARE MODE`` for each spec, in contract order.
 
     Must be the first statements of the REPEATABLE READ transaction: LOCK, SET
@@ -245,7 +252,9 @@ def lock_tables(conn: Conn, specs: list[TableSpec], *, timeout: dt.timedelta = D
         )
         try:
             with conn.transaction():
-                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{left_ms}ms")))
+                conn.execute(
+                    sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{left_ms}ms"))
+                )
                 conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(table))
                 conn.execute("SET LOCAL lock_timeout = DEFAULT")
         except psycopg.errors.UndefinedTable:  # dropped while we waited
@@ -365,7 +374,9 @@ def select_rows(spec: TableSpec, since: dt.datetime | None) -> sql.Composed:
     )
     if since is None:
         return query
-    return sql.SQL("{} WHERE updated_at >= {} OR updated_at IS NULL").format(query, sql.Literal(since))
+    return sql.SQL("{} WHERE updated_at >= {} OR updated_at IS NULL").format(
+        query, sql.Literal(since)
+    )
 
 
 def max_updated_at(conn: Conn, spec: TableSpec) -> dt.datetime | None:

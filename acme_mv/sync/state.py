@@ -36,13 +36,19 @@ def lock(conn: Conn, *, wait: bool) -> None:
             f"Another acme-mv sync is running (advisory lock {SYNC_LOCK_KEY} on the warehouse); "
             "try again later or drop --no-wait to wait for it"
         )
-    log.info("another sync is running: waiting for advisory lock %s on the warehouse", SYNC_LOCK_KEY)
+    log.info(
+        "another sync is running: waiting for advisory lock %s on the warehouse", SYNC_LOCK_KEY
+    )
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (SYNC_LOCK_KEY,))
     log.info("lock acquired")
 
 
 def begin_batch(
-    conn: Conn, *, tables: list[str], full_tables: list[str], compared_tables: list[str] | None = None
+    conn: Conn,
+    *,
+    tables: list[str],
+    full_tables: list[str],
+    compared_tables: list[str] | None = None,
 ) -> int:
     """Draw the batch id (after the lock), make it the default of ``_batch_id`` and make sure
     a partition of the version tables holds it."""
@@ -75,7 +81,9 @@ def finish_batch(conn: Conn, batch_id: int) -> None:
 def cursors(conn: Conn) -> dict[str, dt.datetime | None]:
     return {
         str(name): value
-        for name, value in conn.execute("SELECT table_name, cursor_value FROM staging.sync_state").fetchall()
+        for name, value in conn.execute(
+            "SELECT table_name, cursor_value FROM staging.sync_state"
+        ).fetchall()
     }
 
 

@@ -92,7 +92,8 @@ DROP VIEW analytics.historic_orders;
 #: the version tables become partitioned by RANGE (_batch_id); what was staged is the first
 #: partition (<name>_b0, every batch drawn so far), later ones are created by the batches
 #: (acme_mv.sync.partitions) and dropped whole by compaction
-PARTITION = """
+PARTITION = (
+    """
 DROP VIEW staging.orders_latest;
 DROP VIEW staging.order_items_latest;
 
@@ -135,9 +136,12 @@ CREATE UNIQUE INDEX order_items_key_batch_idx ON staging.order_items (order_item
 -- ranges of 16 pages (about 1,500 rows) bound what a batch reads beyond its own rows
 CREATE INDEX orders_batch_idx ON staging.orders USING brin (_batch_id) WITH (pages_per_range = 16);
 CREATE INDEX order_items_batch_idx ON staging.order_items USING brin (_batch_id) WITH (pages_per_range = 16);
-""" + LATEST
+"""
+    + LATEST
+)
 
-UNPARTITION = """
+UNPARTITION = (
+    """
 DROP VIEW staging.orders_latest;
 DROP VIEW staging.order_items_latest;
 DO $$
@@ -157,7 +161,9 @@ CREATE INDEX orders_batch_idx ON staging.orders USING brin (_batch_id);
 CREATE UNIQUE INDEX order_items_key_batch_idx ON staging.order_items (order_item_id, _batch_id DESC);
 CREATE INDEX order_items_batch_idx ON staging.order_items USING brin (_batch_id);
 CREATE INDEX order_items_order_idx ON staging.order_items (order_id);
-""" + LATEST
+"""
+    + LATEST
+)
 
 TABLES = """
 ALTER TABLE staging.orders ADD COLUMN IF NOT EXISTS _deleted boolean NOT NULL DEFAULT false;

@@ -78,7 +78,10 @@ POLL_EVERY_S = 2.0
 DEFAULT_STALE_AFTER_S = 60.0
 
 SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
 ]
@@ -107,7 +110,9 @@ class View:
             "as_of": fresh.as_of.isoformat(),
             "as_of_ms": int(fresh.as_of.timestamp() * 1000),
             "reports": tables,
-            "chart": open_orders_svg(tables["open_orders"]["rows"]) if "open_orders" in tables else "",
+            "chart": open_orders_svg(tables["open_orders"]["rows"])
+            if "open_orders" in tables
+            else "",
         }
         return cls(reports=reports, body=json.dumps(doc, separators=(",", ":")).encode(), etag=etag)
 
@@ -156,7 +161,9 @@ class ReportCache:
                 conn = self._connection()
                 key = refresh_key(conn)
                 self.checks += 1
-                if key is not None and (self._view is None or self._view.reports.freshness.key != key):
+                if key is not None and (
+                    self._view is None or self._view.reports.freshness.key != key
+                ):
                     reports = read_reports(conn)
                     self.loads += 1
                     self._view = View.build(reports) if reports is not None else None
@@ -165,7 +172,8 @@ class ReportCache:
                 self._drop_connection()
                 reason = scrub(first_line(exc), self.url)
                 raise ConnectionFailed(
-                    f"Cannot read the reports ({describe_target(self.url)}): {reason}", role="warehouse"
+                    f"Cannot read the reports ({describe_target(self.url)}): {reason}",
+                    role="warehouse",
                 ) from None
             if key is None or self._view is None:
                 raise _never_refreshed()
@@ -186,7 +194,9 @@ class ReportCache:
 
 
 def _never_refreshed() -> NeverRefreshed:
-    return NeverRefreshed("The analytics views have never been refreshed; waiting for `acme-mv refresh`")
+    return NeverRefreshed(
+        "The analytics views have never been refreshed; waiting for `acme-mv refresh`"
+    )
 
 
 def read_only_conninfo(url: str) -> str:
@@ -233,7 +243,9 @@ def create_app(
     )
 
     def index(request: Request) -> Response:
-        return Response(page, media_type="text/html; charset=utf-8", headers={"cache-control": "no-cache"})
+        return Response(
+            page, media_type="text/html; charset=utf-8", headers={"cache-control": "no-cache"}
+        )
 
     def data(request: Request) -> Response:
         now_ms = str(int(time.time() * 1000))
@@ -241,7 +253,9 @@ def create_app(
             view = cache.view()
         except AcmeMvError as exc:
             return JSONResponse(
-                {"error": str(exc)}, status_code=503, headers={"x-server-time": now_ms, "cache-control": "no-store"}
+                {"error": str(exc)},
+                status_code=503,
+                headers={"x-server-time": now_ms, "cache-control": "no-store"},
             )
         headers = {"etag": view.etag, "x-server-time": now_ms, "cache-control": "no-cache"}
         if request.headers.get("if-none-match") == view.etag:
@@ -251,16 +265,23 @@ def create_app(
     def download(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in REPORTS:
-            return JSONResponse({"error": f"Unknown report {name!r}; the reports are: {', '.join(REPORTS)}"}, 404)
+            return JSONResponse(
+                {"error": f"Unknown report {name!r}; the reports are: {', '.join(REPORTS)}"}, 404
+            )
         try:
             view = cache.view()
         except AcmeMvError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
-        filename = default_name(name, fmt="csv", at=datetime.now(UTC).astimezone(ZoneInfo(timezone)))
+        filename = default_name(
+            name, fmt="csv", at=datetime.now(UTC).astimezone(ZoneInfo(timezone))
+        )
         return Response(
             view.reports.csv_bytes(name),
             media_type="text/csv; charset=utf-8",
-            headers={"content-disposition": f'attachment; filename="{filename}"', "cache-control": "no-store"},
+            headers={
+                "content-disposition": f'attachment; filename="{filename}"',
+                "cache-control": "no-store",
+            },
         )
 
     app = Starlette(
@@ -290,7 +311,11 @@ def serve(
     app = create_app(cache, stale_after=stale_after, timezone=timezone)
     sock = _listen(host, port)
     log.info("dashboard on http://%s:%d/ reading %s read-only", host, port, describe_target(url))
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"))
+    server = _Server(
+        uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+    )
     try:
         server.run(sockets=[sock])
     finally:
@@ -307,7 +332,9 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as exc:
-        raise ListenFailed(f"The dashboard cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise ListenFailed(
+            f"The dashboard cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
     return sock
 
 
@@ -320,7 +347,9 @@ class _Server(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        saved = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        saved = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             yield
         finally:
@@ -331,7 +360,9 @@ class _Server(uvicorn.Server):
 @contextmanager
 def running(app: ASGIApp, *, host: str = DEFAULT_HOST, port: int = 0) -> Iterator[str]:
     """Serve ``app`` from a background thread; yields its base URL (for tests, benchmarks and the demo)."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, name="acme-mv serve", daemon=True)
     thread.start()
     while not server.started:

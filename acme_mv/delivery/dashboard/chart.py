@@ -57,13 +57,17 @@ def open_orders_svg(rows: Sequence[Sequence[str]]) -> str:
     for status in statuses:
         colour = STATUS_COLOURS.get(status, OTHER_COLOUR)
         out.append(f'<rect x="{x}" y="6" width="12" height="12" fill="{colour}"/>')
-        out.append(f'<text x="{x + 16}" y="16" font-size="12" fill="#374151">{escape(status)}</text>')
+        out.append(
+            f'<text x="{x + 16}" y="16" font-size="12" fill="#374151">{escape(status)}</text>'
+        )
         x += 24 + 8 * len(status)
     # y axis: 5 gridlines
     for i in range(6):
         value = scale_max * i // 5
         y = MARGIN_TOP + plot_h - (plot_h * value / scale_max if scale_max else 0)
-        out.append(f'<line x1="{MARGIN_LEFT}" y1="{y:.1f}" x2="{WIDTH - MARGIN_RIGHT}" y2="{y:.1f}" stroke="#e5e7eb"/>')
+        out.append(
+            f'<line x1="{MARGIN_LEFT}" y1="{y:.1f}" x2="{WIDTH - MARGIN_RIGHT}" y2="{y:.1f}" stroke="#e5e7eb"/>'
+        )
         out.append(
             f'<text x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#6b7280">{value:,}</text>'
         )
