@@ -166,3 +166,12 @@ class HistoryUnavailable(AcmeMvError):
 
 class ListenFailed(AcmeMvError):
     """A server of acme-mv's own (the dashboard) cannot listen on the address asked for."""
+
+
+class CopyFailed(AcmeMvError):
+    """A worker of the parallel initial copy failed; nothing was attached."""
+
+    def __init__(self, message: str, *, table: str) -> None:
+        super().__init__(message)
+        #: the staging table whose load failed
+        self.table = table
