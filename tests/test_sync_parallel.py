@@ -34,7 +34,9 @@ from tests.sync_helpers import (
 )
 
 COUNTS = {"customers": 60, "products": 45, "orders": 3000, "order_items": 9000}
-LOAD_TABLES = "SELECT count(*) FROM pg_class WHERE relname LIKE '\\_acme\\_load\\_%%'"
+LOAD_TABLES = (
+    "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relname LIKE '\\_acme\\_load\\_%%'"
+)
 #: the batch's partition of each version table, and the names of its indexes
 PARTITION_INDEXES = """
 SELECT p.table_name, p.partition_name, array_agg(i.indexname::text ORDER BY i.indexname)
@@ -369,13 +371,25 @@ def test_a_sync_killed_in_its_attach_leaves_nothing(make_db: DatabaseFactory) ->
     assert_converged(url, url)
 
 
+def _break_order_items(url: str) -> None:
+    """A CHECK on staging.order_items that some source rows break: the load tables get it by
+    LIKE ... INCLUDING CONSTRAINTS. The first batch's partition is made here, with the CHECK
+    (a partition made by the batch, LIKE ... INCLUDING DEFAULTS, could not be attached)."""
+    execute(
+        url,
+        "ALTER TABLE staging.order_items ADD CONSTRAINT small_quanity CHECK (quanity < 990); "
+        "CREATE TABLE staging.order_items_b1 (LIKE staging.order_items INCLUDING DEFAULTS "
+        "INCLUDING CONSTRAINTS); "
+        "ALTER TABLE staging.order_items ATTACH PARTITION staging.order_items_b1 "
+        "FOR VALUES FROM (1) TO (65); "
+        "INSERT INTO staging.version_partitions VALUES ('order_items', 'order_items_b1', 1, 65)",
+    )
+
+
 def test_a_failing_worker_stops_the_sync_and_leaves_nothing(make_db: DatabaseFactory) -> None:
     url = make_db("both")
     fill(url, **COUNTS)
-    # copied to the load tables by LIKE ... INCLUDING CONSTRAINTS; some source rows break it
-    execute(
-        url, "ALTER TABLE staging.order_items ADD CONSTRAINT small_quanity CHECK (quanity < 990)"
-    )
+    _break_order_items(url)
     with pytest.raises(CopyFailed, match="small_quanity") as failed:
         sync(settings(url, url), jobs=3)
     assert failed.value.table == "order_items"
@@ -401,10 +415,7 @@ def test_cli_jobs_option(db_url: str, cli_env: Any) -> None:
 
 def test_cli_a_failing_worker_is_one_line(db_url: str, cli_env: Any) -> None:
     fill(db_url, **COUNTS)
-    execute(
-        db_url,
-        "ALTER TABLE staging.order_items ADD CONSTRAINT small_quanity CHECK (quanity < 990)",
-    )
+    _break_order_items(db_url)
     cli_env(database_url=db_url)
     res = run("sync", "--jobs", "2")
     assert res.exit_code == 1

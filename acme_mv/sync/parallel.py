@@ -271,6 +271,15 @@ def load_name(batch_id: int, name: str) -> str:
     return out
 
 
+def load_index_name(batch_id: int, table: str, number: int) -> str:
+    """The ``number``-th index of a load table while it is one (renamed when attached)."""
+    return f"{load_name(batch_id, table)}_{number}"
+
+
+def partition_index_name(partition: str, number: int) -> str:
+    return f"{partition}_{number}_idx"
+
+
 def create_sql(load_table: str, table: str, start: int, end: int) -> sql.Composed:
     """The load table: the version table's columns, defaults and checks, no index, and the
     batch range as a CHECK (what ATTACH PARTITION needs to skip its validation scan)."""
@@ -488,7 +497,7 @@ class Loader:
                 "WHERE name = 'maintenance_work_mem' AND setting::bigint < %(kb)s",
                 {"kb": max(copy.INDEX_BUILD_MEMORY_KB // self.jobs, 64 * 1024)},
             )
-            name = f"{self.targets[table].partition}_{number}_idx"
+            name = load_index_name(self.batch_id, table, number)
             wh.execute(retarget_index(definition, name, self.load_table(table)))
         finally:
             self._close(wh)
@@ -555,6 +564,15 @@ class Loader:
         """In the caller's transaction: each load table becomes the batch's partition."""
         for target in self.targets.values():
             attach(wh, target, self.load_table(target.spec.name))
+            for number in range(len(target.indexes)):
+                wh.execute(
+                    sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                        sql.Identifier(
+                            STAGING, load_index_name(self.batch_id, target.spec.name, number)
+                        ),
+                        sql.Identifier(partition_index_name(target.partition, number)),
+                    )
+                )
 
 
 def attach(wh: Conn, target: Target, load_table: sql.Identifier) -> None:
