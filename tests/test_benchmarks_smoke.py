@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from benchmarks import raw_copy, report, source
+from benchmarks import parallel_copy, raw_copy, report, source
 from benchmarks.__main__ import parse_args, run, selected
 from benchmarks.core import Bench, Result, guarded, require
 from tests.conftest import DatabaseFactory
@@ -122,3 +122,33 @@ def test_only_and_skip_select_measurements() -> None:
     assert "dlt_baseline" not in selected(parse_args(["--skip", "dlt_baseline"]))
     with pytest.raises(SystemExit):
         parse_args(["--only", "nonsense"])
+
+
+def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from acme_mv.sync import parallel
+
+    monkeypatch.setattr(parallel, "MIN_PART_BLOCKS", 1)  # the smoke source is tiny
+    run(bench, ["parallel_copy"])
+    rows = bench.counts["orders"] + bench.counts["order_items"]
+    variants = {"parallel.serial": 1, **{f"parallel.jobs{n}": n for n in parallel_copy.JOBS}}
+    for name in ("parallel.raw", *variants):
+        result = bench.results[name]
+        assert result.status == "ok", result.note
+        assert len(result.seconds) == bench.rounds and result.rows == rows
+        assert len(result.extra["load"]) == bench.rounds
+    for name, jobs in variants.items():
+        result = bench.results[name]
+        assert result.extra["jobs"] == jobs
+        assert len(result.extra["round_ratios"]) == bench.rounds
+        assert result.ratio == result.extra["median_round_ratio"]
+        assert result.ratio_to == "parallel.raw"
+        # the phases were recorded: the parallel runs attached, the serial one did not
+        lines = " ".join(" ".join(p) for p in result.extra["phases"])
+        assert ("attached in" in lines) == (jobs > 1), lines
+    with bench.connect("warehouse") as conn:
+        staged = conn.execute(
+            "SELECT (SELECT count(*) FROM staging.orders) + (SELECT count(*) FROM staging.order_items)"
+        )
+        assert staged.fetchone() == (rows,)

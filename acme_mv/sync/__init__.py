@@ -239,8 +239,15 @@ def sync(
                                 report,
                             )
                     if loader is not None:
+                        waited = time.monotonic()
                         loader.wait()
+                        attached = time.monotonic()
                         loader.attach(wh)
+                        log.debug(
+                            "parallel load: waited %.2f s for the workers, attached in %.2f s",
+                            attached - waited,
+                            time.monotonic() - attached,
+                        )
                 except BaseException:
                     if loader is not None:
                         loader.abort()
@@ -262,7 +269,9 @@ def sync(
                             started_at=read_at,
                             seconds=load.finished - load.started,
                         )
+            applying = time.monotonic()
             state.finish_batch(wh, batch_id)
+            log.debug("batch %s applied in %.2f s", batch_id, time.monotonic() - applying)
         # leaving the block commits: rows, cursors and the batch row together
     result = SyncResult(
         batch_id=batch_id, seconds=time.monotonic() - began, read_at=read_at, tables=results
