@@ -59,6 +59,54 @@ def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "MIN_PART_BLOCKS", 1)
 
 
+STATE_SHAPE = """
+SELECT array_agg(x ORDER BY x) FROM (
+    SELECT conrelid::regclass::text || ' ' || conname || ' ' || contype::text FROM pg_constraint
+    WHERE conrelid IN ('staging.orders_state'::regclass, 'staging.order_items_state'::regclass)
+      AND contype IN ('p', 'u')
+    UNION ALL
+    SELECT tablename || ' ' || indexname FROM pg_indexes
+    WHERE schemaname = 'staging' AND tablename IN ('orders_state', 'order_items_state')
+    UNION ALL
+    SELECT 'comment ' || c.relname || ' ' || (obj_description(c.oid, 'pg_class') IS NOT NULL)::text
+    FROM pg_class c WHERE c.oid IN ('staging.orders_state'::regclass, 'staging.order_items_state'::regclass)
+) AS shape (x)
+"""
+STATE_SHAPE_AFTER_MIGRATION = sorted(
+    [
+        "staging.orders_state orders_state_pkey p",
+        "staging.order_items_state order_items_state_pkey p",
+        "orders_state orders_state_pkey",
+        "order_items_state order_items_state_pkey",
+        "order_items_state order_items_state_order_idx",
+        "comment orders_state true",
+        "comment order_items_state true",
+    ]
+)
+
+
+def _oid(url: str, table: str) -> int:
+    return int(scalar(url, "SELECT %s::regclass::oid", (f"staging.{table}",)))
+
+
+def _state(url: str, table: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            sql.SQL("SELECT * FROM {} ORDER BY 1").format(
+                sql.Identifier("staging", f"{table}_state")
+            )
+        ).fetchall()
+
+
+def _deltas(url: str, table: str) -> list[tuple[Any, ...]]:
+    """A first batch's delta rows, without the batch id (each warehouse draws its own)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT * FROM {}").format(sql.Identifier("analytics", table))
+        ).fetchall()
+    return sorted((r[1:] for r in rows), key=repr)
+
+
 def _partition_indexes(url: str, batch_id: int) -> dict[str, tuple[str, list[str]]]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(PARTITION_INDEXES, (batch_id, batch_id)).fetchall()
@@ -90,6 +138,7 @@ def test_parallel_copy_equals_the_source_and_the_serial_copy(
     wh = make_db("warehouse") if deployment == "separate" else src
     serial_wh = make_db("warehouse")
     fill(src, **COUNTS)
+    state_before = {t: _oid(wh, f"{t}_state") for t in APPEND_TABLES}
     result = sync(settings(src, wh), jobs=4)
     assert {t: r.mode for t, r in result.tables.items()} == {
         "customers": "reload",
@@ -107,8 +156,11 @@ def test_parallel_copy_equals_the_source_and_the_serial_copy(
     assert scalar(wh, UNATTACHED) == 0
     assert scalar(wh, LOAD_TABLES) == 0
     assert scalar(wh, "SELECT count(DISTINCT _batch_id) FROM staging.order_items") == 1
-    # ... and the latest-state tables hold every key (the first batch's apply)
+    # ... and the latest-state tables were loaded beside them and put in place: new tables under
+    # the migration's names, constraints, indexes and comments
     assert scalar(wh, "SELECT count(*) FROM staging.order_items_state") == COUNTS["order_items"]
+    assert all(_oid(wh, f"{t}_state") != state_before[t] for t in APPEND_TABLES)
+    assert scalar(wh, STATE_SHAPE) == STATE_SHAPE_AFTER_MIGRATION
     # the serial path (--jobs 1) stages exactly the same rows, indexes made by ATTACH
     serial = sync(settings(src, serial_wh), jobs=1)
     assert {t: r.rows_read for t, r in serial.tables.items()} == COUNTS
@@ -116,6 +168,10 @@ def test_parallel_copy_equals_the_source_and_the_serial_copy(
         assert indexes != _built_by_workers(partition)
     for table in ("customers", "products", *APPEND_TABLES):
         assert staged_latest(serial_wh, table) == staged_latest(wh, table)
+    for table in APPEND_TABLES:
+        assert _state(serial_wh, table) == _state(wh, table)
+    for delta in ("open_orders_delta", "pending_orders_delta", "pending_items_delta"):
+        assert _deltas(serial_wh, delta) == _deltas(wh, delta)
     # the next syncs are incremental on the attached partitions
     execute(
         src,

@@ -366,7 +366,7 @@ def _initial_copy(
         "VALUES (%s, %s, %s::pg_lsn, %s, clock_timestamp())",
         (slot, publication, lsn, batch_id),
     )
-    state.finish_batch(wh, batch_id)
+    state.finish_batch(wh, batch_id, state_rows=loader.state_rows if loader is not None else None)
     return batch_id, rows
 
 

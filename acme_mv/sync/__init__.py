@@ -270,7 +270,9 @@ def sync(
                             seconds=load.finished - load.started,
                         )
             applying = time.monotonic()
-            state.finish_batch(wh, batch_id)
+            state.finish_batch(
+                wh, batch_id, state_rows=loader.state_rows if loader is not None else None
+            )
             log.debug("batch %s applied in %.2f s", batch_id, time.monotonic() - applying)
         # leaving the block commits: rows, cursors and the batch row together
     result = SyncResult(

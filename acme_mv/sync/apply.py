@@ -294,8 +294,31 @@ def _apply_first(conn: Conn, batch_id: int) -> Applied:
     )
 
 
-def apply_batch(conn: Conn, batch_id: int) -> Applied:
-    """Write the batch's deltas into ``analytics.*_delta`` and bring ``staging.*_state`` up to it."""
+def _apply_first_deltas(conn: Conn, batch_id: int, state_rows: tuple[int, int]) -> Applied:
+    """A first batch whose state tables the parallel copy already loaded: only its deltas."""
+    t0 = time.monotonic()
+    counts = [_run(conn, statement, batch_id) for statement in _FIRST[:3]]
+    log.debug(
+        "first batch %s: deltas %.2f s (state loaded in parallel)", batch_id, time.monotonic() - t0
+    )
+    return Applied(
+        batch_id=batch_id,
+        orders=state_rows[0],
+        items=state_rows[1],
+        recounted_items=0,
+        delta_rows=sum(counts),
+    )
+
+
+def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None = None) -> Applied:
+    """Write the batch's deltas into ``analytics.*_delta`` and bring ``staging.*_state`` up to it.
+
+    ``state_rows``: the batch is a first batch whose latest-state tables were
+    loaded whole beside its versions (:mod:`acme_mv.sync.parallel`; these are
+    their row counts): only the deltas are left to write.
+    """
+    if state_rows is not None:
+        return _apply_first_deltas(conn, batch_id, state_rows)
     if _state_empty(conn):
         applied = _apply_first(conn, batch_id)
         log.debug("batch %s applied to an empty state: %s", batch_id, applied)

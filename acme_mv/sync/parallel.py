@@ -112,6 +112,27 @@ class Target:
         return sql.Identifier(STAGING, self.spec.name)
 
 
+@dataclass(frozen=True)
+class StateTarget:
+    """The latest-state table of a version table, loaded by its own worker beside the versions.
+
+    In a first batch every copied row is the latest live version of its key, so
+    ``staging.<t>_state`` is the source's rows (its columns) with the batch id:
+    a worker COPYs them straight from the source in the same snapshot into a
+    new table (``COPY FREEZE``), its indexes are built in parallel sessions,
+    and the caller's transaction puts it in place of the empty state table.
+    """
+
+    #: the version table it belongs to (orders, order_items) and the state table's name
+    table: str
+    name: str
+    #: its columns but _batch_id (all read from the source's columns of the same name)
+    columns: tuple[str, ...]
+    #: (index name, CREATE INDEX statement, constraint name or None, its kind: p or u)
+    indexes: tuple[tuple[str, str, str | None, str | None], ...]
+    comment: str | None
+
+
 def _empty(wh: Conn, table: str) -> bool:
     row = wh.execute(
         sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(STAGING, table))
@@ -126,6 +147,59 @@ def _parent_indexes(wh: Conn, table: str) -> tuple[str, ...]:
         (f"{STAGING}.{table}",),
     ).fetchall()
     return tuple(str(r[0]) for r in rows)
+
+
+_STATE_SQL = """
+SELECT pg_has_role(c.relowner, 'USAGE') AND has_schema_privilege(c.relnamespace, 'CREATE')
+       AND c.relkind = 'r' AND NOT c.relhastriggers AND NOT c.relhasrules AND c.relacl IS NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.confrelid = c.oid)
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.refobjid = c.oid
+                       AND d.classid = 'pg_rewrite'::regclass),
+       obj_description(c.oid, 'pg_class'),
+       (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_batch_id')
+FROM pg_class c WHERE c.oid = %s::regclass
+"""
+
+
+def plan_state(wh: Conn, targets: list[Target]) -> list[StateTarget]:
+    """The state tables to load beside the versions: both or none.
+
+    Only when both version tables are loaded in parallel and both state tables
+    are empty (a first batch: :func:`acme_mv.sync.apply.apply_batch` would fill
+    them whole) and can be replaced safely: owned by the sync's role, no
+    grants, triggers, rules, views or foreign keys on them.
+    """
+    if sorted(t.spec.name for t in targets) != sorted(VERSION_TABLES):
+        return []
+    out = []
+    for target in targets:
+        name = f"{target.spec.name}_state"
+        if not _empty(wh, name):
+            return []
+        row = wh.execute(_STATE_SQL, (f"{STAGING}.{name}",)).fetchone()
+        if row is None or not row[0]:
+            log.info("staging.%s is filled by the batch's apply: it cannot be replaced", name)
+            return []
+        indexes = wh.execute(
+            "SELECT i.relname, pg_get_indexdef(x.indexrelid), k.conname, k.contype::text FROM pg_index x "
+            "JOIN pg_class i ON i.oid = x.indexrelid "
+            "LEFT JOIN pg_constraint k ON k.conindid = x.indexrelid AND k.conrelid = x.indrelid "
+            "WHERE x.indrelid = %s::regclass ORDER BY i.relname",
+            (f"{STAGING}.{name}",),
+        ).fetchall()
+        if any(kind not in (None, "p", "u") for _, _, _, kind in indexes):
+            return []  # pragma: no cover - an exclusion constraint: not rebuilt here
+        out.append(
+            StateTarget(
+                table=target.spec.name,
+                name=name,
+                columns=tuple(row[2]),
+                indexes=tuple((str(n), str(d), c, k) for n, d, c, k in indexes),
+                comment=row[1],
+            )
+        )
+    return out
 
 
 def plan(wh: Conn, specs: Iterable[TableSpec], *, batch_id: int, jobs: int) -> list[Target]:
@@ -199,11 +273,24 @@ class Part:
     count: int
     lo: int
     hi: int | None
+    #: a part of the latest-state table (its columns but _batch_id), not of the versions
+    state: StateTarget | None = None
 
-    def query(self) -> sql.Composable:
+    @property
+    def unit(self) -> str:
+        """The relation the part loads: the version table or the state table."""
+        return self.state.name if self.state is not None else self.spec.name
+
+    def query(self, batch_id: int = 0) -> sql.Composable:
+        if self.state is None:
+            columns = sql.SQL(", ").join(sql.Identifier(c) for c in self.spec.column_names)
+        else:  # the state's columns and the batch id, as bigint (the COPY is binary)
+            columns = sql.SQL("{}, {}::bigint").format(
+                sql.SQL(", ").join(sql.Identifier(c) for c in self.state.columns),
+                sql.Literal(batch_id),
+            )
         select = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in self.spec.column_names),
-            sql.Identifier(SCHEMA, self.spec.name),
+            columns, sql.Identifier(SCHEMA, self.spec.name)
         )
         conditions = []
         if self.lo > 0:
@@ -229,7 +316,9 @@ def split(spec: TableSpec, blocks: int, parts: int) -> list[Part]:
     ]
 
 
-def parts_for(src: Conn, targets: list[Target], *, jobs: int) -> list[Part]:
+def parts_for(
+    src: Conn, targets: list[Target], *, jobs: int, states: Iterable[StateTarget] = ()
+) -> list[Part]:
     """Split the tables by blocks into about ``jobs`` parts, biggest part first.
 
     None at all when the tables hold fewer than :data:`MIN_PART_BLOCKS` blocks
@@ -249,6 +338,8 @@ def parts_for(src: Conn, targets: list[Target], *, jobs: int) -> list[Part]:
     for target in targets:
         blocks = sizes[target.spec.name]
         out.extend(split(target.spec, blocks, 1 + round(spare * blocks / total)))
+    for state in states:  # one part each: loaded with COPY FREEZE
+        out.append(Part(TABLES[state.table], 0, 1, 0, None, state))
     return sorted(out, key=lambda p: -((p.hi or sizes[p.spec.name]) - p.lo))
 
 
@@ -278,6 +369,13 @@ def load_index_name(batch_id: int, table: str, number: int) -> str:
 
 def partition_index_name(partition: str, number: int) -> str:
     return f"{partition}_{number}_idx"
+
+
+def create_state_sql(load_table: str, state: str) -> sql.Composed:
+    """The load table of a state table: its columns, defaults and NOT NULLs, no index."""
+    return sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+        sql.Identifier(STAGING, load_table), sql.Identifier(STAGING, state)
+    )
 
 
 def create_sql(load_table: str, table: str, start: int, end: int) -> sql.Composed:
@@ -325,10 +423,15 @@ class Loader:
         self.application_name = application_name
         self.on_bytes = on_bytes
         self.loads: dict[str, TableLoad] = {name: TableLoad() for name in self.targets}
-        self._lock = threading.Lock()
-        self._pending: dict[str, int] = {
-            name: sum(1 for p in parts if p.spec.name == name) for name in self.targets
+        #: the state tables loaded beside the versions (none: the batch's apply fills them)
+        self.states: dict[str, StateTarget] = {
+            p.state.name: p.state for p in parts if p.state is not None
         }
+        self.state_loads: dict[str, TableLoad] = {name: TableLoad() for name in self.states}
+        self._lock = threading.Lock()
+        self._pending: dict[str, int] = {}
+        for part in parts:
+            self._pending[part.unit] = self._pending.get(part.unit, 0) + 1
         self._futures: list[Future[None]] = []
         self._open: set[Conn] = set()
         self._failed = threading.Event()
@@ -406,9 +509,13 @@ class Loader:
             with contextlib.suppress(OSError):
                 proc.kill()
 
+    def _load(self, unit: str) -> TableLoad:
+        return self.state_loads[unit] if unit in self.states else self.loads[unit]
+
     def _copy_part(self, part: Part) -> None:
         """Run one part in a worker process (the COPY loop holds the GIL once per row); wait for it."""
         table = part.spec.name
+        unit = part.unit
         target = self.targets[table]
         job = CopyJob(
             source_url=self.source_url,
@@ -421,30 +528,33 @@ class Loader:
             count=part.count,
             lo=part.lo,
             hi=part.hi,
-            load_table=load_name(self.batch_id, table),
+            load_table=load_name(self.batch_id, unit),
             create=part.count == 1,
             start=target.start,
             end=target.end,
+            state=part.state.name if part.state is not None else None,
+            state_columns=part.state.columns if part.state is not None else (),
         )
         t0 = time.monotonic()
         rows, nbytes = self._run_worker(job)
-        self._bytes(table, nbytes)
+        if part.state is None:  # the state's bytes are the same rows again
+            self._bytes(table, nbytes)
         with self._lock:
-            load = self.loads[table]
+            load = self._load(unit)
             load.rows += rows
             load.copy_seconds = max(load.copy_seconds, time.monotonic() - load.started)
-            self._pending[table] -= 1
-            last = self._pending[table] == 0
+            self._pending[unit] -= 1
+            last = self._pending[unit] == 0
         log.debug(
             "%s part %d/%d: %d rows in %.2f s",
-            table,
+            unit,
             part.index + 1,
             part.count,
             rows,
             time.monotonic() - t0,
         )
         if last:
-            self._after_copy(table)
+            self._after_copy(unit)
 
     def _run_worker(self, job: CopyJob) -> tuple[int, int]:
         if self._failed.is_set():
@@ -480,14 +590,19 @@ class Loader:
             self.loads[table].bytes += n
         self.on_bytes(table, n)
 
-    def _after_copy(self, table: str) -> None:
-        """Queue the table's index builds and its ANALYZE, each in its own session."""
-        target = self.targets[table]
+    def _indexes(self, unit: str) -> tuple[str, ...]:
+        if unit in self.states:
+            return tuple(definition for _, definition, _, _ in self.states[unit].indexes)
+        return self.targets[unit].indexes
+
+    def _after_copy(self, unit: str) -> None:
+        """Queue the index builds and the ANALYZE of a loaded table, each in its own session."""
+        indexes = self._indexes(unit)
         with self._lock:
-            self._pending[table] = len(target.indexes) + 1
-        for number, definition in enumerate(target.indexes):
-            self._submit(self._build_index, table, number, definition)
-        self._submit(self._analyze, table)
+            self._pending[unit] = len(indexes) + 1
+        for number, definition in enumerate(indexes):
+            self._submit(self._build_index, unit, number, definition)
+        self._submit(self._analyze, unit)
 
     def _build_index(self, table: str, number: int, definition: str) -> None:
         wh = self._connect(self.warehouse_url, "warehouse")
@@ -515,7 +630,7 @@ class Loader:
         with self._lock:
             self._pending[table] -= 1
             if self._pending[table] == 0:
-                load = self.loads[table]
+                load = self._load(table)
                 load.finished = time.monotonic()
                 load.index_seconds = load.finished - load.started - load.copy_seconds
 
@@ -534,7 +649,7 @@ class Loader:
                 with self._lock:
                     if len(self._futures) == len(futures):
                         break
-            for name, load in self.loads.items():
+            for name, load in {**self.loads, **self.state_loads}.items():
                 log.debug(
                     "staging.%s: %d rows copied in %.2f s, indexes and ANALYZE done %.2f s later",
                     name,
@@ -551,7 +666,7 @@ class Loader:
         self._pool.shutdown(wait=True, cancel_futures=True)
         try:
             with connect(self.warehouse_url, role="warehouse", autocommit=True) as wh:
-                for table in self.targets:
+                for table in [*self.targets, *self.states]:
                     wh.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.load_table(table)))
         except psycopg.Error as exc:
             log.warning(
@@ -560,8 +675,19 @@ class Loader:
                 exc,
             )
 
+    @property
+    def state_rows(self) -> tuple[int, int] | None:
+        """(orders, order items) loaded into the state tables; None: the apply fills them."""
+        if not self.states:
+            return None
+        return (
+            self.state_loads["orders_state"].rows,
+            self.state_loads["order_items_state"].rows,
+        )
+
     def attach(self, wh: Conn) -> None:
-        """In the caller's transaction: each load table becomes the batch's partition."""
+        """In the caller's transaction: each load table becomes the batch's partition, and each
+        state load table the state table."""
         for target in self.targets.values():
             attach(wh, target, self.load_table(target.spec.name))
             for number in range(len(target.indexes)):
@@ -573,6 +699,8 @@ class Loader:
                         sql.Identifier(partition_index_name(target.partition, number)),
                     )
                 )
+        for state in self.states.values():
+            replace_state(wh, state, self.batch_id)
 
 
 def attach(wh: Conn, target: Target, load_table: sql.Identifier) -> None:
@@ -604,6 +732,45 @@ def attach(wh: Conn, target: Target, load_table: sql.Identifier) -> None:
     )
 
 
+def replace_state(wh: Conn, state: StateTarget, batch_id: int) -> None:
+    """Put the state load table in place of the (empty) state table, with its indexes' and
+    constraints' names and its comment. ACCESS EXCLUSIVE on the old table until the commit."""
+    table = sql.Identifier(STAGING, state.name)
+    if not _empty(wh, state.name):
+        raise CopyFailed(
+            f"staging.{state.name} got rows during the parallel load; run the sync again",
+            table=state.table,
+        )
+    wh.execute(sql.SQL("DROP TABLE {}").format(table))
+    wh.execute(
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+            sql.Identifier(STAGING, load_name(batch_id, state.name)), sql.Identifier(state.name)
+        )
+    )
+    for number, (name, _, constraint, kind) in enumerate(state.indexes):
+        built = sql.Identifier(STAGING, load_index_name(batch_id, state.name, number))
+        if constraint is None:
+            wh.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(built, sql.Identifier(name)))
+            continue
+        # the index becomes the constraint's (and takes its name): no second build
+        wh.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}").format(
+                table,
+                sql.Identifier(constraint),
+                sql.SQL("PRIMARY KEY" if kind == "p" else "UNIQUE"),
+                sql.Identifier(load_index_name(batch_id, state.name, number)),
+            )
+        )
+        if constraint != name:
+            wh.execute(
+                sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    sql.Identifier(STAGING, constraint), sql.Identifier(name)
+                )
+            )
+    if state.comment is not None:
+        wh.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(table, sql.Literal(state.comment)))
+
+
 @dataclass(frozen=True, kw_only=True)
 class CopyJob:
     """What a worker process needs to copy one part; sent as JSON on its stdin (never argv)."""
@@ -624,10 +791,22 @@ class CopyJob:
     #: the batch's partition range (the load table's CHECK)
     start: int
     end: int
+    #: a part of this state table (its columns but _batch_id), not of the versions
+    state: str | None = None
+    state_columns: tuple[str, ...] = ()
 
     @property
     def part(self) -> Part:
-        return Part(TABLES[self.table], self.index, self.count, self.lo, self.hi)
+        state = None
+        if self.state is not None:
+            state = StateTarget(
+                table=self.table,
+                name=self.state,
+                columns=self.state_columns,
+                indexes=(),
+                comment=None,
+            )
+        return Part(TABLES[self.table], self.index, self.count, self.lo, self.hi, state)
 
 
 def copy_part(job: CopyJob) -> tuple[int, int]:
@@ -658,11 +837,19 @@ def copy_part(job: CopyJob) -> tuple[int, int]:
             )
         )
         wh.execute("SELECT set_config('acme_mv.batch_id', %s, false)", (str(job.batch_id),))
-        target = copy._target(sql.Identifier(STAGING, job.load_table), part.spec)
+        load = sql.Identifier(STAGING, job.load_table)
+        if job.state is None:
+            target = copy._target(load, part.spec)
+            create = create_sql(job.load_table, job.table, job.start, job.end)
+        else:
+            target = sql.SQL("{} ({}, _batch_id)").format(
+                load, sql.SQL(", ").join(sql.Identifier(c) for c in job.state_columns)
+            )
+            create = create_state_sql(job.load_table, job.state)
         with wh.transaction():
             if job.create:  # created in this transaction: COPY FREEZE writes the rows frozen
-                wh.execute(create_sql(job.load_table, job.table, job.start, job.end))
-            rows = copy.stream(src, part.query(), wh, target, count, freeze=job.create)
+                wh.execute(create)
+            rows = copy.stream(src, part.query(job.batch_id), wh, target, count, freeze=job.create)
         src.rollback()
     return rows, nbytes
 
@@ -683,7 +870,8 @@ def worker_main() -> None:
     parent = int(os.environ.get(_PARENT_ENV, "0"))
     if parent and os.getppid() != parent:  # the sync died before prctl took effect
         os._exit(1)
-    job = CopyJob(**json.loads(sys.stdin.read()))
+    raw = json.loads(sys.stdin.read())
+    job = CopyJob(**{**raw, "state_columns": tuple(raw.get("state_columns", ()))})
     try:
         rows, nbytes = copy_part(job)
     except (psycopg.Error, AcmeMvError) as exc:
@@ -723,8 +911,12 @@ def start(
     jobs: int,
     application_name: str,
     on_bytes: OnTableBytes,
+    with_state: bool = True,
 ) -> Loader | None:
     """Plan and start the parallel load of ``specs`` (None: copy them serially).
+
+    ``with_state``: also load the latest-state tables when :func:`plan_state`
+    allows (then pass :attr:`Loader.state_rows` to ``state.finish_batch``).
 
     ``src`` is in the transaction whose snapshot ``snapshot`` names; ``wh`` in
     the batch's transaction, after ``state.begin_batch``.
@@ -732,7 +924,8 @@ def start(
     targets = plan(wh, specs, batch_id=batch_id, jobs=jobs)
     if not targets:
         return None
-    parts = parts_for(src, targets, jobs=jobs)
+    states = plan_state(wh, targets) if with_state else []
+    parts = parts_for(src, targets, jobs=jobs, states=states)
     if not parts:
         return None
     loader = Loader(
