@@ -415,7 +415,7 @@ def test_a_sync_killed_in_its_attach_leaves_nothing(make_db: DatabaseFactory) ->
         ):
             assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
             time.sleep(0.05)
-        assert scalar(url, LOAD_TABLES) == 2
+        assert scalar(url, LOAD_TABLES) == 4  # versions and latest states of both tables
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
         reader.rollback()
