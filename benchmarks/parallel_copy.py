@@ -14,9 +14,12 @@ DEBUG (``extra.phases``: COPY, index builds, ANALYZE, attach, apply).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import statistics
+from pathlib import Path
 
 from psycopg import sql
 
@@ -126,3 +129,100 @@ def measure(bench: Bench) -> list[Result]:
         with bench.connect("warehouse") as wh:
             pg.drop_schema(wh, raw_copy.SCRATCH)
     return found
+
+
+# -- the tables of docs/sync-parallel.md, generated from a run's JSON ------------------------
+
+#: (phase name, pattern over one DEBUG line, which group holds the seconds)
+_PHASES: tuple[tuple[str, str, int], ...] = (
+    ("{t}: COPY", r"acme_mv\.sync\.copy staging\.(\w+): COPY ([\d.]+) s", 2),
+    (
+        "{t}: indexes + ANALYZE",
+        r"acme_mv\.sync\.copy staging\.(\w+): .* index builds ([\d.]+) s, ANALYZE ([\d.]+) s",
+        0,
+    ),
+    ("{t}: COPY", r"acme_mv\.sync\.parallel staging\.(\w+): \d+ rows copied in ([\d.]+) s", 2),
+    (
+        "{t}: indexes + ANALYZE",
+        r"acme_mv\.sync\.parallel staging\.(\w+): .* done ([\d.]+) s later",
+        2,
+    ),
+    ("waiting for the workers", r"parallel load: waited ([\d.]+) s", 1),
+    ("attach (partitions, state tables)", r"attached in ([\d.]+) s", 1),
+    ("apply: deltas", r"first batch \d+: deltas ([\d.]+) s", 1),
+    ("apply: state inserts", r"state inserts ([\d.]+) s", 1),
+    ("apply: state index builds", r"state indexes ([\d.]+) s", 1),
+    ("apply: ANALYZE of the state", r"state indexes [\d.]+ s, ANALYZE ([\d.]+) s", 1),
+    ("apply in all", r"batch \d+ applied in ([\d.]+) s", 1),
+    ("whole sync (to the commit)", r"batch \d+ committed in ([\d.]+) s", 1),
+)
+
+
+def phases(lines: list[str]) -> dict[str, float]:
+    """The seconds of each phase in one sync's DEBUG lines."""
+    out: dict[str, float] = {}
+    for line in lines:
+        for name, pattern, group in _PHASES:
+            found = re.search(pattern, line)
+            if found is None:
+                continue
+            if group == 0:  # index builds + ANALYZE of the serial path
+                seconds = float(found.group(2)) + float(found.group(3))
+            else:
+                seconds = float(found.group(group))
+            table = found.group(1) if "{t}" in name else ""
+            out[name.format(t=table)] = seconds
+    return out
+
+
+def markdown(path: str) -> str:
+    """The per-round table and the phase table of one ``parallel_copy`` JSON file."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    results = {r["name"]: r for r in data["measurements"] if r["name"].startswith("parallel.")}
+    raw = results["parallel.raw"]
+    variants = [r for n, r in results.items() if n != "parallel.raw"]
+    variants.sort(key=lambda r: r["extra"]["jobs"])
+    head = ["round", "load (1/5/15 min)", "raw pipe (s)"] + [
+        f"`--jobs {r['extra']['jobs']}` (s, ratio)" for r in variants
+    ]
+    out = [
+        f"{data.get('orders', '?'):,} orders, {raw['rows']:,} rows (orders + order_items), "
+        f"JSON written {data['generated_at']}; load average at the start "
+        f"{'/'.join(f'{x:.1f}' for x in data['machine']['load_average_at_start'] or [])}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for i, seconds in enumerate(raw["seconds"]):
+        load = "/".join(f"{x:.1f}" for x in raw["extra"]["load"][i])
+        cells = [str(i + 1), load, f"{seconds:.1f}"]
+        for r in variants:
+            cells.append(f"{r['seconds'][i]:.1f} ({r['extra']['round_ratios'][i]:.2f})")
+        out.append("| " + " | ".join(cells) + " |")
+    out.append(
+        "| **median of the per-round ratios** | | | "
+        + " | ".join(f"**{r['extra']['median_round_ratio']:.2f}**" for r in variants)
+        + " |"
+    )
+    out += ["", "Phases, median over the rounds (seconds; the sync's DEBUG log):", ""]
+    per_variant = [[phases(lines) for lines in r["extra"]["phases"]] for r in variants]
+    names: list[str] = []
+    for rounds_ in per_variant:
+        for found in rounds_:
+            names += [n for n in found if n not in names]
+    out.append("| phase | " + " | ".join(f"`--jobs {r['extra']['jobs']}`" for r in variants) + " |")
+    out.append("|---|" + "--:|" * len(variants))
+    for name in names:
+        cells = []
+        for rounds_ in per_variant:
+            values = [found[name] for found in rounds_ if name in found]
+            cells.append(f"{statistics.median(values):.1f}" if values else "")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:]:
+        sys.stdout.write(markdown(name))

@@ -125,7 +125,7 @@ def test_only_and_skip_select_measurements() -> None:
 
 
 def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
-    bench: Bench, monkeypatch: pytest.MonkeyPatch
+    bench: Bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from acme_mv.sync import parallel
 
@@ -152,3 +152,10 @@ def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
             "SELECT (SELECT count(*) FROM staging.orders) + (SELECT count(*) FROM staging.order_items)"
         )
         assert staged.fetchone() == (rows,)
+    # the docs' tables come from the JSON: one line per round, the phases of both paths
+    path = tmp_path / "parallel.json"
+    report.write_json(bench, path)
+    text = parallel_copy.markdown(str(path))
+    assert text.count("\n| 1 |") == 1 and text.count("\n| 2 |") == 1
+    assert "| order_items: COPY |" in text and "| order_items_state: COPY |" in text
+    assert "| apply: state inserts |" in text and "| attach (partitions, state tables) |" in text
