@@ -85,6 +85,31 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _ratios(variants: list[tuple[int, Result]], raw: Result) -> None:
+    for n, result in variants:
+        result.extra["jobs"] = n
+        ratios = [s / r for s, r in zip(result.seconds, raw.seconds, strict=True)]
+        result.extra["round_ratios"] = [round(x, 3) for x in ratios]
+        result.extra["median_round_ratio"] = round(statistics.median(ratios), 3)
+        result.ratio = result.extra["median_round_ratio"]
+        result.ratio_to = "parallel.raw"
+        result.target = "<= 1.2x the raw pipe, same rounds"
+        result.met = result.ratio <= 1.2
+
+
+def _partial(bench: Bench, results: list[Result]) -> None:
+    """With ACME_MV_BENCH_PARTIAL_JSON set: the figures so far, written after every round
+    (a 1 M-order round takes minutes on a busy box; a stopped run keeps its whole rounds)."""
+    path = os.environ.get("ACME_MV_BENCH_PARTIAL_JSON")
+    if not path:
+        return
+    from benchmarks import report
+
+    for result in results:
+        bench.results[result.name] = result
+    report.write_json(bench, Path(path))
+
+
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, "parallel", "parallel first copy vs raw pipe") as found:
         migrated(bench)
@@ -116,15 +141,8 @@ def measure(bench: Bench) -> list[Result]:
                 logging.getLogger("benchmarks").info(
                     "round %d --jobs %d: %.1f s (load %s)", i + 1, n, result.seconds[-1], _load()
                 )
-        for n, result in variants:
-            result.extra["jobs"] = n
-            ratios = [s / r for s, r in zip(result.seconds, raw.seconds, strict=True)]
-            result.extra["round_ratios"] = [round(x, 3) for x in ratios]
-            result.extra["median_round_ratio"] = round(statistics.median(ratios), 3)
-            result.ratio = result.extra["median_round_ratio"]
-            result.ratio_to = "parallel.raw"
-            result.target = "<= 1.2x the raw pipe, same rounds"
-            result.met = result.ratio <= 1.2
+            _ratios(variants, raw)
+            _partial(bench, [raw, *(result for _, result in variants)])
         found.extend([raw, *(result for _, result in variants)])
         with bench.connect("warehouse") as wh:
             pg.drop_schema(wh, raw_copy.SCRATCH)
