@@ -20,6 +20,7 @@ import os
 import re
 import statistics
 from pathlib import Path
+from typing import Any
 
 from psycopg import sql
 
@@ -159,9 +160,18 @@ _PHASES: tuple[tuple[str, str, int], ...] = (
         r"acme_mv\.sync\.copy staging\.(\w+): .* index builds ([\d.]+) s, ANALYZE ([\d.]+) s",
         0,
     ),
-    ("{t}: COPY", r"acme_mv\.sync\.parallel staging\.(\w+): \d+ rows copied in ([\d.]+) s", 2),
     (
-        "{t}: indexes + ANALYZE",
+        "{t}: COPY (longest worker)",
+        r"acme_mv\.sync\.parallel (\w+) part \d+/\d+: \d+ rows in ([\d.]+) s",
+        2,
+    ),
+    (
+        "{t}: copied, elapsed since the load began",
+        r"acme_mv\.sync\.parallel staging\.(\w+): \d+ rows copied in ([\d.]+) s",
+        2,
+    ),
+    (
+        "{t}: indexes + ANALYZE done, elapsed after its copy",
         r"acme_mv\.sync\.parallel staging\.(\w+): .* done ([\d.]+) s later",
         2,
     ),
@@ -189,8 +199,14 @@ def phases(lines: list[str]) -> dict[str, float]:
             else:
                 seconds = float(found.group(group))
             table = found.group(1) if "{t}" in name else ""
-            out[name.format(t=table)] = seconds
+            key = name.format(t=table)
+            out[key] = max(out.get(key, 0.0), seconds)  # parts of one table: the longest
     return out
+
+
+def _loadavg(result: dict[str, Any], i: int) -> str:
+    """The 1/5/15-minute load averages when the variant started in round ``i``."""
+    return "/".join(f"{x:.1f}" for x in result["extra"]["load"][i])
 
 
 def markdown(path: str) -> str:
@@ -200,8 +216,8 @@ def markdown(path: str) -> str:
     raw = results["parallel.raw"]
     variants = [r for n, r in results.items() if n != "parallel.raw"]
     variants.sort(key=lambda r: r["extra"]["jobs"])
-    head = ["round", "load (1/5/15 min)", "raw pipe (s)"] + [
-        f"`--jobs {r['extra']['jobs']}` (s, ratio)" for r in variants
+    head = ["round", "raw pipe: s (load)"] + [
+        f"`--jobs {r['extra']['jobs']}`: s (ratio; load)" for r in variants
     ]
     out = [
         f"{data.get('orders', '?'):,} orders, {raw['rows']:,} rows (orders + order_items), "
@@ -212,13 +228,14 @@ def markdown(path: str) -> str:
         "|" + "---|" * len(head),
     ]
     for i, seconds in enumerate(raw["seconds"]):
-        load = "/".join(f"{x:.1f}" for x in raw["extra"]["load"][i])
-        cells = [str(i + 1), load, f"{seconds:.1f}"]
+        cells = [str(i + 1), f"{seconds:.1f} ({_loadavg(raw, i)})"]
         for r in variants:
-            cells.append(f"{r['seconds'][i]:.1f} ({r['extra']['round_ratios'][i]:.2f})")
+            cells.append(
+                f"{r['seconds'][i]:.1f} ({r['extra']['round_ratios'][i]:.2f}; {_loadavg(r, i)})"
+            )
         out.append("| " + " | ".join(cells) + " |")
     out.append(
-        "| **median of the per-round ratios** | | | "
+        "| **median of the per-round ratios** | | "
         + " | ".join(f"**{r['extra']['median_round_ratio']:.2f}**" for r in variants)
         + " |"
     )
