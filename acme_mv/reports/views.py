@@ -1,4 +1,4 @@
-"""Views as values: one object per ``views/<schema>.<name>.sql`` file.
+"""Views as values: one object per ``views/reports/<schema>.<name>.sql`` file.
 
 A :class:`View` is a plain value (schema, name, kind, definition, unique index
 columns). It is loaded from a file or from the database and rendered to the
@@ -104,7 +104,7 @@ class View:
 
     @classmethod
     def from_file(cls, path: Path) -> View:
-        """``views/analytics.open_orders.sql`` -> the view ``analytics.open_orders``."""
+        """``views/reports/analytics.open_orders.sql`` -> the view ``analytics.open_orders``."""
         return cls.from_sql(
             path.read_text(encoding="utf-8"), qualified=path.name.removesuffix(".sql")
         )
@@ -189,8 +189,8 @@ WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND c.relkind IN ('v', 'm'
 
 
 def load_dir(directory: Path | None = None) -> list[View]:
-    """Every ``<schema>.<name>.sql`` in ``directory`` (default: ``views/``), in dependency order."""
-    folder = directory or paths.views_dir()
+    """Every ``<schema>.<name>.sql`` in ``directory`` (default: ``views/reports/``), in dependency order."""
+    folder = directory or paths.views_dir() / "reports"
     return dependency_order(View.from_file(p) for p in sorted(folder.glob("*.sql")))
 
 
