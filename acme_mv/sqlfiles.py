@@ -38,6 +38,8 @@ class SqlFile:
     name: str
     text: str
     headers: dict[str, str] = field(default_factory=dict)
+    #: the header's other comment lines, joined: what the file is, for people
+    comment: str = ""
 
     @property
     def layer(self) -> str:
@@ -48,21 +50,28 @@ class SqlFile:
         """``deltas/pending_items.first.sql`` -> ``pending_items.first``."""
         return self.name.rsplit("/", 1)[-1].removesuffix(".sql")
 
+    @property
+    def first_sentence(self) -> str:
+        return re.split(r"(?<=\.)\s", self.comment, maxsplit=1)[0]
+
 
 def parse(text: str, *, name: str) -> SqlFile:
     """Split a file's text into its header fields and its SQL (without surrounding blank lines)."""
     headers: dict[str, str] = {}
+    comment: list[str] = []
     lines = text.splitlines()
     start = 0
     while start < len(lines) and lines[start].startswith("--"):
         header = _HEADER.match(lines[start])
         if header is not None and header["key"] in HEADER_KEYS:
             headers[header["key"]] = header["value"]
+        else:
+            comment.append(lines[start].removeprefix("--").strip())
         start += 1
     body = "\n".join(lines[start:]).strip()
     if not body:
         raise ValueError(f"views/{name} holds no SQL")
-    return SqlFile(name=name, text=body, headers=headers)
+    return SqlFile(name=name, text=body, headers=headers, comment=" ".join(comment))
 
 
 @functools.cache
@@ -77,9 +86,12 @@ def text(name: str) -> str:
     return load(name).text
 
 
-def layer(name: str) -> list[SqlFile]:
-    """Every file of one layer (``"deltas"``), sorted by name, but its fragments (``_*.sql``)."""
+def layer(name: str, *, fragments: bool = False) -> list[SqlFile]:
+    """Every file of one layer (``"deltas"``), sorted by name; its fragments (``_*.sql``) too
+    with ``fragments=True``."""
     folder: Path = paths.views_dir() / name
     return [
-        load(f"{name}/{p.name}") for p in sorted(folder.glob("*.sql")) if not p.name.startswith("_")
+        load(f"{name}/{p.name}")
+        for p in sorted(folder.glob("*.sql"))
+        if fragments or not p.name.startswith("_")
     ]

@@ -1,6 +1,6 @@
--- ... plus, in an incremental batch, the unchanged items of the orders whose "exists and is
--- open" (open: status not NULL and not COMPLETED) differs before and after the batch: their
--- contribution to pending_items changes although the items did not.
+-- Adds to _acme_item_changes, in an incremental batch, the unchanged items of the orders whose
+-- "exists and is open" (open: status not NULL and not COMPLETED) differs before and after the
+-- batch: their contribution to pending_items changes although the items did not.
 INSERT INTO _acme_item_changes
 SELECT s.order_item_id, false, true, s.order_id, s.product_id, s.quanity,
        true, s.order_id, s.product_id, s.quanity
