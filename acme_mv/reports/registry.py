@@ -187,6 +187,8 @@ def reports() -> tuple[Report, ...]:
             header = sqlfiles.load(f"reports/{v.qualified}.sql").headers.get("report")
             if header is None or not _reads(v, historic, all_views):
                 continue
+            if any(r.name == v.name for r in found):  # reads more than one summary
+                continue
             if header.startswith("ORDER BY "):
                 order: str | None = header.removeprefix("ORDER BY ").strip()
             elif header.startswith("TOP"):
