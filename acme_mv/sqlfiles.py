@@ -70,7 +70,7 @@ def parse(text: str, *, name: str) -> SqlFile:
         start += 1
     body = "\n".join(lines[start:]).strip()
     if not body:
-        raise ValueError(f"views/{name} holds no SQL")
+        raise ValueError(f"{name}: no SQL after the header")
     return SqlFile(name=name, text=body, headers=headers, comment=" ".join(comment))
 
 

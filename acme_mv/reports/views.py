@@ -32,11 +32,10 @@ from typing import Literal, Protocol
 import psycopg
 from psycopg import sql
 
-from acme_mv import paths
+from acme_mv import paths, sqlfiles
 
 Kind = Literal["view", "materialized"]
 
-_HEADER = re.compile(r"^--\s*(?P<key>kind|unique)\s*:\s*(?P<value>.*?)\s*$")
 _NAME = re.compile(r"^(?P<schema>[a-z_][a-z0-9_]*)\.(?P<name>[a-z_][a-z0-9_]*)$")
 
 
@@ -71,29 +70,16 @@ class View:
         match = _NAME.match(qualified)
         if match is None:
             raise ValueError(f"{qualified!r} is not a lower-case schema.name")
-        kind: str = "view"
-        unique: tuple[str, ...] = ()
-        body: list[str] = []
-        in_header = True
-        for line in text.splitlines():
-            header = _HEADER.match(line) if in_header else None
-            if header is not None:
-                if header["key"] == "kind":
-                    kind = header["value"]
-                else:
-                    unique = tuple(c.strip() for c in header["value"].split(",") if c.strip())
-                continue
-            if in_header and line.startswith("--"):
-                continue
-            in_header = False
-            body.append(line)
+        parsed = sqlfiles.parse(text, name=qualified)  # the header format of every file of views/
+        kind = parsed.headers.get("kind", "view")
+        unique = tuple(c.strip() for c in parsed.headers.get("unique", "").split(",") if c.strip())
         if kind not in ("view", "materialized"):
             raise ValueError(f"{qualified}: kind must be view or materialized, not {kind!r}")
         if kind == "materialized" and not unique:
             raise ValueError(
                 f"{qualified}: a materialized view needs a `-- unique: col, ...` header"
             )
-        definition = "\n".join(body).strip().rstrip(";").strip()
+        definition = parsed.text.rstrip(";").strip()
         return cls(
             schema=match["schema"],
             name=match["name"],
