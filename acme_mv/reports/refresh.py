@@ -49,6 +49,7 @@ from psycopg import sql
 from acme_mv.config import Settings
 from acme_mv.db import connection
 from acme_mv.migrate import require_head
+from acme_mv.reports import registry
 
 log = logging.getLogger(__name__)
 
@@ -79,23 +80,12 @@ class Summary:
         return sql.SQL(", ").join(sql.Identifier(k) for k in self.keys)
 
 
-SUMMARIES = (
-    Summary("open_orders", ("delivery_date", "status")),
-    Summary("pending_items", ("product_id",)),
-    Summary("pending_orders", ("customer_id",)),
-)
+#: every summary, from the files of views/summaries/ (acme_mv.reports.registry, docs/views.md)
+SUMMARIES = tuple(Summary(s.name, s.keys) for s in registry.summaries())
 
-#: each summary from scratch over the latest-state tables (what --rebuild and verify compute)
-FROM_STATE = {
-    "open_orders": "SELECT o.delivery_date, o.status, count(*)::bigint AS n FROM staging.orders_state AS o "
-    "WHERE o.status IS NOT NULL AND o.status <> 'COMPLETED' GROUP BY o.delivery_date, o.status",
-    "pending_items": "SELECT i.product_id, sum(coalesce(i.quanity, 0))::bigint AS n "
-    "FROM staging.order_items_state AS i JOIN staging.orders_state AS o ON o.order_id = i.order_id "
-    "WHERE o.status IS NOT NULL AND o.status <> 'COMPLETED' AND i.product_id IS NOT NULL "
-    "GROUP BY i.product_id",
-    "pending_orders": "SELECT o.customer_id, count(*)::bigint AS n FROM staging.orders_state AS o "
-    "WHERE o.status = 'PENDING' AND o.customer_id IS NOT NULL GROUP BY o.customer_id",
-}
+#: each summary from scratch over the latest-state tables (what --rebuild and verify compute):
+#: the SQL of views/summaries/<name>.sql
+FROM_STATE = {s.name: s.from_state for s in registry.summaries()}
 
 
 @dataclass(frozen=True, kw_only=True)
