@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-#: the pages of docs/ with generated parts (cog blocks: the CLI reference, the benchmark tables)
+# the pages of docs/ with generated parts (cog blocks: the CLI reference, the benchmark tables)
 GENERATED_DOCS := docs/cli.md docs/benchmarks.md
 
 .PHONY: demo test lint docs bench clean

@@ -1,4 +1,5 @@
-"""The run's figures: ratios between measurements, the Markdown table, the JSON file."""
+"""The run's figures: ratios between measurements, the JSON result file, its Markdown table,
+and the tables of docs/benchmarks.md from the committed result files."""
 
 from __future__ import annotations
 
