@@ -47,8 +47,8 @@ TEMP_PREFIX = "_acme_sync_"
 CHUNK_BYTES = 256 * 1024
 
 #: sort memory (kB) for the index builds after a fresh load, set for the sync
-#: transaction only and only when the server's maintenance_work_mem is lower:
-#: on 26 M order items the three builds took 28.8 s at 512 MB and 24.7 s at 1 GB
+#: transaction only and only when the server's maintenance_work_mem is lower: the
+#: builds are faster with more sort memory (docs/benchmarks.md, "Initial sync")
 #: (one build at a time, so this is the most a sync adds to the server's memory)
 INDEX_BUILD_MEMORY_KB = 1024 * 1024
 
@@ -85,8 +85,8 @@ def copy_out_chunks(conn: Conn, statement: sql.Composable) -> Iterator[bytearray
     This talks to libpq through psycopg's public ``pq`` layer instead of
     iterating ``cursor.copy()``: that iteration goes through psycopg's wait
     machinery once per row (libpq hands COPY data over row by row), which
-    measured 3.6 s against 2.2 s for this loop on 2.6 M order items, the
-    largest single cost of a sync. Rows are taken with the non-blocking
+    was the largest single cost of a sync (measured: docs/cursor-sync.md,
+    "Speed"). Rows are taken with the non-blocking
     ``PQgetCopyData`` while libpq has them buffered; see :func:`_next_copy_data`
     for why it never blocks. Errors become psycopg's own exception classes.
     """
