@@ -33,7 +33,7 @@ from sqlalchemy import Connection, create_engine, pool
 
 from acme_mv import paths
 from acme_mv.config import describe_target
-from acme_mv.db import connect, first_line
+from acme_mv.db import Conn, connect, first_line
 from acme_mv.errors import MigrationFailed, NotMigrated
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def render_sql(revision_range: str = "head", *, downgrade_to: str | None = None)
     return out.getvalue()
 
 
-def current_revision(conn: psycopg.Connection[tuple[object, ...]]) -> str | None:
+def current_revision(conn: Conn) -> str | None:
     """The warehouse's Alembic revision, or None when never migrated.
 
     Read from ``acme_mv.alembic_version``; a warehouse that an earlier acme-mv
@@ -212,7 +212,7 @@ def current_revision(conn: psycopg.Connection[tuple[object, ...]]) -> str | None
     return None
 
 
-def require_head(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def require_head(conn: Conn) -> None:
     """Raise :class:`NotMigrated` unless the warehouse is at this code's head revision."""
     current = current_revision(conn)
     head = head_revision()

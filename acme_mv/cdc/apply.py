@@ -21,17 +21,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from acme_mv.cdc.pgoutput import UNCHANGED, Value
+from acme_mv.db import Conn
 from acme_mv.errors import SchemaDrift
 from acme_mv.sync import copy
 from acme_mv.sync.source import TABLES, TableSpec
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 Row = tuple[Value, ...]
 
 TEMP_PREFIX = "_acme_cdc_"

@@ -45,14 +45,12 @@ from acme_mv.cdc.errors import CdcError, NotSetUp, SlotBusy
 from acme_mv.cdc.refresher import Refresher
 from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position
 from acme_mv.config import Settings
-from acme_mv.db import connection, first_line
+from acme_mv.db import Conn, connection, first_line
 from acme_mv.errors import ConnectionFailed, ConnectionLost
 from acme_mv.reports.refresh import RefreshResult
 from acme_mv.sync import state
 
 log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 #: a batch closes at this many changes even when more are waiting (bounds a
 #: warehouse transaction's size and memory)

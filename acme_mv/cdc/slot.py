@@ -28,13 +28,11 @@ from acme_mv.cdc import replication
 from acme_mv.cdc.errors import NotSetUp, SlotBusy, SlotLost, SourceNotReady
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection
 from acme_mv.sync import copy, source, state
 from acme_mv.sync.source import SCHEMA, TABLES
 
 log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 DEFAULT_SLOT = "acme_mv"
 DEFAULT_PUBLICATION = "acme_mv"

@@ -23,9 +23,8 @@ from datetime import datetime
 
 import psycopg
 
+from acme_mv.db import Conn
 from acme_mv.reports.export import REPORTS, prepare_session, write_csv
-
-Conn = psycopg.Connection[tuple[object, ...]]
 
 _SNAPSHOT_SQL = "SELECT refreshed_at, refreshed_batch_id FROM analytics.snapshot"
 _BATCH_SQL = "SELECT started_at FROM staging.sync_batches WHERE batch_id = %s"

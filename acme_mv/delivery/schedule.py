@@ -37,10 +37,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
-import psycopg
-
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection
 from acme_mv.delivery import mail
 from acme_mv.errors import ConfigError, MailError
 
@@ -159,9 +157,7 @@ class DailyMail:
         return True
 
 
-def _record_failure(
-    conn: psycopg.Connection[tuple[object, ...]], *, day: date, kind: str, error: str
-) -> int:
+def _record_failure(conn: Conn, *, day: date, kind: str, error: str) -> int:
     row = conn.execute(
         "INSERT INTO acme_mv.mail_sends AS s (day, kind, attempts, last_attempt_at, last_error) "
         "VALUES (%s, %s, 1, now(), %s) "

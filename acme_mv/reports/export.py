@@ -42,7 +42,7 @@ import psycopg
 from psycopg import sql
 
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection
 from acme_mv.errors import ExportError, HistoryUnavailable, NeverRefreshed, UnknownReport
 from acme_mv.migrate import require_head
 
@@ -150,9 +150,7 @@ class AsOf:
     refreshed_batch_id: int
 
 
-def resolve_as_of(
-    conn: psycopg.Connection[tuple[object, ...]], at: datetime, *, timezone: str
-) -> AsOf:
+def resolve_as_of(conn: Conn, at: datetime, *, timezone: str) -> AsOf:
     """The batches behind "as of ``at``" (naive: in ``timezone``); raise outside the kept history."""
     moment = at if at.tzinfo is not None else at.replace(tzinfo=ZoneInfo(timezone))
     row = conn.execute(
@@ -309,14 +307,14 @@ def _export_many(
     return targets
 
 
-def prepare_session(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def prepare_session(conn: Conn) -> None:
     """The session settings every export writes under (date style, encoding), whatever the server's defaults."""
     conn.execute(sql.SQL("SET DateStyle = {}").format(sql.Literal(DATESTYLE)))
     conn.execute("SET client_encoding = 'UTF8'")
 
 
 def write_csv(
-    conn: psycopg.Connection[tuple[object, ...]],
+    conn: Conn,
     report: str,
     fh: IO[str],
     *,
@@ -381,7 +379,7 @@ def _target(
     return path
 
 
-def _require_refreshed(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def _require_refreshed(conn: Conn) -> None:
     row = conn.execute("SELECT refreshed_at FROM analytics.snapshot").fetchone()
     if row is None or row[0] is None:
         raise NeverRefreshed(
@@ -389,9 +387,7 @@ def _require_refreshed(conn: psycopg.Connection[tuple[object, ...]]) -> None:
         )
 
 
-def _write(
-    conn: psycopg.Connection[tuple[object, ...]], query: sql.Composable, fmt: Format, fh: IO[str]
-) -> None:
+def _write(conn: Conn, query: sql.Composable, fmt: Format, fh: IO[str]) -> None:
     if fmt == "csv":
         decoder = codecs.getincrementaldecoder("utf-8")()
         with conn.cursor().copy(

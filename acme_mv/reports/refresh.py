@@ -47,7 +47,7 @@ import psycopg
 from psycopg import sql
 
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection
 from acme_mv.migrate import require_head
 
 log = logging.getLogger(__name__)
@@ -126,9 +126,6 @@ class _Snapshot:
     historic_batch_id: int | None
     refreshed_batch_id: int | None
     day: date | None
-
-
-Conn = psycopg.Connection[tuple[object, ...]]
 
 
 def today(settings: Settings, now: datetime | None = None) -> date:

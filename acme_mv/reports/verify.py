@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection
 from acme_mv.errors import VerifyFailed
 from acme_mv.migrate import require_head
 from acme_mv.reports.refresh import FROM_STATE
@@ -108,7 +108,7 @@ SELECT 'want', * FROM (SELECT * FROM want EXCEPT ALL SELECT * FROM have) AS b
 
 
 def _diff(
-    conn: psycopg.Connection[tuple[object, ...]],
+    conn: Conn,
     what: str,
     have: sql.Composable,
     want: sql.Composable,
@@ -130,14 +130,14 @@ def _diff(
     ]
 
 
-def _count(conn: psycopg.Connection[tuple[object, ...]], query: str, included: int) -> int:
+def _count(conn: Conn, query: str, included: int) -> int:
     row = conn.execute(
         sql.SQL("SELECT count(*) FROM ({}) AS q").format(sql.SQL(query)), {"included": included}
     ).fetchone()
     return int(row[0]) if row and isinstance(row[0], int) else 0
 
 
-def compare(conn: psycopg.Connection[tuple[object, ...]]) -> VerifyResult:
+def compare(conn: Conn) -> VerifyResult:
     """Both comparisons on ``conn`` (run it in one REPEATABLE READ transaction)."""
     differences: list[Difference] = []
     groups = state_rows = 0

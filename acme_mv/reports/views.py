@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-import psycopg
 from psycopg import sql
 
 from acme_mv import paths
+from acme_mv.db import Conn
 
 Kind = Literal["view", "materialized"]
 
@@ -110,9 +110,7 @@ class View:
         )
 
     @classmethod
-    def from_database(
-        cls, conn: psycopg.Connection[tuple[object, ...]], schema: str, name: str
-    ) -> View:
+    def from_database(cls, conn: Conn, schema: str, name: str) -> View:
         """The object as the database holds it (definition as ``pg_get_viewdef`` prints it)."""
         row = conn.execute(_FROM_DATABASE, {"schema": schema, "name": name}).fetchone()
         if row is None:

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import psycopg
 
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection
 from acme_mv.errors import Stale
 
 __all__ = ["Freshness", "Stale", "freshness", "read_freshness", "require_fresh"]
@@ -57,7 +54,7 @@ class Freshness:
         )
 
 
-def read_freshness(conn: psycopg.Connection[tuple[Any, ...]]) -> Freshness:
+def read_freshness(conn: Conn) -> Freshness:
     row = conn.execute(_FRESHNESS_SQL).fetchone()
     if row is None:
         return Freshness(refreshed_at=None, refreshed_batch_id=None, read_at=None, age_s=None)

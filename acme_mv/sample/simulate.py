@@ -34,7 +34,7 @@ from psycopg import sql
 
 from acme_mv import config
 from acme_mv.config import scrub
-from acme_mv.db import connect, first_line, relation_exists
+from acme_mv.db import Conn, connect, first_line, relation_exists
 from acme_mv.errors import BadArgument, ConnectionLost, SampleError
 from acme_mv.sample import schema, words
 from acme_mv.sample.schema import Statement
@@ -232,9 +232,7 @@ class _Stopped(Exception):
 
 
 class _Workload:
-    def __init__(
-        self, conn: psycopg.Connection[tuple[object, ...]], rng: random.Random, pacer: _Pacer
-    ) -> None:
+    def __init__(self, conn: Conn, rng: random.Random, pacer: _Pacer) -> None:
         self.conn = conn
         self.rng = rng
         self.pacer = pacer

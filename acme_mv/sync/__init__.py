@@ -33,7 +33,7 @@ from psycopg import sql
 
 from acme_mv import migrate
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection
 from acme_mv.errors import ConfigError
 from acme_mv.sync import copy, deletes, source, state
 from acme_mv.sync.deletes import DeletedEstimate, missing_keys
@@ -63,7 +63,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 #: ``initial``: staging was empty, copied whole; ``full``: every source row
 #: compared with staging (``--full``): changed rows appended, tombstones for keys
 #: gone; ``incremental``: rows at or after the cursor; ``reload``: a mirror

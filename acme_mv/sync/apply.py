@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
-log = logging.getLogger(__name__)
+from acme_mv.db import Conn
 
-Conn = psycopg.Connection[tuple[Any, ...]]
+log = logging.getLogger(__name__)
 
 #: the temp tables of one batch (named literally in the statements below)
 ORDER_CHANGES = "_acme_order_changes"

@@ -26,21 +26,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from acme_mv.config import Settings, parse_duration
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection
 from acme_mv.errors import BadArgument
 from acme_mv.migrate import require_head
 from acme_mv.sync import partitions
 from acme_mv.sync.state import SYNC_LOCK_KEY
 
 log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 DEFAULT_KEEP = timedelta(days=35)
 DELTAS = ("open_orders_delta", "pending_items_delta", "pending_orders_delta")

@@ -23,17 +23,15 @@ import logging
 import select
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import psycopg
 from psycopg import pq, sql
 
-from acme_mv.db import tag_error
+from acme_mv.db import Conn, tag_error
 from acme_mv.sync.source import TableSpec
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 #: called with the size in bytes of each chunk as it is written
 OnBytes = Callable[[int], None]
 

@@ -29,20 +29,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from acme_mv import migrate
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection
 from acme_mv.sync import source
 from acme_mv.sync.source import SCHEMA, TABLES, TableSpec
 
 __all__ = ["DeletedEstimate", "estimate", "missing_keys", "source_keys", "staged_keys"]
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 #: the tables whose deletes only ``sync --full`` removes
 APPEND_ONLY = tuple(spec for spec in TABLES.values() if spec.kind == "append")

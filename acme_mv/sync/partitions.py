@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
-log = logging.getLogger(__name__)
+from acme_mv.db import Conn
 
-Conn = psycopg.Connection[tuple[Any, ...]]
+log = logging.getLogger(__name__)
 
 #: the version tables, partitioned by _batch_id
 TABLES = ("orders", "order_items")

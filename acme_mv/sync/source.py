@@ -30,16 +30,16 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import psycopg
 from psycopg import sql
 
+from acme_mv.db import Conn
 from acme_mv.errors import Busy, SchemaDrift
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 TableName = Literal["customers", "products", "orders", "order_items"]
 #: ``append``: every version kept, incremental by cursor; ``mirror``: reloaded whole
 Kind = Literal["append", "mirror"]

@@ -9,16 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
-
+from acme_mv.db import Conn
 from acme_mv.errors import Busy
 from acme_mv.sync import apply, partitions
 
 log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 #: ``pg_advisory_xact_lock`` key of ``acme-mv sync`` on the warehouse: the
 #: bytes of "acmesync" read as a signed 64-bit integer. ``acme-mv refresh``
