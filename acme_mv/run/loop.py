@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import psycopg
 import tenacity
 
-from acme_mv.config import Settings, parse_duration, scrub
+from acme_mv.config import Settings, scrub
 from acme_mv.db import connection, first_line
 from acme_mv.errors import AcmeMvError, ServerError
 from acme_mv.reports.refresh import DAY_CHANGED, RefreshResult, refresh
@@ -47,9 +47,6 @@ if TYPE_CHECKING:
     from acme_mv.sync import TableResult
 
 log = logging.getLogger(__name__)
-
-#: the one duration parser (kept under its old name for callers of ``runner.parse_interval``)
-parse_interval = parse_duration
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -182,25 +182,17 @@ def validate_rate(rate: float) -> None:
 
 
 def parse_duration(text: str | float | None) -> float | None:
-    """``30s``, ``5m``, ``1h``, ``1m30s`` or plain seconds; ``0``/empty/None means no limit (None).
-
-    The strings go through the one duration parser, :func:`acme_mv.config.parse_duration`.
-    """
+    """How long to simulate: a duration (:func:`acme_mv.config.parse_duration`, the one
+    parser: ``30s``, ``5m``, ``1m30s``, plain seconds) or a number of seconds; ``0``, empty
+    or None mean no limit (None). Raises :class:`BadArgument` quoting the value."""
     if text is None:
         return None
-    if isinstance(text, int | float):
-        seconds = float(text)
+    if isinstance(text, str):
+        seconds = config.parse_duration(text) if text.strip() else 0.0
     else:
-        if not text.strip():
-            return None
-        try:
-            seconds = config.parse_duration(text)
-        except BadArgument:
-            raise SampleError(
-                f"Invalid duration {text!r}: use e.g. 30s, 5m, 1h or plain seconds"
-            ) from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise SampleError(f"Invalid duration {text!r}: use e.g. 30s, 5m, 1h or plain seconds")
+        seconds = float(text)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise BadArgument(f"{text!r} is not a duration such as {config.DURATION_GRAMMAR}")
     return seconds or None
 
 
