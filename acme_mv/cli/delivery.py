@@ -121,8 +121,8 @@ def serve(
       ACME_MV_READER_URL=postgresql://reports@warehouse/acme acme-mv serve --host 0.0.0.0 --port 8080
     """
     from acme_mv.delivery.dashboard.app import serve as api_serve
-    from acme_mv.run.loop import parse_interval
 
+    stale_s = common.duration_option(stale_after, "--stale-after")
     settings = common.settings()
     url = reader_url or settings.database_url
     if reader_url:
@@ -133,7 +133,7 @@ def serve(
         url,
         host=host,
         port=port,
-        stale_after=parse_interval(stale_after),
+        stale_after=stale_s,
         timezone=settings.timezone,
     )
 
