@@ -318,16 +318,47 @@ class Watermark:
     cursor: dt.datetime
 
 
-_warned_hidden = False
+def next_cursor(
+    *,
+    clock: dt.datetime,
+    oldest_xact: dt.datetime | None,
+    sees_all: bool,
+    fallback_lag: dt.timedelta,
+    margin: dt.timedelta = SAFETY_MARGIN,
+) -> dt.datetime:
+    """The watermark rule (pure): the cursor the next sync reads from.
+
+    The earlier of ``clock`` (the source's ``now()`` just before the snapshot)
+    and ``oldest_xact`` (the start of the oldest transaction still open there);
+    when the role cannot see other sessions (``sees_all`` false) also no later
+    than ``clock - fallback_lag``; then ``margin`` earlier, truncated to the
+    millisecond (``updated_at`` is ``timestamp(3)``).
+    """
+    floor = clock if oldest_xact is None else min(clock, oldest_xact)
+    if not sees_all:
+        floor = min(floor, clock - fallback_lag)
+    return _truncate_ms(floor - margin)
 
 
-def read_watermark(conn: Conn, *, ignore_application: str, fallback_lag: dt.timedelta) -> Watermark:
-    """The next cursor, read in autocommit mode before the snapshot is opened.
+#: key of the warning that this role cannot see other roles' transactions, in ``warned``
+HIDDEN_WARNING = "hidden-transactions"
+
+
+def read_watermark(
+    conn: Conn,
+    *,
+    ignore_application: str,
+    fallback_lag: dt.timedelta,
+    warned: set[str] | None = None,
+) -> Watermark:
+    """The next cursor (:func:`next_cursor`), read in autocommit mode before the snapshot is opened.
 
     ``ignore_application`` is this sync's own warehouse session (the one-database
     deployment would otherwise hold the cursor back at its own start).
+    ``warned``: the warnings already logged by whoever owns the set (one
+    ``acme-mv run`` keeps one for all its syncs); a warning given is added to
+    it. None: every warning that applies is logged.
     """
-    global _warned_hidden
     assert conn.autocommit, "the watermark must be read outside the snapshot transaction"
     row = conn.execute(_WATERMARK_SQL, {"ignore_app": ignore_application}).fetchone()
     assert row is not None
@@ -345,17 +376,17 @@ def read_watermark(conn: Conn, *, ignore_application: str, fallback_lag: dt.time
             "in the server's default time zone and the cursor must be computed in it: unset PGTZ",
             tz,
         )
-    floor = clock if oldest is None else min(clock, oldest)
-    if not sees_all:
-        if not _warned_hidden:
-            log.warning(
-                "this source role cannot see other roles' transactions in pg_stat_activity "
-                "(grant pg_read_all_stats); assuming transactions commit within %s",
-                fallback_lag,
-            )
-            _warned_hidden = True
-        floor = min(floor, clock - fallback_lag)
-    cursor = _truncate_ms(floor - SAFETY_MARGIN)
+    if not sees_all and (warned is None or HIDDEN_WARNING not in warned):
+        log.warning(
+            "this source role cannot see other roles' transactions in pg_stat_activity "
+            "(grant pg_read_all_stats); assuming transactions commit within %s",
+            fallback_lag,
+        )
+        if warned is not None:
+            warned.add(HIDDEN_WARNING)
+    cursor = next_cursor(
+        clock=clock, oldest_xact=oldest, sees_all=bool(sees_all), fallback_lag=fallback_lag
+    )
     return Watermark(clock=clock, oldest_xact=oldest, sees_all=bool(sees_all), cursor=cursor)
 
 
@@ -363,8 +394,18 @@ def _truncate_ms(value: dt.datetime) -> dt.datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
+def picks(updated_at: dt.datetime | None, since: dt.datetime | None) -> bool:
+    """The read rule (pure): whether a read from cursor ``since`` takes a row last updated at
+    ``updated_at``. No cursor (a first or full read): every row. Else the rows updated at or
+    after the cursor (the boundary is re-read: rows committed late in the cursor's millisecond),
+    and every row whose ``updated_at`` is NULL, which cannot be placed in time.
+    :func:`select_rows` writes the same rule in SQL."""
+    return since is None or updated_at is None or updated_at >= since
+
+
 def select_rows(spec: TableSpec, since: dt.datetime | None) -> sql.Composed:
-    """``SELECT <contract columns> FROM operations.<t>`` with the incremental filter.
+    """``SELECT <contract columns> FROM operations.<t>`` with the incremental filter
+    (:func:`picks`, in SQL).
 
     NULL ``updated_at`` rows cannot be placed in time: every incremental read takes them.
     """
