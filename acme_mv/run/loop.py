@@ -87,11 +87,14 @@ class RetryPolicy:
 
 
 def default_sync_step(settings: Settings) -> SyncStep:
-    """One ``acme_mv.sync.sync(settings)``, summarized for the cycle line."""
+    """One ``acme_mv.sync.sync(settings)``, summarized for the cycle line; a warning about the
+    source is logged once per step function (once per ``acme-mv run``), not once per cycle."""
     from acme_mv.sync import sync
 
+    warned: set[str] = set()
+
     def step(full: bool) -> SyncSummary:
-        result = sync(settings, full=full, progress=_TableLog())
+        result = sync(settings, full=full, progress=_TableLog(), warned=warned)
         return SyncSummary(rows=result.rows_new, read_at=result.read_at)
 
     return step

@@ -165,8 +165,14 @@ def sync(
     progress: Progress | None = None,
     fallback_lag: dt.timedelta = DEFAULT_FALLBACK_LAG,
     lock_timeout: dt.timedelta = DEFAULT_LOCK_TIMEOUT,
+    warned: set[str] | None = None,
 ) -> SyncResult:
     """Copy what changed in the source into staging, as one batch; see the module doc.
+
+    ``warned``: warnings about the source already given (keys of
+    :func:`acme_mv.sync.source.read_watermark`), kept by a caller that syncs
+    again and again (``acme-mv run``) so that each is logged once per run;
+    None: this sync logs every warning that applies.
 
     Raises NotMigrated, ConnectionFailed, SchemaDrift (before copying anything),
     Busy (``wait=False`` and another sync holds the lock), SourceLocked (a
@@ -196,7 +202,10 @@ def sync(
             # before the snapshot, outside it; waiting for the locks below only makes it older,
             # which is safe: the next sync re-reads a little more
             mark = source.read_watermark(
-                src, ignore_application=SYNC_APPLICATION_NAME, fallback_lag=fallback_lag
+                src,
+                ignore_application=SYNC_APPLICATION_NAME,
+                fallback_lag=fallback_lag,
+                warned=warned,
             )
             src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             src.read_only = True
