@@ -83,7 +83,8 @@ def validate_timezone(name: str) -> None:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(
-            f"Unknown time zone {name!r}; use an IANA name such as UTC or Europe/Berlin"
+            f"Unknown time zone {name!r}; use an IANA name such as UTC or Europe/Berlin",
+            setting=TIMEZONE_ENV,
         ) from None
 
 

@@ -217,8 +217,12 @@ def require_head(conn: Conn) -> None:
     current = current_revision(conn)
     head = head_revision()
     if current is None:
-        raise NotMigrated("The warehouse is not migrated. Run `acme-mv migrate` first")
+        raise NotMigrated(
+            "The warehouse is not migrated. Run `acme-mv migrate` first", current=None, head=head
+        )
     if current != head:
         raise NotMigrated(
-            f"The warehouse is at revision {current}, this acme-mv needs {head}. Run `acme-mv migrate`"
+            f"The warehouse is at revision {current}, this acme-mv needs {head}. Run `acme-mv migrate`",
+            current=current,
+            head=head,
         )

@@ -151,8 +151,15 @@ def test_full_sync_due(
             "source",
             id="grant_missing",
         ),
-        pytest.param(NotMigrated("x"), False, "unknown", id="not_migrated"),
-        pytest.param(SchemaDrift("x"), False, "unknown", id="schema_drift"),
+        pytest.param(
+            NotMigrated("x", current=None, head="0005_delivery"),
+            False,
+            "unknown",
+            id="not_migrated",
+        ),
+        pytest.param(
+            SchemaDrift("x", table="operations.orders"), False, "unknown", id="schema_drift"
+        ),
         pytest.param(ConfigError("x"), False, "unknown", id="bad_config"),
         pytest.param(
             psycopg.OperationalError("x"), True, "unknown", id="unclaimed_operational_error"

@@ -343,8 +343,9 @@ def test_table_option_syncs_only_those_tables(db_url: str) -> None:
 
 
 def test_unknown_table_is_rejected(db_url: str) -> None:
-    with pytest.raises(ConfigError, match="'shipments'"):
+    with pytest.raises(ConfigError, match="'shipments'") as info:
         sync(settings(db_url, db_url), tables=["shipments"])
+    assert info.value.setting == "tables"
 
 
 @pytest.mark.parametrize("rows_before_error", [0, 50_000])

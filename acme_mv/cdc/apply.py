@@ -173,7 +173,9 @@ def _load_temp(
                 if any(v is UNCHANGED for v in row):
                     raise Unsendable(
                         f"The source sent an update of {spec.qualified} without an unchanged TOASTed column; "
-                        f"change capture needs ALTER TABLE {spec.qualified} REPLICA IDENTITY FULL"
+                        f"change capture needs ALTER TABLE {spec.qualified} REPLICA IDENTITY FULL",
+                        table=spec.qualified,
+                        column=spec.column_names[[v is UNCHANGED for v in row].index(True)],
                     )
                 buf += _copy_line(row, deleted=False)
             if len(buf) >= copy.CHUNK_BYTES:

@@ -106,7 +106,8 @@ def require_logical(src: Conn) -> None:
     if level != "logical":
         raise SourceNotReady(
             f"The source's wal_level is {level}; change capture needs wal_level = logical "
-            "(ALTER SYSTEM SET wal_level = logical, then restart the source server)"
+            "(ALTER SYSTEM SET wal_level = logical, then restart the source server)",
+            requirement="wal_level",
         )
 
 
@@ -146,7 +147,8 @@ def _ensure_publication(src: Conn, publication: str) -> bool:
         if missing:
             raise SourceNotReady(
                 f"The publication {publication!r} does not publish {', '.join(missing)}; "
-                f"ALTER PUBLICATION {publication} ADD TABLE {', '.join(missing)} (as the tables' owner)"
+                f"ALTER PUBLICATION {publication} ADD TABLE {', '.join(missing)} (as the tables' owner)",
+                requirement="publication",
             )
         return False
     tables = sql.SQL(", ").join(sql.Identifier(SCHEMA, name) for name in TABLES)
@@ -159,7 +161,8 @@ def _ensure_publication(src: Conn, publication: str) -> bool:
         raise SourceNotReady(
             f"This source role may not create the publication {publication!r} (it needs CREATE on the "
             f"database and ownership of the tables); ask the tables' owner to run: "
-            f"{statement.as_string(src)}"
+            f"{statement.as_string(src)}",
+            requirement="publication",
         ) from None
     log.info("created publication %s", publication)
     return True
@@ -274,7 +277,8 @@ def _create_slot(repl: Any, slot: str, server_version: int) -> tuple[str, str]:
         cur.execute(f"CREATE_REPLICATION_SLOT {name} LOGICAL pgoutput {options}")
     except replication.errors() as exc:
         raise SourceNotReady(
-            f"Cannot create the replication slot {slot!r}: {str(exc).strip().splitlines()[0]}"
+            f"Cannot create the replication slot {slot!r}: {str(exc).strip().splitlines()[0]}",
+            requirement="slot",
         ) from None
     _, consistent, snapshot, _ = cur.fetchone()
     return str(consistent), str(snapshot)

@@ -56,7 +56,10 @@ def parse_at(text: str) -> time:
     """``"07:00"`` -> 07:00 (24-hour clock, in the configured time zone)."""
     match = _AT.match(text)
     if match is None:
-        raise ConfigError(f"--mail-at {text!r} is not a time of day such as 07:00 (24-hour HH:MM)")
+        raise ConfigError(
+            f"--mail-at {text!r} is not a time of day such as 07:00 (24-hour HH:MM)",
+            setting="--mail-at",
+        )
     return time(int(match["h"]), int(match["m"]))
 
 

@@ -169,7 +169,9 @@ def resolve_as_of(conn: Conn, at: datetime, *, timezone: str) -> AsOf:
         )
         raise HistoryUnavailable(
             f"Reports as of {moment:%Y-%m-%d %H:%M:%S %Z} are not kept: the history starts after batch "
-            f"{floor}{since}. Keep more with `acme-mv compact --keep-history`"
+            f"{floor}{since}. Keep more with `acme-mv compact --keep-history`",
+            at=moment,
+            history_batch_id=floor,
         )
     return AsOf(at=moment, batch_id=k, refreshed_batch_id=r)
 
@@ -345,7 +347,7 @@ def _report(name: str) -> Report:
         return REPORTS[name]
     except KeyError:
         raise UnknownReport(
-            f"Unknown report {name!r}; the reports are: {', '.join(REPORTS)}"
+            f"Unknown report {name!r}; the reports are: {', '.join(REPORTS)}", name=name
         ) from None
 
 
@@ -362,20 +364,22 @@ def _target(
                 output_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ExportError(
-                    f"Cannot create the directory {output_dir}: {exc.strerror or exc}"
+                    f"Cannot create the directory {output_dir}: {exc.strerror or exc}",
+                    path=output_dir,
                 ) from None
         path = (output_dir or Path.cwd()) / default_name(name, fmt=fmt, at=at)
     if path.is_dir():
         raise ExportError(
-            f"{path} is a directory; --output names a file (use --output-dir for a directory)"
+            f"{path} is a directory; --output names a file (use --output-dir for a directory)",
+            path=path,
         )
     folder = path.parent
     if not folder.is_dir():
-        raise ExportError(f"Cannot write to {folder}: no such directory")
+        raise ExportError(f"Cannot write to {folder}: no such directory", path=folder)
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ExportError(f"Cannot write to {folder}: the directory is not writable")
+        raise ExportError(f"Cannot write to {folder}: the directory is not writable", path=folder)
     if path.exists() and not force:
-        raise ExportError(f"{path} already exists. Use --force to overwrite it")
+        raise ExportError(f"{path} already exists. Use --force to overwrite it", path=path)
     return path
 
 
@@ -423,13 +427,13 @@ def _atomic_file(path: Path, *, force: bool) -> Iterator[IO[str]]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as exc:
-        raise ExportError(f"Cannot write {path}: {exc.strerror or exc}") from None
+        raise ExportError(f"Cannot write {path}: {exc.strerror or exc}", path=path) from None
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             yield fh
         if path.exists() and not force:  # appeared while we wrote
-            raise ExportError(f"{path} already exists. Use --force to overwrite it")
+            raise ExportError(f"{path} already exists. Use --force to overwrite it", path=path)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

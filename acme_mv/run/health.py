@@ -78,5 +78,7 @@ def require_fresh(fresh: Freshness, max_age_s: float) -> None:
     """Raise :class:`Stale` (exit 5) when the reports are older than ``max_age_s`` or never refreshed."""
     if fresh.is_stale(max_age_s):
         raise Stale(
-            f"The reports are stale: {fresh.describe()}; the limit is {max_age_s:g}s (is `acme-mv run` running?)"
+            f"The reports are stale: {fresh.describe()}; the limit is {max_age_s:g}s (is `acme-mv run` running?)",
+            age_s=fresh.age_s,
+            max_age_s=max_age_s,
         )

@@ -137,7 +137,9 @@ def select_tables(names: Iterable[str] | None) -> list[TableSpec]:
     wanted = list(dict.fromkeys(names))
     for name in wanted:
         if name not in TABLES:
-            raise ConfigError(f"Unknown table {name!r}; choose from {', '.join(TABLES)}")
+            raise ConfigError(
+                f"Unknown table {name!r}; choose from {', '.join(TABLES)}", setting="tables"
+            )
     return [spec for name, spec in TABLES.items() if name in wanted]
 
 

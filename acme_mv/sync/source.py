@@ -160,7 +160,8 @@ WHERE n.nspname = %s AND c.relname = ANY(%s) AND a.attname = 'updated_at' AND i.
 def _no_table(spec: TableSpec) -> SchemaDrift:
     return SchemaDrift(
         f"The source has no table {spec.qualified}: sync needs the contract's tables "
-        f"(is ACME_MV_SOURCE_URL the operations database?)"
+        f"(is ACME_MV_SOURCE_URL the operations database?)",
+        table=spec.qualified,
     )
 
 
@@ -185,12 +186,19 @@ def check_schema(conn: Conn, specs: list[TableSpec]) -> None:
             if actual is None:
                 raise SchemaDrift(
                     f"The source table {spec.qualified} has no column {column} ({expected}) that the "
-                    f"contract states; restore it or update acme-mv"
+                    f"contract states; restore it or update acme-mv",
+                    table=spec.qualified,
+                    column=column,
+                    expected=expected,
                 )
             if actual != expected:
                 raise SchemaDrift(
                     f"The source column {spec.qualified}.{column} is {actual}, the contract states "
-                    f"{expected}; sync copies in binary and needs the exact type"
+                    f"{expected}; sync copies in binary and needs the exact type",
+                    table=spec.qualified,
+                    column=column,
+                    expected=expected,
+                    actual=actual,
                 )
     indexed = {str(r[0]) for r in conn.execute(_UPDATED_AT_INDEXED_SQL, (SCHEMA, names)).fetchall()}
     for spec in specs:
@@ -214,7 +222,7 @@ class SourceLocked(Busy):
     """A source table stayed locked by another session longer than the sync waits."""
 
     def __init__(self, message: str, *, table: str, waited: dt.timedelta) -> None:
-        super().__init__(message)
+        super().__init__(message, resource=table)
         self.table = table
         self.waited = waited
 

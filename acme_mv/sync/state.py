@@ -30,7 +30,8 @@ def lock(conn: Conn, *, wait: bool) -> None:
     if not wait:
         raise Busy(
             f"Another acme-mv sync is running (advisory lock {SYNC_LOCK_KEY} on the warehouse); "
-            "try again later or drop --no-wait to wait for it"
+            "try again later or drop --no-wait to wait for it",
+            resource=f"advisory lock {SYNC_LOCK_KEY}",
         )
     log.info(
         "another sync is running: waiting for advisory lock %s on the warehouse", SYNC_LOCK_KEY

@@ -333,7 +333,9 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         raise ListenFailed(
-            f"The dashboard cannot listen on {host}:{port}: {exc.strerror or exc}"
+            f"The dashboard cannot listen on {host}:{port}: {exc.strerror or exc}",
+            host=host,
+            port=port,
         ) from None
     return sock
 
@@ -367,7 +369,9 @@ def running(app: ASGIApp, *, host: str = DEFAULT_HOST, port: int = 0) -> Iterato
     thread.start()
     while not server.started:
         if not thread.is_alive():
-            raise ListenFailed(f"The dashboard could not listen on {host}:{port}")
+            raise ListenFailed(
+                f"The dashboard could not listen on {host}:{port}", host=host, port=port
+            )
         time.sleep(0.01)
     bound = server.servers[0].sockets[0].getsockname()[1]
     try:
