@@ -29,11 +29,12 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from psycopg import sql
+from psycopg.rows import scalar_row
 from sqlalchemy import Connection, create_engine, pool
 
 from acme_mv import paths
 from acme_mv.config import describe_target
-from acme_mv.db import Conn, connect, first_line
+from acme_mv.db import Conn, connect, first_line, relation_exists
 from acme_mv.errors import MigrationFailed, NotMigrated
 
 log = logging.getLogger(__name__)
@@ -200,13 +201,14 @@ def current_revision(conn: Conn) -> str | None:
     """
     for schema in (VERSION_SCHEMA, LEGACY_VERSION_SCHEMA):
         table = sql.Identifier(schema, VERSION_TABLE)
-        exists = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (table.as_string(conn),)
-        ).fetchone()
-        if not exists or not exists[0]:
+        if not relation_exists(conn, schema, VERSION_TABLE):
             continue
-        row = conn.execute(sql.SQL("SELECT version_num FROM {}").format(table)).fetchone()
-        revision = str(row[0]) if row else None
+        # an empty table (downgraded to base) holds no revision
+        revision: str | None = (
+            conn.cursor(row_factory=scalar_row)
+            .execute(sql.SQL("SELECT version_num FROM {}").format(table))
+            .fetchone()
+        )
         if schema == VERSION_SCHEMA or revision in known_revisions():
             return revision
     return None

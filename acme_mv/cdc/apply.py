@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from psycopg import sql
 
 from acme_mv.cdc.pgoutput import UNCHANGED, Value
-from acme_mv.db import Conn
+from acme_mv.db import Conn, one_value
 from acme_mv.errors import SchemaDrift
 from acme_mv.sync import copy
 from acme_mv.sync.source import TABLES, TableSpec
@@ -202,12 +202,13 @@ def _copy_line(row: Sequence[Value], *, deleted: bool) -> bytes:
 
 
 def _count_appended_tombstones(conn: Conn, spec: TableSpec) -> int:
-    row = conn.execute(
+    return one_value(
+        conn,
         sql.SQL(
             "SELECT count(*) FROM {} WHERE _deleted AND _batch_id = current_setting('acme_mv.batch_id')::bigint"
-        ).format(sql.Identifier(copy.STAGING, spec.name))
-    ).fetchone()
-    return int(row[0]) if row else 0
+        ).format(sql.Identifier(copy.STAGING, spec.name)),
+        kind=int,
+    )
 
 
 def _live(temp: sql.Identifier) -> sql.Composable:

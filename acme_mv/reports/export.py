@@ -42,7 +42,7 @@ import psycopg
 from psycopg import sql
 
 from acme_mv.config import Settings
-from acme_mv.db import Conn, connection
+from acme_mv.db import Conn, connection, optional_value
 from acme_mv.errors import ExportError, HistoryUnavailable, NeverRefreshed, UnknownReport
 from acme_mv.migrate import require_head
 
@@ -384,8 +384,7 @@ def _target(
 
 
 def _require_refreshed(conn: Conn) -> None:
-    row = conn.execute("SELECT refreshed_at FROM analytics.snapshot").fetchone()
-    if row is None or row[0] is None:
+    if optional_value(conn, "SELECT refreshed_at FROM analytics.snapshot", kind=datetime) is None:
         raise NeverRefreshed(
             "The analytics views have never been refreshed. Run `acme-mv refresh` first"
         )

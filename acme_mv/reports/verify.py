@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from acme_mv.config import Settings
-from acme_mv.db import Conn, connection
+from acme_mv.db import Conn, connection, one_value
 from acme_mv.errors import VerifyFailed
 from acme_mv.migrate import require_head
 from acme_mv.reports.refresh import FROM_STATE
@@ -131,20 +131,23 @@ def _diff(
 
 
 def _count(conn: Conn, query: str, included: int) -> int:
-    row = conn.execute(
-        sql.SQL("SELECT count(*) FROM ({}) AS q").format(sql.SQL(query)), {"included": included}
-    ).fetchone()
-    return int(row[0]) if row and isinstance(row[0], int) else 0
+    return one_value(
+        conn,
+        sql.SQL("SELECT count(*) FROM ({}) AS q").format(sql.SQL(query)),
+        {"included": included},
+        kind=int,
+    )
 
 
 def compare(conn: Conn) -> VerifyResult:
     """Both comparisons on ``conn`` (run it in one REPEATABLE READ transaction)."""
     differences: list[Difference] = []
     groups = state_rows = 0
-    row = conn.execute(
-        "SELECT coalesce(refreshed_batch_id, historic_batch_id, 0) FROM analytics.snapshot"
-    ).fetchone()
-    included = int(row[0]) if row and isinstance(row[0], int) else 0
+    included = one_value(
+        conn,
+        "SELECT coalesce(refreshed_batch_id, historic_batch_id, 0) FROM analytics.snapshot",
+        kind=int,
+    )
     for name, (view, scratch) in REPORTS.items():
         # the statements are named constants of this module and of acme_mv.reports.refresh
         want = sql.SQL("SELECT * FROM ({}) AS s WHERE s.n > 0").format(sql.SQL(scratch))

@@ -123,7 +123,7 @@ class View:
             name=name,
             kind="materialized" if relkind == "m" else "view",
             definition=str(definition).strip().rstrip(";").strip(),
-            unique=tuple(str(c) for c in unique) if isinstance(unique, list) else (),
+            unique=tuple(unique or ()),  # NULL: no unique index
         )
 
     def create(self) -> list[str]:

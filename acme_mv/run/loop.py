@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import tenacity
+from psycopg.rows import args_row
 
 from acme_mv.config import Settings, scrub
 from acme_mv.db import connection, first_line
@@ -154,13 +155,23 @@ def full_sync_due(
 
 def _last_full_sync(settings: Settings) -> tuple[datetime | None, datetime | None, datetime]:
     with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT max(started_at) FILTER (WHERE full_tables <> '{}' OR compared_tables <> '{}'), "
-            "min(started_at), now() "
-            "FROM staging.sync_batches"
-        ).fetchone()
-    assert row is not None
-    return row[0], row[1], row[2]
+        row = (
+            conn.cursor(row_factory=args_row(_full_sync_times))
+            .execute(
+                "SELECT max(started_at) FILTER (WHERE full_tables <> '{}' OR compared_tables <> '{}'), "
+                "min(started_at), now() "
+                "FROM staging.sync_batches"
+            )
+            .fetchone()
+        )
+    assert row is not None  # an aggregate: one row
+    return row
+
+
+def _full_sync_times(
+    last_full: datetime | None, first_batch: datetime | None, now: datetime
+) -> tuple[datetime | None, datetime | None, datetime]:
+    return last_full, first_batch, now
 
 
 class _Stopped(Exception):

@@ -32,7 +32,7 @@ from typing import Literal, LiteralString
 
 from psycopg import sql
 
-from acme_mv.db import Conn, relation_exists, schema_exists
+from acme_mv.db import Conn, one_value, relation_exists, schema_exists
 from acme_mv.errors import SampleError
 from acme_mv.sample import schema, words
 from acme_mv.sample.schema import Statement
@@ -488,9 +488,7 @@ def _next_base(conn: Conn, table: str, key: str) -> int:
 
 
 def _scalar(conn: Conn, query: Statement, params: tuple[object, ...] = ()) -> int:
-    row = conn.execute(query, params).fetchone()
-    value = row[0] if row else None
-    return int(value) if isinstance(value, int) else 0
+    return one_value(conn, query, params, kind=int)
 
 
 def _move_sequences(conn: Conn, plan: _Plan, bases: dict[str, int], *, items: int) -> None:

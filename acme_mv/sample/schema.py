@@ -7,7 +7,7 @@ from typing import LiteralString
 
 from psycopg import sql
 
-from acme_mv.db import Conn, schema_exists
+from acme_mv.db import Conn, one_value, schema_exists
 from acme_mv.errors import SampleError
 
 SCHEMA = "operations"
@@ -38,7 +38,8 @@ def init(conn: Conn, *, replace: bool = False) -> None:
 
 def has_rows(conn: Conn, table: str) -> bool:
     """Whether ``operations.<table>`` holds at least one row (one index-free probe)."""
-    row = conn.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(SCHEMA, table))
-    ).fetchone()
-    return bool(row and row[0])
+    return one_value(
+        conn,
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(SCHEMA, table)),
+        kind=bool,
+    )

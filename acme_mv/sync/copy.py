@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 from psycopg import pq, sql
 
-from acme_mv.db import Conn, tag_error
+from acme_mv.db import Conn, one_value, tag_error
 from acme_mv.sync.source import TableSpec
 
 log = logging.getLogger(__name__)
@@ -231,10 +231,12 @@ def _raise_index_memory(conn: Conn) -> None:
 
 
 def _partitioned(conn: Conn, table: str) -> bool:
-    row = conn.execute(
-        "SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass", (f"{STAGING}.{table}",)
-    ).fetchone()
-    return bool(row and row[0])
+    return one_value(
+        conn,
+        "SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass",
+        (f"{STAGING}.{table}",),
+        kind=bool,
+    )
 
 
 def _secondary_indexes(conn: Conn, table: str) -> list[tuple[str, str]]:

@@ -19,7 +19,7 @@ import logging
 
 from psycopg import sql
 
-from acme_mv.db import Conn
+from acme_mv.db import Conn, one_value
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,12 @@ def ensure(conn: Conn, batch_id: int) -> None:
 
 
 def _width(conn: Conn) -> int:
-    row = conn.execute(
+    recent = one_value(
+        conn,
         "SELECT count(*) FROM staging.sync_batches WHERE started_at > clock_timestamp() - %s",
         (SPAN,),
-    ).fetchone()
-    recent = int(row[0]) if row else 0
+        kind=int,
+    )
     return max(MIN_BATCHES, recent)
 
 

@@ -34,8 +34,9 @@ from typing import Literal
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import scalar_row
 
-from acme_mv.db import Conn
+from acme_mv.db import Conn, optional_value
 from acme_mv.errors import Busy, SchemaDrift
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,11 @@ def check_schema(conn: Conn, specs: list[TableSpec]) -> None:
                     expected=expected,
                     actual=actual,
                 )
-    indexed = {str(r[0]) for r in conn.execute(_UPDATED_AT_INDEXED_SQL, (SCHEMA, names)).fetchall()}
+    indexed = set(
+        conn.cursor(row_factory=scalar_row)
+        .execute(_UPDATED_AT_INDEXED_SQL, (SCHEMA, names))
+        .fetchall()
+    )
     for spec in specs:
         if spec.kind == "append" and spec.name not in indexed:
             log.warning(
@@ -430,7 +435,8 @@ def select_rows(spec: TableSpec, since: dt.datetime | None) -> sql.Composed:
 
 def max_updated_at(conn: Conn, spec: TableSpec) -> dt.datetime | None:
     """``max(updated_at)``: one step down the updated_at index when it exists."""
-    row = conn.execute(
-        sql.SQL("SELECT max(updated_at) FROM {}").format(sql.Identifier(SCHEMA, spec.name))
-    ).fetchone()
-    return row[0] if row else None
+    return optional_value(
+        conn,
+        sql.SQL("SELECT max(updated_at) FROM {}").format(sql.Identifier(SCHEMA, spec.name)),
+        kind=dt.datetime,
+    )
