@@ -4,6 +4,8 @@ value of another type that the code rules out fails loudly instead of becoming a
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -12,9 +14,9 @@ from acme_mv.db import UnexpectedResult, one_value, optional_value
 
 
 @pytest.fixture
-def conn(db_url: str) -> psycopg.Connection[tuple[object, ...]]:
+def conn(db_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
     with psycopg.connect(db_url, autocommit=True) as c:
-        yield c  # type: ignore[misc]
+        yield c
 
 
 @pytest.mark.parametrize(
@@ -30,9 +32,9 @@ def conn(db_url: str) -> psycopg.Connection[tuple[object, ...]]:
         ),
     ],
 )  # fmt: skip
-def test_one_value(conn: psycopg.Connection[tuple[object, ...]], query: str, kind: type, expected: object) -> None:  # fmt: skip
-    assert one_value(conn, query, kind=kind) == expected  # type: ignore[arg-type]
-    assert optional_value(conn, query, kind=kind) == expected  # type: ignore[arg-type]
+def test_one_value(conn: psycopg.Connection[tuple[Any, ...]], query: str, kind: type[Any], expected: object) -> None:  # fmt: skip
+    assert one_value(conn, query, kind=kind) == expected
+    assert optional_value(conn, query, kind=kind) == expected
 
 
 @pytest.mark.parametrize(
@@ -46,14 +48,14 @@ def test_one_value(conn: psycopg.Connection[tuple[object, ...]], query: str, kin
     ],
 )  # fmt: skip
 def test_one_value_fails_loudly(
-    conn: psycopg.Connection[tuple[object, ...]], query: str, kind: type, needle: str
+    conn: psycopg.Connection[tuple[Any, ...]], query: str, kind: type[Any], needle: str
 ) -> None:
     with pytest.raises(UnexpectedResult) as info:
-        one_value(conn, query, kind=kind)  # type: ignore[arg-type]
+        one_value(conn, query, kind=kind)
     assert needle in str(info.value)
 
 
-def test_optional_value_allows_null_only(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def test_optional_value_allows_null_only(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
     assert optional_value(conn, "SELECT max(x) FROM generate_series(1, 0) AS x", kind=int) is None
     with pytest.raises(UnexpectedResult, match="0 rows"):
         optional_value(conn, "SELECT 1 WHERE false", kind=int)

@@ -57,14 +57,12 @@ def test_export_error_carries_the_path(tmp_path: Path) -> None:
     taken.write_text("x\n")
     at = datetime(2026, 11, 26, tzinfo=UTC)
     with pytest.raises(errors.ExportError) as info:
-        export._target(
-            "open_orders", output=str(taken), output_dir=None, fmt="csv", at=at, force=False
-        )
+        export._target("open_orders", output=taken, output_dir=None, fmt="csv", at=at, force=False)
     assert info.value.path == taken
     missing = tmp_path / "no" / "such" / "dir" / "x.csv"
     with pytest.raises(errors.ExportError) as info:
         export._target(
-            "open_orders", output=str(missing), output_dir=None, fmt="csv", at=at, force=False
+            "open_orders", output=missing, output_dir=None, fmt="csv", at=at, force=False
         )
     assert info.value.path == missing.parent
 
