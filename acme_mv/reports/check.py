@@ -119,9 +119,10 @@ def check(settings: Settings) -> list[Gap]:
         for name, (description, key, _) in CHECKS.items():
             with conn.cursor(row_factory=args_row(_counted)) as cur:
                 row = cur.execute(check_query(name)).fetchone()
-            assert row is not None
+            assert row is not None  # an aggregate: one row
+            count, samples = row
             gaps.append(
-                Gap(name=name, description=description, key=key, count=row[0], samples=row[1])
+                Gap(name=name, description=description, key=key, count=count, samples=samples)
             )
         with connection(settings.effective_source_url, role="source", autocommit=True) as src:
             source.check_schema(src, list(deletes.APPEND_ONLY))

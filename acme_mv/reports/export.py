@@ -45,7 +45,7 @@ from psycopg import sql
 
 from acme_mv import sqlfiles
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection, optional_value
 from acme_mv.errors import ExportError, HistoryUnavailable, NeverRefreshed, UnknownReport
 from acme_mv.migrate import require_head
 from acme_mv.reports import registry
@@ -85,9 +85,7 @@ class AsOf:
     refreshed_batch_id: int
 
 
-def resolve_as_of(
-    conn: psycopg.Connection[tuple[object, ...]], at: datetime, *, timezone: str
-) -> AsOf:
+def resolve_as_of(conn: Conn, at: datetime, *, timezone: str) -> AsOf:
     """The batches behind "as of ``at``" (naive: in ``timezone``); raise outside the kept history."""
     moment = at if at.tzinfo is not None else at.replace(tzinfo=ZoneInfo(timezone))
     row = conn.execute(
@@ -106,7 +104,9 @@ def resolve_as_of(
         )
         raise HistoryUnavailable(
             f"Reports as of {moment:%Y-%m-%d %H:%M:%S %Z} are not kept: the history starts after batch "
-            f"{floor}{since}. Keep more with `acme-mv compact --keep-history`"
+            f"{floor}{since}. Keep more with `acme-mv compact --keep-history`",
+            at=moment,
+            history_batch_id=floor,
         )
     return AsOf(at=moment, batch_id=k, refreshed_batch_id=r)
 
@@ -248,14 +248,14 @@ def _export_many(
     return targets
 
 
-def prepare_session(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def prepare_session(conn: Conn) -> None:
     """The session settings every export writes under (date style, encoding), whatever the server's defaults."""
     conn.execute(sql.SQL("SET DateStyle = {}").format(sql.Literal(DATESTYLE)))
     conn.execute("SET client_encoding = 'UTF8'")
 
 
 def write_csv(
-    conn: psycopg.Connection[tuple[object, ...]],
+    conn: Conn,
     report: str,
     fh: IO[str],
     *,
@@ -286,7 +286,7 @@ def _report(name: str) -> registry.Report:
         return REPORTS[name]
     except KeyError:
         raise UnknownReport(
-            f"Unknown report {name!r}; the reports are: {', '.join(REPORTS)}"
+            f"Unknown report {name!r}; the reports are: {', '.join(REPORTS)}", name=name
         ) from None
 
 
@@ -303,34 +303,33 @@ def _target(
                 output_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ExportError(
-                    f"Cannot create the directory {output_dir}: {exc.strerror or exc}"
+                    f"Cannot create the directory {output_dir}: {exc.strerror or exc}",
+                    path=output_dir,
                 ) from None
         path = (output_dir or Path.cwd()) / default_name(name, fmt=fmt, at=at)
     if path.is_dir():
         raise ExportError(
-            f"{path} is a directory; --output names a file (use --output-dir for a directory)"
+            f"{path} is a directory; --output names a file (use --output-dir for a directory)",
+            path=path,
         )
     folder = path.parent
     if not folder.is_dir():
-        raise ExportError(f"Cannot write to {folder}: no such directory")
+        raise ExportError(f"Cannot write to {folder}: no such directory", path=folder)
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ExportError(f"Cannot write to {folder}: the directory is not writable")
+        raise ExportError(f"Cannot write to {folder}: the directory is not writable", path=folder)
     if path.exists() and not force:
-        raise ExportError(f"{path} already exists. Use --force to overwrite it")
+        raise ExportError(f"{path} already exists. Use --force to overwrite it", path=path)
     return path
 
 
-def _require_refreshed(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    row = conn.execute("SELECT refreshed_at FROM analytics.snapshot").fetchone()
-    if row is None or row[0] is None:
+def _require_refreshed(conn: Conn) -> None:
+    if optional_value(conn, "SELECT refreshed_at FROM analytics.snapshot", kind=datetime) is None:
         raise NeverRefreshed(
             "The analytics views have never been refreshed. Run `acme-mv refresh` first"
         )
 
 
-def _write(
-    conn: psycopg.Connection[tuple[object, ...]], query: sql.Composable, fmt: Format, fh: IO[str]
-) -> None:
+def _write(conn: Conn, query: sql.Composable, fmt: Format, fh: IO[str]) -> None:
     if fmt == "csv":
         decoder = codecs.getincrementaldecoder("utf-8")()
         with conn.cursor().copy(
@@ -366,13 +365,13 @@ def _atomic_file(path: Path, *, force: bool) -> Iterator[IO[str]]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as exc:
-        raise ExportError(f"Cannot write {path}: {exc.strerror or exc}") from None
+        raise ExportError(f"Cannot write {path}: {exc.strerror or exc}", path=path) from None
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             yield fh
         if path.exists() and not force:  # appeared while we wrote
-            raise ExportError(f"{path} already exists. Use --force to overwrite it")
+            raise ExportError(f"{path} already exists. Use --force to overwrite it", path=path)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection, one_value
 from acme_mv.errors import VerifyFailed
 from acme_mv.migrate import require_head
 from acme_mv.reports import registry
@@ -108,7 +108,7 @@ SELECT 'want', * FROM (SELECT * FROM want EXCEPT ALL SELECT * FROM have) AS b
 
 
 def _diff(
-    conn: psycopg.Connection[tuple[object, ...]],
+    conn: Conn,
     what: str,
     have: sql.Composable,
     want: sql.Composable,
@@ -130,23 +130,24 @@ def _diff(
     ]
 
 
-def _count(
-    conn: psycopg.Connection[tuple[object, ...]], query: sql.Composable, included: int
-) -> int:
-    row = conn.execute(
-        sql.SQL("SELECT count(*) FROM ({}) AS q").format(query), {"included": included}
-    ).fetchone()
-    return int(row[0]) if row and isinstance(row[0], int) else 0
+def _count(conn: Conn, query: sql.Composable, included: int) -> int:
+    return one_value(
+        conn,
+        sql.SQL("SELECT count(*) FROM ({}) AS q").format(query),
+        {"included": included},
+        kind=int,
+    )
 
 
-def compare(conn: psycopg.Connection[tuple[object, ...]]) -> VerifyResult:
+def compare(conn: Conn) -> VerifyResult:
     """Both comparisons on ``conn`` (run it in one REPEATABLE READ transaction)."""
     differences: list[Difference] = []
     groups = state_rows = 0
-    row = conn.execute(
-        "SELECT coalesce(refreshed_batch_id, historic_batch_id, 0) FROM analytics.snapshot"
-    ).fetchone()
-    included = int(row[0]) if row and isinstance(row[0], int) else 0
+    included = one_value(
+        conn,
+        "SELECT coalesce(refreshed_batch_id, historic_batch_id, 0) FROM analytics.snapshot",
+        kind=int,
+    )
     for name, (view, scratch, nkeys) in REPORTS.items():
         # the statements are named constants of this module and files of views/summaries/
         want = sql.SQL("SELECT * FROM ({}) AS s WHERE s.n > 0").format(sql.SQL(scratch))

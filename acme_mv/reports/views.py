@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-import psycopg
 from psycopg import sql
 
 from acme_mv import paths, sqlfiles
+from acme_mv.db import Conn
 
 Kind = Literal["view", "materialized"]
 
@@ -96,9 +96,7 @@ class View:
         )
 
     @classmethod
-    def from_database(
-        cls, conn: psycopg.Connection[tuple[object, ...]], schema: str, name: str
-    ) -> View:
+    def from_database(cls, conn: Conn, schema: str, name: str) -> View:
         """The object as the database holds it (definition as ``pg_get_viewdef`` prints it)."""
         row = conn.execute(_FROM_DATABASE, {"schema": schema, "name": name}).fetchone()
         if row is None:
@@ -111,7 +109,7 @@ class View:
             name=name,
             kind="materialized" if relkind == "m" else "view",
             definition=str(definition).strip().rstrip(";").strip(),
-            unique=tuple(str(c) for c in unique) if isinstance(unique, list) else (),
+            unique=tuple(unique or ()),  # NULL: no unique index
         )
 
     def create(self) -> list[str]:

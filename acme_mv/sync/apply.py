@@ -32,16 +32,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from acme_mv import sqlfiles
+from acme_mv.db import Conn, one_value
 
 log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 #: the temp tables of one batch (named literally in the statements of views/state/ and views/deltas/)
 ORDER_CHANGES = "_acme_order_changes"
@@ -104,10 +101,11 @@ _FIRST = tuple(
 
 
 def _state_empty(conn: Conn) -> bool:
-    row = conn.execute(
-        "SELECT NOT EXISTS (SELECT 1 FROM staging.orders_state) AND NOT EXISTS (SELECT 1 FROM staging.order_items_state)"
-    ).fetchone()
-    return bool(row and row[0])
+    return one_value(
+        conn,
+        "SELECT NOT EXISTS (SELECT 1 FROM staging.orders_state) AND NOT EXISTS (SELECT 1 FROM staging.order_items_state)",
+        kind=bool,
+    )
 
 
 #: the state's indexes, dropped for the first batch's bulk insert and built after it (one sort
@@ -150,10 +148,14 @@ def apply_batch(conn: Conn, batch_id: int) -> Applied:
         applied = _apply_first(conn, batch_id)
         log.debug("batch %s applied to an empty state: %s", batch_id, applied)
         return applied
-    row = conn.execute(
-        "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (batch_id,)
-    ).fetchone()
-    full_tables = set(row[0]) if row and row[0] else set()
+    full_tables = set(
+        one_value(
+            conn,
+            "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s",
+            (batch_id,),
+            kind=list,
+        )
+    )
     params = {"batch": batch_id}
     for temp in (ORDER_CHANGES, ITEM_CHANGES):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(temp)))
@@ -198,5 +200,6 @@ def apply_batch(conn: Conn, batch_id: int) -> Applied:
 
 
 def _count(conn: Conn, temp: str) -> int:
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(temp))).fetchone()
-    return int(row[0]) if row else 0
+    return one_value(
+        conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(temp)), kind=int
+    )

@@ -23,17 +23,15 @@ import logging
 import select
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import psycopg
 from psycopg import pq, sql
 
-from acme_mv.db import tag_error
+from acme_mv.db import Conn, one_value, tag_error
 from acme_mv.sync.source import TableSpec
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 #: called with the size in bytes of each chunk as it is written
 OnBytes = Callable[[int], None]
 
@@ -233,10 +231,12 @@ def _raise_index_memory(conn: Conn) -> None:
 
 
 def _partitioned(conn: Conn, table: str) -> bool:
-    row = conn.execute(
-        "SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass", (f"{STAGING}.{table}",)
-    ).fetchone()
-    return bool(row and row[0])
+    return one_value(
+        conn,
+        "SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass",
+        (f"{STAGING}.{table}",),
+        kind=bool,
+    )
 
 
 def _secondary_indexes(conn: Conn, table: str) -> list[tuple[str, str]]:
