@@ -7,7 +7,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench clean
+# the pages of docs/ with generated parts (cog blocks: the CLI reference, the benchmark tables)
+GENERATED_DOCS := docs/cli.md docs/benchmarks.md docs/views.md docs/sync-parallel.md
+
+.PHONY: demo test lint docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +24,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -n auto -q
 
+# lint: formatting, lint rules, types (mypy's files are in pyproject.toml), and the
+# generated parts of docs/ are current (`make docs` rewrites them)
 lint: $(STAMP)
+	$(BIN)/ruff format --check acme_mv tests benchmarks migrations
 	$(BIN)/ruff check acme_mv tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/cog -I . --check --diff --check-fail-msg='run: make docs' $(GENERATED_DOCS)
+
+docs: $(STAMP)
+	$(BIN)/cog -I . -r $(GENERATED_DOCS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

@@ -83,7 +83,8 @@ def validate_timezone(name: str) -> None:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(
-            f"Unknown time zone {name!r}; use an IANA name such as UTC or Europe/Berlin"
+            f"Unknown time zone {name!r}; use an IANA name such as UTC or Europe/Berlin",
+            setting=TIMEZONE_ENV,
         ) from None
 
 
@@ -175,49 +176,54 @@ def scrub(text: str, *urls: str | None) -> str:
 MIN_SCRUBBED = 4
 
 
-_DURATION_PART = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)")
+#: the grammar of every duration acme-mv takes (options, environment, Python API), in full:
+#:
+#:     duration := number | part (" "* part)*
+#:     part     := number " "* unit
+#:     number   := digits ["." digits]          (no sign, exponent, "_", "inf" or "nan")
+#:     unit     := "d" | "h" | "m" | "s" | "ms"  (any case; "m" is minutes)
+#:
+#: A plain number is seconds; parts add up, units largest first, each at most
+#: once (``1h 30m``, ``1m30s``; not ``30s1m`` nor ``1s1s``). Surrounding blanks
+#: are ignored. ``0`` is a valid duration: what it means is up to the option.
+DURATION_GRAMMAR = "10s, 500ms, 1m30s, 2h, 1d or a plain number of seconds"
+_NUMBER = r"\d+(?:\.\d+)?"
+_PLAIN = re.compile(_NUMBER)
+_DURATION_PART = re.compile(rf"(?P<n>{_NUMBER}) *(?P<unit>ms|s|m|h|d)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_UNIT_ORDER = ["d", "h", "m", "s", "ms"]
 
 
 def parse_duration(text: str) -> float:
-    """``"10s"``, ``"500ms"``, ``"1m30s"``, ``"2h"``, ``"1d"`` or a plain number of seconds -> seconds.
+    """A duration (see :data:`DURATION_GRAMMAR` above for the grammar) -> seconds.
 
-    Pure (no clock, no database). Raises :class:`BadArgument` quoting the text.
+    ``"10s"``, ``"500ms"``, ``"1m30s"``, ``"1h 30m"``, ``"2H"``, ``"1d"``, ``"90"``, ``"2.5"``.
+    The one duration parser: every option and API argument that takes a
+    duration as text goes through it. Pure (no clock, no database). Raises
+    :class:`BadArgument` quoting the text.
     """
-    stripped = text.strip().lower()
-    try:
-        return _parse_duration(stripped)
-    except ValueError:
-        raise BadArgument(
-            f"{text!r} is not a duration such as 10s, 500ms, 1m30s, 2h or 1d"
-        ) from None
-
-
-def _parse_duration(text: str) -> float:
-    if not text:
-        raise ValueError(text)
-    try:
-        seconds = float(text)
-    except ValueError:
-        pos = 0
-        seconds = 0.0
-        units: list[str] = []
-        while pos < len(text):
-            match = _DURATION_PART.match(text, pos)
-            if match is None:
-                raise
-            units.append(match["unit"])
-            seconds += float(match["n"]) * _UNIT_S[match["unit"]]
-            pos = match.end()
-            while pos < len(text) and text[pos] == " ":
-                pos += 1
-        # units in decreasing order, each at most once: "1m30s", not "30s1m" nor "1s1s"
-        order = [_UNIT_ORDER.index(u) for u in units]
-        if order != sorted(set(order)):
-            raise ValueError(text) from None
-    if seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0:
-        raise ValueError(text)
+    seconds = _parse_duration(text.strip().lower())
+    if seconds is None:
+        raise BadArgument(f"{text!r} is not a duration such as {DURATION_GRAMMAR}")
     return seconds
 
 
-_UNIT_ORDER = ["d", "h", "m", "s", "ms"]
+def _parse_duration(text: str) -> float | None:
+    if _PLAIN.fullmatch(text):
+        return float(text)
+    pos = 0
+    seconds = 0.0
+    units: list[str] = []
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            return None
+        units.append(match["unit"])
+        seconds += float(match["n"]) * _UNIT_S[match["unit"]]
+        pos = match.end()
+        while pos < len(text) and text[pos] == " ":
+            pos += 1
+    order = [_UNIT_ORDER.index(u) for u in units]
+    if not units or order != sorted(set(order)):
+        return None
+    return seconds

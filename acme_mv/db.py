@@ -21,11 +21,12 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import psycopg
 from psycopg import sql
 from psycopg.abc import Params, Query
+from psycopg.rows import scalar_row
 
 from acme_mv.config import describe_target, scrub
 from acme_mv.errors import (
@@ -63,6 +64,7 @@ CLIENT_CHECK_INTERVAL = "2s"
 CLIENT_CHECK_MIN_VERSION = 140000
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+T = TypeVar("T")
 
 
 def first_line(exc: BaseException) -> str:
@@ -362,19 +364,52 @@ def _one_line(query: Query, cursor: psycopg.Cursor[Any]) -> str:
     return flat if len(flat) <= SQL_SHOWN else flat[: SQL_SHOWN - 3] + "..."
 
 
+class UnexpectedResult(Exception):
+    """A query returned what the code rules out: no row from an aggregate, a NULL where the
+    schema forbids one, a value of another type. A bug or a broken invariant, never bad input:
+    it fails loudly instead of turning into a 0 or a default."""
+
+
+def _scalar(conn: Conn, query: Query, params: Params | None) -> tuple[Any, str]:
+    cur = conn.cursor(row_factory=scalar_row).execute(cast(Any, query), params)
+    rows = cur.fetchall()
+    if len(rows) != 1:
+        raise UnexpectedResult(f"{len(rows)} rows, not one, from: {_one_line(query, cur)}")
+    return rows[0], _one_line(query, cur)
+
+
+def one_value(conn: Conn, query: Query, params: Params | None = None, *, kind: type[T]) -> T:
+    """The value of a one-row, one-column query (psycopg's ``scalar_row``), of type ``kind``;
+    no row, a NULL or another type raise :class:`UnexpectedResult`."""
+    got, shown = _scalar(conn, query, params)
+    if not isinstance(got, kind):
+        raise UnexpectedResult(f"{got!r} is not of type {kind.__name__}, from: {shown}")
+    return got
+
+
+def optional_value(
+    conn: Conn, query: Query, params: Params | None = None, *, kind: type[T]
+) -> T | None:
+    """:func:`one_value` for a column that may be NULL (None); still exactly one row."""
+    got, shown = _scalar(conn, query, params)
+    if got is not None and not isinstance(got, kind):
+        raise UnexpectedResult(f"{got!r} is not of type {kind.__name__} nor NULL, from: {shown}")
+    return got
+
+
 def schema_exists(conn: Conn, schema: str) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema,)
-    ).fetchone()
-    return bool(row and row[0])
+    return one_value(
+        conn, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema,), kind=bool
+    )
 
 
 def relation_exists(conn: Conn, schema: str, name: str) -> bool:
-    row = conn.execute(
+    return one_value(
+        conn,
         "SELECT to_regclass(%s) IS NOT NULL",
         (sql.Identifier(schema, name).as_string(conn),),
-    ).fetchone()
-    return bool(row and row[0])
+        kind=bool,
+    )
 
 
 def ensure_database(server: Conn, name: str, *, recreate: bool = False) -> None:

@@ -8,6 +8,9 @@ retrying can fix it (``acme-mv run`` retries those, and only those).
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 
 class AcmeMvError(Exception):
     """Base of every error acme-mv raises on purpose."""
@@ -19,7 +22,13 @@ class AcmeMvError(Exception):
 
 
 class ConfigError(AcmeMvError):
-    """A setting is missing or malformed."""
+    """A setting is missing or malformed; ``setting`` names it (an environment variable or an
+    option) when there is one."""
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        #: the environment variable or option at fault (``ACME_MV_SMTP_URL``, ``--mail-at``)
+        self.setting = setting
 
 
 class BadArgument(AcmeMvError):
@@ -74,6 +83,13 @@ class PermissionDenied(ServerError):
 class NotMigrated(AcmeMvError):
     """The warehouse has not been migrated to the revision this code needs."""
 
+    def __init__(self, message: str, *, current: str | None, head: str) -> None:
+        super().__init__(message)
+        #: the warehouse's revision (None: never migrated)
+        self.current = current
+        #: the revision this code needs
+        self.head = head
+
 
 class MigrationFailed(AcmeMvError):
     """A migration (or the revision asked for) failed; the message is PostgreSQL's, on one line."""
@@ -94,19 +110,50 @@ class GrantFailed(AcmeMvError):
 
 
 class SchemaDrift(AcmeMvError):
-    """The source's tables or columns are not what the contract states."""
+    """The source's tables or columns are not what the contract states.
+
+    ``table`` is the qualified table (``operations.orders``); ``column`` the column at fault
+    (None when the whole table is missing); ``expected``/``actual`` its contract type and the
+    type found (``actual`` None: the column is missing).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        table: str,
+        column: str | None = None,
+        expected: str | None = None,
+        actual: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.table = table
+        self.column = column
+        self.expected = expected
+        self.actual = actual
 
 
 class Busy(AcmeMvError):
-    """Another acme-mv process holds the lock this one needs."""
+    """Another acme-mv process holds the lock this one needs; ``resource`` names it (the sync
+    lock, a source table, a replication slot)."""
 
     exit_code = 3
+
+    def __init__(self, message: str, *, resource: str) -> None:
+        super().__init__(message)
+        self.resource = resource
 
 
 class Stale(AcmeMvError):
     """The reports are older than the freshness asked for (``status --max-age``)."""
 
     exit_code = 5
+
+    def __init__(self, message: str, *, age_s: float | None, max_age_s: float) -> None:
+        super().__init__(message)
+        #: the reports' age in seconds (None: never refreshed)
+        self.age_s = age_s
+        self.max_age_s = max_age_s
 
 
 class SampleError(AcmeMvError):
@@ -116,9 +163,18 @@ class SampleError(AcmeMvError):
 class UnknownReport(BadArgument):
     """A report name that acme-mv does not know."""
 
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
 
 class ExportError(AcmeMvError):
-    """A report cannot be written where it was asked to go."""
+    """A report cannot be written where it was asked to go; ``path`` is the file or directory
+    at fault (None for a bad option such as ``--limit``)."""
+
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class NeverRefreshed(AcmeMvError):
@@ -163,9 +219,21 @@ class VerifyFailed(AcmeMvError):
 class HistoryUnavailable(AcmeMvError):
     """A report as of a moment outside the kept history (``--as-of``)."""
 
+    def __init__(self, message: str, *, at: dt.datetime, history_batch_id: int) -> None:
+        super().__init__(message)
+        #: the moment asked for
+        self.at = at
+        #: the history kept starts after this batch
+        self.history_batch_id = history_batch_id
+
 
 class ListenFailed(AcmeMvError):
     """A server of acme-mv's own (the dashboard) cannot listen on the address asked for."""
+
+    def __init__(self, message: str, *, host: str, port: int) -> None:
+        super().__init__(message)
+        self.host = host
+        self.port = port
 
 
 class CopyFailed(AcmeMvError):

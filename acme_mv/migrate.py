@@ -29,11 +29,12 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from psycopg import sql
+from psycopg.rows import scalar_row
 from sqlalchemy import Connection, create_engine, pool
 
 from acme_mv import paths
 from acme_mv.config import describe_target
-from acme_mv.db import connect, first_line
+from acme_mv.db import Conn, connect, first_line, relation_exists
 from acme_mv.errors import MigrationFailed, NotMigrated
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ def render_sql(revision_range: str = "head", *, downgrade_to: str | None = None)
     return out.getvalue()
 
 
-def current_revision(conn: psycopg.Connection[tuple[object, ...]]) -> str | None:
+def current_revision(conn: Conn) -> str | None:
     """The warehouse's Alembic revision, or None when never migrated.
 
     Read from ``acme_mv.alembic_version``; a warehouse that an earlier acme-mv
@@ -200,25 +201,30 @@ def current_revision(conn: psycopg.Connection[tuple[object, ...]]) -> str | None
     """
     for schema in (VERSION_SCHEMA, LEGACY_VERSION_SCHEMA):
         table = sql.Identifier(schema, VERSION_TABLE)
-        exists = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (table.as_string(conn),)
-        ).fetchone()
-        if not exists or not exists[0]:
+        if not relation_exists(conn, schema, VERSION_TABLE):
             continue
-        row = conn.execute(sql.SQL("SELECT version_num FROM {}").format(table)).fetchone()
-        revision = str(row[0]) if row else None
+        # an empty table (downgraded to base) holds no revision
+        revision: str | None = (
+            conn.cursor(row_factory=scalar_row)
+            .execute(sql.SQL("SELECT version_num FROM {}").format(table))
+            .fetchone()
+        )
         if schema == VERSION_SCHEMA or revision in known_revisions():
             return revision
     return None
 
 
-def require_head(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def require_head(conn: Conn) -> None:
     """Raise :class:`NotMigrated` unless the warehouse is at this code's head revision."""
     current = current_revision(conn)
     head = head_revision()
     if current is None:
-        raise NotMigrated("The warehouse is not migrated. Run `acme-mv migrate` first")
+        raise NotMigrated(
+            "The warehouse is not migrated. Run `acme-mv migrate` first", current=None, head=head
+        )
     if current != head:
         raise NotMigrated(
-            f"The warehouse is at revision {current}, this acme-mv needs {head}. Run `acme-mv migrate`"
+            f"The warehouse is at revision {current}, this acme-mv needs {head}. Run `acme-mv migrate`",
+            current=current,
+            head=head,
         )

@@ -83,7 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--json",
         type=Path,
         default=DEFAULT_JSON,
-        help=f"where to write all figures; default {DEFAULT_JSON}",
+        help=f"where to write all figures (a result file: docs/benchmarks.md); default "
+        f"{DEFAULT_JSON}, git-ignored: name a run worth keeping and commit it",
     )
     parser.add_argument(
         "--fresh", action="store_true", help="rebuild the source even when it has --orders orders"

@@ -27,7 +27,6 @@ Standalone (its own databases on the embedded server)::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -38,7 +37,7 @@ import threading
 import time
 import uuid
 from datetime import date, timedelta
-from typing import Any
+from pathlib import Path
 
 import psycopg
 
@@ -382,7 +381,7 @@ def measure(bench: Bench, *, rate: int = RATE, duration: float = DURATION_S) -> 
 def main(argv: list[str] | None = None) -> int:
     from acme_mv import embedded
     from acme_mv.db import ensure_database
-    from benchmarks import pg, source
+    from benchmarks import pg, report, source
 
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.cdc",
@@ -412,30 +411,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     source.prepare(bench, fresh=False)
     results = measure(bench, rate=args.rate, duration=args.duration)
-    out: dict[str, Any] = {}
     for r in results:
-        out[r.name] = {
-            "status": r.status,
-            "note": r.note,
-            "rows": r.rows,
-            "seconds": r.median,
-            **(r.extra or {}),
-        }
         print(f"{r.name:20} {r.status:8} {r.note}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(
-                {
-                    "orders": args.orders,
-                    "rate": args.rate,
-                    "duration_s": args.duration,
-                    "load": os.getloadavg(),
-                    "results": out,
-                },
-                fh,
-                indent=2,
-                default=str,
-            )
+    if args.json:  # the shape of every result file (bench.results: filled by measure)
+        report.write_json(
+            bench,
+            Path(args.json),
+            benchmark="benchmarks.cdc",
+            parameters={"rate": args.rate, "duration_s": args.duration},
+        )
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The run's figures: ratios between measurements, the Markdown table, the JSON file."""
+"""The run's figures: ratios between measurements, the JSON result file, its Markdown table,
+and the tables of docs/benchmarks.md from the committed result files."""
 
 from __future__ import annotations
 
@@ -115,26 +116,99 @@ def _load(load: list[float] | None) -> str:
 
 
 def markdown(bench: Bench) -> str:
-    """One row per result: rows, median/min/max seconds, rows/s, ratio, target."""
-    head = "| measurement | status | rows | median s | min s | max s | rows/s | ratio | target |"
-    machine = _machine()
+    """The run's table (:func:`table` of its :func:`document`)."""
+    return table(document(bench))
+
+
+def table(doc: dict[str, Any]) -> str:
+    """A document (the JSON shape of :func:`document`) as Markdown: a line saying what ran
+    where, then one row per measurement: rows, median/min/max seconds, rows/s, ratio, target."""
+    machine = doc.get("machine") or {}
+    counts = doc.get("source_rows") or {}
     lines = [
-        f"acme-mv benchmarks: {bench.orders:,} orders ({sum(bench.counts.values()):,} source rows), "
-        f"{bench.rounds} rounds; {machine['cpus']} CPUs; load average (1/5/15 min) at start "
-        f"{_load(bench.load_at_start)}, at end {_load(machine['load_average_1_5_15'])}",
+        f"{doc.get('benchmark') or 'acme-mv benchmarks'}: {doc.get('orders') or 0:,} orders "
+        f"({sum(counts.values()):,} source rows), {doc.get('rounds')} rounds; "
+        f"{machine.get('cpus')} CPUs; load average (1/5/15 min) at start "
+        f"{_load(machine.get('load_average_at_start'))}, at end "
+        f"{_load(machine.get('load_average_1_5_15'))}",
         "",
-        head,
+        "| measurement | status | rows | median s | min s | max s | rows/s | ratio | target |",
         "|---|---|--:|--:|--:|--:|--:|--:|---|",
     ]
-    for r in bench.results.values():
-        ratio = f"{r.ratio:.3g} vs {r.ratio_to}" if r.ratio is not None else ""
-        target = r.target + (" ✓" if r.met else " ✗" if r.met is False else "") if r.target else ""
-        status = f"{r.status}: {r.note}" if r.note else r.status
+    for m in doc["measurements"]:
+        ratio = f"{m['ratio']:.3g} vs {m.get('ratio_to')}" if m.get("ratio") is not None else ""
+        met = m.get("target_met")
+        target = m.get("target") or ""
+        target += " ✓" if target and met else " ✗" if target and met is False else ""
+        status = f"{m['status']}: {m['note']}" if m.get("note") else m["status"]
+        rows = m.get("rows")
         lines.append(
-            f"| {r.title} (`{r.name}`) | {status} | {r.rows if r.rows is not None else ''} | {_num(r.median)} | "
-            f"{_num(r.min)} | {_num(r.max)} | {_num(r.rows_per_s)} | {ratio} | {target} |"
+            f"| {m.get('title') or m['name']} (`{m['name']}`) | {status} | "
+            f"{rows if rows is not None else ''} | {_num(m.get('median_s'))} | "
+            f"{_num(m.get('min_s'))} | {_num(m.get('max_s'))} | {_num(m.get('rows_per_s'))} | "
+            f"{ratio} | {target} |"
         )
     return "\n".join(lines) + "\n"
+
+
+#: the default output of a run, never committed (.gitignore): a result file has a name
+LATEST = "latest.json"
+
+
+def result_files(folder: Path) -> list[Path]:
+    """The committed result files of ``folder``: every ``*.json`` but :data:`LATEST`."""
+    return sorted(p for p in folder.glob("*.json") if p.name != LATEST)
+
+
+def _in_shape(doc: object) -> bool:
+    measurements = doc.get("measurements") if isinstance(doc, dict) else None
+    return isinstance(measurements, list) and all(
+        isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("status"), str)
+        for m in measurements
+    )
+
+
+def results_markdown(folder: Path, root: Path | None = None) -> str:
+    """The tables of docs/benchmarks.md: a section per result file in ``folder``, oldest run
+    first; files not in the documented shape are named, not tabulated."""
+    root = root or folder.parent.parent
+    runs: list[tuple[str, str, dict[str, Any]]] = []
+    other: list[str] = []
+    for path in result_files(folder):
+        name = path.resolve().relative_to(root.resolve()).as_posix()
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError as exc:
+            other.append(f"`{name}` (not JSON: {exc})")
+            continue
+        if _in_shape(doc):
+            runs.append((str(doc.get("generated_at") or ""), name, doc))
+        else:
+            other.append(f"`{name}` (no `measurements` list of objects with `name` and `status`)")
+    if not runs and not other:
+        return f"No result file is committed under `{folder.relative_to(root).as_posix()}/` yet.\n"
+    parts = []
+    for generated_at, name, doc in sorted(runs, key=lambda run: run[:2]):
+        versions = doc.get("versions") or {}
+        about = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+        parts.append(
+            f"### `{name}`\n\n"
+            + (f"{doc['description']}\n\n" if doc.get("description") else "")
+            + f"Run at {generated_at or 'an unrecorded time'}"
+            + (
+                f" on {doc['machine']['platform']}"
+                if (doc.get("machine") or {}).get("platform")
+                else ""
+            )
+            + (f"; {about}" if about else "")
+            + ".\n\n"
+            + table(doc)
+        )
+    if other:
+        parts.append(
+            "Not tabulated (not in the shape of a result file): " + ", ".join(other) + ".\n"
+        )
+    return "\n".join(parts)
 
 
 def _versions(bench: Bench) -> dict[str, str | None]:
@@ -178,8 +252,22 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def document(bench: Bench) -> dict[str, Any]:
+def document(
+    bench: Bench,
+    *,
+    benchmark: str = "acme-mv benchmarks",
+    description: str = "",
+    parameters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The run as a result file (the shape docs/benchmarks.md documents under "Result files").
+
+    ``benchmark`` and ``description`` say what ran (a standalone benchmark names itself);
+    ``parameters`` are its own settings beyond orders and rounds (a rate, a duration).
+    """
     return {
+        "benchmark": benchmark,
+        **({"description": description} if description else {}),
+        **({"parameters": parameters} if parameters else {}),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {**_machine(), "load_average_at_start": bench.load_at_start},
         "versions": _versions(bench),
@@ -190,8 +278,9 @@ def document(bench: Bench) -> dict[str, Any]:
     }
 
 
-def write_json(bench: Bench, path: Path) -> dict[str, Any]:
-    doc = document(bench)
+def write_json(bench: Bench, path: Path, **about: Any) -> dict[str, Any]:
+    """Write the run's :func:`document` (``about``: its keyword arguments) to ``path``."""
+    doc = document(bench, **about)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return doc

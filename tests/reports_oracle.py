@@ -1,13 +1,21 @@
 """The four reports computed from scratch on the source, straight from the contract.
 
-Independent of the analytics views on purpose: this is what the views must equal.
+Independent of the analytics views on purpose: this is what the views must equal. So it
+repeats, in its own words, what views/ defines once for the code (the open / PENDING
+predicates, the top-N ranking and its default of 3, the export order): an oracle that read
+views/ or acme_mv.reports.registry would agree with any mistake made there.
 """
 
 from __future__ import annotations
 
 import psycopg
 
+#: an open order: status not NULL and not COMPLETED (open_orders, top_dates, pending_items)
 OPEN = "o.status IS NOT NULL AND o.status <> 'COMPLETED'"
+#: a pending order: status PENDING (top_customers only; pending_items counts OPEN orders' items)
+PENDING = "o.status = 'PENDING'"
+#: the contract's default n of the top reports
+TOP_N = 3
 
 #: report -> SQL on operations.*, ordered as the export orders it, without a limit
 FROM_SCRATCH = {
@@ -26,11 +34,11 @@ FROM_SCRATCH = {
         LEFT JOIN operations.products p ON p.product_id = i.product_id
         WHERE {OPEN} AND i.product_id IS NOT NULL
         GROUP BY 1, 2 HAVING sum(coalesce(i.quanity, 0)) > 0 ORDER BY 1""",
-    "top_customers": """
+    "top_customers": f"""
         SELECT o.customer_id, c.customer_name, count(*) AS pending_orders
         FROM operations.orders o
         LEFT JOIN operations.customers c ON c.customer_id = o.customer_id
-        WHERE o.status = 'PENDING' AND o.customer_id IS NOT NULL
+        WHERE {PENDING} AND o.customer_id IS NOT NULL
         GROUP BY 1, 2 ORDER BY 3 DESC, 1 ASC""",
 }
 
@@ -69,7 +77,7 @@ def assert_views_match(conn: psycopg.Connection[tuple[object, ...]], want: Repor
     for name in FROM_SCRATCH:
         assert got[name] == want[name], f"{name}: views {got[name]} != from scratch {want[name]}"
     for name, q in TOP_VIEWS.items():
-        assert [tuple(r) for r in conn.execute(q).fetchall()] == want[name][:3], name
+        assert [tuple(r) for r in conn.execute(q).fetchall()] == want[name][:TOP_N], name
 
 
 def _latest_as_of(table: str, key: str, versions: str) -> str:

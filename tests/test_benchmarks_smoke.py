@@ -124,6 +124,35 @@ def test_only_and_skip_select_measurements() -> None:
         parse_args(["--only", "nonsense"])
 
 
+def test_the_docs_tables_come_from_the_result_files_but_latest(
+    bench: Bench, tmp_path: Path
+) -> None:
+    folder = tmp_path / "benchmarks" / "results"
+    assert report.results_markdown(folder).startswith("No result file is committed")
+    bench.results["raw.binary"] = Result("raw.binary", "raw binary pipe", seconds=[1.0], rows=300)
+    bench.results["sync.full"] = Result(
+        "sync.full", "acme-mv sync, initial", seconds=[2.0, 1.5, 3.0], rows=300
+    )
+    report.compute_ratios(bench.results)
+    with guarded(bench, "missing", "not installed"):
+        require("acme_mv.no_such_module", "sync")
+    report.write_json(bench, folder / "run-a.json", description="A small run.")
+    report.write_json(bench, folder / report.LATEST)
+    (folder / "other.json").write_text('{"results": {}}')
+
+    text = report.results_markdown(folder)
+    assert "### `benchmarks/results/run-a.json`" in text
+    assert "A small run." in text
+    assert report.LATEST not in text
+    assert report.table(json.loads((folder / "run-a.json").read_text())) in text
+    row = next(line for line in text.splitlines() if "(`sync.full`)" in line)
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert cells[1:8] == ["ok", "300", "2", "1.5", "3", "150", "2 vs raw.binary"]
+    assert cells[8] == "<= 1.2x the raw binary pipe ✗"
+    assert "| not available: acme_mv.no_such_module" in text.replace("(`missing`) ", "")
+    assert "Not tabulated" in text and "`benchmarks/results/other.json`" in text
+
+
 def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
     bench: Bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -159,11 +159,15 @@ def test_a_contract_column_type_change_stops_with_nothing_applied(
         conn.execute("UPDATE operations.order_items SET quanity = 999 WHERE order_item_id = 1")
         conn.execute("ALTER TABLE operations.orders ALTER COLUMN customer_id TYPE integer")
         conn.execute("UPDATE operations.orders SET status = 'AFTER' WHERE order_id = 1")
-    with pytest.raises(
-        SchemaDrift,
-        match=r"operations\.orders\.customer_id is now integer, the contract states bigint",
-    ):
+    with pytest.raises(SchemaDrift) as first:
         world.catch_up()
+    drift = ("operations.orders", "customer_id", "bigint", "integer")
+    assert (
+        first.value.table,
+        first.value.column,
+        first.value.expected,
+        first.value.actual,
+    ) == drift
     # nothing of that transaction applied, the position neither saved nor confirmed past it
     assert scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") == batches
     assert (
@@ -181,8 +185,9 @@ def test_a_contract_column_type_change_stops_with_nothing_applied(
     )
     assert lsn_from_str(confirmed) <= position
     # it stops the same way on every restart until the source is fixed
-    with pytest.raises(SchemaDrift):
+    with pytest.raises(SchemaDrift) as info:
         world.catch_up()
+    assert (info.value.table, info.value.column, info.value.expected, info.value.actual) == drift
 
 
 def test_stream_without_setup_says_so(make_db: DatabaseFactory, slot_name: str) -> None:

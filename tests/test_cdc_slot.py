@@ -161,8 +161,11 @@ def test_the_least_privilege_role_replication_select_and_a_publication_made_by_t
     _grant_source(world.src, cdc_role)
     limited = Cdc(src=make_conninfo(world.src, user=cdc_role), wh=world.wh, slot=world.slot)
     # creating the publication needs the tables' owner: one clear line with the statement to run
-    with pytest.raises(SourceNotReady, match=r"ask the tables' owner to run: CREATE PUBLICATION"):
+    with pytest.raises(
+        SourceNotReady, match=r"ask the tables' owner to run: CREATE PUBLICATION"
+    ) as info:
         limited.setup()
+    assert info.value.requirement == "publication"
     execute(
         world.src,
         sql.SQL(

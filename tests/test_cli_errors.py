@@ -95,6 +95,30 @@ def test_unknown_timezone() -> None:
             ["run", "--full-every", "weekly"], "--full-every: 'weekly'", id="bad_full_every"
         ),
         pytest.param(["status", "--max-age", "old"], "--max-age: 'old'", id="bad_max_age"),
+        pytest.param(
+            ["run", "--max-backoff", "1s1s"], "--max-backoff: '1s1s'", id="bad_max_backoff"
+        ),
+        pytest.param(
+            ["sync", "--fallback-lag", "-5"], "--fallback-lag: '-5'", id="bad_fallback_lag"
+        ),
+        pytest.param(
+            ["sync", "--lock-timeout", "1e3"], "--lock-timeout: '1e3'", id="bad_lock_timeout"
+        ),
+        pytest.param(
+            ["serve", "--stale-after", "1 week"], "--stale-after: '1 week'", id="bad_stale_after"
+        ),
+        pytest.param(["cdc", "run", "--heartbeat", "ms"], "--heartbeat: 'ms'", id="bad_heartbeat"),
+        pytest.param(
+            ["cdc", "run", "--heartbeat", "50ms"],
+            "--heartbeat must be at least 0.1s",
+            id="short_heartbeat",
+        ),
+        pytest.param(["demo", "--simulate", "soon"], "--simulate: 'soon'", id="bad_demo_simulate"),
+        pytest.param(
+            ["sample", "simulate", "--duration", "5 minutes"],
+            "--duration: '5 minutes'",
+            id="bad_simulate_duration",
+        ),
         pytest.param(["export", "top_dates", "--limit", str(10**20)], "--limit", id="huge_limit"),
         pytest.param(["export", "top_dates", "--limit", "0"], "--limit", id="zero_limit"),
         pytest.param(["--log-format", "xml", "status"], "--log-format", id="bad_log_format"),

@@ -40,8 +40,9 @@ def test_source_defaults_to_the_warehouse(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_bad_timezone_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="Mars/Olympus"):
+    with pytest.raises(ConfigError, match="Mars/Olympus") as info:
         Settings.from_env(database_url="", timezone="Mars/Olympus")
+    assert info.value.setting == "ACME_MV_TIMEZONE"
 
 
 def test_bad_url_is_rejected_without_echoing_the_secret() -> None:

@@ -154,6 +154,9 @@ def test_smtp_url_refusals(
     with pytest.raises(ConfigError, match=re.escape(message)) as info:
         mail.smtp_target(url, netrc_file=tmp_path / "none")
     assert "hunter2" not in str(info.value)
+    assert info.value.setting == (
+        "ACME_MV_SMTP_PASSWORD" if "No password" in message else "ACME_MV_SMTP_URL"
+    )
 
 
 def test_no_password_over_an_unencrypted_connection(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from acme_mv.errors import ConnectionFailed, SampleError
+from acme_mv.config import parse_duration
+from acme_mv.errors import BadArgument, ConnectionFailed, SampleError
 from acme_mv.sample import load as load_api
 from acme_mv.sample import schema, simulate
 from tests.conftest import DatabaseFactory
@@ -538,14 +539,19 @@ def test_simulate_unreachable_server_is_one_clean_line() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("90", 90.0), ("2.5", 2.5), (" 10 S ", 10.0),
-     ("0", None), ("", None), (None, None), (0, None), (1.5, 1.5)],
+    [("30s", 30.0), ("5m", 300.0), ("1m30s", 90.0), ("500ms", 0.5), ("90", 90.0), ("2.5", 2.5),
+     (" 10 S ", 10.0), ("0", None), ("0s", None), ("", None), (None, None), (0, None), (1.5, 1.5)],
 )  # fmt: skip
 def test_parse_duration(text: str | float | None, seconds: float | None) -> None:
+    """The simulator's limit: the one duration parser's value, 0 or nothing meaning no limit."""
     assert simulate.parse_duration(text) == seconds
+    if isinstance(text, str) and text.strip():
+        assert simulate.parse_duration(text) == (parse_duration(text) or None)
 
 
-@pytest.mark.parametrize("text", ["5 minutes", "-3", "1 week", "m", "inf", -1])
+@pytest.mark.parametrize("text", ["5 minutes", "-3", "1 week", "m", "inf", -1, float("nan")])
 def test_parse_duration_rejects(text: str | float) -> None:
-    with pytest.raises(SampleError, match="Invalid duration"):
+    with pytest.raises(BadArgument) as info:
         simulate.parse_duration(text)
+    assert repr(text) in str(info.value)
+    assert info.value.exit_code == 2

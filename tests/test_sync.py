@@ -10,6 +10,7 @@ import psycopg.sql
 import pytest
 
 from acme_mv.errors import ConfigError
+from acme_mv.run import loop as runner
 from acme_mv.sync import source, sync
 from acme_mv.sync.copy import INDEX_BUILD_MEMORY_KB, _raise_index_memory, copy_out_chunks, stream
 from tests.conftest import DatabaseFactory, RoleFactory
@@ -188,6 +189,33 @@ def test_hidden_transactions_fall_back_to_a_lag(
     assert_converged(source_url, warehouse_url)
 
 
+def test_the_hidden_transactions_warning_is_per_sync_or_per_run(
+    make_role: RoleFactory, source_url: str, warehouse_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No process-wide state: each sync warns (whatever synced before in this process), and
+    one ``acme-mv run`` (one sync step) warns once for all its cycles."""
+    role = make_role("acme_sync_warnonce")
+    fill(source_url, orders=3, order_items=3, customers=1, products=1)
+    execute(
+        source_url,
+        f"GRANT USAGE ON SCHEMA operations TO {role.name}; GRANT SELECT ON ALL TABLES IN SCHEMA operations TO {role.name}",
+    )
+    low = settings(role.url(source_url), warehouse_url)
+
+    def warnings() -> int:
+        return sum("grant pg_read_all_stats" in r.getMessage() for r in caplog.records)
+
+    for _ in range(2):
+        caplog.clear()
+        sync(low)
+        assert warnings() == 1
+    caplog.clear()
+    step = runner.default_sync_step(low)
+    for full in (False, False, True):
+        step(full)
+    assert warnings() == 1
+
+
 def test_null_updated_at_rows_are_reread_without_duplicates(db_url: str) -> None:
     fill(db_url, orders=30)
     execute(db_url, "UPDATE operations.orders SET updated_at = NULL WHERE order_id <= 4")
@@ -315,8 +343,9 @@ def test_table_option_syncs_only_those_tables(db_url: str) -> None:
 
 
 def test_unknown_table_is_rejected(db_url: str) -> None:
-    with pytest.raises(ConfigError, match="'shipments'"):
+    with pytest.raises(ConfigError, match="'shipments'") as info:
         sync(settings(db_url, db_url), tables=["shipments"])
+    assert info.value.setting == "tables"
 
 
 @pytest.mark.parametrize("rows_before_error", [0, 50_000])

@@ -21,17 +21,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from acme_mv.cdc.pgoutput import UNCHANGED, Value
+from acme_mv.db import Conn, one_value
 from acme_mv.errors import SchemaDrift
 from acme_mv.sync import copy
 from acme_mv.sync.source import TABLES, TableSpec
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 Row = tuple[Value, ...]
 
 TEMP_PREFIX = "_acme_cdc_"
@@ -175,7 +173,9 @@ def _load_temp(
                 if any(v is UNCHANGED for v in row):
                     raise Unsendable(
                         f"The source sent an update of {spec.qualified} without an unchanged TOASTed column; "
-                        f"change capture needs ALTER TABLE {spec.qualified} REPLICA IDENTITY FULL"
+                        f"change capture needs ALTER TABLE {spec.qualified} REPLICA IDENTITY FULL",
+                        table=spec.qualified,
+                        column=spec.column_names[[v is UNCHANGED for v in row].index(True)],
                     )
                 buf += _copy_line(row, deleted=False)
             if len(buf) >= copy.CHUNK_BYTES:
@@ -202,12 +202,13 @@ def _copy_line(row: Sequence[Value], *, deleted: bool) -> bytes:
 
 
 def _count_appended_tombstones(conn: Conn, spec: TableSpec) -> int:
-    row = conn.execute(
+    return one_value(
+        conn,
         sql.SQL(
             "SELECT count(*) FROM {} WHERE _deleted AND _batch_id = current_setting('acme_mv.batch_id')::bigint"
-        ).format(sql.Identifier(copy.STAGING, spec.name))
-    ).fetchone()
-    return int(row[0]) if row else 0
+        ).format(sql.Identifier(copy.STAGING, spec.name)),
+        kind=int,
+    )
 
 
 def _live(temp: sql.Identifier) -> sql.Composable:

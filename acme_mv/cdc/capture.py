@@ -45,14 +45,12 @@ from acme_mv.cdc.errors import CdcError, NotSetUp, SlotBusy
 from acme_mv.cdc.refresher import Refresher
 from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position
 from acme_mv.config import Settings
-from acme_mv.db import connection, first_line
+from acme_mv.db import Conn, connection, first_line, one_value, optional_value
 from acme_mv.errors import ConnectionFailed, ConnectionLost
 from acme_mv.reports.refresh import RefreshResult
 from acme_mv.sync import state
 
 log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 #: a batch closes at this many changes even when more are waiting (bounds a
 #: warehouse transaction's size and memory)
@@ -209,14 +207,15 @@ class _Streamer:
                 )
             self.saved_lsn = pgoutput.lsn_from_str(saved.lsn)
             self.publication = saved.publication
-            row = src.execute("SELECT current_setting('server_encoding')").fetchone()
-            self.encoding = str(row[0]) if row else "UTF8"
+            self.encoding = one_value(src, "SELECT current_setting('server_encoding')", kind=str)
             types: dict[tuple[int, int], str] = {}
 
             def type_name(oid: int, typmod: int) -> str:
                 if (oid, typmod) not in types:
-                    found = src.execute("SELECT format_type(%s::oid, %s)", (oid, typmod)).fetchone()
-                    types[(oid, typmod)] = str(found[0]) if found else "?"
+                    found = optional_value(
+                        src, "SELECT format_type(%s::oid, %s)", (oid, typmod), kind=str
+                    )
+                    types[(oid, typmod)] = found or "?"
                 return types[(oid, typmod)]
 
             while not self.stop.is_set():

@@ -109,14 +109,21 @@ class Decoder:
             if found is None:
                 raise SchemaDrift(
                     f"The source table {spec.qualified} no longer has column {column} ({expected}) that the "
-                    f"contract states: change capture stopped before applying the transaction that shows it"
+                    f"contract states: change capture stopped before applying the transaction that shows it",
+                    table=spec.qualified,
+                    column=column,
+                    expected=expected,
                 )
             index, col = found
             actual = self._type_name(col.type_oid, col.type_modifier)
             if actual != expected:
                 raise SchemaDrift(
                     f"The source column {spec.qualified}.{column} is now {actual}, the contract states "
-                    f"{expected}: change capture stopped before applying the transaction that shows it"
+                    f"{expected}: change capture stopped before applying the transaction that shows it",
+                    table=spec.qualified,
+                    column=column,
+                    expected=expected,
+                    actual=actual,
                 )
             positions.append(index)
         return _Layout(spec=spec, positions=tuple(positions), key=spec.column_names.index(spec.key))

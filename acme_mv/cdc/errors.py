@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from acme_mv.errors import AcmeMvError, Busy
 
 
@@ -29,10 +31,18 @@ class SlotBusy(Busy):
     """Another process streams from the slot."""
 
     def __init__(self, message: str, *, slot: str, pid: int | None) -> None:
-        super().__init__(message)
+        super().__init__(message, resource=f"replication slot {slot}")
         self.slot = slot
         self.pid = pid
 
 
 class SourceNotReady(CdcError):
     """The source cannot feed change capture (wal_level, privileges, publication)."""
+
+    def __init__(
+        self, message: str, *, requirement: Literal["wal_level", "publication", "slot"]
+    ) -> None:
+        super().__init__(message)
+        #: what the source lacks: ``wal_level`` (not logical), ``publication`` (missing, or
+        #: not publishing a table, or not creatable by this role), ``slot`` (not creatable)
+        self.requirement = requirement

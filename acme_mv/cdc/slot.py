@@ -18,23 +18,22 @@ import datetime as dt
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row, scalar_row
 
 from acme_mv import migrate
 from acme_mv.cdc import replication
 from acme_mv.cdc.errors import NotSetUp, SlotBusy, SlotLost, SourceNotReady
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection, one_value
 from acme_mv.sync import copy, parallel, source, state
 from acme_mv.sync.source import SCHEMA, TABLES
 
 log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 DEFAULT_SLOT = "acme_mv"
 DEFAULT_PUBLICATION = "acme_mv"
@@ -67,20 +66,14 @@ class SavedPosition:
 
 
 def saved_position(wh: Conn, slot: str) -> SavedPosition | None:
-    row = wh.execute(
-        "SELECT publication, lsn::text, last_commit_at, caught_up_at, last_batch_id "
-        "FROM staging.cdc_state WHERE slot_name = %s",
-        (slot,),
-    ).fetchone()
-    if row is None:
-        return None
-    return SavedPosition(
-        slot=slot,
-        publication=str(row[0]),
-        lsn=str(row[1]),
-        last_commit_at=row[2],
-        caught_up_at=row[3],
-        last_batch_id=row[4],
+    return (
+        wh.cursor(row_factory=class_row(SavedPosition))
+        .execute(
+            "SELECT slot_name AS slot, publication, lsn::text AS lsn, last_commit_at, caught_up_at, "
+            "last_batch_id FROM staging.cdc_state WHERE slot_name = %s",
+            (slot,),
+        )
+        .fetchone()
     )
 
 
@@ -94,21 +87,25 @@ class _SlotRow:
 
 
 def _slot_row(src: Conn, slot: str) -> _SlotRow | None:
-    row = src.execute(
-        "SELECT active_pid, wal_status, confirmed_flush_lsn::text, restart_lsn::text, database "
-        "FROM pg_replication_slots WHERE slot_name = %s",
-        (slot,),
-    ).fetchone()
-    return None if row is None else _SlotRow(*row)
+    return (
+        src.cursor(row_factory=class_row(_SlotRow))
+        .execute(
+            "SELECT active_pid, wal_status, confirmed_flush_lsn::text AS confirmed_flush_lsn, "
+            "restart_lsn::text AS restart_lsn, database "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,),
+        )
+        .fetchone()
+    )
 
 
 def require_logical(src: Conn) -> None:
-    row = src.execute("SELECT current_setting('wal_level')").fetchone()
-    level = str(row[0]) if row else "?"
+    level = one_value(src, "SELECT current_setting('wal_level')", kind=str)
     if level != "logical":
         raise SourceNotReady(
             f"The source's wal_level is {level}; change capture needs wal_level = logical "
-            "(ALTER SYSTEM SET wal_level = logical, then restart the source server)"
+            "(ALTER SYSTEM SET wal_level = logical, then restart the source server)",
+            requirement="wal_level",
         )
 
 
@@ -139,16 +136,22 @@ SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname =
 def _ensure_publication(src: Conn, publication: str) -> bool:
     """Create the publication of the four tables, or check the existing one; True when created."""
     wanted = {spec.qualified for spec in TABLES.values()}
-    exists = src.execute(
-        "SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)
-    ).fetchone()
+    exists = one_value(
+        src,
+        "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = %s)",
+        (publication,),
+        kind=bool,
+    )
     if exists:
-        published = {str(r[0]) for r in src.execute(_PUBLISHED_SQL, (publication,)).fetchall()}
+        published = set(
+            src.cursor(row_factory=scalar_row).execute(_PUBLISHED_SQL, (publication,)).fetchall()
+        )
         missing = sorted(wanted - published)
         if missing:
             raise SourceNotReady(
                 f"The publication {publication!r} does not publish {', '.join(missing)}; "
-                f"ALTER PUBLICATION {publication} ADD TABLE {', '.join(missing)} (as the tables' owner)"
+                f"ALTER PUBLICATION {publication} ADD TABLE {', '.join(missing)} (as the tables' owner)",
+                requirement="publication",
             )
         return False
     tables = sql.SQL(", ").join(sql.Identifier(SCHEMA, name) for name in TABLES)
@@ -161,7 +164,8 @@ def _ensure_publication(src: Conn, publication: str) -> bool:
         raise SourceNotReady(
             f"This source role may not create the publication {publication!r} (it needs CREATE on the "
             f"database and ownership of the tables); ask the tables' owner to run: "
-            f"{statement.as_string(src)}"
+            f"{statement.as_string(src)}",
+            requirement="publication",
         ) from None
     log.info("created publication %s", publication)
     return True
@@ -289,7 +293,8 @@ def _create_slot(repl: Any, slot: str, server_version: int) -> tuple[str, str]:
         cur.execute(f"CREATE_REPLICATION_SLOT {name} LOGICAL pgoutput {options}")
     except replication.errors() as exc:
         raise SourceNotReady(
-            f"Cannot create the replication slot {slot!r}: {str(exc).strip().splitlines()[0]}"
+            f"Cannot create the replication slot {slot!r}: {str(exc).strip().splitlines()[0]}",
+            requirement="slot",
         ) from None
     _, consistent, snapshot, _ = cur.fetchone()
     return str(consistent), str(snapshot)
@@ -371,10 +376,13 @@ def _initial_copy(
 
 
 def _staging_empty(wh: Conn, spec: source.TableSpec) -> bool:
-    row = wh.execute(
-        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier("staging", spec.name))
-    ).fetchone()
-    return bool(row and row[0])
+    return one_value(
+        wh,
+        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(
+            sql.Identifier("staging", spec.name)
+        ),
+        kind=bool,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -426,9 +434,7 @@ def status(settings: Settings, *, slot: str = DEFAULT_SLOT) -> Status:
     with connection(settings.database_url, role="warehouse") as wh:
         migrate.require_head(wh)
         saved = saved_position(wh, slot)
-        row = wh.execute("SELECT clock_timestamp()").fetchone()
-        assert row is not None
-        now = cast(dt.datetime, row[0])
+        now = one_value(wh, "SELECT clock_timestamp()", kind=dt.datetime)
     with connection(settings.effective_source_url, role="source", autocommit=True) as src:
         found = src.execute(_STATUS_SQL, (slot,)).fetchone()
         assert found is not None

@@ -17,6 +17,7 @@ from rich.table import Table
 from acme_mv import cdc as api
 from acme_mv.cdc import capture
 from acme_mv.cli import common
+from acme_mv.errors import BadArgument
 from acme_mv.reports.refresh import RefreshResult
 from acme_mv.sync import parallel
 
@@ -111,6 +112,10 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+#: shortest --heartbeat (the bound the option always had): each one saves a position in the warehouse
+MIN_HEARTBEAT_S = 0.1
+
+
 @app.command("run")
 def run(
     slot: SlotOption = api.DEFAULT_SLOT,
@@ -134,12 +139,13 @@ def run(
     no_refresh: Annotated[
         bool, typer.Option("--no-refresh", help="Apply batches only; do not refresh the views.")
     ] = False,
-    heartbeat_s: Annotated[
-        float,
+    heartbeat: Annotated[
+        str,
         typer.Option(
-            "--heartbeat", min=0.1, help="Seconds between heartbeats while the source is idle."
+            "--heartbeat",
+            help=f"Time between heartbeats while the source is idle: 10s, plain seconds; at least {MIN_HEARTBEAT_S:g}s.",
         ),
-    ] = capture.DEFAULT_HEARTBEAT_S,
+    ] = f"{capture.DEFAULT_HEARTBEAT_S:g}s",
 ) -> None:
     """Stream changes from the slot into staging in small batches, refreshing the views.
 
@@ -151,6 +157,9 @@ def run(
 
       acme-mv cdc run --batch-ms 100
     """
+    heartbeat_s = common.duration_option(heartbeat, "--heartbeat")
+    if heartbeat_s < MIN_HEARTBEAT_S:
+        raise BadArgument(f"--heartbeat must be at least {MIN_HEARTBEAT_S:g}s, not {heartbeat!r}")
     stop = threading.Event()
 
     def on_batch(result: api.BatchResult) -> None:

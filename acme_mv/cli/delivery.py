@@ -64,7 +64,7 @@ def mail(
     from acme_mv.delivery import mail as api
 
     if report and all_reports:
-        raise ConfigError("Use either --report or --all, not both")
+        raise ConfigError("Use either --report or --all, not both", setting="--all")
     recipients = api.parse_addresses(to)  # a bad address fails before anything else
     target = api.smtp_target()
     result = api.mail_reports(
@@ -121,8 +121,8 @@ def serve(
       ACME_MV_READER_URL=postgresql://reports@warehouse/acme acme-mv serve --host 0.0.0.0 --port 8080
     """
     from acme_mv.delivery.dashboard.app import serve as api_serve
-    from acme_mv.run.loop import parse_interval
 
+    stale_s = common.duration_option(stale_after, "--stale-after")
     settings = common.settings()
     url = reader_url or settings.database_url
     if reader_url:
@@ -133,7 +133,7 @@ def serve(
         url,
         host=host,
         port=port,
-        stale_after=parse_interval(stale_after),
+        stale_after=stale_s,
         timezone=settings.timezone,
     )
 
@@ -147,7 +147,7 @@ def daily_mail_hook(mail_at: str | None, mail_to: list[str] | None) -> Callable[
     if not to and not mail_at:
         return None
     if not to:
-        raise ConfigError("--mail-at needs --mail-to (or ACME_MV_MAIL_TO)")
+        raise ConfigError("--mail-at needs --mail-to (or ACME_MV_MAIL_TO)", setting="--mail-to")
     from acme_mv.delivery import mail as api
     from acme_mv.delivery.schedule import DailyMail
 

@@ -20,11 +20,12 @@ def demo(
         bool, typer.Option("--reset", help="Drop the demo databases and start over.")
     ] = False,
     simulate: Annotated[
-        float,
+        str,
         typer.Option(
-            "--simulate", min=0, help="Seconds of live workload to run, then sync + refresh again."
+            "--simulate",
+            help="How long to run the live workload (5s, 1m, plain seconds), then sync + refresh again.",
         ),
-    ] = 5.0,
+    ] = "5s",
     output_dir: Annotated[
         Path, typer.Option("--output-dir", help="Where the CSV exports go.")
     ] = Path("exports"),
@@ -56,11 +57,12 @@ def demo(
     """
     from acme_mv.demo import run_demo
 
+    simulate_s = common.duration_option(simulate, "--simulate")
     settings = common.settings()
     result = run_demo(
         orders=orders,
         reset=reset,
-        simulate_seconds=simulate,
+        simulate_seconds=simulate_s,
         output_dir=output_dir,
         timezone=settings.timezone,
     )
@@ -95,7 +97,7 @@ def demo(
 
         common.err.print(f"dashboard: http://127.0.0.1:{port}/ (Ctrl-C stops it)", highlight=False)
         # with --simulate, the workload and the sync + refresh cycles go on while the page is open
-        with live(result.settings) if simulate > 0 else nullcontext():
+        with live(result.settings) if simulate_s > 0 else nullcontext():
             serve_dashboard(result.settings.database_url, port=port, timezone=settings.timezone)
 
 

@@ -116,7 +116,7 @@ def simulate(
     duration: Annotated[
         str,
         typer.Option(
-            "--duration", "-d", help="How long: 30s, 5m, 1h or seconds; 0 = until Ctrl-C."
+            "--duration", "-d", help="How long: 30s, 5m, 1m30s or seconds; 0 = until Ctrl-C."
         ),
     ] = "0",
     seed: Annotated[int | None, typer.Option("--seed", help="Seed the random choices.")] = None,
@@ -134,7 +134,7 @@ def simulate(
 
       acme-mv sample simulate --rate 50
     """
-    limit = simulate_api.parse_duration(duration)
+    limit = common.duration_option(duration, "--duration") or None
     simulate_api.validate_rate(rate)
     url = common.settings().effective_source_url
     stats = simulate_api.simulate(url, rate=rate, duration=limit, seed=seed)

@@ -111,25 +111,25 @@ def sync(
         ),
     ] = False,
     fallback_lag: Annotated[
-        float,
+        str,
         typer.Option(
             "--fallback-lag",
             envvar="ACME_MV_SYNC_FALLBACK_LAG",
             show_envvar=True,
-            help="Seconds to re-read behind the clock when the source role cannot see other "
-            "sessions' transactions in pg_stat_activity.",
+            help="How far to re-read behind the clock when the source role cannot see other "
+            "sessions' transactions in pg_stat_activity: 5m, 90s, 300 (seconds).",
         ),
-    ] = api.DEFAULT_FALLBACK_LAG.total_seconds(),
+    ] = f"{api.DEFAULT_FALLBACK_LAG.total_seconds():g}s",
     lock_timeout: Annotated[
-        float,
+        str,
         typer.Option(
             "--lock-timeout",
             envvar="ACME_MV_SYNC_LOCK_TIMEOUT",
             show_envvar=True,
-            help="Seconds to wait for source tables another session holds locked (a table rewrite) "
-            "before exiting 3.",
+            help="How long to wait for source tables another session holds locked (a table rewrite) "
+            "before exiting 3: 10m, 1h, 600 (seconds).",
         ),
-    ] = api.DEFAULT_LOCK_TIMEOUT.total_seconds(),
+    ] = f"{api.DEFAULT_LOCK_TIMEOUT.total_seconds():g}s",
     jobs: Annotated[
         int,
         typer.Option(
@@ -157,6 +157,8 @@ def sync(
 
       acme-mv sync --jobs 4
     """
+    lag = dt.timedelta(seconds=common.duration_option(fallback_lag, "--fallback-lag"))
+    wait_s = common.duration_option(lock_timeout, "--lock-timeout")
     for name in table or ():
         if name not in api.TABLES:
             raise BadArgument(
@@ -171,8 +173,8 @@ def sync(
             full=full,
             wait=not no_wait,
             progress=_Bars(bars) if bars else _LogLines(),
-            fallback_lag=dt.timedelta(seconds=fallback_lag),
-            lock_timeout=dt.timedelta(seconds=lock_timeout),
+            fallback_lag=lag,
+            lock_timeout=dt.timedelta(seconds=wait_s),
             jobs=jobs,
         )
     log.info("batch %d committed in %.2f s", result.batch_id, result.seconds)

@@ -105,48 +105,59 @@ def smtp_target(
     text = url if url is not None else os.environ.get(SMTP_URL_ENV, "")
     if not text:
         raise ConfigError(
-            f"No SMTP server configured: set {SMTP_URL_ENV}, e.g. smtp://user@mail.example.com:587"
+            f"No SMTP server configured: set {SMTP_URL_ENV}, e.g. smtp://user@mail.example.com:587",
+            setting=SMTP_URL_ENV,
         )
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise ConfigError(
             f"{SMTP_URL_ENV} must start with smtp:// (STARTTLS), smtps:// (TLS) or smtp+insecure:// "
-            f"(no encryption), not {scheme + '://' if scheme else repr(text.split('@')[-1])}"
+            f"(no encryption), not {scheme + '://' if scheme else repr(text.split('@')[-1])}",
+            setting=SMTP_URL_ENV,
         )
     if parts.password is not None:
         raise ConfigError(
-            f"Put the SMTP password in {SMTP_PASSWORD_ENV} or ~/.netrc, not in {SMTP_URL_ENV}"
+            f"Put the SMTP password in {SMTP_PASSWORD_ENV} or ~/.netrc, not in {SMTP_URL_ENV}",
+            setting=SMTP_URL_ENV,
         )
     security, default_port = _SCHEMES[scheme]
     host = parts.hostname
     if not host:
-        raise ConfigError(f"{SMTP_URL_ENV} names no host (e.g. smtp://user@mail.example.com:587)")
+        raise ConfigError(
+            f"{SMTP_URL_ENV} names no host (e.g. smtp://user@mail.example.com:587)",
+            setting=SMTP_URL_ENV,
+        )
     try:
         port = parts.port or default_port
     except ValueError:
-        raise ConfigError(f"{SMTP_URL_ENV} has a bad port; use a number such as 587") from None
+        raise ConfigError(
+            f"{SMTP_URL_ENV} has a bad port; use a number such as 587", setting=SMTP_URL_ENV
+        ) from None
     user = unquote(parts.username) if parts.username else None
     secret = password if password is not None else os.environ.get(SMTP_PASSWORD_ENV) or None
     if secret is None:
         user, secret = _from_netrc(host, user, netrc_file)
     if secret is not None and user is None:
         raise ConfigError(
-            f"An SMTP password is set but {SMTP_URL_ENV} names no user (smtp://USER@{host})"
+            f"An SMTP password is set but {SMTP_URL_ENV} names no user (smtp://USER@{host})",
+            setting=SMTP_URL_ENV,
         )
     if user is not None and secret is None:
         raise ConfigError(
             f"No password for SMTP user {user!r}: set {SMTP_PASSWORD_ENV} or add "
-            f"'machine {host} login {user} password ...' to ~/.netrc"
+            f"'machine {host} login {user} password ...' to ~/.netrc",
+            setting=SMTP_PASSWORD_ENV,
         )
     if security == "insecure" and user is not None:
         raise ConfigError(
             "Refusing to send an SMTP password without encryption (smtp+insecure://); "
-            "use smtp:// (STARTTLS) or smtps:// (TLS)"
+            "use smtp:// (STARTTLS) or smtps:// (TLS)",
+            setting=SMTP_URL_ENV,
         )
     ca = cafile if cafile is not None else os.environ.get(SMTP_CAFILE_ENV) or None
     if ca is not None and not Path(ca).is_file():
-        raise ConfigError(f"{SMTP_CAFILE_ENV} {ca!r} is not a file")
+        raise ConfigError(f"{SMTP_CAFILE_ENV} {ca!r} is not a file", setting=SMTP_CAFILE_ENV)
     return SmtpTarget(
         host=host, port=port, security=security, user=user, password=secret, cafile=ca
     )

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg.rows import args_row, scalar_row
 
+from acme_mv.db import Conn, UnexpectedResult, one_value
 from acme_mv.reports.export import REPORTS, prepare_session, write_csv
-
-Conn = psycopg.Connection[tuple[object, ...]]
 
 _SNAPSHOT_SQL = "SELECT refreshed_at, refreshed_batch_id FROM analytics.snapshot"
 _BATCH_SQL = "SELECT started_at FROM staging.sync_batches WHERE batch_id = %s"
@@ -59,10 +59,17 @@ class Freshness:
 
 def refresh_key(conn: Conn) -> tuple[datetime, int | None] | None:
     """The last refresh's (refreshed_at, refreshed_batch_id): one cheap row; None when never refreshed."""
-    row = conn.execute(_SNAPSHOT_SQL).fetchone()
-    if row is None or not isinstance(row[0], datetime):
-        return None
-    return (row[0], row[1] if isinstance(row[1], int) else None)
+    row = conn.cursor(row_factory=args_row(_refresh_key)).execute(_SNAPSHOT_SQL).fetchone()
+    if row is None:
+        raise UnexpectedResult("analytics.snapshot has no row (its migration inserts the one row)")
+    refreshed_at, batch_id = row
+    return None if refreshed_at is None else (refreshed_at, batch_id)
+
+
+def _refresh_key(
+    refreshed_at: datetime | None, refreshed_batch_id: int | None
+) -> tuple[datetime | None, int | None]:
+    return refreshed_at, refreshed_batch_id
 
 
 def delivery_freshness(conn: Conn) -> Freshness | None:
@@ -75,11 +82,12 @@ def delivery_freshness(conn: Conn) -> Freshness | None:
         return None
     refreshed_at, batch_id = key
     as_of = refreshed_at
-    can = conn.execute(_CAN_READ_BATCHES_SQL).fetchone()
-    if batch_id is not None and can is not None and can[0]:
-        row = conn.execute(_BATCH_SQL, (batch_id,)).fetchone()
-        if row is not None and isinstance(row[0], datetime):
-            as_of = row[0]
+    if batch_id is not None and one_value(conn, _CAN_READ_BATCHES_SQL, kind=bool):
+        # no row: batch 0, a refresh before the first sync
+        started: datetime | None = (
+            conn.cursor(row_factory=scalar_row).execute(_BATCH_SQL, (batch_id,)).fetchone()
+        )
+        as_of = started or refreshed_at
     return Freshness(refreshed_at=refreshed_at, refreshed_batch_id=batch_id, as_of=as_of)
 
 

@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
-import psycopg
+from psycopg.rows import class_row, scalar_row
 
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection, one_value
 from acme_mv.delivery import mail
 from acme_mv.errors import ConfigError, MailError
 
@@ -58,7 +58,10 @@ def parse_at(text: str) -> time:
     """``"07:00"`` -> 07:00 (24-hour clock, in the configured time zone)."""
     match = _AT.match(text)
     if match is None:
-        raise ConfigError(f"--mail-at {text!r} is not a time of day such as 07:00 (24-hour HH:MM)")
+        raise ConfigError(
+            f"--mail-at {text!r} is not a time of day such as 07:00 (24-hour HH:MM)",
+            setting="--mail-at",
+        )
     return time(int(match["h"]), int(match["m"]))
 
 
@@ -105,18 +108,24 @@ class DailyMail:
         if day is None:
             return False
         with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
-            sent = conn.execute(
-                "SELECT sent_at IS NOT NULL FROM acme_mv.mail_sends WHERE day = %s AND kind = %s",
-                (day, self.kind),
-            ).fetchone()
-            if sent is not None and sent[0]:
+            sent = (
+                conn.cursor(row_factory=scalar_row)
+                .execute(
+                    "SELECT sent_at IS NOT NULL FROM acme_mv.mail_sends WHERE day = %s AND kind = %s",
+                    (day, self.kind),
+                )
+                .fetchone()
+            )  # None: no row yet
+            if sent:
                 return False
             try:
                 with conn.transaction():
-                    got = conn.execute(
-                        "SELECT pg_try_advisory_xact_lock(%s, %s)", (LOCK_CLASS, LOCK_MAIL)
-                    ).fetchone()
-                    if not (got and got[0]):
+                    if not one_value(
+                        conn,
+                        "SELECT pg_try_advisory_xact_lock(%s, %s)",
+                        (LOCK_CLASS, LOCK_MAIL),
+                        kind=bool,
+                    ):
                         log.info(
                             "another runner is sending the %s mail of %s; skipping", self.kind, day
                         )
@@ -125,11 +134,12 @@ class DailyMail:
                         "INSERT INTO acme_mv.mail_sends (day, kind) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                         (day, self.kind),
                     )
-                    row = conn.execute(
+                    if one_value(  # the row exists: inserted just above, or by another runner
+                        conn,
                         "SELECT sent_at IS NOT NULL FROM acme_mv.mail_sends WHERE day = %s AND kind = %s FOR UPDATE",
                         (day, self.kind),
-                    ).fetchone()
-                    if row is not None and row[0]:
+                        kind=bool,
+                    ):
                         return False
                     result = mail.mail_reports(
                         settings,
@@ -159,32 +169,25 @@ class DailyMail:
         return True
 
 
-def _record_failure(
-    conn: psycopg.Connection[tuple[object, ...]], *, day: date, kind: str, error: str
-) -> int:
-    row = conn.execute(
+def _record_failure(conn: Conn, *, day: date, kind: str, error: str) -> int:
+    return one_value(
+        conn,
         "INSERT INTO acme_mv.mail_sends AS s (day, kind, attempts, last_attempt_at, last_error) "
         "VALUES (%s, %s, 1, now(), %s) "
         "ON CONFLICT (day, kind) DO UPDATE SET attempts = s.attempts + 1, last_attempt_at = now(), "
         "last_error = EXCLUDED.last_error RETURNING attempts",
         (day, kind, error),
-    ).fetchone()
-    return int(row[0]) if row is not None and isinstance(row[0], int) else 0
+        kind=int,
+    )
 
 
 def sends(settings: Settings) -> list[SendRecord]:
     """Every recorded send, newest day first."""
     with connection(settings.database_url, role="warehouse") as conn:
-        rows = conn.execute(
-            "SELECT day, kind, sent_at, attempts, last_error FROM acme_mv.mail_sends ORDER BY day DESC, kind"
-        ).fetchall()
-    return [
-        SendRecord(
-            day=r[0] if isinstance(r[0], date) else date.min,
-            kind=str(r[1]),
-            sent_at=r[2] if isinstance(r[2], datetime) else None,
-            attempts=int(r[3]) if isinstance(r[3], int) else 0,
-            last_error=None if r[4] is None else str(r[4]),
+        return (
+            conn.cursor(row_factory=class_row(SendRecord))
+            .execute(
+                "SELECT day, kind, sent_at, attempts, last_error FROM acme_mv.mail_sends ORDER BY day DESC, kind"
+            )
+            .fetchall()
         )
-        for r in rows
-    ]

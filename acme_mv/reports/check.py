@@ -14,8 +14,8 @@ from it. A materialized CTE is planned for all of its rows, so its anti join
 is a hash (or merge) join. The earlier ``... ORDER BY k LIMIT 5`` over the
 same ``NOT EXISTS`` let the planner hope to stop after five rows (it expects
 half the rows to be orphans, having no statistics through the ``*_latest``
-views it then read) and pick a nested-loop anti join comparing every item with every order:
-111 s on 35k orders and 905k items, where the count alone took 0.26 s.
+views it then read) and pick a nested-loop anti join comparing every item with every order
+(its cost, measured: docs/sync.md, "acme-mv check").
 
 Two more gaps need the source: rows deleted there since they were staged
 (``orders_deleted_at_source``, ``order_items_deleted_at_source``), which only
@@ -119,9 +119,10 @@ def check(settings: Settings) -> list[Gap]:
         for name, (description, key, _) in CHECKS.items():
             with conn.cursor(row_factory=args_row(_counted)) as cur:
                 row = cur.execute(check_query(name)).fetchone()
-            assert row is not None
+            assert row is not None  # an aggregate: one row
+            count, samples = row
             gaps.append(
-                Gap(name=name, description=description, key=key, count=row[0], samples=row[1])
+                Gap(name=name, description=description, key=key, count=count, samples=samples)
             )
         with connection(settings.effective_source_url, role="source", autocommit=True) as src:
             source.check_schema(src, list(deletes.APPEND_ONLY))

@@ -7,17 +7,19 @@ JSON is one array with one object per row (``row_to_json`` of each row,
 streamed from the server in the report's order), so numbers stay numbers,
 NULL is ``null`` and dates are ``"YYYY-MM-DD"``.
 
-Reports read the union views (``analytics.open_orders``,
-``analytics.pending_items``) or the full rankings behind the top views
-(``analytics.open_orders_by_date``, ``analytics.pending_orders_by_customer``)
-with ``LIMIT n``.
+Every report is a view of ``views/reports/`` (acme_mv.reports.registry): a
+sorted report reads its view (``analytics.open_orders``,
+``analytics.pending_items``) with the ``ORDER BY`` of the view file's header;
+a top report runs its view's own SELECT (``analytics.top_dates``,
+``analytics.top_customers``: the ranking, defined there once) with ``LIMIT n``.
 
 ``as_of``: the report as the warehouse knew it at that moment, defined by load
 batch: K = the newest batch finished at or before the moment. Every batch's
 signed deltas are kept (``analytics.*_delta``) back to
-``snapshot.history_batch_id``, so the report as of K = the summaries (which
-hold every batch up to R = ``refreshed_batch_id``) minus the deltas of the
-batches in (K, R], plus those in (R, K] when K is newer than the last refresh.
+``snapshot.history_batch_id``, so the report as of K = the report's own views
+read with each summary's current part replaced by itself minus the deltas of
+the batches in (K, R], plus those in (R, K] when K is newer than the last
+refresh (R = ``refreshed_batch_id``; ``views/summaries/_current_as_of.sql``).
 Exact for any K inside the kept history; outside it,
 :class:`~acme_mv.errors.HistoryUnavailable`. Product and customer names are
 today's (the mirrors keep no history).
@@ -41,10 +43,12 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg import sql
 
+from acme_mv import sqlfiles
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection, optional_value
 from acme_mv.errors import ExportError, HistoryUnavailable, NeverRefreshed, UnknownReport
 from acme_mv.migrate import require_head
+from acme_mv.reports import registry
 
 log = logging.getLogger(__name__)
 
@@ -52,91 +56,22 @@ Format = Literal["csv", "json"]
 #: ``"-"`` means stdout
 Output = Path | Literal["-"] | None
 
-DEFAULT_LIMIT = 3
+#: the n of top_dates / top_customers: the LIMIT of their views (views/reports/)
+DEFAULT_LIMIT = registry.default_limit()
 #: the date style the CSV dates are written in, whatever the server's default
 DATESTYLE = "ISO, YMD"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Report:
-    name: str
-    #: the report's SELECT, ordered as the contract says
-    query: str
-    #: whether ``limit`` applies (the top reports)
-    ranked: bool = False
-
-
-REPORTS: dict[str, Report] = {
-    r.name: r
-    for r in (
-        Report(
-            name="open_orders",
-            query="SELECT delivery_date, status, open_orders FROM analytics.open_orders "
-            "ORDER BY delivery_date NULLS LAST, status",
-        ),
-        Report(
-            name="top_dates",
-            query="SELECT delivery_date, open_orders FROM analytics.open_orders_by_date "
-            "ORDER BY open_orders DESC, delivery_date ASC NULLS LAST",
-            ranked=True,
-        ),
-        Report(
-            name="pending_items",
-            query="SELECT product_id, product_name, pending_items FROM analytics.pending_items "
-            "ORDER BY product_id",
-        ),
-        Report(
-            name="top_customers",
-            query="SELECT customer_id, customer_name, pending_orders FROM analytics.pending_orders_by_customer "
-            "ORDER BY pending_orders DESC, customer_id ASC",
-            ranked=True,
-        ),
-    )
-}
+#: every report, from the view files of views/reports/ (acme_mv.reports.registry, docs/views.md)
+REPORTS: dict[str, registry.Report] = {r.name: r for r in registry.reports()}
 
 
 #: largest --limit: SQL's LIMIT is a bigint
 MAX_LIMIT = 2**63 - 1
 
 
-#: the group sums of a summary as of batch %(k)s, from its tables and its kept deltas (R = %(r)s)
-_SUMS_AS_OF = """
-SELECT {keys}, sum(u.n)::bigint AS n FROM (
-    SELECT {keys}, n FROM {historic}
-    UNION ALL SELECT {keys}, n FROM {current}
-    UNION ALL SELECT {keys}, -n FROM {delta} WHERE batch_id > {k} AND batch_id <= {r}
-    UNION ALL SELECT {keys}, n FROM {delta} WHERE batch_id > {r} AND batch_id <= {k}
-) AS u GROUP BY {keys} HAVING sum(u.n) > 0
-"""
-
-#: report -> (summary, keys, the report's SELECT over ``{sums}``), ordered as the contract says
-AS_OF: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "open_orders": (
-        "open_orders",
-        ("delivery_date", "status"),
-        "SELECT s.delivery_date, s.status, s.n AS open_orders FROM ({sums}) AS s "
-        "ORDER BY s.delivery_date NULLS LAST, s.status",
-    ),
-    "top_dates": (
-        "open_orders",
-        ("delivery_date", "status"),
-        "SELECT s.delivery_date, sum(s.n)::bigint AS open_orders FROM ({sums}) AS s GROUP BY s.delivery_date "
-        "ORDER BY open_orders DESC, s.delivery_date ASC NULLS LAST",
-    ),
-    "pending_items": (
-        "pending_items",
-        ("product_id",),
-        "SELECT s.product_id, p.product_name, s.n AS pending_items FROM ({sums}) AS s "
-        "LEFT JOIN staging.products AS p ON p.product_id = s.product_id ORDER BY s.product_id",
-    ),
-    "top_customers": (
-        "pending_orders",
-        ("customer_id",),
-        "SELECT s.customer_id, c.customer_name, s.n AS pending_orders FROM ({sums}) AS s "
-        "LEFT JOIN staging.customers AS c ON c.customer_id = s.customer_id "
-        "ORDER BY s.n DESC, s.customer_id ASC",
-    ),
-}
+#: the rows of a summary's current part as of batch {k} (the summary tables hold up to {r})
+_CURRENT_AS_OF = sqlfiles.text("summaries/_current_as_of.sql")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,9 +85,7 @@ class AsOf:
     refreshed_batch_id: int
 
 
-def resolve_as_of(
-    conn: psycopg.Connection[tuple[object, ...]], at: datetime, *, timezone: str
-) -> AsOf:
+def resolve_as_of(conn: Conn, at: datetime, *, timezone: str) -> AsOf:
     """The batches behind "as of ``at``" (naive: in ``timezone``); raise outside the kept history."""
     moment = at if at.tzinfo is not None else at.replace(tzinfo=ZoneInfo(timezone))
     row = conn.execute(
@@ -171,7 +104,9 @@ def resolve_as_of(
         )
         raise HistoryUnavailable(
             f"Reports as of {moment:%Y-%m-%d %H:%M:%S %Z} are not kept: the history starts after batch "
-            f"{floor}{since}. Keep more with `acme-mv compact --keep-history`"
+            f"{floor}{since}. Keep more with `acme-mv compact --keep-history`",
+            at=moment,
+            history_batch_id=floor,
         )
     return AsOf(at=moment, batch_id=k, refreshed_batch_id=r)
 
@@ -179,25 +114,29 @@ def resolve_as_of(
 def as_of_query(name: str, as_of: AsOf, *, limit: int | None = None) -> sql.Composable:
     """A report's SELECT as of ``as_of`` (``LIMIT`` for the top reports, as :func:`report_query`)."""
     report = _report(name)
-    summary, keys, select = AS_OF[report.name]
-    sums = sql.SQL(_SUMS_AS_OF).format(
-        keys=sql.SQL(", ").join(sql.Identifier(k) for k in keys),
-        historic=sql.Identifier("analytics", f"{summary}_historic"),
-        current=sql.Identifier("analytics", f"{summary}_current"),
-        delta=sql.Identifier("analytics", f"{summary}_delta"),
-        k=sql.Literal(as_of.batch_id),
-        r=sql.Literal(as_of.refreshed_batch_id),
-    )
-    return _limited(report, sql.SQL(select).format(sums=sums), limit)
+    current = {
+        f"{registry.SCHEMA}.{s.name}_current": sql.SQL(_CURRENT_AS_OF)
+        .format(
+            keys=s.columns,
+            current=s.table("current"),
+            delta=s.table("delta"),
+            k=sql.Literal(as_of.batch_id),
+            r=sql.Literal(as_of.refreshed_batch_id),
+        )
+        .as_string()
+        for s in registry.summaries()
+    }
+    # the report's own views, read over the summaries as of K instead of their current part
+    return _limited(report, report.query_over(current), limit)
 
 
 def report_query(name: str, *, limit: int | None = None) -> sql.Composable:
     """The SELECT of a report (with ``LIMIT`` for the top reports, default 3)."""
     report = _report(name)
-    return _limited(report, sql.SQL(report.query), limit)  # a named constant above
+    return _limited(report, report.query(), limit)
 
 
-def _limited(report: Report, query: sql.Composable, limit: int | None) -> sql.Composable:
+def _limited(report: registry.Report, query: sql.Composable, limit: int | None) -> sql.Composable:
     name = report.name
     if report.ranked:
         n = DEFAULT_LIMIT if limit is None else limit
@@ -309,14 +248,14 @@ def _export_many(
     return targets
 
 
-def prepare_session(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def prepare_session(conn: Conn) -> None:
     """The session settings every export writes under (date style, encoding), whatever the server's defaults."""
     conn.execute(sql.SQL("SET DateStyle = {}").format(sql.Literal(DATESTYLE)))
     conn.execute("SET client_encoding = 'UTF8'")
 
 
 def write_csv(
-    conn: psycopg.Connection[tuple[object, ...]],
+    conn: Conn,
     report: str,
     fh: IO[str],
     *,
@@ -342,12 +281,12 @@ def fetch(
         return columns, cur.fetchall()
 
 
-def _report(name: str) -> Report:
+def _report(name: str) -> registry.Report:
     try:
         return REPORTS[name]
     except KeyError:
         raise UnknownReport(
-            f"Unknown report {name!r}; the reports are: {', '.join(REPORTS)}"
+            f"Unknown report {name!r}; the reports are: {', '.join(REPORTS)}", name=name
         ) from None
 
 
@@ -364,34 +303,33 @@ def _target(
                 output_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ExportError(
-                    f"Cannot create the directory {output_dir}: {exc.strerror or exc}"
+                    f"Cannot create the directory {output_dir}: {exc.strerror or exc}",
+                    path=output_dir,
                 ) from None
         path = (output_dir or Path.cwd()) / default_name(name, fmt=fmt, at=at)
     if path.is_dir():
         raise ExportError(
-            f"{path} is a directory; --output names a file (use --output-dir for a directory)"
+            f"{path} is a directory; --output names a file (use --output-dir for a directory)",
+            path=path,
         )
     folder = path.parent
     if not folder.is_dir():
-        raise ExportError(f"Cannot write to {folder}: no such directory")
+        raise ExportError(f"Cannot write to {folder}: no such directory", path=folder)
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ExportError(f"Cannot write to {folder}: the directory is not writable")
+        raise ExportError(f"Cannot write to {folder}: the directory is not writable", path=folder)
     if path.exists() and not force:
-        raise ExportError(f"{path} already exists. Use --force to overwrite it")
+        raise ExportError(f"{path} already exists. Use --force to overwrite it", path=path)
     return path
 
 
-def _require_refreshed(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    row = conn.execute("SELECT refreshed_at FROM analytics.snapshot").fetchone()
-    if row is None or row[0] is None:
+def _require_refreshed(conn: Conn) -> None:
+    if optional_value(conn, "SELECT refreshed_at FROM analytics.snapshot", kind=datetime) is None:
         raise NeverRefreshed(
             "The analytics views have never been refreshed. Run `acme-mv refresh` first"
         )
 
 
-def _write(
-    conn: psycopg.Connection[tuple[object, ...]], query: sql.Composable, fmt: Format, fh: IO[str]
-) -> None:
+def _write(conn: Conn, query: sql.Composable, fmt: Format, fh: IO[str]) -> None:
     if fmt == "csv":
         decoder = codecs.getincrementaldecoder("utf-8")()
         with conn.cursor().copy(
@@ -427,13 +365,13 @@ def _atomic_file(path: Path, *, force: bool) -> Iterator[IO[str]]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as exc:
-        raise ExportError(f"Cannot write {path}: {exc.strerror or exc}") from None
+        raise ExportError(f"Cannot write {path}: {exc.strerror or exc}", path=path) from None
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             yield fh
         if path.exists() and not force:  # appeared while we wrote
-            raise ExportError(f"{path} already exists. Use --force to overwrite it")
+            raise ExportError(f"{path} already exists. Use --force to overwrite it", path=path)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -45,10 +45,12 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
 
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, UnexpectedResult, connection, one_value
 from acme_mv.migrate import require_head
+from acme_mv.reports import registry
 
 log = logging.getLogger(__name__)
 
@@ -79,23 +81,12 @@ class Summary:
         return sql.SQL(", ").join(sql.Identifier(k) for k in self.keys)
 
 
-SUMMARIES = (
-    Summary("open_orders", ("delivery_date", "status")),
-    Summary("pending_items", ("product_id",)),
-    Summary("pending_orders", ("customer_id",)),
-)
+#: every summary, from the files of views/summaries/ (acme_mv.reports.registry, docs/views.md)
+SUMMARIES = tuple(Summary(s.name, s.keys) for s in registry.summaries())
 
-#: each summary from scratch over the latest-state tables (what --rebuild and verify compute)
-FROM_STATE = {
-    "open_orders": "SELECT o.delivery_date, o.status, count(*)::bigint AS n FROM staging.orders_state AS o "
-    "WHERE o.status IS NOT NULL AND o.status <> 'COMPLETED' GROUP BY o.delivery_date, o.status",
-    "pending_items": "SELECT i.product_id, sum(coalesce(i.quanity, 0))::bigint AS n "
-    "FROM staging.order_items_state AS i JOIN staging.orders_state AS o ON o.order_id = i.order_id "
-    "WHERE o.status IS NOT NULL AND o.status <> 'COMPLETED' AND i.product_id IS NOT NULL "
-    "GROUP BY i.product_id",
-    "pending_orders": "SELECT o.customer_id, count(*)::bigint AS n FROM staging.orders_state AS o "
-    "WHERE o.status = 'PENDING' AND o.customer_id IS NOT NULL GROUP BY o.customer_id",
-}
+#: each summary from scratch over the latest-state tables (what --rebuild and verify compute):
+#: the SQL of views/summaries/<name>.sql
+FROM_STATE = {s.name: s.from_state for s in registry.summaries()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,9 +117,6 @@ class _Snapshot:
     historic_batch_id: int | None
     refreshed_batch_id: int | None
     day: date | None
-
-
-Conn = psycopg.Connection[tuple[object, ...]]
 
 
 def today(settings: Settings, now: datetime | None = None) -> date:
@@ -198,8 +186,9 @@ def refresh(
 
 @contextmanager
 def _refresh_lock(conn: Conn) -> Iterator[None]:
-    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH)).fetchone()
-    if not (row and row[0]):
+    if not one_value(
+        conn, "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH), kind=bool
+    ):
         log.info("another refresh is running; waiting for it to finish")
         conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH))
     try:
@@ -209,18 +198,17 @@ def _refresh_lock(conn: Conn) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH))
 
 
-def _int(value: object) -> int | None:
-    return int(value) if isinstance(value, int) else None
-
-
 def _read_snapshot(conn: Conn) -> _Snapshot:
-    row = conn.execute(
-        "SELECT historic_batch_id, refreshed_batch_id, day FROM analytics.snapshot"
-    ).fetchone()
+    """The one row of analytics.snapshot (the migration inserts it; its columns are NULL until
+    the first refresh)."""
+    row = (
+        conn.cursor(row_factory=class_row(_Snapshot))
+        .execute("SELECT historic_batch_id, refreshed_batch_id, day FROM analytics.snapshot")
+        .fetchone()
+    )
     if row is None:
-        return _Snapshot(None, None, None)
-    batch, refreshed, day = row
-    return _Snapshot(_int(batch), _int(refreshed), day if isinstance(day, date) else None)
+        raise UnexpectedResult("analytics.snapshot has no row (its migration inserts the one row)")
+    return row
 
 
 def _included(snap: _Snapshot) -> int:
@@ -231,8 +219,7 @@ def _included(snap: _Snapshot) -> int:
 
 
 def _newest_batch(conn: Conn) -> int:
-    row = conn.execute("SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches").fetchone()
-    return int(row[0]) if row and isinstance(row[0], int) else 0
+    return one_value(conn, "SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches", kind=int)
 
 
 def _fold_reason(snap: _Snapshot, *, mode: RefreshMode, day: date) -> str:
@@ -266,11 +253,13 @@ def _add_deltas(conn: Conn, since: int, upto: int) -> tuple[int, int]:
         # groups that fell back to 0 stay until the fold (the union views drop them): deleting
         # them here would scan the current table, a cost that grows over the day
         rows += max(cur.rowcount, 0)
-    row = conn.execute(
+    batches = one_value(
+        conn,
         "SELECT count(*) FROM staging.sync_batches WHERE batch_id > %s AND batch_id <= %s",
         (since, upto),
-    ).fetchone()
-    return (int(row[0]) if row and isinstance(row[0], int) else 0), rows
+        kind=int,
+    )
+    return batches, rows
 
 
 def _fold(conn: Conn) -> None:
@@ -339,13 +328,18 @@ def _record(
         },
     ).fetchone()
     assert row is not None  # the migration inserts the one row
+    # the first refresh takes the snapshot: B is never NULL here; no batch yet: no batch time
     historic_batch, batch_at = row
+    if not isinstance(historic_batch, int):
+        raise UnexpectedResult(
+            f"analytics.snapshot.historic_batch_id is {historic_batch!r} after a refresh"
+        )
     return RefreshResult(
         rebuilt_historic=rebuilt,
         reason=reason,
-        historic_batch_id=_int(historic_batch) or 0,
+        historic_batch_id=historic_batch,
         refreshed_batch_id=newest or None,
-        refreshed_batch_at=batch_at if isinstance(batch_at, datetime) else None,
+        refreshed_batch_at=batch_at,
         day=day,
         historic_seconds=historic_s,
         current_seconds=current_s,

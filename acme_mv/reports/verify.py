@@ -25,38 +25,38 @@ import psycopg
 from psycopg import sql
 
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection, one_value
 from acme_mv.errors import VerifyFailed
 from acme_mv.migrate import require_head
-from acme_mv.reports.refresh import FROM_STATE
+from acme_mv.reports import registry
 
 #: differing groups named in the error message
 SHOWN = 5
 
-#: report -> (what readers see plus the deltas of the batches no refresh included yet, the same
-#: from scratch); ``%(included)s`` is the newest batch the last refresh included
-REPORTS: dict[str, tuple[str, str]] = {
-    "open_orders": (
-        "SELECT delivery_date, status, sum(n) FROM ("
-        " SELECT delivery_date, status, open_orders AS n FROM analytics.open_orders"
-        " UNION ALL SELECT delivery_date, status, n FROM analytics.open_orders_delta WHERE batch_id > %(included)s"
-        ") AS u GROUP BY delivery_date, status HAVING sum(n) <> 0",
-        FROM_STATE["open_orders"],
-    ),
-    "pending_items": (
-        "SELECT product_id, sum(n) FROM ("
-        " SELECT product_id, pending_items AS n FROM analytics.pending_items"
-        " UNION ALL SELECT product_id, n FROM analytics.pending_items_delta WHERE batch_id > %(included)s"
-        ") AS u GROUP BY product_id HAVING sum(n) <> 0",
-        FROM_STATE["pending_items"],
-    ),
-    "pending_orders_by_customer": (
-        "SELECT customer_id, sum(n) FROM ("
-        " SELECT customer_id, pending_orders AS n FROM analytics.pending_orders_by_customer"
-        " UNION ALL SELECT customer_id, n FROM analytics.pending_orders_delta WHERE batch_id > %(included)s"
-        ") AS u GROUP BY customer_id HAVING sum(n) <> 0",
-        FROM_STATE["pending_orders"],
-    ),
+#: what readers see of a summary (its union view) plus the deltas of the batches no refresh
+#: included yet; ``%(included)s`` is the newest batch the last refresh included
+_HAVE = """
+SELECT {keys}, sum(n) FROM (
+    SELECT {keys}, {column} AS n FROM {view}
+    UNION ALL SELECT {keys}, n FROM {delta} WHERE batch_id > %(included)s
+) AS u GROUP BY {keys} HAVING sum(n) <> 0
+"""
+
+
+def _have(s: registry.Summary) -> sql.Composable:
+    schema, view = s.view.split(".")
+    return sql.SQL(_HAVE).format(
+        keys=s.columns,
+        column=sql.Identifier(s.column),
+        view=sql.Identifier(schema, view),
+        delta=s.table("delta"),
+    )
+
+
+#: union view name -> (what readers see plus the undelivered deltas, the same from scratch, keys),
+#: one per summary of views/summaries/ (acme_mv.reports.registry)
+REPORTS: dict[str, tuple[sql.Composable, str, int]] = {
+    s.view.split(".")[1]: (_have(s), s.from_state, len(s.keys)) for s in registry.summaries()
 }
 
 #: table -> (the latest kept live version of every key, the state), same columns
@@ -108,7 +108,7 @@ SELECT 'want', * FROM (SELECT * FROM want EXCEPT ALL SELECT * FROM have) AS b
 
 
 def _diff(
-    conn: psycopg.Connection[tuple[object, ...]],
+    conn: Conn,
     what: str,
     have: sql.Composable,
     want: sql.Composable,
@@ -130,30 +130,32 @@ def _diff(
     ]
 
 
-def _count(conn: psycopg.Connection[tuple[object, ...]], query: str, included: int) -> int:
-    row = conn.execute(
-        sql.SQL("SELECT count(*) FROM ({}) AS q").format(sql.SQL(query)), {"included": included}
-    ).fetchone()
-    return int(row[0]) if row and isinstance(row[0], int) else 0
+def _count(conn: Conn, query: sql.Composable, included: int) -> int:
+    return one_value(
+        conn,
+        sql.SQL("SELECT count(*) FROM ({}) AS q").format(query),
+        {"included": included},
+        kind=int,
+    )
 
 
-def compare(conn: psycopg.Connection[tuple[object, ...]]) -> VerifyResult:
+def compare(conn: Conn) -> VerifyResult:
     """Both comparisons on ``conn`` (run it in one REPEATABLE READ transaction)."""
     differences: list[Difference] = []
     groups = state_rows = 0
-    row = conn.execute(
-        "SELECT coalesce(refreshed_batch_id, historic_batch_id, 0) FROM analytics.snapshot"
-    ).fetchone()
-    included = int(row[0]) if row and isinstance(row[0], int) else 0
-    for name, (view, scratch) in REPORTS.items():
-        # the statements are named constants of this module and of acme_mv.reports.refresh
+    included = one_value(
+        conn,
+        "SELECT coalesce(refreshed_batch_id, historic_batch_id, 0) FROM analytics.snapshot",
+        kind=int,
+    )
+    for name, (view, scratch, nkeys) in REPORTS.items():
+        # the statements are named constants of this module and files of views/summaries/
         want = sql.SQL("SELECT * FROM ({}) AS s WHERE s.n > 0").format(sql.SQL(scratch))
-        nkeys = 2 if name == "open_orders" else 1
-        differences += _diff(conn, name, sql.SQL(view), want, nkeys=nkeys, included=included)
+        differences += _diff(conn, name, view, want, nkeys=nkeys, included=included)
         groups += _count(conn, view, included)
     for name, (latest, state) in STATES.items():
         differences += _diff(conn, f"staging.{name}", sql.SQL(state), sql.SQL(latest), nkeys=1)
-        state_rows += _count(conn, state, included)
+        state_rows += _count(conn, sql.SQL(state), included)
     return VerifyResult(groups=groups, state_rows=state_rows, differences=differences)
 
 

@@ -1,4 +1,4 @@
-"""Views as values: one object per ``views/<schema>.<name>.sql`` file.
+"""Views as values: one object per ``views/reports/<schema>.<name>.sql`` file.
 
 A :class:`View` is a plain value (schema, name, kind, definition, unique index
 columns). It is loaded from a file or from the database and rendered to the
@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-import psycopg
 from psycopg import sql
 
-from acme_mv import paths
+from acme_mv import paths, sqlfiles
+from acme_mv.db import Conn
 
 Kind = Literal["view", "materialized"]
 
-_HEADER = re.compile(r"^--\s*(?P<key>kind|unique)\s*:\s*(?P<value>.*?)\s*$")
 _NAME = re.compile(r"^(?P<schema>[a-z_][a-z0-9_]*)\.(?P<name>[a-z_][a-z0-9_]*)$")
 
 
@@ -71,29 +70,16 @@ class View:
         match = _NAME.match(qualified)
         if match is None:
             raise ValueError(f"{qualified!r} is not a lower-case schema.name")
-        kind: str = "view"
-        unique: tuple[str, ...] = ()
-        body: list[str] = []
-        in_header = True
-        for line in text.splitlines():
-            header = _HEADER.match(line) if in_header else None
-            if header is not None:
-                if header["key"] == "kind":
-                    kind = header["value"]
-                else:
-                    unique = tuple(c.strip() for c in header["value"].split(",") if c.strip())
-                continue
-            if in_header and line.startswith("--"):
-                continue
-            in_header = False
-            body.append(line)
+        parsed = sqlfiles.parse(text, name=qualified)  # the header format of every file of views/
+        kind = parsed.headers.get("kind", "view")
+        unique = tuple(c.strip() for c in parsed.headers.get("unique", "").split(",") if c.strip())
         if kind not in ("view", "materialized"):
             raise ValueError(f"{qualified}: kind must be view or materialized, not {kind!r}")
         if kind == "materialized" and not unique:
             raise ValueError(
                 f"{qualified}: a materialized view needs a `-- unique: col, ...` header"
             )
-        definition = "\n".join(body).strip().rstrip(";").strip()
+        definition = parsed.text.rstrip(";").strip()
         return cls(
             schema=match["schema"],
             name=match["name"],
@@ -104,15 +90,13 @@ class View:
 
     @classmethod
     def from_file(cls, path: Path) -> View:
-        """``views/analytics.open_orders.sql`` -> the view ``analytics.open_orders``."""
+        """``views/reports/analytics.open_orders.sql`` -> the view ``analytics.open_orders``."""
         return cls.from_sql(
             path.read_text(encoding="utf-8"), qualified=path.name.removesuffix(".sql")
         )
 
     @classmethod
-    def from_database(
-        cls, conn: psycopg.Connection[tuple[object, ...]], schema: str, name: str
-    ) -> View:
+    def from_database(cls, conn: Conn, schema: str, name: str) -> View:
         """The object as the database holds it (definition as ``pg_get_viewdef`` prints it)."""
         row = conn.execute(_FROM_DATABASE, {"schema": schema, "name": name}).fetchone()
         if row is None:
@@ -125,7 +109,7 @@ class View:
             name=name,
             kind="materialized" if relkind == "m" else "view",
             definition=str(definition).strip().rstrip(";").strip(),
-            unique=tuple(str(c) for c in unique) if isinstance(unique, list) else (),
+            unique=tuple(unique or ()),  # NULL: no unique index
         )
 
     def create(self) -> list[str]:
@@ -189,8 +173,8 @@ WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND c.relkind IN ('v', 'm'
 
 
 def load_dir(directory: Path | None = None) -> list[View]:
-    """Every ``<schema>.<name>.sql`` in ``directory`` (default: ``views/``), in dependency order."""
-    folder = directory or paths.views_dir()
+    """Every ``<schema>.<name>.sql`` in ``directory`` (default: ``views/reports/``), in dependency order."""
+    folder = directory or paths.views_dir() / "reports"
     return dependency_order(View.from_file(p) for p in sorted(folder.glob("*.sql")))
 
 

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-import psycopg
+from psycopg.rows import class_row
 
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, UnexpectedResult, connection
 from acme_mv.errors import Stale
 
 __all__ = ["Freshness", "Stale", "freshness", "read_freshness", "require_fresh"]
 from acme_mv.migrate import require_head
 
 _FRESHNESS_SQL = """
-SELECT s.refreshed_at, s.refreshed_batch_id, b.started_at,
-       extract(epoch FROM clock_timestamp() - b.started_at)::float8
+SELECT s.refreshed_at, s.refreshed_batch_id, b.started_at AS read_at,
+       -- never below 0; NULL (not 0: greatest skips NULLs) when no batch was refreshed
+       CASE WHEN b.started_at IS NOT NULL
+            THEN greatest(extract(epoch FROM clock_timestamp() - b.started_at)::float8, 0) END AS age_s
 FROM analytics.snapshot AS s
 LEFT JOIN staging.sync_batches AS b ON b.batch_id = s.refreshed_batch_id
 """
@@ -57,17 +58,11 @@ class Freshness:
         )
 
 
-def read_freshness(conn: psycopg.Connection[tuple[Any, ...]]) -> Freshness:
-    row = conn.execute(_FRESHNESS_SQL).fetchone()
+def read_freshness(conn: Conn) -> Freshness:
+    row = conn.cursor(row_factory=class_row(Freshness)).execute(_FRESHNESS_SQL).fetchone()
     if row is None:
-        return Freshness(refreshed_at=None, refreshed_batch_id=None, read_at=None, age_s=None)
-    refreshed_at, batch, read_at, age = row
-    return Freshness(
-        refreshed_at=refreshed_at,
-        refreshed_batch_id=batch,
-        read_at=read_at,
-        age_s=None if age is None else max(0.0, float(age)),
-    )
+        raise UnexpectedResult("analytics.snapshot has no row (its migration inserts the one row)")
+    return row
 
 
 def freshness(settings: Settings) -> Freshness:
@@ -81,5 +76,7 @@ def require_fresh(fresh: Freshness, max_age_s: float) -> None:
     """Raise :class:`Stale` (exit 5) when the reports are older than ``max_age_s`` or never refreshed."""
     if fresh.is_stale(max_age_s):
         raise Stale(
-            f"The reports are stale: {fresh.describe()}; the limit is {max_age_s:g}s (is `acme-mv run` running?)"
+            f"The reports are stale: {fresh.describe()}; the limit is {max_age_s:g}s (is `acme-mv run` running?)",
+            age_s=fresh.age_s,
+            max_age_s=max_age_s,
         )

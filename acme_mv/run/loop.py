@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import tenacity
+from psycopg.rows import args_row
 
-from acme_mv.config import Settings, parse_duration, scrub
+from acme_mv.config import Settings, scrub
 from acme_mv.db import connection, first_line
 from acme_mv.errors import AcmeMvError, ServerError
 from acme_mv.reports.refresh import DAY_CHANGED, RefreshResult, refresh
@@ -47,9 +48,6 @@ if TYPE_CHECKING:
     from acme_mv.sync import TableResult
 
 log = logging.getLogger(__name__)
-
-#: the one duration parser (kept under its old name for callers of ``runner.parse_interval``)
-parse_interval = parse_duration
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,11 +88,14 @@ class RetryPolicy:
 
 
 def default_sync_step(settings: Settings) -> SyncStep:
-    """One ``acme_mv.sync.sync(settings)``, summarized for the cycle line."""
+    """One ``acme_mv.sync.sync(settings)``, summarized for the cycle line; a warning about the
+    source is logged once per step function (once per ``acme-mv run``), not once per cycle."""
     from acme_mv.sync import sync
 
+    warned: set[str] = set()
+
     def step(full: bool) -> SyncSummary:
-        result = sync(settings, full=full, progress=_TableLog())
+        result = sync(settings, full=full, progress=_TableLog(), warned=warned)
         return SyncSummary(rows=result.rows_new, read_at=result.read_at)
 
     return step
@@ -154,13 +155,23 @@ def full_sync_due(
 
 def _last_full_sync(settings: Settings) -> tuple[datetime | None, datetime | None, datetime]:
     with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT max(started_at) FILTER (WHERE full_tables <> '{}' OR compared_tables <> '{}'), "
-            "min(started_at), now() "
-            "FROM staging.sync_batches"
-        ).fetchone()
-    assert row is not None
-    return row[0], row[1], row[2]
+        row = (
+            conn.cursor(row_factory=args_row(_full_sync_times))
+            .execute(
+                "SELECT max(started_at) FILTER (WHERE full_tables <> '{}' OR compared_tables <> '{}'), "
+                "min(started_at), now() "
+                "FROM staging.sync_batches"
+            )
+            .fetchone()
+        )
+    assert row is not None  # an aggregate: one row
+    return row
+
+
+def _full_sync_times(
+    last_full: datetime | None, first_batch: datetime | None, now: datetime
+) -> tuple[datetime | None, datetime | None, datetime]:
+    return last_full, first_batch, now
 
 
 class _Stopped(Exception):

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal, LiteralString
 
-import psycopg
 from psycopg import sql
 
-from acme_mv.db import relation_exists, schema_exists
+from acme_mv.db import Conn, one_value, relation_exists, schema_exists
 from acme_mv.errors import SampleError
 from acme_mv.sample import schema, words
 from acme_mv.sample.schema import Statement
@@ -305,7 +304,7 @@ def seed_value(seed: int, stream: int) -> float:
 
 
 def load(
-    conn: psycopg.Connection[tuple[object, ...]],
+    conn: Conn,
     *,
     orders: int,
     days: int = 120,
@@ -374,7 +373,7 @@ def load(
 
 
 def _insert_rows(
-    conn: psycopg.Connection[tuple[object, ...]],
+    conn: Conn,
     plan: _Plan,
     *,
     bases: dict[str, int],
@@ -437,7 +436,7 @@ def _tables() -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(SCHEMA, table) for table in schema.TABLES)
 
 
-def _require_tables(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def _require_tables(conn: Conn) -> None:
     for table in schema.TABLES:
         if not relation_exists(conn, SCHEMA, table):
             raise SampleError(
@@ -445,7 +444,7 @@ def _require_tables(conn: psycopg.Connection[tuple[object, ...]]) -> None:
             )
 
 
-def _lock(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def _lock(conn: Conn) -> None:
     """Keep other writers (a running simulator) out until this load commits.
 
     Readers go on; a writer waits, then finds the sequences past the loaded ids.
@@ -453,11 +452,11 @@ def _lock(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(_tables()))
 
 
-def _is_empty(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+def _is_empty(conn: Conn) -> bool:
     return not any(schema.has_rows(conn, table) for table in schema.TABLES)
 
 
-def _not_empty_message(conn: psycopg.Connection[tuple[object, ...]]) -> str:
+def _not_empty_message(conn: Conn) -> str:
     for table in ("orders", *schema.TABLES):
         count = _scalar(
             conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(SCHEMA, table))
@@ -468,7 +467,7 @@ def _not_empty_message(conn: psycopg.Connection[tuple[object, ...]]) -> str:
     raise AssertionError("not empty, yet no rows")  # pragma: no cover
 
 
-def _drop_indexes(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+def _drop_indexes(conn: Conn) -> list[str]:
     """Drop the secondary indexes (rebuilt after the load, faster than maintained); their DDL."""
     rows = conn.execute(INDEXES_SQL, (SCHEMA, list(schema.TABLES))).fetchall()
     for _, index, _ in rows:
@@ -476,7 +475,7 @@ def _drop_indexes(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
     return [str(ddl) for _, _, ddl in rows]
 
 
-def _next_base(conn: psycopg.Connection[tuple[object, ...]], table: str, key: str) -> int:
+def _next_base(conn: Conn, table: str, key: str) -> int:
     """The highest id used or handed out so far: new rows start after it."""
     return _scalar(
         conn,
@@ -488,17 +487,11 @@ def _next_base(conn: psycopg.Connection[tuple[object, ...]], table: str, key: st
     )
 
 
-def _scalar(
-    conn: psycopg.Connection[tuple[object, ...]], query: Statement, params: tuple[object, ...] = ()
-) -> int:
-    row = conn.execute(query, params).fetchone()
-    value = row[0] if row else None
-    return int(value) if isinstance(value, int) else 0
+def _scalar(conn: Conn, query: Statement, params: tuple[object, ...] = ()) -> int:
+    return one_value(conn, query, params, kind=int)
 
 
-def _move_sequences(
-    conn: psycopg.Connection[tuple[object, ...]], plan: _Plan, bases: dict[str, int], *, items: int
-) -> None:
+def _move_sequences(conn: Conn, plan: _Plan, bases: dict[str, int], *, items: int) -> None:
     """Move the sequences past every id this load used or referenced (ghosts too)."""
     last = {
         "customers": bases["customers"] + plan.customers + plan.ghost_customers,

@@ -5,10 +5,9 @@ from __future__ import annotations
 from importlib import resources
 from typing import LiteralString
 
-import psycopg
 from psycopg import sql
 
-from acme_mv.db import schema_exists
+from acme_mv.db import Conn, one_value, schema_exists
 from acme_mv.errors import SampleError
 
 SCHEMA = "operations"
@@ -22,7 +21,7 @@ def schema_sql() -> str:
     return resources.files("acme_mv.sample").joinpath("schema.sql").read_text()
 
 
-def init(conn: psycopg.Connection[tuple[object, ...]], *, replace: bool = False) -> None:
+def init(conn: Conn, *, replace: bool = False) -> None:
     """Create the ``operations`` schema; with ``replace``, drop an existing one first.
 
     Runs in one transaction: either the whole schema exists afterwards or nothing changed.
@@ -37,9 +36,10 @@ def init(conn: psycopg.Connection[tuple[object, ...]], *, replace: bool = False)
         conn.execute(schema_sql().encode())
 
 
-def has_rows(conn: psycopg.Connection[tuple[object, ...]], table: str) -> bool:
+def has_rows(conn: Conn, table: str) -> bool:
     """Whether ``operations.<table>`` holds at least one row (one index-free probe)."""
-    row = conn.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(SCHEMA, table))
-    ).fetchone()
-    return bool(row and row[0])
+    return one_value(
+        conn,
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(SCHEMA, table)),
+        kind=bool,
+    )

@@ -31,10 +31,11 @@ from typing import LiteralString
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import args_row, scalar_row
 
 from acme_mv import config
 from acme_mv.config import scrub
-from acme_mv.db import connect, first_line, relation_exists
+from acme_mv.db import Conn, connect, first_line, one_value, relation_exists
 from acme_mv.errors import BadArgument, ConnectionLost, SampleError
 from acme_mv.sample import schema, words
 from acme_mv.sample.schema import Statement
@@ -140,6 +141,11 @@ WHERE product_id = {product}
 ).format(product=RANDOM_PRODUCT)
 
 
+def _customer_today(customer: int | None, today: date) -> tuple[int | None, date]:
+    """A row of PICK_CUSTOMER: None when the source has no customer left."""
+    return customer, today
+
+
 @dataclass(kw_only=True)
 class SimulateStats:
     """Row changes one simulation made, per table and kind."""
@@ -182,25 +188,17 @@ def validate_rate(rate: float) -> None:
 
 
 def parse_duration(text: str | float | None) -> float | None:
-    """``30s``, ``5m``, ``1h``, ``1m30s`` or plain seconds; ``0``/empty/None means no limit (None).
-
-    The strings go through the one duration parser, :func:`acme_mv.config.parse_duration`.
-    """
+    """How long to simulate: a duration (:func:`acme_mv.config.parse_duration`, the one
+    parser: ``30s``, ``5m``, ``1m30s``, plain seconds) or a number of seconds; ``0``, empty
+    or None mean no limit (None). Raises :class:`BadArgument` quoting the value."""
     if text is None:
         return None
-    if isinstance(text, int | float):
-        seconds = float(text)
+    if isinstance(text, str):
+        seconds = config.parse_duration(text) if text.strip() else 0.0
     else:
-        if not text.strip():
-            return None
-        try:
-            seconds = config.parse_duration(text)
-        except BadArgument:
-            raise SampleError(
-                f"Invalid duration {text!r}: use e.g. 30s, 5m, 1h or plain seconds"
-            ) from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise SampleError(f"Invalid duration {text!r}: use e.g. 30s, 5m, 1h or plain seconds")
+        seconds = float(text)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise BadArgument(f"{text!r} is not a duration such as {config.DURATION_GRAMMAR}")
     return seconds or None
 
 
@@ -232,9 +230,7 @@ class _Stopped(Exception):
 
 
 class _Workload:
-    def __init__(
-        self, conn: psycopg.Connection[tuple[object, ...]], rng: random.Random, pacer: _Pacer
-    ) -> None:
+    def __init__(self, conn: Conn, rng: random.Random, pacer: _Pacer) -> None:
         self.conn = conn
         self.rng = rng
         self.pacer = pacer
@@ -306,25 +302,27 @@ class _Workload:
         return max(cur.rowcount, 0)
 
     def order_job(self) -> None:
-        row = self.conn.execute(PICK_CUSTOMER, {"r": self.rng.random()}).fetchone()
-        customer, today = row if row else (None, None)
+        row = (
+            self.conn.cursor(row_factory=args_row(_customer_today))
+            .execute(PICK_CUSTOMER, {"r": self.rng.random()})
+            .fetchone()
+        )
+        assert row is not None  # SELECT without FROM: one row
+        customer, today = row
         if customer is None:  # every customer is gone (someone emptied the table)
             self.insert_customer()
             return
-        if not isinstance(today, date):
-            raise SampleError(f"CURRENT_DATE returned {today!r}, not a date")
         if today != self.today:  # first job, or the day rolled over
-            low = self.conn.execute(TODAY_LOW, {"today": today}).fetchone()
-            self.today, self.today_low = (
-                today,
-                int(low[0]) if low and isinstance(low[0], int) else 0,
-            )
-        found = self.conn.execute(
-            OPEN_ORDER_TODAY, {"customer": customer, "low": self.today_low}
-        ).fetchone()
+            self.today = today
+            self.today_low = one_value(self.conn, TODAY_LOW, {"today": today}, kind=int)
+        found: int | None = (
+            self.conn.cursor(row_factory=scalar_row)
+            .execute(OPEN_ORDER_TODAY, {"customer": customer, "low": self.today_low})
+            .fetchone()
+        )
         if found is not None:
             status = self.rng.choice(OPEN_STATUSES_AFTER_PENDING)
-            cur = self.change(MOVE_ORDER, {"order": found[0], "status": status})
+            cur = self.change(MOVE_ORDER, {"order": found, "status": status})
             self.stats.orders_updated += max(cur.rowcount, 0)
             return
         self.change(INSERT_ORDER, {"customer": customer})

@@ -31,9 +31,10 @@ from typing import Any, Literal, Protocol
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import args_row, dict_row
 
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection, one_value
 from acme_mv.errors import ConfigError
 from acme_mv.sync import copy, deletes, parallel, source, state
 from acme_mv.sync.deletes import DeletedEstimate, missing_keys
@@ -65,7 +66,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 #: ``initial``: staging was empty, copied whole; ``full``: every source row
 #: compared with staging (``--full``): changed rows appended, tombstones for keys
 #: gone; ``incremental``: rows at or after the cursor; ``reload``: a mirror
@@ -148,15 +148,20 @@ def select_tables(names: Iterable[str] | None) -> list[TableSpec]:
     wanted = list(dict.fromkeys(names))
     for name in wanted:
         if name not in TABLES:
-            raise ConfigError(f"Unknown table {name!r}; choose from {', '.join(TABLES)}")
+            raise ConfigError(
+                f"Unknown table {name!r}; choose from {', '.join(TABLES)}", setting="tables"
+            )
     return [spec for name, spec in TABLES.items() if name in wanted]
 
 
 def _staging_empty(conn: Conn, spec: TableSpec) -> bool:
-    row = conn.execute(
-        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier("staging", spec.name))
-    ).fetchone()
-    return bool(row and row[0])
+    return one_value(
+        conn,
+        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(
+            sql.Identifier("staging", spec.name)
+        ),
+        kind=bool,
+    )
 
 
 def _mode(conn: Conn, spec: TableSpec, *, full: bool) -> Mode:
@@ -176,9 +181,15 @@ def sync(
     progress: Progress | None = None,
     fallback_lag: dt.timedelta = DEFAULT_FALLBACK_LAG,
     lock_timeout: dt.timedelta = DEFAULT_LOCK_TIMEOUT,
+    warned: set[str] | None = None,
     jobs: int = DEFAULT_JOBS,
 ) -> SyncResult:
     """Copy what changed in the source into staging, as one batch; see the module doc.
+
+    ``warned``: warnings about the source already given (keys of
+    :func:`acme_mv.sync.source.read_watermark`), kept by a caller that syncs
+    again and again (``acme-mv run``) so that each is logged once per run;
+    None: this sync logs every warning that applies.
 
     ``jobs > 1``: a first copy of orders / order_items (empty version tables)
     runs in parallel sessions and its partitions are attached at commit
@@ -213,7 +224,10 @@ def sync(
             # before the snapshot, outside it; waiting for the locks below only makes it older,
             # which is safe: the next sync re-reads a little more
             mark = source.read_watermark(
-                src, ignore_application=SYNC_APPLICATION_NAME, fallback_lag=fallback_lag
+                src,
+                ignore_application=SYNC_APPLICATION_NAME,
+                fallback_lag=fallback_lag,
+                warned=warned,
             )
             src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             src.read_only = True
@@ -463,19 +477,27 @@ class TableStatus:
         return out
 
 
+#: a table's row of staging.sync_state, named as the fields of :class:`TableStatus` (dict_row)
 _STATE_SQL = """
-SELECT table_name, cursor_value, last_batch_id, last_finished_at, last_duration_s,
+SELECT cursor_value AS cursor, last_batch_id, last_finished_at, last_duration_s,
        last_rows_read, last_rows_copied, last_mode
-FROM staging.sync_state
+FROM staging.sync_state WHERE table_name = %s
 """
+#: a table never synced has no row: all of its fields are None
+_NEVER_SYNCED: dict[str, Any] = dict.fromkeys(
+    ("cursor", "last_batch_id", "last_finished_at", "last_duration_s")
+    + ("last_rows_read", "last_rows_copied", "last_mode")
+)
 
 
 def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
     """Per table: cursor, last run, staged rows, lag behind the source."""
     with connection(settings.database_url, role="warehouse") as wh:
         _require_head(wh)
-        saved: dict[str, tuple[Any, ...]] = {
-            str(r[0]): r for r in wh.execute(_STATE_SQL).fetchall()
+        cur = wh.cursor(row_factory=dict_row)
+        saved = {
+            spec.name: cur.execute(_STATE_SQL, (spec.name,)).fetchone() or _NEVER_SYNCED
+            for spec in TABLES.values()
         }
         counts = {spec.name: _staged_counts(wh, spec, exact=exact) for spec in TABLES.values()}
     specs = list(TABLES.values())
@@ -496,8 +518,8 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
             deleted[spec.name] = found.deleted
     out = []
     for spec in specs:
-        row = saved.get(spec.name)
-        cursor = row[1] if row else None
+        row = saved[spec.name]
+        cursor: dt.datetime | None = row["cursor"]
         smax = source_max[spec.name]
         lag = None if cursor is None or smax is None else max((smax - cursor).total_seconds(), 0.0)
         rows, distinct, _ = counts[spec.name]
@@ -505,13 +527,7 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
             TableStatus(
                 table=spec.name,
                 kind=spec.kind,
-                cursor=cursor,
-                last_batch_id=row[2] if row else None,
-                last_finished_at=row[3] if row else None,
-                last_duration_s=row[4] if row else None,
-                last_rows_read=row[5] if row else None,
-                last_rows_copied=row[6] if row else None,
-                last_mode=row[7] if row else None,
+                **row,
                 staged_rows=rows,
                 staged_rows_exact=exact,
                 distinct_keys=distinct,
@@ -536,13 +552,17 @@ def _staged_counts(
     keys = table if spec.kind == "mirror" else sql.Identifier("staging", f"{spec.name}_state")
     if exact:
         key = sql.Identifier(spec.key)
-        row = conn.execute(
-            sql.SQL(
-                "SELECT (SELECT count(*) FROM {table}), count(*), max({key}) FROM {keys}"
-            ).format(key=key, table=table, keys=keys)
-        ).fetchone()
-        assert row is not None
-        return int(row[0]), int(row[1]), None if row[2] is None else int(row[2])
+        counted = (
+            conn.cursor(row_factory=args_row(_exact_counts))
+            .execute(
+                sql.SQL(
+                    "SELECT (SELECT count(*) FROM {table}), count(*), max({key}) FROM {keys}"
+                ).format(key=key, table=table, keys=keys)
+            )
+            .fetchone()
+        )
+        assert counted is not None  # aggregates: one row
+        return counted
     # a partitioned table has no rows of its own: sum the estimates of its partitions
     row = conn.execute(
         "SELECT sum(c.reltuples) FILTER (WHERE c.reltuples >= 0)::bigint, bool_or(c.reltuples >= 0), "
@@ -550,6 +570,10 @@ def _staged_counts(
         "FROM pg_partition_tree(%s::regclass) AS t JOIN pg_class AS c ON c.oid = t.relid WHERE t.isleaf",
         (keys.as_string(conn), table.as_string(conn)),
     ).fetchone()
-    estimate = int(row[0]) if row and row[1] and row[0] is not None else None
-    live = int(row[2]) if row and row[2] is not None and row[2] >= 0 else None
-    return estimate, live, None
+    assert row is not None  # aggregates: one row
+    total, analyzed, live = row  # reltuples -1 (never analyzed): no estimate
+    return (total if analyzed else None), (live if live is not None and live >= 0 else None), None
+
+
+def _exact_counts(rows: int, keys: int, top: int | None) -> tuple[int, int, int | None]:
+    return rows, keys, top

@@ -26,21 +26,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from acme_mv.config import Settings, parse_duration
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection, one_value
 from acme_mv.errors import BadArgument
 from acme_mv.migrate import require_head
 from acme_mv.sync import partitions
 from acme_mv.sync.state import SYNC_LOCK_KEY
 
 log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 DEFAULT_KEEP = timedelta(days=35)
 DELTAS = ("open_orders_delta", "pending_items_delta", "pending_orders_delta")
@@ -140,10 +136,11 @@ def _droppable(conn: Conn, floor: int) -> list[tuple[str, str]]:
 
 
 def _has_rows(conn: Conn, partition: str) -> bool:
-    row = conn.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier("staging", partition))
-    ).fetchone()
-    return bool(row and row[0])
+    return one_value(
+        conn,
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier("staging", partition)),
+        kind=bool,
+    )
 
 
 def _finish_pending_detaches(conn: Conn) -> None:
@@ -166,11 +163,12 @@ def _drop(conn: Conn, table: str, name: str) -> str:
     parent, child = sql.Identifier("staging", table), sql.Identifier("staging", name)
     conn.execute("SELECT pg_advisory_lock(%s)", (SYNC_LOCK_KEY,))
     try:
-        attached = conn.execute(
+        if one_value(
+            conn,
             "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s))",
             (f"staging.{name}",),
-        ).fetchone()
-        if attached and attached[0]:
+            kind=bool,
+        ):
             # cannot run in a transaction block: this connection is in autocommit
             conn.execute(
                 sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY").format(parent, child)

@@ -23,17 +23,15 @@ import logging
 import select
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import psycopg
 from psycopg import pq, sql
 
-from acme_mv.db import tag_error
+from acme_mv.db import Conn, one_value, tag_error
 from acme_mv.sync.source import TableSpec
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 #: called with the size in bytes of each chunk as it is written
 OnBytes = Callable[[int], None]
 
@@ -47,8 +45,8 @@ TEMP_PREFIX = "_acme_sync_"
 CHUNK_BYTES = 256 * 1024
 
 #: sort memory (kB) for the index builds after a fresh load, set for the sync
-#: transaction only and only when the server's maintenance_work_mem is lower:
-#: on 26 M order items the three builds took 28.8 s at 512 MB and 24.7 s at 1 GB
+#: transaction only and only when the server's maintenance_work_mem is lower: the
+#: builds are faster with more sort memory (docs/benchmarks.md, "Initial sync")
 #: (one build at a time, so this is the most a sync adds to the server's memory)
 INDEX_BUILD_MEMORY_KB = 1024 * 1024
 
@@ -85,8 +83,8 @@ def copy_out_chunks(conn: Conn, statement: sql.Composable) -> Iterator[bytearray
     This talks to libpq through psycopg's public ``pq`` layer instead of
     iterating ``cursor.copy()``: that iteration goes through psycopg's wait
     machinery once per row (libpq hands COPY data over row by row), which
-    measured 3.6 s against 2.2 s for this loop on 2.6 M order items, the
-    largest single cost of a sync. Rows are taken with the non-blocking
+    was the largest single cost of a sync (measured: docs/cursor-sync.md,
+    "Speed"). Rows are taken with the non-blocking
     ``PQgetCopyData`` while libpq has them buffered; see :func:`_next_copy_data`
     for why it never blocks. Errors become psycopg's own exception classes.
     """
@@ -233,10 +231,12 @@ def _raise_index_memory(conn: Conn) -> None:
 
 
 def _partitioned(conn: Conn, table: str) -> bool:
-    row = conn.execute(
-        "SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass", (f"{STAGING}.{table}",)
-    ).fetchone()
-    return bool(row and row[0])
+    return one_value(
+        conn,
+        "SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass",
+        (f"{STAGING}.{table}",),
+        kind=bool,
+    )
 
 
 def _secondary_indexes(conn: Conn, table: str) -> list[tuple[str, str]]:

@@ -29,20 +29,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
 
-import psycopg
 from psycopg import sql
+from psycopg.rows import args_row
 
 from acme_mv import migrate
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import Conn, connection, one_value
 from acme_mv.sync import source
 from acme_mv.sync.source import SCHEMA, TABLES, TableSpec
 
 __all__ = ["DeletedEstimate", "estimate", "missing_keys", "source_keys", "staged_keys"]
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 #: the tables whose deletes only ``sync --full`` removes
 APPEND_ONLY = tuple(spec for spec in TABLES.values() if spec.kind == "append")
@@ -78,27 +75,35 @@ class DeletedEstimate:
 def staged_keys(wh: Conn, spec: TableSpec) -> tuple[int | None, int]:
     """(highest live staged key, number of live staged keys): one pass over the latest-state table
     ``staging.<t>_state``, which holds each live key once (a tombstoned key is not there)."""
-    row = wh.execute(
-        sql.SQL("SELECT max({key}), count(*) FROM {table}").format(
-            key=sql.Identifier(spec.key), table=sql.Identifier("staging", f"{spec.name}_state")
+    row = (
+        wh.cursor(row_factory=args_row(_top_and_count))
+        .execute(
+            sql.SQL("SELECT max({key}), count(*) FROM {table}").format(
+                key=sql.Identifier(spec.key), table=sql.Identifier("staging", f"{spec.name}_state")
+            )
         )
-    ).fetchone()
-    assert row is not None
-    return (None if row[0] is None else int(row[0])), int(row[1])
+        .fetchone()
+    )
+    assert row is not None  # aggregates: one row
+    return row
+
+
+def _top_and_count(top: int | None, count: int) -> tuple[int | None, int]:
+    return top, count
 
 
 def source_keys(src: Conn, spec: TableSpec, *, up_to: int | None) -> int:
     """Source rows whose key is at most ``up_to`` (0 when None): a range count on the primary key."""
     if up_to is None:
         return 0
-    row = src.execute(
+    return one_value(
+        src,
         sql.SQL("SELECT count(*) FROM {table} WHERE {key} <= %s").format(
             table=sql.Identifier(SCHEMA, spec.name), key=sql.Identifier(spec.key)
         ),
         (up_to,),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+        kind=int,
+    )
 
 
 def estimate(

@@ -57,7 +57,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from acme_mv.db import Role, connect, first_line
+from acme_mv.db import Conn, Role, connect, first_line
 from acme_mv.errors import AcmeMvError, CopyFailed
 from acme_mv.sync import copy
 from acme_mv.sync.partitions import TABLES as VERSION_TABLES
@@ -65,7 +65,6 @@ from acme_mv.sync.source import SCHEMA, TABLES, TableSpec
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 STAGING = copy.STAGING
 #: prefix of the tables the workers load (debris when a sync died before its commit)

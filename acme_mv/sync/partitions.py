@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
 
-import psycopg
 from psycopg import sql
 
-log = logging.getLogger(__name__)
+from acme_mv.db import Conn, one_value
 
-Conn = psycopg.Connection[tuple[Any, ...]]
+log = logging.getLogger(__name__)
 
 #: the version tables, partitioned by _batch_id
 TABLES = ("orders", "order_items")
@@ -51,11 +49,12 @@ def ensure(conn: Conn, batch_id: int) -> None:
 
 
 def _width(conn: Conn) -> int:
-    row = conn.execute(
+    recent = one_value(
+        conn,
         "SELECT count(*) FROM staging.sync_batches WHERE started_at > clock_timestamp() - %s",
         (SPAN,),
-    ).fetchone()
-    recent = int(row[0]) if row else 0
+        kind=int,
+    )
     return max(MIN_BATCHES, recent)
 
 

@@ -30,16 +30,17 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import scalar_row
 
+from acme_mv.db import Conn, optional_value
 from acme_mv.errors import Busy, SchemaDrift
 
 log = logging.getLogger(__name__)
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 TableName = Literal["customers", "products", "orders", "order_items"]
 #: ``append``: every version kept, incremental by cursor; ``mirror``: reloaded whole
 Kind = Literal["append", "mirror"]
@@ -160,7 +161,8 @@ WHERE n.nspname = %s AND c.relname = ANY(%s) AND a.attname = 'updated_at' AND i.
 def _no_table(spec: TableSpec) -> SchemaDrift:
     return SchemaDrift(
         f"The source has no table {spec.qualified}: sync needs the contract's tables "
-        f"(is ACME_MV_SOURCE_URL the operations database?)"
+        f"(is ACME_MV_SOURCE_URL the operations database?)",
+        table=spec.qualified,
     )
 
 
@@ -185,14 +187,25 @@ def check_schema(conn: Conn, specs: list[TableSpec]) -> None:
             if actual is None:
                 raise SchemaDrift(
                     f"The source table {spec.qualified} has no column {column} ({expected}) that the "
-                    f"contract states; restore it or update acme-mv"
+                    f"contract states; restore it or update acme-mv",
+                    table=spec.qualified,
+                    column=column,
+                    expected=expected,
                 )
             if actual != expected:
                 raise SchemaDrift(
                     f"The source column {spec.qualified}.{column} is {actual}, the contract states "
-                    f"{expected}; sync copies in binary and needs the exact type"
+                    f"{expected}; sync copies in binary and needs the exact type",
+                    table=spec.qualified,
+                    column=column,
+                    expected=expected,
+                    actual=actual,
                 )
-    indexed = {str(r[0]) for r in conn.execute(_UPDATED_AT_INDEXED_SQL, (SCHEMA, names)).fetchall()}
+    indexed = set(
+        conn.cursor(row_factory=scalar_row)
+        .execute(_UPDATED_AT_INDEXED_SQL, (SCHEMA, names))
+        .fetchall()
+    )
     for spec in specs:
         if spec.kind == "append" and spec.name not in indexed:
             log.warning(
@@ -214,7 +227,7 @@ class SourceLocked(Busy):
     """A source table stayed locked by another session longer than the sync waits."""
 
     def __init__(self, message: str, *, table: str, waited: dt.timedelta) -> None:
-        super().__init__(message)
+        super().__init__(message, resource=table)
         self.table = table
         self.waited = waited
 
@@ -318,16 +331,47 @@ class Watermark:
     cursor: dt.datetime
 
 
-_warned_hidden = False
+def next_cursor(
+    *,
+    clock: dt.datetime,
+    oldest_xact: dt.datetime | None,
+    sees_all: bool,
+    fallback_lag: dt.timedelta,
+    margin: dt.timedelta = SAFETY_MARGIN,
+) -> dt.datetime:
+    """The watermark rule (pure): the cursor the next sync reads from.
+
+    The earlier of ``clock`` (the source's ``now()`` just before the snapshot)
+    and ``oldest_xact`` (the start of the oldest transaction still open there);
+    when the role cannot see other sessions (``sees_all`` false) also no later
+    than ``clock - fallback_lag``; then ``margin`` earlier, truncated to the
+    millisecond (``updated_at`` is ``timestamp(3)``).
+    """
+    floor = clock if oldest_xact is None else min(clock, oldest_xact)
+    if not sees_all:
+        floor = min(floor, clock - fallback_lag)
+    return _truncate_ms(floor - margin)
 
 
-def read_watermark(conn: Conn, *, ignore_application: str, fallback_lag: dt.timedelta) -> Watermark:
-    """The next cursor, read in autocommit mode before the snapshot is opened.
+#: key of the warning that this role cannot see other roles' transactions, in ``warned``
+HIDDEN_WARNING = "hidden-transactions"
+
+
+def read_watermark(
+    conn: Conn,
+    *,
+    ignore_application: str,
+    fallback_lag: dt.timedelta,
+    warned: set[str] | None = None,
+) -> Watermark:
+    """The next cursor (:func:`next_cursor`), read in autocommit mode before the snapshot is opened.
 
     ``ignore_application`` is this sync's own warehouse session (the one-database
     deployment would otherwise hold the cursor back at its own start).
+    ``warned``: the warnings already logged by whoever owns the set (one
+    ``acme-mv run`` keeps one for all its syncs); a warning given is added to
+    it. None: every warning that applies is logged.
     """
-    global _warned_hidden
     assert conn.autocommit, "the watermark must be read outside the snapshot transaction"
     row = conn.execute(_WATERMARK_SQL, {"ignore_app": ignore_application}).fetchone()
     assert row is not None
@@ -345,17 +389,17 @@ def read_watermark(conn: Conn, *, ignore_application: str, fallback_lag: dt.time
             "in the server's default time zone and the cursor must be computed in it: unset PGTZ",
             tz,
         )
-    floor = clock if oldest is None else min(clock, oldest)
-    if not sees_all:
-        if not _warned_hidden:
-            log.warning(
-                "this source role cannot see other roles' transactions in pg_stat_activity "
-                "(grant pg_read_all_stats); assuming transactions commit within %s",
-                fallback_lag,
-            )
-            _warned_hidden = True
-        floor = min(floor, clock - fallback_lag)
-    cursor = _truncate_ms(floor - SAFETY_MARGIN)
+    if not sees_all and (warned is None or HIDDEN_WARNING not in warned):
+        log.warning(
+            "this source role cannot see other roles' transactions in pg_stat_activity "
+            "(grant pg_read_all_stats); assuming transactions commit within %s",
+            fallback_lag,
+        )
+        if warned is not None:
+            warned.add(HIDDEN_WARNING)
+    cursor = next_cursor(
+        clock=clock, oldest_xact=oldest, sees_all=bool(sees_all), fallback_lag=fallback_lag
+    )
     return Watermark(clock=clock, oldest_xact=oldest, sees_all=bool(sees_all), cursor=cursor)
 
 
@@ -363,8 +407,18 @@ def _truncate_ms(value: dt.datetime) -> dt.datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
+def picks(updated_at: dt.datetime | None, since: dt.datetime | None) -> bool:
+    """The read rule (pure): whether a read from cursor ``since`` takes a row last updated at
+    ``updated_at``. No cursor (a first or full read): every row. Else the rows updated at or
+    after the cursor (the boundary is re-read: rows committed late in the cursor's millisecond),
+    and every row whose ``updated_at`` is NULL, which cannot be placed in time.
+    :func:`select_rows` writes the same rule in SQL."""
+    return since is None or updated_at is None or updated_at >= since
+
+
 def select_rows(spec: TableSpec, since: dt.datetime | None) -> sql.Composed:
-    """``SELECT <contract columns> FROM operations.<t>`` with the incremental filter.
+    """``SELECT <contract columns> FROM operations.<t>`` with the incremental filter
+    (:func:`picks`, in SQL).
 
     NULL ``updated_at`` rows cannot be placed in time: every incremental read takes them.
     """
@@ -381,7 +435,8 @@ def select_rows(spec: TableSpec, since: dt.datetime | None) -> sql.Composed:
 
 def max_updated_at(conn: Conn, spec: TableSpec) -> dt.datetime | None:
     """``max(updated_at)``: one step down the updated_at index when it exists."""
-    row = conn.execute(
-        sql.SQL("SELECT max(updated_at) FROM {}").format(sql.Identifier(SCHEMA, spec.name))
-    ).fetchone()
-    return row[0] if row else None
+    return optional_value(
+        conn,
+        sql.SQL("SELECT max(updated_at) FROM {}").format(sql.Identifier(SCHEMA, spec.name)),
+        kind=dt.datetime,
+    )

@@ -9,16 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
-
+from acme_mv.db import Conn, one_value
 from acme_mv.errors import Busy
 from acme_mv.sync import apply, partitions
 
 log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 #: ``pg_advisory_xact_lock`` key of ``acme-mv sync`` on the warehouse: the
 #: bytes of "acmesync" read as a signed 64-bit integer. ``acme-mv refresh``
@@ -28,13 +24,13 @@ SYNC_LOCK_KEY = int.from_bytes(b"acmesync", "big", signed=True)
 
 def lock(conn: Conn, *, wait: bool) -> None:
     """Take the sync lock for this transaction; wait (saying so) or raise :class:`Busy`."""
-    row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (SYNC_LOCK_KEY,)).fetchone()
-    if row and row[0]:
+    if one_value(conn, "SELECT pg_try_advisory_xact_lock(%s)", (SYNC_LOCK_KEY,), kind=bool):
         return
     if not wait:
         raise Busy(
             f"Another acme-mv sync is running (advisory lock {SYNC_LOCK_KEY} on the warehouse); "
-            "try again later or drop --no-wait to wait for it"
+            "try again later or drop --no-wait to wait for it",
+            resource=f"advisory lock {SYNC_LOCK_KEY}",
         )
     log.info(
         "another sync is running: waiting for advisory lock %s on the warehouse", SYNC_LOCK_KEY
@@ -52,9 +48,7 @@ def begin_batch(
 ) -> int:
     """Draw the batch id (after the lock), make it the default of ``_batch_id`` and make sure
     a partition of the version tables holds it."""
-    row = conn.execute("SELECT nextval('staging.sync_batch_id_seq')").fetchone()
-    assert row is not None
-    batch_id = int(row[0])
+    batch_id = one_value(conn, "SELECT nextval('staging.sync_batch_id_seq')", kind=int)
     conn.execute("SELECT set_config('acme_mv.batch_id', %s, true)", (str(batch_id),))
     partitions.ensure(conn, batch_id)
     conn.execute(

@@ -14,8 +14,8 @@ an older state. ``customers`` and ``products`` are mirrors, reloaded whole.
 
 The ``_batch_id`` indexes are BRIN: staging is append-only and batch ids only
 grow, so the rows of the batches after the snapshot sit in the last pages and a
-BRIN index finds them at almost no cost to maintain or build (at 300k orders a
-btree here made the first sync 15% and an incremental one 18% slower).
+BRIN index finds them at almost no cost to maintain or build (btree against BRIN,
+measured: docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ BEGIN
     END LOOP;
 END $$;
 -- the items of an order are found in staging.order_items_state now (its own order_id index):
--- one index less to maintain on every version (1.6 s of a 100k-order first sync)
+-- one index less to maintain on every version
 DROP INDEX staging.order_items_order_idx;
 
 -- the existing partition's equal indexes are attached, not rebuilt

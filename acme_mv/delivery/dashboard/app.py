@@ -57,7 +57,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from acme_mv.config import describe_target, scrub
-from acme_mv.db import connect, first_line
+from acme_mv.db import Conn, connect, first_line
 from acme_mv.delivery.dashboard.chart import open_orders_svg
 from acme_mv.delivery.reports import ReportSet, read_reports, refresh_key
 from acme_mv.errors import AcmeMvError, ConnectionFailed, ListenFailed, NeverRefreshed
@@ -131,7 +131,7 @@ class ReportCache:
         self.check_every = check_every
         self._clock = clock
         self._lock = threading.Lock()
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._conn: Conn | None = None
         self._view: View | None = None
         self._checked_at: float | None = None
         #: queries sent to the warehouse: cheap snapshot checks, and report loads
@@ -179,7 +179,7 @@ class ReportCache:
                 raise _never_refreshed()
             return self._view
 
-    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+    def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed or self._conn.broken:
             conn = connect(read_only_conninfo(self.url), role="warehouse", autocommit=True)
             conn.read_only = True
@@ -333,7 +333,9 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         raise ListenFailed(
-            f"The dashboard cannot listen on {host}:{port}: {exc.strerror or exc}"
+            f"The dashboard cannot listen on {host}:{port}: {exc.strerror or exc}",
+            host=host,
+            port=port,
         ) from None
     return sock
 
@@ -367,7 +369,9 @@ def running(app: ASGIApp, *, host: str = DEFAULT_HOST, port: int = 0) -> Iterato
     thread.start()
     while not server.started:
         if not thread.is_alive():
-            raise ListenFailed(f"The dashboard could not listen on {host}:{port}")
+            raise ListenFailed(
+                f"The dashboard could not listen on {host}:{port}", host=host, port=port
+            )
         time.sleep(0.01)
     bound = server.servers[0].sockets[0].getsockname()[1]
     try:

@@ -1,5 +1,6 @@
 -- analytics.open_orders: the open_orders report, unordered (exports sort it):
 -- one row per (delivery_date, status) with at least one open order, NULL delivery dates included.
+-- report: ORDER BY delivery_date NULLS LAST, status
 -- kind: view
 SELECT u.delivery_date, u.status, sum(u.n)::bigint AS open_orders
 FROM (

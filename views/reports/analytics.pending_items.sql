@@ -1,5 +1,6 @@
 -- analytics.pending_items: the pending_items report, unordered (exports sort it):
 -- one row per product with pending items > 0; product_name NULL when the product is missing.
+-- report: ORDER BY product_id
 -- kind: view
 SELECT u.product_id, p.product_name, u.pending_items
 FROM (

@@ -1,0 +1,13 @@
+-- Temp table _acme_order_changes: the orders a batch touched, before (b_*: the state table)
+-- and after (a_*: the batch's version; a tombstone, _deleted, does not exist after).
+-- {temp}: the temp table's name; {join}: _join_probe.sql, or _join_full.sql when the batch
+-- re-copied the table whole. Read by every order-level delta (deltas/open_orders.sql, ...).
+CREATE TEMP TABLE {temp} ON COMMIT DROP AS
+SELECT coalesce(n.order_id, s.order_id) AS order_id,
+       s.order_id IS NOT NULL AS b_exists,
+       s.delivery_date AS b_delivery_date, s.customer_id AS b_customer_id, s.status AS b_status,
+       n.order_id IS NOT NULL AND NOT n._deleted AS a_exists,
+       n.delivery_date AS a_delivery_date, n.customer_id AS a_customer_id, n.status AS a_status
+FROM (SELECT o.order_id, o.delivery_date, o.customer_id, o.status, o._deleted
+      FROM staging.orders AS o WHERE o._batch_id = %(batch)s) AS n
+{join}
