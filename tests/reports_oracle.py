@@ -105,6 +105,6 @@ def expected_as_of(
     queries: dict[str, str] = FROM_VERSIONS,
 ) -> Reports:
     return {
-        name: [tuple(r) for r in conn.execute(q, {"k": batch_id}).fetchall()]  # type: ignore[call-overload]
+        name: [tuple(r) for r in conn.execute(q, {"k": batch_id}).fetchall()]
         for name, q in queries.items()
     }

@@ -42,7 +42,7 @@ def fill(url: str, **counts: int) -> None:
             conn.execute(_FILL[table], {"n": n})
 
 
-def execute(url: str, statement: str, params: Any = None) -> None:
+def execute(url: str, statement: str | sql.Composed, params: Any = None) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(statement, params)
 

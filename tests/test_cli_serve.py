@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -36,7 +37,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _wait_for(url: str, proc: subprocess.Popen[str]) -> dict[str, object]:
+def _wait_for(url: str, proc: subprocess.Popen[str]) -> dict[str, Any]:
     deadline = time.monotonic() + START_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -156,7 +157,7 @@ def test_demo_serve_opens_the_dashboard_on_the_demo_data(tmp_path: Path) -> None
     assert code == 0, err
     (exported,) = out.glob("open_orders_result_*.csv")
     assert served == exported.read_bytes()
-    assert set(doc["reports"]) == set(EXPECTED)  # type: ignore[arg-type]
+    assert set(doc["reports"]) == set(EXPECTED)
     assert f"dashboard: http://127.0.0.1:{port}/" in err
 
 

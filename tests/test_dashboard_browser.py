@@ -174,6 +174,7 @@ def test_the_csv_link_downloads_the_export(
             return done[0] if done else None
 
         path = WebDriverWait(browser, WAIT_S).until(downloaded)
+        assert path is not None  # until() returns the first truthy answer
         assert path.name.startswith("pending_items_result_")
         assert path.read_bytes() == exported.read_bytes() == EXPECTED["pending_items"].encode()
 

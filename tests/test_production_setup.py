@@ -123,7 +123,7 @@ def from_scratch_csv(source_superuser: str, report: str) -> str:
         conn.execute("SET DateStyle = 'ISO, YMD'")
         with conn.cursor().copy(
             sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(sql.SQL(query))
-        ) as copy:  # type: ignore[arg-type]
+        ) as copy:
             for block in copy:
                 out += bytes(block)
     return out.decode()

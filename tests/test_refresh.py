@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg.rows import TupleRow
 
 import acme_mv.sync.source
 from acme_mv import migrate
@@ -336,7 +337,7 @@ FROM pg_stat_user_tables t WHERE t.schemaname = %s
 """
 
 
-def tuples_read(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> dict[str, int]:
+def tuples_read(conn: psycopg.Connection[TupleRow], schema: str) -> dict[str, int]:
     """Per table of ``schema``: tuples read so far, once the other sessions' counts have landed
     (a session flushes its counts as it exits, a moment after its client closed it)."""
     previous: dict[str, int] | None = None

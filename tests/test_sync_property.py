@@ -127,10 +127,10 @@ class World:
                 (LATE_KEY_BASE + n,),
             )
         elif kind == "commit":
-            conn = self.open.pop(step[1], None)
-            if conn is not None:
-                conn.commit()
-                conn.close()
+            held = self.open.pop(step[1], None)
+            if held is not None:
+                held.commit()
+                held.close()
         else:
             mode = step[1]
             sync(
