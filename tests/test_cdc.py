@@ -9,9 +9,9 @@ from acme_mv import cdc
 from acme_mv.cdc.errors import NotSetUp
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.errors import SchemaDrift
-from tests.cdc_helpers import Cdc
-from tests.conftest import DatabaseFactory, drop_slot
-from tests.sync_helpers import execute, fill, scalar, versions
+from tests.support.cdc_helpers import Cdc, drop_slot
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import execute, fill, scalar, versions
 
 COUNTS = {"customers": 20, "products": 15, "orders": 200, "order_items": 600}
 

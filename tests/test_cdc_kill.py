@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cdc_helpers import Cdc
-from tests.conftest import DatabaseFactory
-from tests.sync_helpers import execute, fill, scalar
+from tests.support.cdc_helpers import Cdc
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import execute, fill, scalar
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from acme_mv.reports.refresh import refresh
-from tests.cdc_helpers import Cdc
-from tests.conftest import DatabaseFactory
-from tests.sync_helpers import execute, fill
+from tests.support.cdc_helpers import Cdc
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import execute, fill
 
 Step = tuple[Any, ...]
 #: keys at and above this are written only by held-open transactions (never row-locked by another step)

@@ -18,9 +18,9 @@ from acme_mv import cdc
 from acme_mv.cdc.errors import SlotLost, SourceNotReady
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.errors import ConnectionFailed
-from tests.cdc_helpers import Cdc
-from tests.conftest import DatabaseFactory, drop_slot
-from tests.sync_helpers import execute, fill, scalar
+from tests.support.cdc_helpers import Cdc, drop_slot
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import execute, fill, scalar
 
 COUNTS = {"customers": 10, "products": 10, "orders": 100, "order_items": 300}
 

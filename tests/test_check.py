@@ -9,8 +9,8 @@ from psycopg import sql
 
 from acme_mv.config import Settings
 from acme_mv.reports.check import CHECKS, check, check_query
-from tests.cli_runner import run
-from tests.staging_copy import copy_batch
+from tests.support.cli_runner import run
+from tests.support.staging_copy import copy_batch
 
 GAPS = """
 INSERT INTO operations.customers (customer_name) VALUES ('Ann');

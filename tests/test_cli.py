@@ -8,7 +8,7 @@ import typer.main
 
 from acme_mv import __version__
 from acme_mv.cli import app
-from tests.cli_runner import run
+from tests.support.cli_runner import run
 
 
 def _all_commands() -> list[list[str]]:

@@ -16,7 +16,7 @@ from psycopg.conninfo import make_conninfo
 
 from acme_mv.cli.common import hoist_global_options
 from acme_mv.db import privilege_needed
-from tests.cli_runner import run, run_subprocess
+from tests.support.cli_runner import run, run_subprocess
 
 WRONG = "not-the-password-x9"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psycopg
 
-from tests.cdc_helpers import Cdc
-from tests.conftest import DatabaseFactory
-from tests.reports_oracle import actual, expected
-from tests.sync_helpers import execute, fill
+from tests.support.cdc_helpers import Cdc
+from tests.support.database import DatabaseFactory
+from tests.support.reports_oracle import actual, expected
+from tests.support.sync_helpers import execute, fill
 
 #: a safety net only: the loop is expected to converge in a second or two
 CONVERGE_TIMEOUT_S = 120

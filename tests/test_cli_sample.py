@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.cli_runner import Result, run
+from tests.support.cli_runner import Result, run
 
 UNREACHABLE = "postgresql://nobody:secretpw@127.0.0.1:1/x"
 

@@ -18,10 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.cli_runner import run
-from tests.conftest import PASSWORD
-from tests.delivery_data import EXPECTED, load_and_refresh
-from tests.smtp_server import free_port
+from tests.support.cli_runner import run
+from tests.support.delivery_data import EXPECTED, load_and_refresh
+from tests.support.roles import PASSWORD
+from tests.support.smtp_server import free_port
 
 #: generous: the loop ends as soon as the server answers (never a timing assertion)
 START_S = 120

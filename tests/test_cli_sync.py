@@ -13,8 +13,8 @@ from psycopg.conninfo import make_conninfo
 from acme_mv.errors import SchemaDrift
 from acme_mv.sync import status, sync
 from acme_mv.sync.state import SYNC_LOCK_KEY
-from tests.cli_runner import run
-from tests.sync_helpers import execute, fill, scalar, settings
+from tests.support.cli_runner import run
+from tests.support.sync_helpers import execute, fill, scalar, settings
 
 Point = Callable[..., None]
 

@@ -22,11 +22,11 @@ from acme_mv.reports.refresh import refresh
 from acme_mv.reports.verify import verify
 from acme_mv.sync import sync
 from acme_mv.sync.compact import compact, parse_keep
-from tests.batch_writes import tombstones
-from tests.cli_runner import run
-from tests.reports_oracle import FROM_SCRATCH, assert_views_match, expected
-from tests.source_writes import stamp_updates_like_the_jobs
-from tests.staging_copy import copy_batch
+from tests.support.batch_writes import tombstones
+from tests.support.cli_runner import run
+from tests.support.reports_oracle import FROM_SCRATCH, assert_views_match, expected
+from tests.support.source_writes import stamp_updates_like_the_jobs
+from tests.support.staging_copy import copy_batch
 
 REPORTS = list(FROM_SCRATCH)
 

@@ -26,8 +26,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from acme_mv.delivery.dashboard.app import ReportCache, create_app, running
-from tests.cli_runner import run
-from tests.delivery_data import EXPECTED, load_and_refresh, sync_and_refresh
+from tests.support.cli_runner import run
+from tests.support.delivery_data import EXPECTED, load_and_refresh, sync_and_refresh
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -23,8 +23,8 @@ from psycopg.conninfo import make_conninfo
 
 from acme_mv.delivery.dashboard.app import ReportCache, create_app, running
 from acme_mv.delivery.dashboard.chart import open_orders_svg
-from tests.cli_runner import run
-from tests.delivery_data import EXPECTED, load_and_refresh, sync_and_refresh
+from tests.support.cli_runner import run
+from tests.support.delivery_data import EXPECTED, load_and_refresh, sync_and_refresh
 
 
 @dataclass

@@ -19,10 +19,10 @@ from acme_mv.config import Settings
 from acme_mv.delivery import mail
 from acme_mv.delivery.reports import Freshness, ReportSet
 from acme_mv.errors import BadAddress, ConfigError, MailError
-from tests import smtp_server
-from tests.cli_runner import run
-from tests.delivery_data import EXPECTED, load_and_refresh
-from tests.smtp_server import PASSWORD, USER, SmtpServer
+from tests.support import smtp_server
+from tests.support.cli_runner import run
+from tests.support.delivery_data import EXPECTED, load_and_refresh
+from tests.support.smtp_server import PASSWORD, USER, SmtpServer
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from acme_mv.config import Settings
 from acme_mv.delivery import mail
 from acme_mv.delivery.schedule import DailyMail, parse_at, sends
 from acme_mv.errors import ConfigError
-from tests import smtp_server
-from tests.cli_runner import run
-from tests.delivery_data import DATA, EXPECTED, load_and_refresh
-from tests.smtp_server import PASSWORD, USER, SmtpServer
+from tests.support import smtp_server
+from tests.support.cli_runner import run
+from tests.support.delivery_data import DATA, EXPECTED, load_and_refresh
+from tests.support.smtp_server import PASSWORD, USER, SmtpServer
 
 DAY1_BEFORE = datetime(2026, 11, 26, 5, 59, tzinfo=UTC)  # 06:59 in Berlin
 DAY1_AFTER = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)  # 07:00 in Berlin

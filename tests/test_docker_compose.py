@@ -31,7 +31,7 @@ import pytest
 import yaml
 from psycopg.conninfo import make_conninfo
 
-from tests.cli_runner import run
+from tests.support.cli_runner import run
 
 Point = Callable[..., None]
 

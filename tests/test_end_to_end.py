@@ -21,8 +21,8 @@ from acme_mv.config import Settings
 from acme_mv.reports.refresh import refresh
 from acme_mv.sample import load, simulate
 from acme_mv.sync import sync
-from tests.reports_oracle import assert_views_match, expected
-from tests.sync_helpers import assert_converged, versions
+from tests.support.reports_oracle import assert_views_match, expected
+from tests.support.sync_helpers import assert_converged, versions
 
 
 @pytest.fixture(autouse=True)

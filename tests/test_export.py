@@ -13,8 +13,8 @@ import pytest
 
 from acme_mv.config import Settings
 from acme_mv.reports.refresh import refresh
-from tests.cli_runner import run
-from tests.staging_copy import copy_batch
+from tests.support.cli_runner import run
+from tests.support.staging_copy import copy_batch
 
 DATA = """
 INSERT INTO operations.customers (customer_name) VALUES ('Ann'), ('Bob, Jr.'), ('Cy');

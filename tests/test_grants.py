@@ -15,11 +15,11 @@ from sqlalchemy import create_engine, pool
 from acme_mv.config import Settings
 from acme_mv.reports import views
 from acme_mv.reports.refresh import refresh
-from tests.cli_runner import run
-from tests.conftest import LoginRole, RoleFactory
-from tests.staging_copy import copy_batch
+from tests.support.cli_runner import run
+from tests.support.roles import LoginRole, RoleFactory
+from tests.support.staging_copy import copy_batch
+from tests.support.view_changes import open_orders_by_date_change
 from tests.test_export import DATA, EXPECTED
-from tests.view_changes import open_orders_by_date_change
 
 #: what a reader must not read: staging, and the tables under the reports
 FORBIDDEN = (

@@ -9,7 +9,7 @@ import re
 
 import psycopg
 
-from tests.cli_runner import Result, run_subprocess
+from tests.support.cli_runner import Result, run_subprocess
 
 PLAIN = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) (acme_mv|psycopg|alembic)[\w.]* \S.*\S$"

@@ -5,7 +5,7 @@ import pytest
 
 from acme_mv import migrate
 from acme_mv.errors import MigrationFailed
-from tests.conftest import RoleFactory
+from tests.support.roles import RoleFactory
 
 
 def _tables(url: str) -> set[str]:

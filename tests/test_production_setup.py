@@ -24,9 +24,10 @@ from acme_mv.config import Settings
 from acme_mv.db import connection
 from acme_mv.errors import ConnectionFailed
 from acme_mv.sample import load as sample_load
-from tests.cli_runner import Result, run
-from tests.conftest import DatabaseFactory, drop_role, require_passwords
-from tests.reports_oracle import FROM_SCRATCH
+from tests.support.cli_runner import Result, run
+from tests.support.database import DatabaseFactory
+from tests.support.reports_oracle import FROM_SCRATCH
+from tests.support.roles import drop_role, require_passwords
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

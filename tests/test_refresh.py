@@ -17,10 +17,10 @@ from acme_mv.config import Settings
 from acme_mv.errors import NotMigrated
 from acme_mv.reports.refresh import refresh
 from acme_mv.reports.verify import verify
-from tests.cli_runner import run
-from tests.reports_oracle import actual, assert_views_match, expected
-from tests.source_writes import stamp_updates_like_the_jobs
-from tests.staging_copy import copy_batch
+from tests.support.cli_runner import run
+from tests.support.reports_oracle import actual, assert_views_match, expected
+from tests.support.source_writes import stamp_updates_like_the_jobs
+from tests.support.staging_copy import copy_batch
 
 DAY1 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

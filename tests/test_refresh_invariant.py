@@ -34,8 +34,8 @@ from acme_mv.reports.export import as_of_query, resolve_as_of
 from acme_mv.reports.refresh import refresh
 from acme_mv.reports.verify import verify
 from acme_mv.sync.compact import compact
-from tests.batch_writes import tombstones
-from tests.reports_oracle import (
+from tests.support.batch_writes import tombstones
+from tests.support.reports_oracle import (
     FROM_SCRATCH,
     Reports,
     assert_views_match,
@@ -43,8 +43,8 @@ from tests.reports_oracle import (
     expected_as_of,
     from_versions,
 )
-from tests.source_writes import stamp_updates_like_the_jobs
-from tests.staging_copy import copy_batch
+from tests.support.source_writes import stamp_updates_like_the_jobs
+from tests.support.staging_copy import copy_batch
 
 STATUSES = st.sampled_from(["PENDING", "PROCESSING", "REPROCESSING", "COMPLETED", None])
 #: customers 1..3 and products 1..3 exist; 4 and 5 never do

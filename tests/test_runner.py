@@ -25,9 +25,9 @@ from acme_mv.errors import (
 )
 from acme_mv.run import loop as runner
 from acme_mv.run.loop import Cycle, SyncSummary
-from tests.cli_runner import run
-from tests.reports_oracle import assert_views_match, expected
-from tests.staging_copy import copy_batch
+from tests.support.cli_runner import run
+from tests.support.reports_oracle import assert_views_match, expected
+from tests.support.staging_copy import copy_batch
 
 
 def _copy_step(url: str) -> Callable[[bool], SyncSummary]:

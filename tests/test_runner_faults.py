@@ -1,4 +1,4 @@
-"""``acme-mv run`` under real faults, on a server of the test's own (tests/throwaway_server.py).
+"""``acme-mv run`` under real faults, on a server of the test's own (tests/support/throwaway_server.py).
 
 One `run` subprocess (stderr a pipe, ``--log-format json``) goes through: a
 source login outage (ALLOW_CONNECTIONS false), the warehouse REFRESH
@@ -31,8 +31,8 @@ import pytest
 from acme_mv import migrate
 from acme_mv.reports.refresh import LOCK_CLASS, LOCK_REFRESH
 from acme_mv.sample import load, schema
-from tests.reports_oracle import assert_views_match, expected
-from tests.throwaway_server import Server, throwaway_server
+from tests.support.reports_oracle import assert_views_match, expected
+from tests.support.throwaway_server import Server, throwaway_server
 
 pytestmark = pytest.mark.slow
 

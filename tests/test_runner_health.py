@@ -9,7 +9,7 @@ import psycopg
 from acme_mv.config import Settings
 from acme_mv.errors import Stale
 from acme_mv.run import health
-from tests.cli_runner import run
+from tests.support.cli_runner import run
 
 
 def test_never_refreshed_is_stale(db_url: str, cli_env: Callable[..., None]) -> None:

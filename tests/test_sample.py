@@ -12,7 +12,7 @@ import pytest
 from acme_mv.errors import ConnectionFailed, SampleError
 from acme_mv.sample import load as load_api
 from acme_mv.sample import schema, simulate
-from tests.conftest import DatabaseFactory
+from tests.support.database import DatabaseFactory
 
 # The contract's columns, in order: (table, column, data_type, max length,
 # timestamp precision, nullable, default).

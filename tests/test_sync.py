@@ -12,8 +12,9 @@ import pytest
 from acme_mv.errors import ConfigError
 from acme_mv.sync import source, sync
 from acme_mv.sync.copy import INDEX_BUILD_MEMORY_KB, _raise_index_memory, copy_out_chunks, stream
-from tests.conftest import DatabaseFactory, RoleFactory
-from tests.sync_helpers import (
+from tests.support.database import DatabaseFactory
+from tests.support.roles import RoleFactory
+from tests.support.sync_helpers import (
     APPEND_TABLES,
     assert_converged,
     execute,

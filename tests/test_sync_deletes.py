@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from acme_mv.reports.check import check
 from acme_mv.sync import missing_keys, status, sync
-from tests.cli_runner import run
-from tests.sync_helpers import execute, fill, settings
+from tests.support.cli_runner import run
+from tests.support.sync_helpers import execute, fill, settings
 
 COUNTS = {"customers": 10, "products": 10, "orders": 200, "order_items": 600}
 

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from tests.conftest import DatabaseFactory
-from tests.sync_helpers import assert_converged, execute, fill, scalar
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import assert_converged, execute, fill, scalar
 
 pytestmark = pytest.mark.slow
 

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from acme_mv.sync import source, sync
-from tests.conftest import DatabaseFactory
-from tests.sync_helpers import assert_converged, execute, fill
-from tests.sync_helpers import settings as sync_settings
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import assert_converged, execute, fill
+from tests.support.sync_helpers import settings as sync_settings
 
 #: explicit keys for rows inserted inside held-open transactions (never from a sequence)
 LATE_KEY_BASE = 100_000

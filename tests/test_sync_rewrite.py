@@ -28,8 +28,8 @@ import pytest
 from acme_mv.config import Settings
 from acme_mv.reports.refresh import refresh
 from acme_mv.sync import TABLES, Mode, SourceLocked, TableResult, source, sync
-from tests.reports_oracle import assert_views_match, expected
-from tests.sync_helpers import execute, fill, scalar, settings, source_rows, staged_latest
+from tests.support.reports_oracle import assert_views_match, expected
+from tests.support.sync_helpers import execute, fill, scalar, settings, source_rows, staged_latest
 
 COUNTS = {"customers": 50, "products": 40, "orders": 300, "order_items": 1200}
 

@@ -14,8 +14,8 @@ from acme_mv.reports import views
 from acme_mv.reports.refresh import refresh
 from acme_mv.reports.verify import verify
 from acme_mv.reports.views import View
-from tests.staging_copy import copy_batch
-from tests.view_changes import open_orders_historic_change
+from tests.support.staging_copy import copy_batch
+from tests.support.view_changes import open_orders_historic_change
 
 ROOT = Path(__file__).resolve().parent.parent
 PINNED_0002 = ROOT / "migrations" / "sql" / "0002"

@@ -7,7 +7,7 @@ import psycopg
 
 from acme_mv.config import Settings
 from acme_mv.reports.refresh import refresh
-from tests.staging_copy import copy_batch
+from tests.support.staging_copy import copy_batch
 from tests.test_export import DATA, EXPECTED
 
 __all__ = ["DATA", "EXPECTED", "load_and_refresh", "sync_and_refresh"]
