@@ -14,7 +14,6 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 import acme_mv.sync.partitions
-import acme_mv.sync.source
 from acme_mv.config import Settings
 from acme_mv.errors import BadArgument, HistoryUnavailable
 from acme_mv.reports.export import as_of_query, resolve_as_of
@@ -31,12 +30,8 @@ from tests.support.staging_copy import copy_batch
 REPORTS = list(FROM_SCRATCH)
 
 
-@pytest.fixture(autouse=True)
-def small_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A partition every 2 batches (a day's worth in production), no sync safety margin."""
-    monkeypatch.setattr(acme_mv.sync.partitions, "MIN_BATCHES", 2)
-    monkeypatch.setattr(acme_mv.sync.partitions, "SPAN", timedelta(0))
-    monkeypatch.setattr(acme_mv.sync.source, "SAFETY_MARGIN", timedelta(0))
+#: a partition every 2 batches (a day's worth in production), no sync safety margin
+pytestmark = pytest.mark.usefixtures("small_partitions", "no_safety_margin")
 
 
 def _as_of_all(url: str, at: datetime) -> dict[str, list[tuple[object, ...]]]:

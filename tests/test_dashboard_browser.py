@@ -13,7 +13,7 @@ import csv
 import io
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from acme_mv.delivery.dashboard.app import ReportCache, create_app, running
 from tests.support.cli_runner import run
-from tests.support.delivery_data import EXPECTED, load_and_refresh, sync_and_refresh
+from tests.support.delivery_data import EXPECTED, sync_and_refresh
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -84,12 +84,6 @@ def browser(downloads: Path) -> Iterator[webdriver.Chrome]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
-
-
-@pytest.fixture
-def refreshed(db_url: str, cli_env: Callable[..., None]) -> str:
-    cli_env(database_url=db_url)
-    return load_and_refresh(db_url)
 
 
 def _serve(url: str, **kwargs: Any) -> Any:

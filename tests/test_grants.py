@@ -12,14 +12,11 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
-from acme_mv.config import Settings
 from acme_mv.reports import views
-from acme_mv.reports.refresh import refresh
 from tests.support.cli_runner import run
+from tests.support.delivery_data import EXPECTED
 from tests.support.roles import LoginRole, RoleFactory
-from tests.support.staging_copy import copy_batch
 from tests.support.view_changes import open_orders_by_date_change
-from tests.test_export import DATA, EXPECTED
 
 #: what a reader must not read: staging, and the tables under the reports
 FORBIDDEN = (
@@ -31,15 +28,6 @@ FORBIDDEN = (
     "analytics.open_orders_historic",
     "analytics.pending_items_current",
 )
-
-
-@pytest.fixture
-def refreshed(db_url: str) -> str:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(DATA)
-    copy_batch(db_url, db_url)
-    refresh(Settings(database_url=db_url))
-    return db_url
 
 
 @pytest.fixture

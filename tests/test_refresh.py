@@ -11,7 +11,6 @@ import psycopg
 import pytest
 from psycopg.rows import TupleRow
 
-import acme_mv.sync.source
 from acme_mv import migrate
 from acme_mv.config import Settings
 from acme_mv.errors import NotMigrated
@@ -25,11 +24,7 @@ from tests.support.staging_copy import copy_batch
 DAY1 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def no_safety_margin(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without the sync's 1 s safety margin, only the open-transaction watermark keeps a late
-    writer's rows: the tests then prove that mechanism, not the margin, within their fast steps."""
-    monkeypatch.setattr(acme_mv.sync.source, "SAFETY_MARGIN", timedelta(0))
+pytestmark = pytest.mark.usefixtures("no_safety_margin")
 
 
 class World:

@@ -26,8 +26,6 @@ from hypothesis.stateful import (
 )
 from psycopg import sql
 
-import acme_mv.sync.partitions
-import acme_mv.sync.source
 from acme_mv.config import Settings
 from acme_mv.errors import HistoryUnavailable
 from acme_mv.reports.export import as_of_query, resolve_as_of
@@ -45,6 +43,9 @@ from tests.support.reports_oracle import (
 )
 from tests.support.source_writes import stamp_updates_like_the_jobs
 from tests.support.staging_copy import copy_batch
+
+pytestmark = pytest.mark.usefixtures("no_safety_margin", "small_partitions")
+
 
 STATUSES = st.sampled_from(["PENDING", "PROCESSING", "REPROCESSING", "COMPLETED", None])
 #: customers 1..3 and products 1..3 exist; 4 and 5 never do
@@ -75,22 +76,8 @@ def _date(offset: int | None) -> str | None:
     )
 
 
-@pytest.fixture(autouse=True)
-def no_safety_margin(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without the sync's 1 s safety margin, only the open-transaction watermark keeps a late
-    writer's rows: the tests then prove that mechanism, not the margin, within their fast steps."""
-    monkeypatch.setattr(acme_mv.sync.source, "SAFETY_MARGIN", timedelta(0))
-
-
 def _unnamed(report: str, rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
     return [(r[0], *r[2:]) for r in rows] if report in ("pending_items", "top_customers") else rows
-
-
-@pytest.fixture(autouse=True)
-def small_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A partition of the version tables every 2 batches, so that compaction has some to drop."""
-    monkeypatch.setattr(acme_mv.sync.partitions, "MIN_BATCHES", 2)
-    monkeypatch.setattr(acme_mv.sync.partitions, "SPAN", timedelta(0))
 
 
 #: compaction may drop the only staged version of a key that is still live (its current state is

@@ -1,12 +1,17 @@
-"""Source data and staging comparisons shared by the sync tests."""
+"""Source data and staging comparisons shared by the sync tests; the ``no_safety_margin`` and
+``small_partitions`` fixtures (for ``pytest.mark.usefixtures``) turn the sync's timing knobs."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
+import acme_mv.sync.partitions
+import acme_mv.sync.source
 from acme_mv.config import Settings
 from acme_mv.sync import TABLES
 
@@ -102,3 +107,17 @@ def settings(source_url: str, warehouse_url: str) -> Settings:
     return Settings(
         database_url=warehouse_url, source_url=None if source_url == warehouse_url else source_url
     )
+
+
+@pytest.fixture
+def no_safety_margin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the sync's 1 s safety margin, only the open-transaction watermark keeps a late
+    writer's rows: the tests then prove that mechanism, not the margin, within their fast steps."""
+    monkeypatch.setattr(acme_mv.sync.source, "SAFETY_MARGIN", timedelta(0))
+
+
+@pytest.fixture
+def small_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partition of the version tables every 2 batches, so that compaction has some to drop."""
+    monkeypatch.setattr(acme_mv.sync.partitions, "MIN_BATCHES", 2)
+    monkeypatch.setattr(acme_mv.sync.partitions, "SPAN", timedelta(0))
