@@ -11,7 +11,7 @@ from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.errors import SchemaDrift
 from tests.support.cdc_helpers import Cdc, drop_slot
 from tests.support.database import DatabaseFactory
-from tests.support.sync_helpers import execute, fill, scalar, versions
+from tests.support.sync_helpers import execute, fill, full_tables, scalar, versions
 
 COUNTS = {"customers": 20, "products": 15, "orders": 200, "order_items": 600}
 
@@ -42,14 +42,7 @@ def test_setup_copies_in_the_snapshot_then_the_stream_carries_every_change(world
     result = world.setup()
     assert result.created and result.batch_id is not None
     assert result.rows == COUNTS
-    assert (
-        scalar(
-            world.wh,
-            "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s",
-            (result.batch_id,),
-        )
-        == []
-    )
+    assert full_tables(world.wh, result.batch_id) == []
     world.assert_staging_equals_source()
     _writes(world.src)
     streamed = world.catch_up()

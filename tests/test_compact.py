@@ -62,15 +62,11 @@ def _cycle(conn: psycopg.Connection[tuple[object, ...]], url: str, step: int) ->
     copy_batch(url, url)
 
 
-def _staged(conn: psycopg.Connection[TupleRow]) -> tuple[int, int]:
-    row = conn.execute(
-        "SELECT (SELECT count(*) FROM staging.orders), (SELECT count(*) FROM staging.orders_state)"
-    ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
-def test_compaction_drops_old_partitions_and_keeps_everything_current(db_url: str) -> None:
+def _six_cycles(
+    db_url: str,
+) -> tuple[psycopg.Connection[TupleRow], Settings, list[datetime]]:
+    """Six sync + refresh cycles; returns the connection (the caller closes it), the settings and
+    when each batch finished."""
     conn = psycopg.connect(db_url, autocommit=True)
     stamp_updates_like_the_jobs(conn)
     settings = Settings(database_url=db_url)
@@ -81,6 +77,19 @@ def test_compaction_drops_old_partitions_and_keeps_everything_current(db_url: st
         row = conn.execute("SELECT max(finished_at) FROM staging.sync_batches").fetchone()
         assert row is not None
         finished.append(row[0])
+    return conn, settings, finished
+
+
+def _staged(conn: psycopg.Connection[TupleRow]) -> tuple[int, int]:
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM staging.orders), (SELECT count(*) FROM staging.orders_state)"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_compaction_drops_old_partitions_and_keeps_everything_current(db_url: str) -> None:
+    conn, settings, finished = _six_cycles(db_url)
     tombstones(db_url, orders=[3])
     conn.execute("DELETE FROM operations.orders WHERE order_id = 3")
     refresh(settings)
@@ -116,12 +125,7 @@ def test_compaction_drops_old_partitions_and_keeps_everything_current(db_url: st
 
 
 def test_compaction_under_a_concurrent_reader_and_a_concurrent_sync(db_url: str) -> None:
-    conn = psycopg.connect(db_url, autocommit=True)
-    stamp_updates_like_the_jobs(conn)
-    settings = Settings(database_url=db_url)
-    for step in range(6):
-        _cycle(conn, db_url, step)
-        refresh(settings)
+    conn, settings, _ = _six_cycles(db_url)
     errors: list[BaseException] = []
     reads = [0]
     done = threading.Event()
@@ -313,16 +317,7 @@ def test_run_compacts_after_a_fold_only(db_url: str) -> None:
 def test_a_full_sync_tombstones_a_live_key_whose_versions_were_compacted(db_url: str) -> None:
     """Compaction may drop the only version of a key that is still live (the state table keeps
     it); a delete of that key at the source must still leave the reports after ``sync --full``."""
-    conn = psycopg.connect(db_url, autocommit=True)
-    stamp_updates_like_the_jobs(conn)
-    settings = Settings(database_url=db_url)
-    finished: list[datetime] = []
-    for step in range(6):
-        _cycle(conn, db_url, step)
-        refresh(settings)
-        row = conn.execute("SELECT max(finished_at) FROM staging.sync_batches").fetchone()
-        assert row is not None
-        finished.append(row[0])
+    conn, settings, finished = _six_cycles(db_url)
     result = compact(
         settings, keep=timedelta(hours=1), now=finished[3] + timedelta(hours=1, microseconds=1)
     )

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -31,7 +30,7 @@ import pytest
 import yaml
 from psycopg.conninfo import make_conninfo
 
-from tests.support.cli_runner import run
+from tests.support.cli_runner import child_env, run
 
 Point = Callable[..., None]
 
@@ -427,7 +426,7 @@ def test_the_image_runs_acme_mv_as_a_non_root_user() -> None:
 def test_the_wheel_alone_runs_migrate_sql(tmp_path: Path) -> None:
     """pip wheel + a clean venv: the packaged migrations are found without the checkout."""
     wheels, venv = tmp_path / "wheels", tmp_path / "venv"
-    pip_env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
+    pip_env = child_env()
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
         check=True,

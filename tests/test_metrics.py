@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 import signal
 import subprocess
@@ -15,6 +14,8 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.cli_runner import child_env
 
 #: upper bound of a wait for the loop to move; never reached when it works
 PATIENCE_S = 120
@@ -49,8 +50,7 @@ def wait_until(port: int, test: Callable[[Samples], bool], what: str) -> Samples
 @pytest.fixture
 def running(db_url: str) -> Iterator[int]:
     """`acme-mv run --metrics-port 0` (the OS picks a free port; the log line says which)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env["ACME_MV_DATABASE_URL"] = db_url
+    env = child_env(ACME_MV_DATABASE_URL=db_url)
     proc = subprocess.Popen(
         [
             sys.executable,

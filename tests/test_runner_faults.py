@@ -31,6 +31,7 @@ import pytest
 from acme_mv import migrate
 from acme_mv.reports.refresh import LOCK_CLASS, LOCK_REFRESH
 from acme_mv.sample import load, schema
+from tests.support.cli_runner import child_env, run_subprocess
 from tests.support.reports_oracle import assert_views_match, expected
 from tests.support.throwaway_server import Server, throwaway_server
 
@@ -128,8 +129,7 @@ def _is_failure(server: str | None = None) -> Callable[[dict[str, Any]], bool]:
 
 @pytest.fixture
 def loop(server: Server) -> Iterator[Loop]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env.update(ACME_MV_DATABASE_URL=server.url("wh"), ACME_MV_SOURCE_URL=server.url("src"))
+    env = child_env(ACME_MV_DATABASE_URL=server.url("wh"), ACME_MV_SOURCE_URL=server.url("src"))
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -279,24 +279,16 @@ def test_permanent_failure_exits_with_one_line(server: Server) -> None:
     with server.admin() as adm:
         adm.execute("DROP DATABASE IF EXISTS bare")
         adm.execute("CREATE DATABASE bare")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "acme_mv",
-            "run",
-            "--database-url",
-            server.url("bare"),
-            "--source-url",
-            server.url("src"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    done = run_subprocess(
+        "run",
+        "--database-url",
+        server.url("bare"),
+        "--source-url",
+        server.url("src"),
+        env=child_env(),
         timeout=PATIENCE_S,
     )
-    assert done.returncode == 1
+    assert done.exit_code == 1
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "not migrated" in lines[0], done.stderr
 
@@ -306,26 +298,18 @@ def test_max_failures_against_a_stopped_port() -> None:
     with throwaway_server() as srv:
         url = srv.url("postgres")
         srv.stop()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "acme_mv",
-                "run",
-                "--max-failures",
-                "3",
-                "--max-backoff",
-                "100ms",
-                "--database-url",
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
+        done = run_subprocess(
+            "run",
+            "--max-failures",
+            "3",
+            "--max-backoff",
+            "100ms",
+            "--database-url",
+            url,
+            env=child_env(),
             timeout=PATIENCE_S,
         )
-    assert done.returncode == 1
+    assert done.exit_code == 1
     lines = done.stderr.splitlines()
     failed = [ln for ln in lines if " WARNING acme_mv.run.loop cycle " in ln]
     assert len(failed) == 2, done.stderr  # the third failure is the final error
@@ -366,8 +350,7 @@ def test_a_killed_refresh_does_not_keep_the_refresh_lock(refresh_db: str) -> Non
         conn.execute(
             "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
         )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env["ACME_MV_DATABASE_URL"] = refresh_db
+    env = child_env(ACME_MV_DATABASE_URL=refresh_db)
     first = subprocess.run(
         [sys.executable, "-m", "acme_mv", "refresh"],
         env=env,

@@ -19,6 +19,7 @@ from tests.support.sync_helpers import (
     assert_converged,
     execute,
     fill,
+    full_tables,
     scalar,
     settings,
     staged_latest,
@@ -53,14 +54,7 @@ def test_initial_sync_copies_everything(urls: tuple[str, str]) -> None:
     for table in APPEND_TABLES:
         assert set(versions(wh, table).values()) == {1}
     # a first copy into empty staging tables removes nothing: the refresh need not rebuild for it
-    assert (
-        scalar(
-            wh,
-            "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s",
-            (result.batch_id,),
-        )
-        == []
-    )
+    assert full_tables(wh, result.batch_id) == []
     # the secondary indexes were rebuilt under their migration names
     names = scalar(
         wh,
@@ -269,14 +263,7 @@ def test_full_compares_everything_and_tombstones_hard_deletes(urls: tuple[str, s
         == 0
     )
     assert_converged(src, wh, APPEND_TABLES)
-    assert (
-        scalar(
-            wh,
-            "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s",
-            (result.batch_id,),
-        )
-        == []
-    )
+    assert full_tables(wh, result.batch_id) == []
     # --full again: nothing left to do, the tombstones are not repeated
     again = sync(settings(src, wh), full=True, tables=["orders"])
     assert (again.tables["orders"].rows_new, again.tables["orders"].rows_deleted) == (0, 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -14,50 +13,31 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
+from tests.support.cli_runner import child_env
 from tests.support.database import DatabaseFactory
-from tests.support.sync_helpers import assert_converged, execute, fill, scalar
+from tests.support.sync_helpers import (
+    assert_converged,
+    assert_no_orphans_or_duplicates,
+    execute,
+    fill,
+    scalar,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def _env(db_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env["ACME_MV_DATABASE_URL"] = db_url
-    return env
 
 
 def _start(db_url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "acme_mv", "sync", *args],
-        env=_env(db_url),
+        env=child_env(ACME_MV_DATABASE_URL=db_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def _assert_no_orphans_or_duplicates(url: str) -> None:
-    """Every staged row belongs to a committed batch and no (key, batch) appears twice."""
-    for table, key in (("orders", "order_id"), ("order_items", "order_item_id")):
-        assert (
-            scalar(
-                url,
-                f"SELECT count(*) FROM staging.{table} t WHERE NOT EXISTS "
-                "(SELECT 1 FROM staging.sync_batches s WHERE s.batch_id = t._batch_id)",
-            )
-            == 0
-        )
-        assert (
-            scalar(
-                url,
-                f"SELECT count(*) FROM (SELECT 1 FROM staging.{table} GROUP BY {key}, _batch_id HAVING count(*) > 1) d",
-            )
-            == 0
-        )
-
-
 def _assert_consistent(url: str) -> None:
-    _assert_no_orphans_or_duplicates(url)
+    assert_no_orphans_or_duplicates(url)
     assert_converged(url, url)
 
 
@@ -89,7 +69,7 @@ def test_sigkill_at_random_moments_then_converge(make_db: DatabaseFactory) -> No
             proc.send_signal(signal.SIGKILL)
             killed_mid_run += 1
         proc.communicate(timeout=60)
-        _assert_no_orphans_or_duplicates(url)  # staging may lag the source
+        assert_no_orphans_or_duplicates(url)  # staging may lag the source
         _change_source(url, rng)
     assert killed_mid_run >= 1  # the timing really hit running syncs
     final = _start(url)

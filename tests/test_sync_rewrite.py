@@ -14,7 +14,6 @@ rewrite has either committed or is seen waiting for a lock in ``pg_locks``.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ import pytest
 from acme_mv.config import Settings
 from acme_mv.reports.refresh import refresh
 from acme_mv.sync import TABLES, Mode, SourceLocked, TableResult, source, sync
+from tests.support.cli_runner import child_env
 from tests.support.reports_oracle import assert_views_match, expected
 from tests.support.sync_helpers import execute, fill, scalar, settings, source_rows, staged_latest
 
@@ -177,8 +177,7 @@ def _rewrite_open(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
 
 def _sync_process(src: str, wh: str, *args: str) -> subprocess.Popen[str]:
     """``acme-mv sync`` in a child process (a waiting sync must not hold this process)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env.update(ACME_MV_DATABASE_URL=wh, ACME_MV_SOURCE_URL=src)
+    env = child_env(ACME_MV_DATABASE_URL=wh, ACME_MV_SOURCE_URL=src)
     return subprocess.Popen(
         [sys.executable, "-m", "acme_mv", "sync", *args],
         env=env,

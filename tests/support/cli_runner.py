@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
@@ -45,6 +46,14 @@ def run(*args: str) -> Result:
             lg.handlers[:], lg.propagate = handlers, propagate
             lg.setLevel(level)
     return Result(code, out.getvalue(), err.getvalue())
+
+
+def child_env(**settings: str) -> dict[str, str]:
+    """This process's environment without its ``ACME_MV_*`` settings, plus ``settings``: a child
+    ``acme-mv`` sees only what the test gives it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
+    env.update(settings)
+    return env
 
 
 def run_subprocess(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:

@@ -19,12 +19,14 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from psycopg.rows import TupleRow
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_URL_ENV = "ACME_MV_TEST_DATABASE_URL"
@@ -106,27 +108,33 @@ def _fingerprint() -> str:
 TEMPLATE_LOCK = 0x61636D65
 
 
-def _ensure_template(server: str, name: str, build: Callable[[str], None]) -> str:
+@contextmanager
+def server_lock(server: str) -> Iterator[psycopg.Connection[TupleRow]]:
+    """An autocommit admin connection holding :data:`TEMPLATE_LOCK`: one xdist worker at a time
+    changes what the tests share on the server (templates, roles, pg_hba.conf)."""
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (TEMPLATE_LOCK,))
         try:
-            row = conn.execute(
-                "SELECT datistemplate FROM pg_database WHERE datname = %s", (name,)
-            ).fetchone()
-            if row is None or not row[0]:
-                if row is not None:  # a half-built template from a crashed run
-                    conn.execute(
-                        sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
-                    )
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                build(with_db(server, name))
-                conn.execute(
-                    sql.SQL(
-                        "ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
-                    ).format(sql.Identifier(name))
-                )
+            yield conn
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (TEMPLATE_LOCK,))
+
+
+def _ensure_template(server: str, name: str, build: Callable[[str], None]) -> str:
+    with server_lock(server) as conn:
+        row = conn.execute(
+            "SELECT datistemplate FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+        if row is None or not row[0]:
+            if row is not None:  # a half-built template from a crashed run
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            build(with_db(server, name))
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
+                    sql.Identifier(name)
+                )
+            )
     return name
 
 

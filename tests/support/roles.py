@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from tests.support.database import TEMPLATE_LOCK, with_db
+from tests.support.database import server_lock, with_db
 
 #: members of this group log in with a password (scram-sha-256), even on the
 #: embedded server, which trusts everyone else: see :func:`require_passwords`
@@ -33,30 +33,24 @@ def require_passwords(server: str, *roles: str) -> None:
     members over the socket and TCP (a server that already asks for passwords
     needs none). Returns once a login without the password is refused.
     """
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (TEMPLATE_LOCK,))
-        try:
-            if not conn.execute(
-                "SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_GROUP,)
-            ).fetchone():
-                conn.execute(
-                    sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(PASSWORD_GROUP))
+    with server_lock(server) as conn:
+        if not conn.execute(
+            "SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_GROUP,)
+        ).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(PASSWORD_GROUP)))
+        for role in roles:
+            conn.execute(
+                sql.SQL("GRANT {} TO {}").format(
+                    sql.Identifier(PASSWORD_GROUP), sql.Identifier(role)
                 )
-            for role in roles:
-                conn.execute(
-                    sql.SQL("GRANT {} TO {}").format(
-                        sql.Identifier(PASSWORD_GROUP), sql.Identifier(role)
-                    )
-                )
-            hba_row = conn.execute("SELECT current_setting('hba_file')").fetchone()
-            assert hba_row is not None
-            hba = Path(str(hba_row[0]))
-            line = f"local all +{PASSWORD_GROUP} scram-sha-256\nhost all +{PASSWORD_GROUP} all scram-sha-256\n"
-            if hba.exists() and os.access(hba, os.W_OK) and line not in hba.read_text():
-                hba.write_text(line + hba.read_text())
-                conn.execute("SELECT pg_reload_conf()")
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (TEMPLATE_LOCK,))
+            )
+        hba_row = conn.execute("SELECT current_setting('hba_file')").fetchone()
+        assert hba_row is not None
+        hba = Path(str(hba_row[0]))
+        line = f"local all +{PASSWORD_GROUP} scram-sha-256\nhost all +{PASSWORD_GROUP} all scram-sha-256\n"
+        if hba.exists() and os.access(hba, os.W_OK) and line not in hba.read_text():
+            hba.write_text(line + hba.read_text())
+            conn.execute("SELECT pg_reload_conf()")
     for role in roles:  # pg_reload_conf() only signals the postmaster
         for _ in range(HBA_POLLS):
             try:
@@ -122,19 +116,15 @@ def make_role(server_url: str) -> Iterator[RoleFactory]:
 @pytest.fixture(scope="session")
 def password_role_url(server_url: str) -> str:
     """URL of a role that must log in with a password (for wrong-password tests)."""
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (TEMPLATE_LOCK,))
-        try:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_ROLE,)
-            ).fetchone()
-            if not exists:
-                conn.execute(
-                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                        sql.Identifier(PASSWORD_ROLE), sql.Literal(PASSWORD)
-                    )
+    with server_lock(server_url) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_ROLE,)
+        ).fetchone()
+        if not exists:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(PASSWORD_ROLE), sql.Literal(PASSWORD)
                 )
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (TEMPLATE_LOCK,))
+            )
     require_passwords(server_url, PASSWORD_ROLE)
     return make_conninfo(server_url, user=PASSWORD_ROLE, password=PASSWORD)

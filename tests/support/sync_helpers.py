@@ -86,6 +86,22 @@ def assert_converged(
         assert staged == src, f"staging.{table} latest differs from operations.{table}"
 
 
+def assert_no_orphans_or_duplicates(url: str) -> None:
+    """Every staged version belongs to a committed batch and no (key, batch) appears twice: what
+    a killed writer of batches (sync or change capture) must leave behind."""
+    for table in APPEND_TABLES:
+        key = TABLES[table].key
+        orphans = sql.SQL(
+            "SELECT count(*) FROM {} AS t WHERE NOT EXISTS "
+            "(SELECT 1 FROM staging.sync_batches AS s WHERE s.batch_id = t._batch_id)"
+        ).format(sql.Identifier("staging", table))
+        assert scalar(url, orphans) == 0, f"staging.{table}: rows of no committed batch"
+        doubled = sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM {} GROUP BY {}, _batch_id HAVING count(*) > 1) AS d"
+        ).format(sql.Identifier("staging", table), sql.Identifier(key))
+        assert scalar(url, doubled) == 0, f"staging.{table}: a key twice in one batch"
+
+
 def versions(url: str, table: str) -> dict[int, int]:
     """Number of staged versions per key."""
     key = TABLES[table].key
@@ -96,11 +112,18 @@ def versions(url: str, table: str) -> dict[int, int]:
         return {int(k): int(n) for k, n in conn.execute(query).fetchall()}
 
 
-def scalar(url: str, query: str, params: Any = None) -> Any:
+def scalar(url: str, query: str | sql.Composed, params: Any = None) -> Any:
     with psycopg.connect(url) as conn:
         row = conn.execute(query, params).fetchone()
     assert row is not None
     return row[0]
+
+
+def full_tables(url: str, batch_id: int) -> list[str]:
+    """The tables a batch copied in full (whose missing keys it tombstoned)."""
+    return list(
+        scalar(url, "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (batch_id,))
+    )
 
 
 def settings(source_url: str, warehouse_url: str) -> Settings:
