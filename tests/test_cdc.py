@@ -1,4 +1,5 @@
-"""Change capture against a real slot: setup in the slot's snapshot, streaming, tombstones, drift."""
+"""Change capture against a real slot: setup in the slot's snapshot, streaming, tombstones,
+drift."""
 
 from __future__ import annotations
 
@@ -66,9 +67,9 @@ def test_setup_copies_in_the_snapshot_then_the_stream_carries_every_change(world
         scalar(
             world.wh,
             "SELECT count(*) FROM staging.orders WHERE _deleted AND "
-            "(order_date, delivery_date, customer_id, status, updated_at, updated_by, created_at, created_by) "
-            "IS DISTINCT FROM (NULL::date, NULL::date, NULL::bigint, NULL::varchar, NULL::timestamp, NULL::bigint, "
-            "NULL::timestamp, NULL::bigint)",
+            "(order_date, delivery_date, customer_id, status, updated_at, updated_by, created_at, "
+            "created_by) IS DISTINCT FROM (NULL::date, NULL::date, NULL::bigint, NULL::varchar, "
+            "NULL::timestamp, NULL::bigint, NULL::timestamp, NULL::bigint)",
         )
         == 0
     )
@@ -82,12 +83,14 @@ def test_setup_copies_in_the_snapshot_then_the_stream_carries_every_change(world
 def test_a_write_racing_the_setup_is_in_the_copy_or_the_stream_never_both(
     make_db: DatabaseFactory, slot_name: str
 ) -> None:
-    """A transaction open while the slot is created commits after its snapshot: the stream carries it."""
+    """A transaction open while the slot is created commits after its snapshot: the stream carries
+    it."""
     world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
     fill(world.src, **COUNTS)
     with psycopg.connect(world.src) as late:
         late.execute("UPDATE operations.orders SET status = 'LATE' WHERE order_id <= 5")
-        # CREATE_REPLICATION_SLOT waits for transactions that already hold an xid: commit from a thread
+        # CREATE_REPLICATION_SLOT waits for transactions that already hold an xid: commit from a
+        # thread
         import threading
 
         timer = threading.Timer(0.5, late.commit)

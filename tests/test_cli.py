@@ -49,7 +49,8 @@ def examples(help_text: str) -> list[str]:
 
 
 def command_words(line: str) -> list[str]:
-    """A shell line's first simple command (``acme-mv migrate --sql > x.sql`` -> acme-mv migrate --sql)."""
+    """A shell line's first simple command (``acme-mv migrate --sql > x.sql`` -> acme-mv migrate
+    --sql)."""
     lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     words: list[str] = []

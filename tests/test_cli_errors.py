@@ -141,7 +141,8 @@ def test_a_missing_table_grant_is_one_line_naming_it(db_url: str, reader_url: st
         )
         conn.execute(
             sql.SQL(
-                "GRANT SELECT ON operations.orders, operations.order_items, operations.products TO {}"
+                "GRANT SELECT ON operations.orders, operations.order_items, "
+                "operations.products TO {}"
             ).format(sql.Identifier(str(role)))
         )
     # a subprocess: a sync as this role warns once per process about pg_read_all_stats, and
@@ -224,7 +225,8 @@ def test_global_options_are_accepted_after_the_command(
     cli_env()  # nothing in the environment: the options alone must point at the database
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+            "('2026-12-11', 1, 'PENDING')"
         )
     res = run("sync", "--database-url", db_url, "--timezone", "Europe/Berlin", "-v")
     assert res.exit_code == 0, res.stderr

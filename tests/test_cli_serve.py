@@ -171,7 +171,8 @@ def test_demo_live_keeps_writing_syncing_and_refreshing(db_url: str) -> None:
     def state() -> tuple[int, int]:
         with psycopg.connect(db_url) as conn:
             row = conn.execute(
-                "SELECT coalesce(refreshed_batch_id, 0), (SELECT count(*) FROM staging.orders) FROM analytics.snapshot"
+                "SELECT coalesce(refreshed_batch_id, 0), (SELECT count(*) FROM "
+                "staging.orders) FROM analytics.snapshot"
             ).fetchone()
         assert row is not None
         return int(row[0]), int(row[1])

@@ -150,7 +150,8 @@ def test_status_after_syncs(urls_separate: tuple[str, str], cli_env: Point) -> N
     first = sync(settings(src, wh))
     execute(
         src,
-        "UPDATE operations.orders SET status = 'Z', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 3",
+        "UPDATE operations.orders SET status = 'Z', updated_at = "
+        "CURRENT_TIMESTAMP(3) WHERE order_id <= 3",
     )
     second = sync(settings(src, wh))
     cli_env(database_url=wh, source_url=src)

@@ -51,12 +51,13 @@ def _cycle(conn: psycopg.Connection[tuple[object, ...]], url: str, step: int) ->
     )
     conn.execute(
         "INSERT INTO operations.order_items (order_id, product_id, quanity) "
-        "SELECT o.order_id, g %% 4, g FROM operations.orders o, generate_series(1, 3) g WHERE o.order_id > %s",
+        "SELECT o.order_id, g %% 4, g FROM operations.orders o, generate_series(1, "
+        "3) g WHERE o.order_id > %s",
         ((step) * 30,),
     )
     conn.execute(
-        "UPDATE operations.orders SET status = (ARRAY['PROCESSING','COMPLETED','REPROCESSING'])[1 + order_id %% 3] "
-        "WHERE order_id %% 4 = %s",
+        "UPDATE operations.orders SET status = (ARRAY['PROCESSING','COMPLETED','REPROCESSING'])[1 "
+        "+ order_id %% 3] WHERE order_id %% 4 = %s",
         (step % 4,),
     )
     copy_batch(url, url)
@@ -209,7 +210,8 @@ def test_cli_verify_fails_with_exit_6_on_a_difference(
     cli_env(database_url=db_url)
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+            "('2026-12-11', 1, 'PENDING')"
         )
     copy_batch(db_url, db_url)
     refresh(Settings(database_url=db_url))
@@ -247,8 +249,8 @@ def test_staging_stays_at_the_live_keys_plus_the_window(
             "SELECT DATE '2026-12-10', 1, 'PENDING' FROM generate_series(1, 10)"
         )
         conn.execute(
-            "UPDATE operations.orders SET status = CASE WHEN status = 'PENDING' THEN 'PROCESSING' ELSE 'PENDING' END "
-            "WHERE order_id %% 10 = %s",
+            "UPDATE operations.orders SET status = CASE WHEN status = 'PENDING' THEN 'PROCESSING' "
+            "ELSE 'PENDING' END WHERE order_id %% 10 = %s",
             (day % 10,),
         )
         result = sync(Settings(database_url=db_url, source_url=db_url))
@@ -262,7 +264,8 @@ def test_staging_stays_at_the_live_keys_plus_the_window(
         live, versions = (
             int(v)
             for v in conn.execute(
-                "SELECT (SELECT count(*) FROM staging.orders_state), (SELECT count(*) FROM staging.orders)"
+                "SELECT (SELECT count(*) FROM staging.orders_state), (SELECT "
+                "count(*) FROM staging.orders)"
             ).fetchone()
             or ()
         )
@@ -323,9 +326,9 @@ def test_a_full_sync_tombstones_a_live_key_whose_versions_were_compacted(db_url:
     )
     assert result.partitions_dropped
     row = conn.execute(
-        "SELECT s.order_id FROM staging.orders_state AS s JOIN operations.orders AS o USING (order_id) "
-        "WHERE o.status <> 'COMPLETED' "
-        "AND NOT EXISTS (SELECT 1 FROM staging.orders AS v WHERE v.order_id = s.order_id) ORDER BY 1 LIMIT 1"
+        "SELECT s.order_id FROM staging.orders_state AS s JOIN operations.orders AS o USING "
+        "(order_id) WHERE o.status <> 'COMPLETED' AND NOT EXISTS (SELECT 1 FROM staging.orders AS "
+        "v WHERE v.order_id = s.order_id) ORDER BY 1 LIMIT 1"
     ).fetchone()
     assert row is not None, "the precondition: an open order whose every version was compacted away"
     conn.execute("DELETE FROM operations.order_items WHERE order_id = %s", (row[0],))

@@ -132,10 +132,12 @@ def test_the_page_shows_the_exports_and_follows_refreshes(
         # the source changes; sync + refresh; the page follows without a reload
         with psycopg.connect(refreshed, autocommit=True) as conn:
             conn.execute(
-                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 3, 'PENDING')"
+                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+                "('2026-12-11', 3, 'PENDING')"
             )
             conn.execute(
-                "INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (7, 2, 500)"
+                "INSERT INTO operations.order_items (order_id, product_id, "
+                "quanity) VALUES (7, 2, 500)"
             )
         sync_and_refresh(refreshed)
         after = _export_rows(tmp_path)

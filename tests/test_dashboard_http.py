@@ -227,7 +227,8 @@ def test_a_hundred_viewers_cost_one_check_and_one_load_per_refresh(
     assert (dashboard.cache.checks, dashboard.cache.loads) == (2, 1)
     with psycopg.connect(refreshed, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-14', 1, 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+            "('2026-12-14', 1, 'PENDING')"
         )
     sync_and_refresh(refreshed)
     viewers(50)  # the refresh landed, but the check interval has not passed: still the old reports

@@ -267,8 +267,8 @@ def test_an_unknown_report_is_refused_before_connecting(refreshed: str, smtp: Sm
     res = run("mail", "--to", "lead@example.com", "--report", "sync_batches")
     assert res.exit_code == 2  # a usage error
     assert (
-        "Unknown report 'sync_batches'; the reports are: open_orders, top_dates, pending_items, top_customers"
-        in res.stderr
+        "Unknown report 'sync_batches'; the reports are: open_orders, top_dates, "
+        "pending_items, top_customers" in res.stderr
     )
     assert smtp.inbox.connections == 0
 

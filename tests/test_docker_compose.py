@@ -52,7 +52,8 @@ def compose() -> dict[str, Any]:
 
 
 def interpolate(text: str, env: dict[str, str] | None = None) -> str:
-    """Compose's interpolation: ``env``'s values, else the defaults (else empty); ``$$`` is ``$``."""
+    """Compose's interpolation: ``env``'s values, else the defaults (else empty); ``$$``
+    is ``$``."""
     values = env or {}
     text = _VARIABLE.sub(
         lambda m: values.get(m["name"]) or m["default"] or "", text.replace("$$", "\0")
@@ -346,7 +347,8 @@ def test_the_documented_export_writes_into_the_exports_mount() -> None:
 
 
 def pip_install(tokens: list[str]) -> tuple[str, list[str], list[str]] | None:
-    """(tool, options, projects) of a ``pip install`` command, tool normalized (``python -m pip``)."""
+    """(tool, options, projects) of a ``pip install`` command, tool normalized (``python
+    -m pip``)."""
     if "install" not in tokens:
         return None
     at = tokens.index("install")

@@ -144,7 +144,8 @@ def test_as_of_a_past_moment_and_outside_the_kept_history(refreshed: str) -> Non
         first_at = conn.execute("SELECT finished_at FROM staging.sync_batches").fetchone()
         assert first_at is not None
         conn.execute(
-            "UPDATE operations.orders SET status = 'COMPLETED', updated_at = now() WHERE order_id = 1"
+            "UPDATE operations.orders SET status = 'COMPLETED', updated_at "
+            "= now() WHERE order_id = 1"
         )
     copy_batch(refreshed, refreshed)
     refresh(Settings(database_url=refreshed))
@@ -155,7 +156,8 @@ def test_as_of_a_past_moment_and_outside_the_kept_history(refreshed: str) -> Non
     assert now.stdout == EXPECTED["open_orders"].replace("2026-12-11,PENDING,1\n", "")
     with psycopg.connect(refreshed, autocommit=True) as conn:
         conn.execute(
-            "UPDATE analytics.snapshot SET history_batch_id = (SELECT max(batch_id) FROM staging.sync_batches)"
+            "UPDATE analytics.snapshot SET history_batch_id = (SELECT max(batch_id) "
+            "FROM staging.sync_batches)"
         )
     res = run("export", "open_orders", "--output", "-", "--as-of", first_at[0].isoformat())
     assert res.exit_code == 1

@@ -79,8 +79,8 @@ def test_a_reader_cannot_read_staging_or_the_materialized_views(
 def test_a_reader_has_no_privilege_on_staging_at_all(reader: LoginRole, refreshed: str) -> None:
     with psycopg.connect(refreshed) as conn:
         row = conn.execute(
-            "SELECT has_schema_privilege(%(r)s, 'staging', 'USAGE'), has_schema_privilege(%(r)s, 'analytics', 'CREATE'), "
-            "has_table_privilege(%(r)s, 'analytics.open_orders', 'INSERT')",
+            "SELECT has_schema_privilege(%(r)s, 'staging', 'USAGE'), has_schema_privilege(%(r)s, "
+            "'analytics', 'CREATE'), has_table_privilege(%(r)s, 'analytics.open_orders', 'INSERT')",
             {"r": reader.name},
         ).fetchone()
     assert row == (False, False, False)

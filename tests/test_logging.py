@@ -11,7 +11,8 @@ import psycopg
 from tests.support.cli_runner import Result, child_env, run_subprocess
 
 PLAIN = re.compile(
-    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) (acme_mv|psycopg|alembic)[\w.]* \S.*\S$"
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) "
+    r"(acme_mv|psycopg|alembic)[\w.]* \S.*\S$"
 )
 
 
@@ -22,7 +23,8 @@ def _env(db_url: str) -> dict[str, str]:
 def _with_an_order(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+            "('2026-12-11', 1, 'PENDING')"
         )
 
 

@@ -1,4 +1,5 @@
-"""``acme-mv run --metrics-port``: a real run loop in a subprocess, scraped over HTTP on 127.0.0.1."""
+"""``acme-mv run --metrics-port``: a real run loop in a subprocess, scraped over HTTP on
+127.0.0.1."""
 
 from __future__ import annotations
 
@@ -103,7 +104,8 @@ def test_metrics_move_with_cycles_and_failures(db_url: str, running: int) -> Non
     with psycopg.connect(db_url, autocommit=True) as conn:
         for _ in range(5):
             conn.execute(
-                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+                "('2026-12-11', 1, 'PENDING')"
             )
     moved = wait_until(
         port, lambda s: value(s, "acme_mv_rows_synced_total") >= base_rows + 5, "5 more rows"

@@ -55,16 +55,19 @@ DELIVERY = st.one_of(st.none(), st.integers(0, 3))  # days after 2026-12-01: few
 QUANITY = st.one_of(st.none(), st.integers(0, 9))
 
 RESET = """
-TRUNCATE operations.orders, operations.order_items, operations.customers, operations.products RESTART IDENTITY;
-TRUNCATE staging.orders, staging.order_items, staging.customers, staging.products, staging.sync_batches,
-    staging.orders_state, staging.order_items_state,
+TRUNCATE operations.orders, operations.order_items, operations.customers, operations.products
+    RESTART IDENTITY;
+TRUNCATE staging.orders, staging.order_items, staging.customers, staging.products,
+    staging.sync_batches, staging.orders_state, staging.order_items_state,
     analytics.open_orders_delta, analytics.pending_items_delta, analytics.pending_orders_delta,
-    analytics.open_orders_historic, analytics.pending_items_historic, analytics.pending_orders_historic,
-    analytics.open_orders_current, analytics.pending_items_current, analytics.pending_orders_current;
-UPDATE analytics.snapshot SET historic_batch_id = NULL, refreshed_batch_id = NULL, day = NULL, taken_at = NULL,
-    refreshed_at = NULL, history_batch_id = 0;
+    analytics.open_orders_historic, analytics.pending_items_historic,
+    analytics.pending_orders_historic, analytics.open_orders_current,
+    analytics.pending_items_current, analytics.pending_orders_current;
+UPDATE analytics.snapshot SET historic_batch_id = NULL, refreshed_batch_id = NULL, day = NULL,
+    taken_at = NULL, refreshed_at = NULL, history_batch_id = 0;
 INSERT INTO operations.customers (customer_name) VALUES ('Ann'), ('Bob'), ('Cy');
-INSERT INTO operations.products (product_name, barcode, unity_price) VALUES ('bolt', 'b1', 1), ('nut', 'n1', 2), ('gear', 'g1', 3);
+INSERT INTO operations.products (product_name, barcode, unity_price) VALUES
+    ('bolt', 'b1', 1), ('nut', 'n1', 2), ('gear', 'g1', 3);
 """
 
 
@@ -85,12 +88,14 @@ def _unnamed(report: str, rows: list[tuple[object, ...]]) -> list[tuple[object, 
 #: before each compaction
 ARCHIVE = """
 CREATE TABLE IF NOT EXISTS public.archive_orders AS SELECT * FROM staging.orders WITH NO DATA;
-CREATE TABLE IF NOT EXISTS public.archive_order_items AS SELECT * FROM staging.order_items WITH NO DATA;
+CREATE TABLE IF NOT EXISTS public.archive_order_items AS
+    SELECT * FROM staging.order_items WITH NO DATA;
 """
 ARCHIVED_VERSIONS = from_versions(
     {
         "orders": "(SELECT * FROM staging.orders UNION SELECT * FROM public.archive_orders)",
-        "order_items": "(SELECT * FROM staging.order_items UNION SELECT * FROM public.archive_order_items)",
+        "order_items": "(SELECT * FROM staging.order_items UNION SELECT * FROM "
+        "public.archive_order_items)",
     }
 )
 
@@ -156,8 +161,8 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
         ) -> None:
             self.orders += 1
             conn.execute(
-                "INSERT INTO operations.orders (order_id, order_date, delivery_date, customer_id, status) "
-                "VALUES (%s, '2026-12-01', %s, %s, %s)",
+                "INSERT INTO operations.orders (order_id, order_date, delivery_date, customer_id, "
+                "status) VALUES (%s, '2026-12-01', %s, %s, %s)",
                 (self.orders, _date(delivery), customer, status),
             )
             for product, quanity in items:
@@ -197,8 +202,8 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
                 )
                 self.items += 1
                 late.execute(
-                    "INSERT INTO operations.order_items (order_item_id, order_id, product_id, quanity) "
-                    "VALUES (%s, %s, %s, %s)",
+                    "INSERT INTO operations.order_items (order_item_id, order_id, product_id, "
+                    "quanity) VALUES (%s, %s, %s, %s)",
                     (self.items, 1 + pick % self.orders, product, quanity),
                 )
             except psycopg.errors.LockNotAvailable:
@@ -218,7 +223,8 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
         @rule(pick=st.integers(0, 100), delivery=DELIVERY, customer=CUSTOMERS)
         def change_order(self, pick: int, delivery: int | None, customer: int | None) -> None:
             write(
-                "UPDATE operations.orders SET delivery_date = %s, customer_id = %s WHERE order_id = %s",
+                "UPDATE operations.orders SET delivery_date = %s, "
+                "customer_id = %s WHERE order_id = %s",
                 (_date(delivery), customer, 1 + pick % self.orders),
             )
 

@@ -1,4 +1,5 @@
-"""``acme-mv run`` under real faults, on a server of the test's own (tests/support/throwaway_server.py).
+"""``acme-mv run`` under real faults, on a server of the test's own
+(tests/support/throwaway_server.py).
 
 One `run` subprocess (stderr a pipe, ``--log-format json``) goes through: a
 source login outage (ALLOW_CONNECTIONS false), the warehouse REFRESH
@@ -103,7 +104,8 @@ class Loop:
         return self.wait_for("successful cycle", _is_success, after=after)
 
     def failures(self, start: int, end: int) -> list[dict[str, Any]]:
-        """The failed-cycle records (other warnings, such as a sync waiting for a source lock, are not)."""
+        """The failed-cycle records (other warnings, such as a sync waiting for a source lock, are
+        not)."""
         return [r for r in self.records[start:end] if _is_failure()(r)]
 
 
@@ -163,7 +165,8 @@ def loop(server: Server) -> Iterator[Loop]:
 def _backend(
     conn: psycopg.Connection[Any], *, datname: str, application: str, query_like: str
 ) -> int:
-    """The pid of an acme-mv session on ``datname`` waiting for a lock in a statement like ``query_like``."""
+    """The pid of an acme-mv session on ``datname`` waiting for a lock in a statement like
+    ``query_like``."""
     deadline = time.monotonic() + PATIENCE_S
     while time.monotonic() < deadline:
         row = conn.execute(
@@ -195,7 +198,8 @@ def test_run_survives_server_faults_and_converges(server: Server, loop: Loop) ->
     with server.admin() as adm:
         adm.execute("ALTER DATABASE src ALLOW_CONNECTIONS false")
         adm.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'src' AND pid <> pg_backend_pid()"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'src' "
+            "AND pid <> pg_backend_pid()"
         )
         mark = len(loop.records)
         loop.wait_for("source failure", _is_failure("source"), after=mark)
@@ -348,7 +352,8 @@ def test_a_killed_refresh_does_not_keep_the_refresh_lock(refresh_db: str) -> Non
     refresh lock is free for the next refresh."""
     with psycopg.connect(refresh_db, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+            "('2026-12-11', 1, 'PENDING')"
         )
     env = child_env(ACME_MV_DATABASE_URL=refresh_db)
     first = subprocess.run(

@@ -1,4 +1,5 @@
-"""``acme-mv status`` shows the reports' freshness; ``--max-age`` is a health check (exit 5 when stale)."""
+"""``acme-mv status`` shows the reports' freshness; ``--max-age`` is a health check (exit 5 when
+stale)."""
 
 from __future__ import annotations
 

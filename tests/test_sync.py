@@ -58,8 +58,8 @@ def test_initial_sync_copies_everything(urls: tuple[str, str]) -> None:
     # the secondary indexes were rebuilt under their migration names
     names = scalar(
         wh,
-        "SELECT array_agg(indexname::text ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'staging' "
-        "AND tablename IN ('orders', 'order_items')",
+        "SELECT array_agg(indexname::text ORDER BY indexname) FROM pg_indexes WHERE schemaname = "
+        "'staging' AND tablename IN ('orders', 'order_items')",
     )
     assert names == [
         "order_items_batch_idx",
@@ -76,15 +76,18 @@ def test_incremental_picks_up_inserts_and_updates(urls: tuple[str, str]) -> None
     fill(src, orders=20, order_items=30)
     execute(
         src,
-        "UPDATE operations.orders SET status = 'DONE', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 10",
+        "UPDATE operations.orders SET status = 'DONE', updated_at = "
+        "CURRENT_TIMESTAMP(3) WHERE order_id <= 10",
     )
     execute(
         src,
-        "UPDATE operations.order_items SET quanity = 7, updated_at = CURRENT_TIMESTAMP(3) WHERE order_item_id IN (1, 2, 3)",
+        "UPDATE operations.order_items SET quanity = 7, updated_at = CURRENT_TIMESTAMP(3) WHERE "
+        "order_item_id IN (1, 2, 3)",
     )
     execute(
         src,
-        "UPDATE operations.customers SET customer_address = 'moved', updated_at = CURRENT_TIMESTAMP(3) WHERE customer_id = 1",
+        "UPDATE operations.customers SET customer_address = 'moved', updated_at = "
+        "CURRENT_TIMESTAMP(3) WHERE customer_id = 1",
     )
     result = sync(settings(src, wh))
     assert result.tables["orders"].mode == "incremental"
@@ -124,7 +127,8 @@ def test_late_commit_is_not_lost(urls: tuple[str, str]) -> None:
     sync(settings(src, wh))
     with psycopg.connect(src) as late:
         late.execute(
-            "UPDATE operations.orders SET status = 'LATE', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 3"
+            "UPDATE operations.orders SET status = 'LATE', updated_at = "
+            "CURRENT_TIMESTAMP(3) WHERE order_id = 3"
         )
         late.execute(
             "INSERT INTO operations.order_items (order_item_id, quanity) VALUES (5000, 42)"
@@ -172,7 +176,8 @@ def test_hidden_transactions_fall_back_to_a_lag(
     fill(source_url, orders=5, order_items=5, customers=1, products=1)
     execute(
         source_url,
-        f"GRANT USAGE ON SCHEMA operations TO {role.name}; GRANT SELECT ON ALL TABLES IN SCHEMA operations TO {role.name}",
+        f"GRANT USAGE ON SCHEMA operations TO {role.name}; GRANT SELECT ON ALL TABLES IN SCHEMA "
+        f"operations TO {role.name}",
     )
     low = role.url(source_url)
     clock = scalar(source_url, "SELECT now()::timestamp(3)")
@@ -224,7 +229,8 @@ def test_full_compares_everything_and_tombstones_hard_deletes(urls: tuple[str, s
     sync(settings(src, wh))
     execute(
         src,
-        "UPDATE operations.orders SET status = 'X', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 10",
+        "UPDATE operations.orders SET status = 'X', updated_at = "
+        "CURRENT_TIMESTAMP(3) WHERE order_id <= 10",
     )
     sync(settings(src, wh))
     execute(src, "DELETE FROM operations.orders WHERE order_id IN (20, 21)")
@@ -232,7 +238,8 @@ def test_full_compares_everything_and_tombstones_hard_deletes(urls: tuple[str, s
     # a change the cursor cannot see (updated_at left alone): --full compares every row
     execute(
         src,
-        "UPDATE operations.orders SET status = 'HIDDEN', updated_at = '2000-01-01' WHERE order_id = 30",
+        "UPDATE operations.orders SET status = 'HIDDEN', updated_at = "
+        "'2000-01-01' WHERE order_id = 30",
     )
     sync(settings(src, wh))
     assert 20 in versions(wh, "orders")  # a hard delete is out of the cursor's reach
@@ -270,7 +277,8 @@ def test_full_compares_everything_and_tombstones_hard_deletes(urls: tuple[str, s
     # incremental again after --full; a key deleted then re-inserted comes back live
     execute(
         src,
-        "UPDATE operations.orders SET status = 'Y', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 1",
+        "UPDATE operations.orders SET status = 'Y', updated_at = "
+        "CURRENT_TIMESTAMP(3) WHERE order_id = 1",
     )
     execute(src, "INSERT INTO operations.orders (order_id, status) VALUES (20, 'PENDING')")
     assert sync(settings(src, wh)).tables["orders"].rows_new == 2
@@ -310,8 +318,8 @@ def test_unknown_table_is_rejected(db_url: str) -> None:
 @pytest.mark.parametrize("rows_before_error", [0, 50_000])
 def test_a_failing_source_copy_raises_psycopgs_error(db_url: str, rows_before_error: int) -> None:
     statement = psycopg.sql.SQL(
-        "COPY (SELECT CASE WHEN g <= {n} THEN g ELSE 1 / (g - g) END FROM generate_series(1, {n} + 1) g) "
-        "TO STDOUT (FORMAT BINARY)"
+        "COPY (SELECT CASE WHEN g <= {n} THEN g ELSE 1 / (g - g) END FROM generate_series(1, {n} + "
+        "1) g) TO STDOUT (FORMAT BINARY)"
     ).format(n=rows_before_error)
     with psycopg.connect(db_url, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.DivisionByZero):
@@ -362,7 +370,9 @@ query = sql.SQL("COPY (SELECT order_id FROM operations.orders) TO STDOUT")
 copier = threading.Thread(target=lambda: out.extend(copy_out_chunks(reader, query)))
 copier.start()
 with psycopg.connect(url, autocommit=True) as monitor:
-    while not monitor.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", (pid,)).fetchone()[0]:
+    while not monitor.execute(
+        "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", (pid,)
+    ).fetchone()[0]:
         time.sleep(0.02)
 holder.rollback()
 copier.join()
@@ -371,7 +381,8 @@ print(b"".join(out).decode().split())
 
 
 def test_a_waiting_source_copy_lets_other_threads_run(db_url: str) -> None:
-    """copy_out_chunks waits for the server outside the GIL (``run`` serves metrics from a thread)."""
+    """copy_out_chunks waits for the server outside the GIL (``run`` serves metrics from
+    a thread)."""
     fill(db_url, orders=3)
     child = subprocess.run(
         [sys.executable, "-c", _WAITING_COPY, db_url],

@@ -47,7 +47,8 @@ def _change_source(url: str, rng: random.Random) -> None:
     )
     execute(
         url,
-        "UPDATE operations.orders SET status = 'R' || %s, updated_at = CURRENT_TIMESTAMP(3) WHERE order_id %% 17 = %s",
+        "UPDATE operations.orders SET status = 'R' || %s, updated_at = CURRENT_TIMESTAMP(3) "
+        "WHERE order_id %% 17 = %s",
         (rng.randint(0, 9), rng.randint(0, 16)),
     )
 
@@ -91,7 +92,8 @@ def _wait_for(url: str, condition: str, timeout: float = 30) -> None:
     while time.monotonic() < deadline:
         if scalar(
             url,
-            f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'acme-mv sync' AND {condition}",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+            f"application_name = 'acme-mv sync' AND {condition}",
         ):
             return
         time.sleep(0.05)
@@ -100,7 +102,8 @@ def _wait_for(url: str, condition: str, timeout: float = 30) -> None:
 
 @contextmanager
 def _cursor_row_held(url: str, table: str) -> Iterator[None]:
-    """An uncommitted staging.sync_state row for ``table``: a sync saving that cursor waits for it."""
+    """An uncommitted staging.sync_state row for ``table``: a sync saving that cursor waits
+    for it."""
     with psycopg.connect(url) as conn:
         conn.execute("INSERT INTO staging.sync_state (table_name) VALUES (%s)", (table,))
         yield
@@ -112,7 +115,8 @@ def test_a_killed_batch_leaves_no_rows(make_db: DatabaseFactory) -> None:
     fill(url, customers=10, products=10, orders=500, order_items=500)
     with _cursor_row_held(url, "order_items"):
         proc = _start(url)
-        # all four tables are copied (uncommitted); saving order_items' cursor waits for the held row
+        # all four tables are copied (uncommitted); saving order_items' cursor waits for the held
+        # row
         _wait_for(url, "wait_event_type = 'Lock' AND wait_event = 'transactionid'")
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)

@@ -110,8 +110,8 @@ class World:
             conn = self.open.get(slot) or psycopg.connect(self.src)
             self.open[slot] = conn
             conn.execute(
-                "UPDATE operations.orders SET status = 'L' || %s, updated_at = CURRENT_TIMESTAMP(3) "
-                "WHERE order_id %% 20 = %s AND order_id < %s",
+                "UPDATE operations.orders SET status = 'L' || %s, updated_at = "
+                "CURRENT_TIMESTAMP(3) WHERE order_id %% 20 = %s AND order_id < %s",
                 (n, 9 + 10 * slot, LATE_KEY_BASE),
             )
             conn.execute(
@@ -119,7 +119,8 @@ class World:
                 (LATE_KEY_BASE + n,),
             )
             conn.execute(
-                "INSERT INTO operations.order_items (order_item_id, order_id, quanity) VALUES (%s, %s, %s)",
+                "INSERT INTO operations.order_items (order_item_id, order_id, "
+                "quanity) VALUES (%s, %s, %s)",
                 (LATE_KEY_BASE + n, LATE_KEY_BASE + n, n),
             )
             conn.execute(

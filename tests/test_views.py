@@ -96,7 +96,8 @@ def _counts(url: str) -> list[tuple[object, ...]]:
 def test_upgrade_downgrade_upgrade_with_data(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING'), ('2026-12-01', 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING'), "
+            "('2026-12-01', 'PENDING')"
         )
     copy_batch(db_url, db_url)
     settings = Settings(database_url=db_url)

@@ -52,8 +52,9 @@ def _require_logical(url: str) -> None:
         row = conn.execute("SELECT current_setting('wal_level')").fetchone()
     if row is None or row[0] != "logical":
         pytest.fail(
-            f"{TEST_URL_ENV} points at a server with wal_level={row[0] if row else '?'}; the change capture "
-            "tests need wal_level=logical (ALTER SYSTEM SET wal_level = logical; restart it)",
+            f"{TEST_URL_ENV} points at a server with wal_level={row[0] if row else '?'}; the "
+            "change capture tests need wal_level=logical (ALTER SYSTEM SET "
+            "wal_level = logical; restart it)",
             pytrace=False,
         )
 

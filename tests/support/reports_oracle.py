@@ -74,8 +74,8 @@ def assert_views_match(conn: psycopg.Connection[tuple[object, ...]], want: Repor
 
 def _latest_as_of(table: str, key: str, versions: str) -> str:
     return (
-        f"(SELECT * FROM (SELECT DISTINCT ON ({key}) * FROM {versions} AS s WHERE _batch_id <= %(k)s "
-        f"ORDER BY {key}, _batch_id DESC) AS v WHERE NOT v._deleted)"
+        f"(SELECT * FROM (SELECT DISTINCT ON ({key}) * FROM {versions} AS s WHERE _batch_id <= "
+        f"%(k)s ORDER BY {key}, _batch_id DESC) AS v WHERE NOT v._deleted)"
     )
 
 

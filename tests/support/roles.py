@@ -47,7 +47,10 @@ def require_passwords(server: str, *roles: str) -> None:
         hba_row = conn.execute("SELECT current_setting('hba_file')").fetchone()
         assert hba_row is not None
         hba = Path(str(hba_row[0]))
-        line = f"local all +{PASSWORD_GROUP} scram-sha-256\nhost all +{PASSWORD_GROUP} all scram-sha-256\n"
+        line = (
+            f"local all +{PASSWORD_GROUP} scram-sha-256\n"
+            f"host all +{PASSWORD_GROUP} all scram-sha-256\n"
+        )
         if hba.exists() and os.access(hba, os.W_OK) and line not in hba.read_text():
             hba.write_text(line + hba.read_text())
             conn.execute("SELECT pg_reload_conf()")
@@ -78,8 +81,8 @@ def drop_role(server: str, role: str) -> None:
     """Drop ``role`` and whatever it owns or was granted, in every database of the server."""
     with psycopg.connect(server, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT DISTINCT d.datname FROM pg_shdepend AS s JOIN pg_database AS d ON d.oid = s.dbid "
-            "JOIN pg_roles AS r ON r.oid = s.refobjid WHERE r.rolname = %s",
+            "SELECT DISTINCT d.datname FROM pg_shdepend AS s JOIN pg_database AS d ON d.oid = "
+            "s.dbid JOIN pg_roles AS r ON r.oid = s.refobjid WHERE r.rolname = %s",
             (role,),
         ).fetchall()
         for (dbname,) in rows:
@@ -93,7 +96,8 @@ RoleFactory = Callable[[str], LoginRole]
 
 @pytest.fixture
 def make_role(server_url: str) -> Iterator[RoleFactory]:
-    """Factory: ``make_role(prefix)`` -> a new non-superuser LOGIN role with a password, dropped afterwards."""
+    """Factory: ``make_role(prefix)`` -> a new non-superuser LOGIN role with a password, dropped
+    afterwards."""
     created: list[str] = []
 
     def make(prefix: str) -> LoginRole:

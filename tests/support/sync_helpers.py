@@ -21,7 +21,8 @@ APPEND_TABLES = ("orders", "order_items")
 _FILL = {
     "customers": """
         INSERT INTO operations.customers (customer_name, is_active, customer_address)
-        SELECT 'customer ' || g, g %% 3 <> 0, CASE WHEN g %% 5 = 0 THEN NULL ELSE g || ' Main St' END
+        SELECT 'customer ' || g, g %% 3 <> 0,
+               CASE WHEN g %% 5 = 0 THEN NULL ELSE g || ' Main St' END
         FROM generate_series(1, %(n)s) g""",
     "products": """
         INSERT INTO operations.products (product_name, barcode, unity_price, is_active)
@@ -35,7 +36,8 @@ _FILL = {
         FROM generate_series(1, %(n)s) g, LATERAL (SELECT DATE '2026-01-01' + g %% 30 AS d) x""",
     "order_items": """
         INSERT INTO operations.order_items (order_id, product_id, quanity)
-        SELECT NULLIF(g %% 60, 0), NULLIF(g %% 40, 0), CASE WHEN g %% 11 = 0 THEN NULL ELSE g %% 1000 END
+        SELECT NULLIF(g %% 60, 0), NULLIF(g %% 40, 0),
+               CASE WHEN g %% 11 = 0 THEN NULL ELSE g %% 1000 END
         FROM generate_series(1, %(n)s) g""",
 }
 
@@ -71,7 +73,8 @@ def source_rows(url: str, table: str) -> list[tuple[Any, ...]]:
 
 
 def staged_latest(url: str, table: str) -> list[tuple[Any, ...]]:
-    """The latest staged version of every key that is not a tombstone (the mirror itself for customers/products)."""
+    """The latest staged version of every key that is not a tombstone (the mirror itself for
+    customers/products)."""
     if table in APPEND_TABLES:
         return _rows(url, "staging", f"{table}_latest", table, live=True)
     return _rows(url, "staging", table, table)
@@ -97,7 +100,8 @@ def assert_no_orphans_or_duplicates(url: str) -> None:
         ).format(sql.Identifier("staging", table))
         assert scalar(url, orphans) == 0, f"staging.{table}: rows of no committed batch"
         doubled = sql.SQL(
-            "SELECT count(*) FROM (SELECT 1 FROM {} GROUP BY {}, _batch_id HAVING count(*) > 1) AS d"
+            "SELECT count(*) FROM (SELECT 1 FROM {} GROUP BY {}, _batch_id "
+            "HAVING count(*) > 1) AS d"
         ).format(sql.Identifier("staging", table), sql.Identifier(key))
         assert scalar(url, doubled) == 0, f"staging.{table}: a key twice in one batch"
 
