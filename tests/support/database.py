@@ -205,6 +205,10 @@ def make_db(server_url: str, templates: dict[str, str]) -> Iterator[DatabaseFact
             )
 
 
+# one fixture per template kind, alike on purpose (docs/duplicates.md): a test asks for its
+# databases by name
+
+
 @pytest.fixture
 def db_url(make_db: DatabaseFactory) -> str:
     """One database holding the sample source schema and the migrated warehouse."""
