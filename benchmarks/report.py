@@ -119,8 +119,8 @@ def markdown(bench: Bench) -> str:
     head = "| measurement | status | rows | median s | min s | max s | rows/s | ratio | target |"
     machine = _machine()
     lines = [
-        f"acme-mv benchmarks: {bench.orders:,} orders ({sum(bench.counts.values()):,} source "
-        f"rows), {bench.rounds} rounds; {machine['cpus']} CPUs; load average (1/5/15 min) at start "
+        f"acme-mv benchmarks: {bench.orders:,} orders ({sum(bench.counts.values()):,} source rows), "
+        f"{bench.rounds} rounds; {machine['cpus']} CPUs; load average (1/5/15 min) at start "
         f"{_load(bench.load_at_start)}, at end {_load(machine['load_average_1_5_15'])}",
         "",
         head,
@@ -131,9 +131,8 @@ def markdown(bench: Bench) -> str:
         target = r.target + (" ✓" if r.met else " ✗" if r.met is False else "") if r.target else ""
         status = f"{r.status}: {r.note}" if r.note else r.status
         lines.append(
-            f"| {r.title} (`{r.name}`) | {status} | {r.rows if r.rows is not None else ''} | "
-            f"{_num(r.median)} | {_num(r.min)} | {_num(r.max)} | "
-            f"{_num(r.rows_per_s)} | {ratio} | {target} |"
+            f"| {r.title} (`{r.name}`) | {status} | {r.rows if r.rows is not None else ''} | {_num(r.median)} | "
+            f"{_num(r.min)} | {_num(r.max)} | {_num(r.rows_per_s)} | {ratio} | {target} |"
         )
     return "\n".join(lines) + "\n"
 
