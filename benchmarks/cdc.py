@@ -225,14 +225,14 @@ def _acme(bench: Bench, *args: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=log_file,
     )
-    proc.stderr = log_file  # type: ignore[assignment]  # read back with seek(0) when it failed
+    proc.stderr = log_file  # read back with seek(0) when it failed
     return proc
 
 
 def _log_tail(proc: subprocess.Popen[bytes]) -> str:
     if proc.stderr is None:
         return ""
-    proc.stderr.seek(0)  # type: ignore[attr-defined]
+    proc.stderr.seek(0)
     return proc.stderr.read().decode(errors="replace").strip()[-300:]
 
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 import http.client
 from urllib.parse import urlsplit
 
-from acme_mv import sync as sync_api
 from acme_mv.delivery.dashboard.app import ReportCache, create_app, running
 from acme_mv.reports import refresh as refresh_api
-from benchmarks.acme_sync import migrated
+from benchmarks.acme_sync import reports_ready
 from benchmarks.core import Bench, Result, guarded, rounds
 
 NAME = "dashboard"
@@ -27,9 +26,7 @@ MIN_ROUNDS = 20
 
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, "dashboard", "acme-mv serve: GET /api/data") as found:
-        migrated(bench)
-        sync_api.sync(bench.settings)
-        refresh_api.refresh(bench.settings, mode="auto")
+        reports_ready(bench)
         count = max(bench.rounds, MIN_ROUNDS)
         for name, title, check_every, before in (
             ("dashboard.cached", "GET /api/data, served from the cache", 3600.0, None),

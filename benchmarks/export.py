@@ -5,10 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from acme_mv import sync as sync_api
 from acme_mv.reports import export as export_api
-from acme_mv.reports import refresh as refresh_api
-from benchmarks.acme_sync import migrated
+from benchmarks.acme_sync import reports_ready
 from benchmarks.core import Bench, Result, guarded, rounds
 
 NAME = "export"
@@ -19,9 +17,7 @@ MIN_ROUNDS = 10
 
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, "export", "acme-mv export") as found:
-        migrated(bench)
-        sync_api.sync(bench.settings)
-        refresh_api.refresh(bench.settings, mode="auto")
+        reports_ready(bench)
         with tempfile.TemporaryDirectory(prefix="acme-bench-export-") as tmp:
             for report in REPORTS:
                 target = Path(tmp) / f"{report}.csv"

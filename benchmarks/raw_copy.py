@@ -9,6 +9,7 @@ Python.
 from __future__ import annotations
 
 import subprocess
+from functools import partial
 
 from psycopg import sql
 
@@ -83,8 +84,8 @@ def measure(bench: Bench) -> list[Result]:
                 rounds(
                     bench,
                     result,
-                    lambda t=table, f=fmt: pipe(bench, t, f),
-                    before=lambda t=table: truncate(t),
+                    partial(pipe, bench, table, fmt),
+                    before=partial(truncate, table),
                 )
                 result.extra["copied_rows"] = copied(bench, table)
                 per_table.append(result)

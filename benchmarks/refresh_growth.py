@@ -1,4 +1,5 @@
-"""(6b) Refresh cost over a day, and the rollover: does a refresh cost what changed since the last one?
+"""(6b) Refresh cost over a day, and the rollover: does a refresh cost what changed since the
+last one?
 
 Equal cycles (default 8), each: 1% of the orders move between open and closed, 0.5% new
 open orders with 26 items each are inserted (untimed), then ``acme-mv sync`` and
@@ -46,12 +47,15 @@ def change(bench: Bench, cycle: int) -> int:
             WITH o AS (
                 INSERT INTO operations.orders (order_date, delivery_date, customer_id, status)
                 SELECT current_date, current_date + 10,
-                       1 + g %% greatest((SELECT max(customer_id) FROM operations.customers), 1), 'PENDING'
+                       1 + g %% greatest((SELECT max(customer_id) FROM operations.customers), 1),
+                       'PENDING'
                 FROM generate_series(1, %(n)s) AS g
                 RETURNING order_id
             )
             INSERT INTO operations.order_items (order_id, product_id, quanity)
-            SELECT o.order_id, 1 + (o.order_id * 31 + g) %% greatest((SELECT max(product_id) FROM operations.products), 1),
+            SELECT o.order_id,
+                   1 + (o.order_id * 31 + g)
+                   %% greatest((SELECT max(product_id) FROM operations.products), 1),
                    (o.order_id + g) %% 1000
             FROM o, generate_series(1, %(items)s) AS g
             """,
@@ -69,7 +73,8 @@ def measure(bench: Bench) -> list[Result]:
 
         growth = Result(
             "refresh_growth",
-            f"refresh --current, {CYCLES} equal cycles (1% open<->closed, 0.5% new orders x 26 items)",
+            f"refresh --current, {CYCLES} equal cycles (1% open<->closed, "
+            "0.5% new orders x 26 items)",
             throughput=False,
         )
         syncs: list[float] = []

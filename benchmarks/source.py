@@ -57,7 +57,8 @@ def prepare(bench: Bench, *, fresh: bool) -> None:
     """Build the source unless the same builder already made it at ``bench.orders``; count rows."""
     with bench.connect("source", autocommit=False) as conn:
         row = conn.execute(
-            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'operations'"
+            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace "
+            "WHERE nspname = 'operations'"
         ).fetchone()
         conn.rollback()
         if not fresh and row is not None and row[0] == marker(bench.orders):

@@ -14,7 +14,7 @@ import pytest
 from benchmarks import parallel_copy, raw_copy, report, source
 from benchmarks.__main__ import parse_args, run, selected
 from benchmarks.core import Bench, Result, guarded, require
-from tests.conftest import DatabaseFactory
+from tests.support.database import DatabaseFactory
 
 ORDERS = 200
 

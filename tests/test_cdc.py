@@ -1,4 +1,5 @@
-"""Change capture against a real slot: setup in the slot's snapshot, streaming, tombstones, drift."""
+"""Change capture against a real slot: setup in the slot's snapshot, streaming, tombstones,
+drift."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from acme_mv import cdc
 from acme_mv.cdc.errors import NotSetUp
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.errors import SchemaDrift
-from tests.cdc_helpers import Cdc
-from tests.conftest import DatabaseFactory, drop_slot
-from tests.sync_helpers import execute, fill, scalar, versions
+from tests.support.cdc_helpers import Cdc, drop_slot
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import execute, fill, full_tables, scalar, versions
 
 COUNTS = {"customers": 20, "products": 15, "orders": 200, "order_items": 600}
 
@@ -42,14 +43,7 @@ def test_setup_copies_in_the_snapshot_then_the_stream_carries_every_change(world
     result = world.setup()
     assert result.created and result.batch_id is not None
     assert result.rows == COUNTS
-    assert (
-        scalar(
-            world.wh,
-            "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s",
-            (result.batch_id,),
-        )
-        == []
-    )
+    assert full_tables(world.wh, result.batch_id) == []
     world.assert_staging_equals_source()
     _writes(world.src)
     streamed = world.catch_up()
@@ -73,9 +67,9 @@ def test_setup_copies_in_the_snapshot_then_the_stream_carries_every_change(world
         scalar(
             world.wh,
             "SELECT count(*) FROM staging.orders WHERE _deleted AND "
-            "(order_date, delivery_date, customer_id, status, updated_at, updated_by, created_at, created_by) "
-            "IS DISTINCT FROM (NULL::date, NULL::date, NULL::bigint, NULL::varchar, NULL::timestamp, NULL::bigint, "
-            "NULL::timestamp, NULL::bigint)",
+            "(order_date, delivery_date, customer_id, status, updated_at, updated_by, created_at, "
+            "created_by) IS DISTINCT FROM (NULL::date, NULL::date, NULL::bigint, NULL::varchar, "
+            "NULL::timestamp, NULL::bigint, NULL::timestamp, NULL::bigint)",
         )
         == 0
     )
@@ -89,12 +83,14 @@ def test_setup_copies_in_the_snapshot_then_the_stream_carries_every_change(world
 def test_a_write_racing_the_setup_is_in_the_copy_or_the_stream_never_both(
     make_db: DatabaseFactory, slot_name: str
 ) -> None:
-    """A transaction open while the slot is created commits after its snapshot: the stream carries it."""
+    """A transaction open while the slot is created commits after its snapshot: the stream carries
+    it."""
     world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
     fill(world.src, **COUNTS)
     with psycopg.connect(world.src) as late:
         late.execute("UPDATE operations.orders SET status = 'LATE' WHERE order_id <= 5")
-        # CREATE_REPLICATION_SLOT waits for transactions that already hold an xid: commit from a thread
+        # CREATE_REPLICATION_SLOT waits for transactions that already hold an xid: commit from a
+        # thread
         import threading
 
         timer = threading.Timer(0.5, late.commit)

@@ -3,7 +3,6 @@ writing: after one more catch-up staging equals the source, nothing lost, nothin
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -14,18 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.cdc_helpers import Cdc
-from tests.conftest import DatabaseFactory
-from tests.sync_helpers import execute, fill, scalar
+from tests.support.cdc_helpers import Cdc
+from tests.support.cli_runner import child_env
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import assert_no_orphans_or_duplicates, execute, fill, scalar
 
 pytestmark = pytest.mark.slow
 
 
 def _start(world: Cdc, log: Path) -> subprocess.Popen[str]:
     """The streamer; its log goes to a file (a pipe nobody reads would block it once full)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env["ACME_MV_DATABASE_URL"] = world.wh
-    env["ACME_MV_SOURCE_URL"] = world.src
+    env = child_env(ACME_MV_DATABASE_URL=world.wh, ACME_MV_SOURCE_URL=world.src)
     with log.open("a") as out:
         return subprocess.Popen(
             [
@@ -91,25 +89,6 @@ def _walsender(world: Cdc) -> int | None:
     return int(pid) if pid is not None else None
 
 
-def _assert_no_orphans_or_duplicates(url: str) -> None:
-    for table, key in (("orders", "order_id"), ("order_items", "order_item_id")):
-        assert (
-            scalar(
-                url,
-                f"SELECT count(*) FROM staging.{table} t WHERE NOT EXISTS "
-                "(SELECT 1 FROM staging.sync_batches s WHERE s.batch_id = t._batch_id)",
-            )
-            == 0
-        )
-        assert (
-            scalar(
-                url,
-                f"SELECT count(*) FROM (SELECT 1 FROM staging.{table} GROUP BY {key}, _batch_id HAVING count(*) > 1) d",
-            )
-            == 0
-        )
-
-
 def test_sigkill_of_the_streamer_at_random_moments_converges(
     make_db: DatabaseFactory, slot_name: str, tmp_path: Path
 ) -> None:
@@ -139,7 +118,7 @@ def test_sigkill_of_the_streamer_at_random_moments_converges(
             batches_seen.append(
                 scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") - before
             )
-            _assert_no_orphans_or_duplicates(world.wh)
+            assert_no_orphans_or_duplicates(world.wh)
     finally:
         writer.stop.set()
         writer.join(30)
@@ -148,6 +127,6 @@ def test_sigkill_of_the_streamer_at_random_moments_converges(
         sum(1 for n in batches_seen if n > 0) >= 4
     )  # the streamers really applied batches before dying
     world.catch_up()
-    _assert_no_orphans_or_duplicates(world.wh)
+    assert_no_orphans_or_duplicates(world.wh)
     world.assert_staging_equals_source()
     world.assert_reports_true()

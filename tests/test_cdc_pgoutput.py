@@ -12,7 +12,7 @@ import struct
 import pytest
 
 from acme_mv.cdc import pgoutput
-from acme_mv.cdc.apply import Batch, _copy_line
+from acme_mv.cdc.apply import Batch, Transaction, _copy_line
 from acme_mv.cdc.decode import Decoder
 from acme_mv.errors import SchemaDrift
 from acme_mv.sync.source import TABLES
@@ -129,7 +129,7 @@ def test_malformed_payloads_raise_decode_error(payload: bytes) -> None:
         pgoutput.decode(payload)
 
 
-def _feed(decoder: Decoder, *payloads: bytes) -> list[object]:
+def _feed(decoder: Decoder, *payloads: bytes) -> list[Transaction]:
     done = []
     for p in payloads:
         out = decoder.feed(pgoutput.decode(p))
@@ -152,7 +152,7 @@ def test_columns_are_matched_by_name_and_extra_columns_ignored() -> None:
         b"I" + struct.pack("!I", 1) + b"N" + _tuple(*values),
         COMMIT,
     )
-    (change,) = txn.changes  # type: ignore[attr-defined]
+    (change,) = txn.changes
     assert change.key == b"5" and change.row == _order(b"5", b"PENDING")
 
 
@@ -194,7 +194,7 @@ def test_other_tables_are_ignored() -> None:
     (txn,) = _feed(
         _decoder(), rel, BEGIN, b"I" + struct.pack("!I", 2) + b"N" + _tuple(b"1"), COMMIT
     )
-    assert txn.changes == []  # type: ignore[attr-defined]
+    assert txn.changes == []
 
 
 def test_an_update_of_the_key_deletes_the_old_key_and_fills_unchanged_values_from_the_old_row() -> (
@@ -209,9 +209,9 @@ def test_an_update_of_the_key_deletes_the_old_key_and_fills_unchanged_values_fro
         b"U" + struct.pack("!I", 1) + b"O" + _tuple(*old) + b"N" + _tuple(*new),
         COMMIT,
     )
-    kinds = [(c.kind, c.key) for c in txn.changes]  # type: ignore[attr-defined]
+    kinds = [(c.kind, c.key) for c in txn.changes]
     assert kinds == [("delete", b"5"), ("upsert", b"6")]
-    assert txn.changes[1].row == (b"6", *old[1:4], b"DONE", *old[5:])  # type: ignore[attr-defined]
+    assert txn.changes[1].row == (b"6", *old[1:4], b"DONE", *old[5:])
 
 
 def test_a_batch_keeps_the_last_state_per_key_and_truncate_forgets_earlier_changes() -> None:
@@ -229,11 +229,11 @@ def test_a_batch_keeps_the_last_state_per_key_and_truncate_forgets_earlier_chang
     )
     batch = Batch()
     for t in txns:
-        batch.add(t)  # type: ignore[arg-type]
+        batch.add(t)
     assert batch.tables["orders"].rows == {b"1": _order(b"1", b"B"), b"2": None}
     assert (batch.transactions, batch.changes, batch.end_lsn) == (2, 3, 0x108)
     (trunc,) = _feed(dec, BEGIN, b"T" + struct.pack("!ibI", 1, 0, 1), COMMIT)
-    batch.add(trunc)  # type: ignore[arg-type]
+    batch.add(trunc)
     assert batch.tables["orders"].rows == {} and batch.tables["orders"].truncated
 
 

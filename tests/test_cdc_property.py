@@ -12,12 +12,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from acme_mv.reports.refresh import refresh
-from tests.cdc_helpers import Cdc
-from tests.conftest import DatabaseFactory
-from tests.sync_helpers import execute, fill
+from tests.support.cdc_helpers import Cdc
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import execute, fill
 
 Step = tuple[Any, ...]
-#: keys at and above this are written only by held-open transactions (never row-locked by another step)
+#: keys at and above this are written only by held-open transactions (never row-locked by another
+#: step)
 RESERVED = 100_000
 _KEYS = {
     "orders": "order_id",
@@ -64,7 +65,8 @@ class World:
     def reset(self) -> None:
         execute(
             self.cdc.src,
-            "TRUNCATE operations.customers, operations.products, operations.orders, operations.order_items",
+            "TRUNCATE operations.customers, operations.products, "
+            "operations.orders, operations.order_items",
         )
         fill(self.cdc.src, customers=3, products=3, orders=12, order_items=30)
         execute(
@@ -100,9 +102,11 @@ class World:
         elif kind == "open":
             if self.open is None:
                 self.open = psycopg.connect(self.cdc.src)
-            # only rows no other step touches (keys >= RESERVED): a held row lock never blocks a later step
+            # only rows no other step touches (keys >= RESERVED): a held row lock never blocks a
+            # later step
             self.open.execute(
-                "INSERT INTO operations.orders (order_id, status, delivery_date) VALUES (%s, 'PENDING', '2026-12-01')",
+                "INSERT INTO operations.orders (order_id, status, delivery_date) VALUES "
+                "(%s, 'PENDING', '2026-12-01')",
                 (RESERVED + 1000 + self.counter,),
             )
             self.open.execute(

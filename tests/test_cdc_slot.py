@@ -18,9 +18,9 @@ from acme_mv import cdc
 from acme_mv.cdc.errors import SlotLost, SourceNotReady
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.errors import ConnectionFailed
-from tests.cdc_helpers import Cdc
-from tests.conftest import DatabaseFactory, drop_slot
-from tests.sync_helpers import execute, fill, scalar
+from tests.support.cdc_helpers import Cdc, drop_slot
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import execute, fill, scalar
 
 COUNTS = {"customers": 10, "products": 10, "orders": 100, "order_items": 300}
 
@@ -71,9 +71,9 @@ def test_a_terminated_walsender_is_survived_nothing_lost_or_doubled(world: Cdc) 
         assert (
             scalar(
                 world.wh,
-                f"SELECT count(*) FROM (SELECT body, lag(body) OVER (PARTITION BY {key} ORDER BY _batch_id) AS prev "
-                f"FROM (SELECT {key}, _batch_id, to_jsonb(x) - '_batch_id' - '_loaded_at' AS body "
-                f"FROM staging.{table} x) v) d WHERE d.body = d.prev",
+                f"SELECT count(*) FROM (SELECT body, lag(body) OVER (PARTITION BY {key} ORDER BY "
+                f"_batch_id) AS prev FROM (SELECT {key}, _batch_id, to_jsonb(x) - '_batch_id' - "
+                f"'_loaded_at' AS body FROM staging.{table} x) v) d WHERE d.body = d.prev",
             )
             == 0
         )
@@ -88,7 +88,8 @@ def test_an_idle_source_retains_no_wal_across_heartbeats(world: Cdc) -> None:
     def slot_lsns() -> tuple[int, int]:
         confirmed, restart = scalar(
             world.src,
-            "SELECT ARRAY[confirmed_flush_lsn::text, restart_lsn::text] FROM pg_replication_slots WHERE slot_name = %s",
+            "SELECT ARRAY[confirmed_flush_lsn::text, restart_lsn::text] FROM "
+            "pg_replication_slots WHERE slot_name = %s",
             (world.slot,),
         )
         return lsn_from_str(confirmed), lsn_from_str(restart)
@@ -97,7 +98,8 @@ def test_an_idle_source_retains_no_wal_across_heartbeats(world: Cdc) -> None:
         for _ in range(5):
             execute(
                 world.src,
-                "INSERT INTO public.noise (pad) SELECT repeat('x', 200) FROM generate_series(1, 5000)",
+                "INSERT INTO public.noise (pad) SELECT repeat('x', 200) "
+                "FROM generate_series(1, 5000)",
             )
             world.wait_saved(
                 handle, world.source_lsn()
@@ -169,8 +171,8 @@ def test_the_least_privilege_role_replication_select_and_a_publication_made_by_t
     execute(
         world.src,
         sql.SQL(
-            "CREATE PUBLICATION {} FOR TABLE operations.customers, operations.products, operations.orders, "
-            "operations.order_items"
+            "CREATE PUBLICATION {} FOR TABLE operations.customers, operations.products, "
+            "operations.orders, operations.order_items"
         ).format(sql.Identifier(limited.publication)),
     )
     assert limited.setup().created
@@ -190,8 +192,8 @@ def test_without_replication_the_role_gets_one_clear_line(
     execute(
         world.src,
         sql.SQL(
-            "CREATE PUBLICATION {} FOR TABLE operations.customers, operations.products, operations.orders, "
-            "operations.order_items"
+            "CREATE PUBLICATION {} FOR TABLE operations.customers, operations.products, "
+            "operations.orders, operations.order_items"
         ).format(sql.Identifier(world.publication)),
     )
     limited = Cdc(src=make_conninfo(world.src, user=cdc_role), wh=world.wh, slot=world.slot)
@@ -297,8 +299,8 @@ def test_a_lost_warehouse_connection_stops_cleanly_and_the_next_run_resumes(worl
             time.sleep(0.05)
         execute(
             world.wh,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = 'acme-mv' AND pid <> pg_backend_pid()",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+            "current_database() AND application_name = 'acme-mv' AND pid <> pg_backend_pid()",
         )
         fill(world.src, orders=5)
     assert scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") >= applied

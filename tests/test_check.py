@@ -9,8 +9,8 @@ from psycopg import sql
 
 from acme_mv.config import Settings
 from acme_mv.reports.check import CHECKS, check, check_query
-from tests.cli_runner import run
-from tests.staging_copy import copy_batch
+from tests.support.cli_runner import run
+from tests.support.staging_copy import copy_batch
 
 GAPS = """
 INSERT INTO operations.customers (customer_name) VALUES ('Ann');
@@ -44,7 +44,8 @@ def test_check_reads_the_latest_version(db_url: str) -> None:
         conn.execute("INSERT INTO operations.orders (order_id, status) VALUES (1, NULL)")
         copy_batch(db_url, db_url)
         conn.execute(
-            "UPDATE operations.orders SET status = 'PENDING', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 1"
+            "UPDATE operations.orders SET status = 'PENDING', updated_at = "
+            "CURRENT_TIMESTAMP(3) WHERE order_id = 1"
         )
     copy_batch(db_url, db_url)
     gaps = {g.name: g.count for g in check(Settings(database_url=db_url))}
@@ -102,10 +103,13 @@ def test_check_needs_a_migrated_warehouse(empty_url: str, cli_env: Callable[...,
 ORDERS, ITEMS = 2000, 50_000
 SKEWED_STAGING = f"""
 INSERT INTO staging.sync_batches (batch_id, tables) VALUES (1, '{{orders,order_items}}');
-INSERT INTO staging.customers (customer_id, customer_name, _batch_id) SELECT g, 'c', 1 FROM generate_series(1, 100) g;
-INSERT INTO staging.products (product_id, product_name, _batch_id) SELECT g, 'p', 1 FROM generate_series(1, 100) g;
+INSERT INTO staging.customers (customer_id, customer_name, _batch_id)
+    SELECT g, 'c', 1 FROM generate_series(1, 100) g;
+INSERT INTO staging.products (product_id, product_name, _batch_id)
+    SELECT g, 'p', 1 FROM generate_series(1, 100) g;
 INSERT INTO staging.orders_state (order_id, delivery_date, customer_id, status, _batch_id)
-    SELECT g, DATE '2026-01-01' + g % 30, 1 + g % 100, 'PENDING', 1 FROM generate_series(1, {ORDERS}) g;
+    SELECT g, DATE '2026-01-01' + g % 30, 1 + g % 100, 'PENDING', 1
+    FROM generate_series(1, {ORDERS}) g;
 INSERT INTO staging.order_items_state (order_item_id, order_id, product_id, quanity, _batch_id)
     SELECT g, 1 + g % {ORDERS // 10}, 1 + g % 100, 1, 1 FROM generate_series(1, {ITEMS}) g;
 ANALYZE staging.customers, staging.products, staging.orders_state, staging.order_items_state;

@@ -8,7 +8,7 @@ import typer.main
 
 from acme_mv import __version__
 from acme_mv.cli import app
-from tests.cli_runner import run
+from tests.support.cli_runner import run
 
 
 def _all_commands() -> list[list[str]]:
@@ -49,7 +49,8 @@ def examples(help_text: str) -> list[str]:
 
 
 def command_words(line: str) -> list[str]:
-    """A shell line's first simple command (``acme-mv migrate --sql > x.sql`` -> acme-mv migrate --sql)."""
+    """A shell line's first simple command (``acme-mv migrate --sql > x.sql`` -> acme-mv migrate
+    --sql)."""
     lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     words: list[str] = []

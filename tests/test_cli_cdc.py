@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.cdc_helpers import Cdc
-from tests.cli_runner import run
-from tests.conftest import DatabaseFactory
-from tests.sync_helpers import execute, fill, scalar
+from tests.support.cdc_helpers import Cdc
+from tests.support.cli_runner import run
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import execute, fill, scalar
 
 
 @pytest.fixture

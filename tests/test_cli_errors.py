@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from psycopg.conninfo import make_conninfo
 
 from acme_mv.cli.common import hoist_global_options
 from acme_mv.db import privilege_needed
-from tests.cli_runner import run, run_subprocess
+from tests.support.cli_runner import child_env, run, run_subprocess
 
 WRONG = "not-the-password-x9"
 
@@ -166,13 +165,15 @@ def test_a_missing_table_grant_is_one_line_naming_it(db_url: str, reader_url: st
         )
         conn.execute(
             sql.SQL(
-                "GRANT SELECT ON operations.orders, operations.order_items, operations.products TO {}"
+                "GRANT SELECT ON operations.orders, operations.order_items, "
+                "operations.products TO {}"
             ).format(sql.Identifier(str(role)))
         )
     # a subprocess: a sync as this role warns once per process about pg_read_all_stats, and
     # tests/test_sync.py expects that warning in its own process
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    res = run_subprocess("sync", "--database-url", db_url, "--source-url", reader_url, env=env)
+    res = run_subprocess(
+        "sync", "--database-url", db_url, "--source-url", reader_url, env=child_env()
+    )
     assert res.exit_code == 1, res.stderr
     (error,) = [
         ln for ln in res.stderr.splitlines() if ln.startswith("Error: ")
@@ -248,7 +249,8 @@ def test_global_options_are_accepted_after_the_command(
     cli_env()  # nothing in the environment: the options alone must point at the database
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+            "('2026-12-11', 1, 'PENDING')"
         )
     res = run("sync", "--database-url", db_url, "--timezone", "Europe/Berlin", "-v")
     assert res.exit_code == 0, res.stderr

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psycopg
 
-from tests.cdc_helpers import Cdc
-from tests.conftest import DatabaseFactory
-from tests.reports_oracle import actual, expected
-from tests.sync_helpers import execute, fill
+from tests.support.cdc_helpers import Cdc
+from tests.support.database import DatabaseFactory
+from tests.support.reports_oracle import actual, expected
+from tests.support.sync_helpers import execute, fill
 
 #: a safety net only: the loop is expected to converge in a second or two
 CONVERGE_TIMEOUT_S = 120
@@ -71,13 +71,15 @@ def test_run_cdc_streams_deletes_into_the_reports_and_survives_a_lost_walsender(
             execute(world.src, "UPDATE operations.orders SET status = 'PENDING' WHERE order_id = 4")
             execute(
                 world.src,
-                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-24', 1, 'PENDING')",
+                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+                "('2026-12-24', 1, 'PENDING')",
             )
             _wait_converged(world, proc)
             # the source ends the walsender (as a restart would): the loop logs it and streams again
             execute(
                 world.src,
-                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s",
+                "SELECT pg_terminate_backend(active_pid) FROM "
+                "pg_replication_slots WHERE slot_name = %s",
                 (world.slot,),
             )
             execute(world.src, "DELETE FROM operations.order_items WHERE order_item_id <= 10")

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from acme_mv.config import DURATION_GRAMMAR
-from tests.cli_runner import Result, run
+from tests.support.cli_runner import Result, run
 
 UNREACHABLE = "postgresql://nobody:secretpw@127.0.0.1:1/x"
 

@@ -13,14 +13,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-from tests.cli_runner import run
-from tests.conftest import PASSWORD
-from tests.delivery_data import EXPECTED, load_and_refresh
-from tests.smtp_server import free_port
+from tests.support.cli_runner import run
+from tests.support.delivery_data import EXPECTED, load_and_refresh
+from tests.support.roles import PASSWORD
+from tests.support.smtp_server import free_port
 
 #: generous: the loop ends as soon as the server answers (never a timing assertion)
 START_S = 120
@@ -36,7 +37,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _wait_for(url: str, proc: subprocess.Popen[str]) -> dict[str, object]:
+def _wait_for(url: str, proc: subprocess.Popen[str]) -> dict[str, Any]:
     deadline = time.monotonic() + START_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -156,7 +157,7 @@ def test_demo_serve_opens_the_dashboard_on_the_demo_data(tmp_path: Path) -> None
     assert code == 0, err
     (exported,) = out.glob("open_orders_result_*.csv")
     assert served == exported.read_bytes()
-    assert set(doc["reports"]) == set(EXPECTED)  # type: ignore[arg-type]
+    assert set(doc["reports"]) == set(EXPECTED)
     assert f"dashboard: http://127.0.0.1:{port}/" in err
 
 
@@ -170,7 +171,8 @@ def test_demo_live_keeps_writing_syncing_and_refreshing(db_url: str) -> None:
     def state() -> tuple[int, int]:
         with psycopg.connect(db_url) as conn:
             row = conn.execute(
-                "SELECT coalesce(refreshed_batch_id, 0), (SELECT count(*) FROM staging.orders) FROM analytics.snapshot"
+                "SELECT coalesce(refreshed_batch_id, 0), (SELECT count(*) FROM "
+                "staging.orders) FROM analytics.snapshot"
             ).fetchone()
         assert row is not None
         return int(row[0]), int(row[1])

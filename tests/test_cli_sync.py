@@ -13,8 +13,8 @@ from psycopg.conninfo import make_conninfo
 from acme_mv.errors import SchemaDrift
 from acme_mv.sync import status, sync
 from acme_mv.sync.state import SYNC_LOCK_KEY
-from tests.cli_runner import run
-from tests.sync_helpers import execute, fill, scalar, settings
+from tests.support.cli_runner import run
+from tests.support.sync_helpers import execute, fill, scalar, settings
 
 Point = Callable[..., None]
 
@@ -162,7 +162,8 @@ def test_status_after_syncs(urls_separate: tuple[str, str], cli_env: Point) -> N
     first = sync(settings(src, wh))
     execute(
         src,
-        "UPDATE operations.orders SET status = 'Z', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 3",
+        "UPDATE operations.orders SET status = 'Z', updated_at = "
+        "CURRENT_TIMESTAMP(3) WHERE order_id <= 3",
     )
     second = sync(settings(src, wh))
     cli_env(database_url=wh, source_url=src)

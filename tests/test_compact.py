@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.rows import TupleRow
 
 import acme_mv.sync.partitions
-import acme_mv.sync.source
 from acme_mv.config import Settings
 from acme_mv.errors import BadArgument, HistoryUnavailable
 from acme_mv.reports.export import as_of_query, resolve_as_of
@@ -20,35 +21,27 @@ from acme_mv.reports.refresh import refresh
 from acme_mv.reports.verify import verify
 from acme_mv.sync import sync
 from acme_mv.sync.compact import compact, parse_keep
-from tests.batch_writes import tombstones
-from tests.cli_runner import run
-from tests.reports_oracle import FROM_SCRATCH, assert_views_match, expected
-from tests.source_writes import stamp_updates_like_the_jobs
-from tests.staging_copy import copy_batch
+from tests.support.batch_writes import tombstones
+from tests.support.cli_runner import run
+from tests.support.reports_oracle import FROM_SCRATCH, assert_views_match, expected
+from tests.support.source_writes import stamp_updates_like_the_jobs
+from tests.support.staging_copy import copy_batch
 
 REPORTS = list(FROM_SCRATCH)
 
 
-@pytest.fixture(autouse=True)
-def small_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A partition every 2 batches (a day's worth in production), no sync safety margin."""
-    monkeypatch.setattr(acme_mv.sync.partitions, "MIN_BATCHES", 2)
-    monkeypatch.setattr(acme_mv.sync.partitions, "SPAN", timedelta(0))
-    monkeypatch.setattr(acme_mv.sync.source, "SAFETY_MARGIN", timedelta(0))
+#: a partition every 2 batches (a day's worth in production), no sync safety margin
+pytestmark = pytest.mark.usefixtures("small_partitions", "no_safety_margin")
 
 
 def _as_of_all(url: str, at: datetime) -> dict[str, list[tuple[object, ...]]]:
     with psycopg.connect(url) as conn:
         past = resolve_as_of(conn, at, timezone="UTC")
-        return {
-            n: [
-                tuple(r)
-                for r in conn.execute(
-                    as_of_query(n, past, limit=100 if n.startswith("top_") else None)
-                )
-            ]
-            for n in REPORTS
+        queries = {
+            n: as_of_query(n, past, limit=100 if n.startswith("top_") else None) for n in REPORTS
         }
+        # execute() takes a Composed; as_of_query() is typed as any Composable
+        return {n: [tuple(r) for r in conn.execute(sql.Composed([q]))] for n, q in queries.items()}
 
 
 def _cycle(conn: psycopg.Connection[tuple[object, ...]], url: str, step: int) -> None:
@@ -58,26 +51,23 @@ def _cycle(conn: psycopg.Connection[tuple[object, ...]], url: str, step: int) ->
     )
     conn.execute(
         "INSERT INTO operations.order_items (order_id, product_id, quanity) "
-        "SELECT o.order_id, g %% 4, g FROM operations.orders o, generate_series(1, 3) g WHERE o.order_id > %s",
+        "SELECT o.order_id, g %% 4, g FROM operations.orders o, generate_series(1, "
+        "3) g WHERE o.order_id > %s",
         ((step) * 30,),
     )
     conn.execute(
-        "UPDATE operations.orders SET status = (ARRAY['PROCESSING','COMPLETED','REPROCESSING'])[1 + order_id %% 3] "
-        "WHERE order_id %% 4 = %s",
+        "UPDATE operations.orders SET status = (ARRAY['PROCESSING','COMPLETED','REPROCESSING'])[1 "
+        "+ order_id %% 3] WHERE order_id %% 4 = %s",
         (step % 4,),
     )
     copy_batch(url, url)
 
 
-def _staged(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, int]:
-    row = conn.execute(
-        "SELECT (SELECT count(*) FROM staging.orders), (SELECT count(*) FROM staging.orders_state)"
-    ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
-def test_compaction_drops_old_partitions_and_keeps_everything_current(db_url: str) -> None:
+def _six_cycles(
+    db_url: str,
+) -> tuple[psycopg.Connection[TupleRow], Settings, list[datetime]]:
+    """Six sync + refresh cycles; returns the connection (the caller closes it), the settings and
+    when each batch finished."""
     conn = psycopg.connect(db_url, autocommit=True)
     stamp_updates_like_the_jobs(conn)
     settings = Settings(database_url=db_url)
@@ -88,6 +78,19 @@ def test_compaction_drops_old_partitions_and_keeps_everything_current(db_url: st
         row = conn.execute("SELECT max(finished_at) FROM staging.sync_batches").fetchone()
         assert row is not None
         finished.append(row[0])
+    return conn, settings, finished
+
+
+def _staged(conn: psycopg.Connection[TupleRow]) -> tuple[int, int]:
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM staging.orders), (SELECT count(*) FROM staging.orders_state)"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_compaction_drops_old_partitions_and_keeps_everything_current(db_url: str) -> None:
+    conn, settings, finished = _six_cycles(db_url)
     tombstones(db_url, orders=[3])
     conn.execute("DELETE FROM operations.orders WHERE order_id = 3")
     refresh(settings)
@@ -124,12 +127,7 @@ def test_compaction_drops_old_partitions_and_keeps_everything_current(db_url: st
 
 
 def test_compaction_under_a_concurrent_reader_and_a_concurrent_sync(db_url: str) -> None:
-    conn = psycopg.connect(db_url, autocommit=True)
-    stamp_updates_like_the_jobs(conn)
-    settings = Settings(database_url=db_url)
-    for step in range(6):
-        _cycle(conn, db_url, step)
-        refresh(settings)
+    conn, settings, _ = _six_cycles(db_url)
     errors: list[BaseException] = []
     reads = [0]
     done = threading.Event()
@@ -213,7 +211,8 @@ def test_cli_verify_fails_with_exit_6_on_a_difference(
     cli_env(database_url=db_url)
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+            "('2026-12-11', 1, 'PENDING')"
         )
     copy_batch(db_url, db_url)
     refresh(Settings(database_url=db_url))
@@ -251,8 +250,8 @@ def test_staging_stays_at_the_live_keys_plus_the_window(
             "SELECT DATE '2026-12-10', 1, 'PENDING' FROM generate_series(1, 10)"
         )
         conn.execute(
-            "UPDATE operations.orders SET status = CASE WHEN status = 'PENDING' THEN 'PROCESSING' ELSE 'PENDING' END "
-            "WHERE order_id %% 10 = %s",
+            "UPDATE operations.orders SET status = CASE WHEN status = 'PENDING' THEN 'PROCESSING' "
+            "ELSE 'PENDING' END WHERE order_id %% 10 = %s",
             (day % 10,),
         )
         result = sync(Settings(database_url=db_url, source_url=db_url))
@@ -266,15 +265,17 @@ def test_staging_stays_at_the_live_keys_plus_the_window(
         live, versions = (
             int(v)
             for v in conn.execute(
-                "SELECT (SELECT count(*) FROM staging.orders_state), (SELECT count(*) FROM staging.orders)"
+                "SELECT (SELECT count(*) FROM staging.orders_state), (SELECT "
+                "count(*) FROM staging.orders)"
             ).fetchone()
             or ()
         )
         window = sum(written[-7:])
         assert live + versions <= 1.1 * (live + window), (day, live, versions, window)
-    assert conn.execute(
+    partitions = conn.execute(
         "SELECT count(*) FROM staging.version_partitions WHERE table_name = 'orders'"
-    ).fetchone() < (10,)  # type: ignore[operator]
+    ).fetchone()
+    assert partitions is not None and partitions[0] < 10
     assert_views_match(conn, expected(conn))
     verify(settings)
     conn.close()
@@ -320,24 +321,15 @@ def test_run_compacts_after_a_fold_only(db_url: str) -> None:
 def test_a_full_sync_tombstones_a_live_key_whose_versions_were_compacted(db_url: str) -> None:
     """Compaction may drop the only version of a key that is still live (the state table keeps
     it); a delete of that key at the source must still leave the reports after ``sync --full``."""
-    conn = psycopg.connect(db_url, autocommit=True)
-    stamp_updates_like_the_jobs(conn)
-    settings = Settings(database_url=db_url)
-    finished: list[datetime] = []
-    for step in range(6):
-        _cycle(conn, db_url, step)
-        refresh(settings)
-        row = conn.execute("SELECT max(finished_at) FROM staging.sync_batches").fetchone()
-        assert row is not None
-        finished.append(row[0])
+    conn, settings, finished = _six_cycles(db_url)
     result = compact(
         settings, keep=timedelta(hours=1), now=finished[3] + timedelta(hours=1, microseconds=1)
     )
     assert result.partitions_dropped
     row = conn.execute(
-        "SELECT s.order_id FROM staging.orders_state AS s JOIN operations.orders AS o USING (order_id) "
-        "WHERE o.status <> 'COMPLETED' "
-        "AND NOT EXISTS (SELECT 1 FROM staging.orders AS v WHERE v.order_id = s.order_id) ORDER BY 1 LIMIT 1"
+        "SELECT s.order_id FROM staging.orders_state AS s JOIN operations.orders AS o USING "
+        "(order_id) WHERE o.status <> 'COMPLETED' AND NOT EXISTS (SELECT 1 FROM staging.orders AS "
+        "v WHERE v.order_id = s.order_id) ORDER BY 1 LIMIT 1"
     ).fetchone()
     assert row is not None, "the precondition: an open order whose every version was compacted away"
     conn.execute("DELETE FROM operations.order_items WHERE order_id = %s", (row[0],))

@@ -13,7 +13,7 @@ import csv
 import io
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from acme_mv.delivery.dashboard.app import ReportCache, create_app, running
-from tests.cli_runner import run
-from tests.delivery_data import EXPECTED, load_and_refresh, sync_and_refresh
+from tests.support.cli_runner import run
+from tests.support.delivery_data import EXPECTED, sync_and_refresh
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -86,12 +86,6 @@ def browser(downloads: Path) -> Iterator[webdriver.Chrome]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-@pytest.fixture
-def refreshed(db_url: str, cli_env: Callable[..., None]) -> str:
-    cli_env(database_url=db_url)
-    return load_and_refresh(db_url)
-
-
 def _serve(url: str, **kwargs: Any) -> Any:
     return running(create_app(ReportCache(url, check_every=0.2), poll_every=0.5, **kwargs))
 
@@ -138,10 +132,12 @@ def test_the_page_shows_the_exports_and_follows_refreshes(
         # the source changes; sync + refresh; the page follows without a reload
         with psycopg.connect(refreshed, autocommit=True) as conn:
             conn.execute(
-                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 3, 'PENDING')"
+                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+                "('2026-12-11', 3, 'PENDING')"
             )
             conn.execute(
-                "INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (7, 2, 500)"
+                "INSERT INTO operations.order_items (order_id, product_id, "
+                "quanity) VALUES (7, 2, 500)"
             )
         sync_and_refresh(refreshed)
         after = _export_rows(tmp_path)
@@ -174,6 +170,7 @@ def test_the_csv_link_downloads_the_export(
             return done[0] if done else None
 
         path = WebDriverWait(browser, WAIT_S).until(downloaded)
+        assert path is not None  # until() returns the first truthy answer
         assert path.name.startswith("pending_items_result_")
         assert path.read_bytes() == exported.read_bytes() == EXPECTED["pending_items"].encode()
 

@@ -12,7 +12,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +23,8 @@ from psycopg.conninfo import make_conninfo
 
 from acme_mv.delivery.dashboard.app import ReportCache, create_app, running
 from acme_mv.delivery.dashboard.chart import open_orders_svg
-from tests.cli_runner import run
-from tests.delivery_data import EXPECTED, load_and_refresh, sync_and_refresh
+from tests.support.cli_runner import run
+from tests.support.delivery_data import EXPECTED, sync_and_refresh
 
 
 @dataclass
@@ -46,12 +46,6 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture
-def refreshed(db_url: str, cli_env: Callable[..., None]) -> str:
-    cli_env(database_url=db_url)
-    return load_and_refresh(db_url)
 
 
 @pytest.fixture
@@ -233,7 +227,8 @@ def test_a_hundred_viewers_cost_one_check_and_one_load_per_refresh(
     assert (dashboard.cache.checks, dashboard.cache.loads) == (2, 1)
     with psycopg.connect(refreshed, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-14', 1, 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+            "('2026-12-14', 1, 'PENDING')"
         )
     sync_and_refresh(refreshed)
     viewers(50)  # the refresh landed, but the check interval has not passed: still the old reports

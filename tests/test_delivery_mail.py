@@ -7,7 +7,6 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -19,41 +18,10 @@ from acme_mv.config import Settings
 from acme_mv.delivery import mail
 from acme_mv.delivery.reports import Freshness, ReportSet
 from acme_mv.errors import BadAddress, ConfigError, MailError
-from tests import smtp_server
-from tests.cli_runner import run
-from tests.delivery_data import EXPECTED, load_and_refresh
-from tests.smtp_server import PASSWORD, USER, SmtpServer
-
-
-@pytest.fixture
-def refreshed(db_url: str, cli_env: Callable[..., None]) -> str:
-    """test_export's dataset, synced and refreshed; the CLI points at it."""
-    cli_env(database_url=db_url)
-    return load_and_refresh(db_url)
-
-
-def _point_at(server: SmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))  # no stray ~/.netrc
-    monkeypatch.setenv("ACME_MV_SMTP_URL", server.url)
-    monkeypatch.setenv("ACME_MV_SMTP_PASSWORD", PASSWORD)
-    monkeypatch.setenv("ACME_MV_SMTP_CAFILE", str(server.cafile))
-    monkeypatch.setenv("ACME_MV_MAIL_FROM", "acme-mv@reports.example")
-
-
-@pytest.fixture
-def smtp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
-    """STARTTLS on a submission-style port, AUTH required; the environment points at it."""
-    with smtp_server.running(tmp_path) as server:
-        _point_at(server, monkeypatch, tmp_path)
-        yield server
-
-
-@pytest.fixture
-def smtps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
-    """Implicit TLS (smtps://), AUTH required."""
-    with smtp_server.running(tmp_path, tls="tls") as server:
-        _point_at(server, monkeypatch, tmp_path)
-        yield server
+from tests.support import smtp_server
+from tests.support.cli_runner import run
+from tests.support.delivery_data import EXPECTED
+from tests.support.smtp_server import PASSWORD, USER, SmtpServer
 
 
 def _attachments(msg: EmailMessage) -> dict[str, bytes]:
@@ -302,8 +270,8 @@ def test_an_unknown_report_is_refused_before_connecting(refreshed: str, smtp: Sm
     res = run("mail", "--to", "lead@example.com", "--report", "sync_batches")
     assert res.exit_code == 2  # a usage error
     assert (
-        "Unknown report 'sync_batches'; the reports are: open_orders, top_dates, pending_items, top_customers"
-        in res.stderr
+        "Unknown report 'sync_batches'; the reports are: open_orders, top_dates, "
+        "pending_items, top_customers" in res.stderr
     )
     assert smtp.inbox.connections == 0
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,10 +15,10 @@ from acme_mv.config import Settings
 from acme_mv.delivery import mail
 from acme_mv.delivery.schedule import DailyMail, parse_at, sends
 from acme_mv.errors import ConfigError
-from tests import smtp_server
-from tests.cli_runner import run
-from tests.delivery_data import DATA, EXPECTED, load_and_refresh
-from tests.smtp_server import PASSWORD, USER, SmtpServer
+from tests.support import smtp_server
+from tests.support.cli_runner import run
+from tests.support.delivery_data import DATA, EXPECTED
+from tests.support.smtp_server import PASSWORD, USER, SmtpServer
 
 DAY1_BEFORE = datetime(2026, 11, 26, 5, 59, tzinfo=UTC)  # 06:59 in Berlin
 DAY1_AFTER = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)  # 07:00 in Berlin
@@ -27,20 +26,8 @@ DAY2_AFTER = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def settings(db_url: str, cli_env: Callable[..., None]) -> Settings:
-    cli_env(database_url=db_url)
-    load_and_refresh(db_url)
-    return Settings(database_url=db_url, timezone="Europe/Berlin")
-
-
-@pytest.fixture
-def smtp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
-    with smtp_server.running(tmp_path) as server:
-        monkeypatch.setenv("HOME", str(tmp_path))
-        monkeypatch.setenv("ACME_MV_SMTP_URL", server.url)
-        monkeypatch.setenv("ACME_MV_SMTP_PASSWORD", PASSWORD)
-        monkeypatch.setenv("ACME_MV_SMTP_CAFILE", str(server.cafile))
-        yield server
+def settings(refreshed: str) -> Settings:
+    return Settings(database_url=refreshed, timezone="Europe/Berlin")
 
 
 def _daily(target: mail.SmtpTarget) -> DailyMail:

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -31,7 +30,7 @@ import pytest
 import yaml
 from psycopg.conninfo import make_conninfo
 
-from tests.cli_runner import run
+from tests.support.cli_runner import child_env, run
 
 Point = Callable[..., None]
 
@@ -53,7 +52,8 @@ def compose() -> dict[str, Any]:
 
 
 def interpolate(text: str, env: dict[str, str] | None = None) -> str:
-    """Compose's interpolation: ``env``'s values, else the defaults (else empty); ``$$`` is ``$``."""
+    """Compose's interpolation: ``env``'s values, else the defaults (else empty); ``$$``
+    is ``$``."""
     values = env or {}
     text = _VARIABLE.sub(
         lambda m: values.get(m["name"]) or m["default"] or "", text.replace("$$", "\0")
@@ -347,7 +347,8 @@ def test_the_documented_export_writes_into_the_exports_mount() -> None:
 
 
 def pip_install(tokens: list[str]) -> tuple[str, list[str], list[str]] | None:
-    """(tool, options, projects) of a ``pip install`` command, tool normalized (``python -m pip``)."""
+    """(tool, options, projects) of a ``pip install`` command, tool normalized (``python
+    -m pip``)."""
     if "install" not in tokens:
         return None
     at = tokens.index("install")
@@ -427,7 +428,7 @@ def test_the_image_runs_acme_mv_as_a_non_root_user() -> None:
 def test_the_wheel_alone_runs_migrate_sql(tmp_path: Path) -> None:
     """pip wheel + a clean venv: the packaged migrations are found without the checkout."""
     wheels, venv = tmp_path / "wheels", tmp_path / "venv"
-    pip_env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
+    pip_env = child_env()
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
         check=True,

@@ -41,7 +41,8 @@ from acme_mv import embedded
 url = embedded.start("race", pgdata=Path(sys.argv[1]))
 with psycopg.connect(url) as conn:
     started, data, fsync = conn.execute(
-        "SELECT pg_postmaster_start_time()::text, current_setting('data_directory'), current_setting('fsync')"
+        "SELECT pg_postmaster_start_time()::text, current_setting('data_directory'), "
+        "current_setting('fsync')"
     ).fetchone()
 print(json.dumps({"started": started, "data": data, "fsync": fsync}), flush=True)
 sys.stdin.read()
@@ -103,7 +104,8 @@ exec "$PYTHON" -c "$RACE" "$PGDATA" "$STARTERS"
 
 @pytest.mark.slow
 def test_a_first_start_on_a_machine_without_the_wheels_os_user(tmp_path: Path) -> None:
-    """As root the wheel creates its OS user with ``useradd`` outside its lock: exit 9 for the loser."""
+    """As root the wheel creates its OS user with ``useradd`` outside its lock: exit 9 for the
+    loser."""
     if os.geteuid() != 0:
         pytest.skip(
             "the wheel creates its OS user only when started by root; there is no useradd to race"

@@ -16,19 +16,15 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-import acme_mv.sync.source
 from acme_mv.config import Settings
 from acme_mv.reports.refresh import refresh
 from acme_mv.sample import load, simulate
 from acme_mv.sync import sync
-from tests.reports_oracle import assert_views_match, expected
-from tests.sync_helpers import assert_converged, versions
+from tests.support.reports_oracle import assert_views_match, expected
+from tests.support.sync_helpers import assert_converged, versions
 
-
-@pytest.fixture(autouse=True)
-def no_safety_margin(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only the open-transaction watermark protects the writers' late commits here."""
-    monkeypatch.setattr(acme_mv.sync.source, "SAFETY_MARGIN", timedelta(0))
+#: only the open-transaction watermark protects the writers' late commits here
+pytestmark = pytest.mark.usefixtures("no_safety_margin")
 
 
 def test_sync_and_refresh_racing_live_writers(source_url: str, warehouse_url: str) -> None:

@@ -13,36 +13,9 @@ import pytest
 
 from acme_mv.config import Settings
 from acme_mv.reports.refresh import refresh
-from tests.cli_runner import run
-from tests.staging_copy import copy_batch
-
-DATA = """
-INSERT INTO operations.customers (customer_name) VALUES ('Ann'), ('Bob, Jr.'), ('Cy');
-INSERT INTO operations.products (product_name, barcode, unity_price) VALUES ('bolt ø8', 'b', 1), ('nut "M8"', 'n', 2);
-INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES
-    ('2026-12-11', 1, 'PENDING'), ('2026-12-11', 2, 'PROCESSING'), (NULL, 2, 'PENDING'),
-    ('2026-12-12', 3, 'COMPLETED'), ('2026-12-12', 9, 'REPROCESSING'), ('2026-12-13', NULL, 'PENDING');
-INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES
-    (1, 1, 10), (1, 2, 5), (2, 2, NULL), (3, 1, 1), (4, 1, 100), (99, 1, 50), (5, 3, 7);
-"""
-
-EXPECTED = {
-    "open_orders": "delivery_date,status,open_orders\n"
-    "2026-12-11,PENDING,1\n2026-12-11,PROCESSING,1\n2026-12-12,REPROCESSING,1\n2026-12-13,PENDING,1\n,PENDING,1\n",
-    "top_dates": "delivery_date,open_orders\n2026-12-11,2\n2026-12-12,1\n2026-12-13,1\n",
-    "pending_items": 'product_id,product_name,pending_items\n1,bolt ø8,11\n2,"nut ""M8""",5\n3,,7\n',
-    "top_customers": 'customer_id,customer_name,pending_orders\n1,Ann,1\n2,"Bob, Jr.",1\n',
-}
-
-
-@pytest.fixture
-def refreshed(db_url: str, cli_env: Callable[..., None]) -> str:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(DATA)
-    copy_batch(db_url, db_url)
-    refresh(Settings(database_url=db_url))
-    cli_env(database_url=db_url)
-    return db_url
+from tests.support.cli_runner import run
+from tests.support.delivery_data import EXPECTED
+from tests.support.staging_copy import copy_batch
 
 
 @pytest.mark.parametrize("report", list(EXPECTED))
@@ -171,7 +144,8 @@ def test_as_of_a_past_moment_and_outside_the_kept_history(refreshed: str) -> Non
         first_at = conn.execute("SELECT finished_at FROM staging.sync_batches").fetchone()
         assert first_at is not None
         conn.execute(
-            "UPDATE operations.orders SET status = 'COMPLETED', updated_at = now() WHERE order_id = 1"
+            "UPDATE operations.orders SET status = 'COMPLETED', updated_at "
+            "= now() WHERE order_id = 1"
         )
     copy_batch(refreshed, refreshed)
     refresh(Settings(database_url=refreshed))
@@ -182,7 +156,8 @@ def test_as_of_a_past_moment_and_outside_the_kept_history(refreshed: str) -> Non
     assert now.stdout == EXPECTED["open_orders"].replace("2026-12-11,PENDING,1\n", "")
     with psycopg.connect(refreshed, autocommit=True) as conn:
         conn.execute(
-            "UPDATE analytics.snapshot SET history_batch_id = (SELECT max(batch_id) FROM staging.sync_batches)"
+            "UPDATE analytics.snapshot SET history_batch_id = (SELECT max(batch_id) "
+            "FROM staging.sync_batches)"
         )
     res = run("export", "open_orders", "--output", "-", "--as-of", first_at[0].isoformat())
     assert res.exit_code == 1

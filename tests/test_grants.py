@@ -12,14 +12,11 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
-from acme_mv.config import Settings
 from acme_mv.reports import views
-from acme_mv.reports.refresh import refresh
-from tests.cli_runner import run
-from tests.conftest import LoginRole, RoleFactory
-from tests.staging_copy import copy_batch
-from tests.test_export import DATA, EXPECTED
-from tests.view_changes import open_orders_by_date_change
+from tests.support.cli_runner import run
+from tests.support.delivery_data import EXPECTED
+from tests.support.roles import LoginRole, RoleFactory
+from tests.support.view_changes import open_orders_by_date_change
 
 #: what a reader must not read: staging, and the tables under the reports
 FORBIDDEN = (
@@ -31,15 +28,6 @@ FORBIDDEN = (
     "analytics.open_orders_historic",
     "analytics.pending_items_current",
 )
-
-
-@pytest.fixture
-def refreshed(db_url: str) -> str:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(DATA)
-    copy_batch(db_url, db_url)
-    refresh(Settings(database_url=db_url))
-    return db_url
 
 
 @pytest.fixture
@@ -91,8 +79,8 @@ def test_a_reader_cannot_read_staging_or_the_materialized_views(
 def test_a_reader_has_no_privilege_on_staging_at_all(reader: LoginRole, refreshed: str) -> None:
     with psycopg.connect(refreshed) as conn:
         row = conn.execute(
-            "SELECT has_schema_privilege(%(r)s, 'staging', 'USAGE'), has_schema_privilege(%(r)s, 'analytics', 'CREATE'), "
-            "has_table_privilege(%(r)s, 'analytics.open_orders', 'INSERT')",
+            "SELECT has_schema_privilege(%(r)s, 'staging', 'USAGE'), has_schema_privilege(%(r)s, "
+            "'analytics', 'CREATE'), has_table_privilege(%(r)s, 'analytics.open_orders', 'INSERT')",
             {"r": reader.name},
         ).fetchone()
     assert row == (False, False, False)

@@ -4,28 +4,27 @@ ISO 8601 UTC timestamps, no wrapping or padding; ``--log-format json`` for log s
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import psycopg
 
-from tests.cli_runner import Result, run_subprocess
+from tests.support.cli_runner import Result, child_env, run_subprocess
 
 PLAIN = re.compile(
-    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) (acme_mv|psycopg|alembic)[\w.]* \S.*\S$"
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) "
+    r"(acme_mv|psycopg|alembic)[\w.]* \S.*\S$"
 )
 
 
 def _env(db_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env["ACME_MV_DATABASE_URL"] = db_url
-    return env
+    return child_env(ACME_MV_DATABASE_URL=db_url)
 
 
 def _with_an_order(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+            "('2026-12-11', 1, 'PENDING')"
         )
 
 

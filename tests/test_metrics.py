@@ -1,9 +1,9 @@
-"""``acme-mv run --metrics-port``: a real run loop in a subprocess, scraped over HTTP on 127.0.0.1."""
+"""``acme-mv run --metrics-port``: a real run loop in a subprocess, scraped over HTTP on
+127.0.0.1."""
 
 from __future__ import annotations
 
 import math
-import os
 import re
 import signal
 import subprocess
@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.cli_runner import child_env
 
 #: upper bound of a wait for the loop to move; never reached when it works
 PATIENCE_S = 120
@@ -49,8 +51,7 @@ def wait_until(port: int, test: Callable[[Samples], bool], what: str) -> Samples
 @pytest.fixture
 def running(db_url: str) -> Iterator[int]:
     """`acme-mv run --metrics-port 0` (the OS picks a free port; the log line says which)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env["ACME_MV_DATABASE_URL"] = db_url
+    env = child_env(ACME_MV_DATABASE_URL=db_url)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -103,7 +104,8 @@ def test_metrics_move_with_cycles_and_failures(db_url: str, running: int) -> Non
     with psycopg.connect(db_url, autocommit=True) as conn:
         for _ in range(5):
             conn.execute(
-                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+                "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+                "('2026-12-11', 1, 'PENDING')"
             )
     moved = wait_until(
         port, lambda s: value(s, "acme_mv_rows_synced_total") >= base_rows + 5, "5 more rows"

@@ -5,14 +5,15 @@ import pytest
 
 from acme_mv import migrate
 from acme_mv.errors import MigrationFailed
-from tests.conftest import RoleFactory
+from tests.support.roles import RoleFactory
 
 
 def _tables(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname IN ('staging', 'analytics') AND c.relkind IN ('r', 'p', 'v', 'm')"
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+            "c.relnamespace WHERE n.nspname IN ('staging', 'analytics') AND "
+            "c.relkind IN ('r', 'p', 'v', 'm')"
         ).fetchall()
     return {str(r[0]) for r in rows}
 
@@ -40,7 +41,8 @@ def test_sql_renders_offline() -> None:
 def _version_tables(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT schemaname || '.' || tablename FROM pg_tables WHERE tablename = 'alembic_version'"
+            "SELECT schemaname || '.' || tablename FROM pg_tables WHERE "
+            "tablename = 'alembic_version'"
         ).fetchall()
     return {str(r[0]) for r in rows}
 
@@ -83,7 +85,8 @@ def test_another_applications_version_table_in_public_is_left_alone(empty_url: s
 def test_a_failed_migration_is_one_short_line_naming_the_grant(
     empty_url: str, make_role: RoleFactory
 ) -> None:
-    """A role that owns nothing: PostgreSQL's message and the fix, not SQLAlchemy's statement dump."""
+    """A role that owns nothing: PostgreSQL's message and the fix, not SQLAlchemy's
+    statement dump."""
     role = make_role("acme_mig_nopriv")
     with pytest.raises(MigrationFailed) as caught:
         migrate.upgrade(role.url(empty_url))

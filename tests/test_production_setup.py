@@ -24,9 +24,10 @@ from acme_mv.config import Settings
 from acme_mv.db import connection
 from acme_mv.errors import ConnectionFailed
 from acme_mv.sample import load as sample_load
-from tests.cli_runner import Result, run
-from tests.conftest import DatabaseFactory, drop_role, require_passwords
-from tests.reports_oracle import FROM_SCRATCH
+from tests.support.cli_runner import Result, run
+from tests.support.database import DatabaseFactory
+from tests.support.reports_oracle import FROM_SCRATCH
+from tests.support.roles import drop_role, require_passwords
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -95,7 +96,8 @@ ROLES_LOCK = 0x61636D66
 
 @pytest.fixture
 def production_roles(server_url: str) -> Iterator[None]:
-    """The documented role names are cluster-wide: one test at a time, leftovers of a crashed run dropped."""
+    """The documented role names are cluster-wide: one test at a time, leftovers of a crashed run
+    dropped."""
     with psycopg.connect(server_url, autocommit=True) as lock:
         lock.execute("SELECT pg_advisory_lock(%s)", (ROLES_LOCK,))
         for role in ROLES:
@@ -123,7 +125,7 @@ def from_scratch_csv(source_superuser: str, report: str) -> str:
         conn.execute("SET DateStyle = 'ISO, YMD'")
         with conn.cursor().copy(
             sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(sql.SQL(query))
-        ) as copy:  # type: ignore[arg-type]
+        ) as copy:
             for block in copy:
                 out += bytes(block)
     return out.decode()
@@ -156,8 +158,8 @@ def test_the_readme_production_setup_works_as_written(
             psycopg.connect(make_conninfo(db, user=role, password="not-" + passwords[role])).close()
     with psycopg.connect(server_url) as conn:
         rows = conn.execute(
-            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND NOT rolsuper AND NOT rolcreatedb "
-            "AND NOT rolcreaterole AND rolcanlogin",
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND NOT rolsuper AND NOT "
+            "rolcreatedb AND NOT rolcreaterole AND rolcanlogin",
             (list(ROLES),),
         ).fetchall()
     assert sorted(r[0] for r in rows) == sorted(ROLES)
@@ -187,8 +189,9 @@ def test_the_readme_production_setup_works_as_written(
         owners = conn.execute(
             "SELECT DISTINCT n.nspname, pg_get_userbyid(c.relowner) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND c.relkind <> 'i' "
-            "AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast_temp%%' ORDER BY 1"
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND c.relkind "
+            "<> 'i' AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE "
+            "'pg_toast_temp%%' ORDER BY 1"
         ).fetchall()
     assert owners == [
         ("acme_mv", WAREHOUSE_ROLE),

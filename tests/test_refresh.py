@@ -9,26 +9,22 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg.rows import TupleRow
 
-import acme_mv.sync.source
 from acme_mv import migrate
 from acme_mv.config import Settings
 from acme_mv.errors import NotMigrated
 from acme_mv.reports.refresh import refresh
 from acme_mv.reports.verify import verify
-from tests.cli_runner import run
-from tests.reports_oracle import actual, assert_views_match, expected
-from tests.source_writes import stamp_updates_like_the_jobs
-from tests.staging_copy import copy_batch
+from tests.support.cli_runner import run
+from tests.support.reports_oracle import actual, assert_views_match, expected
+from tests.support.source_writes import stamp_updates_like_the_jobs
+from tests.support.staging_copy import copy_batch
 
 DAY1 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def no_safety_margin(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without the sync's 1 s safety margin, only the open-transaction watermark keeps a late
-    writer's rows: the tests then prove that mechanism, not the margin, within their fast steps."""
-    monkeypatch.setattr(acme_mv.sync.source, "SAFETY_MARGIN", timedelta(0))
+pytestmark = pytest.mark.usefixtures("no_safety_margin")
 
 
 class World:
@@ -66,14 +62,16 @@ def world(db_url: str) -> World:
     stamp_updates_like_the_jobs(w.conn)
     w.sql("INSERT INTO operations.customers (customer_name) VALUES ('Ann'), ('Bob'), ('Cy')")
     w.sql(
-        "INSERT INTO operations.products (product_name, barcode, unity_price) VALUES ('bolt', 'b', 1), ('nut', 'n', 2)"
+        "INSERT INTO operations.products (product_name, barcode, unity_price) VALUES "
+        "('bolt', 'b', 1), ('nut', 'n', 2)"
     )
     return w
 
 
 def test_first_refresh_rebuilds_then_only_the_current_part(world: World) -> None:
     world.sql(
-        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+        "('2026-12-11', 1, 'PENDING')"
     )
     world.sync()
     assert world.refresh() is True
@@ -87,10 +85,12 @@ def test_first_refresh_rebuilds_then_only_the_current_part(world: World) -> None
 
 def test_an_order_counted_historic_that_changes_status_today(world: World) -> None:
     world.sql(
-        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+        "('2026-12-11', 1, 'PENDING')"
     )
     world.sql(
-        "INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 10), (1, 2, NULL)"
+        "INSERT INTO operations.order_items (order_id, product_id, quanity) "
+        "VALUES (1, 1, 10), (1, 2, NULL)"
     )
     world.sync()
     world.refresh()
@@ -105,7 +105,8 @@ def test_an_order_counted_historic_that_changes_status_today(world: World) -> No
 
 def test_an_order_completed_today_leaves_every_report(world: World) -> None:
     world.sql(
-        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES (NULL, 2, 'PENDING')"
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) "
+        "VALUES (NULL, 2, 'PENDING')"
     )
     world.sql("INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 3)")
     world.sync()
@@ -129,7 +130,8 @@ def test_items_arriving_before_their_order(world: World) -> None:
     world.refresh()
     assert world.report("pending_items") == []
     world.sql(
-        "INSERT INTO operations.orders (order_id, delivery_date, customer_id, status) VALUES (7, '2026-12-12', 9, 'PENDING')"
+        "INSERT INTO operations.orders (order_id, delivery_date, customer_id, status) VALUES (7, "
+        "'2026-12-12', 9, 'PENDING')"
     )
     world.sync()
     assert world.refresh() is False
@@ -140,10 +142,12 @@ def test_items_arriving_before_their_order(world: World) -> None:
 
 def test_a_renamed_product_shows_its_new_name_after_the_next_sync(world: World) -> None:
     world.sql(
-        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+        "('2026-12-11', 1, 'PENDING')"
     )
     world.sql(
-        "INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 5), (1, 3, 6)"
+        "INSERT INTO operations.order_items (order_id, product_id, quanity) "
+        "VALUES (1, 1, 5), (1, 3, 6)"
     )
     world.sync()
     world.refresh()
@@ -189,13 +193,16 @@ def test_a_full_sync_needs_no_historic_rebuild_its_tombstones_are_deltas(world: 
 
 def test_a_full_sync_retracts_the_rows_gone_from_the_source_without_a_rebuild(world: World) -> None:
     world.sql(
-        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+        "('2026-12-11', 1, 'PENDING')"
     )
     world.sql(
-        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-12', 2, 'PENDING')"
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+        "('2026-12-12', 2, 'PENDING')"
     )
     world.sql(
-        "INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 1, 4), (2, 2, 5)"
+        "INSERT INTO operations.order_items (order_id, product_id, quanity) "
+        "VALUES (1, 1, 4), (2, 2, 5)"
     )
     world.sync()
     world.refresh()
@@ -214,13 +221,15 @@ def test_late_rows_staged_after_the_snapshot_count(world: World) -> None:
     """A writer's transaction starts (stamping updated_at) before a sync and a day rollover,
     and commits after them: its rows reach staging late and still count exactly once."""
     world.sql(
-        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+        "('2026-12-11', 1, 'PENDING')"
     )
     world.sync()
     world.refresh()
     with psycopg.connect(world.url) as late:
         late.execute(
-            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 2, 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+            "('2026-12-11', 2, 'PENDING')"
         )
         late.execute("UPDATE operations.orders SET status = 'PROCESSING' WHERE order_id = 1")
         world.sync()  # the writer is still open: nothing of it is visible yet
@@ -273,11 +282,14 @@ SELECT (SELECT coalesce(sum(open_orders), 0) FROM analytics.open_orders),
 """
 TOTALS_FROM_SCRATCH = """
 SELECT (SELECT count(*) FROM operations.orders o WHERE o.status <> 'COMPLETED'),
-       (SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM operations.orders o WHERE o.status <> 'COMPLETED'
-                                 GROUP BY delivery_date ORDER BY n DESC, delivery_date NULLS LAST LIMIT 3) t),
+       (SELECT coalesce(sum(n), 0)
+        FROM (SELECT count(*) AS n FROM operations.orders o WHERE o.status <> 'COMPLETED'
+              GROUP BY delivery_date ORDER BY n DESC, delivery_date NULLS LAST LIMIT 3) t),
        (SELECT coalesce(sum(coalesce(i.quanity, 0)), 0) FROM operations.order_items i
-        JOIN operations.orders o USING (order_id) WHERE o.status <> 'COMPLETED' AND i.product_id IS NOT NULL),
-       (SELECT count(*) FROM operations.orders o WHERE o.status = 'PENDING' AND o.customer_id IS NOT NULL)
+        JOIN operations.orders o USING (order_id)
+        WHERE o.status <> 'COMPLETED' AND i.product_id IS NOT NULL),
+       (SELECT count(*) FROM operations.orders o
+        WHERE o.status = 'PENDING' AND o.customer_id IS NOT NULL)
 """
 
 
@@ -337,15 +349,15 @@ FROM pg_stat_user_tables t WHERE t.schemaname = %s
 """
 
 
-def tuples_read(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> dict[str, int]:
+def tuples_read(conn: psycopg.Connection[TupleRow], schema: str) -> dict[str, int]:
     """Per table of ``schema``: tuples read so far, once the other sessions' counts have landed
     (a session flushes its counts as it exits, a moment after its client closed it)."""
     previous: dict[str, int] | None = None
     for _ in range(100):
         conn.execute("SELECT pg_stat_clear_snapshot()")
         others = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend'"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> "
+            "pg_backend_pid() AND backend_type = 'client backend'"
         ).fetchone()
         now = {str(r[0]): int(r[1]) for r in conn.execute(TUPLES_READ, (schema,)).fetchall()}
         if others == (0,) and now == previous:
@@ -366,8 +378,8 @@ def test_a_batch_and_a_refresh_read_only_what_changed(world: World) -> None:
     reads no staging at all, only the new batch's delta rows."""
     world.sql(
         "INSERT INTO operations.orders (delivery_date, customer_id, status) "
-        "SELECT DATE '2026-12-10' + g % 30, g % 500, (ARRAY['PENDING','PROCESSING','COMPLETED'])[1 + g % 3] "
-        "FROM generate_series(1, 20000) g"
+        "SELECT DATE '2026-12-10' + g % 30, g % 500, (ARRAY['PENDING','PROCESSING','COMPLETED'])[1 "
+        "+ g % 3] FROM generate_series(1, 20000) g"
     )
     world.sql(
         "INSERT INTO operations.order_items (order_id, product_id, quanity) "
@@ -378,7 +390,8 @@ def test_a_batch_and_a_refresh_read_only_what_changed(world: World) -> None:
     for _ in range(3):  # several cycles: the cost must not grow with the day's change
         world.sql(
             "UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id IN "
-            "(SELECT order_id FROM operations.orders WHERE status <> 'COMPLETED' ORDER BY random() LIMIT 20)"
+            "(SELECT order_id FROM operations.orders WHERE status <> 'COMPLETED' "
+            "ORDER BY random() LIMIT 20)"
         )
         world.sql(
             "UPDATE operations.order_items SET quanity = quanity + 1 WHERE order_item_id IN "
@@ -420,10 +433,12 @@ def test_separate_source_and_warehouse(source_url: str, warehouse_url: str) -> N
         stamp_updates_like_the_jobs(src)
         src.execute("INSERT INTO operations.customers (customer_name) VALUES ('Ann')")
         src.execute(
-            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES (NULL, 1, 'PENDING'), ('2026-12-11', 2, 'PROCESSING')"
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES (NULL, 1, "
+            "'PENDING'), ('2026-12-11', 2, 'PROCESSING')"
         )
         src.execute(
-            "INSERT INTO operations.order_items (order_id, product_id, quanity) VALUES (1, 4, 3), (2, 4, 2)"
+            "INSERT INTO operations.order_items (order_id, product_id, quanity) "
+            "VALUES (1, 4, 3), (2, 4, 2)"
         )
         copy_batch(source_url, warehouse_url)
         refresh(Settings(database_url=warehouse_url, source_url=source_url))

@@ -24,17 +24,16 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from psycopg import sql
 
-import acme_mv.sync.partitions
-import acme_mv.sync.source
 from acme_mv.config import Settings
 from acme_mv.errors import HistoryUnavailable
 from acme_mv.reports.export import as_of_query, resolve_as_of
 from acme_mv.reports.refresh import refresh
 from acme_mv.reports.verify import verify
 from acme_mv.sync.compact import compact
-from tests.batch_writes import tombstones
-from tests.reports_oracle import (
+from tests.support.batch_writes import tombstones
+from tests.support.reports_oracle import (
     FROM_SCRATCH,
     Reports,
     assert_views_match,
@@ -42,8 +41,11 @@ from tests.reports_oracle import (
     expected_as_of,
     from_versions,
 )
-from tests.source_writes import stamp_updates_like_the_jobs
-from tests.staging_copy import copy_batch
+from tests.support.source_writes import stamp_updates_like_the_jobs
+from tests.support.staging_copy import copy_batch
+
+pytestmark = pytest.mark.usefixtures("no_safety_margin", "small_partitions")
+
 
 STATUSES = st.sampled_from(["PENDING", "PROCESSING", "REPROCESSING", "COMPLETED", None])
 #: customers 1..3 and products 1..3 exist; 4 and 5 never do
@@ -53,16 +55,19 @@ DELIVERY = st.one_of(st.none(), st.integers(0, 3))  # days after 2026-12-01: few
 QUANITY = st.one_of(st.none(), st.integers(0, 9))
 
 RESET = """
-TRUNCATE operations.orders, operations.order_items, operations.customers, operations.products RESTART IDENTITY;
-TRUNCATE staging.orders, staging.order_items, staging.customers, staging.products, staging.sync_batches,
-    staging.orders_state, staging.order_items_state,
+TRUNCATE operations.orders, operations.order_items, operations.customers, operations.products
+    RESTART IDENTITY;
+TRUNCATE staging.orders, staging.order_items, staging.customers, staging.products,
+    staging.sync_batches, staging.orders_state, staging.order_items_state,
     analytics.open_orders_delta, analytics.pending_items_delta, analytics.pending_orders_delta,
-    analytics.open_orders_historic, analytics.pending_items_historic, analytics.pending_orders_historic,
-    analytics.open_orders_current, analytics.pending_items_current, analytics.pending_orders_current;
-UPDATE analytics.snapshot SET historic_batch_id = NULL, refreshed_batch_id = NULL, day = NULL, taken_at = NULL,
-    refreshed_at = NULL, history_batch_id = 0;
+    analytics.open_orders_historic, analytics.pending_items_historic,
+    analytics.pending_orders_historic, analytics.open_orders_current,
+    analytics.pending_items_current, analytics.pending_orders_current;
+UPDATE analytics.snapshot SET historic_batch_id = NULL, refreshed_batch_id = NULL, day = NULL,
+    taken_at = NULL, refreshed_at = NULL, history_batch_id = 0;
 INSERT INTO operations.customers (customer_name) VALUES ('Ann'), ('Bob'), ('Cy');
-INSERT INTO operations.products (product_name, barcode, unity_price) VALUES ('bolt', 'b1', 1), ('nut', 'n1', 2), ('gear', 'g1', 3);
+INSERT INTO operations.products (product_name, barcode, unity_price) VALUES
+    ('bolt', 'b1', 1), ('nut', 'n1', 2), ('gear', 'g1', 3);
 """
 
 
@@ -74,22 +79,8 @@ def _date(offset: int | None) -> str | None:
     )
 
 
-@pytest.fixture(autouse=True)
-def no_safety_margin(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without the sync's 1 s safety margin, only the open-transaction watermark keeps a late
-    writer's rows: the tests then prove that mechanism, not the margin, within their fast steps."""
-    monkeypatch.setattr(acme_mv.sync.source, "SAFETY_MARGIN", timedelta(0))
-
-
 def _unnamed(report: str, rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
     return [(r[0], *r[2:]) for r in rows] if report in ("pending_items", "top_customers") else rows
-
-
-@pytest.fixture(autouse=True)
-def small_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A partition of the version tables every 2 batches, so that compaction has some to drop."""
-    monkeypatch.setattr(acme_mv.sync.partitions, "MIN_BATCHES", 2)
-    monkeypatch.setattr(acme_mv.sync.partitions, "SPAN", timedelta(0))
 
 
 #: compaction may drop the only staged version of a key that is still live (its current state is
@@ -97,12 +88,14 @@ def small_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
 #: before each compaction
 ARCHIVE = """
 CREATE TABLE IF NOT EXISTS public.archive_orders AS SELECT * FROM staging.orders WITH NO DATA;
-CREATE TABLE IF NOT EXISTS public.archive_order_items AS SELECT * FROM staging.order_items WITH NO DATA;
+CREATE TABLE IF NOT EXISTS public.archive_order_items AS
+    SELECT * FROM staging.order_items WITH NO DATA;
 """
 ARCHIVED_VERSIONS = from_versions(
     {
         "orders": "(SELECT * FROM staging.orders UNION SELECT * FROM public.archive_orders)",
-        "order_items": "(SELECT * FROM staging.order_items UNION SELECT * FROM public.archive_order_items)",
+        "order_items": "(SELECT * FROM staging.order_items UNION SELECT * FROM "
+        "public.archive_order_items)",
     }
 )
 
@@ -168,8 +161,8 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
         ) -> None:
             self.orders += 1
             conn.execute(
-                "INSERT INTO operations.orders (order_id, order_date, delivery_date, customer_id, status) "
-                "VALUES (%s, '2026-12-01', %s, %s, %s)",
+                "INSERT INTO operations.orders (order_id, order_date, delivery_date, customer_id, "
+                "status) VALUES (%s, '2026-12-01', %s, %s, %s)",
                 (self.orders, _date(delivery), customer, status),
             )
             for product, quanity in items:
@@ -209,8 +202,8 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
                 )
                 self.items += 1
                 late.execute(
-                    "INSERT INTO operations.order_items (order_item_id, order_id, product_id, quanity) "
-                    "VALUES (%s, %s, %s, %s)",
+                    "INSERT INTO operations.order_items (order_item_id, order_id, product_id, "
+                    "quanity) VALUES (%s, %s, %s, %s)",
                     (self.items, 1 + pick % self.orders, product, quanity),
                 )
             except psycopg.errors.LockNotAvailable:
@@ -230,7 +223,8 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
         @rule(pick=st.integers(0, 100), delivery=DELIVERY, customer=CUSTOMERS)
         def change_order(self, pick: int, delivery: int | None, customer: int | None) -> None:
             write(
-                "UPDATE operations.orders SET delivery_date = %s, customer_id = %s WHERE order_id = %s",
+                "UPDATE operations.orders SET delivery_date = %s, "
+                "customer_id = %s WHERE order_id = %s",
                 (_date(delivery), customer, 1 + pick % self.orders),
             )
 
@@ -304,12 +298,9 @@ def test_views_equal_the_reports_from_scratch(db_url: str) -> None:
                 assert past.batch_id == batch
                 want = self.as_of[batch]
                 for name in FROM_SCRATCH:
-                    got = [
-                        tuple(r)
-                        for r in reader.execute(
-                            as_of_query(name, past, limit=1000 if name.startswith("top_") else None)
-                        ).fetchall()
-                    ]
+                    query = as_of_query(name, past, limit=1000 if name.startswith("top_") else None)
+                    # execute() takes a Composed; as_of_query() is typed as any Composable
+                    got = [tuple(r) for r in reader.execute(sql.Composed([query])).fetchall()]
                     # names are today's (the mirrors keep no history): compare keys and counts
                     assert _unnamed(name, got) == _unnamed(name, want[name]), (
                         name,

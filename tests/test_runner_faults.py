@@ -1,4 +1,5 @@
-"""``acme-mv run`` under real faults, on a server of the test's own (tests/throwaway_server.py).
+"""``acme-mv run`` under real faults, on a server of the test's own
+(tests/support/throwaway_server.py).
 
 One `run` subprocess (stderr a pipe, ``--log-format json``) goes through: a
 source login outage (ALLOW_CONNECTIONS false), the warehouse REFRESH
@@ -31,8 +32,9 @@ import pytest
 from acme_mv import migrate
 from acme_mv.reports.refresh import LOCK_CLASS, LOCK_REFRESH
 from acme_mv.sample import load, schema
-from tests.reports_oracle import assert_views_match, expected
-from tests.throwaway_server import Server, throwaway_server
+from tests.support.cli_runner import child_env, run_subprocess
+from tests.support.reports_oracle import assert_views_match, expected
+from tests.support.throwaway_server import Server, throwaway_server
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +104,8 @@ class Loop:
         return self.wait_for("successful cycle", _is_success, after=after)
 
     def failures(self, start: int, end: int) -> list[dict[str, Any]]:
-        """The failed-cycle records (other warnings, such as a sync waiting for a source lock, are not)."""
+        """The failed-cycle records (other warnings, such as a sync waiting for a source lock, are
+        not)."""
         return [r for r in self.records[start:end] if _is_failure()(r)]
 
 
@@ -128,8 +131,7 @@ def _is_failure(server: str | None = None) -> Callable[[dict[str, Any]], bool]:
 
 @pytest.fixture
 def loop(server: Server) -> Iterator[Loop]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env.update(ACME_MV_DATABASE_URL=server.url("wh"), ACME_MV_SOURCE_URL=server.url("src"))
+    env = child_env(ACME_MV_DATABASE_URL=server.url("wh"), ACME_MV_SOURCE_URL=server.url("src"))
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -163,7 +165,8 @@ def loop(server: Server) -> Iterator[Loop]:
 def _backend(
     conn: psycopg.Connection[Any], *, datname: str, application: str, query_like: str
 ) -> int:
-    """The pid of an acme-mv session on ``datname`` waiting for a lock in a statement like ``query_like``."""
+    """The pid of an acme-mv session on ``datname`` waiting for a lock in a statement like
+    ``query_like``."""
     deadline = time.monotonic() + PATIENCE_S
     while time.monotonic() < deadline:
         row = conn.execute(
@@ -195,7 +198,8 @@ def test_run_survives_server_faults_and_converges(server: Server, loop: Loop) ->
     with server.admin() as adm:
         adm.execute("ALTER DATABASE src ALLOW_CONNECTIONS false")
         adm.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'src' AND pid <> pg_backend_pid()"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'src' "
+            "AND pid <> pg_backend_pid()"
         )
         mark = len(loop.records)
         loop.wait_for("source failure", _is_failure("source"), after=mark)
@@ -279,24 +283,16 @@ def test_permanent_failure_exits_with_one_line(server: Server) -> None:
     with server.admin() as adm:
         adm.execute("DROP DATABASE IF EXISTS bare")
         adm.execute("CREATE DATABASE bare")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "acme_mv",
-            "run",
-            "--database-url",
-            server.url("bare"),
-            "--source-url",
-            server.url("src"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    done = run_subprocess(
+        "run",
+        "--database-url",
+        server.url("bare"),
+        "--source-url",
+        server.url("src"),
+        env=child_env(),
         timeout=PATIENCE_S,
     )
-    assert done.returncode == 1
+    assert done.exit_code == 1
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "not migrated" in lines[0], done.stderr
 
@@ -306,26 +302,18 @@ def test_max_failures_against_a_stopped_port() -> None:
     with throwaway_server() as srv:
         url = srv.url("postgres")
         srv.stop()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "acme_mv",
-                "run",
-                "--max-failures",
-                "3",
-                "--max-backoff",
-                "100ms",
-                "--database-url",
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
+        done = run_subprocess(
+            "run",
+            "--max-failures",
+            "3",
+            "--max-backoff",
+            "100ms",
+            "--database-url",
+            url,
+            env=child_env(),
             timeout=PATIENCE_S,
         )
-    assert done.returncode == 1
+    assert done.exit_code == 1
     lines = done.stderr.splitlines()
     failed = [ln for ln in lines if " WARNING acme_mv.run.loop cycle " in ln]
     assert len(failed) == 2, done.stderr  # the third failure is the final error
@@ -364,10 +352,10 @@ def test_a_killed_refresh_does_not_keep_the_refresh_lock(refresh_db: str) -> Non
     refresh lock is free for the next refresh."""
     with psycopg.connect(refresh_db, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES ('2026-12-11', 1, 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+            "('2026-12-11', 1, 'PENDING')"
         )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env["ACME_MV_DATABASE_URL"] = refresh_db
+    env = child_env(ACME_MV_DATABASE_URL=refresh_db)
     first = subprocess.run(
         [sys.executable, "-m", "acme_mv", "refresh"],
         env=env,

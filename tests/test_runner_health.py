@@ -1,4 +1,5 @@
-"""``acme-mv status`` shows the reports' freshness; ``--max-age`` is a health check (exit 5 when stale)."""
+"""``acme-mv status`` shows the reports' freshness; ``--max-age`` is a health check (exit 5 when
+stale)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import psycopg
 from acme_mv.config import Settings
 from acme_mv.errors import Stale
 from acme_mv.run import health
-from tests.cli_runner import run
+from tests.support.cli_runner import run
 
 
 def test_never_refreshed_is_stale(db_url: str, cli_env: Callable[..., None]) -> None:

@@ -13,7 +13,7 @@ from acme_mv.config import parse_duration
 from acme_mv.errors import BadArgument, ConnectionFailed, SampleError
 from acme_mv.sample import load as load_api
 from acme_mv.sample import schema, simulate
-from tests.conftest import DatabaseFactory
+from tests.support.database import DatabaseFactory
 
 # The contract's columns, in order: (table, column, data_type, max length,
 # timestamp precision, nullable, default).
@@ -106,10 +106,14 @@ def do_load(url: str, **kwargs: Any) -> load_api.LoadResult:
 def fingerprint(url: str) -> dict[str, str]:
     """A hash per table of every column that does not depend on when the load ran."""
     queries = {
-        "customers": "SELECT customer_id, customer_name, is_active, customer_address, created_by FROM operations.customers",
-        "products": "SELECT product_id, product_name, barcode, unity_price, is_active FROM operations.products",
-        "orders": "SELECT order_id, customer_id, status, delivery_date - order_date, updated_by FROM operations.orders",
-        "order_items": "SELECT order_item_id, order_id, product_id, quanity, created_by FROM operations.order_items",
+        "customers": "SELECT customer_id, customer_name, is_active, customer_address, created_by "
+        "FROM operations.customers",
+        "products": "SELECT product_id, product_name, barcode, unity_price, "
+        "is_active FROM operations.products",
+        "orders": "SELECT order_id, customer_id, status, delivery_date - order_date, "
+        "updated_by FROM operations.orders",
+        "order_items": "SELECT order_item_id, order_id, product_id, quanity, created_by "
+        "FROM operations.order_items",
     }
     return {
         t: one(url, f"SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) FROM ({query}) AS x")
@@ -196,7 +200,8 @@ def test_load_makes_the_asked_rows(loaded: tuple[str, load_api.LoadResult]) -> N
     assert (
         one(
             url,
-            "SELECT max(n) FROM (SELECT count(*) n FROM operations.order_items GROUP BY order_id) x",
+            "SELECT max(n) FROM (SELECT count(*) n FROM "
+            "operations.order_items GROUP BY order_id) x",
         )
         <= 32
     )
@@ -204,7 +209,8 @@ def test_load_makes_the_asked_rows(loaded: tuple[str, load_api.LoadResult]) -> N
     assert (
         one(
             url,
-            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'operations' AND indexdef LIKE '%(updated_at)'",
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'operations' AND "
+            "indexdef LIKE '%(updated_at)'",
         )
         == 4
     )
@@ -218,11 +224,13 @@ def test_load_has_every_status_and_plausible_dates(loaded: tuple[str, load_api.L
     assert statuses[None] == ORDERS // 1000
     old_open = one(
         url,
-        "SELECT count(*) FROM operations.orders WHERE status <> 'COMPLETED' AND created_at < LOCALTIMESTAMP - interval '10 days'",
+        "SELECT count(*) FROM operations.orders WHERE status <> 'COMPLETED' AND created_at < "
+        "LOCALTIMESTAMP - interval '10 days'",
     )
     recent = one(
         url,
-        "SELECT count(DISTINCT status) FROM operations.orders WHERE created_at >= LOCALTIMESTAMP - interval '10 days'",
+        "SELECT count(DISTINCT status) FROM operations.orders WHERE created_at >= "
+        "LOCALTIMESTAMP - interval '10 days'",
     )
     assert old_open < ORDERS * 0.01
     assert recent == 4
@@ -241,8 +249,8 @@ def test_load_has_every_status_and_plausible_dates(loaded: tuple[str, load_api.L
     for table in schema.TABLES:
         bad = one(
             url,
-            f"SELECT count(*) FROM operations.{table} WHERE updated_at < created_at OR updated_at > LOCALTIMESTAMP"
-            " OR created_at IS NULL OR updated_at IS NULL",
+            f"SELECT count(*) FROM operations.{table} WHERE updated_at < created_at OR updated_at "
+            "> LOCALTIMESTAMP OR created_at IS NULL OR updated_at IS NULL",
         )
         assert bad == 0, table
     quanity = q(
@@ -362,7 +370,8 @@ def test_a_failing_load_leaves_nothing(empty_url: str, source_url: str) -> None:
     assert (
         one(
             source_url,
-            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'operations' AND indexdef LIKE '%(updated_at)'",
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'operations' AND "
+            "indexdef LIKE '%(updated_at)'",
         )
         == 4
     )
@@ -401,10 +410,13 @@ def test_load_reports_progress_per_table(source_url: str) -> None:
 # ---------------------------------------------------------------- simulate
 
 LOG_UPDATES = """
-CREATE TABLE public.order_updates (old_status varchar, new_status varchar, updated_at timestamp(3), tx_ts timestamp(3));
+CREATE TABLE public.order_updates (
+    old_status varchar, new_status varchar, updated_at timestamp(3), tx_ts timestamp(3)
+);
 CREATE FUNCTION public.log_order_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO public.order_updates VALUES (OLD.status, NEW.status, NEW.updated_at, CURRENT_TIMESTAMP(3)::timestamp(3));
+    INSERT INTO public.order_updates
+        VALUES (OLD.status, NEW.status, NEW.updated_at, CURRENT_TIMESTAMP(3)::timestamp(3));
     RETURN NULL;
 END $$;
 CREATE TRIGGER log_order_update AFTER UPDATE ON operations.orders
@@ -420,7 +432,8 @@ def busy_source(source_url: str) -> str:
         for status in ("COMPLETED", "PENDING"):
             conn.execute(
                 "INSERT INTO operations.orders (order_date, delivery_date, customer_id, status)"
-                " SELECT CURRENT_DATE, CURRENT_DATE + 10, customer_id, %s FROM operations.customers",
+                " SELECT CURRENT_DATE, CURRENT_DATE + 10, customer_id, %s "
+                "FROM operations.customers",
                 (status,),
             )
         conn.execute(LOG_UPDATES)
@@ -441,7 +454,8 @@ def test_simulate_runs_the_contract_workload(busy_source: str) -> None:
     new_items = q(
         url,
         "SELECT count(*), count(DISTINCT xmin::text::bigint), min(updated_at), max(updated_at),"
-        " count(*) FILTER (WHERE updated_at <> created_at) FROM operations.order_items WHERE order_item_id > %s",
+        " count(*) FILTER (WHERE updated_at <> created_at) FROM "
+        "operations.order_items WHERE order_item_id > %s",
         (max_item_before,),
     )[0]
     assert new_items[0] == new_items[1] == stats.order_items_inserted  # one transaction per item
@@ -478,9 +492,10 @@ def test_simulate_runs_the_contract_workload(busy_source: str) -> None:
     # each new item sits on its customer's first order of that day (the contract's quirk)
     misplaced = one(
         url,
-        "SELECT count(*) FROM operations.order_items i LEFT JOIN operations.orders o USING (order_id)"
-        " WHERE i.order_item_id > %s AND (o.order_id IS NULL OR o.order_id <> (SELECT min(o2.order_id)"
-        " FROM operations.orders o2 WHERE o2.customer_id = o.customer_id AND o2.order_date = o.order_date))",
+        "SELECT count(*) FROM operations.order_items i LEFT JOIN operations.orders o USING "
+        "(order_id) WHERE i.order_item_id > %s AND (o.order_id IS NULL OR o.order_id <> (SELECT "
+        "min(o2.order_id) FROM operations.orders o2 WHERE o2.customer_id = o.customer_id AND "
+        "o2.order_date = o.order_date))",
         (max_item_before,),
     )
     assert misplaced == 0

@@ -13,12 +13,14 @@ from acme_mv.errors import ConfigError
 from acme_mv.run import loop as runner
 from acme_mv.sync import source, sync
 from acme_mv.sync.copy import INDEX_BUILD_MEMORY_KB, _raise_index_memory, copy_out_chunks, stream
-from tests.conftest import DatabaseFactory, RoleFactory
-from tests.sync_helpers import (
+from tests.support.database import DatabaseFactory
+from tests.support.roles import RoleFactory
+from tests.support.sync_helpers import (
     APPEND_TABLES,
     assert_converged,
     execute,
     fill,
+    full_tables,
     scalar,
     settings,
     staged_latest,
@@ -53,19 +55,12 @@ def test_initial_sync_copies_everything(urls: tuple[str, str]) -> None:
     for table in APPEND_TABLES:
         assert set(versions(wh, table).values()) == {1}
     # a first copy into empty staging tables removes nothing: the refresh need not rebuild for it
-    assert (
-        scalar(
-            wh,
-            "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s",
-            (result.batch_id,),
-        )
-        == []
-    )
+    assert full_tables(wh, result.batch_id) == []
     # the secondary indexes were rebuilt under their migration names
     names = scalar(
         wh,
-        "SELECT array_agg(indexname::text ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'staging' "
-        "AND tablename IN ('orders', 'order_items')",
+        "SELECT array_agg(indexname::text ORDER BY indexname) FROM pg_indexes WHERE schemaname = "
+        "'staging' AND tablename IN ('orders', 'order_items')",
     )
     assert names == [
         "order_items_batch_idx",
@@ -82,15 +77,18 @@ def test_incremental_picks_up_inserts_and_updates(urls: tuple[str, str]) -> None
     fill(src, orders=20, order_items=30)
     execute(
         src,
-        "UPDATE operations.orders SET status = 'DONE', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 10",
+        "UPDATE operations.orders SET status = 'DONE', updated_at = "
+        "CURRENT_TIMESTAMP(3) WHERE order_id <= 10",
     )
     execute(
         src,
-        "UPDATE operations.order_items SET quanity = 7, updated_at = CURRENT_TIMESTAMP(3) WHERE order_item_id IN (1, 2, 3)",
+        "UPDATE operations.order_items SET quanity = 7, updated_at = CURRENT_TIMESTAMP(3) WHERE "
+        "order_item_id IN (1, 2, 3)",
     )
     execute(
         src,
-        "UPDATE operations.customers SET customer_address = 'moved', updated_at = CURRENT_TIMESTAMP(3) WHERE customer_id = 1",
+        "UPDATE operations.customers SET customer_address = 'moved', updated_at = "
+        "CURRENT_TIMESTAMP(3) WHERE customer_id = 1",
     )
     result = sync(settings(src, wh))
     assert result.tables["orders"].mode == "incremental"
@@ -130,7 +128,8 @@ def test_late_commit_is_not_lost(urls: tuple[str, str]) -> None:
     sync(settings(src, wh))
     with psycopg.connect(src) as late:
         late.execute(
-            "UPDATE operations.orders SET status = 'LATE', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 3"
+            "UPDATE operations.orders SET status = 'LATE', updated_at = "
+            "CURRENT_TIMESTAMP(3) WHERE order_id = 3"
         )
         late.execute(
             "INSERT INTO operations.order_items (order_item_id, quanity) VALUES (5000, 42)"
@@ -178,7 +177,8 @@ def test_hidden_transactions_fall_back_to_a_lag(
     fill(source_url, orders=5, order_items=5, customers=1, products=1)
     execute(
         source_url,
-        f"GRANT USAGE ON SCHEMA operations TO {role.name}; GRANT SELECT ON ALL TABLES IN SCHEMA operations TO {role.name}",
+        f"GRANT USAGE ON SCHEMA operations TO {role.name}; GRANT SELECT ON ALL TABLES IN SCHEMA "
+        f"operations TO {role.name}",
     )
     low = role.url(source_url)
     clock = scalar(source_url, "SELECT now()::timestamp(3)")
@@ -257,7 +257,8 @@ def test_full_compares_everything_and_tombstones_hard_deletes(urls: tuple[str, s
     sync(settings(src, wh))
     execute(
         src,
-        "UPDATE operations.orders SET status = 'X', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id <= 10",
+        "UPDATE operations.orders SET status = 'X', updated_at = "
+        "CURRENT_TIMESTAMP(3) WHERE order_id <= 10",
     )
     sync(settings(src, wh))
     execute(src, "DELETE FROM operations.orders WHERE order_id IN (20, 21)")
@@ -265,7 +266,8 @@ def test_full_compares_everything_and_tombstones_hard_deletes(urls: tuple[str, s
     # a change the cursor cannot see (updated_at left alone): --full compares every row
     execute(
         src,
-        "UPDATE operations.orders SET status = 'HIDDEN', updated_at = '2000-01-01' WHERE order_id = 30",
+        "UPDATE operations.orders SET status = 'HIDDEN', updated_at = "
+        "'2000-01-01' WHERE order_id = 30",
     )
     sync(settings(src, wh))
     assert 20 in versions(wh, "orders")  # a hard delete is out of the cursor's reach
@@ -296,21 +298,15 @@ def test_full_compares_everything_and_tombstones_hard_deletes(urls: tuple[str, s
         == 0
     )
     assert_converged(src, wh, APPEND_TABLES)
-    assert (
-        scalar(
-            wh,
-            "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s",
-            (result.batch_id,),
-        )
-        == []
-    )
+    assert full_tables(wh, result.batch_id) == []
     # --full again: nothing left to do, the tombstones are not repeated
     again = sync(settings(src, wh), full=True, tables=["orders"])
     assert (again.tables["orders"].rows_new, again.tables["orders"].rows_deleted) == (0, 0)
     # incremental again after --full; a key deleted then re-inserted comes back live
     execute(
         src,
-        "UPDATE operations.orders SET status = 'Y', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id = 1",
+        "UPDATE operations.orders SET status = 'Y', updated_at = "
+        "CURRENT_TIMESTAMP(3) WHERE order_id = 1",
     )
     execute(src, "INSERT INTO operations.orders (order_id, status) VALUES (20, 'PENDING')")
     assert sync(settings(src, wh)).tables["orders"].rows_new == 2
@@ -351,8 +347,8 @@ def test_unknown_table_is_rejected(db_url: str) -> None:
 @pytest.mark.parametrize("rows_before_error", [0, 50_000])
 def test_a_failing_source_copy_raises_psycopgs_error(db_url: str, rows_before_error: int) -> None:
     statement = psycopg.sql.SQL(
-        "COPY (SELECT CASE WHEN g <= {n} THEN g ELSE 1 / (g - g) END FROM generate_series(1, {n} + 1) g) "
-        "TO STDOUT (FORMAT BINARY)"
+        "COPY (SELECT CASE WHEN g <= {n} THEN g ELSE 1 / (g - g) END FROM generate_series(1, {n} + "
+        "1) g) TO STDOUT (FORMAT BINARY)"
     ).format(n=rows_before_error)
     with psycopg.connect(db_url, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.DivisionByZero):
@@ -403,7 +399,9 @@ query = sql.SQL("COPY (SELECT order_id FROM operations.orders) TO STDOUT")
 copier = threading.Thread(target=lambda: out.extend(copy_out_chunks(reader, query)))
 copier.start()
 with psycopg.connect(url, autocommit=True) as monitor:
-    while not monitor.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", (pid,)).fetchone()[0]:
+    while not monitor.execute(
+        "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", (pid,)
+    ).fetchone()[0]:
         time.sleep(0.02)
 holder.rollback()
 copier.join()
@@ -412,7 +410,8 @@ print(b"".join(out).decode().split())
 
 
 def test_a_waiting_source_copy_lets_other_threads_run(db_url: str) -> None:
-    """copy_out_chunks waits for the server outside the GIL (``run`` serves metrics from a thread)."""
+    """copy_out_chunks waits for the server outside the GIL (``run`` serves metrics from
+    a thread)."""
     fill(db_url, orders=3)
     child = subprocess.run(
         [sys.executable, "-c", _WAITING_COPY, db_url],

@@ -1,4 +1,5 @@
-"""Rows deleted at the source are reported by ``status --exact`` and ``check`` until ``sync --full``."""
+"""Rows deleted at the source are reported by ``status --exact`` and ``check`` until ``sync
+--full``."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections.abc import Callable
 
 from acme_mv.reports.check import check
 from acme_mv.sync import missing_keys, status, sync
-from tests.cli_runner import run
-from tests.sync_helpers import execute, fill, settings
+from tests.support.cli_runner import run
+from tests.support.sync_helpers import execute, fill, settings
 
 COUNTS = {"customers": 10, "products": 10, "orders": 200, "order_items": 600}
 
@@ -42,8 +43,9 @@ def test_deletes_are_counted_until_a_full_sync(source_url: str, warehouse_url: s
 
 
 def test_a_key_staged_late_hides_a_delete_until_the_next_sync(db_url: str) -> None:
-    """The count never over-states: a source key below the highest staged one that no sync has staged
-    yet (here an explicit key; in production a late commit) offsets one delete, until the next sync."""
+    """The count never over-states: a source key below the highest staged one that no sync has
+    staged yet (here an explicit key; in production a late commit) offsets one delete, until the
+    next sync."""
     fill(db_url, orders=100)
     execute(db_url, "DELETE FROM operations.orders WHERE order_id = 20")
     sync(settings(db_url, db_url))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -14,50 +13,31 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from tests.conftest import DatabaseFactory
-from tests.sync_helpers import assert_converged, execute, fill, scalar
+from tests.support.cli_runner import child_env
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import (
+    assert_converged,
+    assert_no_orphans_or_duplicates,
+    execute,
+    fill,
+    scalar,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def _env(db_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env["ACME_MV_DATABASE_URL"] = db_url
-    return env
 
 
 def _start(db_url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "acme_mv", "sync", *args],
-        env=_env(db_url),
+        env=child_env(ACME_MV_DATABASE_URL=db_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def _assert_no_orphans_or_duplicates(url: str) -> None:
-    """Every staged row belongs to a committed batch and no (key, batch) appears twice."""
-    for table, key in (("orders", "order_id"), ("order_items", "order_item_id")):
-        assert (
-            scalar(
-                url,
-                f"SELECT count(*) FROM staging.{table} t WHERE NOT EXISTS "
-                "(SELECT 1 FROM staging.sync_batches s WHERE s.batch_id = t._batch_id)",
-            )
-            == 0
-        )
-        assert (
-            scalar(
-                url,
-                f"SELECT count(*) FROM (SELECT 1 FROM staging.{table} GROUP BY {key}, _batch_id HAVING count(*) > 1) d",
-            )
-            == 0
-        )
-
-
 def _assert_consistent(url: str) -> None:
-    _assert_no_orphans_or_duplicates(url)
+    assert_no_orphans_or_duplicates(url)
     assert_converged(url, url)
 
 
@@ -67,7 +47,8 @@ def _change_source(url: str, rng: random.Random) -> None:
     )
     execute(
         url,
-        "UPDATE operations.orders SET status = 'R' || %s, updated_at = CURRENT_TIMESTAMP(3) WHERE order_id %% 17 = %s",
+        "UPDATE operations.orders SET status = 'R' || %s, updated_at = CURRENT_TIMESTAMP(3) "
+        "WHERE order_id %% 17 = %s",
         (rng.randint(0, 9), rng.randint(0, 16)),
     )
 
@@ -89,7 +70,7 @@ def test_sigkill_at_random_moments_then_converge(make_db: DatabaseFactory) -> No
             proc.send_signal(signal.SIGKILL)
             killed_mid_run += 1
         proc.communicate(timeout=60)
-        _assert_no_orphans_or_duplicates(url)  # staging may lag the source
+        assert_no_orphans_or_duplicates(url)  # staging may lag the source
         _change_source(url, rng)
     assert killed_mid_run >= 1  # the timing really hit running syncs
     final = _start(url)
@@ -111,7 +92,8 @@ def _wait_for(url: str, condition: str, timeout: float = 30) -> None:
     while time.monotonic() < deadline:
         if scalar(
             url,
-            f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'acme-mv sync' AND {condition}",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+            f"application_name = 'acme-mv sync' AND {condition}",
         ):
             return
         time.sleep(0.05)
@@ -120,7 +102,8 @@ def _wait_for(url: str, condition: str, timeout: float = 30) -> None:
 
 @contextmanager
 def _cursor_row_held(url: str, table: str) -> Iterator[None]:
-    """An uncommitted staging.sync_state row for ``table``: a sync saving that cursor waits for it."""
+    """An uncommitted staging.sync_state row for ``table``: a sync saving that cursor waits
+    for it."""
     with psycopg.connect(url) as conn:
         conn.execute("INSERT INTO staging.sync_state (table_name) VALUES (%s)", (table,))
         yield
@@ -132,7 +115,8 @@ def test_a_killed_batch_leaves_no_rows(make_db: DatabaseFactory) -> None:
     fill(url, customers=10, products=10, orders=500, order_items=500)
     with _cursor_row_held(url, "order_items"):
         proc = _start(url)
-        # all four tables are copied (uncommitted); saving order_items' cursor waits for the held row
+        # all four tables are copied (uncommitted); saving order_items' cursor waits for the held
+        # row
         _wait_for(url, "wait_event_type = 'Lock' AND wait_event = 'transactionid'")
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from acme_mv.sync import source, sync
-from tests.conftest import DatabaseFactory
-from tests.sync_helpers import assert_converged, execute, fill
-from tests.sync_helpers import settings as sync_settings
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import assert_converged, execute, fill
+from tests.support.sync_helpers import settings as sync_settings
 
 #: explicit keys for rows inserted inside held-open transactions (never from a sequence)
 LATE_KEY_BASE = 100_000
@@ -110,8 +110,8 @@ class World:
             conn = self.open.get(slot) or psycopg.connect(self.src)
             self.open[slot] = conn
             conn.execute(
-                "UPDATE operations.orders SET status = 'L' || %s, updated_at = CURRENT_TIMESTAMP(3) "
-                "WHERE order_id %% 20 = %s AND order_id < %s",
+                "UPDATE operations.orders SET status = 'L' || %s, updated_at = "
+                "CURRENT_TIMESTAMP(3) WHERE order_id %% 20 = %s AND order_id < %s",
                 (n, 9 + 10 * slot, LATE_KEY_BASE),
             )
             conn.execute(
@@ -119,7 +119,8 @@ class World:
                 (LATE_KEY_BASE + n,),
             )
             conn.execute(
-                "INSERT INTO operations.order_items (order_item_id, order_id, quanity) VALUES (%s, %s, %s)",
+                "INSERT INTO operations.order_items (order_item_id, order_id, "
+                "quanity) VALUES (%s, %s, %s)",
                 (LATE_KEY_BASE + n, LATE_KEY_BASE + n, n),
             )
             conn.execute(
@@ -127,10 +128,10 @@ class World:
                 (LATE_KEY_BASE + n,),
             )
         elif kind == "commit":
-            conn = self.open.pop(step[1], None)
-            if conn is not None:
-                conn.commit()
-                conn.close()
+            held = self.open.pop(step[1], None)
+            if held is not None:
+                held.commit()
+                held.close()
         else:
             mode = step[1]
             sync(

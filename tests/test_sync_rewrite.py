@@ -14,7 +14,6 @@ rewrite has either committed or is seen waiting for a lock in ``pg_locks``.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 import threading
@@ -28,8 +27,9 @@ import pytest
 from acme_mv.config import Settings
 from acme_mv.reports.refresh import refresh
 from acme_mv.sync import TABLES, Mode, SourceLocked, TableResult, source, sync
-from tests.reports_oracle import assert_views_match, expected
-from tests.sync_helpers import execute, fill, scalar, settings, source_rows, staged_latest
+from tests.support.cli_runner import child_env
+from tests.support.reports_oracle import assert_views_match, expected
+from tests.support.sync_helpers import execute, fill, scalar, settings, source_rows, staged_latest
 
 COUNTS = {"customers": 50, "products": 40, "orders": 300, "order_items": 1200}
 
@@ -42,13 +42,16 @@ ALTER TABLE operations.order_items ALTER COLUMN quanity TYPE integer USING quani
 
 #: changes between two syncs that move every report
 CHANGES = [
-    "UPDATE operations.orders SET status = 'PENDING', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id % 3 = 0",
-    "UPDATE operations.orders SET status = 'COMPLETED', updated_at = CURRENT_TIMESTAMP(3) WHERE order_id % 7 = 1",
-    "UPDATE operations.order_items SET quanity = 500, updated_at = CURRENT_TIMESTAMP(3) WHERE order_item_id % 5 = 0",
+    "UPDATE operations.orders SET status = 'PENDING', updated_at = "
+    "CURRENT_TIMESTAMP(3) WHERE order_id % 3 = 0",
+    "UPDATE operations.orders SET status = 'COMPLETED', updated_at = "
+    "CURRENT_TIMESTAMP(3) WHERE order_id % 7 = 1",
+    "UPDATE operations.order_items SET quanity = 500, updated_at = CURRENT_TIMESTAMP(3) "
+    "WHERE order_item_id % 5 = 0",
     "INSERT INTO operations.order_items (order_id, product_id, quanity) "
     "SELECT 1 + g % 40, 1 + g % 30, 100 FROM generate_series(1, 200) g",
-    "UPDATE operations.products SET product_name = 'renamed ' || product_id, updated_at = CURRENT_TIMESTAMP(3) "
-    "WHERE product_id % 2 = 0",
+    "UPDATE operations.products SET product_name = 'renamed ' || product_id, updated_at = "
+    "CURRENT_TIMESTAMP(3) WHERE product_id % 2 = 0",
 ]
 
 
@@ -64,7 +67,8 @@ def _wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> No
 def _lock_waits(
     url: str, *, pid: int | None = None, application: str | None = None
 ) -> Callable[[], bool]:
-    """A check: is the session ``pid`` (or one named ``application``) of this database waiting for a lock?
+    """A check: is the session ``pid`` (or one named ``application``) of this database waiting for
+    a lock?
 
     Only this test's database: other tests' syncs (same application name) run on the same server.
     """
@@ -131,7 +135,8 @@ class RewriteMidSync:
 
 
 def _differing_tables(src: str, wh: str) -> list[str]:
-    """Tables whose latest staged rows differ from the source's (all of them, to show what a bug lost)."""
+    """Tables whose latest staged rows differ from the source's (all of them, to show what a bug
+    lost)."""
     return [t for t in TABLES if staged_latest(wh, t) != source_rows(src, t)]
 
 
@@ -177,8 +182,7 @@ def _rewrite_open(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
 
 def _sync_process(src: str, wh: str, *args: str) -> subprocess.Popen[str]:
     """``acme-mv sync`` in a child process (a waiting sync must not hold this process)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env.update(ACME_MV_DATABASE_URL=wh, ACME_MV_SOURCE_URL=src)
+    env = child_env(ACME_MV_DATABASE_URL=wh, ACME_MV_SOURCE_URL=src)
     return subprocess.Popen(
         [sys.executable, "-m", "acme_mv", "sync", *args],
         env=env,
@@ -227,7 +231,8 @@ def test_a_rewrite_held_too_long_stops_the_sync_with_a_clear_error(db_url: str) 
 
 
 def test_lock_table_takes_no_snapshot(source_url: str) -> None:
-    """What the fix rests on: in REPEATABLE READ the snapshot starts at the first query, not at LOCK."""
+    """What the fix rests on: in REPEATABLE READ the snapshot starts at the first query, not at
+    LOCK."""
     fill(source_url, orders=5)
     with (
         psycopg.connect(source_url) as reader,
@@ -246,8 +251,9 @@ def test_lock_table_takes_no_snapshot(source_url: str) -> None:
 
 
 def test_a_deadlock_with_a_multi_table_ddl_ends_cleanly(db_url: str) -> None:
-    """DDL holding order_items then wanting orders, while the sync holds orders and waits for order_items:
-    PostgreSQL cancels one side; if it is the sync, one clear SourceLocked line, nothing staged."""
+    """DDL holding order_items then wanting orders, while the sync holds orders and waits for
+    order_items: PostgreSQL cancels one side; if it is the sync, one clear SourceLocked line,
+    nothing staged."""
     fill(db_url, **COUNTS)
     outcome: list[BaseException | None] = []
 

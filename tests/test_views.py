@@ -14,8 +14,8 @@ from acme_mv.reports import views
 from acme_mv.reports.refresh import refresh
 from acme_mv.reports.verify import verify
 from acme_mv.reports.views import View
-from tests.staging_copy import copy_batch
-from tests.view_changes import open_orders_historic_change
+from tests.support.staging_copy import copy_batch
+from tests.support.view_changes import open_orders_historic_change
 
 ROOT = Path(__file__).resolve().parent.parent
 PINNED_0002 = ROOT / "migrations" / "sql" / "0002"
@@ -98,7 +98,8 @@ def _counts(url: str) -> list[tuple[object, ...]]:
 def test_upgrade_downgrade_upgrade_with_data(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING'), ('2026-12-01', 'PENDING')"
+            "INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING'), "
+            "('2026-12-01', 'PENDING')"
         )
     copy_batch(db_url, db_url)
     settings = Settings(database_url=db_url)

@@ -36,8 +36,8 @@ app = typer.Typer(
     name="acme-mv",
     help=(
         "Fresh logistics reports over millions of orders, without analytical queries on the "
-        "transactional database: COPY-based sync into staging, historic + current-day "
-        "materialized views, union views, exports.\n\n"
+        "transactional database: COPY or WAL change capture into staging, per-batch deltas, "
+        "historic + current-day summaries behind union views, exports, mail and a dashboard.\n\n"
         "Example: acme-mv demo"
     ),
     no_args_is_help=True,

@@ -1,21 +1,25 @@
-"""Change capture in tests: a source, a warehouse, a real slot, and catching up."""
+"""Change capture in tests: a source, a warehouse, a real slot (the ``slot_name`` fixture), and
+catching up."""
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import pytest
 
 from acme_mv import cdc
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.config import Settings
-from tests.reports_oracle import assert_views_match, expected
-from tests.sync_helpers import assert_converged, scalar
+from tests.support.database import DatabaseFactory
+from tests.support.reports_oracle import assert_views_match, expected
+from tests.support.sync_helpers import assert_converged, scalar
 
 #: keepalive requests while idle: catching up ends at the first heartbeat past the target
 TEST_HEARTBEAT_S = 0.1
@@ -119,3 +123,36 @@ class Cdc:
 
     def assert_staging_equals_source(self) -> None:
         assert_converged(self.src, self.wh)
+
+
+def drop_slot(server: str, slot: str) -> None:
+    """Drop a replication slot, ending the walsender that holds it (tests' teardown)."""
+    with psycopg.connect(server, autocommit=True) as conn:
+        for _ in range(100):
+            row = conn.execute(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
+            if row is None:
+                return
+            if row[0] is not None:
+                conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+            else:
+                try:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                    return
+                except (psycopg.errors.ObjectInUse, psycopg.errors.UndefinedObject):
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(f"replication slot {slot} could not be dropped")
+
+
+@pytest.fixture
+def slot_name(server_url: str, make_db: DatabaseFactory) -> Iterator[str]:
+    """A unique replication slot name, dropped after the test (even when it failed).
+
+    Slots belong to a database, which cannot be dropped while one exists: this
+    fixture is set up after ``make_db``, so it is torn down before it.
+    """
+    name = f"acme_t_{uuid.uuid4().hex[:12]}"
+    yield name
+    drop_slot(server_url, name)

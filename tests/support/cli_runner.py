@@ -1,13 +1,17 @@
-"""Run the real ``acme-mv`` entry point in-process and capture what it prints."""
+"""Run the real ``acme-mv`` entry point in-process and capture what it prints; the ``cli_env``
+fixture points its environment at a test's databases."""
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 
+import pytest
 from rich.console import Console
 
 from acme_mv.cli import common, main
@@ -44,6 +48,14 @@ def run(*args: str) -> Result:
     return Result(code, out.getvalue(), err.getvalue())
 
 
+def child_env(**settings: str) -> dict[str, str]:
+    """This process's environment without its ``ACME_MV_*`` settings, plus ``settings``: a child
+    ``acme-mv`` sees only what the test gives it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
+    env.update(settings)
+    return env
+
+
 def run_subprocess(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
     """``python -m acme_mv ARGS`` in a child process (for kill and concurrency tests)."""
     import subprocess
@@ -56,3 +68,18 @@ def run_subprocess(*args: str, env: dict[str, str] | None = None, timeout: float
         timeout=timeout,
     )
     return Result(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Point the CLI's environment at given URLs (and clear stray settings)."""
+
+    def point(*, database_url: str | None = None, source_url: str | None = None) -> None:
+        for var in ("ACME_MV_DATABASE_URL", "ACME_MV_SOURCE_URL", "ACME_MV_TIMEZONE"):
+            monkeypatch.delenv(var, raising=False)
+        if database_url is not None:
+            monkeypatch.setenv("ACME_MV_DATABASE_URL", database_url)
+        if source_url is not None:
+            monkeypatch.setenv("ACME_MV_SOURCE_URL", source_url)
+
+    return point

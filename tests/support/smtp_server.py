@@ -1,5 +1,6 @@
 """A real SMTP server on 127.0.0.1 for the mail tests: aiosmtpd, STARTTLS or implicit TLS with a
-certificate from a throw-away CA (trustme), and AUTH with one user.
+certificate from a throw-away CA (trustme), and AUTH with one user. The ``smtp`` and ``smtps``
+fixtures start one and point the environment (``ACME_MV_SMTP_*``) at it.
 
 The server keeps what it received (parsed messages, envelopes) and counts the
 connections it accepted, so a test can prove that nothing connected.
@@ -19,6 +20,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -155,3 +157,27 @@ def running(tmp: Path, *, tls: str = "starttls") -> Iterator[SmtpServer]:
         yield SmtpServer(host="127.0.0.1", port=port, cafile=cafile, inbox=inbox, tls=tls)
     finally:
         controller.stop()
+
+
+def _point_at(server: SmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no stray ~/.netrc
+    monkeypatch.setenv("ACME_MV_SMTP_URL", server.url)
+    monkeypatch.setenv("ACME_MV_SMTP_PASSWORD", PASSWORD)
+    monkeypatch.setenv("ACME_MV_SMTP_CAFILE", str(server.cafile))
+    monkeypatch.setenv("ACME_MV_MAIL_FROM", "acme-mv@reports.example")
+
+
+@pytest.fixture
+def smtp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
+    """STARTTLS on a submission-style port, AUTH required; the environment points at it."""
+    with running(tmp_path) as server:
+        _point_at(server, monkeypatch, tmp_path)
+        yield server
+
+
+@pytest.fixture
+def smtps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
+    """Implicit TLS (smtps://), AUTH required."""
+    with running(tmp_path, tls="tls") as server:
+        _point_at(server, monkeypatch, tmp_path)
+        yield server

@@ -82,8 +82,8 @@ def assert_views_match(conn: psycopg.Connection[tuple[object, ...]], want: Repor
 
 def _latest_as_of(table: str, key: str, versions: str) -> str:
     return (
-        f"(SELECT * FROM (SELECT DISTINCT ON ({key}) * FROM {versions} AS s WHERE _batch_id <= %(k)s "
-        f"ORDER BY {key}, _batch_id DESC) AS v WHERE NOT v._deleted)"
+        f"(SELECT * FROM (SELECT DISTINCT ON ({key}) * FROM {versions} AS s WHERE _batch_id <= "
+        f"%(k)s ORDER BY {key}, _batch_id DESC) AS v WHERE NOT v._deleted)"
     )
 
 
@@ -113,6 +113,6 @@ def expected_as_of(
     queries: dict[str, str] = FROM_VERSIONS,
 ) -> Reports:
     return {
-        name: [tuple(r) for r in conn.execute(q, {"k": batch_id}).fetchall()]  # type: ignore[call-overload]
+        name: [tuple(r) for r in conn.execute(q, {"k": batch_id}).fetchall()]
         for name, q in queries.items()
     }
