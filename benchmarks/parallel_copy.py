@@ -14,6 +14,7 @@ DEBUG (``extra.phases``: COPY, index builds, ANALYZE, attach, apply).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -136,9 +137,8 @@ def measure(bench: Bench) -> list[Result]:
             for n, result in variants:
                 _empty_staging(bench)
                 result.extra["load"].append(_load())
-                result.seconds.append(
-                    timed(lambda n=n, r=result: _sync(bench, n, r.extra["phases"]))
-                )
+                phases: list[list[str]] = result.extra["phases"]
+                result.seconds.append(timed(functools.partial(_sync, bench, n, phases)))
                 logging.getLogger("benchmarks").info(
                     "round %d --jobs %d: %.1f s (load %s)", i + 1, n, result.seconds[-1], _load()
                 )

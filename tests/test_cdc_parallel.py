@@ -12,9 +12,9 @@ import pytest
 from acme_mv import cdc
 from acme_mv.sync import parallel
 from acme_mv.sync.state import SYNC_LOCK_KEY
-from tests.cdc_helpers import Cdc
-from tests.conftest import DatabaseFactory
-from tests.sync_helpers import (
+from tests.support.cdc_helpers import Cdc
+from tests.support.database import DatabaseFactory
+from tests.support.sync_helpers import (
     APPEND_TABLES,
     execute,
     fill,
@@ -84,7 +84,7 @@ def test_setup_copies_in_parallel_in_the_slot_snapshot_and_streams_the_rest(
     assert result.rows == COUNTS
     # copied by the workers (their index names), as of the slot's snapshot
     with psycopg.connect(world.wh) as conn:
-        found = dict(conn.execute(PARTITION_INDEXES, (1, 1)).fetchall())
+        found: dict[str, list[str]] = dict(conn.execute(PARTITION_INDEXES, (1, 1)).fetchall())
     assert set(found) == set(APPEND_TABLES)
     for table, indexes in found.items():
         assert indexes == [f"{table}_b1_0_idx", f"{table}_b1_1_idx"]

@@ -3,7 +3,6 @@ attached at commit (no validation scan, indexes attached not rebuilt), kill-safe
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -19,10 +18,10 @@ from psycopg import sql
 from acme_mv.errors import CopyFailed
 from acme_mv.reports.refresh import refresh
 from acme_mv.sync import parallel, source, sync
-from tests.cli_runner import run
-from tests.conftest import DatabaseFactory
-from tests.reports_oracle import assert_views_match, expected
-from tests.sync_helpers import (
+from tests.support.cli_runner import child_env, run
+from tests.support.database import DatabaseFactory
+from tests.support.reports_oracle import assert_views_match, expected
+from tests.support.sync_helpers import (
     APPEND_TABLES,
     assert_converged,
     execute,
@@ -119,11 +118,9 @@ def _built_by_workers(partition: str) -> list[str]:
 
 
 def _start_sync(db_url: str, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACME_MV_")}
-    env["ACME_MV_DATABASE_URL"] = db_url
     return subprocess.Popen(
         [sys.executable, "-m", "acme_mv", "sync", *args],
-        env=env,
+        env=child_env(ACME_MV_DATABASE_URL=db_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
