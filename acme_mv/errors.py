@@ -234,3 +234,12 @@ class ListenFailed(AcmeMvError):
         super().__init__(message)
         self.host = host
         self.port = port
+
+
+class CopyFailed(AcmeMvError):
+    """A worker of the parallel initial copy failed; nothing was attached."""
+
+    def __init__(self, message: str, *, table: str) -> None:
+        super().__init__(message)
+        #: the staging table whose load failed
+        self.table = table

@@ -27,6 +27,7 @@ from benchmarks.core import Bench
 MEASUREMENTS = (
     "raw_copy",
     "acme_sync",
+    "parallel_copy",
     "pandas_baseline",
     "dlt_baseline",
     "refresh",

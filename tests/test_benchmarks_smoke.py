@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from benchmarks import raw_copy, report, source
+from benchmarks import parallel_copy, raw_copy, report, source
 from benchmarks.__main__ import parse_args, run, selected
 from benchmarks.core import Bench, Result, guarded, require
 from tests.support.database import DatabaseFactory
@@ -151,3 +151,41 @@ def test_the_docs_tables_come_from_the_result_files_but_latest(
     assert cells[8] == "<= 1.2x the raw binary pipe ✗"
     assert "| not available: acme_mv.no_such_module" in text.replace("(`missing`) ", "")
     assert "Not tabulated" in text and "`benchmarks/results/other.json`" in text
+
+
+def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from acme_mv.sync import parallel
+
+    monkeypatch.setattr(parallel, "MIN_PART_BLOCKS", 1)  # the smoke source is tiny
+    run(bench, ["parallel_copy"])
+    rows = bench.counts["orders"] + bench.counts["order_items"]
+    variants = {"parallel.serial": 1, **{f"parallel.jobs{n}": n for n in parallel_copy.JOBS}}
+    for name in ("parallel.raw", *variants):
+        result = bench.results[name]
+        assert result.status == "ok", result.note
+        assert len(result.seconds) == bench.rounds and result.rows == rows
+        assert len(result.extra["load"]) == bench.rounds
+    for name, jobs in variants.items():
+        result = bench.results[name]
+        assert result.extra["jobs"] == jobs
+        assert len(result.extra["round_ratios"]) == bench.rounds
+        assert result.ratio == result.extra["median_round_ratio"]
+        assert result.ratio_to == "parallel.raw"
+        # the phases were recorded: the parallel runs attached, the serial one did not
+        lines = " ".join(" ".join(p) for p in result.extra["phases"])
+        assert ("attached in" in lines) == (jobs > 1), lines
+    with bench.connect("warehouse") as conn:
+        staged = conn.execute(
+            "SELECT (SELECT count(*) FROM staging.orders) + (SELECT count(*) FROM staging.order_items)"
+        )
+        assert staged.fetchone() == (rows,)
+    # the docs' tables come from the JSON: one line per round, the phases of both paths
+    path = tmp_path / "parallel.json"
+    report.write_json(bench, path)
+    text = parallel_copy.markdown(str(path))
+    assert text.count("\n| 1 |") == 1 and text.count("\n| 2 |") == 1
+    assert "| order_items: COPY |" in text
+    assert "| order_items_state: COPY (longest worker) |" in text
+    assert "| apply: state inserts |" in text and "| attach (partitions, state tables) |" in text

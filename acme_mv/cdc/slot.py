@@ -30,7 +30,7 @@ from acme_mv.cdc.errors import NotSetUp, SlotBusy, SlotLost, SourceNotReady
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, one_value
-from acme_mv.sync import copy, source, state
+from acme_mv.sync import copy, parallel, source, state
 from acme_mv.sync.source import SCHEMA, TABLES
 
 log = logging.getLogger(__name__)
@@ -197,9 +197,16 @@ def _drop_slot(src: Conn, slot: str, *, wait_s: float = DROP_WAIT_S) -> bool:
 
 
 def setup(
-    settings: Settings, *, slot: str = DEFAULT_SLOT, publication: str = DEFAULT_PUBLICATION
+    settings: Settings,
+    *,
+    slot: str = DEFAULT_SLOT,
+    publication: str = DEFAULT_PUBLICATION,
+    jobs: int = parallel.DEFAULT_JOBS,
 ) -> SetupResult:
     """Publication + slot + initial copy in the slot's snapshot (see the module doc).
+
+    ``jobs > 1``: orders and order_items, when staging holds none, are copied by
+    parallel workers that import the slot's snapshot (:mod:`acme_mv.sync.parallel`).
 
     Already set up (the warehouse holds a position for ``slot`` and the slot
     exists): nothing is done, ``created`` is False. A slot the warehouse knows
@@ -249,7 +256,13 @@ def setup(
                 src.read_only = True
                 src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
                 batch_id, rows = _initial_copy(
-                    src, wh, specs, slot=slot, publication=publication, lsn=consistent
+                    src,
+                    wh,
+                    specs,
+                    slot=slot,
+                    publication=publication,
+                    lsn=consistent,
+                    parallel_load=_ParallelLoad(settings=settings, snapshot=snapshot, jobs=jobs),
                 )
                 src.rollback()
             wh.commit()
@@ -287,32 +300,78 @@ def _create_slot(repl: Any, slot: str, server_version: int) -> tuple[str, str]:
     return str(consistent), str(snapshot)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _ParallelLoad:
+    """What the parallel first copy needs: where to connect, the slot's snapshot, how many jobs."""
+
+    settings: Settings
+    snapshot: str
+    jobs: int
+
+
 def _initial_copy(
-    src: Conn, wh: Conn, specs: list[source.TableSpec], *, slot: str, publication: str, lsn: str
+    src: Conn,
+    wh: Conn,
+    specs: list[source.TableSpec],
+    *,
+    slot: str,
+    publication: str,
+    lsn: str,
+    parallel_load: _ParallelLoad | None = None,
 ) -> tuple[int, dict[str, int]]:
     """Every table read in the snapshot into staging as ONE batch, with the slot's position."""
     state.lock(wh, wait=True)
+    parallel.drop_debris(wh)
     batch_id = state.begin_batch(wh, tables=[s.name for s in specs], full_tables=[])
     rows: dict[str, int] = {}
 
     def ignore(_: int) -> None:
         pass
 
-    for spec in specs:
-        query = source.select_rows(spec, None)
-        if spec.kind == "mirror":
-            rows[spec.name], _, _ = copy.load_mirror(src, query, wh, spec, ignore)
-        elif _staging_empty(wh, spec):
-            rows[spec.name] = copy.load_fresh(src, query, wh, spec, ignore)
-        else:  # a re-snapshot over earlier staging: versions and tombstones, never a truncate
-            rows[spec.name], _, _ = copy.load_full_diff(src, query, wh, spec, ignore)
-        log.info("initial copy: %s, %d rows", spec.name, rows[spec.name])
+    loader = None
+    if parallel_load is not None:
+        loader = parallel.start(
+            src=src,
+            wh=wh,
+            source_url=parallel_load.settings.effective_source_url,
+            warehouse_url=parallel_load.settings.database_url,
+            snapshot=parallel_load.snapshot,
+            specs=[s for s in specs if s.kind != "mirror" and _staging_empty(wh, s)],
+            batch_id=batch_id,
+            jobs=parallel_load.jobs,
+            application_name=replication.APPLICATION_NAME,
+            on_bytes=lambda table, n: None,
+        )
+    try:
+        for spec in specs:
+            if loader is not None and spec.name in loader:
+                continue
+            query = source.select_rows(spec, None)
+            if spec.kind == "mirror":
+                rows[spec.name], _, _ = copy.load_mirror(src, query, wh, spec, ignore)
+            elif _staging_empty(wh, spec):
+                rows[spec.name] = copy.load_fresh(src, query, wh, spec, ignore)
+            else:  # a re-snapshot over earlier staging: versions and tombstones, never a truncate
+                rows[spec.name], _, _ = copy.load_full_diff(src, query, wh, spec, ignore)
+            log.info("initial copy: %s, %d rows", spec.name, rows[spec.name])
+        if loader is not None:
+            loader.wait()
+            loader.attach(wh)
+    except BaseException:
+        if loader is not None:
+            loader.abort()
+        raise
+    if loader is not None:
+        for name, load in loader.loads.items():
+            rows[name] = load.rows
+            log.info("initial copy: %s, %d rows (in parallel)", name, load.rows)
+        rows = {spec.name: rows[spec.name] for spec in specs}
     wh.execute(
         "INSERT INTO staging.cdc_state (slot_name, publication, lsn, last_batch_id, caught_up_at) "
         "VALUES (%s, %s, %s::pg_lsn, %s, clock_timestamp())",
         (slot, publication, lsn, batch_id),
     )
-    state.finish_batch(wh, batch_id)
+    state.finish_batch(wh, batch_id, state_rows=loader.state_rows if loader is not None else None)
     return batch_id, rows
 
 

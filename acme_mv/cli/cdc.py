@@ -19,6 +19,7 @@ from acme_mv.cdc import capture
 from acme_mv.cli import common
 from acme_mv.errors import BadArgument
 from acme_mv.reports.refresh import RefreshResult
+from acme_mv.sync import parallel
 
 log = logging.getLogger("acme_mv.cli.cdc")
 
@@ -50,7 +51,18 @@ PublicationOption = Annotated[
 
 @app.command("setup")
 def setup(
-    slot: SlotOption = api.DEFAULT_SLOT, publication: PublicationOption = api.DEFAULT_PUBLICATION
+    slot: SlotOption = api.DEFAULT_SLOT,
+    publication: PublicationOption = api.DEFAULT_PUBLICATION,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Sessions for the initial copy of orders and order_items into empty staging "
+            "(block ranges in the slot's snapshot, indexes built in parallel); 1: serial.",
+        ),
+    ] = parallel.DEFAULT_JOBS,
 ) -> None:
     """Create the publication and the slot, and copy the four tables in the slot's snapshot.
 
@@ -60,8 +72,10 @@ def setup(
     Example:
 
       acme-mv cdc setup
+
+      acme-mv cdc setup --jobs 4
     """
-    result = api.setup(common.settings(), slot=slot, publication=publication)
+    result = api.setup(common.settings(), slot=slot, publication=publication, jobs=jobs)
     if not result.created:
         common.err.print(
             f"Change capture is already set up: slot {result.slot} (publication {result.publication}, "

@@ -130,6 +130,16 @@ def sync(
             "before exiting 3: 10m, 1h, 600 (seconds).",
         ),
     ] = f"{api.DEFAULT_LOCK_TIMEOUT.total_seconds():g}s",
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Sessions for a first copy of orders and order_items into empty staging (block "
+            "ranges in one snapshot, indexes built in parallel, attached at commit); 1: serial.",
+        ),
+    ] = api.DEFAULT_JOBS,
 ) -> None:
     """Copy what changed in the source into staging, as one batch (one transaction).
 
@@ -144,6 +154,8 @@ def sync(
       acme-mv sync --table orders --table order_items
 
       acme-mv sync --full --no-wait
+
+      acme-mv sync --jobs 4
     """
     lag = dt.timedelta(seconds=common.duration_option(fallback_lag, "--fallback-lag"))
     wait_s = common.duration_option(lock_timeout, "--lock-timeout")
@@ -163,6 +175,7 @@ def sync(
             progress=_Bars(bars) if bars else _LogLines(),
             fallback_lag=lag,
             lock_timeout=dt.timedelta(seconds=wait_s),
+            jobs=jobs,
         )
     log.info("batch %d committed in %.2f s", result.batch_id, result.seconds)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,12 +33,12 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import args_row, dict_row
 
-from acme_mv import migrate
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, one_value
 from acme_mv.errors import ConfigError
-from acme_mv.sync import copy, deletes, source, state
+from acme_mv.sync import copy, deletes, parallel, source, state
 from acme_mv.sync.deletes import DeletedEstimate, missing_keys
+from acme_mv.sync.parallel import DEFAULT_JOBS
 from acme_mv.sync.source import (
     DEFAULT_FALLBACK_LAG,
     DEFAULT_LOCK_TIMEOUT,
@@ -48,6 +49,7 @@ from acme_mv.sync.source import (
 
 __all__ = [
     "DEFAULT_FALLBACK_LAG",
+    "DEFAULT_JOBS",
     "DEFAULT_LOCK_TIMEOUT",
     "DeletedEstimate",
     "TABLES",
@@ -131,6 +133,14 @@ class _Silent:
         pass
 
 
+def _require_head(wh: Conn) -> None:
+    """:func:`acme_mv.migrate.require_head`, imported here: Alembic takes a second to import, and
+    every worker process of a parallel copy imports this package."""
+    from acme_mv import migrate
+
+    migrate.require_head(wh)
+
+
 def select_tables(names: Iterable[str] | None) -> list[TableSpec]:
     """The specs of ``names`` in dependency-free contract order (all when None)."""
     if names is None:
@@ -172,6 +182,7 @@ def sync(
     fallback_lag: dt.timedelta = DEFAULT_FALLBACK_LAG,
     lock_timeout: dt.timedelta = DEFAULT_LOCK_TIMEOUT,
     warned: set[str] | None = None,
+    jobs: int = DEFAULT_JOBS,
 ) -> SyncResult:
     """Copy what changed in the source into staging, as one batch; see the module doc.
 
@@ -179,6 +190,10 @@ def sync(
     :func:`acme_mv.sync.source.read_watermark`), kept by a caller that syncs
     again and again (``acme-mv run``) so that each is logged once per run;
     None: this sync logs every warning that applies.
+
+    ``jobs > 1``: a first copy of orders / order_items (empty version tables)
+    runs in parallel sessions and its partitions are attached at commit
+    (:mod:`acme_mv.sync.parallel`).
 
     Raises NotMigrated, ConnectionFailed, SchemaDrift (before copying anything),
     Busy (``wait=False`` and another sync holds the lock), SourceLocked (a
@@ -188,14 +203,15 @@ def sync(
     report = progress or _Silent()
     began = time.monotonic()
     with connection(settings.database_url, role="warehouse") as wh:
-        migrate.require_head(wh)
+        _require_head(wh)
         wh.execute("SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,))
         with connection(settings.effective_source_url, role="source", autocommit=True) as src:
             src.execute(
                 "SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,)
             )
             state.lock(wh, wait=wait)
-            modes = {spec.name: _mode(wh, spec, full=full) for spec in specs}
+            parallel.drop_debris(wh)
+            modes: dict[str, Mode] = {spec.name: _mode(wh, spec, full=full) for spec in specs}
             cursors = state.cursors(wh)
             batch_id = state.begin_batch(
                 wh,
@@ -220,18 +236,58 @@ def sync(
             with src.transaction():
                 source.lock_tables(src, specs, timeout=lock_timeout)  # no snapshot yet
                 source.check_schema(src, specs)  # the first query: the snapshot starts here
-                for spec in specs:
-                    results[spec.name] = _sync_table(
-                        src,
-                        wh,
-                        spec,
-                        modes[spec.name],
-                        cursors.get(spec.name),
-                        mark,
-                        batch_id,
-                        report,
-                    )
-            state.finish_batch(wh, batch_id)
+                loader = _start_parallel(
+                    settings, src, wh, specs, modes, batch_id, jobs=jobs, report=report
+                )
+                try:
+                    for spec in specs:
+                        if loader is None or spec.name not in loader:
+                            results[spec.name] = _sync_table(
+                                src,
+                                wh,
+                                spec,
+                                modes[spec.name],
+                                cursors.get(spec.name),
+                                mark,
+                                batch_id,
+                                report,
+                            )
+                    if loader is not None:
+                        waited = time.monotonic()
+                        loader.wait()
+                        attached = time.monotonic()
+                        loader.attach(wh)
+                        log.debug(
+                            "parallel load: waited %.2f s for the workers, attached in %.2f s",
+                            attached - waited,
+                            time.monotonic() - attached,
+                        )
+                except BaseException:
+                    if loader is not None:
+                        loader.abort()
+                    raise
+                if loader is not None:
+                    for name, load in loader.loads.items():
+                        results[name] = _record(
+                            src,
+                            wh,
+                            TABLES[name],
+                            modes[name],
+                            mark,
+                            batch_id,
+                            report,
+                            rows_read=load.rows,
+                            rows_new=load.rows,
+                            deleted=0,
+                            nbytes=load.bytes,
+                            started_at=read_at,
+                            seconds=load.finished - load.started,
+                        )
+            applying = time.monotonic()
+            state.finish_batch(
+                wh, batch_id, state_rows=loader.state_rows if loader is not None else None
+            )
+            log.debug("batch %s applied in %.2f s", batch_id, time.monotonic() - applying)
         # leaving the block commits: rows, cursors and the batch row together
     result = SyncResult(
         batch_id=batch_id, seconds=time.monotonic() - began, read_at=read_at, tables=results
@@ -277,7 +333,87 @@ def _sync_table(
         rows_read = rows_new = copy.load_fresh(
             src, source.select_rows(spec, None), wh, spec, on_bytes
         )
-    seconds = time.monotonic() - t0
+    return _record(
+        src,
+        wh,
+        spec,
+        mode,
+        mark,
+        batch_id,
+        report,
+        rows_read=rows_read,
+        rows_new=rows_new,
+        deleted=deleted,
+        nbytes=nbytes,
+        started_at=started_at,
+        seconds=time.monotonic() - t0,
+    )
+
+
+def _start_parallel(
+    settings: Settings,
+    src: Conn,
+    wh: Conn,
+    specs: list[TableSpec],
+    modes: dict[str, Mode],
+    batch_id: int,
+    *,
+    jobs: int,
+    report: Progress,
+) -> parallel.Loader | None:
+    """Export the snapshot and start the workers of a parallel first copy (None: copy serially)."""
+    initial = [spec for spec in specs if modes[spec.name] == "initial"]
+    if jobs < 2 or not initial:
+        return None
+    row = src.execute("SELECT pg_export_snapshot()").fetchone()
+    assert row is not None
+    started: set[str] = set()
+    guard = threading.Lock()
+
+    def begin(table: str) -> None:
+        with guard:
+            if table not in started:
+                started.add(table)
+                report.start(table, "initial")
+
+    def on_bytes(table: str, nbytes: int) -> None:  # called from the loader's threads
+        begin(table)
+        report.advance(table, nbytes)
+
+    loader = parallel.start(
+        src=src,
+        wh=wh,
+        source_url=settings.effective_source_url,
+        warehouse_url=settings.database_url,
+        snapshot=str(row[0]),
+        specs=initial,
+        batch_id=batch_id,
+        jobs=jobs,
+        application_name=SYNC_APPLICATION_NAME,
+        on_bytes=on_bytes,
+    )
+    for name in loader.targets if loader is not None else ():
+        begin(name)
+    return loader
+
+
+def _record(
+    src: Conn,
+    wh: Conn,
+    spec: TableSpec,
+    mode: Mode,
+    mark: source.Watermark,
+    batch_id: int,
+    report: Progress,
+    *,
+    rows_read: int,
+    rows_new: int,
+    deleted: int,
+    nbytes: int,
+    started_at: dt.datetime,
+    seconds: float,
+) -> TableResult:
+    """Save one table's cursor and figures in the batch; report it."""
     state.save(
         wh,
         state.TableRun(
@@ -357,7 +493,7 @@ _NEVER_SYNCED: dict[str, Any] = dict.fromkeys(
 def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
     """Per table: cursor, last run, staged rows, lag behind the source."""
     with connection(settings.database_url, role="warehouse") as wh:
-        migrate.require_head(wh)
+        _require_head(wh)
         cur = wh.cursor(row_factory=dict_row)
         saved = {
             spec.name: cur.execute(_STATE_SQL, (spec.name,)).fetchone() or _NEVER_SYNCED

@@ -31,6 +31,7 @@ the state's indexes built after it.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -127,12 +128,25 @@ _STATE_INDEXES = (
 
 
 def _apply_first(conn: Conn, batch_id: int) -> Applied:
+    t0 = time.monotonic()
     for drop, _ in _STATE_INDEXES:
         conn.execute(drop)
-    counts = [_run(conn, statement, batch_id) for statement in _FIRST]
+    counts = [_run(conn, statement, batch_id) for statement in _FIRST[:3]]
+    t1 = time.monotonic()
+    counts += [_run(conn, statement, batch_id) for statement in _FIRST[3:]]
+    t2 = time.monotonic()
     for _, build in _STATE_INDEXES:
         conn.execute(build)
+    t3 = time.monotonic()
     conn.execute("ANALYZE staging.orders_state, staging.order_items_state")
+    log.debug(
+        "first batch %s: deltas %.2f s, state inserts %.2f s, state indexes %.2f s, ANALYZE %.2f s",
+        batch_id,
+        t1 - t0,
+        t2 - t1,
+        t3 - t2,
+        time.monotonic() - t3,
+    )
     return Applied(
         batch_id=batch_id,
         orders=counts[3],
@@ -142,8 +156,31 @@ def _apply_first(conn: Conn, batch_id: int) -> Applied:
     )
 
 
-def apply_batch(conn: Conn, batch_id: int) -> Applied:
-    """Write the batch's deltas into ``analytics.*_delta`` and bring ``staging.*_state`` up to it."""
+def _apply_first_deltas(conn: Conn, batch_id: int, state_rows: tuple[int, int]) -> Applied:
+    """A first batch whose state tables the parallel copy already loaded: only its deltas."""
+    t0 = time.monotonic()
+    counts = [_run(conn, statement, batch_id) for statement in _FIRST[:3]]
+    log.debug(
+        "first batch %s: deltas %.2f s (state loaded in parallel)", batch_id, time.monotonic() - t0
+    )
+    return Applied(
+        batch_id=batch_id,
+        orders=state_rows[0],
+        items=state_rows[1],
+        recounted_items=0,
+        delta_rows=sum(counts),
+    )
+
+
+def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None = None) -> Applied:
+    """Write the batch's deltas into ``analytics.*_delta`` and bring ``staging.*_state`` up to it.
+
+    ``state_rows``: the batch is a first batch whose latest-state tables were
+    loaded whole beside its versions (:mod:`acme_mv.sync.parallel`; these are
+    their row counts): only the deltas are left to write.
+    """
+    if state_rows is not None:
+        return _apply_first_deltas(conn, batch_id, state_rows)
     if _state_empty(conn):
         applied = _apply_first(conn, batch_id)
         log.debug("batch %s applied to an empty state: %s", batch_id, applied)

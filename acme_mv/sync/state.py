@@ -59,13 +59,15 @@ def begin_batch(
     return batch_id
 
 
-def finish_batch(conn: Conn, batch_id: int) -> None:
+def finish_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None = None) -> None:
     """Close the batch: apply it (its report deltas and the latest-state tables, see
     :mod:`acme_mv.sync.apply`) and stamp it finished, in the batch's transaction.
 
     Every writer of batches ends with this call, so every batch is applied exactly once.
+    ``state_rows``: a parallel first copy loaded the state tables (see
+    :attr:`acme_mv.sync.parallel.Loader.state_rows`).
     """
-    apply.apply_batch(conn, batch_id)
+    apply.apply_batch(conn, batch_id, state_rows=state_rows)
     conn.execute(
         "UPDATE staging.sync_batches SET finished_at = clock_timestamp() WHERE batch_id = %s",
         (batch_id,),

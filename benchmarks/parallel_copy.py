@@ -1,0 +1,263 @@
+"""(2b) The parallel first copy against the raw pipe, side by side in the same rounds.
+
+Each round runs, one after the other on the same server and source: the raw
+binary ``psql | psql`` pipe of orders and order_items into index-free tables
+(:func:`benchmarks.raw_copy.pipe`), ``sync(jobs=1)`` (the serial path) and
+``sync(jobs=N)`` for each N of :data:`JOBS`, each a first sync into an empty
+warehouse (version tables, latest-state tables and deltas emptied, untimed,
+before it). Alternating inside a round means a busy neighbour slows all
+variants alike; the figure that counts is the median over rounds of each
+round's ratio (``extra.round_ratios``). Each round also records the load
+average (``extra.load``) and, per sync, its phases as the sync logs them at
+DEBUG (``extra.phases``: COPY, index builds, ANALYZE, attach, apply).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from acme_mv import sync as sync_api
+from benchmarks import pg, raw_copy
+from benchmarks.acme_sync import migrated
+from benchmarks.core import Bench, Result, guarded, timed
+
+NAME = "parallel_copy"
+#: the parallel variants (sessions); 1 (the serial path) always runs
+JOBS = tuple(int(j) for j in os.environ.get("ACME_MV_BENCH_JOBS", "2").split(","))
+
+_EMPTY = """
+TRUNCATE staging.orders, staging.order_items, staging.orders_state, staging.order_items_state,
+    analytics.open_orders_delta, analytics.pending_orders_delta, analytics.pending_items_delta
+"""
+
+
+class _Phases(logging.Handler):
+    """The DEBUG lines of acme_mv.sync.* during one sync (where its time went)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.created:.2f} {record.name} {record.getMessage()}")
+
+
+def _sync(bench: Bench, jobs: int, phases: list[list[str]]) -> None:
+    handler = _Phases()
+    logger = logging.getLogger("acme_mv.sync")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        sync_api.sync(bench.settings, jobs=jobs)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    phases.append(handler.lines)
+
+
+def _empty_staging(bench: Bench) -> None:
+    with bench.connect("warehouse") as wh:
+        wh.execute(_EMPTY)
+        wh.execute("CHECKPOINT")  # each variant starts without the previous one's dirty pages
+
+
+def _empty_scratch(bench: Bench) -> None:
+    with bench.connect("warehouse") as wh:
+        for table in raw_copy.TABLES:
+            wh.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(raw_copy.SCRATCH, table)))
+        wh.execute("CHECKPOINT")
+
+
+def _raw(bench: Bench) -> None:
+    for table in raw_copy.TABLES:
+        raw_copy.pipe(bench, table, "binary")
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _ratios(variants: list[tuple[int, Result]], raw: Result) -> None:
+    for n, result in variants:
+        result.extra["jobs"] = n
+        ratios = [s / r for s, r in zip(result.seconds, raw.seconds, strict=True)]
+        result.extra["round_ratios"] = [round(x, 3) for x in ratios]
+        result.extra["median_round_ratio"] = round(statistics.median(ratios), 3)
+        result.ratio = result.extra["median_round_ratio"]
+        result.ratio_to = "parallel.raw"
+        result.target = "<= 1.2x the raw pipe, same rounds"
+        result.met = result.ratio <= 1.2
+
+
+def _partial(bench: Bench, results: list[Result]) -> None:
+    """With ACME_MV_BENCH_PARTIAL_JSON set: the figures so far, written after every round
+    (a 1 M-order round takes minutes on a busy box; a stopped run keeps its whole rounds)."""
+    path = os.environ.get("ACME_MV_BENCH_PARTIAL_JSON")
+    if not path:
+        return
+    from benchmarks import report
+
+    for result in results:
+        bench.results[result.name] = result
+    report.write_json(bench, Path(path))
+
+
+def measure(bench: Bench) -> list[Result]:
+    with guarded(bench, "parallel", "parallel first copy vs raw pipe") as found:
+        migrated(bench)
+        with bench.connect("source") as src, bench.connect("warehouse") as wh:
+            for table in raw_copy.TABLES:
+                pg.create_like(wh, raw_copy.SCRATCH, table, pg.columns(src, "operations", table))
+        rows = sum(bench.counts.get(t, 0) for t in raw_copy.TABLES)
+        raw = Result("parallel.raw", "raw COPY binary pipe, same rounds", rows=rows)
+        variants = [(1, Result("parallel.serial", "acme-mv sync --jobs 1, first sync", rows=rows))]
+        for n in JOBS:
+            variants.append(
+                (n, Result(f"parallel.jobs{n}", f"acme-mv sync --jobs {n}, first sync", rows=rows))
+            )
+        for result in (raw, *(r for _, r in variants)):
+            result.extra["load"] = []
+        for _, result in variants:
+            result.extra["phases"] = []
+        for i in range(bench.rounds):
+            _empty_scratch(bench)
+            raw.extra["load"].append(_load())
+            raw.seconds.append(timed(lambda: _raw(bench)))
+            logging.getLogger("benchmarks").info("round %d raw: %.1f s", i + 1, raw.seconds[-1])
+            for n, result in variants:
+                _empty_staging(bench)
+                result.extra["load"].append(_load())
+                phases: list[list[str]] = result.extra["phases"]
+                result.seconds.append(timed(functools.partial(_sync, bench, n, phases)))
+                logging.getLogger("benchmarks").info(
+                    "round %d --jobs %d: %.1f s (load %s)", i + 1, n, result.seconds[-1], _load()
+                )
+            _ratios(variants, raw)
+            _partial(bench, [raw, *(result for _, result in variants)])
+        found.extend([raw, *(result for _, result in variants)])
+        with bench.connect("warehouse") as wh:
+            pg.drop_schema(wh, raw_copy.SCRATCH)
+    return found
+
+
+# -- the tables of docs/sync-parallel.md, generated from a run's JSON ------------------------
+
+#: (phase name, pattern over one DEBUG line, which group holds the seconds)
+_PHASES: tuple[tuple[str, str, int], ...] = (
+    ("{t}: COPY", r"acme_mv\.sync\.copy staging\.(\w+): COPY ([\d.]+) s", 2),
+    (
+        "{t}: indexes + ANALYZE",
+        r"acme_mv\.sync\.copy staging\.(\w+): .* index builds ([\d.]+) s, ANALYZE ([\d.]+) s",
+        0,
+    ),
+    (
+        "{t}: COPY (longest worker)",
+        r"acme_mv\.sync\.parallel (\w+) part \d+/\d+: \d+ rows in ([\d.]+) s",
+        2,
+    ),
+    (
+        "{t}: copied, elapsed since the load began",
+        r"acme_mv\.sync\.parallel staging\.(\w+): \d+ rows copied in ([\d.]+) s",
+        2,
+    ),
+    (
+        "{t}: indexes + ANALYZE done, elapsed after its copy",
+        r"acme_mv\.sync\.parallel staging\.(\w+): .* done ([\d.]+) s later",
+        2,
+    ),
+    ("waiting for the workers", r"parallel load: waited ([\d.]+) s", 1),
+    ("attach (partitions, state tables)", r"attached in ([\d.]+) s", 1),
+    ("apply: deltas", r"first batch \d+: deltas ([\d.]+) s", 1),
+    ("apply: state inserts", r"state inserts ([\d.]+) s", 1),
+    ("apply: state index builds", r"state indexes ([\d.]+) s", 1),
+    ("apply: ANALYZE of the state", r"state indexes [\d.]+ s, ANALYZE ([\d.]+) s", 1),
+    ("apply in all", r"batch \d+ applied in ([\d.]+) s", 1),
+    ("whole sync (to the commit)", r"batch \d+ committed in ([\d.]+) s", 1),
+)
+
+
+def phases(lines: list[str]) -> dict[str, float]:
+    """The seconds of each phase in one sync's DEBUG lines."""
+    out: dict[str, float] = {}
+    for line in lines:
+        for name, pattern, group in _PHASES:
+            found = re.search(pattern, line)
+            if found is None:
+                continue
+            if group == 0:  # index builds + ANALYZE of the serial path
+                seconds = float(found.group(2)) + float(found.group(3))
+            else:
+                seconds = float(found.group(group))
+            table = found.group(1) if "{t}" in name else ""
+            key = name.format(t=table)
+            out[key] = max(out.get(key, 0.0), seconds)  # parts of one table: the longest
+    return out
+
+
+def _loadavg(result: dict[str, Any], i: int) -> str:
+    """The 1/5/15-minute load averages when the variant started in round ``i``."""
+    return "/".join(f"{x:.1f}" for x in result["extra"]["load"][i])
+
+
+def markdown(path: str) -> str:
+    """The per-round table and the phase table of one ``parallel_copy`` JSON file."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    results = {r["name"]: r for r in data["measurements"] if r["name"].startswith("parallel.")}
+    raw = results["parallel.raw"]
+    variants = [r for n, r in results.items() if n != "parallel.raw"]
+    variants.sort(key=lambda r: r["extra"]["jobs"])
+    head = ["round", "raw pipe: s (load)"] + [
+        f"`--jobs {r['extra']['jobs']}`: s (ratio; load)" for r in variants
+    ]
+    out = [
+        f"{data.get('orders', '?'):,} orders, {raw['rows']:,} rows (orders + order_items), "
+        f"JSON written {data['generated_at']}; load average at the start "
+        f"{'/'.join(f'{x:.1f}' for x in data['machine']['load_average_at_start'] or [])}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for i, seconds in enumerate(raw["seconds"]):
+        cells = [str(i + 1), f"{seconds:.1f} ({_loadavg(raw, i)})"]
+        for r in variants:
+            cells.append(
+                f"{r['seconds'][i]:.1f} ({r['extra']['round_ratios'][i]:.2f}; {_loadavg(r, i)})"
+            )
+        out.append("| " + " | ".join(cells) + " |")
+    out.append(
+        "| **median of the per-round ratios** | | "
+        + " | ".join(f"**{r['extra']['median_round_ratio']:.2f}**" for r in variants)
+        + " |"
+    )
+    out += ["", "Phases, median over the rounds (seconds; the sync's DEBUG log):", ""]
+    per_variant = [[phases(lines) for lines in r["extra"]["phases"]] for r in variants]
+    names: list[str] = []
+    for rounds_ in per_variant:
+        for found in rounds_:
+            names += [n for n in found if n not in names]
+    out.append("| phase | " + " | ".join(f"`--jobs {r['extra']['jobs']}`" for r in variants) + " |")
+    out.append("|---|" + "--:|" * len(variants))
+    for name in names:
+        cells = []
+        for rounds_ in per_variant:
+            values = [found[name] for found in rounds_ if name in found]
+            cells.append(f"{statistics.median(values):.1f}" if values else "")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:]:
+        sys.stdout.write(markdown(name))
