@@ -170,12 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         help="share of the orders changed (and synced) after the rollover, before the probes",
     )
     parser.add_argument("--source-db", default="acme_bench_source", help="source database")
+    parser.add_argument(
+        "--warehouse-db",
+        default=None,
+        help="reuse this synced warehouse (e.g. source_cost's cursor one) instead of a new one",
+    )
     args = parser.parse_args(argv)
     bench = standalone.bench(
         standalone.server(args),
         source_db=args.source_db,
-        warehouses=[f"{args.source_db}_freshness_wh"],
+        warehouses=[] if args.warehouse_db else [f"{args.source_db}_freshness_wh"],
         orders=args.orders,
+        warehouse_db=args.warehouse_db,
     )
     load_before = os.getloadavg()
     results = measure(

@@ -39,9 +39,16 @@ def server(args: argparse.Namespace) -> str:
     return str(args.database_url or embedded.start("bench"))
 
 
-def bench(server_url: str, *, source_db: str, warehouses: list[str], orders: int) -> Bench:
+def bench(
+    server_url: str,
+    *,
+    source_db: str,
+    warehouses: list[str],
+    orders: int,
+    warehouse_db: str | None = None,
+) -> Bench:
     """The source at ``orders`` (built unless already there) and fresh ``warehouses`` (the
-    first is the Bench's)."""
+    first is the Bench's, unless ``warehouse_db`` names an existing one to reuse)."""
     from acme_mv.db import ensure_database
 
     with psycopg.connect(server_url, autocommit=True) as conn:
@@ -50,7 +57,7 @@ def bench(server_url: str, *, source_db: str, warehouses: list[str], orders: int
             ensure_database(conn, name, recreate=True)
     made = Bench(
         source_url=pg.with_db(server_url, source_db),
-        warehouse_url=pg.with_db(server_url, warehouses[0]),
+        warehouse_url=pg.with_db(server_url, warehouse_db or warehouses[0]),
         orders=orders,
         rounds=1,
         server_url=server_url,
