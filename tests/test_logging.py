@@ -86,7 +86,7 @@ def test_verbose_adds_sql_timings_and_per_table_figures(db_url: str) -> None:
         for ln in debug
     ), debug
     assert any(
-        re.search(r" DEBUG acme_mv\.runner orders: (initial|incremental), \d+ rows read", ln)
+        re.search(r" DEBUG acme_mv\.run\.loop orders: (initial|incremental), \d+ rows read", ln)
         for ln in debug
     )
     assert any("connected to the warehouse" in ln for ln in debug)
