@@ -10,40 +10,40 @@ a shared machine):
    decoded the same way. Changes per second for each.
 2. ``cdc.apply``: the same burst applied by ``acme_mv.cdc.stream`` (decode +
    warehouse batches, no refresh): changes per second end to end.
-3. ``cdc.lag``: ``acme-mv sample simulate --rate R`` writes for D seconds while
-   ``acme-mv cdc run`` streams and refreshes; capture lag per staged version =
-   its batch's commit time in the warehouse (``sync_batches.finished_at``) minus
-   the source row's ``updated_at`` (its transaction's start). p50/p95/p99.
+3. ``cdc.lag``: ``acme-mv sample simulate --rate R`` writes for D seconds (in
+   ``--workers`` processes, each at R / workers; the rate reached is read from
+   the source's statistics) while ``acme-mv run --cdc`` streams and refreshes;
+   capture lag per staged version = its batch's commit time in the warehouse
+   (``sync_batches.finished_at``) minus the source row's ``updated_at`` (its
+   transaction's start). p50/p95/p99 over the run and per minute.
 4. ``cdc.e2e``: during the same run a probe order (PENDING, its own far-future
    delivery date) is committed on the source every second; its latency is the
    time to the first poll (every 20 ms) of ``analytics.open_orders`` that shows
-   it. p50/p95/p99.
+   it (:mod:`benchmarks.probe`). p50/p95/p99.
 
-Standalone (its own databases on the embedded server)::
+Standalone (its own databases on the embedded server, or on --database-url)::
 
-    python -m benchmarks.cdc --orders 20000 --rate 200 --duration 60
+    python -m benchmarks.cdc --orders 20000 --rate 2000 --workers 3 --duration 600
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from datetime import date, timedelta
-from pathlib import Path
+from datetime import date
+from typing import Any, LiteralString
 
 import psycopg
+from psycopg import sql
 
 from acme_mv import cdc as cdc_api
 from acme_mv import migrate
 from acme_mv.cdc import pgoutput
+from benchmarks import probe, standalone
 from benchmarks.core import Bench, Result, guarded
 
 log = logging.getLogger(__name__)
@@ -51,29 +51,12 @@ log = logging.getLogger(__name__)
 NAME = "cdc"
 RATE = 200
 DURATION_S = 60.0
-GRACE_S = 30.0
 PROBE_EVERY_S = 1.0
 POLL_EVERY_S = 0.02
 PROBE_BASE = date(2200, 1, 1)
 #: the burst for the decode and apply rates: transactions x rows each
 BURST_TRANSACTIONS = 200
 BURST_ROWS = 250
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, int(q * len(ordered) + 0.999999) - 1))]
-
-
-def _spread(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None, "max": None}
-    return {
-        "p50": percentile(values, 0.5),
-        "p95": percentile(values, 0.95),
-        "p99": percentile(values, 0.99),
-        "max": max(values),
-    }
 
 
 def _burst(url: str) -> int:
@@ -210,216 +193,192 @@ def _apply_rate(bench: Bench, slot: str) -> Result:
     return result
 
 
-def _acme(bench: Bench, *args: str) -> subprocess.Popen[bytes]:
-    """``acme-mv ARGS`` in a child; its log goes to a temporary file (a pipe nobody reads
-    fills up after 64 KiB of log lines and then blocks the child: ``cdc run`` logs every batch)."""
-    env = {
-        **os.environ,
-        "ACME_MV_DATABASE_URL": bench.warehouse_url,
-        "ACME_MV_SOURCE_URL": bench.source_url,
-    }
-    log_file = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "acme_mv", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log_file,
-    )
-    proc.stderr = log_file  # read back with seek(0) when it failed
-    return proc
+#: capture lag per staged version: its batch's warehouse commit minus the source row's
+#: ``updated_at`` (its transaction's start, local time); percentiles overall and per minute
+LAG_SQL: LiteralString = """
+WITH v AS (
+    SELECT _batch_id, updated_at FROM staging.orders WHERE _batch_id >= %(b)s AND NOT _deleted
+    UNION ALL
+    SELECT _batch_id, updated_at FROM staging.order_items WHERE _batch_id >= %(b)s AND NOT _deleted
+), lag AS (
+    SELECT b.finished_at AS at,
+           extract(epoch FROM b.finished_at - (v.updated_at AT TIME ZONE current_setting('TimeZone')))::float8 AS s
+    FROM v JOIN staging.sync_batches b ON b.batch_id = v._batch_id
+    WHERE v.updated_at IS NOT NULL
+)
+SELECT {group} count(*), percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY s), max(s)
+FROM lag {tail}
+"""
 
 
-def _log_tail(proc: subprocess.Popen[bytes]) -> str:
-    if proc.stderr is None:
-        return ""
-    proc.stderr.seek(0)
-    return proc.stderr.read().decode(errors="replace").strip()[-300:]
+def _lags(
+    wh: psycopg.Connection[Any], first_batch: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Capture lag over the run, and minute by minute (does it hold, or grow?)."""
+    params = {"b": first_batch}
+    total = wh.execute(
+        sql.SQL(LAG_SQL).format(group=sql.SQL(""), tail=sql.SQL("")), params
+    ).fetchone()
+    assert total is not None
+    minutes = wh.execute(
+        sql.SQL(LAG_SQL).format(
+            group=sql.SQL("date_trunc('minute', at),"), tail=sql.SQL("GROUP BY 1 ORDER BY 1")
+        ),
+        params,
+    ).fetchall()
+
+    def row(count: int, ps: list[float] | None, top: float | None) -> dict[str, Any]:
+        p50, p95, p99 = ps or (None, None, None)
+        return {"count": count, "p50": p50, "p95": p95, "p99": p99, "max": top}
+
+    return row(*total), [{"minute": str(m[0]), **row(*m[1:])} for m in minutes]
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _under_load(bench: Bench, slot: str, *, rate: int, duration: float) -> tuple[Result, Result]:
+def _under_load(
+    bench: Bench, slot: str, *, rate: int, duration: float, workers: int
+) -> tuple[Result, Result]:
     with psycopg.connect(bench.warehouse_url) as wh:
         row = wh.execute("SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches").fetchone()
     assert row is not None
     first_batch = int(row[0]) + 1
-    with psycopg.connect(bench.source_url, autocommit=True) as src:  # probes of an interrupted run
-        src.execute("DELETE FROM operations.orders WHERE delivery_date >= %s", (PROBE_BASE,))
-    committed: dict[date, float] = {}
-    seen: dict[date, float] = {}
-    runner = _acme(bench, "cdc", "run", "--slot", slot, "--batch-ms", "50")
-    simulator = _acme(
-        bench, "sample", "simulate", "--rate", str(rate), "--duration", f"{int(duration)}s"
-    )
+    runner = probe.acme(bench, "run", "--cdc", "--slot", slot)
+    load = probe.Load(bench, rate=rate, duration=duration, workers=workers)
     try:
-        with (
-            psycopg.connect(bench.source_url, autocommit=True) as src,
-            psycopg.connect(bench.warehouse_url, autocommit=True) as wh,
-        ):
-            started = time.monotonic()
-            next_probe = started + 2.0  # let the streamer start
-            while True:
-                now = time.monotonic()
-                if now - started < duration and now >= next_probe:
-                    day = PROBE_BASE + timedelta(days=len(committed))
-                    src.execute(
-                        "INSERT INTO operations.orders (order_date, delivery_date, status) VALUES (current_date, %s, 'PENDING')",
-                        (day,),
-                    )
-                    committed[day] = time.monotonic()
-                    next_probe += PROBE_EVERY_S
-                rows = wh.execute(
-                    "SELECT delivery_date FROM analytics.open_orders WHERE delivery_date >= %s",
-                    (PROBE_BASE,),
-                ).fetchall()
-                polled = time.monotonic()
-                for (day,) in rows:
-                    if day in committed and day not in seen:
-                        seen[day] = polled
-                if now - started >= duration and (
-                    len(seen) == len(committed) or now - started > duration + GRACE_S
-                ):
-                    break
-                if runner.poll() is not None:
-                    raise RuntimeError(
-                        f"acme-mv cdc run exited {runner.returncode}: {bench.scrub(_log_tail(runner))}"
-                    )
-                time.sleep(POLL_EVERY_S)
-            unseen = sorted(set(committed) - set(seen))
-            if unseen:  # say what happened to them (a probe never seen is a finding, not noise)
-                for day in unseen:
-                    ids = [
-                        r[0]
-                        for r in src.execute(
-                            "SELECT order_id FROM operations.orders WHERE delivery_date = %s",
-                            (day,),
-                        )
-                    ]
-                    staged = wh.execute(
-                        "SELECT order_id, _batch_id, status, _deleted FROM staging.orders WHERE order_id = ANY(%s)",
-                        (ids,),
-                    ).fetchall()
-                    log.warning(
-                        "probe %s (orders %s) never seen in analytics.open_orders; staged: %s",
-                        day,
-                        ids,
-                        staged,
-                    )
-            src.execute("DELETE FROM operations.orders WHERE delivery_date >= %s", (PROBE_BASE,))
-            lags = [
-                float(r[0])
-                for r in wh.execute(
-                    """
-                    SELECT extract(epoch FROM b.finished_at - (v.updated_at AT TIME ZONE current_setting('TimeZone')))
-                    FROM (SELECT _batch_id, updated_at FROM staging.orders WHERE _batch_id >= %(b)s AND NOT _deleted
-                          UNION ALL
-                          SELECT _batch_id, updated_at FROM staging.order_items WHERE _batch_id >= %(b)s AND NOT _deleted) v
-                    JOIN staging.sync_batches b ON b.batch_id = v._batch_id
-                    WHERE v.updated_at IS NOT NULL
-                    """,
-                    {"b": first_batch},
-                ).fetchall()
-            ]
+        waited = probe.wait_ready(runner, probe.CDC_READY)
+        log.info("run --cdc streaming after %.1f s", waited)
+        with psycopg.connect(bench.source_url, autocommit=True) as src:
+            load.start(src)
+            probes = probe.probe(
+                bench,
+                base=PROBE_BASE,
+                duration=duration - 2.0,
+                every=PROBE_EVERY_S,
+                poll=POLL_EVERY_S,
+                start_after=2.0,
+                children=[(runner, "run --cdc")],
+                load=load,
+            )
+            reached = load.finish(src)
+        with psycopg.connect(bench.warehouse_url) as wh:
+            total, minutes = _lags(wh, first_batch)
     finally:
-        _stop(simulator)
-        _stop(runner)
-    delays = [seen[d] - committed[d] for d in sorted(seen)]
+        load.stop()
+        probe.stop(runner)
+    log.info(
+        "load: %.0f changes/s asked, %.0f reached overall, %s steady (%d writers)",
+        rate,
+        reached["reached_rate"],
+        reached["steady_rate"],
+        workers,
+    )
     lag = Result(
         "cdc.lag",
-        f"cdc: capture lag (source transaction start -> warehouse commit), simulate --rate {rate}",
+        f"cdc: capture lag (source transaction start -> warehouse commit), run --cdc, simulate --rate {rate}",
     )
-    lag.seconds, lag.rows, lag.throughput = lags, len(lags), False
-    lag.extra = _spread(lags)
+    lag.seconds, lag.rows, lag.throughput = [], int(total["count"]), False
+    lag.extra = {
+        **total,
+        **probe.load_spread(probes.loads),
+        "load": reached,
+        "cpu_s": probes.cpu,
+        "cpu_ms_per_change": probes.cpu_ms_per_change,
+        "per_minute": minutes,
+    }
     e2e = Result(
         "cdc.e2e",
-        f"cdc: source commit -> union view (cdc run, refreshes beside the stream), simulate --rate {rate}",
+        f"cdc: source commit -> union view (run --cdc, refreshes beside the stream), simulate --rate {rate}",
     )
-    e2e.seconds, e2e.rows, e2e.throughput = delays, len(delays), False
-    e2e.extra = {
-        **_spread(delays),
-        "probes": len(committed),
-        "never_seen": len(committed) - len(seen),
-    }
+    e2e.seconds, e2e.rows, e2e.throughput = probes.delays, len(probes.delays), False
+    e2e.extra = {**probes.summary(), "load": reached}
     for r in (lag, e2e):
         s = r.extra
         r.note = (
-            f"{r.rows} samples, p50 {s['p50'] * 1000:.0f} ms, p95 {s['p95'] * 1000:.0f} ms, p99 {s['p99'] * 1000:.0f} ms"
+            f"{r.rows} samples, p50 {s['p50'] * 1000:.0f} ms, p95 {s['p95'] * 1000:.0f} ms, "
+            f"p99 {s['p99'] * 1000:.0f} ms; writes {reached['steady_rate'] or 0:.0f} changes/s"
             if r.rows
             else "no samples"
         )
     return lag, e2e
 
 
-def measure(bench: Bench, *, rate: int = RATE, duration: float = DURATION_S) -> list[Result]:
+def measure(
+    bench: Bench,
+    *,
+    rate: int = RATE,
+    duration: float = DURATION_S,
+    workers: int = 1,
+    rates: bool = True,
+) -> list[Result]:
+    """All four figures (``rates=False``: only the two under load)."""
     with guarded(bench, NAME, "change capture") as found:
         migrate.upgrade(bench.warehouse_url)
-        found.extend(_decode_rates(bench))
+        if rates:
+            found.extend(_decode_rates(bench))
         slot = f"acme_bench_{uuid.uuid4().hex[:8]}"
         setup = cdc_api.setup(bench.settings, slot=slot, publication=f"{slot}_pub")
         initial = Result("cdc.setup", "cdc: setup (slot + initial copy in its snapshot)")
         initial.seconds, initial.rows = [setup.seconds], sum(setup.rows.values())
         found.append(initial)
         try:
-            found.append(_apply_rate(bench, slot))
+            if rates:
+                found.append(_apply_rate(bench, slot))
             from acme_mv.reports.refresh import refresh
 
             refresh(bench.settings, mode="historic")
-            found.extend(_under_load(bench, slot, rate=rate, duration=duration))
+            found.extend(_under_load(bench, slot, rate=rate, duration=duration, workers=workers))
         finally:
             cdc_api.drop(bench.settings, slot=slot)
     return found
 
 
 def main(argv: list[str] | None = None) -> int:
-    from acme_mv import embedded
-    from acme_mv.db import ensure_database
-    from benchmarks import pg, report, source
-
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.cdc",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--orders", type=int, default=20_000)
+    parser = standalone.parser("python -m benchmarks.cdc", __doc__, orders=20_000)
     parser.add_argument(
         "--rate", type=int, default=RATE, help="row changes per second written by the simulator"
     )
     parser.add_argument("--duration", type=float, default=DURATION_S, help="seconds under load")
-    parser.add_argument("--json", default=None, help="write the figures here")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="simulator processes, each at rate / workers"
+    )
+    parser.add_argument(
+        "--no-rates", action="store_true", help="skip the decode and apply rates (burst)"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
-    )
-    server = embedded.start("bench")
-    with psycopg.connect(server, autocommit=True) as conn:
-        ensure_database(conn, "acme_bench_cdc_source")
-        ensure_database(conn, "acme_bench_cdc_warehouse", recreate=True)
-    bench = Bench(
-        source_url=pg.with_db(server, "acme_bench_cdc_source"),
-        warehouse_url=pg.with_db(server, "acme_bench_cdc_warehouse"),
+    bench = standalone.bench(
+        standalone.server(args),
+        source_db="acme_bench_cdc_source",
+        warehouses=["acme_bench_cdc_warehouse"],
         orders=args.orders,
-        rounds=1,
-        server_url=server,
     )
-    source.prepare(bench, fresh=False)
-    results = measure(bench, rate=args.rate, duration=args.duration)
+    load_before = os.getloadavg()
+    results = measure(
+        bench,
+        rate=args.rate,
+        duration=args.duration,
+        workers=args.workers,
+        rates=not args.no_rates,
+    )
+    out: dict[str, Any] = {}
     for r in results:
+        out[r.name] = {
+            "status": r.status,
+            "note": r.note,
+            "rows": r.rows,
+            "seconds": r.median,
+            **(r.extra or {}),
+        }
         print(f"{r.name:20} {r.status:8} {r.note}")
-    if args.json:  # the shape of every result file (bench.results: filled by measure)
-        report.write_json(
-            bench,
-            Path(args.json),
-            benchmark="benchmarks.cdc",
-            parameters={"rate": args.rate, "duration_s": args.duration},
-        )
+    standalone.write(
+        args.json,
+        {
+            "orders": args.orders,
+            "rate": args.rate,
+            "duration_s": args.duration,
+            "workers": args.workers,
+            "load_before": load_before,
+        },
+        out,
+    )
     return 0
 
 

@@ -104,14 +104,18 @@ UPDATE operations.orders
 SET status = %(status)s, updated_at = CURRENT_TIMESTAMP(3), updated_by = %(user)s
 WHERE order_id = %(order)s AND status <> 'COMPLETED'
 """
+#: the order a new order's items attach to: the customer's first order dated
+#: today. Looked up once per new order, not per item: with no index on
+#: ``customer_id`` (the contract's DDL) it scans today's orders, and the answer
+#: cannot change between the items (order ids only grow, none is deleted)
+FIRST_ORDER_TODAY: LiteralString = """
+SELECT min(order_id) FROM operations.orders
+WHERE customer_id = %(customer)s AND order_date = CURRENT_DATE AND order_id >= %(low)s
+"""
 INSERT_ITEM = sql.SQL(
     """
 INSERT INTO operations.order_items (order_id, product_id, quanity, created_by, updated_by)
-VALUES (
-    (SELECT min(order_id) FROM operations.orders
-     WHERE customer_id = %(customer)s AND order_date = CURRENT_DATE AND order_id >= %(low)s),
-    {product},
-    %(quanity)s, %(user)s, %(user)s)
+VALUES (%(order)s, {product}, %(quanity)s, %(user)s, %(user)s)
 """
 ).format(product=RANDOM_PRODUCT)
 INSERT_CUSTOMER: LiteralString = """
@@ -327,10 +331,13 @@ class _Workload:
             return
         self.change(INSERT_ORDER, {"customer": customer})
         self.stats.orders_inserted += 1
+        first = self.conn.execute(
+            FIRST_ORDER_TODAY, {"customer": customer, "low": self.today_low}
+        ).fetchone()
+        order = first[0] if first else None
         for _ in range(self.rng.randint(*ITEMS_PER_ORDER)):
             self.change(INSERT_ITEM, {
-                "customer": customer, "low": self.today_low,
-                "r": self.rng.random(), "quanity": self.rng.randint(0, 999),
+                "order": order, "r": self.rng.random(), "quanity": self.rng.randint(0, 999),
             })  # fmt: skip
             self.stats.order_items_inserted += 1
 
