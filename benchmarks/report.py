@@ -168,11 +168,52 @@ def _in_shape(doc: object) -> bool:
     )
 
 
+def _standalone(doc: object) -> bool:
+    """A standalone benchmark's file (benchmarks/standalone.py): parameters and a ``results``
+    object of named figures."""
+    return isinstance(doc, dict) and isinstance(doc.get("results"), dict)
+
+
+def _leaves(value: object, path: str, depth: int) -> list[tuple[str, str]]:
+    if isinstance(value, dict) and depth > 0:
+        out: list[tuple[str, str]] = []
+        for key, sub in value.items():
+            out += _leaves(sub, f"{path}.{key}" if path else str(key), depth - 1)
+        return out
+    if isinstance(value, bool) or value is None or value == "":
+        return []
+    if isinstance(value, int | float):
+        return [(path, _num(float(value)))]
+    if isinstance(value, str):
+        return [(path, value.replace("|", "\\|"))]
+    if isinstance(value, list) and path.endswith("load") and len(value) == 3:
+        return [(path, _load([float(x) for x in value]))]
+    return []  # long lists (per-round seconds, per-minute series) stay in the file
+
+
+def figures_table(doc: dict[str, Any]) -> str:
+    """A standalone benchmark's file as Markdown: its parameters on one line, then one row per
+    figure of ``results`` (nested objects flattened to dotted names, three levels deep)."""
+    params = [
+        f"{k} {v}" for k, v in doc.items() if k != "results" and isinstance(v, int | float | str)
+    ]
+    loads = [f"{k} (1/5/15 min) {_load(v)}" for k, v in doc.items() if k.startswith("load") and v]
+    lines = [
+        "; ".join(params + loads),
+        "",
+        "| figure | value |",
+        "|---|--:|",
+    ]
+    lines += [f"| `{name}` | {value} |" for name, value in _leaves(doc["results"], "", 3)]
+    return "\n".join(lines) + "\n"
+
+
 def results_markdown(folder: Path, root: Path | None = None) -> str:
     """The tables of docs/benchmarks.md: a section per result file in ``folder``, oldest run
     first; files not in the documented shape are named, not tabulated."""
     root = root or folder.parent.parent
     runs: list[tuple[str, str, dict[str, Any]]] = []
+    standalone: list[str] = []
     other: list[str] = []
     for path in result_files(folder):
         name = path.resolve().relative_to(root.resolve()).as_posix()
@@ -183,9 +224,11 @@ def results_markdown(folder: Path, root: Path | None = None) -> str:
             continue
         if _in_shape(doc):
             runs.append((str(doc.get("generated_at") or ""), name, doc))
+        elif _standalone(doc):
+            standalone.append(f"### `{name}`\n\n" + figures_table(doc))
         else:
             other.append(f"`{name}` (no `measurements` list of objects with `name` and `status`)")
-    if not runs and not other:
+    if not runs and not other and not standalone:
         return f"No result file is committed under `{folder.relative_to(root).as_posix()}/` yet.\n"
     parts = []
     for generated_at, name, doc in sorted(runs, key=lambda run: run[:2]):
@@ -204,6 +247,7 @@ def results_markdown(folder: Path, root: Path | None = None) -> str:
             + ".\n\n"
             + table(doc)
         )
+    parts += standalone
     if other:
         parts.append(
             "Not tabulated (not in the shape of a result file): " + ", ".join(other) + ".\n"

@@ -189,3 +189,25 @@ def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
     assert "| order_items: COPY |" in text
     assert "| order_items_state: COPY (longest worker) |" in text
     assert "| apply: state inserts |" in text and "| attach (partitions, state tables) |" in text
+
+
+def test_a_standalone_result_file_is_tabulated_figure_by_figure(tmp_path: Path) -> None:
+    """benchmarks/standalone.py's shape: parameters and named figures, flattened."""
+    folder = tmp_path / "benchmarks" / "results"
+    folder.mkdir(parents=True)
+    (folder / "cdc-1.json").write_text(
+        json.dumps(
+            {
+                "orders": 20000,
+                "rate": 2000,
+                "load": [1.5, 2.0, 2.5],
+                "results": {"cdc.lag": {"p99": 0.3884, "note": "a|b", "series": [1, 2]}},
+            }
+        )
+    )
+    text = report.results_markdown(folder, root=tmp_path)
+    assert "### `benchmarks/results/cdc-1.json`" in text
+    assert "orders 20000; rate 2000; load (1/5/15 min) 1.50/2.00/2.50" in text
+    assert "| `cdc.lag.p99` | 0.388 |" in text
+    assert "| `cdc.lag.note` | a\\|b |" in text
+    assert "series" not in text and "Not tabulated" not in text
