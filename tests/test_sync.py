@@ -449,3 +449,36 @@ def test_index_builds_get_more_sort_memory_only_for_the_transaction(
             "SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem'"
         ).fetchone()
         assert row == (server_kb,)
+
+
+def test_an_incremental_sync_scans_an_unindexed_source_table_once(
+    urls: tuple[str, str],
+) -> None:
+    """The production DDL has no updated_at index: each sync reads such a table with one
+    sequential scan (its rows since the cursor), not a second one for max(updated_at)."""
+    src, wh = urls
+    fill(src, orders=200)
+    with psycopg.connect(src, autocommit=True) as conn:
+        for name in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'operations' "
+            "AND tablename = 'orders' AND indexdef LIKE '%(updated_at)%'"
+        ).fetchall():
+            conn.execute(
+                psycopg.sql.SQL("DROP INDEX operations.{}").format(psycopg.sql.Identifier(name[0]))
+            )
+    sync(settings(src, wh), tables=["orders"])
+    fill(src, orders=5)
+
+    def seq_scans() -> int:  # a new session: the syncs' ended sessions have flushed their stats
+        return int(
+            scalar(
+                src,
+                "SELECT seq_scan FROM pg_stat_user_tables "
+                "WHERE schemaname = 'operations' AND relname = 'orders'",
+            )
+        )
+
+    before = seq_scans()
+    result = sync(settings(src, wh), tables=["orders"])
+    assert result.tables["orders"].rows_new == 5
+    assert seq_scans() - before == 1

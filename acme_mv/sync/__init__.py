@@ -424,7 +424,7 @@ def _record(
             seconds=seconds,
             rows_read=rows_read,
             rows_new=rows_new + deleted,
-            source_max_updated_at=source.max_updated_at(src, spec),
+            source_max_updated_at=source.max_updated_at(src, spec, only_indexed=True),
             mode=mode,
         ),
     )

@@ -433,8 +433,17 @@ def select_rows(spec: TableSpec, since: dt.datetime | None) -> sql.Composed:
     )
 
 
-def max_updated_at(conn: Conn, spec: TableSpec) -> dt.datetime | None:
-    """``max(updated_at)``: one step down the updated_at index when it exists."""
+def max_updated_at(
+    conn: Conn, spec: TableSpec, *, only_indexed: bool = False
+) -> dt.datetime | None:
+    """``max(updated_at)``: one step down the updated_at index when it exists.
+
+    ``only_indexed``: None when no index has updated_at first, instead of a sequential
+    scan (what a sync records per table: on the production DDL the scan doubled the
+    source blocks each cursor cycle read; ``status`` still computes it on demand).
+    """
+    if only_indexed and not conn.execute(_UPDATED_AT_INDEXED_SQL, (SCHEMA, [spec.name])).fetchone():
+        return None
     return optional_value(
         conn,
         sql.SQL("SELECT max(updated_at) FROM {}").format(sql.Identifier(SCHEMA, spec.name)),
