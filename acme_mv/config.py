@@ -61,7 +61,8 @@ class Settings:
 
 
 def validate_conninfo(url: str, *, what: str) -> None:
-    """Reject a URL libpq cannot parse, or would parse otherwise than meant, without echoing its secret."""
+    """Reject a URL libpq cannot parse, or would parse
+    otherwise than meant, without echoing its secret."""
     try:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:

@@ -108,7 +108,8 @@ def connect(url: str, *, role: Role, autocommit: bool = False) -> Conn:
 
 
 def _watch_client(conn: Conn, given: dict[str, Any]) -> None:
-    """Set ``client_connection_check_interval`` unless the server is older or the URL's options set it."""
+    """Set ``client_connection_check_interval`` unless
+    the server is older or the URL's options set it."""
     if conn.info.server_version < CLIENT_CHECK_MIN_VERSION:
         return
     if "client_connection_check_interval" in str(given.get("options") or ""):
@@ -142,11 +143,13 @@ def connection_failed(exc: psycopg.Error, *, role: Role, url: str) -> Connection
 
 
 _DENIED = re.compile(
-    r"permission denied for (?P<kind>materialized view|foreign table|table|view|sequence|schema|function|"
+    r"permission denied for "
+    r"(?P<kind>materialized view|foreign table|table|view|sequence|schema|function|"
     r"procedure|database|large object|type) (?P<name>\S+)"
 )
 _NOT_OWNER = re.compile(
-    r"must be owner of (?P<kind>materialized view|foreign table|table|view|sequence|schema|function|"
+    r"must be owner of "
+    r"(?P<kind>materialized view|foreign table|table|view|sequence|schema|function|"
     r"procedure|database|type|relation) (?P<name>\S+)"
 )
 #: the privilege each kind of object needs when the statement does not tell
@@ -161,7 +164,8 @@ _PRIVILEGE = {
 }
 #: statement verbs that write the object right after them
 _WRITES = re.compile(
-    r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM|TRUNCATE(?:\s+TABLE)?|COPY)\s+(?:ONLY\s+)?(?P<target>[\w.\"]+)"
+    r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM|TRUNCATE(?:\s+TABLE)?|COPY)"
+    r"\s+(?:ONLY\s+)?(?P<target>[\w.\"]+)"
     r"(?P<rest>.*)$",
     re.I | re.S,
 )
@@ -195,7 +199,8 @@ def permission_denied(
     if (m := _NOT_OWNER.search(reason)) is not None:
         obj = m["name"].strip('"')
         return PermissionDenied(
-            f"Permission denied on {where}: {reason}. Run this step as the owner of {m['kind']} {obj} "
+            f"Permission denied on {where}: {reason}. Run "
+            f"this step as the owner of {m['kind']} {obj} "
             f"(the role that ran `acme-mv migrate`), or make {who} a member of it",
             role=role,
             privilege="OWNER",
@@ -216,7 +221,8 @@ def permission_denied(
             kind, kind.upper()
         )
         return PermissionDenied(
-            f"Permission denied on {where}: {reason}; {who} needs: GRANT {privilege} ON {on} {obj} TO {who}",
+            f"Permission denied on {where}: {reason}; {who} "
+            f"needs: GRANT {privilege} ON {on} {obj} TO {who}",
             role=role,
             privilege=privilege,
             object=obj,
@@ -245,7 +251,8 @@ def server_error(
         # the server's primary message, without the statement excerpt ("LINE 1: ...") of a detail
         reason = exc.diag.message_primary or first_line(exc)
         return ConnectionLost(
-            f"The {role} ({describe_target(url)}) failed: {scrub(first_line(Exception(reason)), url)}",
+            f"The {role} ({describe_target(url)}) failed: "
+            f"{scrub(first_line(Exception(reason)), url)}",
             role=role,
             sqlstate=getattr(exc, "sqlstate", None),
         )
@@ -272,7 +279,8 @@ def _raised_by(exc: psycopg.Error, conn: Conn) -> bool:
 
 @contextmanager
 def connection(url: str, *, role: Role, autocommit: bool = False) -> Iterator[Conn]:
-    """``connect`` as a context manager that always closes; errors of this connection name ``role``."""
+    """``connect`` as a context manager that always
+    closes; errors of this connection name ``role``."""
     conn = connect(url, role=role, autocommit=autocommit)
     user = conn.info.user
     committing = False

@@ -114,7 +114,8 @@ def _start_lock(path: Path) -> Iterator[None]:
         lock = fasteners.InterProcessLock(str(path))
         if not lock.acquire(timeout=START_LOCK_TIMEOUT_S):
             raise EmbeddedUnavailable(
-                f"Another process has been starting the embedded PostgreSQL for {START_LOCK_TIMEOUT_S:.0f} s "
+                "Another process has been starting the embedded "
+                f"PostgreSQL for {START_LOCK_TIMEOUT_S:.0f} s "
                 f"(lock {path}); stop it or try again"
             )
         try:
@@ -139,7 +140,8 @@ def _tune(url: str) -> None:
     for _ in range(RELOAD_POLLS):
         with psycopg.connect(url) as conn:
             row = conn.execute(
-                "SELECT array_agg(current_setting(name) = value) FROM unnest(%s::text[], %s::text[]) AS s(name, value)",
+                "SELECT array_agg(current_setting(name) = value) FROM "
+                "unnest(%s::text[], %s::text[]) AS s(name, value)",
                 (list(FAST_SETTINGS), list(FAST_SETTINGS.values())),
             ).fetchone()
         if row and all(row[0]):
@@ -197,11 +199,15 @@ def _apply_replication_settings(server: object, url: str, pgdata: Path) -> None:
         "restarting the embedded PostgreSQL for %s", ", ".join(f"{k}={v}" for k, v in stale.items())
     )
     # ``restart`` reuses the options of the last start (socket directory, no TCP)
-    pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009 - made at import time from the wheel's bin/ folder
+    # (getattr: pg_ctl is made at import time from the wheel's bin/ folder)
+    pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009
     try:
-        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user, timeout=120)  # type: ignore[attr-defined]
-        server.ensure_postgres_running()  # type: ignore[attr-defined]  # re-read the new postmaster's pid
+        user = server.system_user  # type: ignore[attr-defined]
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=user, timeout=120)
+        # re-read the new postmaster's pid
+        server.ensure_postgres_running()  # type: ignore[attr-defined]
     except Exception as exc:  # the wheel raises bare subprocess errors
         raise EmbeddedUnavailable(
-            f"The embedded PostgreSQL in {pgdata} did not restart with {', '.join(stale)} (see {pgdata / 'log'}): {exc}"
+            f"The embedded PostgreSQL in {pgdata} did not restart "
+            f"with {', '.join(stale)} (see {pgdata / 'log'}): {exc}"
         ) from None

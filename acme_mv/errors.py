@@ -96,7 +96,8 @@ class MigrationFailed(AcmeMvError):
 
     def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
         super().__init__(message)
-        #: the PostgreSQL error class (``42501``: a missing privilege), None when not from the server
+        #: the PostgreSQL error class (``42501``: a missing
+        #: privilege), None when not from the server
         self.sqlstate = sqlstate
 
 

@@ -4,7 +4,8 @@
 
     views/state/      how a batch maintains staging.orders_state / order_items_state (sync.apply)
     views/deltas/     <summary>.sql: a batch's signed change per group -> analytics.<summary>_delta
-    views/summaries/  <summary>.sql: the summary from scratch over the state tables (--rebuild, verify)
+    views/summaries/  <summary>.sql: the summary from
+    scratch over the state tables (--rebuild, verify)
     views/reports/    analytics.<view>.sql: the views the readers query (pinned by the migrations)
 
 A file is a header of ``--`` comment lines, then the SQL. Header lines of the

@@ -89,7 +89,8 @@ class Batch:
 
 
 def _fill_unchanged(row: Row, previous: Row | None) -> Row:
-    """Replace UNCHANGED values by the same column of an earlier state in this batch, when there is one."""
+    """Replace UNCHANGED values by the same column of an
+    earlier state in this batch, when there is one."""
     if previous is None:
         return row
     return tuple(p if v is UNCHANGED else v for v, p in zip(row, previous, strict=True))
@@ -155,7 +156,8 @@ def _load_temp(
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names)
     conn.execute(
         sql.SQL(
-            "CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT {cols}, false AS _deleted FROM {table} WITH NO DATA"
+            "CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT "
+            "{cols}, false AS _deleted FROM {table} WITH NO DATA"
         ).format(temp=temp, cols=cols, table=sql.Identifier(copy.STAGING, spec.name))
     )
     key_index = spec.column_names.index(spec.key)
@@ -172,7 +174,8 @@ def _load_temp(
             else:
                 if any(v is UNCHANGED for v in row):
                     raise Unsendable(
-                        f"The source sent an update of {spec.qualified} without an unchanged TOASTed column; "
+                        f"The source sent an update of {spec.qualified} "
+                        "without an unchanged TOASTed column; "
                         f"change capture needs ALTER TABLE {spec.qualified} REPLICA IDENTITY FULL",
                         table=spec.qualified,
                         column=spec.column_names[[v is UNCHANGED for v in row].index(True)],
@@ -205,7 +208,8 @@ def _count_appended_tombstones(conn: Conn, spec: TableSpec) -> int:
     return one_value(
         conn,
         sql.SQL(
-            "SELECT count(*) FROM {} WHERE _deleted AND _batch_id = current_setting('acme_mv.batch_id')::bigint"
+            "SELECT count(*) FROM {} WHERE _deleted AND _batch_id "
+            "= current_setting('acme_mv.batch_id')::bigint"
         ).format(sql.Identifier(copy.STAGING, spec.name)),
         kind=int,
     )
@@ -218,12 +222,14 @@ def _live(temp: sql.Identifier) -> sql.Composable:
 def _delete_mirror_keys(
     conn: Conn, spec: TableSpec, temp: sql.Identifier, *, everything: bool
 ) -> int:
-    """Delete the mirror rows deleted in the batch (with ``everything``: all rows the batch does not write)."""
+    """Delete the mirror rows deleted in the batch (with
+    ``everything``: all rows the batch does not write)."""
     key = sql.Identifier(spec.key)
     table = sql.Identifier(copy.STAGING, spec.name)
     if everything:
         statement = sql.SQL(
-            "DELETE FROM {table} AS s WHERE NOT EXISTS (SELECT 1 FROM {temp} AS t WHERE t.{key} = s.{key} AND NOT t._deleted)"
+            "DELETE FROM {table} AS s WHERE NOT EXISTS (SELECT 1 FROM "
+            "{temp} AS t WHERE t.{key} = s.{key} AND NOT t._deleted)"
         )
     else:
         statement = sql.SQL(

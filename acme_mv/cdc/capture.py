@@ -182,7 +182,8 @@ class _Streamer:
             # the warehouse (or the source's ordinary connection) went away: the batch in
             # progress rolled back and was not confirmed; a new run resumes from the warehouse
             raise ConnectionFailed(
-                f"Change capture lost a database connection: {first_line(exc)}; nothing of the batch in "
+                "Change capture lost a database connection: "
+                f"{first_line(exc)}; nothing of the batch in "
                 "progress was kept, acme-mv cdc run resumes from the warehouse's position",
                 role=exc.role if isinstance(exc, ConnectionLost) else "unknown",
             ) from None
@@ -202,7 +203,8 @@ class _Streamer:
             saved = saved_position(wh, self.slot)
             if saved is None:
                 raise NotSetUp(
-                    f"The warehouse has no change capture position for slot {self.slot!r}: run acme-mv cdc setup",
+                    "The warehouse has no change capture position "
+                    f"for slot {self.slot!r}: run acme-mv cdc setup",
                     slot=self.slot,
                 )
             self.saved_lsn = pgoutput.lsn_from_str(saved.lsn)
@@ -229,8 +231,10 @@ class _Streamer:
                         busy_since = busy_since or time.monotonic()
                         if time.monotonic() - busy_since > SLOT_BUSY_WAIT_S:
                             raise SlotBusy(
-                                f"The replication slot {self.slot!r} stays in use by another process: "
-                                f"{replication.describe(exc)}; is another acme-mv cdc run streaming it?",
+                                f"The replication slot {self.slot!r} "
+                                "stays in use by another process: "
+                                f"{replication.describe(exc)}; is "
+                                "another acme-mv cdc run streaming it?",
                                 slot=self.slot,
                                 pid=None,
                             ) from None
@@ -246,7 +250,8 @@ class _Streamer:
                     failures = 0 if self._progressed_since_failure else failures + 1
                     if failures > reconnects:
                         raise ConnectionFailed(
-                            f"The replication connection to the source failed {failures} times in a row: "
+                            "The replication connection to the source "
+                            f"failed {failures} times in a row: "
                             f"{replication.describe(exc)}",
                             role="source",
                         ) from None
@@ -302,8 +307,11 @@ class _Streamer:
                     done = decoder.feed(pgoutput.decode(msg.payload))
                     if done is not None:
                         if done.end_lsn <= self.saved_lsn:
-                            self.skipped += 1  # already in the warehouse (applied before a crash or a reconnect)
-                        elif done.changes:  # (a transaction that changed nothing published: the heartbeat moves past it)
+                            # already in the warehouse (applied before a crash or a reconnect)
+                            self.skipped += 1
+                        # (a transaction that changed nothing published:
+                        # the heartbeat moves past it)
+                        elif done.changes:
                             if batch.empty:
                                 batch_started = now
                             batch.add(done)
@@ -348,7 +356,8 @@ class _Streamer:
             written = write(wh, batch, encoding=self.encoding)
             wh.execute(
                 "UPDATE staging.cdc_state SET lsn = %s::pg_lsn, last_commit_lsn = %s::pg_lsn, "
-                "last_commit_at = %s, last_batch_id = %s, updated_at = clock_timestamp() WHERE slot_name = %s",
+                "last_commit_at = %s, last_batch_id = %s, "
+                "updated_at = clock_timestamp() WHERE slot_name = %s",
                 (
                     pgoutput.lsn_to_str(batch.end_lsn),
                     pgoutput.lsn_to_str(batch.commit_lsn),
@@ -380,7 +389,8 @@ class _Streamer:
             apply_seconds=time.monotonic() - started,
         )
         log.debug(
-            "batch %d: %d transactions, %d changes (%d versions, %d tombstones, %d mirror rows, %d mirror deletes) "
+            "batch %d: %d transactions, %d changes (%d versions, "
+            "%d tombstones, %d mirror rows, %d mirror deletes) "
             "in %.3f s, position %s",
             batch_id,
             batch.transactions,
@@ -396,7 +406,8 @@ class _Streamer:
             self.on_batch(result)
 
     def _heartbeat(self, wh: Conn, cur: Any, lsn: int) -> None:
-        """Nothing unapplied: save and confirm the server's position (WAL need not be kept for us)."""
+        """Nothing unapplied: save and confirm the server's
+        position (WAL need not be kept for us)."""
         lsn = max(lsn, self.saved_lsn)
         wh.execute(
             "UPDATE staging.cdc_state SET lsn = %s::pg_lsn, caught_up_at = clock_timestamp(), "

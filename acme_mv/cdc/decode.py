@@ -108,8 +108,10 @@ class Decoder:
             found = by_name.get(column)
             if found is None:
                 raise SchemaDrift(
-                    f"The source table {spec.qualified} no longer has column {column} ({expected}) that the "
-                    f"contract states: change capture stopped before applying the transaction that shows it",
+                    f"The source table {spec.qualified} no longer "
+                    f"has column {column} ({expected}) that the "
+                    "contract states: change capture stopped "
+                    "before applying the transaction that shows it",
                     table=spec.qualified,
                     column=column,
                     expected=expected,
@@ -118,8 +120,10 @@ class Decoder:
             actual = self._type_name(col.type_oid, col.type_modifier)
             if actual != expected:
                 raise SchemaDrift(
-                    f"The source column {spec.qualified}.{column} is now {actual}, the contract states "
-                    f"{expected}: change capture stopped before applying the transaction that shows it",
+                    f"The source column {spec.qualified}.{column} "
+                    f"is now {actual}, the contract states "
+                    f"{expected}: change capture stopped before "
+                    "applying the transaction that shows it",
                     table=spec.qualified,
                     column=column,
                     expected=expected,

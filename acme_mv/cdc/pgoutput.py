@@ -82,7 +82,8 @@ class Insert:
 @dataclass(frozen=True, slots=True)
 class Update:
     oid: int
-    #: the old row (REPLICA IDENTITY FULL: ``O``) or its key (``K``, when the key changed); else None
+    #: the old row (REPLICA IDENTITY FULL: ``O``) or
+    #: its key (``K``, when the key changed); else None
     old: tuple[Value, ...] | None
     new: tuple[Value, ...]
 

@@ -56,7 +56,8 @@ class Refresher:
             raise self._error
 
     def close(self) -> None:
-        """Stop the thread; refresh once more, here, if a batch committed after the last refresh began."""
+        """Stop the thread; refresh once more, here, if a
+        batch committed after the last refresh began."""
         with self._cond:
             self._closing = True
             self._cond.notify()

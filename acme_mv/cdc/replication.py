@@ -53,15 +53,20 @@ def connect(url: str) -> Any:
         reason = scrub(first_line(exc), url)
         hint = ""
         if "replication" in reason:
-            hint = " (change capture needs a role with REPLICATION and a pg_hba.conf line for replication connections)"
+            hint = (
+                " (change capture needs a role with REPLICATION and "
+                "a pg_hba.conf line for replication connections)"
+            )
         raise ConnectionFailed(
-            f"Cannot open a replication connection to the source ({describe_target(url)}): {reason}{hint}",
+            "Cannot open a replication connection to the "
+            f"source ({describe_target(url)}): {reason}{hint}",
             role="source",
         ) from None
 
 
 def errors() -> tuple[type[BaseException], ...]:
-    """psycopg2's error base, for ``except`` clauses that must not import psycopg2 at module load."""
+    """psycopg2's error base, for ``except`` clauses
+    that must not import psycopg2 at module load."""
     import psycopg2
 
     return (psycopg2.Error,)

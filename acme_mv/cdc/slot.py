@@ -1,4 +1,5 @@
-"""The slot's life: ``setup`` (publication, slot, initial copy in its snapshot), ``status``, ``drop``.
+"""The slot's life: ``setup`` (publication, slot,
+initial copy in its snapshot), ``status``, ``drop``.
 
 Setup creates the slot with ``CREATE_REPLICATION_SLOT ... (SNAPSHOT 'export')``
 on a replication connection: the server answers with the slot's
@@ -69,7 +70,8 @@ def saved_position(wh: Conn, slot: str) -> SavedPosition | None:
     return (
         wh.cursor(row_factory=class_row(SavedPosition))
         .execute(
-            "SELECT slot_name AS slot, publication, lsn::text AS lsn, last_commit_at, caught_up_at, "
+            "SELECT slot_name AS slot, publication, "
+            "lsn::text AS lsn, last_commit_at, caught_up_at, "
             "last_batch_id FROM staging.cdc_state WHERE slot_name = %s",
             (slot,),
         )
@@ -120,8 +122,10 @@ def check_slot(src: Conn, slot: str) -> _SlotRow:
         )
     if found.wal_status == "lost":
         raise SlotLost(
-            f"The replication slot {slot!r} was invalidated by the source (wal_status lost: it removed WAL "
-            "the slot still needed, max_slot_wal_keep_size); re-snapshot with acme-mv cdc drop, then "
+            f"The replication slot {slot!r} was invalidated "
+            "by the source (wal_status lost: it removed WAL "
+            "the slot still needed, max_slot_wal_keep_size); "
+            "re-snapshot with acme-mv cdc drop, then "
             "acme-mv cdc setup",
             slot=slot,
         )
@@ -150,7 +154,8 @@ def _ensure_publication(src: Conn, publication: str) -> bool:
         if missing:
             raise SourceNotReady(
                 f"The publication {publication!r} does not publish {', '.join(missing)}; "
-                f"ALTER PUBLICATION {publication} ADD TABLE {', '.join(missing)} (as the tables' owner)",
+                f"ALTER PUBLICATION {publication} ADD TABLE "
+                f"{', '.join(missing)} (as the tables' owner)",
                 requirement="publication",
             )
         return False
@@ -162,7 +167,8 @@ def _ensure_publication(src: Conn, publication: str) -> bool:
         src.execute(statement)
     except psycopg.errors.InsufficientPrivilege:
         raise SourceNotReady(
-            f"This source role may not create the publication {publication!r} (it needs CREATE on the "
+            "This source role may not create the publication "
+            f"{publication!r} (it needs CREATE on the "
             f"database and ownership of the tables); ask the tables' owner to run: "
             f"{statement.as_string(src)}",
             requirement="publication",
@@ -227,7 +233,8 @@ def setup(
         if saved is not None:
             if existing is None:
                 raise NotSetUp(
-                    f"The warehouse holds a position for slot {slot!r} but the source has no such slot; "
+                    "The warehouse holds a position for slot "
+                    f"{slot!r} but the source has no such slot; "
                     "start over with acme-mv cdc drop, then acme-mv cdc setup",
                     slot=slot,
                 )
@@ -243,7 +250,8 @@ def setup(
             )
         if existing is not None:
             log.warning(
-                "replication slot %s exists but the warehouse has no position for it: re-creating it",
+                "replication slot %s exists but the warehouse "
+                "has no position for it: re-creating it",
                 slot,
             )
             _drop_slot(admin, slot)

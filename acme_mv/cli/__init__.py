@@ -62,7 +62,10 @@ def main_callback(
             "--database-url",
             envvar="ACME_MV_DATABASE_URL",
             show_envvar=True,
-            help="Warehouse URL (staging + analytics). Empty: libpq's PG* variables and service files.",
+            help=(
+                "Warehouse URL (staging + analytics). Empty: "
+                "libpq's PG* variables and service files."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -82,7 +85,9 @@ def main_callback(
             "--timezone",
             envvar="ACME_MV_TIMEZONE",
             show_envvar=True,
-            help="Time zone whose midnight is the day rollover of the historic views. Default: UTC.",
+            help=(
+                "Time zone whose midnight is the day rollover of the historic views. Default: UTC."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -98,7 +103,8 @@ def main_callback(
             "--log-format",
             envvar="ACME_MV_LOG_FORMAT",
             show_envvar=True,
-            help="auto (rich on a terminal, else plain), plain (one line per record, ISO 8601 UTC time), "
+            help="auto (rich on a terminal, else plain), plain "
+            "(one line per record, ISO 8601 UTC time), "
             "rich, or json (one object per line).",
         ),
     ] = "auto",

@@ -78,8 +78,10 @@ def setup(
     result = api.setup(common.settings(), slot=slot, publication=publication, jobs=jobs)
     if not result.created:
         common.err.print(
-            f"Change capture is already set up: slot {result.slot} (publication {result.publication}, "
-            f"position {result.consistent_lsn}); nothing to do. To start over: acme-mv cdc drop, then acme-mv cdc setup",
+            "Change capture is already set up: slot "
+            f"{result.slot} (publication {result.publication}, "
+            f"position {result.consistent_lsn}); nothing to do. To "
+            "start over: acme-mv cdc drop, then acme-mv cdc setup",
             highlight=False,
         )
         return
@@ -112,7 +114,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-#: shortest --heartbeat (the bound the option always had): each one saves a position in the warehouse
+#: shortest --heartbeat (the bound the option always
+#: had): each one saves a position in the warehouse
 MIN_HEARTBEAT_S = 0.1
 
 
@@ -133,7 +136,10 @@ def run(
         typer.Option(
             "--refresh-ms",
             min=0,
-            help="Refresh the views at most this often (0: as soon as a batch commits; refreshes run beside the stream).",
+            help=(
+                "Refresh the views at most this often (0: as soon as "
+                "a batch commits; refreshes run beside the stream)."
+            ),
         ),
     ] = 0.0,
     no_refresh: Annotated[
@@ -143,7 +149,10 @@ def run(
         str,
         typer.Option(
             "--heartbeat",
-            help=f"Time between heartbeats while the source is idle: 10s, plain seconds; at least {MIN_HEARTBEAT_S:g}s.",
+            help=(
+                "Time between heartbeats while the source is idle: "
+                f"10s, plain seconds; at least {MIN_HEARTBEAT_S:g}s."
+            ),
         ),
     ] = f"{capture.DEFAULT_HEARTBEAT_S:g}s",
 ) -> None:
@@ -165,7 +174,8 @@ def run(
     def on_batch(result: api.BatchResult) -> None:
         w = result.written
         log.info(
-            "batch %d: %d transactions, %d changes -> %d versions, %d tombstones, %d mirror rows, %d mirror deletes; "
+            "batch %d: %d transactions, %d changes -> %d versions, "
+            "%d tombstones, %d mirror rows, %d mirror deletes; "
             "position %s",
             result.batch_id,
             result.transactions,

@@ -67,7 +67,10 @@ class PlainFormatter(logging.Formatter):
     """One line per record: ``2026-11-26T09:12:03.123Z INFO acme_mv.run.loop cycle 3: ...``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{iso_time(record.created)} {record.levelname} {record.name} {_one_line(record.getMessage())}"
+        line = (
+            f"{iso_time(record.created)} {record.levelname} "
+            f"{record.name} {_one_line(record.getMessage())}"
+        )
         if record.exc_info and STATE.debug:
             line += " | " + _one_line(self.formatException(record.exc_info))
         return line

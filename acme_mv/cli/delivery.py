@@ -49,7 +49,8 @@ def mail(
         ),
     ] = None,
 ) -> None:
-    """Email the reports as CSV attachments (the files `acme-mv export` writes), with an HTML summary.
+    """Email the reports as CSV attachments (the files
+    `acme-mv export` writes), with an HTML summary.
 
     SMTP settings come from the environment: ACME_MV_SMTP_URL (smtp://user@host:587
     STARTTLS, smtps://user@host:465 TLS, smtp+insecure://host:25 a local relay without
@@ -99,7 +100,9 @@ def serve(
             "--reader-url",
             envvar="ACME_MV_READER_URL",
             show_envvar=True,
-            help="Warehouse URL of a report-reader role (see grant-reader). Default: --database-url.",
+            help=(
+                "Warehouse URL of a report-reader role (see grant-reader). Default: --database-url."
+            ),
             show_default=False,
         ),
     ] = None,

@@ -23,7 +23,10 @@ def demo(
         str,
         typer.Option(
             "--simulate",
-            help="How long to run the live workload (5s, 1m, plain seconds), then sync + refresh again.",
+            help=(
+                "How long to run the live workload (5s, 1m, "
+                "plain seconds), then sync + refresh again."
+            ),
         ),
     ] = "5s",
     output_dir: Annotated[
@@ -33,7 +36,10 @@ def demo(
         bool,
         typer.Option(
             "--serve",
-            help="Then serve the dashboard on the demo data until Ctrl-C; with --simulate > 0 the workload and sync + refresh go on meanwhile.",
+            help=(
+                "Then serve the dashboard on the demo data until Ctrl-C; with "
+                "--simulate > 0 the workload and sync + refresh go on meanwhile."
+            ),
         ),
     ] = False,
     port: Annotated[

@@ -40,7 +40,8 @@ def refresh(
         ),
     ] = False,
 ) -> None:
-    """Refresh the reports: add the new batches' deltas; on a new day fold them into the historic part.
+    """Refresh the reports: add the new batches' deltas;
+    on a new day fold them into the historic part.
 
     A refresh costs what changed since the previous one. Readers are never blocked and never
     see a mix of old and new.
@@ -61,8 +62,10 @@ def refresh(
     result = refresh_api.refresh(common.settings(), mode=mode)
     what = f"historic + current ({result.reason})" if result.rebuilt_historic else "current"
     common.out.print(
-        f"refreshed {what} in {result.total_seconds:.2f}s; snapshot batch {result.historic_batch_id}, "
-        f"up to batch {result.refreshed_batch_id if result.refreshed_batch_id is not None else '-'}",
+        f"refreshed {what} in {result.total_seconds:.2f}s; "
+        f"snapshot batch {result.historic_batch_id}, "
+        "up to batch "
+        f"{result.refreshed_batch_id if result.refreshed_batch_id is not None else '-'}",
         markup=False,
         highlight=False,
     )
@@ -105,7 +108,10 @@ def export(
         str | None,
         typer.Option(
             "--as-of",
-            help="The report as the warehouse knew it then ('2026-11-25 17:00', in --timezone unless an offset is given).",
+            help=(
+                "The report as the warehouse knew it then ('2026-11-25 "
+                "17:00', in --timezone unless an offset is given)."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -168,9 +174,11 @@ def check(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Count data-quality gaps in staging: orphan items, orders without items, unknown customers and products, NULL statuses and delivery dates, rows deleted at the source (sync --full due).
+    """Count data-quality gaps in staging: orphan items, orders without items, unknown customers
+    and products, NULL statuses and delivery dates, rows deleted at the source (sync --full due).
 
-    One pass over staging per check; the deleted-rows gaps also count keys on the source (docs/sync.md).
+    One pass over staging per check; the deleted-rows
+    gaps also count keys on the source (docs/sync.md).
 
     Examples:
 

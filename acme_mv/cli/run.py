@@ -1,4 +1,5 @@
-"""``acme-mv run``: the loop (cursor cycles or ``--cdc``), a thin skin over :mod:`acme_mv.run.loop`."""
+"""``acme-mv run``: the loop (cursor cycles or
+``--cdc``), a thin skin over :mod:`acme_mv.run.loop`."""
 
 from __future__ import annotations
 
@@ -44,7 +45,10 @@ def run(
         bool,
         typer.Option(
             "--cdc",
-            help="Stream changes from the source's WAL (after `acme-mv cdc setup`) instead of cursor syncs.",
+            help=(
+                "Stream changes from the source's WAL (after "
+                "`acme-mv cdc setup`) instead of cursor syncs."
+            ),
         ),
     ] = False,
     slot: Annotated[
@@ -54,14 +58,20 @@ def run(
         str,
         typer.Option(
             "--keep-history",
-            help="After each day's fold, drop history older than this (acme-mv compact): 35d, 12h or all.",
+            help=(
+                "After each day's fold, drop history older "
+                "than this (acme-mv compact): 35d, 12h or all."
+            ),
         ),
     ] = "35d",
     max_failures: Annotated[
         int | None,
         typer.Option(
             "--max-failures",
-            help="Exit with the error after this many failed cycles in a row. Default: retry forever.",
+            help=(
+                "Exit with the error after this many failed "
+                "cycles in a row. Default: retry forever."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -75,7 +85,10 @@ def run(
         str | None,
         typer.Option(
             "--full-every",
-            help="Re-copy orders/order_items from scratch (sync --full) when the last full copy is older: 1d, 12h.",
+            help=(
+                "Re-copy orders/order_items from scratch (sync "
+                "--full) when the last full copy is older: 1d, 12h."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -91,7 +104,8 @@ def run(
         str, typer.Option("--metrics-host", help="Address the metrics server listens on.")
     ] = "127.0.0.1",
 ) -> None:
-    """Sync then refresh, every --interval, until Ctrl-C or SIGTERM (a step in progress finishes first).
+    """Sync then refresh, every --interval, until Ctrl-C
+    or SIGTERM (a step in progress finishes first).
 
     One log line per cycle (rows synced, refresh seconds, freshness), one per failed cycle naming
     the server (warehouse or source). Failed cycles are retried with backoff, forever by default;

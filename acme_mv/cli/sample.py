@@ -22,7 +22,10 @@ log = logging.getLogger("acme_mv.cli")
 
 sample_app = typer.Typer(
     name="sample",
-    help="Create, fill and exercise the ACME sample source.\n\nExample: acme-mv sample load --orders 10000",
+    help=(
+        "Create, fill and exercise the ACME sample source.\n\n"
+        "Example: acme-mv sample load --orders 10000"
+    ),
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
@@ -121,7 +124,8 @@ def simulate(
     ] = "0",
     seed: Annotated[int | None, typer.Option("--seed", help="Seed the random choices.")] = None,
 ) -> None:
-    """Run the source's live workload (orders, items, customers, products), one transaction per row change.
+    """Run the source's live workload (orders, items,
+    customers, products), one transaction per row change.
 
     The default rate is about the contract's production volume. Stops after
     --duration or on Ctrl-C, then logs what it changed.

@@ -126,7 +126,8 @@ def sync(
             "--lock-timeout",
             envvar="ACME_MV_SYNC_LOCK_TIMEOUT",
             show_envvar=True,
-            help="How long to wait for source tables another session holds locked (a table rewrite) "
+            help="How long to wait for source tables another "
+            "session holds locked (a table rewrite) "
             "before exiting 3: 10m, 1h, 600 (seconds).",
         ),
     ] = f"{api.DEFAULT_LOCK_TIMEOUT.total_seconds():g}s",
@@ -210,7 +211,8 @@ def status(
         str | None,
         typer.Option(
             "--max-age",
-            help=f"Exit {health.Stale.exit_code} when the reports are older than this (60s, 5m) or never "
+            help=f"Exit {health.Stale.exit_code} when the reports "
+            "are older than this (60s, 5m) or never "
             "refreshed: a health check.",
             show_default=False,
         ),
@@ -289,7 +291,8 @@ def _print_status_table(rows: list[api.TableStatus]) -> None:
     for r in rows:
         if r.deleted_at_source:
             log.warning(
-                "%s: %s staged row(s) were deleted at the source; run `acme-mv sync --full` to remove them",
+                "%s: %s staged row(s) were deleted at the "
+                "source; run `acme-mv sync --full` to remove them",
                 r.table,
                 f"{r.deleted_at_source:,}",
             )
@@ -315,7 +318,8 @@ def compact(
     """
     result = compact_api.compact(common.settings(), keep=compact_api.parse_keep(keep_history))
     common.out.print(
-        f"compacted: history kept from batch {result.history_batch_id}; {result.delta_rows_deleted} delta rows "
+        f"compacted: history kept from batch {result.history_batch_id}; "
+        f"{result.delta_rows_deleted} delta rows "
         f"and {len(result.partitions_dropped)} partitions dropped",
         markup=False,
         highlight=False,

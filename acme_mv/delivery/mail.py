@@ -112,7 +112,8 @@ def smtp_target(
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise ConfigError(
-            f"{SMTP_URL_ENV} must start with smtp:// (STARTTLS), smtps:// (TLS) or smtp+insecure:// "
+            f"{SMTP_URL_ENV} must start with smtp:// "
+            "(STARTTLS), smtps:// (TLS) or smtp+insecure:// "
             f"(no encryption), not {scheme + '://' if scheme else repr(text.split('@')[-1])}",
             setting=SMTP_URL_ENV,
         )
@@ -183,7 +184,8 @@ def _from_netrc(host: str, user: str | None, path: Path | None) -> tuple[str | N
 
 
 def parse_addresses(values: str | Iterable[str]) -> list[Address]:
-    """``"a@x.com, Bob <b@y.org>"`` (or a list of such) -> addresses; the first bad one raises BadAddress."""
+    """``"a@x.com, Bob <b@y.org>"`` (or a list of such)
+    -> addresses; the first bad one raises BadAddress."""
     texts = [values] if isinstance(values, str) else list(values)
     found: list[Address] = []
     for text in texts:
@@ -267,7 +269,8 @@ def build_message(
 
 
 def send(message: EmailMessage, target: SmtpTarget) -> dict[str, tuple[int, bytes]]:
-    """Hand ``message`` to the server; returns the recipients it refused (all refused raises MailError)."""
+    """Hand ``message`` to the server; returns the
+    recipients it refused (all refused raises MailError)."""
     try:
         return _send(message, target)
     except smtplib.SMTPAuthenticationError as exc:
@@ -370,7 +373,8 @@ def mail_reports(
     sender: str | None = None,
     now: datetime | None = None,
 ) -> MailResult:
-    """Read the reports and send them: addresses are checked before the warehouse or the server is touched."""
+    """Read the reports and send them: addresses are checked
+    before the warehouse or the server is touched."""
     recipients = parse_addresses(to)
     from_addr = parse_addresses(sender or default_sender())[0]
     reports = read_for_mail(settings, names)

@@ -58,7 +58,8 @@ class Freshness:
 
 
 def refresh_key(conn: Conn) -> tuple[datetime, int | None] | None:
-    """The last refresh's (refreshed_at, refreshed_batch_id): one cheap row; None when never refreshed."""
+    """The last refresh's (refreshed_at, refreshed_batch_id):
+    one cheap row; None when never refreshed."""
     row = conn.cursor(row_factory=args_row(_refresh_key)).execute(_SNAPSHOT_SQL).fetchone()
     if row is None:
         raise UnexpectedResult("analytics.snapshot has no row (its migration inserts the one row)")
@@ -110,7 +111,8 @@ class ReportSet:
 
 
 def read_reports(conn: Conn, names: Sequence[str] | None = None) -> ReportSet | None:
-    """Read ``names`` (default: every report) in one REPEATABLE READ transaction; None when never refreshed.
+    """Read ``names`` (default: every report) in one
+    REPEATABLE READ transaction; None when never refreshed.
 
     ``conn`` must be in autocommit mode (the transaction is opened here).
     """

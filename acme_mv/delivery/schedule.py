@@ -111,7 +111,8 @@ class DailyMail:
             sent = (
                 conn.cursor(row_factory=scalar_row)
                 .execute(
-                    "SELECT sent_at IS NOT NULL FROM acme_mv.mail_sends WHERE day = %s AND kind = %s",
+                    "SELECT sent_at IS NOT NULL FROM "
+                    "acme_mv.mail_sends WHERE day = %s AND kind = %s",
                     (day, self.kind),
                 )
                 .fetchone()
@@ -131,12 +132,14 @@ class DailyMail:
                         )
                         return False
                     conn.execute(
-                        "INSERT INTO acme_mv.mail_sends (day, kind) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        "INSERT INTO acme_mv.mail_sends (day, kind) "
+                        "VALUES (%s, %s) ON CONFLICT DO NOTHING",
                         (day, self.kind),
                     )
                     if one_value(  # the row exists: inserted just above, or by another runner
                         conn,
-                        "SELECT sent_at IS NOT NULL FROM acme_mv.mail_sends WHERE day = %s AND kind = %s FOR UPDATE",
+                        "SELECT sent_at IS NOT NULL FROM acme_mv.mail_sends "
+                        "WHERE day = %s AND kind = %s FOR UPDATE",
                         (day, self.kind),
                         kind=bool,
                     ):
@@ -150,7 +153,8 @@ class DailyMail:
                         now=moment,
                     )
                     conn.execute(
-                        "UPDATE acme_mv.mail_sends SET sent_at = now(), recipients = %s, refreshed_batch_id = %s, "
+                        "UPDATE acme_mv.mail_sends SET sent_at = now(), "
+                        "recipients = %s, refreshed_batch_id = %s, "
                         "attempts = attempts + 1, last_attempt_at = now(), last_error = NULL "
                         "WHERE day = %s AND kind = %s",
                         (result.recipients, result.refreshed_batch_id, day, self.kind),
@@ -187,7 +191,8 @@ def sends(settings: Settings) -> list[SendRecord]:
         return (
             conn.cursor(row_factory=class_row(SendRecord))
             .execute(
-                "SELECT day, kind, sent_at, attempts, last_error FROM acme_mv.mail_sends ORDER BY day DESC, kind"
+                "SELECT day, kind, sent_at, attempts, last_error "
+                "FROM acme_mv.mail_sends ORDER BY day DESC, kind"
             )
             .fetchall()
         )

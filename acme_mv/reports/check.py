@@ -62,7 +62,8 @@ CHECKS: dict[str, tuple[str, str, str]] = {
         "orders no order item points to",
         "order_id",
         "SELECT o.order_id AS k FROM staging.orders_state o "
-        "WHERE NOT EXISTS (SELECT 1 FROM staging.order_items_state i WHERE i.order_id = o.order_id)",
+        "WHERE NOT EXISTS (SELECT 1 FROM staging.order_items_state i "
+        "WHERE i.order_id = o.order_id)",
     ),
     "orders_of_unknown_customers": (
         "orders whose customer_id is NULL or names no customer",
@@ -89,8 +90,12 @@ CHECKS: dict[str, tuple[str, str, str]] = {
 }
 
 
-#: one pass: the keys once (materialized, so planned for all rows), then their count and the lowest ones
-_ONE_PASS = "WITH g AS MATERIALIZED ({body}) SELECT (SELECT count(*) FROM g), ARRAY(SELECT k FROM g ORDER BY k LIMIT {n})"
+#: one pass: the keys once (materialized, so planned
+#: for all rows), then their count and the lowest ones
+_ONE_PASS = (
+    "WITH g AS MATERIALIZED ({body}) SELECT (SELECT count(*) "
+    "FROM g), ARRAY(SELECT k FROM g ORDER BY k LIMIT {n})"
+)
 
 
 def _counted(count: int, samples: list[int]) -> tuple[int, list[int]]:
@@ -129,7 +134,10 @@ def check(settings: Settings) -> list[Gap]:
             gaps.extend(
                 Gap(
                     name=deleted_gap_name(e.table),
-                    description=f"staged {e.table} rows deleted at the source since (only sync --full removes them)",
+                    description=(
+                        f"staged {e.table} rows deleted at the source "
+                        "since (only sync --full removes them)"
+                    ),
                     key=e.key,
                     count=e.deleted,
                     samples=[],

@@ -86,10 +86,12 @@ class AsOf:
 
 
 def resolve_as_of(conn: Conn, at: datetime, *, timezone: str) -> AsOf:
-    """The batches behind "as of ``at``" (naive: in ``timezone``); raise outside the kept history."""
+    """The batches behind "as of ``at``" (naive: in
+    ``timezone``); raise outside the kept history."""
     moment = at if at.tzinfo is not None else at.replace(tzinfo=ZoneInfo(timezone))
     row = conn.execute(
-        "SELECT coalesce((SELECT max(batch_id) FROM staging.sync_batches WHERE finished_at <= %s), 0), "
+        "SELECT coalesce((SELECT max(batch_id) FROM "
+        "staging.sync_batches WHERE finished_at <= %s), 0), "
         "coalesce(refreshed_batch_id, historic_batch_id, 0), history_batch_id, "
         "(SELECT finished_at FROM staging.sync_batches WHERE batch_id = history_batch_id) "
         "FROM analytics.snapshot",
@@ -103,7 +105,8 @@ def resolve_as_of(conn: Conn, at: datetime, *, timezone: str) -> AsOf:
             f" (finished {floor_at:%Y-%m-%d %H:%M:%S %Z})" if isinstance(floor_at, datetime) else ""
         )
         raise HistoryUnavailable(
-            f"Reports as of {moment:%Y-%m-%d %H:%M:%S %Z} are not kept: the history starts after batch "
+            f"Reports as of {moment:%Y-%m-%d %H:%M:%S %Z} "
+            "are not kept: the history starts after batch "
             f"{floor}{since}. Keep more with `acme-mv compact --keep-history`",
             at=moment,
             history_batch_id=floor,
@@ -112,7 +115,8 @@ def resolve_as_of(conn: Conn, at: datetime, *, timezone: str) -> AsOf:
 
 
 def as_of_query(name: str, as_of: AsOf, *, limit: int | None = None) -> sql.Composable:
-    """A report's SELECT as of ``as_of`` (``LIMIT`` for the top reports, as :func:`report_query`)."""
+    """A report's SELECT as of ``as_of`` (``LIMIT``
+    for the top reports, as :func:`report_query`)."""
     report = _report(name)
     current = {
         f"{registry.SCHEMA}.{s.name}_current": sql.SQL(_CURRENT_AS_OF)
@@ -165,7 +169,8 @@ def export(
     now: datetime | None = None,
     as_of: datetime | None = None,
 ) -> Path | None:
-    """Write one report (as of a past moment with ``as_of``); returns the file written (None for stdout)."""
+    """Write one report (as of a past moment with ``as_of``);
+    returns the file written (None for stdout)."""
     return _export_many(
         settings,
         [report],
@@ -189,7 +194,8 @@ def export_all(
     now: datetime | None = None,
     as_of: datetime | None = None,
 ) -> list[Path]:
-    """Write every report to its default file name in ``output_dir``; ``limit`` applies to the top ones."""
+    """Write every report to its default file name in
+    ``output_dir``; ``limit`` applies to the top ones."""
     written = _export_many(
         settings,
         list(REPORTS),
@@ -249,7 +255,8 @@ def _export_many(
 
 
 def prepare_session(conn: Conn) -> None:
-    """The session settings every export writes under (date style, encoding), whatever the server's defaults."""
+    """The session settings every export writes under (date
+    style, encoding), whatever the server's defaults."""
     conn.execute(sql.SQL("SET DateStyle = {}").format(sql.Literal(DATESTYLE)))
     conn.execute("SET client_encoding = 'UTF8'")
 
@@ -261,7 +268,8 @@ def write_csv(
     *,
     limit: int | None = None,
 ) -> None:
-    """One report's CSV, exactly as ``export`` writes it, into ``fh`` (on a :func:`prepare_session` connection).
+    """One report's CSV, exactly as ``export`` writes it,
+    into ``fh`` (on a :func:`prepare_session` connection).
 
     For callers that need the bytes of an export without a file (``acme_mv.delivery``).
     """

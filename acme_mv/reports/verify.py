@@ -63,17 +63,22 @@ REPORTS: dict[str, tuple[sql.Composable, str, int]] = {
 STATES: dict[str, tuple[str, str]] = {
     "orders_state": (
         "SELECT order_id, delivery_date, customer_id, status, _batch_id FROM ("
-        " SELECT DISTINCT ON (order_id) * FROM staging.orders ORDER BY order_id, _batch_id DESC) AS o"
+        " SELECT DISTINCT ON (order_id) * FROM staging.orders "
+        "ORDER BY order_id, _batch_id DESC) AS o"
         " WHERE NOT _deleted",
         "SELECT order_id, delivery_date, customer_id, status, _batch_id FROM staging.orders_state"
-        " WHERE _batch_id >= (SELECT min(from_batch) FROM staging.version_partitions WHERE table_name = 'orders')",
+        " WHERE _batch_id >= (SELECT min(from_batch) FROM "
+        "staging.version_partitions WHERE table_name = 'orders')",
     ),
     "order_items_state": (
         "SELECT order_item_id, order_id, product_id, quanity, _batch_id FROM ("
-        " SELECT DISTINCT ON (order_item_id) * FROM staging.order_items ORDER BY order_item_id, _batch_id DESC) AS i"
+        " SELECT DISTINCT ON (order_item_id) * FROM staging.order_items "
+        "ORDER BY order_item_id, _batch_id DESC) AS i"
         " WHERE NOT _deleted",
-        "SELECT order_item_id, order_id, product_id, quanity, _batch_id FROM staging.order_items_state"
-        " WHERE _batch_id >= (SELECT min(from_batch) FROM staging.version_partitions WHERE table_name = 'order_items')",
+        "SELECT order_item_id, order_id, product_id, "
+        "quanity, _batch_id FROM staging.order_items_state"
+        " WHERE _batch_id >= (SELECT min(from_batch) FROM "
+        "staging.version_partitions WHERE table_name = 'order_items')",
     ),
 }
 

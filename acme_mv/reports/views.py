@@ -173,7 +173,8 @@ WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND c.relkind IN ('v', 'm'
 
 
 def load_dir(directory: Path | None = None) -> list[View]:
-    """Every ``<schema>.<name>.sql`` in ``directory`` (default: ``views/reports/``), in dependency order."""
+    """Every ``<schema>.<name>.sql`` in ``directory``
+    (default: ``views/reports/``), in dependency order."""
     folder = directory or paths.views_dir() / "reports"
     return dependency_order(View.from_file(p) for p in sorted(folder.glob("*.sql")))
 
@@ -192,7 +193,8 @@ def dependency_order(views: Iterable[View]) -> list[View]:
 
 
 def dependants_of(view: View, views: Sequence[View]) -> list[View]:
-    """Every view in ``views`` that reads ``view`` directly or through another, in creation order."""
+    """Every view in ``views`` that reads ``view``
+    directly or through another, in creation order."""
     found: list[View] = []
     for candidate in dependency_order(views):
         if candidate != view and any(candidate.references(v) for v in [view, *found]):
@@ -245,8 +247,10 @@ GRANTS_TABLE = "acme_mv_saved_grants"
 _SAVE_GRANTS = """
 CREATE TEMPORARY TABLE IF NOT EXISTS {table} (statement text NOT NULL) ON COMMIT DROP;
 INSERT INTO {table} (statement)
-SELECT 'GRANT ' || a.privilege_type || ' ON TABLE ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname)
-       || ' TO ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
+SELECT 'GRANT ' || a.privilege_type || ' ON TABLE ' || quote_ident(n.nspname) || '.' \
+|| quote_ident(c.relname)
+       || ' TO ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+ELSE quote_ident(pg_get_userbyid(a.grantee)) END
        || CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
 FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace

@@ -24,7 +24,8 @@ _FRESHNESS_SQL = """
 SELECT s.refreshed_at, s.refreshed_batch_id, b.started_at AS read_at,
        -- never below 0; NULL (not 0: greatest skips NULLs) when no batch was refreshed
        CASE WHEN b.started_at IS NOT NULL
-            THEN greatest(extract(epoch FROM clock_timestamp() - b.started_at)::float8, 0) END AS age_s
+            THEN greatest(extract(epoch FROM clock_timestamp() - b.started_at)::float8, 0) \
+END AS age_s
 FROM analytics.snapshot AS s
 LEFT JOIN staging.sync_batches AS b ON b.batch_id = s.refreshed_batch_id
 """
@@ -50,10 +51,14 @@ class Freshness:
         if self.refreshed_at is None:
             return "reports never refreshed"
         if self.age_s is None:
-            return f"reports refreshed at {self.refreshed_at.isoformat(timespec='seconds')} with no sync batch yet"
+            return (
+                f"reports refreshed at {self.refreshed_at.isoformat(timespec='seconds')} "
+                "with no sync batch yet"
+            )
         return (
             f"reports refreshed at {self.refreshed_at.isoformat(timespec='seconds')} "
-            f"(batch {self.refreshed_batch_id}, read the source at {self.read_at.isoformat(timespec='seconds') if self.read_at else '-'}), "
+            f"(batch {self.refreshed_batch_id}, read the source at "
+            f"{self.read_at.isoformat(timespec='seconds') if self.read_at else '-'}), "
             f"freshness {self.age_s:.1f}s"
         )
 
@@ -73,10 +78,12 @@ def freshness(settings: Settings) -> Freshness:
 
 
 def require_fresh(fresh: Freshness, max_age_s: float) -> None:
-    """Raise :class:`Stale` (exit 5) when the reports are older than ``max_age_s`` or never refreshed."""
+    """Raise :class:`Stale` (exit 5) when the reports
+    are older than ``max_age_s`` or never refreshed."""
     if fresh.is_stale(max_age_s):
         raise Stale(
-            f"The reports are stale: {fresh.describe()}; the limit is {max_age_s:g}s (is `acme-mv run` running?)",
+            f"The reports are stale: {fresh.describe()}; the "
+            f"limit is {max_age_s:g}s (is `acme-mv run` running?)",
             age_s=fresh.age_s,
             max_age_s=max_age_s,
         )

@@ -1,4 +1,5 @@
-"""``acme-mv run``: sync, then refresh, every interval, until told to stop; never gives up on a server.
+"""``acme-mv run``: sync, then refresh, every interval,
+until told to stop; never gives up on a server.
 
 One cycle = one sync (one batch, one warehouse transaction) + one refresh
 (one transaction). Each cycle logs one line: rows synced, the refresh's
@@ -158,7 +159,8 @@ def _last_full_sync(settings: Settings) -> tuple[datetime | None, datetime | Non
         row = (
             conn.cursor(row_factory=args_row(_full_sync_times))
             .execute(
-                "SELECT max(started_at) FILTER (WHERE full_tables <> '{}' OR compared_tables <> '{}'), "
+                "SELECT max(started_at) FILTER (WHERE full_tables "
+                "<> '{}' OR compared_tables <> '{}'), "
                 "min(started_at), now() "
                 "FROM staging.sync_batches"
             )
@@ -370,7 +372,8 @@ def _describe(cycle: Cycle) -> str:
         else f", recovered after {cycle.failures_before} failed cycle(s)"
     )
     return (
-        f"cycle {cycle.number}: synced {cycle.rows_synced} rows{full} in {cycle.sync_seconds:.2f}s, "
+        f"cycle {cycle.number}: synced {cycle.rows_synced} "
+        f"rows{full} in {cycle.sync_seconds:.2f}s, "
         f"refreshed {kind} in {r.total_seconds:.2f}s, freshness {fresh}{recovered}"
     )
 

@@ -30,7 +30,8 @@ class Metrics:
         )
         self.freshness = Gauge(
             "acme_mv_freshness_seconds",
-            "Now minus the time the newest refreshed sync read the source (NaN before the first cycle)",
+            "Now minus the time the newest refreshed sync "
+            "read the source (NaN before the first cycle)",
             registry=r,
         )
         self.freshness.set_function(self._freshness)

@@ -440,7 +440,8 @@ def _require_tables(conn: Conn) -> None:
     for table in schema.TABLES:
         if not relation_exists(conn, SCHEMA, table):
             raise SampleError(
-                f"The schema operations has no table {table}. Run `acme-mv sample init --replace` to recreate it"
+                f"The schema operations has no table {table}. Run "
+                "`acme-mv sample init --replace` to recreate it"
             )
 
 

@@ -122,7 +122,10 @@ def customer_name(rng: random.Random) -> str:
 
 
 def customer_address(rng: random.Random) -> str:
-    return f"{rng.randint(1, 400)} {rng.choice(STREETS)}, {rng.randint(1000, 9999)} {rng.choice(CITIES)}"
+    return (
+        f"{rng.randint(1, 400)} {rng.choice(STREETS)}, "
+        f"{rng.randint(1000, 9999)} {rng.choice(CITIES)}"
+    )
 
 
 def product_name(rng: random.Random) -> str:

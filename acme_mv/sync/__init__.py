@@ -216,7 +216,8 @@ def sync(
             batch_id = state.begin_batch(
                 wh,
                 tables=[s.name for s in specs],
-                full_tables=[],  # --full appends (acme_mv.sync.copy.load_full_diff): nothing re-copied from scratch
+                # --full appends (acme_mv.sync.copy.load_full_diff): nothing re-copied from scratch
+                full_tables=[],
                 # ... but it compared them whole with the source (run --full-every reads this)
                 compared_tables=[name for name, mode in modes.items() if mode == "full"],
             )
@@ -542,7 +543,8 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
 def _staged_counts(
     conn: Conn, spec: TableSpec, *, exact: bool
 ) -> tuple[int | None, int | None, int | None]:
-    """(staged rows, live keys, highest live key): exact (one scan each), or the planner's estimates.
+    """(staged rows, live keys, highest live key):
+    exact (one scan each), or the planner's estimates.
 
     For orders/order_items the rows are every kept version (all partitions) and the live keys
     those of the latest-state table ``staging.<t>_state`` (a tombstoned key is not there); a
@@ -565,9 +567,11 @@ def _staged_counts(
         return counted
     # a partitioned table has no rows of its own: sum the estimates of its partitions
     row = conn.execute(
-        "SELECT sum(c.reltuples) FILTER (WHERE c.reltuples >= 0)::bigint, bool_or(c.reltuples >= 0), "
+        "SELECT sum(c.reltuples) FILTER (WHERE c.reltuples "
+        ">= 0)::bigint, bool_or(c.reltuples >= 0), "
         "(SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass) "
-        "FROM pg_partition_tree(%s::regclass) AS t JOIN pg_class AS c ON c.oid = t.relid WHERE t.isleaf",
+        "FROM pg_partition_tree(%s::regclass) AS t JOIN "
+        "pg_class AS c ON c.oid = t.relid WHERE t.isleaf",
         (keys.as_string(conn), table.as_string(conn)),
     ).fetchone()
     assert row is not None  # aggregates: one row

@@ -176,7 +176,8 @@ def _drop(conn: Conn, table: str, name: str) -> str:
         with conn.transaction():
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(child))
             conn.execute(
-                "DELETE FROM staging.version_partitions WHERE table_name = %s AND partition_name = %s",
+                "DELETE FROM staging.version_partitions WHERE "
+                "table_name = %s AND partition_name = %s",
                 (table, name),
             )
     finally:

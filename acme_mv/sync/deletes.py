@@ -93,7 +93,8 @@ def _top_and_count(top: int | None, count: int) -> tuple[int | None, int]:
 
 
 def source_keys(src: Conn, spec: TableSpec, *, up_to: int | None) -> int:
-    """Source rows whose key is at most ``up_to`` (0 when None): a range count on the primary key."""
+    """Source rows whose key is at most ``up_to`` (0
+    when None): a range count on the primary key."""
     if up_to is None:
         return 0
     return one_value(

@@ -1,4 +1,5 @@
-"""The initial copy in parallel: workers in one exported snapshot, the batch's partition attached at commit.
+"""The initial copy in parallel: workers in one exported
+snapshot, the batch's partition attached at commit.
 
 Where it applies: a first copy (``initial``: the version table is empty) of
 ``orders`` / ``order_items`` with ``jobs > 1`` and at least
@@ -141,7 +142,8 @@ def _empty(wh: Conn, table: str) -> bool:
 
 def _parent_indexes(wh: Conn, table: str) -> tuple[str, ...]:
     rows = wh.execute(
-        "SELECT pg_get_indexdef(x.indexrelid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "SELECT pg_get_indexdef(x.indexrelid) FROM pg_index "
+        "x JOIN pg_class i ON i.oid = x.indexrelid "
         "WHERE x.indrelid = %s::regclass ORDER BY i.relname",
         (f"{STAGING}.{table}",),
     ).fetchall()
@@ -156,7 +158,8 @@ SELECT pg_has_role(c.relowner, 'USAGE') AND has_schema_privilege(c.relnamespace,
                        AND d.classid = 'pg_rewrite'::regclass),
        obj_description(c.oid, 'pg_class'),
        (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> '_batch_id')
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+AND a.attname <> '_batch_id')
 FROM pg_class c WHERE c.oid = %s::regclass
 """
 
@@ -181,7 +184,8 @@ def plan_state(wh: Conn, targets: list[Target]) -> list[StateTarget]:
             log.info("staging.%s is filled by the batch's apply: it cannot be replaced", name)
             return []
         indexes = wh.execute(
-            "SELECT i.relname, pg_get_indexdef(x.indexrelid), k.conname, k.contype::text FROM pg_index x "
+            "SELECT i.relname, pg_get_indexdef(x.indexrelid), "
+            "k.conname, k.contype::text FROM pg_index x "
             "JOIN pg_class i ON i.oid = x.indexrelid "
             "LEFT JOIN pg_constraint k ON k.conindid = x.indexrelid AND k.conrelid = x.indrelid "
             "WHERE x.indrelid = %s::regclass ORDER BY i.relname",
@@ -512,7 +516,8 @@ class Loader:
         return self.state_loads[unit] if unit in self.states else self.loads[unit]
 
     def _copy_part(self, part: Part) -> None:
-        """Run one part in a worker process (the COPY loop holds the GIL once per row); wait for it."""
+        """Run one part in a worker process (the COPY
+        loop holds the GIL once per row); wait for it."""
         table = part.spec.name
         unit = part.unit
         target = self.targets[table]
@@ -809,7 +814,8 @@ class CopyJob:
 
 
 def copy_part(job: CopyJob) -> tuple[int, int]:
-    """Copy ``job.part`` in the exported snapshot; return (rows, bytes). Runs in a worker process."""
+    """Copy ``job.part`` in the exported snapshot;
+    return (rows, bytes). Runs in a worker process."""
     part = job.part
     nbytes = 0
 

@@ -186,7 +186,8 @@ def check_schema(conn: Conn, specs: list[TableSpec]) -> None:
             actual = cols.get(column)
             if actual is None:
                 raise SchemaDrift(
-                    f"The source table {spec.qualified} has no column {column} ({expected}) that the "
+                    f"The source table {spec.qualified} has no "
+                    f"column {column} ({expected}) that the "
                     f"contract states; restore it or update acme-mv",
                     table=spec.qualified,
                     column=column,
@@ -258,7 +259,8 @@ def lock_tables(
             pass
         left_ms = max(int((deadline - time.monotonic()) * 1000), 1)
         log.warning(
-            "%s is locked by another session (a table rewrite such as ALTER TABLE?): waiting up to %.0f s "
+            "%s is locked by another session (a table rewrite "
+            "such as ALTER TABLE?): waiting up to %.0f s "
             "for it, so that the sync's snapshot sees the table after it",
             spec.qualified,
             left_ms / 1000,
@@ -275,7 +277,8 @@ def lock_tables(
         except psycopg.errors.LockNotAvailable:
             raise SourceLocked(
                 f"The source table {spec.qualified} stayed locked by another session for "
-                f"{timeout.total_seconds():g} s (a table rewrite, VACUUM FULL, or an open DDL transaction?): "
+                f"{timeout.total_seconds():g} s (a table rewrite, "
+                "VACUUM FULL, or an open DDL transaction?): "
                 "the sync waits for such locks so that it never reads a rewritten table as empty; "
                 "try again when it is done",
                 table=spec.qualified,
@@ -283,8 +286,10 @@ def lock_tables(
             ) from None
         except psycopg.errors.DeadlockDetected:
             raise SourceLocked(
-                f"The sync's lock on the source table {spec.qualified} deadlocked with another session "
-                "that locks several of the contract's tables (a multi-table DDL transaction?); try again",
+                "The sync's lock on the source table "
+                f"{spec.qualified} deadlocked with another session "
+                "that locks several of the contract's tables "
+                "(a multi-table DDL transaction?); try again",
                 table=spec.qualified,
                 waited=dt.timedelta(seconds=time.monotonic() - deadline) + timeout,
             ) from None
@@ -378,7 +383,8 @@ def read_watermark(
     clock, oldest, oldest_pid, sees_all, tz, tz_source = row
     if oldest is not None and clock - oldest > LONG_TRANSACTION:
         log.warning(
-            "source transaction of pid %s has been open since %s: the cursor cannot pass its start, "
+            "source transaction of pid %s has been open "
+            "since %s: the cursor cannot pass its start, "
             "so every sync re-reads the rows changed since then",
             oldest_pid,
             oldest,

@@ -1,4 +1,5 @@
-"""staging: append-only copies of orders and order items, mirrors of customers and products, sync state
+"""staging: append-only copies of orders and order
+items, mirrors of customers and products, sync state
 
 Revision ID: 0001_staging
 Revises:

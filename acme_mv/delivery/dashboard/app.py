@@ -361,7 +361,8 @@ class _Server(uvicorn.Server):
 
 @contextmanager
 def running(app: ASGIApp, *, host: str = DEFAULT_HOST, port: int = 0) -> Iterator[str]:
-    """Serve ``app`` from a background thread; yields its base URL (for tests, benchmarks and the demo)."""
+    """Serve ``app`` from a background thread; yields its
+    base URL (for tests, benchmarks and the demo)."""
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     )

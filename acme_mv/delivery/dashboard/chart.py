@@ -66,14 +66,17 @@ def open_orders_svg(rows: Sequence[Sequence[str]]) -> str:
         value = scale_max * i // 5
         y = MARGIN_TOP + plot_h - (plot_h * value / scale_max if scale_max else 0)
         out.append(
-            f'<line x1="{MARGIN_LEFT}" y1="{y:.1f}" x2="{WIDTH - MARGIN_RIGHT}" y2="{y:.1f}" stroke="#e5e7eb"/>'
+            f'<line x1="{MARGIN_LEFT}" y1="{y:.1f}" '
+            f'x2="{WIDTH - MARGIN_RIGHT}" y2="{y:.1f}" stroke="#e5e7eb"/>'
         )
         out.append(
-            f'<text x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#6b7280">{value:,}</text>'
+            f'<text x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" font-size="11" '
+            f'text-anchor="end" fill="#6b7280">{value:,}</text>'
         )
     if not dates:
         out.append(
-            f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" font-size="14" text-anchor="middle" fill="#6b7280">no open orders</text>'
+            f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" font-size="14" '
+            'text-anchor="middle" fill="#6b7280">no open orders</text>'
         )
     slot = plot_w / max(len(dates), 1)
     bar = max(slot * 0.8, 1.0)
@@ -91,7 +94,8 @@ def open_orders_svg(rows: Sequence[Sequence[str]]) -> str:
             out.append(
                 f'<rect x="{bx:.1f}" y="{base:.1f}" width="{bar:.1f}" height="{h:.1f}" '
                 f'fill="{STATUS_COLOURS.get(status, OTHER_COLOUR)}" data-date={quoteattr(label)} '
-                f'data-status={quoteattr(status)} data-count="{count}"><title>{title}</title></rect>'
+                f"data-status={quoteattr(status)} "
+                f'data-count="{count}"><title>{title}</title></rect>'
             )
         if i % every == 0:
             tx = bx + bar / 2
