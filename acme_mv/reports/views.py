@@ -247,10 +247,10 @@ GRANTS_TABLE = "acme_mv_saved_grants"
 _SAVE_GRANTS = """
 CREATE TEMPORARY TABLE IF NOT EXISTS {table} (statement text NOT NULL) ON COMMIT DROP;
 INSERT INTO {table} (statement)
-SELECT 'GRANT ' || a.privilege_type || ' ON TABLE ' || quote_ident(n.nspname) || '.' \
-|| quote_ident(c.relname)
-       || ' TO ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
-ELSE quote_ident(pg_get_userbyid(a.grantee)) END
+SELECT 'GRANT ' || a.privilege_type || ' ON TABLE '
+       || quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+       || ' TO ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                         ELSE quote_ident(pg_get_userbyid(a.grantee)) END
        || CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END
 FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace

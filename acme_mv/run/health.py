@@ -24,8 +24,8 @@ _FRESHNESS_SQL = """
 SELECT s.refreshed_at, s.refreshed_batch_id, b.started_at AS read_at,
        -- never below 0; NULL (not 0: greatest skips NULLs) when no batch was refreshed
        CASE WHEN b.started_at IS NOT NULL
-            THEN greatest(extract(epoch FROM clock_timestamp() - b.started_at)::float8, 0) \
-END AS age_s
+            THEN greatest(extract(epoch FROM clock_timestamp() - b.started_at)::float8, 0)
+       END AS age_s
 FROM analytics.snapshot AS s
 LEFT JOIN staging.sync_batches AS b ON b.batch_id = s.refreshed_batch_id
 """

@@ -158,8 +158,8 @@ SELECT pg_has_role(c.relowner, 'USAGE') AND has_schema_privilege(c.relnamespace,
                        AND d.classid = 'pg_rewrite'::regclass),
        obj_description(c.oid, 'pg_class'),
        (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
-        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-AND a.attname <> '_batch_id')
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+              AND a.attname <> '_batch_id')
 FROM pg_class c WHERE c.oid = %s::regclass
 """
 
