@@ -47,7 +47,7 @@ import psycopg
 from psycopg import sql
 
 from acme_mv.config import Settings
-from acme_mv.db import connection
+from acme_mv.db import connection, tag_error
 from acme_mv.migrate import require_head
 
 log = logging.getLogger(__name__)
@@ -142,48 +142,63 @@ def today(settings: Settings, now: datetime | None = None) -> date:
 def refresh(
     settings: Settings, *, mode: RefreshMode = "auto", now: datetime | None = None
 ) -> RefreshResult:
-    """Refresh the reports (see the module docstring for when the historic part is folded)."""
+    """Refresh the reports (see the module docstring for when the historic part is folded).
+
+    Round trips are few, since on a busy server each one waits for a CPU: after the connect
+    and the revision check, one pipeline with four syncs. The first takes the lock; the
+    second opens the transaction and reads the snapshot row and the newest batch; the third
+    sends the writes (skipped when there is no new batch and nothing to fold) and times them;
+    the fourth records the refresh, commits and lets the lock go.
+    """
     day = today(settings, now)
     started = time.perf_counter()
     with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
         require_head(conn)
-        with _refresh_lock(conn):
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            with conn.transaction():
-                snap = _read_snapshot(conn)
-                newest = _newest_batch(conn)
-                reason = _fold_reason(snap, mode=mode, day=day)
-                historic_s: float | None = None
-                new_batches = delta_rows = 0
-                t1 = time.perf_counter()
-                if mode == "rebuild":
-                    log.info("rebuilding the reports from the latest-state tables")
-                    _rebuild(conn)
-                    historic_s = time.perf_counter() - t1
-                    current_s = 0.0
-                else:
-                    since = _included(snap)
-                    new_batches, delta_rows = _add_deltas(conn, since, newest)
-                    current_s = time.perf_counter() - t1
-                    if reason:
-                        log.info("folding the current part into the historic part: %s", reason)
-                        t0 = time.perf_counter()
-                        _fold(conn)
-                        historic_s = time.perf_counter() - t0
+        # an error ends the session (connection() closes it): its transaction rolls back and
+        # its session lock is released with it
+        with _tagged(conn), conn.pipeline() as pipeline:
+            snap, newest = _lock_and_read(conn)
+            reason = _fold_reason(snap, mode=mode, day=day)
+            historic_s: float | None = None
+            new_batches = delta_rows = 0
+            t1 = time.perf_counter()
+            if mode == "rebuild":
+                log.info("rebuilding the reports from the latest-state tables")
+                _rebuild(conn)
+                pipeline.sync()
+                historic_s = time.perf_counter() - t1
+                current_s = 0.0
+            else:
+                added = _add_deltas(conn, _included(snap), newest)
                 if reason:
-                    _take_snapshot(conn, newest, day=day, timezone=settings.timezone)
-                result = _record(
-                    conn,
-                    newest,
-                    rebuilt=bool(reason),
-                    reason=reason,
-                    day=day if reason else (snap.day or day),
-                    historic_s=historic_s,
-                    current_s=current_s,
-                    started=started,
-                    new_batches=new_batches,
-                    delta_rows=delta_rows,
-                )
+                    log.info("folding the current part into the historic part: %s", reason)
+                    _fold(conn)
+                if added or reason:
+                    pipeline.sync()
+                new_batches, delta_rows = _added(added)
+                current_s = time.perf_counter() - t1
+                if reason:
+                    historic_s = current_s
+            if reason:
+                _take_snapshot(conn, newest, day=day, timezone=settings.timezone)
+            recorded = _record(
+                conn, newest, rebuilt=bool(reason), historic_s=historic_s, current_s=current_s
+            )
+            conn.execute("COMMIT")
+            conn.execute(_UNLOCK, (LOCK_CLASS, LOCK_REFRESH))
+        # the pipeline has run to its end: committed and unlocked
+        result = _result(
+            recorded,
+            newest,
+            rebuilt=bool(reason),
+            reason=reason,
+            day=day if reason else (snap.day or day),
+            historic_s=historic_s,
+            current_s=current_s,
+            started=started,
+            new_batches=new_batches,
+            delta_rows=delta_rows,
+        )
     log.debug(  # `refresh` prints its result and `run` its cycle line: no second INFO line
         "refreshed %s in %.2fs (%d new batches, %d delta rows; B=%d, up to batch %s)",
         f"and folded ({result.reason})" if result.rebuilt_historic else "current",
@@ -196,27 +211,59 @@ def refresh(
     return result
 
 
+_TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
+_LOCK = "SELECT pg_advisory_lock(%s, %s)"
+_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
+#: explicit, not psycopg's transaction(): in a pipeline with statements still in flight,
+#: psycopg cannot tell that no transaction is open and would start a savepoint instead
+_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+_SNAPSHOT = "SELECT historic_batch_id, refreshed_batch_id, day FROM analytics.snapshot"
+_NEWEST = "SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches"
+
+
 @contextmanager
-def _refresh_lock(conn: Conn) -> Iterator[None]:
-    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH)).fetchone()
-    if not (row and row[0]):
-        log.info("another refresh is running; waiting for it to finish")
-        conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH))
+def _tagged(conn: Conn) -> Iterator[None]:
+    """A pipeline's error surfaces when it syncs, outside the statement that raised it: mark
+    it as this connection's, so that it becomes acme-mv's one-line error."""
     try:
         yield
-    finally:
-        if not conn.closed and not conn.broken:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH))
+    except psycopg.Error as exc:
+        tag_error(exc, conn, "refresh")
+        raise
+
+
+def _lock_and_read(conn: Conn) -> tuple[_Snapshot, int]:
+    """Take the refresh lock, then open the REPEATABLE READ transaction and read the snapshot
+    row and the newest committed batch in it (two round trips when the lock is free).
+
+    The lock is session-level and taken before the transaction, whose snapshot (its first
+    SELECT) then sees any previous refresh committed: a refresh commits before it unlocks.
+    The try stays a round trip of its own: a statement queued before BEGIN in the same
+    pipeline would share its implicit transaction (BEGIN ISOLATION LEVEL then fails) and a
+    COMMIT between them warns in the server log. The transaction stays open for the caller.
+    """
+    with conn.pipeline():  # a nested pipeline: syncs when it ends
+        got = conn.execute(_TRY_LOCK, (LOCK_CLASS, LOCK_REFRESH))
+    row = got.fetchone()
+    if not (row and row[0]):
+        log.info("another refresh is running; waiting for it to finish")
+        with conn.pipeline():
+            conn.execute(_LOCK, (LOCK_CLASS, LOCK_REFRESH))
+    conn.execute(_BEGIN)
+    snap_cur = conn.execute(_SNAPSHOT)
+    newest_cur = conn.execute(_NEWEST)
+    return _snapshot(snap_cur.fetchone()), _first_int(newest_cur.fetchone())
 
 
 def _int(value: object) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-def _read_snapshot(conn: Conn) -> _Snapshot:
-    row = conn.execute(
-        "SELECT historic_batch_id, refreshed_batch_id, day FROM analytics.snapshot"
-    ).fetchone()
+def _first_int(row: tuple[object, ...] | None) -> int:
+    return (_int(row[0]) or 0) if row else 0
+
+
+def _snapshot(row: tuple[object, ...] | None) -> _Snapshot:
     if row is None:
         return _Snapshot(None, None, None)
     batch, refreshed, day = row
@@ -228,11 +275,6 @@ def _included(snap: _Snapshot) -> int:
     if snap.refreshed_batch_id is not None:
         return snap.refreshed_batch_id
     return snap.historic_batch_id or 0
-
-
-def _newest_batch(conn: Conn) -> int:
-    row = conn.execute("SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches").fetchone()
-    return int(row[0]) if row and isinstance(row[0], int) else 0
 
 
 def _fold_reason(snap: _Snapshot, *, mode: RefreshMode, day: date) -> str:
@@ -248,13 +290,16 @@ def _fold_reason(snap: _Snapshot, *, mode: RefreshMode, day: date) -> str:
     return ""
 
 
-def _add_deltas(conn: Conn, since: int, upto: int) -> tuple[int, int]:
-    """current += the deltas of the batches in (since, upto]; returns (batches, delta rows)."""
+def _add_deltas(conn: Conn, since: int, upto: int) -> list[psycopg.Cursor[tuple[object, ...]]]:
+    """Queue current += the deltas of the batches in (since, upto]; nothing when there are none.
+
+    Returns the queued statements' cursors: the summaries' INSERTs, then the batch count
+    (read them with :func:`_added` once the pipeline has run).
+    """
     if upto <= since:
-        return 0, 0
-    rows = 0
-    for s in SUMMARIES:
-        cur = conn.execute(
+        return []
+    cursors = [
+        conn.execute(
             sql.SQL(
                 "INSERT INTO {current} AS c ({cols}, n) "
                 "SELECT {cols}, sum(d.n) FROM {delta} AS d "
@@ -265,12 +310,23 @@ def _add_deltas(conn: Conn, since: int, upto: int) -> tuple[int, int]:
         )
         # groups that fell back to 0 stay until the fold (the union views drop them): deleting
         # them here would scan the current table, a cost that grows over the day
-        rows += max(cur.rowcount, 0)
-    row = conn.execute(
-        "SELECT count(*) FROM staging.sync_batches WHERE batch_id > %s AND batch_id <= %s",
-        (since, upto),
-    ).fetchone()
-    return (int(row[0]) if row and isinstance(row[0], int) else 0), rows
+        for s in SUMMARIES
+    ]
+    cursors.append(
+        conn.execute(
+            "SELECT count(*) FROM staging.sync_batches WHERE batch_id > %s AND batch_id <= %s",
+            (since, upto),
+        )
+    )
+    return cursors
+
+
+def _added(cursors: list[psycopg.Cursor[tuple[object, ...]]]) -> tuple[int, int]:
+    """(batches, delta rows) of :func:`_add_deltas`' statements, after they ran."""
+    if not cursors:
+        return 0, 0
+    *inserts, count = cursors
+    return _first_int(count.fetchone()), sum(max(c.rowcount, 0) for c in inserts)
 
 
 def _fold(conn: Conn) -> None:
@@ -311,15 +367,11 @@ def _record(
     newest: int,
     *,
     rebuilt: bool,
-    reason: str,
-    day: date,
     historic_s: float | None,
     current_s: float,
-    started: float,
-    new_batches: int,
-    delta_rows: int,
-) -> RefreshResult:
-    row = conn.execute(
+) -> psycopg.Cursor[tuple[object, ...]]:
+    """Queue the snapshot row's update; its cursor gives (historic batch, the batch's time)."""
+    return conn.execute(
         """
         UPDATE analytics.snapshot AS s
         SET refreshed_at = now(),
@@ -337,7 +389,23 @@ def _record(
             "historic_s": historic_s,
             "current_s": current_s,
         },
-    ).fetchone()
+    )
+
+
+def _result(
+    recorded: psycopg.Cursor[tuple[object, ...]],
+    newest: int,
+    *,
+    rebuilt: bool,
+    reason: str,
+    day: date,
+    historic_s: float | None,
+    current_s: float,
+    started: float,
+    new_batches: int,
+    delta_rows: int,
+) -> RefreshResult:
+    row = recorded.fetchone()
     assert row is not None  # the migration inserts the one row
     historic_batch, batch_at = row
     return RefreshResult(
