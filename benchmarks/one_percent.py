@@ -26,7 +26,7 @@ def timed_refresh(bench: Bench, mode: refresh_api.RefreshMode) -> refresh_api.Re
     return refresh_api.refresh(bench.settings, mode=mode)
 
 
-def _ready(bench: Bench) -> None:
+def ready(bench: Bench) -> None:
     """A synced warehouse with a snapshot (reused when an earlier measurement made one)."""
     migrated(bench)
     with bench.connect("warehouse") as conn:
@@ -38,7 +38,7 @@ def _ready(bench: Bench) -> None:
 
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, NAME, "1% of the orders changed: sync and refresh") as found:
-        _ready(bench)
+        ready(bench)
         rebuild = Result("one_percent.rebuild", "refresh --rebuild (from the latest-state tables)")
         rebuild.throughput = False
         rebuild.seconds.append(timed(lambda: refresh_api.refresh(bench.settings, mode="rebuild")))

@@ -25,9 +25,8 @@ from acme_mv import sync as sync_api
 from acme_mv.reports import refresh as refresh_api
 from acme_mv.sync import source as sync_source
 from benchmarks import refresh_growth
-from benchmarks.acme_sync import migrated
 from benchmarks.core import Bench, Result, guarded, timed
-from benchmarks.one_percent import timed_refresh
+from benchmarks.one_percent import ready, timed_refresh
 
 NAME = "profile"
 #: cycles profiled (the first warms the caches of a fresh warehouse)
@@ -161,12 +160,7 @@ def _explain_refresh(bench: Bench) -> list[dict[str, Any]]:
 
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, NAME, "profile of one sync and one refresh --current") as found:
-        migrated(bench)
-        with bench.connect("warehouse") as conn:
-            row = conn.execute("SELECT historic_batch_id FROM analytics.snapshot").fetchone()
-        if row is None or row[0] is None:
-            sync_api.sync(bench.settings)
-            refresh_api.refresh(bench.settings, mode="historic")
+        ready(bench)
         cycles: list[dict[str, Any]] = []
         for cycle in range(CYCLES):
             refresh_growth.change(bench, 100 + cycle)

@@ -14,7 +14,7 @@ from acme_mv import sync as sync_api
 from acme_mv.reports import refresh as refresh_api
 from benchmarks import source
 from benchmarks.core import Bench, Result, guarded, timed
-from benchmarks.one_percent import _ready
+from benchmarks.one_percent import ready
 
 NAME = "rollover"
 #: 1% of the orders each: ten make the day's 10%
@@ -32,7 +32,7 @@ def _day(bench: Bench) -> int:
 
 def measure(bench: Bench) -> list[Result]:
     with guarded(bench, NAME, "rollover after 10% of the orders changed") as found:
-        _ready(bench)
+        ready(bench)
         refresh_api.refresh(bench.settings, mode="historic")
         changed = _day(bench)
         fold = Result(
