@@ -36,18 +36,20 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Params, Query
 
 from acme_mv.config import Settings
-from acme_mv.db import connection, tag_error
+from acme_mv.db import TaggedCursor, connection, tag_error
 from acme_mv.migrate import require_head
 
 log = logging.getLogger(__name__)
@@ -158,6 +160,7 @@ def refresh(
         # its session lock is released with it
         with _tagged(conn), conn.pipeline() as pipeline:
             snap, newest = _lock_and_read(conn)
+            _ran(conn)
             reason = _fold_reason(snap, mode=mode, day=day)
             historic_s: float | None = None
             new_batches = delta_rows = 0
@@ -166,6 +169,7 @@ def refresh(
                 log.info("rebuilding the reports from the latest-state tables")
                 _rebuild(conn)
                 pipeline.sync()
+                _ran(conn)
                 historic_s = time.perf_counter() - t1
                 current_s = 0.0
             else:
@@ -175,6 +179,7 @@ def refresh(
                     _fold(conn)
                 if added or reason:
                     pipeline.sync()
+                    _ran(conn)
                 new_batches, delta_rows = _added(added)
                 current_s = time.perf_counter() - t1
                 if reason:
@@ -221,15 +226,60 @@ _SNAPSHOT = "SELECT historic_batch_id, refreshed_batch_id, day FROM analytics.sn
 _NEWEST = "SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches"
 
 
+class _Remembering(TaggedCursor):
+    """A :class:`TaggedCursor` that remembers the statements queued on its connection: a
+    pipeline's error surfaces when the pipeline syncs, and names no statement."""
+
+    def execute(
+        self,
+        query: Query,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> _Remembering:
+        _QUEUED.setdefault(self.connection, []).append(query)
+        super().execute(query, params, prepare=prepare, binary=binary)
+        return self
+
+
+#: the statements queued on each refresh connection (dropped with the connection)
+_QUEUED: weakref.WeakKeyDictionary[psycopg.Connection[Any], list[Query]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 @contextmanager
 def _tagged(conn: Conn) -> Iterator[None]:
-    """A pipeline's error surfaces when it syncs, outside the statement that raised it: mark
-    it as this connection's, so that it becomes acme-mv's one-line error."""
+    """Mark an error of the pipeline as this connection's, with the first statement queued
+    since the last sync that names the relation it complains about (for the privilege it
+    needed), so that it becomes acme-mv's one-line error."""
+    conn.cursor_factory = _Remembering
     try:
         yield
     except psycopg.Error as exc:
-        tag_error(exc, conn, "refresh")
+        queued = _QUEUED.get(conn, [])
+        named = [q for q in queued if _names(conn, q, exc)]
+        tag_error(exc, conn, _text(conn, (named or queued or ["refresh"])[0]))
         raise
+
+
+def _ran(conn: Conn) -> None:
+    """The statements queued so far ran: an error from now on is a later one's."""
+    _QUEUED.pop(conn, None)
+
+
+def _text(conn: Conn, query: Query) -> str:
+    if isinstance(query, sql.Composable):
+        return query.as_string(conn)
+    return query.decode() if isinstance(query, bytes) else str(query)
+
+
+def _names(conn: Conn, query: Query, exc: psycopg.Error) -> bool:
+    """Whether ``query`` writes or reads the relation the error message names."""
+    message = exc.diag.message_primary or ""
+    relation = message.rsplit(" ", 1)[-1].strip('"') if "permission denied for" in message else ""
+    return bool(relation) and relation in _text(conn, query)
 
 
 def _lock_and_read(conn: Conn) -> tuple[_Snapshot, int]:
