@@ -45,8 +45,13 @@ def targets(doc: dict[str, Any]) -> list[str]:
             f"| refresh_growth: last/first refresh | <= 1.2 | {ratio:.2f} | {_mark(ratio <= 1.2)} |"
         )
         rows.append(
-            f"| refresh_growth: worst cycle / rebuild after the cycles ({rebuild} s) | <= 5% | "
+            f"| refresh_growth: worst cycle / the rebuild after the cycles (rebuilds before, after: {rebuild} s) | <= 5% | "
             f"{worst:.1%} | {_mark(worst <= 0.05)} |"
+        )
+        strict = max(extra["refresh_s"]) / min(extra["rebuild_s"])
+        rows.append(
+            f"| refresh_growth: worst cycle / the faster of those rebuilds | <= 5% | "
+            f"{strict:.1%} | {_mark(strict <= 0.05)} |"
         )
     fold = found.get("rollover.fold")
     if fold and fold["status"] == "ok" and fold["ratio"] is not None:
