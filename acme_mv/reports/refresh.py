@@ -147,10 +147,10 @@ def refresh(
     """Refresh the reports (see the module docstring for when the historic part is folded).
 
     Round trips are few, since on a busy server each one waits for a CPU: after the connect
-    and the revision check, one pipeline with four syncs. The first takes the lock; the
-    second opens the transaction and reads the snapshot row and the newest batch; the third
-    sends the writes (skipped when there is no new batch and nothing to fold) and times them;
-    the fourth records the refresh, commits and lets the lock go.
+    and the revision check: the lock; the transaction's start with the reads of the snapshot
+    row and the newest batch (one pipeline); the writes (one pipeline, skipped when there is
+    no new batch and nothing to fold); the snapshot row's update; the commit and the unlock
+    (one pipeline).
     """
     day = today(settings, now)
     started = time.perf_counter()
@@ -184,14 +184,18 @@ def refresh(
                 current_s = time.perf_counter() - t1
                 if reason:
                     historic_s = current_s
-            if reason:
-                _take_snapshot(conn, newest, day=day, timezone=settings.timezone)
-            recorded = _record(
-                conn, newest, rebuilt=bool(reason), historic_s=historic_s, current_s=current_s
-            )
+        # the snapshot row's update waits for a lock when a reader holds the row (or a blocker
+        # the table): outside the pipeline, so that a session ended while it waits reports the
+        # server's reason (psycopg's pipeline only sees the connection go)
+        if reason:
+            _take_snapshot(conn, newest, day=day, timezone=settings.timezone)
+        recorded = _record(
+            conn, newest, rebuilt=bool(reason), historic_s=historic_s, current_s=current_s
+        )
+        with _tagged(conn), conn.pipeline():
             conn.execute("COMMIT")
             conn.execute(_UNLOCK, (LOCK_CLASS, LOCK_REFRESH))
-        # the pipeline has run to its end: committed and unlocked
+        # committed and unlocked
         result = _result(
             recorded,
             newest,
