@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
 # the pages of docs/ with generated parts (cog blocks: the CLI reference, the benchmark tables)
-GENERATED_DOCS := docs/cli.md docs/benchmarks.md docs/views.md docs/sync-parallel.md
+GENERATED_DOCS := docs/cli.md docs/benchmarks.md docs/views.md docs/sync-parallel.md docs/refresh-performance.md
 
 .PHONY: demo test lint docs bench clean
 

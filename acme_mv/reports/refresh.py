@@ -36,19 +36,20 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
+from psycopg.abc import Params, Query
 
 from acme_mv.config import Settings
-from acme_mv.db import Conn, UnexpectedResult, connection, one_value
+from acme_mv.db import Conn, TaggedCursor, UnexpectedResult, connection, tag_error
 from acme_mv.migrate import require_head
 from acme_mv.reports import registry
 
@@ -130,48 +131,70 @@ def today(settings: Settings, now: datetime | None = None) -> date:
 def refresh(
     settings: Settings, *, mode: RefreshMode = "auto", now: datetime | None = None
 ) -> RefreshResult:
-    """Refresh the reports (see the module docstring for when the historic part is folded)."""
+    """Refresh the reports (see the module docstring for when the historic part is folded).
+
+    Round trips are few, since on a busy server each one waits for a CPU: after the connect
+    and the revision check: the lock; the transaction's start with the reads of the snapshot
+    row and the newest batch (one pipeline); the writes (one pipeline, skipped when there is
+    no new batch and nothing to fold); the snapshot row's update; the commit and the unlock
+    (one pipeline).
+    """
     day = today(settings, now)
     started = time.perf_counter()
     with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
         require_head(conn)
-        with _refresh_lock(conn):
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            with conn.transaction():
-                snap = _read_snapshot(conn)
-                newest = _newest_batch(conn)
-                reason = _fold_reason(snap, mode=mode, day=day)
-                historic_s: float | None = None
-                new_batches = delta_rows = 0
-                t1 = time.perf_counter()
-                if mode == "rebuild":
-                    log.info("rebuilding the reports from the latest-state tables")
-                    _rebuild(conn)
-                    historic_s = time.perf_counter() - t1
-                    current_s = 0.0
-                else:
-                    since = _included(snap)
-                    new_batches, delta_rows = _add_deltas(conn, since, newest)
-                    current_s = time.perf_counter() - t1
-                    if reason:
-                        log.info("folding the current part into the historic part: %s", reason)
-                        t0 = time.perf_counter()
-                        _fold(conn)
-                        historic_s = time.perf_counter() - t0
+        # an error ends the session (connection() closes it): its transaction rolls back and
+        # its session lock is released with it
+        with _tagged(conn), conn.pipeline() as pipeline:
+            snap, newest = _lock_and_read(conn)
+            _ran(conn)
+            reason = _fold_reason(snap, mode=mode, day=day)
+            historic_s: float | None = None
+            new_batches = delta_rows = 0
+            t1 = time.perf_counter()
+            if mode == "rebuild":
+                log.info("rebuilding the reports from the latest-state tables")
+                _rebuild(conn)
+                pipeline.sync()
+                _ran(conn)
+                historic_s = time.perf_counter() - t1
+                current_s = 0.0
+            else:
+                added = _add_deltas(conn, _included(snap), newest)
                 if reason:
-                    _take_snapshot(conn, newest, day=day, timezone=settings.timezone)
-                result = _record(
-                    conn,
-                    newest,
-                    rebuilt=bool(reason),
-                    reason=reason,
-                    day=day if reason else (snap.day or day),
-                    historic_s=historic_s,
-                    current_s=current_s,
-                    started=started,
-                    new_batches=new_batches,
-                    delta_rows=delta_rows,
-                )
+                    log.info("folding the current part into the historic part: %s", reason)
+                    _fold(conn)
+                if added or reason:
+                    pipeline.sync()
+                    _ran(conn)
+                new_batches, delta_rows = _added(added)
+                current_s = time.perf_counter() - t1
+                if reason:
+                    historic_s = current_s
+        # the snapshot row's update waits for a lock when a reader holds the row (or a blocker
+        # the table): outside the pipeline, so that a session ended while it waits reports the
+        # server's reason (psycopg's pipeline only sees the connection go)
+        if reason:
+            _take_snapshot(conn, newest, day=day, timezone=settings.timezone)
+        recorded = _record(
+            conn, newest, rebuilt=bool(reason), historic_s=historic_s, current_s=current_s
+        )
+        with _tagged(conn), conn.pipeline():
+            conn.execute("COMMIT")
+            conn.execute(_UNLOCK, (LOCK_CLASS, LOCK_REFRESH))
+        # committed and unlocked
+        result = _result(
+            recorded,
+            newest,
+            rebuilt=bool(reason),
+            reason=reason,
+            day=day if reason else (snap.day or day),
+            historic_s=historic_s,
+            current_s=current_s,
+            started=started,
+            new_batches=new_batches,
+            delta_rows=delta_rows,
+        )
     log.debug(  # `refresh` prints its result and `run` its cycle line: no second INFO line
         "refreshed %s in %.2fs (%d new batches, %d delta rows; B=%d, up to batch %s)",
         f"and folded ({result.reason})" if result.rebuilt_historic else "current",
@@ -184,31 +207,119 @@ def refresh(
     return result
 
 
+_TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
+_LOCK = "SELECT pg_advisory_lock(%s, %s)"
+_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
+#: explicit, not psycopg's transaction(): in a pipeline with statements still in flight,
+#: psycopg cannot tell that no transaction is open and would start a savepoint instead
+_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+_SNAPSHOT = "SELECT historic_batch_id, refreshed_batch_id, day FROM analytics.snapshot"
+_NEWEST = "SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches"
+
+
+class _Remembering(TaggedCursor):
+    """A :class:`TaggedCursor` that remembers the statements queued on its connection: a
+    pipeline's error surfaces when the pipeline syncs, and names no statement."""
+
+    def execute(
+        self,
+        query: Query,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> _Remembering:
+        _QUEUED.setdefault(self.connection, []).append(query)
+        super().execute(query, params, prepare=prepare, binary=binary)
+        return self
+
+
+#: the statements queued on each refresh connection (dropped with the connection)
+_QUEUED: weakref.WeakKeyDictionary[psycopg.Connection[Any], list[Query]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 @contextmanager
-def _refresh_lock(conn: Conn) -> Iterator[None]:
-    if not one_value(
-        conn, "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH), kind=bool
-    ):
-        log.info("another refresh is running; waiting for it to finish")
-        conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH))
+def _tagged(conn: Conn) -> Iterator[None]:
+    """Mark an error of the pipeline as this connection's, with the first statement queued
+    since the last sync that names the relation it complains about (for the privilege it
+    needed), so that it becomes acme-mv's one-line error."""
+    conn.cursor_factory = _Remembering
     try:
         yield
-    finally:
-        if not conn.closed and not conn.broken:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH))
+    except psycopg.Error as exc:
+        queued = _QUEUED.get(conn, [])
+        named = [q for q in queued if _names(conn, q, exc)]
+        tag_error(exc, conn, _text(conn, (named or queued or ["refresh"])[0]))
+        raise
 
 
-def _read_snapshot(conn: Conn) -> _Snapshot:
+def _ran(conn: Conn) -> None:
+    """The statements queued so far ran: an error from now on is a later one's."""
+    _QUEUED.pop(conn, None)
+
+
+def _text(conn: Conn, query: Query) -> str:
+    if isinstance(query, sql.Composable):
+        return query.as_string(conn)
+    return query.decode() if isinstance(query, bytes) else str(query)
+
+
+def _names(conn: Conn, query: Query, exc: psycopg.Error) -> bool:
+    """Whether ``query`` writes or reads the relation the error message names."""
+    message = exc.diag.message_primary or ""
+    relation = message.rsplit(" ", 1)[-1].strip('"') if "permission denied for" in message else ""
+    return bool(relation) and relation in _text(conn, query)
+
+
+def _lock_and_read(conn: Conn) -> tuple[_Snapshot, int]:
+    """Take the refresh lock, then open the REPEATABLE READ transaction and read the snapshot
+    row and the newest committed batch in it (two round trips when the lock is free).
+
+    The lock is session-level and taken before the transaction, whose snapshot (its first
+    SELECT) then sees any previous refresh committed: a refresh commits before it unlocks.
+    The try stays a round trip of its own: a statement queued before BEGIN in the same
+    pipeline would share its implicit transaction (BEGIN ISOLATION LEVEL then fails) and a
+    COMMIT between them warns in the server log. The transaction stays open for the caller.
+    """
+    with conn.pipeline():  # a nested pipeline: syncs when it ends
+        got = conn.execute(_TRY_LOCK, (LOCK_CLASS, LOCK_REFRESH))
+    row = got.fetchone()
+    if not (row and row[0]):
+        log.info("another refresh is running; waiting for it to finish")
+        with conn.pipeline():
+            conn.execute(_LOCK, (LOCK_CLASS, LOCK_REFRESH))
+    conn.execute(_BEGIN)
+    snap_cur = conn.execute(_SNAPSHOT)
+    newest_cur = conn.execute(_NEWEST)
+    return _snapshot(snap_cur.fetchone()), _first_int(newest_cur.fetchone())
+
+
+def _int(value: object) -> int | None:
+    """A bigint column that may be NULL; anything else is a bug, not a 0."""
+    if value is None or isinstance(value, int):
+        return value
+    raise UnexpectedResult(f"expected a bigint or NULL, got {value!r}")
+
+
+def _first_int(row: tuple[object, ...] | None) -> int:
+    """The one value of a one-row count or coalesce(max(...), 0): never NULL."""
+    value = _int(row[0]) if row else None
+    if value is None:
+        raise UnexpectedResult(f"expected one bigint row, got {row!r}")
+    return value
+
+
+def _snapshot(row: tuple[object, ...] | None) -> _Snapshot:
     """The one row of analytics.snapshot (the migration inserts it; its columns are NULL until
     the first refresh)."""
-    row = (
-        conn.cursor(row_factory=class_row(_Snapshot))
-        .execute("SELECT historic_batch_id, refreshed_batch_id, day FROM analytics.snapshot")
-        .fetchone()
-    )
     if row is None:
         raise UnexpectedResult("analytics.snapshot has no row (its migration inserts the one row)")
-    return row
+    batch, refreshed, day = row
+    if day is not None and not isinstance(day, date):
+        raise UnexpectedResult(f"analytics.snapshot.day is {day!r}")
+    return _Snapshot(_int(batch), _int(refreshed), day)
 
 
 def _included(snap: _Snapshot) -> int:
@@ -216,10 +327,6 @@ def _included(snap: _Snapshot) -> int:
     if snap.refreshed_batch_id is not None:
         return snap.refreshed_batch_id
     return snap.historic_batch_id or 0
-
-
-def _newest_batch(conn: Conn) -> int:
-    return one_value(conn, "SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches", kind=int)
 
 
 def _fold_reason(snap: _Snapshot, *, mode: RefreshMode, day: date) -> str:
@@ -235,13 +342,16 @@ def _fold_reason(snap: _Snapshot, *, mode: RefreshMode, day: date) -> str:
     return ""
 
 
-def _add_deltas(conn: Conn, since: int, upto: int) -> tuple[int, int]:
-    """current += the deltas of the batches in (since, upto]; returns (batches, delta rows)."""
+def _add_deltas(conn: Conn, since: int, upto: int) -> list[psycopg.Cursor[tuple[object, ...]]]:
+    """Queue current += the deltas of the batches in (since, upto]; nothing when there are none.
+
+    Returns the queued statements' cursors: the summaries' INSERTs, then the batch count
+    (read them with :func:`_added` once the pipeline has run).
+    """
     if upto <= since:
-        return 0, 0
-    rows = 0
-    for s in SUMMARIES:
-        cur = conn.execute(
+        return []
+    cursors = [
+        conn.execute(
             sql.SQL(
                 "INSERT INTO {current} AS c ({cols}, n) "
                 "SELECT {cols}, sum(d.n) FROM {delta} AS d "
@@ -252,14 +362,23 @@ def _add_deltas(conn: Conn, since: int, upto: int) -> tuple[int, int]:
         )
         # groups that fell back to 0 stay until the fold (the union views drop them): deleting
         # them here would scan the current table, a cost that grows over the day
-        rows += max(cur.rowcount, 0)
-    batches = one_value(
-        conn,
-        "SELECT count(*) FROM staging.sync_batches WHERE batch_id > %s AND batch_id <= %s",
-        (since, upto),
-        kind=int,
+        for s in SUMMARIES
+    ]
+    cursors.append(
+        conn.execute(
+            "SELECT count(*) FROM staging.sync_batches WHERE batch_id > %s AND batch_id <= %s",
+            (since, upto),
+        )
     )
-    return batches, rows
+    return cursors
+
+
+def _added(cursors: list[psycopg.Cursor[tuple[object, ...]]]) -> tuple[int, int]:
+    """(batches, delta rows) of :func:`_add_deltas`' statements, after they ran."""
+    if not cursors:
+        return 0, 0
+    *inserts, count = cursors
+    return _first_int(count.fetchone()), sum(max(c.rowcount, 0) for c in inserts)
 
 
 def _fold(conn: Conn) -> None:
@@ -300,15 +419,11 @@ def _record(
     newest: int,
     *,
     rebuilt: bool,
-    reason: str,
-    day: date,
     historic_s: float | None,
     current_s: float,
-    started: float,
-    new_batches: int,
-    delta_rows: int,
-) -> RefreshResult:
-    row = conn.execute(
+) -> psycopg.Cursor[tuple[object, ...]]:
+    """Queue the snapshot row's update; its cursor gives (historic batch, the batch's time)."""
+    return conn.execute(
         """
         UPDATE analytics.snapshot AS s
         SET refreshed_at = now(),
@@ -326,14 +441,29 @@ def _record(
             "historic_s": historic_s,
             "current_s": current_s,
         },
-    ).fetchone()
-    assert row is not None  # the migration inserts the one row
-    # the first refresh takes the snapshot: B is never NULL here; no batch yet: no batch time
-    historic_batch, batch_at = row
-    if not isinstance(historic_batch, int):
-        raise UnexpectedResult(
-            f"analytics.snapshot.historic_batch_id is {historic_batch!r} after a refresh"
-        )
+    )
+
+
+def _result(
+    recorded: psycopg.Cursor[tuple[object, ...]],
+    newest: int,
+    *,
+    rebuilt: bool,
+    reason: str,
+    day: date,
+    historic_s: float | None,
+    current_s: float,
+    started: float,
+    new_batches: int,
+    delta_rows: int,
+) -> RefreshResult:
+    row = recorded.fetchone()
+    if row is None:
+        raise UnexpectedResult("analytics.snapshot has no row (its migration inserts the one row)")
+    # the first refresh takes the snapshot: its batch is never NULL here; no batch yet: no time
+    historic_batch, batch_at = _int(row[0]), row[1]
+    if historic_batch is None or not (batch_at is None or isinstance(batch_at, datetime)):
+        raise UnexpectedResult(f"analytics.snapshot after a refresh: {row!r}")
     return RefreshResult(
         rebuilt_historic=rebuilt,
         reason=reason,

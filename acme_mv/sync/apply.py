@@ -53,8 +53,6 @@ class Applied:
     batch_id: int
     orders: int
     items: int
-    #: unchanged items re-counted because their order opened, closed, appeared or went
-    recounted_items: int
     delta_rows: int
 
 
@@ -63,11 +61,12 @@ _ORDER_CHANGES = sqlfiles.text("state/order_changes.sql")
 _OPEN_ORDERS_DELTA = sqlfiles.text("deltas/open_orders.sql")
 _PENDING_ORDERS_DELTA = sqlfiles.text("deltas/pending_orders.sql")
 _ITEM_CHANGES = sqlfiles.text("state/item_changes.sql")
-_ITEMS_OF_FLIPPED = sqlfiles.text("state/item_changes.flipped.sql")
 _PENDING_ITEMS_DELTA = sqlfiles.text("deltas/pending_items.sql")
 _ORDERS_GONE = sqlfiles.text("state/orders_state.delete.sql")
+_ORDERS_STATE_NEW = sqlfiles.text("state/orders_state.insert.sql")
 _ORDERS_STATE = sqlfiles.text("state/orders_state.upsert.sql")
 _ITEMS_GONE = sqlfiles.text("state/order_items_state.delete.sql")
+_ITEMS_STATE_NEW = sqlfiles.text("state/order_items_state.insert.sql")
 _ITEMS_STATE = sqlfiles.text("state/order_items_state.upsert.sql")
 
 
@@ -151,7 +150,6 @@ def _apply_first(conn: Conn, batch_id: int) -> Applied:
         batch_id=batch_id,
         orders=counts[3],
         items=counts[4],
-        recounted_items=0,
         delta_rows=sum(counts[:3]),
     )
 
@@ -167,7 +165,6 @@ def _apply_first_deltas(conn: Conn, batch_id: int, state_rows: tuple[int, int]) 
         batch_id=batch_id,
         orders=state_rows[0],
         items=state_rows[1],
-        recounted_items=0,
         delta_rows=sum(counts),
     )
 
@@ -216,12 +213,16 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
     )
     items = _count(conn, ITEM_CHANGES)
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ITEM_CHANGES)))
-    recounted = 0
-    if "order_items" not in full_tables:
-        recounted = _run(conn, _ITEMS_OF_FLIPPED, batch_id)
     delta_rows += _run(conn, _PENDING_ITEMS_DELTA, batch_id)
     orders = _count(conn, ORDER_CHANGES)
-    for statement in (_ORDERS_GONE, _ORDERS_STATE, _ITEMS_GONE, _ITEMS_STATE):
+    for statement in (
+        _ORDERS_GONE,
+        _ORDERS_STATE_NEW,
+        _ORDERS_STATE,
+        _ITEMS_GONE,
+        _ITEMS_STATE_NEW,
+        _ITEMS_STATE,
+    ):
         _run(conn, statement, batch_id)
     for temp in (ORDER_CHANGES, ITEM_CHANGES):
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(temp)))
@@ -229,7 +230,6 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
         batch_id=batch_id,
         orders=orders,
         items=items,
-        recounted_items=recounted,
         delta_rows=delta_rows,
     )
     log.debug("batch %s applied: %s", batch_id, applied)
