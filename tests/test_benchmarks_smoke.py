@@ -138,7 +138,7 @@ def test_the_docs_tables_come_from_the_result_files_but_latest(
         require("acme_mv.no_such_module", "sync")
     report.write_json(bench, folder / "run-a.json", description="A small run.")
     report.write_json(bench, folder / report.LATEST)
-    (folder / "other.json").write_text('{"results": {}}')
+    (folder / "other.json").write_text('{"figures": []}')  # neither shape
 
     text = report.results_markdown(folder)
     assert "### `benchmarks/results/run-a.json`" in text
