@@ -232,7 +232,8 @@ def require_head(conn: Conn) -> None:
         )
     if current != head:
         raise NotMigrated(
-            f"The warehouse is at revision {current}, this acme-mv needs {head}. Run `acme-mv migrate`",
+            f"The warehouse is at revision {current}, this acme-mv needs {head}. "
+            "Run `acme-mv migrate`",
             current=current,
             head=head,
         )

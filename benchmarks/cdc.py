@@ -60,7 +60,8 @@ BURST_ROWS = 250
 
 
 def _burst(url: str) -> int:
-    """Update BURST_ROWS order items in each of BURST_TRANSACTIONS transactions; returns the changes."""
+    """Update BURST_ROWS order items in each of BURST_TRANSACTIONS transactions; returns the
+    changes."""
     with psycopg.connect(url) as conn:
         top = conn.execute("SELECT max(order_item_id) FROM operations.order_items").fetchone()
         assert top is not None and top[0] is not None
@@ -71,7 +72,8 @@ def _burst(url: str) -> int:
         for i in range(BURST_TRANSACTIONS):
             low = (i * BURST_ROWS) % max(int(top[0]) - BURST_ROWS, 1)
             changes += conn.execute(
-                "UPDATE operations.order_items SET quanity = coalesce(quanity, 0) + 1, updated_at = CURRENT_TIMESTAMP(3) "
+                "UPDATE operations.order_items "
+                "SET quanity = coalesce(quanity, 0) + 1, updated_at = CURRENT_TIMESTAMP(3) "
                 "WHERE order_item_id > %s AND order_item_id <= %s",
                 (low, low + BURST_ROWS),
             ).rowcount
@@ -92,8 +94,8 @@ def _decode_rates(bench: Bench) -> tuple[Result, Result]:
             "SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)
         ).fetchone():
             src.execute(
-                f"CREATE PUBLICATION {publication} FOR TABLE operations.customers, operations.products, "  # noqa: S608
-                "operations.orders, operations.order_items"
+                f"CREATE PUBLICATION {publication} FOR TABLE operations.customers, "  # noqa: S608
+                "operations.products, operations.orders, operations.order_items"
             )
         src.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
         try:
@@ -101,7 +103,8 @@ def _decode_rates(bench: Bench) -> tuple[Result, Result]:
             end = src.execute("SELECT pg_current_wal_lsn()::text").fetchone()
             assert end is not None
             target = pgoutput.lsn_from_str(str(end[0]))
-            # polling: the SQL interface decodes from the slot on every call (peek: nothing consumed)
+            # polling: the SQL interface decodes from the slot on every call (peek: nothing
+            # consumed)
             started = time.perf_counter()
             seen = 0
             with src.cursor() as cur:
@@ -189,7 +192,10 @@ def _apply_rate(bench: Bench, slot: str) -> Result:
     seconds = time.perf_counter() - started
     result = Result("cdc.apply", "cdc: stream + decode + apply in warehouse batches (no refresh)")
     result.seconds, result.rows = [seconds], sum(applied)
-    result.note = f"{sum(applied):,} changes in {len(applied)} batches, {sum(applied) / seconds:,.0f} changes/s"
+    result.note = (
+        f"{sum(applied):,} changes in {len(applied)} batches, "
+        f"{sum(applied) / seconds:,.0f} changes/s"
+    )
     return result
 
 
@@ -202,7 +208,8 @@ WITH v AS (
     SELECT _batch_id, updated_at FROM staging.order_items WHERE _batch_id >= %(b)s AND NOT _deleted
 ), lag AS (
     SELECT b.finished_at AS at,
-           extract(epoch FROM b.finished_at - (v.updated_at AT TIME ZONE current_setting('TimeZone')))::float8 AS s
+           extract(epoch FROM b.finished_at
+                   - (v.updated_at AT TIME ZONE current_setting('TimeZone')))::float8 AS s
     FROM v JOIN staging.sync_batches b ON b.batch_id = v._batch_id
     WHERE v.updated_at IS NOT NULL
 )
@@ -273,7 +280,8 @@ def _under_load(
     )
     lag = Result(
         "cdc.lag",
-        f"cdc: capture lag (source transaction start -> warehouse commit), run --cdc, simulate --rate {rate}",
+        "cdc: capture lag (source transaction start -> warehouse commit), run --cdc, "
+        f"simulate --rate {rate}",
     )
     lag.seconds, lag.rows, lag.throughput = [], int(total["count"]), False
     lag.extra = {
@@ -286,7 +294,8 @@ def _under_load(
     }
     e2e = Result(
         "cdc.e2e",
-        f"cdc: source commit -> union view (run --cdc, refreshes beside the stream), simulate --rate {rate}",
+        "cdc: source commit -> union view (run --cdc, refreshes beside the stream), "
+        f"simulate --rate {rate}",
     )
     e2e.seconds, e2e.rows, e2e.throughput = probes.delays, len(probes.delays), False
     e2e.extra = {**probes.summary(), "load": reached}

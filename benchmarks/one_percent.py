@@ -85,7 +85,8 @@ def measure(bench: Bench) -> list[Result]:
         current.note = (
             "refresh (s): "
             + ", ".join(f"{s:.3f}" for s in current.seconds)
-            + f"; worst {worst / rebuild_s:.1%} of the fastest rebuild ({rebuild_s:.2f} s; rebuilds "
+            + f"; worst {worst / rebuild_s:.1%} of the fastest rebuild "
+            f"({rebuild_s:.2f} s; rebuilds "
             + ", ".join(f"{s:.2f}" for s in rebuild.seconds)
             + f" s), {worst / old.seconds[0]:.1%} of the all-versions recomputation "
             + f"({old.seconds[0]:.2f} s); delta rows per refresh {', '.join(map(str, delta_rows))}"

@@ -195,10 +195,12 @@ def measure(bench: Bench) -> list[Result]:
         result.extra = {"cycles": cycles, "fixed": fixed}
         last = cycles[-1]
         result.note = (
-            f"refresh {last['refresh_s'] * 1000:.1f} ms ({last['refresh_statements_s'] * 1000:.1f} ms "
+            f"refresh {last['refresh_s'] * 1000:.1f} ms "
+            f"({last['refresh_statements_s'] * 1000:.1f} ms "
             f"in statements), idle refresh {last['idle_refresh_s'] * 1000:.1f} ms; sync "
             f"{last['sync_s']:.2f} s ({last['sync_statements_s']:.2f} s in statements); connect "
-            f"{fixed['connect_s'] * 1000:.1f} ms, require_head {fixed['require_head_s'] * 1000:.1f} ms"
+            f"{fixed['connect_s'] * 1000:.1f} ms, "
+            f"require_head {fixed['require_head_s'] * 1000:.1f} ms"
         )
         found.append(result)
     return found

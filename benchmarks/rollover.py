@@ -52,7 +52,8 @@ def measure(bench: Bench) -> list[Result]:
         fold.met = ratio <= 0.1
         fold.extra = {"fold_vs_rebuild": ratio, "rows_changed_in_the_day": changed}
         fold.note = (
-            f"fold {fold.seconds[0]:.3f} s = {ratio:.1%} of the rebuild ({rebuild.seconds[0]:.2f} s) "
+            f"fold {fold.seconds[0]:.3f} s = {ratio:.1%} of the rebuild "
+            f"({rebuild.seconds[0]:.2f} s) "
             f"after {CYCLES} cycles of 1% ({changed} source rows changed)"
         )
         found.extend([fold, rebuild])

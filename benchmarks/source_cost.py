@@ -145,7 +145,8 @@ def stretch(
     seconds: float,
     reader: list[str] | None,
 ) -> dict[str, Any]:
-    """``seconds`` of writes at ``rate`` with ``acme-mv READER...`` alongside (None: writes only)."""
+    """``seconds`` of writes at ``rate`` with ``acme-mv READER...`` alongside (None: writes
+    only)."""
     runner = probe.acme(bench, *reader) if reader else None
     load = probe.Load(bench, rate=rate, duration=seconds)
     with psycopg.connect(bench.source_url, autocommit=True) as src:
@@ -286,8 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     for what in ("writes", "cursor", "cdc"):
         s = found[what]
         print(
-            f"{what:8} {s['blocks_per_min']:>14,.0f} blocks/min  {s['seq_scan_per_min']:>6.1f} seq scans/min  "
-            f"{s['seq_tup_read_per_min']:>14,.0f} tuples/min by seq scans  load {s['load_mean'] or 0:.1f}"
+            f"{what:8} {s['blocks_per_min']:>14,.0f} blocks/min  "
+            f"{s['seq_scan_per_min']:>6.1f} seq scans/min  "
+            f"{s['seq_tup_read_per_min']:>14,.0f} tuples/min by seq scans  "
+            f"load {s['load_mean'] or 0:.1f}"
         )
     standalone.write(
         args.json,

@@ -45,7 +45,8 @@ def targets(doc: dict[str, Any]) -> list[str]:
             f"| refresh_growth: last/first refresh | <= 1.2 | {ratio:.2f} | {_mark(ratio <= 1.2)} |"
         )
         rows.append(
-            f"| refresh_growth: worst cycle / the rebuild after the cycles (rebuilds before, after: {rebuild} s) | <= 5% | "
+            "| refresh_growth: worst cycle / the rebuild after the cycles "
+            f"(rebuilds before, after: {rebuild} s) | <= 5% | "
             f"{worst:.1%} | {_mark(worst <= 0.05)} |"
         )
         strict = max(extra["refresh_s"]) / min(extra["rebuild_s"])
@@ -68,7 +69,8 @@ def targets(doc: dict[str, Any]) -> list[str]:
         )
         rows.append(
             f"| 1% changed: worst refresh / the old all-versions recomputation | (<= 2%) | "
-            f"{extra['worst_vs_all_versions']:.1%} | {_mark(extra['worst_vs_all_versions'] <= 0.02)} |"
+            f"{extra['worst_vs_all_versions']:.1%} | "
+            f"{_mark(extra['worst_vs_all_versions'] <= 0.02)} |"
         )
     fold10 = found.get("rollover10.fold")
     if fold10 and fold10["status"] == "ok":
@@ -124,7 +126,8 @@ def profile(doc: dict[str, Any]) -> list[str]:
     fixed = m["extra"]["fixed"]
     out = [
         f"Fixed costs (median of 5): connect {_ms(fixed['connect_s'])} ms, require_head "
-        f"{fixed['require_head_s'] * 1000:.1f} ms, one round trip {fixed['round_trip_s'] * 1000:.2f} ms.",
+        f"{fixed['require_head_s'] * 1000:.1f} ms, "
+        f"one round trip {fixed['round_trip_s'] * 1000:.2f} ms.",
         "",
         "| cycle | refresh ms | refresh with no new batch ms | delta rows | INSERT ... ON CONFLICT "
         "server ms (open_orders / pending_items / pending_orders) | sync s |",
@@ -133,7 +136,8 @@ def profile(doc: dict[str, Any]) -> list[str]:
     for i, c in enumerate(m["extra"]["cycles"], 1):
         server = " / ".join(f"{e['execution_s'] * 1000:.0f}" for e in c["explain"])
         out.append(
-            f"| {i} | {_ms(c['refresh_s'])} | {_ms(c['idle_refresh_s'])} | {c['refresh_delta_rows']} "
+            f"| {i} | {_ms(c['refresh_s'])} | {_ms(c['idle_refresh_s'])} "
+            f"| {c['refresh_delta_rows']} "
             f"| {server} | {c['sync_s']:.2f} |"
         )
     last = m["extra"]["cycles"][-1]

@@ -178,7 +178,8 @@ def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
         assert ("attached in" in lines) == (jobs > 1), lines
     with bench.connect("warehouse") as conn:
         staged = conn.execute(
-            "SELECT (SELECT count(*) FROM staging.orders) + (SELECT count(*) FROM staging.order_items)"
+            "SELECT (SELECT count(*) FROM staging.orders)"
+            " + (SELECT count(*) FROM staging.order_items)"
         )
         assert staged.fetchone() == (rows,)
     # the docs' tables come from the JSON: one line per round, the phases of both paths

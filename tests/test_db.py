@@ -28,11 +28,16 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         pytest.param("SELECT 'x'::text", str, "x", id="text"),
         pytest.param("SELECT ARRAY['a', 'b']", list, ["a", "b"], id="array"),
         pytest.param(
-            "SELECT timestamp '2026-11-26 12:00'", dt.datetime, dt.datetime(2026, 11, 26, 12), id="timestamp"
+            "SELECT timestamp '2026-11-26 12:00'",
+            dt.datetime,
+            dt.datetime(2026, 11, 26, 12),
+            id="timestamp",
         ),
     ],
 )  # fmt: skip
-def test_one_value(conn: psycopg.Connection[tuple[Any, ...]], query: str, kind: type[Any], expected: object) -> None:  # fmt: skip
+def test_one_value(
+    conn: psycopg.Connection[tuple[Any, ...]], query: str, kind: type[Any], expected: object
+) -> None:
     assert one_value(conn, query, kind=kind) == expected
     assert optional_value(conn, query, kind=kind) == expected
 
@@ -43,7 +48,12 @@ def test_one_value(conn: psycopg.Connection[tuple[Any, ...]], query: str, kind: 
         pytest.param("SELECT NULL::bigint", int, "None is not of type int", id="null"),
         pytest.param("SELECT 1 WHERE false", int, "0 rows, not one", id="no_row"),
         pytest.param("SELECT generate_series(1, 2)", int, "2 rows, not one", id="two_rows"),
-        pytest.param("SELECT sum(x::bigint) FROM generate_series(1, 3) AS x", int, "Decimal('6') is not of type int", id="numeric_is_not_int"),
+        pytest.param(
+            "SELECT sum(x::bigint) FROM generate_series(1, 3) AS x",
+            int,
+            "Decimal('6') is not of type int",
+            id="numeric_is_not_int",
+        ),
         pytest.param("SELECT '1'::text", int, "'1' is not of type int", id="text_is_not_int"),
     ],
 )  # fmt: skip

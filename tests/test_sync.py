@@ -198,7 +198,8 @@ def test_the_hidden_transactions_warning_is_per_sync_or_per_run(
     fill(source_url, orders=3, order_items=3, customers=1, products=1)
     execute(
         source_url,
-        f"GRANT USAGE ON SCHEMA operations TO {role.name}; GRANT SELECT ON ALL TABLES IN SCHEMA operations TO {role.name}",
+        f"GRANT USAGE ON SCHEMA operations TO {role.name}; "
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA operations TO {role.name}",
     )
     low = settings(role.url(source_url), warehouse_url)
 

@@ -68,7 +68,8 @@ SELECT array_agg(x ORDER BY x) FROM (
     WHERE schemaname = 'staging' AND tablename IN ('orders_state', 'order_items_state')
     UNION ALL
     SELECT 'comment ' || c.relname || ' ' || (obj_description(c.oid, 'pg_class') IS NOT NULL)::text
-    FROM pg_class c WHERE c.oid IN ('staging.orders_state'::regclass, 'staging.order_items_state'::regclass)
+    FROM pg_class c
+    WHERE c.oid IN ('staging.orders_state'::regclass, 'staging.order_items_state'::regclass)
 ) AS shape (x)
 """
 STATE_SHAPE_AFTER_MIGRATION = sorted(
@@ -190,7 +191,8 @@ def test_attach_proves_the_range_without_a_scan(db_url: str) -> None:
         wh.execute("INSERT INTO staging._acme_load_7_orders (order_id) VALUES (1), (2)")
         wh.execute(
             "CREATE TABLE staging.orders_b7 (LIKE staging.orders INCLUDING DEFAULTS); "
-            "ALTER TABLE staging.orders ATTACH PARTITION staging.orders_b7 FOR VALUES FROM (7) TO (9)"
+            "ALTER TABLE staging.orders"
+            " ATTACH PARTITION staging.orders_b7 FOR VALUES FROM (7) TO (9)"
         )
         target = parallel.Target(
             spec=source.TABLES["orders"],

@@ -1,5 +1,6 @@
 """The cursor rules of acme_mv.sync.source as pure functions (no database), one id per case,
-the way dlt tests ``apply_lag``; one database test checks that the SQL read applies the same rule."""
+the way dlt tests ``apply_lag``; one database test checks that the SQL read applies the same
+rule."""
 
 from __future__ import annotations
 
@@ -22,15 +23,36 @@ US = dt.timedelta(microseconds=1)
     ("clock", "oldest_xact", "sees_all", "expected"),
     [
         pytest.param(T, None, True, T - SAFETY_MARGIN, id="idle_source_clock_minus_margin"),
-        pytest.param(T, T - MINUTE, True, T - MINUTE - SAFETY_MARGIN, id="open_transaction_holds_back"),
-        pytest.param(T, T + MINUTE, True, T - SAFETY_MARGIN, id="transaction_started_after_clock_ignored"),
+        pytest.param(
+            T, T - MINUTE, True, T - MINUTE - SAFETY_MARGIN,
+            id="open_transaction_holds_back",
+        ),
+        pytest.param(
+            T, T + MINUTE, True, T - SAFETY_MARGIN,
+            id="transaction_started_after_clock_ignored",
+        ),
         pytest.param(T, T, True, T - SAFETY_MARGIN, id="transaction_started_at_clock"),
-        pytest.param(T, None, False, T - LAG - SAFETY_MARGIN, id="hidden_sessions_fall_back_to_lag"),
-        pytest.param(T, T - MINUTE, False, T - LAG - SAFETY_MARGIN, id="hidden_lag_longer_than_open_transaction"),
-        pytest.param(T, T - 2 * LAG, False, T - 2 * LAG - SAFETY_MARGIN, id="hidden_open_transaction_older_than_lag"),
-        pytest.param(T + 1500 * US, None, True, T - SAFETY_MARGIN + MS, id="truncated_to_the_millisecond"),
+        pytest.param(
+            T, None, False, T - LAG - SAFETY_MARGIN,
+            id="hidden_sessions_fall_back_to_lag",
+        ),
+        pytest.param(
+            T, T - MINUTE, False, T - LAG - SAFETY_MARGIN,
+            id="hidden_lag_longer_than_open_transaction",
+        ),
+        pytest.param(
+            T, T - 2 * LAG, False, T - 2 * LAG - SAFETY_MARGIN,
+            id="hidden_open_transaction_older_than_lag",
+        ),
+        pytest.param(
+            T + 1500 * US, None, True, T - SAFETY_MARGIN + MS,
+            id="truncated_to_the_millisecond",
+        ),
         pytest.param(T + 999 * US, None, True, T - SAFETY_MARGIN, id="truncated_never_rounded_up"),
-        pytest.param(T, T - MINUTE + 2345 * US, True, T - MINUTE - SAFETY_MARGIN + 2 * MS, id="oldest_xact_truncated"),
+        pytest.param(
+            T, T - MINUTE + 2345 * US, True, T - MINUTE - SAFETY_MARGIN + 2 * MS,
+            id="oldest_xact_truncated",
+        ),
     ],
 )  # fmt: skip
 def test_next_cursor(
@@ -46,7 +68,10 @@ def test_next_cursor(
     ("margin", "sees_all", "lag", "expected"),
     [
         pytest.param(dt.timedelta(0), True, LAG, T, id="no_margin_sees_all"),
-        pytest.param(dt.timedelta(seconds=10), True, LAG, T - dt.timedelta(seconds=10), id="wider_margin"),
+        pytest.param(
+            dt.timedelta(seconds=10), True, LAG, T - dt.timedelta(seconds=10),
+            id="wider_margin",
+        ),
         pytest.param(dt.timedelta(0), False, dt.timedelta(0), T, id="hidden_zero_lag_is_the_clock"),
         pytest.param(dt.timedelta(0), False, LAG, T - LAG, id="hidden_no_margin"),
     ],
@@ -100,7 +125,8 @@ def test_select_rows_reads_what_picks_says(db_url: str) -> None:
         conn.execute("DELETE FROM operations.orders")
         for order_id, stamp in enumerate(stamps, start=1):
             conn.execute(
-                "INSERT INTO operations.orders (order_id, order_date, customer_id, status, updated_at)"
+                "INSERT INTO operations.orders"
+                " (order_id, order_date, customer_id, status, updated_at)"
                 " VALUES (%s, DATE '2026-11-26', 1, 'PENDING', %s)",
                 (order_id, stamp),
             )

@@ -122,7 +122,7 @@ def serve(
       acme-mv serve
 
       ACME_MV_READER_URL=postgresql://reports@warehouse/acme acme-mv serve --host 0.0.0.0 --port 8080
-    """
+    """  # noqa: E501 - one example command line of the help; wrapping it would change the help
     from acme_mv.delivery.dashboard.app import serve as api_serve
 
     stale_s = common.duration_option(stale_after, "--stale-after")

@@ -69,7 +69,8 @@ SCHEMA = "analytics"
 
 @dataclass(frozen=True)
 class Summary:
-    """One report's summary: ``<name>_historic``, ``<name>_current`` and ``<name>_delta`` over ``keys``."""
+    """One report's summary: ``<name>_historic``, ``<name>_current`` and ``<name>_delta``
+    over ``keys``."""
 
     name: str
     keys: tuple[str, ...]
@@ -409,7 +410,8 @@ def _rebuild(conn: Conn) -> None:
 
 def _take_snapshot(conn: Conn, newest: int, *, day: date, timezone: str) -> None:
     conn.execute(
-        "UPDATE analytics.snapshot SET historic_batch_id = %s, taken_at = now(), day = %s, timezone = %s",
+        "UPDATE analytics.snapshot"
+        " SET historic_batch_id = %s, taken_at = now(), day = %s, timezone = %s",
         (newest, day, timezone),
     )
 

@@ -72,7 +72,8 @@ def _random_row(table: str, key: str) -> sql.Composed:
     in [0, 1)) between the smallest and the largest key; three index probes."""
     return sql.SQL(
         "(SELECT t.{key} FROM {table} t"
-        " WHERE t.{key} >= (SELECT min({key}) + floor(%(r)s * (max({key}) - min({key}) + 1))::bigint FROM {table})"
+        " WHERE t.{key} >="
+        " (SELECT min({key}) + floor(%(r)s * (max({key}) - min({key}) + 1))::bigint FROM {table})"
         " ORDER BY t.{key} LIMIT 1)"
     ).format(key=sql.Identifier(key), table=sql.Identifier(schema.SCHEMA, table))
 
@@ -95,7 +96,8 @@ WHERE customer_id = %(customer)s AND order_date = CURRENT_DATE AND status <> 'CO
 ORDER BY order_id LIMIT 1
 """
 INSERT_ORDER: LiteralString = """
-INSERT INTO operations.orders (order_date, delivery_date, customer_id, status, created_by, updated_by)
+INSERT INTO operations.orders
+    (order_date, delivery_date, customer_id, status, created_by, updated_by)
 VALUES (CURRENT_DATE, CURRENT_DATE + 10, %(customer)s, 'PENDING', %(user)s, %(user)s)
 RETURNING order_id
 """
@@ -119,7 +121,8 @@ VALUES (%(order)s, {product}, %(quanity)s, %(user)s, %(user)s)
 """
 ).format(product=RANDOM_PRODUCT)
 INSERT_CUSTOMER: LiteralString = """
-INSERT INTO operations.customers (customer_name, is_active, customer_address, created_by, updated_by)
+INSERT INTO operations.customers
+    (customer_name, is_active, customer_address, created_by, updated_by)
 VALUES (%(name)s, TRUE, %(address)s, %(user)s, %(user)s)
 RETURNING customer_id
 """
@@ -132,7 +135,8 @@ WHERE customer_id = {customer}
 """
 ).format(customer=RANDOM_CUSTOMER)
 INSERT_PRODUCT: LiteralString = """
-INSERT INTO operations.products (product_name, barcode, unity_price, is_active, created_by, updated_by)
+INSERT INTO operations.products
+    (product_name, barcode, unity_price, is_active, created_by, updated_by)
 VALUES (%(name)s, %(barcode)s, %(price)s::numeric, %(active)s, %(user)s, %(user)s)
 """
 UPDATE_PRODUCT = sql.SQL(
@@ -383,12 +387,14 @@ def simulate(
         work.stats.interrupted = True
     except psycopg.OperationalError as exc:
         raise ConnectionLost(
-            f"Lost the source after {work.stats.changes:,} row changes: {scrub(first_line(exc), url)}",
+            f"Lost the source after {work.stats.changes:,} row changes: "
+            f"{scrub(first_line(exc), url)}",
             role="source",
         ) from None
     except psycopg.Error as exc:
         raise SampleError(
-            f"The simulation failed after {work.stats.changes:,} row changes: {scrub(first_line(exc), url)}"
+            f"The simulation failed after {work.stats.changes:,} row changes: "
+            f"{scrub(first_line(exc), url)}"
         ) from None
     finally:
         conn.close()

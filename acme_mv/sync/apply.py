@@ -41,7 +41,8 @@ from acme_mv.db import Conn, one_value
 
 log = logging.getLogger(__name__)
 
-#: the temp tables of one batch (named literally in the statements of views/state/ and views/deltas/)
+#: the temp tables of one batch (named literally in the statements of views/state/ and
+#: views/deltas/)
 ORDER_CHANGES = "_acme_order_changes"
 ITEM_CHANGES = "_acme_item_changes"
 
@@ -103,7 +104,8 @@ _FIRST = tuple(
 def _state_empty(conn: Conn) -> bool:
     return one_value(
         conn,
-        "SELECT NOT EXISTS (SELECT 1 FROM staging.orders_state) AND NOT EXISTS (SELECT 1 FROM staging.order_items_state)",
+        "SELECT NOT EXISTS (SELECT 1 FROM staging.orders_state)"
+        " AND NOT EXISTS (SELECT 1 FROM staging.order_items_state)",
         kind=bool,
     )
 
@@ -117,7 +119,8 @@ _STATE_INDEXES = (
     ),
     (
         "ALTER TABLE staging.order_items_state DROP CONSTRAINT order_items_state_pkey",
-        "ALTER TABLE staging.order_items_state ADD CONSTRAINT order_items_state_pkey PRIMARY KEY (order_item_id)",
+        "ALTER TABLE staging.order_items_state"
+        " ADD CONSTRAINT order_items_state_pkey PRIMARY KEY (order_item_id)",
     ),
     (
         "DROP INDEX staging.order_items_state_order_idx",

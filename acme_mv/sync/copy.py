@@ -369,20 +369,23 @@ def append_tombstones(dst: Conn, spec: TableSpec, *, keep: sql.Identifier) -> in
 def load_mirror(
     src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes
 ) -> tuple[int, int, int]:
-    """Make ``staging.<t>`` equal the rows of ``query``; return (read, inserted or updated, deleted)."""
+    """Make ``staging.<t>`` equal the rows of ``query``; return (read, inserted or updated,
+    deleted)."""
     temp, rows_read = _copy_to_temp(src, query, dst, spec, on_bytes)
     table = sql.Identifier(STAGING, spec.name)
     key = sql.Identifier(spec.key)
     deleted = dst.execute(
         sql.SQL(
-            "DELETE FROM {table} AS s WHERE NOT EXISTS (SELECT 1 FROM {temp} AS t WHERE t.{key} = s.{key})"
+            "DELETE FROM {table} AS s"
+            " WHERE NOT EXISTS (SELECT 1 FROM {temp} AS t WHERE t.{key} = s.{key})"
         ).format(table=table, temp=temp, key=key)
     ).rowcount
     return rows_read, upsert_mirror(dst, temp, spec), max(deleted, 0)
 
 
 def upsert_mirror(dst: Conn, temp: sql.Composable, spec: TableSpec) -> int:
-    """Insert the rows of ``temp`` (one per key) into the mirror, updating changed ones; return rows written."""
+    """Insert the rows of ``temp`` (one per key) into the mirror, updating changed ones; return
+    rows written."""
     table = sql.Identifier(STAGING, spec.name)
     key = sql.Identifier(spec.key)
     changed_cols = [*(c for c in spec.column_names if c != spec.key), "_batch_id", "_loaded_at"]
