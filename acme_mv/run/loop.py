@@ -240,21 +240,7 @@ def run(
         if exc is None:
             return
         failures += 1
-        server = server_of(exc)
-        if metrics is not None:
-            metrics.cycle_failed(server)
-        wait = state.upcoming_sleep
-        line = scrub(first_line(exc), settings.database_url, settings.source_url)
-        log.warning(
-            "cycle %d failed (%s): %s; retry in %.3gs (%d failure%s in a row)",
-            attempts,
-            server,
-            line,
-            wait,
-            failures,
-            "" if failures == 1 else "s",
-            extra={"server": server, "failures": failures},
-        )
+        _failed(settings, metrics, exc, f"cycle {attempts} failed", "retry", state, failures)
 
     retrying = _retrying(policy, flag, failed)
     with _stop_on_signals(flag):
@@ -298,6 +284,33 @@ def run(
     if flag.is_set():
         log.info("stopped cleanly after %d cycle(s)", cycles)
     return cycles
+
+
+def _failed(
+    settings: Settings,
+    metrics: Metrics | None,
+    exc: BaseException,
+    what: str,
+    then: str,
+    state: tenacity.RetryCallState,
+    failures: int,
+) -> None:
+    """Count and log one failure that will be retried (the cycle loop's and ``run --cdc``'s)."""
+    server = server_of(exc)
+    if metrics is not None:
+        metrics.cycle_failed(server)
+    line = scrub(first_line(exc), settings.database_url, settings.source_url)
+    log.warning(
+        "%s (%s): %s; %s in %.3gs (%d failure%s in a row)",
+        what,
+        server,
+        line,
+        then,
+        state.upcoming_sleep,
+        failures,
+        "" if failures == 1 else "s",
+        extra={"server": server, "failures": failures},
+    )
 
 
 def _retrying(
@@ -453,19 +466,7 @@ def run_cdc(
         if exc is None:
             return
         failures += 1
-        server = server_of(exc)
-        if metrics is not None:
-            metrics.cycle_failed(server)
-        line = scrub(first_line(exc), settings.database_url, settings.source_url)
-        log.warning(
-            "change capture failed (%s): %s; restart in %.3gs (%d failure%s in a row)",
-            server,
-            line,
-            state.upcoming_sleep,
-            failures,
-            "" if failures == 1 else "s",
-            extra={"server": server, "failures": failures},
-        )
+        _failed(settings, metrics, exc, "change capture failed", "restart", state, failures)
 
     retrying = _retrying(policy, flag, failed)
     with _stop_on_signals(flag):
