@@ -24,6 +24,7 @@ a shared machine):
 Standalone (its own databases on the embedded server, or on --database-url)::
 
     python -m benchmarks.cdc --orders 20000 --rate 2000 --workers 3 --duration 600
+    python -m benchmarks.cdc --orders 20000 --rate 2000 --writer sql --duration 600 --no-rates
 """
 
 from __future__ import annotations
@@ -242,14 +243,14 @@ def _lags(
 
 
 def _under_load(
-    bench: Bench, slot: str, *, rate: int, duration: float, workers: int
+    bench: Bench, slot: str, *, rate: int, duration: float, workers: int, writer: str
 ) -> tuple[Result, Result]:
     with psycopg.connect(bench.warehouse_url) as wh:
         row = wh.execute("SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches").fetchone()
     assert row is not None
     first_batch = int(row[0]) + 1
     runner = probe.acme(bench, "run", "--cdc", "--slot", slot)
-    load = probe.Load(bench, rate=rate, duration=duration, workers=workers)
+    load = probe.Load(bench, rate=rate, duration=duration, workers=workers, writer=writer)
     try:
         waited = probe.wait_ready(runner, probe.CDC_READY)
         log.info("run --cdc streaming after %.1f s", waited)
@@ -272,11 +273,12 @@ def _under_load(
         load.stop()
         probe.stop(runner)
     log.info(
-        "load: %.0f changes/s asked, %.0f reached overall, %s steady (%d writers)",
+        "load: %.0f changes/s asked, %.0f reached overall, %s steady (%d %s writers)",
         rate,
         reached["reached_rate"],
         reached["steady_rate"],
         workers,
+        writer,
     )
     lag = Result(
         "cdc.lag",
@@ -316,6 +318,7 @@ def measure(
     rate: int = RATE,
     duration: float = DURATION_S,
     workers: int = 1,
+    writer: str = "python",
     rates: bool = True,
 ) -> list[Result]:
     """All four figures (``rates=False``: only the two under load)."""
@@ -334,7 +337,11 @@ def measure(
             from acme_mv.reports.refresh import refresh
 
             refresh(bench.settings, mode="historic")
-            found.extend(_under_load(bench, slot, rate=rate, duration=duration, workers=workers))
+            found.extend(
+                _under_load(
+                    bench, slot, rate=rate, duration=duration, workers=workers, writer=writer
+                )
+            )
         finally:
             cdc_api.drop(bench.settings, slot=slot)
     return found
@@ -348,6 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=DURATION_S, help="seconds under load")
     parser.add_argument(
         "--workers", type=int, default=1, help="simulator processes, each at rate / workers"
+    )
+    parser.add_argument(
+        "--writer",
+        choices=("python", "sql"),
+        default="python",
+        help="python: acme-mv sample simulate; sql: the same workload from a procedure on "
+        "the source (benchmarks/sql_writer.py), for rates a Python writer cannot reach",
     )
     parser.add_argument(
         "--no-rates", action="store_true", help="skip the decode and apply rates (burst)"
@@ -365,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         duration=args.duration,
         workers=args.workers,
+        writer=args.writer,
         rates=not args.no_rates,
     )
     out: dict[str, Any] = {}
@@ -384,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             "rate": args.rate,
             "duration_s": args.duration,
             "workers": args.workers,
+            "writer": args.writer,
             "load_before": load_before,
         },
         out,

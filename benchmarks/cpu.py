@@ -74,6 +74,8 @@ def snapshot(named: Mapping[str, list[int]], postmaster: int | None) -> Snapshot
     if postmaster is not None:
         try:
             for child in psutil.Process(postmaster).children():
+                if any(child.pid in pids for pids in named.values()):
+                    continue  # a backend named by the caller (the SQL writer's sessions)
                 with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                     procs.append((_group(child), child))
         except psutil.NoSuchProcess:
@@ -102,3 +104,17 @@ def spent(before: Snapshot, after: Snapshot) -> dict[str, float]:
         "wall": after.wall - before.wall,
         "cores": float(psutil.cpu_count() or 1),
     }
+
+
+def process_tree_and_box() -> tuple[float, float]:
+    """CPU seconds so far of this process with its waited-for children (the sync's worker
+    processes, psql), and of the whole box (the server's backends are the rest on a quiet box:
+    a backend that has exited is in no snapshot, but it is in the box's total)."""
+    import resource
+
+    own = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        own += usage.ru_utime + usage.ru_stime
+    total = psutil.cpu_times()
+    return own, total.user + total.system + getattr(total, "nice", 0.0)

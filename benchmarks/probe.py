@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks import cpu
+from benchmarks import cpu, sql_writer
 from benchmarks.core import Bench
 
 log = logging.getLogger(__name__)
@@ -133,13 +133,17 @@ def changes_so_far(src: psycopg.Connection[Any]) -> int:
 
 @dataclass
 class Load:
-    """``sample simulate`` at ``rate`` in ``workers`` processes for ``duration`` seconds."""
+    """``sample simulate`` at ``rate`` in ``workers`` processes for ``duration`` seconds;
+    ``writer="sql"``: the same workload from a procedure in ``workers`` source sessions
+    (:mod:`benchmarks.sql_writer`)."""
 
     bench: Bench
     rate: float
     duration: float
     workers: int = 1
+    writer: str = "python"
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    sql: sql_writer.SqlWriters | None = None
     started_at: float = 0.0
     changes_before: int = 0
     #: (monotonic time, changes so far) sampled during the run: the steady rate
@@ -148,6 +152,12 @@ class Load:
     def start(self, src: psycopg.Connection[Any]) -> None:
         self.changes_before = changes_so_far(src)
         self.started_at = time.monotonic()
+        if self.writer == "sql":
+            self.sql = sql_writer.SqlWriters(
+                self.bench.source_url, self.rate, self.duration, lanes=self.workers
+            )
+            self.sql.start()
+            return
         each = self.rate / self.workers
         self.procs = [
             acme(
@@ -175,7 +185,16 @@ class Load:
         (t0, c0), (t1, c1) = self.ticks[1], self.ticks[-1]
         return (c1 - c0) / (t1 - t0)
 
+    @property
+    def pids(self) -> dict[str, list[int]]:
+        """The writers' processes for the CPU figures (the procedure: its source backends)."""
+        if self.sql is not None:
+            return {"sql writer backends": self.sql.backend_pids}
+        return {"sample simulate": [proc.pid for proc in self.procs]}
+
     def check(self) -> None:
+        if self.sql is not None and self.sql.errors:
+            raise RuntimeError(f"the SQL writer failed: {self.bench.scrub(self.sql.errors[0])}")
         for proc in self.procs:
             code = proc.poll()
             if code not in (None, 0):
@@ -184,8 +203,11 @@ class Load:
                     f"{self.bench.scrub(log_text(proc)[-300:])}"
                 )
 
-    def finish(self, src: psycopg.Connection[Any]) -> dict[str, float | None]:
+    def finish(self, src: psycopg.Connection[Any]) -> dict[str, Any]:
         """Wait for the writers to end; the rate reached, from the source's statistics."""
+        if self.sql is not None:
+            self.sql.wait(self.duration + STOP_TIMEOUT_S)
+            self.sql.stop()
         for proc in self.procs:
             try:
                 proc.wait(timeout=self.duration + STOP_TIMEOUT_S)
@@ -197,6 +219,7 @@ class Load:
         return {
             "asked_rate": self.rate,
             "workers": self.workers,
+            "writer": self.writer,
             "changes": changes,
             "seconds": seconds,
             "reached_rate": changes / seconds if seconds > 0 else 0.0,
@@ -204,6 +227,8 @@ class Load:
         }
 
     def stop(self) -> None:
+        if self.sql is not None:
+            self.sql.stop()
         for proc in self.procs:
             stop(proc)
 
@@ -277,7 +302,7 @@ def probe(
     found = Probes()
     named = {what: [proc.pid] for proc, what in children}
     if load is not None:
-        named["sample simulate"] = [proc.pid for proc in load.procs]
+        named.update(load.pids)
     snaps: list[tuple[cpu.Snapshot, int]] = []
     with (
         psycopg.connect(bench.source_url, autocommit=True) as src,

@@ -1,0 +1,128 @@
+"""The write load as a server-side procedure (``benchmarks/sql/simulate.sql``).
+
+``acme-mv sample simulate`` costs 0.3-1 ms of CPU per row change between its
+Python process and its look-ups on the source: on a 2-core box it cannot write
+2,000 changes/s and leave a core to what is being measured. The procedure
+writes the same workload (the same jobs, proportions and statements, each row
+change its own transaction) from inside the source's backends, so what the
+writers cost is only the writes themselves. It runs in ``lanes`` sessions, one
+per thread here (each blocked in its ``CALL``), lane ``k`` writing the
+customers with ``customer_id % lanes = k``.
+
+Stopping: the sessions are cancelled (``pg_cancel_backend``); a backend busy in
+a PL/pgSQL loop does not notice that its client went away.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from acme_mv.sample import simulate
+
+PROCEDURE = Path(__file__).with_name("sql") / "simulate.sql"
+APPLICATION = "acme_bench_writer"
+#: seconds per CALL (the schedule restarts with each; the statistics are flushed between)
+CHUNK_S = 5.0
+CALL = """
+CALL acme_bench.simulate(
+    rate => %(rate)s, seconds => %(seconds)s, seed => %(seed)s, lane => %(lane)s,
+    lanes => %(lanes)s, w_customers => %(w_customers)s, w_products => %(w_products)s,
+    w_orders => %(w_orders)s, insert_share => %(insert_share)s, items_min => %(items_min)s,
+    items_max => %(items_max)s, job_user => %(job_user)s, statuses => %(statuses)s)
+"""
+
+
+def install(conn: psycopg.Connection[Any]) -> None:
+    """Create (or replace) ``acme_bench.simulate`` on the source."""
+    conn.execute(PROCEDURE.read_text().encode())  # a file of this repository
+
+
+def uninstall(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("DROP SCHEMA IF EXISTS acme_bench CASCADE")
+
+
+def params(*, rate: float, seconds: float, lane: int, lanes: int) -> dict[str, object]:
+    """One lane's arguments: the sample's constants, so both writers stay one workload."""
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "seed": (lane + 1) / (lanes + 1),  # setseed takes -1..1
+        "lane": lane,
+        "lanes": lanes,
+        "w_customers": simulate.JOB_WEIGHTS["customers"],
+        "w_products": simulate.JOB_WEIGHTS["products"],
+        "w_orders": simulate.JOB_WEIGHTS["orders"],
+        "insert_share": simulate.INSERT_SHARE,
+        "items_min": simulate.ITEMS_PER_ORDER[0],
+        "items_max": simulate.ITEMS_PER_ORDER[1],
+        "job_user": simulate.JOB_USER,
+        "statuses": list(simulate.OPEN_STATUSES_AFTER_PENDING),
+    }
+
+
+@dataclass
+class SqlWriters:
+    """``lanes`` sessions running the procedure at ``rate / lanes`` each for ``seconds``."""
+
+    url: str
+    rate: float
+    seconds: float
+    lanes: int = 1
+    conns: list[psycopg.Connection[Any]] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            install(conn)
+        for lane in range(self.lanes):
+            conn = psycopg.connect(self.url, autocommit=True, application_name=APPLICATION)
+            self.conns.append(conn)
+            args = params(
+                rate=self.rate / self.lanes, seconds=self.seconds, lane=lane, lanes=self.lanes
+            )
+            thread = threading.Thread(target=self._call, args=(conn, args), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _call(self, conn: psycopg.Connection[Any], args: dict[str, object]) -> None:
+        """CALL in chunks of CHUNK_S: a backend flushes its table statistics (what the
+        benchmarks count changes by) only between statements, not at a COMMIT inside one."""
+        deadline = time.monotonic() + self.seconds
+        try:
+            while (left := deadline - time.monotonic()) > 0.05:
+                conn.execute(CALL, {**args, "seconds": min(CHUNK_S, left)})
+        except psycopg.errors.QueryCanceled:
+            pass
+        except psycopg.Error as exc:
+            self.errors.append(str(exc).splitlines()[0])
+
+    @property
+    def backend_pids(self) -> list[int]:
+        return [conn.info.backend_pid for conn in self.conns]
+
+    def running(self) -> bool:
+        return any(thread.is_alive() for thread in self.threads)
+
+    def wait(self, timeout: float) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def stop(self) -> None:
+        """Cancel the sessions still writing, close them, drop the procedure."""
+        if self.running():
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute("SELECT pg_cancel_backend(pid) FROM unnest(%s::int[]) pid",
+                             (self.backend_pids,))  # fmt: skip
+            self.wait(30.0)
+        for conn in self.conns:
+            conn.close()
+        self.conns.clear()
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            uninstall(conn)
