@@ -2,8 +2,8 @@
 
 Each round runs, one after the other on the same server and source: the raw
 binary ``psql | psql`` pipe of orders and order_items into index-free tables
-(:func:`benchmarks.raw_copy.pipe`), ``sync(jobs=1)`` (the serial path) and
-``sync(jobs=N)`` for each N of :data:`JOBS`, each a first sync into an empty
+(:func:`benchmarks.raw_copy.pipe`), then ``sync(jobs=N)`` for each N of
+:data:`JOBS` (default 1, the serial path, and 2), each a first sync into an empty
 warehouse (version tables, latest-state tables and deltas emptied, untimed,
 before it). Alternating inside a round means a busy neighbour slows all
 variants alike; the figure that counts is the median over rounds of each
@@ -20,19 +20,21 @@ import logging
 import os
 import re
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from psycopg import sql
 
 from acme_mv import sync as sync_api
-from benchmarks import pg, raw_copy
+from benchmarks import cpu, pg, raw_copy
 from benchmarks.acme_sync import migrated
 from benchmarks.core import Bench, Result, guarded, timed
 
 NAME = "parallel_copy"
-#: the parallel variants (sessions); 1 (the serial path) always runs
-JOBS = tuple(int(j) for j in os.environ.get("ACME_MV_BENCH_JOBS", "2").split(","))
+#: the variants, by sessions (1: the serial path); ACME_MV_BENCH_JOBS=2 leaves the serial
+#: path out (a 100M-row round is long enough with the raw pipe and one variant)
+JOBS = tuple(int(j) for j in os.environ.get("ACME_MV_BENCH_JOBS", "1,2").split(","))
 
 _EMPTY = """
 TRUNCATE staging.orders, staging.order_items, staging.orders_state, staging.order_items_state,
@@ -83,6 +85,21 @@ def _raw(bench: Bench) -> None:
         raw_copy.pipe(bench, table, "binary")
 
 
+def variant_name(jobs: int) -> str:
+    return "parallel.serial" if jobs == 1 else f"parallel.jobs{jobs}"
+
+
+def _cpu_timed(result: Result, fn: Callable[[], None]) -> None:
+    """Run ``fn``; append its seconds, and its CPU seconds (``extra.cpu``: the whole box, and
+    the Python side: this process and its children, i.e. the sync's workers or psql)."""
+    own0, box0 = cpu.process_tree_and_box()
+    result.seconds.append(timed(fn))
+    own1, box1 = cpu.process_tree_and_box()
+    result.extra.setdefault("cpu", []).append(
+        {"box_s": round(box1 - box0, 2), "clients_s": round(own1 - own0, 2)}
+    )
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -120,11 +137,10 @@ def measure(bench: Bench) -> list[Result]:
                 pg.create_like(wh, raw_copy.SCRATCH, table, pg.columns(src, "operations", table))
         rows = sum(bench.counts.get(t, 0) for t in raw_copy.TABLES)
         raw = Result("parallel.raw", "raw COPY binary pipe, same rounds", rows=rows)
-        variants = [(1, Result("parallel.serial", "acme-mv sync --jobs 1, first sync", rows=rows))]
-        for n in JOBS:
-            variants.append(
-                (n, Result(f"parallel.jobs{n}", f"acme-mv sync --jobs {n}, first sync", rows=rows))
-            )
+        variants = [
+            (n, Result(variant_name(n), f"acme-mv sync --jobs {n}, first sync", rows=rows))
+            for n in JOBS
+        ]
         for result in (raw, *(r for _, r in variants)):
             result.extra["load"] = []
         for _, result in variants:
@@ -132,13 +148,13 @@ def measure(bench: Bench) -> list[Result]:
         for i in range(bench.rounds):
             _empty_scratch(bench)
             raw.extra["load"].append(_load())
-            raw.seconds.append(timed(lambda: _raw(bench)))
+            _cpu_timed(raw, lambda: _raw(bench))
             logging.getLogger("benchmarks").info("round %d raw: %.1f s", i + 1, raw.seconds[-1])
             for n, result in variants:
                 _empty_staging(bench)
                 result.extra["load"].append(_load())
                 phases: list[list[str]] = result.extra["phases"]
-                result.seconds.append(timed(functools.partial(_sync, bench, n, phases)))
+                _cpu_timed(result, functools.partial(_sync, bench, n, phases))
                 logging.getLogger("benchmarks").info(
                     "round %d --jobs %d: %.1f s (load %s)", i + 1, n, result.seconds[-1], _load()
                 )
@@ -239,6 +255,26 @@ def markdown(path: str) -> str:
         + " | ".join(f"**{r['extra']['median_round_ratio']:.2f}**" for r in variants)
         + " |"
     )
+    every = [raw, *variants]
+    if all(r["extra"].get("cpu") for r in every):
+        out += [
+            "",
+            "CPU seconds, median over the rounds (the box's total, all processes; the clients:"
+            " psql or the sync's Python and its worker processes; the rest is the server):",
+            "",
+            "| CPU | raw pipe | "
+            + " | ".join(f"`--jobs {r['extra']['jobs']}`" for r in variants)
+            + " |",
+            "|---|" + "--:|" * len(every),
+        ]
+        for label, key in (("box", "box_s"), ("clients", "clients_s")):
+            cells = [f"{statistics.median(c[key] for c in r['extra']['cpu']):.1f}" for r in every]
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+        server = [
+            f"{statistics.median(c['box_s'] - c['clients_s'] for c in r['extra']['cpu']):.1f}"
+            for r in every
+        ]
+        out.append("| server (box - clients) | " + " | ".join(server) + " |")
     out += ["", "Phases, median over the rounds (seconds; the sync's DEBUG log):", ""]
     per_variant = [[phases(lines) for lines in r["extra"]["phases"]] for r in variants]
     names: list[str] = []

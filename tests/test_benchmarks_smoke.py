@@ -161,12 +161,15 @@ def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
     monkeypatch.setattr(parallel, "MIN_PART_BLOCKS", 1)  # the smoke source is tiny
     run(bench, ["parallel_copy"])
     rows = bench.counts["orders"] + bench.counts["order_items"]
-    variants = {"parallel.serial": 1, **{f"parallel.jobs{n}": n for n in parallel_copy.JOBS}}
+    variants = {parallel_copy.variant_name(n): n for n in parallel_copy.JOBS}
+    assert set(variants.values()) == {1, 2}  # the default: the serial path and two sessions
     for name in ("parallel.raw", *variants):
         result = bench.results[name]
         assert result.status == "ok", result.note
         assert len(result.seconds) == bench.rounds and result.rows == rows
         assert len(result.extra["load"]) == bench.rounds
+        cpu = result.extra["cpu"]  # each round's CPU seconds, the box's and the clients'
+        assert len(cpu) == bench.rounds and all(c["box_s"] >= 0 < c["clients_s"] for c in cpu)
     for name, jobs in variants.items():
         result = bench.results[name]
         assert result.extra["jobs"] == jobs
@@ -190,6 +193,7 @@ def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
     assert "| order_items: COPY |" in text
     assert "| order_items_state: COPY (longest worker) |" in text
     assert "| apply: state inserts |" in text and "| attach (partitions, state tables) |" in text
+    assert "| server (box - clients) |" in text
 
 
 def test_a_standalone_result_file_is_tabulated_figure_by_figure(tmp_path: Path) -> None:
