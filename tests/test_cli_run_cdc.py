@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,3 +97,36 @@ def test_run_cdc_streams_deletes_into_the_reports_and_survives_a_lost_walsender(
     text = log.read_text()
     assert "Traceback" not in text
     assert "change capture stopped cleanly" in text
+
+
+def test_run_cdc_takes_the_stream_options(make_db: DatabaseFactory, slot_name: str) -> None:
+    """``run --cdc --batch-rows 1``: each source transaction is a batch of its own. Three
+    quick transactions make one batch with the defaults (checked by leaving the option out
+    of the call to the stream: 1 batch); with a row limit of 1 they make three."""
+    from acme_mv.run import loop as runner
+
+    world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
+    fill(world.src, orders=20, order_items=40, customers=3, products=3)
+    world.setup()
+    stop = threading.Event()
+    done: list[int] = []
+    thread = threading.Thread(
+        target=lambda: done.append(
+            runner.run_cdc(
+                world.settings, slot=world.slot, stop=stop, batch_rows=1, batch_ms=60_000
+            )
+        )
+    )
+    thread.start()
+    try:
+        for order in (1, 2, 3):
+            execute(world.src, "DELETE FROM operations.orders WHERE order_id = %s", (order,))
+        deadline = time.monotonic() + 30
+        while not _converged(world):
+            assert thread.is_alive(), "run_cdc ended"
+            assert time.monotonic() < deadline, "run_cdc did not converge"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert done and done[0] >= 3  # one batch per transaction (heartbeats may add more)

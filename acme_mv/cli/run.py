@@ -54,6 +54,33 @@ def run(
     slot: Annotated[
         str, typer.Option("--slot", help="With --cdc: the replication slot to stream from.")
     ] = "acme_mv",
+    batch_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-rows",
+            min=1,
+            help="With --cdc: close a batch at this many changes (default 20000).",
+            show_default=False,
+        ),
+    ] = None,
+    batch_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--batch-ms",
+            min=0,
+            help="With --cdc: close a batch this long after its first transaction (default 200).",
+            show_default=False,
+        ),
+    ] = None,
+    refresh_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--refresh-ms",
+            min=0,
+            help="With --cdc: refresh the views at most this often (default 0: after each batch).",
+            show_default=False,
+        ),
+    ] = None,
     keep_history: Annotated[
         str,
         typer.Option(
@@ -123,6 +150,8 @@ def run(
       acme-mv run --mail-at 07:00 --mail-to lead@example.com
 
       acme-mv run --cdc --metrics-port 9187
+
+      acme-mv run --cdc --batch-ms 50 --refresh-ms 500
     """
     mail = daily_mail_hook(mail_at, mail_to)  # see `acme-mv mail --help` for the SMTP settings
     keep = compact_api.parse_keep(keep_history)
@@ -137,6 +166,8 @@ def run(
         raise BadArgument(
             "--cdc streams continuously: drop --once, --full-every and the daily mail options"
         )
+    if not cdc and (batch_rows, batch_ms, refresh_ms) != (None, None, None):
+        raise BadArgument("--batch-rows, --batch-ms and --refresh-ms only apply with --cdc")
     settings = common.settings()
     hook = runner.chain(mail, runner.compaction_hook(settings, keep))
     with contextlib.ExitStack() as stack:
@@ -150,7 +181,16 @@ def run(
             )
             log.info("serving Prometheus metrics on http://%s:%d/metrics", metrics_host, port)
         if cdc:
-            runner.run_cdc(settings, slot=slot, retry=policy, metrics=metrics, keep=keep)
+            runner.run_cdc(
+                settings,
+                slot=slot,
+                retry=policy,
+                metrics=metrics,
+                keep=keep,
+                batch_rows=batch_rows,
+                batch_ms=batch_ms,
+                refresh_ms=refresh_ms,
+            )
         else:
             runner.run(
                 settings,

@@ -421,9 +421,13 @@ def run_cdc(
     retry: RetryPolicy | None = None,
     metrics: Metrics | None = None,
     keep: timedelta | None = None,
+    batch_rows: int | None = None,
+    batch_ms: float | None = None,
+    refresh_ms: float | None = None,
 ) -> int:
     """``run --cdc``: stream the slot's changes into staging and refresh (``acme_mv.cdc.stream``)
-    until ``stop`` is set or a signal arrives; returns the batches applied.
+    until ``stop`` is set or a signal arrives; returns the batches applied. ``batch_rows``,
+    ``batch_ms`` and ``refresh_ms`` tune the stream as in ``acme-mv cdc run`` (None: its default).
 
     A stream that fails for a reason retrying can fix (a server restarting, a connection
     lost) is started again with the same capped backoff as the cycles of :func:`run`: it
@@ -431,6 +435,7 @@ def run_cdc(
     slot that was never set up or was invalidated, or schema drift, ends the run.
     """
     from acme_mv import cdc
+    from acme_mv.cdc import capture
 
     flag = _StopFlag(stop or threading.Event())
     view = _EventView(flag)
@@ -458,7 +463,16 @@ def run_cdc(
     def one_stream() -> None:
         if flag.is_set():
             raise _Stopped
-        cdc.stream(settings, slot=slot, stop=view, on_batch=on_batch, on_refresh=on_refresh)
+        cdc.stream(
+            settings,
+            slot=slot,
+            stop=view,
+            on_batch=on_batch,
+            on_refresh=on_refresh,
+            batch_rows=capture.DEFAULT_BATCH_ROWS if batch_rows is None else batch_rows,
+            batch_ms=capture.DEFAULT_BATCH_MS if batch_ms is None else batch_ms,
+            refresh_ms=0.0 if refresh_ms is None else refresh_ms,
+        )
 
     def failed(state: tenacity.RetryCallState) -> None:
         nonlocal failures
