@@ -144,11 +144,12 @@ def stretch(
     rate: float,
     seconds: float,
     reader: list[str] | None,
+    writer: str = "python",
 ) -> dict[str, Any]:
     """``seconds`` of writes at ``rate`` with ``acme-mv READER...`` alongside (None: writes
     only)."""
     runner = probe.acme(bench, *reader) if reader else None
-    load = probe.Load(bench, rate=rate, duration=seconds)
+    load = probe.Load(bench, rate=rate, duration=seconds, writer=writer)
     with psycopg.connect(bench.source_url, autocommit=True) as src:
         try:
             if runner is not None:  # its start-up (imports, connections, the slot) not counted
@@ -158,7 +159,8 @@ def stretch(
             before = counters(src)
             started = time.monotonic()
             load.start(src)
-            named["sample simulate"] = [p.pid for p in load.procs]
+            del named["sample simulate"]
+            named.update(load.pids)
             cpu_before = cpu.snapshot(named, postmaster)
             loads: list[float] = []
             while time.monotonic() - started < seconds:
@@ -210,6 +212,7 @@ def measure(
     seconds: float,
     interval: str,
     keep_dropped: bool,
+    writer: str = "python",
 ) -> dict[str, Any]:
     """The three stretches; the cursor mode uses ``bench``'s warehouse, change capture
     the one at ``cdc_warehouse_url`` (both are set up here, outside the stretches)."""
@@ -224,7 +227,9 @@ def measure(
     with psycopg.connect(bench.source_url, autocommit=True) as src:
         found["dropped_indexes"] = drop_cursor_indexes(src)
     try:
-        found["writes"] = stretch(bench, "writes", rate=rate, seconds=seconds, reader=None)
+        found["writes"] = stretch(
+            bench, "writes", rate=rate, seconds=seconds, reader=None, writer=writer
+        )
 
         migrate.upgrade(bench.warehouse_url)
         started = time.perf_counter()
@@ -232,7 +237,12 @@ def measure(
         refresh_api.refresh(bench.settings, mode="historic")
         found["cursor_initial_s"] = time.perf_counter() - started
         found["cursor"] = stretch(
-            bench, "cursor", rate=rate, seconds=seconds, reader=["run", "--interval", interval]
+            bench,
+            "cursor",
+            rate=rate,
+            seconds=seconds,
+            reader=["run", "--interval", interval],
+            writer=writer,
         )
 
         migrate.upgrade(cdc_bench.warehouse_url)
@@ -248,6 +258,7 @@ def measure(
                 rate=rate,
                 seconds=seconds,
                 reader=["run", "--cdc", "--slot", slot],
+                writer=writer,
             )
         finally:
             cdc_api.drop(cdc_bench.settings, slot=slot)
@@ -269,6 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-dropped", action="store_true", help="leave the updated_at indexes dropped"
     )
+    parser.add_argument(
+        "--writer",
+        choices=("python", "sql"),
+        default="python",
+        help="the write load: acme-mv sample simulate, or the same workload from a procedure "
+        "on the source (benchmarks/sql_writer.py: no look-ups of today's orders per job)",
+    )
     args = parser.parse_args(argv)
     cursor_db, cdc_db = f"{args.source_db}_cost_cursor_wh", f"{args.source_db}_cost_cdc_wh"
     server = standalone.server(args)
@@ -283,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.seconds,
         interval=args.interval,
         keep_dropped=args.keep_dropped,
+        writer=args.writer,
     )
     for what in ("writes", "cursor", "cdc"):
         s = found[what]
@@ -299,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             "rate": args.rate,
             "seconds": args.seconds,
             "interval": args.interval,
+            "writer": args.writer,
             "load_before": load_before,
         },
         found,
