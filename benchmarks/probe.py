@@ -9,8 +9,9 @@ group.
 The write load: ``acme-mv sample simulate`` in one or more processes, each
 at ``rate / workers`` (each row change still its own transaction), or
 (``writer="sql"``) the same workload from a procedure in ``workers`` source
-sessions (:mod:`benchmarks.sql_writer`); the rate actually reached is read from the source's ``pg_stat_user_tables`` (rows
-inserted + updated + deleted in ``operations``), not taken on trust.
+sessions (:mod:`benchmarks.sql_writer`); the rate actually reached is read
+from the source's ``pg_stat_user_tables`` (rows inserted + updated + deleted
+in ``operations``), not taken on trust.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ a PL/pgSQL loop does not notice that its client went away.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,12 +48,16 @@ def uninstall(conn: psycopg.Connection[Any]) -> None:
     conn.execute("DROP SCHEMA IF EXISTS acme_bench CASCADE")
 
 
-def params(*, rate: float, seconds: float, lane: int, lanes: int) -> dict[str, object]:
-    """One lane's arguments: the sample's constants, so both writers stay one workload."""
+def params(
+    *, rate: float, seconds: float, lane: int, lanes: int, chunk: int = 0
+) -> dict[str, object]:
+    """One lane's arguments for one chunk: the sample's constants, so both writers stay one
+    workload, and a seed of the lane's and chunk's own (setseed takes -1..1): a chunk that
+    started from the same seed as the one before would repeat its picks."""
     return {
         "rate": rate,
         "seconds": seconds,
-        "seed": (lane + 1) / (lanes + 1),  # setseed takes -1..1
+        "seed": random.Random(f"{lane}/{lanes}/{chunk}").uniform(-1.0, 1.0),
         "lane": lane,
         "lanes": lanes,
         "w_customers": simulate.JOB_WEIGHTS["customers"],
@@ -77,6 +82,7 @@ class SqlWriters:
     conns: list[psycopg.Connection[Any]] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -84,22 +90,31 @@ class SqlWriters:
         for lane in range(self.lanes):
             conn = psycopg.connect(self.url, autocommit=True, application_name=APPLICATION)
             self.conns.append(conn)
-            args = params(
-                rate=self.rate / self.lanes, seconds=self.seconds, lane=lane, lanes=self.lanes
-            )
-            thread = threading.Thread(target=self._call, args=(conn, args), daemon=True)
+            thread = threading.Thread(target=self._calls, args=(conn, lane), daemon=True)
             self.threads.append(thread)
             thread.start()
 
-    def _call(self, conn: psycopg.Connection[Any], args: dict[str, object]) -> None:
-        """CALL in chunks of CHUNK_S: a backend flushes its table statistics (what the
-        benchmarks count changes by) only between statements, not at a COMMIT inside one."""
+    def _calls(self, conn: psycopg.Connection[Any], lane: int) -> None:
+        """CALL in chunks of CHUNK_S until the time is up or :meth:`stop`: a backend flushes
+        its table statistics (what the benchmarks count changes by) only between
+        statements, not at a COMMIT inside one. What the procedure knows about today's
+        orders stays in the session's temp tables from one chunk to the next."""
         deadline = time.monotonic() + self.seconds
+        chunk = 0
         try:
-            while (left := deadline - time.monotonic()) > 0.05:
-                conn.execute(CALL, {**args, "seconds": min(CHUNK_S, left)})
+            while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0.05:
+                args = params(
+                    rate=self.rate / self.lanes,
+                    seconds=min(CHUNK_S, left),
+                    lane=lane,
+                    lanes=self.lanes,
+                    chunk=chunk,
+                )
+                conn.execute(CALL, args)
+                chunk += 1
         except psycopg.errors.QueryCanceled:
-            pass
+            if not self.stopping.is_set():
+                self.errors.append("a writer's CALL was cancelled by someone else")
         except psycopg.Error as exc:
             self.errors.append(str(exc).splitlines()[0])
 
@@ -115,12 +130,16 @@ class SqlWriters:
             thread.join(timeout)
 
     def stop(self) -> None:
-        """Cancel the sessions still writing, close them, drop the procedure."""
-        if self.running():
+        """Stop the lanes (between chunks, or by cancelling the CALL in progress), close
+        their sessions, drop the procedure."""
+        self.stopping.set()
+        while self.running():
             with psycopg.connect(self.url, autocommit=True) as conn:
-                conn.execute("SELECT pg_cancel_backend(pid) FROM unnest(%s::int[]) pid",
-                             (self.backend_pids,))  # fmt: skip
-            self.wait(30.0)
+                conn.execute(
+                    "SELECT pg_cancel_backend(pid) FROM unnest(%s::int[]) pid",
+                    (self.backend_pids,),
+                )
+            self.wait(1.0)
         for conn in self.conns:
             conn.close()
         self.conns.clear()

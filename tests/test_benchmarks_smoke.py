@@ -159,17 +159,18 @@ def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
     from acme_mv.sync import parallel
 
     monkeypatch.setattr(parallel, "MIN_PART_BLOCKS", 1)  # the smoke source is tiny
+    monkeypatch.setattr(parallel_copy, "JOBS", (1, 2))  # whatever ACME_MV_BENCH_JOBS says
     run(bench, ["parallel_copy"])
     rows = bench.counts["orders"] + bench.counts["order_items"]
     variants = {parallel_copy.variant_name(n): n for n in parallel_copy.JOBS}
-    assert set(variants.values()) == {1, 2}  # the default: the serial path and two sessions
     for name in ("parallel.raw", *variants):
         result = bench.results[name]
         assert result.status == "ok", result.note
         assert len(result.seconds) == bench.rounds and result.rows == rows
         assert len(result.extra["load"]) == bench.rounds
         cpu = result.extra["cpu"]  # each round's CPU seconds, the box's and the clients'
-        assert len(cpu) == bench.rounds and all(c["box_s"] >= 0 < c["clients_s"] for c in cpu)
+        assert len(cpu) == bench.rounds
+        assert all(c["box_s"] + 0.05 >= c["clients_s"] > 0 for c in cpu)
     for name, jobs in variants.items():
         result = bench.results[name]
         assert result.extra["jobs"] == jobs

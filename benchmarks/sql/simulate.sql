@@ -6,15 +6,19 @@
 -- (acme_mv/sample/simulate.py), each row change its own transaction (COMMIT
 -- inside the procedure; updated_at = the transaction's CURRENT_TIMESTAMP(3)),
 -- with two differences:
--- - what the customer's open / first order of today is, is kept in the
---   session (a temp table and an array) instead of being looked up on the
---   source for every order job (a scan of today's orders: the contract's DDL
---   has no index on customer_id). It is read from the source once at the start
---   and again when the day rolls over. Lanes split the customers
---   (customer_id % lanes = lane) so writers never share one.
+-- - which order of today is a customer's open one and which its first is kept
+--   in the session (temp tables, kept across CALLs) instead of being looked up
+--   on the source for every order job (a scan of today's orders: the contract's
+--   DDL has no index on customer_id). They are read from the source once per
+--   session and day. Lanes split the customers (customer_id % lanes = lane) so
+--   writers never share one.
 -- - names and addresses are short generated strings, not the sample's words.
--- Pacing: row change n (from 0) waits until n / rate seconds after the start;
--- more than 1 s behind, the schedule restarts from now (as the Python pacer).
+-- Pacing: row change n (from 0) waits until n / rate seconds after the call's
+-- start; more than 1 s behind, the schedule restarts from now (as the Python
+-- pacer). The caller runs it in chunks of a few seconds (a backend reports its
+-- table statistics only between statements), each with a seed of its own.
+-- An order job that finds no customer of its lane inserts one (as the Python
+-- writer does when there is no customer at all).
 CREATE SCHEMA IF NOT EXISTS acme_bench;
 
 CREATE OR REPLACE PROCEDURE acme_bench.simulate(
@@ -29,46 +33,48 @@ DECLARE
     done bigint := 0;       -- row changes since origin
     ahead float8;
     today date;
-    low bigint;             -- every order dated today has an id >= low
-    first_of bigint[];      -- customer -> its first order dated today
+    today_low bigint;       -- every order dated today has an id >= today_low
     customer bigint;
     open_order bigint;
+    first_order bigint;
     new_order bigint;
-    job float8;
+    draw float8;            -- which job: customers, products or orders, by weight
     tries int;
-    n int;
+    changes int;            -- the row changes of this job
     moved_to text;
+    new_customer boolean;
 BEGIN
     PERFORM setseed(seed);
+    CREATE TEMP TABLE IF NOT EXISTS writer_day (today date, today_low bigint);
     CREATE TEMP TABLE IF NOT EXISTS open_today (
         customer_id bigint, order_id bigint, PRIMARY KEY (customer_id, order_id));
+    CREATE TEMP TABLE IF NOT EXISTS first_today (
+        customer_id bigint PRIMARY KEY, order_id bigint NOT NULL);
+    SELECT d.today, d.today_low INTO today, today_low FROM writer_day d;
     COMMIT;
     LOOP
         EXIT WHEN clock_timestamp() >= deadline;
-        IF today IS DISTINCT FROM current_date THEN  -- start, or the day rolled over
+        IF today IS DISTINCT FROM current_date THEN  -- a new session, or the day rolled over
             today := current_date;
             SELECT coalesce(min(order_id), (SELECT coalesce(max(order_id), 0) + 1
                                                FROM operations.orders))
-              INTO low FROM operations.orders WHERE order_date = today;
-            TRUNCATE open_today;
-            first_of := '{}';
+              INTO today_low FROM operations.orders WHERE order_date = today;
+            TRUNCATE writer_day, open_today, first_today;
+            INSERT INTO writer_day VALUES (today, today_low);
             INSERT INTO open_today
                 SELECT o.customer_id, o.order_id FROM operations.orders o
-                 WHERE o.order_date = today AND o.order_id >= low AND o.status <> 'COMPLETED'
-                   AND o.customer_id % lanes = lane;
-            FOR customer, new_order IN
+                 WHERE o.order_date = today AND o.order_id >= today_low
+                   AND o.status <> 'COMPLETED' AND o.customer_id % lanes = lane;
+            INSERT INTO first_today
                 SELECT o.customer_id, min(o.order_id) FROM operations.orders o
-                 WHERE o.order_date = today AND o.order_id >= low
-                   AND o.customer_id % lanes = lane GROUP BY o.customer_id
-            LOOP
-                first_of[customer::int] := new_order;
-            END LOOP;
+                 WHERE o.order_date = today AND o.order_id >= today_low
+                   AND o.customer_id % lanes = lane GROUP BY o.customer_id;
             COMMIT;
         END IF;
-        job := random() * (w_customers + w_products + w_orders);
-        IF job < w_customers + w_products THEN
-            n := 1;
-        ELSE
+        draw := random() * (w_customers + w_products + w_orders);
+        new_customer := false;
+        changes := 1;
+        IF draw >= w_customers + w_products THEN
             -- an order job: a random customer of this lane (the sample's pick:
             -- the first key at or above a random point between min and max)
             tries := 0;
@@ -82,12 +88,15 @@ BEGIN
                 EXIT WHEN customer IS NULL OR customer % lanes = lane OR tries >= 64;
             END LOOP;
             IF customer IS NULL OR customer % lanes <> lane THEN
-                CONTINUE;
+                new_customer := true;  -- nobody of this lane: a customer insert instead
+            ELSE
+                SELECT min(order_id) INTO open_order FROM open_today
+                 WHERE customer_id = customer;
+                IF open_order IS NULL THEN
+                    changes := 1 + items_min
+                               + floor(random() * (items_max - items_min + 1))::int;
+                END IF;
             END IF;
-            SELECT min(order_id) INTO open_order FROM open_today WHERE customer_id = customer;
-            n := CASE WHEN open_order IS NULL
-                      THEN 1 + items_min + floor(random() * (items_max - items_min + 1))::int
-                      ELSE 1 END;
         END IF;
         -- pace: this job's first change may run at done / rate seconds from origin
         ahead := done / rate - extract(epoch FROM clock_timestamp() - origin);
@@ -97,8 +106,8 @@ BEGIN
         ELSIF ahead > 0 THEN
             PERFORM pg_sleep(ahead);
         END IF;
-        IF job < w_customers THEN
-            IF random() < insert_share THEN
+        IF new_customer OR draw < w_customers THEN
+            IF new_customer OR random() < insert_share THEN
                 INSERT INTO operations.customers
                     (customer_name, is_active, customer_address, created_by, updated_by)
                 VALUES ('bench customer ' || md5(random()::text), TRUE,
@@ -115,7 +124,7 @@ BEGIN
                      ORDER BY t.customer_id LIMIT 1);
             END IF;
             COMMIT;
-        ELSIF job < w_customers + w_products THEN
+        ELSIF draw < w_customers + w_products THEN
             IF random() < insert_share THEN
                 INSERT INTO operations.products
                     (product_name, barcode, unity_price, is_active, created_by, updated_by)
@@ -151,18 +160,17 @@ BEGIN
             VALUES (CURRENT_DATE, CURRENT_DATE + 10, customer, 'PENDING', job_user, job_user)
             RETURNING order_id INTO new_order;
             INSERT INTO open_today VALUES (customer, new_order);
+            INSERT INTO first_today VALUES (customer, new_order) ON CONFLICT DO NOTHING;
             COMMIT;
-            IF first_of[customer::int] IS NULL THEN
-                first_of[customer::int] := new_order;
-            END IF;
-            FOR i IN 2..n LOOP
+            SELECT f.order_id INTO first_order FROM first_today f WHERE f.customer_id = customer;
+            FOR i IN 2..changes LOOP
                 ahead := (done + i - 1) / rate - extract(epoch FROM clock_timestamp() - origin);
                 IF ahead > 0 THEN
                     PERFORM pg_sleep(ahead);
                 END IF;
                 INSERT INTO operations.order_items
                     (order_id, product_id, quanity, created_by, updated_by)
-                VALUES (first_of[customer::int],
+                VALUES (first_order,
                         (SELECT t.product_id FROM operations.products t
                           WHERE t.product_id >= (SELECT min(product_id)
                                 + floor(random() * (max(product_id) - min(product_id) + 1))::bigint
@@ -172,7 +180,7 @@ BEGIN
                 COMMIT;
             END LOOP;
         END IF;
-        done := done + n;
+        done := done + changes;
     END LOOP;
 END
 $$;
