@@ -8,11 +8,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
+import pytest
 
 from tests.support.cdc_helpers import Cdc
+from tests.support.cli_runner import run as cli_run
 from tests.support.database import DatabaseFactory
 from tests.support.reports_oracle import actual, expected
 from tests.support.sync_helpers import execute, fill
@@ -130,3 +134,29 @@ def test_run_cdc_takes_the_stream_options(make_db: DatabaseFactory, slot_name: s
         stop.set()
         thread.join(60)
     assert done and done[0] >= 3  # one batch per transaction (heartbeats may add more)
+
+
+def test_the_cli_hands_the_stream_options_to_run_cdc(
+    db_url: str, cli_env: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``acme-mv run --cdc --batch-rows/--batch-ms/--refresh-ms`` reach ``run_cdc`` as given;
+    left out, they are None (the stream's defaults)."""
+    from acme_mv.run import loop as runner
+
+    calls: list[dict[str, Any]] = []
+
+    def fake_run_cdc(settings: object, **kw: Any) -> int:
+        calls.append(kw)
+        return 0
+
+    monkeypatch.setattr(runner, "run_cdc", fake_run_cdc)
+    cli_env(database_url=db_url)
+    res = cli_run("run", "--cdc", "--batch-rows", "7", "--batch-ms", "50", "--refresh-ms", "250")
+    assert res.exit_code == 0, res.stderr
+    res = cli_run("run", "--cdc")
+    assert res.exit_code == 0, res.stderr
+    got = [{k: c[k] for k in ("batch_rows", "batch_ms", "refresh_ms")} for c in calls]
+    assert got == [
+        {"batch_rows": 7, "batch_ms": 50.0, "refresh_ms": 250.0},
+        {"batch_rows": None, "batch_ms": None, "refresh_ms": None},
+    ]
