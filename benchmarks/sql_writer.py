@@ -9,8 +9,9 @@ writers cost is only the writes themselves. It runs in ``lanes`` sessions, one
 per thread here (each blocked in its ``CALL``), lane ``k`` writing the
 customers with ``customer_id % lanes = k``.
 
-Stopping: the sessions are cancelled (``pg_cancel_backend``); a backend busy in
-a PL/pgSQL loop does not notice that its client went away.
+Stopping: the lanes stop between chunks, and the CALL in progress is cancelled
+(``pg_cancel_backend``): a backend busy in a PL/pgSQL loop does not notice that
+its client went away.
 """
 
 from __future__ import annotations
@@ -131,7 +132,10 @@ class SqlWriters:
 
     def stop(self) -> None:
         """Stop the lanes (between chunks, or by cancelling the CALL in progress), close
-        their sessions, drop the procedure."""
+        their sessions, drop the procedure; once (``Load.finish`` and ``Load.stop`` both
+        call it)."""
+        if self.stopping.is_set() and not self.conns:
+            return
         self.stopping.set()
         while self.running():
             with psycopg.connect(self.url, autocommit=True) as conn:

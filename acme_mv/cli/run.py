@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from acme_mv.cdc.capture import DEFAULT_BATCH_MS, DEFAULT_BATCH_ROWS
 from acme_mv.cli import common
 from acme_mv.cli.delivery import daily_mail_hook
 from acme_mv.errors import BadArgument
@@ -59,7 +60,7 @@ def run(
         typer.Option(
             "--batch-rows",
             min=1,
-            help="With --cdc: close a batch at this many changes (default 20000).",
+            help=f"With --cdc: close a batch at this many changes (default {DEFAULT_BATCH_ROWS}).",
             show_default=False,
         ),
     ] = None,
@@ -68,7 +69,10 @@ def run(
         typer.Option(
             "--batch-ms",
             min=0,
-            help="With --cdc: close a batch this long after its first transaction (default 200).",
+            help=(
+                "With --cdc: close a batch this long after its first transaction "
+                f"(default {DEFAULT_BATCH_MS:g})."
+            ),
             show_default=False,
         ),
     ] = None,

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import tenacity
@@ -435,8 +435,9 @@ def run_cdc(
     slot that was never set up or was invalidated, or schema drift, ends the run.
     """
     from acme_mv import cdc
-    from acme_mv.cdc import capture
 
+    given = {"batch_rows": batch_rows, "batch_ms": batch_ms, "refresh_ms": refresh_ms}
+    tuning: dict[str, Any] = {name: v for name, v in given.items() if v is not None}
     flag = _StopFlag(stop or threading.Event())
     view = _EventView(flag)
     policy = retry or RetryPolicy()
@@ -464,14 +465,7 @@ def run_cdc(
         if flag.is_set():
             raise _Stopped
         cdc.stream(
-            settings,
-            slot=slot,
-            stop=view,
-            on_batch=on_batch,
-            on_refresh=on_refresh,
-            batch_rows=capture.DEFAULT_BATCH_ROWS if batch_rows is None else batch_rows,
-            batch_ms=capture.DEFAULT_BATCH_MS if batch_ms is None else batch_ms,
-            refresh_ms=0.0 if refresh_ms is None else refresh_ms,
+            settings, slot=slot, stop=view, on_batch=on_batch, on_refresh=on_refresh, **tuning
         )
 
     def failed(state: tenacity.RetryCallState) -> None:
