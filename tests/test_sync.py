@@ -8,6 +8,7 @@ import time
 import psycopg
 import psycopg.sql
 import pytest
+from psycopg.rows import TupleRow
 
 from acme_mv.errors import ConfigError
 from acme_mv.run import loop as runner
@@ -15,6 +16,7 @@ from acme_mv.sync import source, sync
 from acme_mv.sync.copy import INDEX_BUILD_MEMORY_KB, _raise_index_memory, copy_out_chunks, stream
 from tests.support.database import DatabaseFactory
 from tests.support.roles import RoleFactory
+from tests.support.stats import settled
 from tests.support.sync_helpers import (
     APPEND_TABLES,
     assert_converged,
@@ -470,16 +472,16 @@ def test_an_incremental_sync_scans_an_unindexed_source_table_once(
     sync(settings(src, wh), tables=["orders"])
     fill(src, orders=5)
 
-    def seq_scans() -> int:  # a new session: the syncs' ended sessions have flushed their stats
-        return int(
-            scalar(
-                src,
-                "SELECT seq_scan FROM pg_stat_user_tables "
-                "WHERE schemaname = 'operations' AND relname = 'orders'",
-            )
+    def seq_scans(conn: psycopg.Connection[TupleRow]) -> int:
+        rows = settled(
+            conn,
+            "SELECT seq_scan FROM pg_stat_user_tables "
+            "WHERE schemaname = 'operations' AND relname = 'orders'",
         )
+        return int(str(rows[0][0]))
 
-    before = seq_scans()
-    result = sync(settings(src, wh), tables=["orders"])
-    assert result.tables["orders"].rows_new == 5
-    assert seq_scans() - before == 1
+    with psycopg.connect(src, autocommit=True) as conn:
+        before = seq_scans(conn)
+        result = sync(settings(src, wh), tables=["orders"])
+        assert result.tables["orders"].rows_new == 5
+        assert seq_scans(conn) - before == 1
