@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   runs the whole job on an embedded PostgreSQL with sample data
 #   make test   runs the test suite (a real PostgreSQL, embedded unless told otherwise)
+# and make test-pg15 runs the same suite on a PostgreSQL 15 server it starts (production's version).
 # Each creates .venv and installs what it needs on first use.
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed-test
 # the pages of docs/ with generated parts (cog blocks: the CLI reference, the benchmark tables)
 GENERATED_DOCS := docs/cli.md docs/benchmarks.md docs/views.md docs/sync-parallel.md docs/refresh-performance.md
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test test-pg15 lint docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -n auto -q
+
+# the suite again on Debian's postgresql-15, started and removed by .ci/with-pg15
+test-pg15: $(STAMP)
+	.ci/with-pg15 $(BIN)/pytest -n auto -q
 
 # lint: formatting, lint rules, types (mypy's files are in pyproject.toml), and the
 # generated parts of docs/ are current (`make docs` rewrites them)
