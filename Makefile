@@ -23,11 +23,11 @@ demo: $(STAMP)
 	$(BIN)/acme-mv demo
 
 test: $(STAMP)
-	$(BIN)/pytest -n auto -q
+	$(BIN)/pytest -n auto -q --durations=15
 
 # the suite again on Debian's postgresql-15, started and removed by .ci/with-pg15
 test-pg15: $(STAMP)
-	.ci/with-pg15 $(BIN)/pytest -n auto -q
+	.ci/with-pg15 $(BIN)/pytest -n auto -q --durations=15
 
 # lint: formatting, lint rules, types (mypy's files are in pyproject.toml), and the
 # generated parts of docs/ are current (`make docs` rewrites them)

@@ -363,6 +363,8 @@ def pip_install(tokens: list[str]) -> tuple[str, list[str], list[str]] | None:
 def readme_install() -> tuple[str, list[str], list[str]]:
     """The Makefile's (README's) install of this project."""
     for line in MAKEFILE.read_text().splitlines():
+        if line.lstrip().startswith("#"):
+            continue
         tokens = shlex.split(line.strip().replace("$(BIN)/", ""))
         found = pip_install(tokens)
         if found and "." in found[2] and "-e" in found[1]:

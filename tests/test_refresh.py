@@ -53,6 +53,11 @@ class World:
         assert_views_match(self.conn, expected(self.conn))
         verify(self.settings)
 
+    def newest_batch(self) -> int:
+        row = self.conn.execute("SELECT max(batch_id) FROM staging.sync_batches").fetchone()
+        assert row is not None
+        return int(str(row[0]))
+
     def report(self, name: str) -> list[tuple[object, ...]]:
         return actual(self.conn)[name]
 
@@ -413,10 +418,10 @@ def test_a_batch_and_a_refresh_read_only_what_changed(world: World) -> None:
         assert set(read_since(before_s, tuples_read(world.conn, "staging"))) <= {"sync_batches"}
         analytics = read_since(before_a, tuples_read(world.conn, "analytics"))
         new_rows = world.conn.execute(
-            "SELECT (SELECT count(*) FROM analytics.open_orders_delta WHERE batch_id = b) "
-            "+ (SELECT count(*) FROM analytics.pending_items_delta WHERE batch_id = b) "
-            "+ (SELECT count(*) FROM analytics.pending_orders_delta WHERE batch_id = b) "
-            "FROM (SELECT max(batch_id) AS b FROM staging.sync_batches) AS x"
+            "SELECT (SELECT count(*) FROM analytics.open_orders_delta WHERE batch_id = %(b)s) "
+            "+ (SELECT count(*) FROM analytics.pending_items_delta WHERE batch_id = %(b)s) "
+            "+ (SELECT count(*) FROM analytics.pending_orders_delta WHERE batch_id = %(b)s)",
+            {"b": world.newest_batch()},
         ).fetchone()
         assert new_rows is not None
         delta_read = sum(n for t, n in analytics.items() if t.endswith("_delta"))

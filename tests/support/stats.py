@@ -1,9 +1,10 @@
 """Reading PostgreSQL's cumulative statistics in a test, once they have landed.
 
 A session flushes its counts (tuples read, scans) when it exits, a moment after its client
-closed it, and at most once a second while it runs. A test that counts the work of sessions
-it just closed waits until no other client session of the database is left and two reads in
-a row agree; only then are the counts complete.
+closed it, and at most once a second while it runs: the test's own session too, whose reads
+would otherwise land in a later count. A test that counts the work of sessions it just closed
+flushes its own counts, waits until no other client session of the database is left and two
+reads in a row agree; only then are the counts complete.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def settled(
     """
     previous: list[TupleRow] | None = None
     for _ in range(POLLS):
+        # this session's own counts land as its statement ends (PostgreSQL 15+)
+        conn.execute("SELECT pg_stat_force_next_flush()")
         conn.execute("SELECT pg_stat_clear_snapshot()")
         others = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
