@@ -164,6 +164,8 @@ def test_ctrl_c_stops_simulate_cleanly_with_a_summary(source_url: str) -> None:
         "ACME_MV_SOURCE_URL": source_url,
         "ACME_MV_DATABASE_URL": source_url,
         "COLUMNS": "200",
+        # a SIGABRT makes it print every thread's stack: what it was doing if it hangs
+        "PYTHONFAULTHANDLER": "1",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "acme_mv", "sample", "simulate", "--rate", "30"],
@@ -177,7 +179,12 @@ def test_ctrl_c_stops_simulate_cleanly_with_a_summary(source_url: str) -> None:
         while orders(source_url) == 0 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, stacks = proc.communicate(timeout=30)
+            pytest.fail(f"simulate did not stop within 30 s of Ctrl-C:\n{stacks}")
     finally:
         if proc.poll() is None:
             proc.kill()
