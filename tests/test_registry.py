@@ -10,7 +10,7 @@ import pytest
 
 from acme_mv import paths, sqlfiles
 from acme_mv.reports import export, refresh, registry, verify
-from acme_mv.sync import apply
+from acme_mv.staging import apply
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the contract's reports, in its order

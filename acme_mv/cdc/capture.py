@@ -39,16 +39,16 @@ import psycopg
 
 from acme_mv import migrate
 from acme_mv.cdc import pgoutput, replication
-from acme_mv.cdc.apply import Batch, Written, write
 from acme_mv.cdc.decode import Decoder
 from acme_mv.cdc.errors import CdcError, NotSetUp, SlotBusy
 from acme_mv.cdc.refresher import Refresher
 from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position
+from acme_mv.cdc.write import Batch, Written, write
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, first_line, one_value, optional_value
 from acme_mv.errors import ConnectionFailed, ConnectionLost
 from acme_mv.reports.refresh import RefreshResult
-from acme_mv.sync import state
+from acme_mv.staging import batch as state
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,9 @@ from acme_mv.cdc.errors import NotSetUp, SlotBusy, SlotLost, SourceNotReady
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, one_value
-from acme_mv.sync import copy, parallel, source, state
-from acme_mv.sync.source import SCHEMA, TABLES
+from acme_mv.staging import batch as state
+from acme_mv.staging import copy, parallel, tables
+from acme_mv.staging.tables import SCHEMA, TABLES
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def setup(
     """Publication + slot + initial copy in the slot's snapshot (see the module doc).
 
     ``jobs > 1``: orders and order_items, when staging holds none, are copied by
-    parallel workers that import the slot's snapshot (:mod:`acme_mv.sync.parallel`).
+    parallel workers that import the slot's snapshot (:mod:`acme_mv.staging.parallel`).
 
     Already set up (the warehouse holds a position for ``slot`` and the slot
     exists): nothing is done, ``created`` is False. A slot the warehouse knows
@@ -226,7 +227,7 @@ def setup(
     ):
         migrate.require_head(wh)
         require_logical(admin)
-        source.check_schema(admin, specs)
+        tables.check_schema(admin, specs)
         saved = saved_position(wh, slot)
         wh.rollback()
         existing = _slot_row(admin, slot)
@@ -320,7 +321,7 @@ class _ParallelLoad:
 def _initial_copy(
     src: Conn,
     wh: Conn,
-    specs: list[source.TableSpec],
+    specs: list[tables.TableSpec],
     *,
     slot: str,
     publication: str,
@@ -354,7 +355,7 @@ def _initial_copy(
         for spec in specs:
             if loader is not None and spec.name in loader:
                 continue
-            query = source.select_rows(spec, None)
+            query = tables.select_all(spec)
             if spec.kind == "mirror":
                 rows[spec.name], _, _ = copy.load_mirror(src, query, wh, spec, ignore)
             elif _staging_empty(wh, spec):
@@ -383,7 +384,7 @@ def _initial_copy(
     return batch_id, rows
 
 
-def _staging_empty(wh: Conn, spec: source.TableSpec) -> bool:
+def _staging_empty(wh: Conn, spec: tables.TableSpec) -> bool:
     return one_value(
         wh,
         sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(

@@ -1,7 +1,7 @@
 """Refresh the analytics reports at the cost of what changed since the previous refresh.
 
 Every sync batch writes its signed deltas per report group (``analytics.*_delta``,
-see :mod:`acme_mv.sync.apply`). The reports are two summary tables per report
+see :mod:`acme_mv.staging.apply`). The reports are two summary tables per report
 that the union views add up:
 
 - ``analytics.*_historic``: the sum of the deltas of every batch <= ``B``

@@ -496,7 +496,7 @@ def compact_after_fold(settings: Settings, keep: timedelta | None, result: Refre
     it would have dropped only waits."""
     if keep is None or not result.reason.startswith(DAY_CHANGED):
         return
-    from acme_mv.sync import compact
+    from acme_mv.staging import compact
 
     try:
         done = compact.compact(settings, keep=keep)

@@ -36,16 +36,12 @@ from psycopg.rows import args_row, dict_row
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, one_value
 from acme_mv.errors import ConfigError
-from acme_mv.sync import copy, deletes, parallel, source, state
+from acme_mv.staging import batch, copy, parallel
+from acme_mv.staging.parallel import DEFAULT_JOBS
+from acme_mv.staging.tables import TABLES, TableSpec, check_schema
+from acme_mv.sync import cursors, deletes, source
 from acme_mv.sync.deletes import DeletedEstimate, missing_keys
-from acme_mv.sync.parallel import DEFAULT_JOBS
-from acme_mv.sync.source import (
-    DEFAULT_FALLBACK_LAG,
-    DEFAULT_LOCK_TIMEOUT,
-    TABLES,
-    SourceLocked,
-    TableSpec,
-)
+from acme_mv.sync.source import DEFAULT_FALLBACK_LAG, DEFAULT_LOCK_TIMEOUT, SourceLocked
 
 __all__ = [
     "DEFAULT_FALLBACK_LAG",
@@ -193,7 +189,7 @@ def sync(
 
     ``jobs > 1``: a first copy of orders / order_items (empty version tables)
     runs in parallel sessions and its partitions are attached at commit
-    (:mod:`acme_mv.sync.parallel`).
+    (:mod:`acme_mv.staging.parallel`).
 
     Raises NotMigrated, ConnectionFailed, SchemaDrift (before copying anything),
     Busy (``wait=False`` and another sync holds the lock), SourceLocked (a
@@ -209,14 +205,14 @@ def sync(
             src.execute(
                 "SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,)
             )
-            state.lock(wh, wait=wait)
+            batch.lock(wh, wait=wait)
             parallel.drop_debris(wh)
             modes: dict[str, Mode] = {spec.name: _mode(wh, spec, full=full) for spec in specs}
-            cursors = state.cursors(wh)
-            batch_id = state.begin_batch(
+            saved = cursors.saved(wh)
+            batch_id = batch.begin_batch(
                 wh,
                 tables=[s.name for s in specs],
-                # --full appends (acme_mv.sync.copy.load_full_diff): nothing re-copied from scratch
+                # --full appends (copy.load_full_diff): nothing re-copied from scratch
                 full_tables=[],
                 # ... but it compared them whole with the source (run --full-every reads this)
                 compared_tables=[name for name, mode in modes.items() if mode == "full"],
@@ -236,7 +232,7 @@ def sync(
             results: dict[str, TableResult] = {}
             with src.transaction():
                 source.lock_tables(src, specs, timeout=lock_timeout)  # no snapshot yet
-                source.check_schema(src, specs)  # the first query: the snapshot starts here
+                check_schema(src, specs)  # the first query: the snapshot starts here
                 loader = _start_parallel(
                     settings, src, wh, specs, modes, batch_id, jobs=jobs, report=report
                 )
@@ -248,7 +244,7 @@ def sync(
                                 wh,
                                 spec,
                                 modes[spec.name],
-                                cursors.get(spec.name),
+                                saved.get(spec.name),
                                 mark,
                                 batch_id,
                                 report,
@@ -285,7 +281,7 @@ def sync(
                             seconds=load.finished - load.started,
                         )
             applying = time.monotonic()
-            state.finish_batch(
+            batch.finish_batch(
                 wh, batch_id, state_rows=loader.state_rows if loader is not None else None
             )
             log.debug("batch %s applied in %.2f s", batch_id, time.monotonic() - applying)
@@ -415,9 +411,9 @@ def _record(
     seconds: float,
 ) -> TableResult:
     """Save one table's cursor and figures in the batch; report it."""
-    state.save(
+    cursors.save(
         wh,
-        state.TableRun(
+        cursors.TableRun(
             table=spec.name,
             cursor=mark.cursor,
             batch_id=batch_id,
@@ -504,7 +500,7 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
     specs = list(TABLES.values())
     deleted: dict[str, int] = {}
     with connection(settings.effective_source_url, role="source", autocommit=True) as src:
-        source.check_schema(src, specs)
+        check_schema(src, specs)
         source_max = {spec.name: source.max_updated_at(src, spec) for spec in specs}
         for spec in deletes.APPEND_ONLY if exact else ():
             _, distinct, top = counts[spec.name]

@@ -1,7 +1,7 @@
 """Batches written the way change capture writes them: tombstones for rows deleted at the source.
 
 A delete is a version with the key, every other contract column NULL and ``_deleted = true``,
-in a batch opened and closed through ``acme_mv.sync.state`` like every writer of batches.
+in a batch opened and closed through ``acme_mv.staging.batch`` like every writer of batches.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import psycopg
 
-from acme_mv.sync import state
+from acme_mv.staging import batch as state
 
 
 def tombstones(url: str, *, orders: Iterable[int] = (), items: Iterable[int] = ()) -> int:

@@ -33,8 +33,8 @@ from acme_mv.config import Settings, parse_duration
 from acme_mv.db import Conn, connection, one_value
 from acme_mv.errors import BadArgument
 from acme_mv.migrate import require_head
-from acme_mv.sync import partitions
-from acme_mv.sync.state import SYNC_LOCK_KEY
+from acme_mv.staging import partitions
+from acme_mv.staging.batch import SYNC_LOCK_KEY
 
 log = logging.getLogger(__name__)
 

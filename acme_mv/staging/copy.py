@@ -3,7 +3,7 @@
 Rows never pass through Python objects: ``COPY (SELECT ...) TO STDOUT (FORMAT
 BINARY)`` on the source is written block by block into ``COPY ... FROM STDIN
 (FORMAT BINARY)`` on the warehouse. Binary is safe because
-:func:`acme_mv.sync.source.check_schema` proved the source types are the
+:func:`acme_mv.staging.tables.check_schema` proved the source types are the
 contract's, which are staging's.
 
 - :func:`load_fresh` (empty staging): TRUNCATE, drop the secondary
@@ -28,7 +28,7 @@ import psycopg
 from psycopg import pq, sql
 
 from acme_mv.db import Conn, one_value, tag_error
-from acme_mv.sync.source import TableSpec
+from acme_mv.staging.tables import TableSpec
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Apply one batch: its signed deltas per report group, then the latest-state tables.
 
-Called by :func:`acme_mv.sync.state.finish_batch`, i.e. by every writer of
+Called by :func:`acme_mv.staging.batch.finish_batch`, i.e. by every writer of
 batches (the cursor sync, ``sync --full``, change capture), inside the
 batch's own warehouse transaction and under the sync lock. Batches are
 serialized, so ``staging.*_state`` holds exactly the state before this batch
@@ -176,7 +176,7 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
     """Write the batch's deltas into ``analytics.*_delta`` and bring ``staging.*_state`` up to it.
 
     ``state_rows``: the batch is a first batch whose latest-state tables were
-    loaded whole beside its versions (:mod:`acme_mv.sync.parallel`; these are
+    loaded whole beside its versions (:mod:`acme_mv.staging.parallel`; these are
     their row counts): only the deltas are left to write.
     """
     if state_rows is not None:

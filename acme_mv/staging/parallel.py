@@ -6,7 +6,7 @@ Where it applies: a first copy (``initial``: the version table is empty) of
 :data:`MIN_PART_BLOCKS` source blocks together; by the cursor sync
 (``acme-mv sync``) and by change capture's initial copy (``acme-mv cdc
 setup``, in the slot's exported snapshot). Everything else stays on the
-serial path of :mod:`acme_mv.sync.copy`.
+serial path of :mod:`acme_mv.staging.copy`.
 
 How (see docs/sync-parallel.md):
 
@@ -60,9 +60,9 @@ from psycopg import sql
 
 from acme_mv.db import Conn, Role, connect, first_line
 from acme_mv.errors import AcmeMvError, CopyFailed
-from acme_mv.sync import copy
-from acme_mv.sync.partitions import TABLES as VERSION_TABLES
-from acme_mv.sync.source import SCHEMA, TABLES, TableSpec
+from acme_mv.staging import copy
+from acme_mv.staging.partitions import TABLES as VERSION_TABLES
+from acme_mv.staging.tables import SCHEMA, TABLES, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def plan_state(wh: Conn, targets: list[Target]) -> list[StateTarget]:
     """The state tables to load beside the versions: both or none.
 
     Only when both version tables are loaded in parallel and both state tables
-    are empty (a first batch: :func:`acme_mv.sync.apply.apply_batch` would fill
+    are empty (a first batch: :func:`acme_mv.staging.apply.apply_batch` would fill
     them whole) and can be replaced safely: owned by the sync's role, no
     grants, triggers, rules, views or foreign keys on them.
     """
@@ -861,7 +861,7 @@ def copy_part(job: CopyJob) -> tuple[int, int]:
 
 #: how a worker process is started: a fresh interpreter (no fork of the sync's
 #: sessions and threads, no re-import of the caller's __main__ as multiprocessing's spawn does)
-_WORKER_CODE = "from acme_mv.sync.parallel import worker_main; worker_main()"
+_WORKER_CODE = "from acme_mv.staging.parallel import worker_main; worker_main()"
 
 
 def worker_main() -> None:
