@@ -306,7 +306,7 @@ def test_every_worker_reads_the_one_snapshot_while_a_writer_commits(
         writer.execute("LOCK TABLE operations.order_items IN ACCESS EXCLUSIVE MODE")
         thread = threading.Thread(target=run_sync)
         thread.start()
-        _wait_for_lock_waiter(src)  # past begin_batch: the batch id is drawn
+        _wait_for_lock_waiter(src)  # past open_batch: the batch id is drawn
         batch = scalar(wh, "SELECT last_value FROM staging.sync_batch_id_seq")
         for table in APPEND_TABLES:
             blocker.execute(

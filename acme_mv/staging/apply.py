@@ -1,6 +1,6 @@
 """Apply one batch: its signed deltas per report group, then the latest-state tables.
 
-Called by :func:`acme_mv.staging.batch.finish_batch`, i.e. by every writer of
+Called by :func:`acme_mv.staging.batch.open_batch` as a batch closes, i.e. by every writer of
 batches (the cursor sync, ``sync --full``, change capture), inside the
 batch's own warehouse transaction and under the sync lock. Batches are
 serialized, so ``staging.*_state`` holds exactly the state before this batch
