@@ -10,7 +10,7 @@ the report views are plain views, which read those with their owner's
 privileges.
 
 A later migration that replaces a view keeps these grants:
-:func:`acme_mv.reports.views.replace_materialized_view` re-applies the grants of every
+:func:`acme_mv.reports.views.replace_view` re-applies the grants of every
 object it drops and recreates.
 """
 

@@ -17,13 +17,13 @@ other key's contribution changes. The keys touched are:
 - the items with a version in the batch, and every item of an order whose
   "exists and is open" changed in the batch (found through
   ``order_items_state.order_id``): an item's contribution depends on its
-  order's state;
-- in a batch that re-copied a table whole (``full_tables``), also every key
-  of that table the batch did not bring: it is gone from the source.
+  order's state.
 
-The cost is the batch's rows plus the items of the orders that opened or
-closed (about 26 per order), read through indexes; a full re-copy costs the
-table, as it must. The first batch into an empty state (the first sync) has
+A key gone from the source arrives as a tombstone version like any other
+change (``sync --full`` and change capture write them), so no batch needs to
+visit keys it did not bring. The cost is the batch's rows plus the items of
+the orders that opened or closed (about 26 per order), read through indexes.
+The first batch into an empty state (the first sync) has
 nothing to subtract and takes a set-based path: aggregates and a bulk insert,
 the state's indexes built after it.
 """
@@ -72,13 +72,13 @@ _ITEMS_STATE = sqlfiles.text("state/order_items_state.upsert.sql")
 
 
 _JOIN_PROBE = sqlfiles.text("state/_join_probe.sql")
-_JOIN_FULL = sqlfiles.text("state/_join_full.sql")
 
 
-def _join(state: str, key: str, *, full: bool) -> sql.Composable:
+def _join(state: str, key: str) -> sql.Composable:
     """The batch's rows ``n`` joined to their state ``s`` before the batch."""
-    fragment = _JOIN_FULL if full else _JOIN_PROBE
-    return sql.SQL(fragment).format(state=sql.Identifier("staging", state), key=sql.Identifier(key))
+    return sql.SQL(_JOIN_PROBE).format(
+        state=sql.Identifier("staging", state), key=sql.Identifier(key)
+    )
 
 
 def _run(conn: Conn, statement: str, batch_id: int) -> int:
@@ -185,21 +185,13 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
         applied = _apply_first(conn, batch_id)
         log.debug("batch %s applied to an empty state: %s", batch_id, applied)
         return applied
-    full_tables = set(
-        one_value(
-            conn,
-            "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s",
-            (batch_id,),
-            kind=list,
-        )
-    )
     params = {"batch": batch_id}
     for temp in (ORDER_CHANGES, ITEM_CHANGES):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(temp)))
     conn.execute(
         sql.SQL(_ORDER_CHANGES).format(
             temp=sql.Identifier(ORDER_CHANGES),
-            join=_join("orders_state", "order_id", full="orders" in full_tables),
+            join=_join("orders_state", "order_id"),
         ),
         params,
     )
@@ -210,7 +202,7 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
     conn.execute(
         sql.SQL(_ITEM_CHANGES).format(
             temp=sql.Identifier(ITEM_CHANGES),
-            join=_join("order_items_state", "order_item_id", full="order_items" in full_tables),
+            join=_join("order_items_state", "order_item_id"),
         ),
         params,
     )
