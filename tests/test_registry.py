@@ -57,14 +57,16 @@ def test_every_summary_has_its_deltas_and_a_view() -> None:
 
 
 def test_apply_loads_every_file_of_state_and_deltas() -> None:
-    """apply.py names each statement at its place in a batch: none is forgotten, none is extra."""
-    named = set(re.findall(r'"((?:state|deltas)/[\w.]+\.sql)"', Path(apply.__file__).read_text()))
-    files = {
-        f"{layer}/{p.name}"
-        for layer in ("state", "deltas")
-        for p in (paths.views_dir() / layer).glob("*.sql")
+    """apply.py names each statement of views/state/ at its place in a batch, and runs the two
+    delta files of every summary of the registry: none is forgotten, none is extra."""
+    named = set(re.findall(r'"(state/[\w.]+\.sql)"', Path(apply.__file__).read_text()))
+    assert named == {f"state/{p.name}" for p in (paths.views_dir() / "state").glob("*.sql")}
+    deltas = {f"deltas/{p.name}" for p in (paths.views_dir() / "deltas").glob("*.sql")}
+    assert deltas == {
+        f"deltas/{s.name}{suffix}"
+        for s in registry.summaries()
+        for suffix in (".sql", ".first.sql")
     }
-    assert named == files
 
 
 def _counts_open(text: str) -> bool:

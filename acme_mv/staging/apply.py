@@ -38,6 +38,7 @@ from psycopg import sql
 
 from acme_mv import sqlfiles
 from acme_mv.db import Conn, one_value
+from acme_mv.reports import registry
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,10 @@ class Applied:
     delta_rows: int
 
 
-# The SQL of a batch, one statement per file of views/state/ and views/deltas/ (docs/views.md)
+# The SQL of a batch, one statement per file of views/state/ (docs/views.md); the deltas are
+# every summary's of the registry (views/deltas/<summary>.sql, .first.sql)
 _ORDER_CHANGES = sqlfiles.text("state/order_changes.sql")
-_OPEN_ORDERS_DELTA = sqlfiles.text("deltas/open_orders.sql")
-_PENDING_ORDERS_DELTA = sqlfiles.text("deltas/pending_orders.sql")
 _ITEM_CHANGES = sqlfiles.text("state/item_changes.sql")
-_PENDING_ITEMS_DELTA = sqlfiles.text("deltas/pending_items.sql")
 _ORDERS_GONE = sqlfiles.text("state/orders_state.delete.sql")
 _ORDERS_STATE_NEW = sqlfiles.text("state/orders_state.insert.sql")
 _ORDERS_STATE = sqlfiles.text("state/orders_state.upsert.sql")
@@ -88,17 +87,15 @@ def _run(conn: Conn, statement: str, batch_id: int) -> int:
 
 
 # The first batch into an empty state (the first sync): nothing to subtract, every row is new;
-# set-based aggregates and plain inserts instead of per-row probes and upserts.
-_FIRST = tuple(
-    sqlfiles.text(name)
-    for name in (
-        "deltas/open_orders.first.sql",
-        "deltas/pending_orders.first.sql",
-        "deltas/pending_items.first.sql",
-        "state/orders_state.first.sql",
-        "state/order_items_state.first.sql",
-    )
-)
+# set-based aggregates (each summary's first delta) and plain inserts instead of per-row probes
+# and upserts.
+_FIRST_ORDERS_STATE = sqlfiles.text("state/orders_state.first.sql")
+_FIRST_ITEMS_STATE = sqlfiles.text("state/order_items_state.first.sql")
+
+
+def _first_deltas(conn: Conn, batch_id: int) -> int:
+    """Every summary's first-batch aggregate; returns the delta rows written."""
+    return sum(_run(conn, s.first_delta, batch_id) for s in registry.summaries())
 
 
 def _state_empty(conn: Conn) -> bool:
@@ -133,9 +130,10 @@ def _apply_first(conn: Conn, batch_id: int) -> Applied:
     t0 = time.monotonic()
     for drop, _ in _STATE_INDEXES:
         conn.execute(drop)
-    counts = [_run(conn, statement, batch_id) for statement in _FIRST[:3]]
+    delta_rows = _first_deltas(conn, batch_id)
     t1 = time.monotonic()
-    counts += [_run(conn, statement, batch_id) for statement in _FIRST[3:]]
+    orders = _run(conn, _FIRST_ORDERS_STATE, batch_id)
+    items = _run(conn, _FIRST_ITEMS_STATE, batch_id)
     t2 = time.monotonic()
     for _, build in _STATE_INDEXES:
         conn.execute(build)
@@ -149,18 +147,13 @@ def _apply_first(conn: Conn, batch_id: int) -> Applied:
         t3 - t2,
         time.monotonic() - t3,
     )
-    return Applied(
-        batch_id=batch_id,
-        orders=counts[3],
-        items=counts[4],
-        delta_rows=sum(counts[:3]),
-    )
+    return Applied(batch_id=batch_id, orders=orders, items=items, delta_rows=delta_rows)
 
 
 def _apply_first_deltas(conn: Conn, batch_id: int, state_rows: tuple[int, int]) -> Applied:
     """A first batch whose state tables the parallel copy already loaded: only its deltas."""
     t0 = time.monotonic()
-    counts = [_run(conn, statement, batch_id) for statement in _FIRST[:3]]
+    delta_rows = _first_deltas(conn, batch_id)
     log.debug(
         "first batch %s: deltas %.2f s (state loaded in parallel)", batch_id, time.monotonic() - t0
     )
@@ -168,7 +161,7 @@ def _apply_first_deltas(conn: Conn, batch_id: int, state_rows: tuple[int, int]) 
         batch_id=batch_id,
         orders=state_rows[0],
         items=state_rows[1],
-        delta_rows=sum(counts),
+        delta_rows=delta_rows,
     )
 
 
@@ -196,9 +189,6 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
         params,
     )
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ORDER_CHANGES)))
-    delta_rows = _run(conn, _OPEN_ORDERS_DELTA, batch_id) + _run(
-        conn, _PENDING_ORDERS_DELTA, batch_id
-    )
     conn.execute(
         sql.SQL(_ITEM_CHANGES).format(
             temp=sql.Identifier(ITEM_CHANGES),
@@ -208,7 +198,9 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
     )
     items = _count(conn, ITEM_CHANGES)
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ITEM_CHANGES)))
-    delta_rows += _run(conn, _PENDING_ITEMS_DELTA, batch_id)
+    # every summary's delta, once both temp tables hold the batch's changes (a delta reads
+    # either or both)
+    delta_rows = sum(_run(conn, s.delta, batch_id) for s in registry.summaries())
     orders = _count(conn, ORDER_CHANGES)
     for statement in (
         _ORDERS_GONE,
