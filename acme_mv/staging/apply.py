@@ -178,30 +178,21 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
         applied = _apply_first(conn, batch_id)
         log.debug("batch %s applied to an empty state: %s", batch_id, applied)
         return applied
-    params = {"batch": batch_id}
-    for temp in (ORDER_CHANGES, ITEM_CHANGES):
+    # the batch's changes, before and after: one temp table per version table
+    for temp, statement, state, key in (
+        (ORDER_CHANGES, _ORDER_CHANGES, "orders_state", "order_id"),
+        (ITEM_CHANGES, _ITEM_CHANGES, "order_items_state", "order_item_id"),
+    ):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(temp)))
-    conn.execute(
-        sql.SQL(_ORDER_CHANGES).format(
-            temp=sql.Identifier(ORDER_CHANGES),
-            join=_join("orders_state", "order_id"),
-        ),
-        params,
-    )
-    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ORDER_CHANGES)))
-    conn.execute(
-        sql.SQL(_ITEM_CHANGES).format(
-            temp=sql.Identifier(ITEM_CHANGES),
-            join=_join("order_items_state", "order_item_id"),
-        ),
-        params,
-    )
-    items = _count(conn, ITEM_CHANGES)
-    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ITEM_CHANGES)))
+        conn.execute(
+            sql.SQL(statement).format(temp=sql.Identifier(temp), join=_join(state, key)),
+            {"batch": batch_id},
+        )
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(temp)))
     # every summary's delta, once both temp tables hold the batch's changes (a delta reads
     # either or both)
     delta_rows = sum(_run(conn, s.delta, batch_id) for s in registry.summaries())
-    orders = _count(conn, ORDER_CHANGES)
+    orders, items = _count(conn, ORDER_CHANGES), _count(conn, ITEM_CHANGES)
     for statement in (
         _ORDERS_GONE,
         _ORDERS_STATE_NEW,
