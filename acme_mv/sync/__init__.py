@@ -99,10 +99,6 @@ class SyncResult:
         """Rows that landed in staging: new versions, and changed or deleted mirror rows."""
         return sum(t.rows_new + t.rows_deleted for t in self.tables.values())
 
-    @property
-    def full_tables(self) -> list[str]:
-        return [t.table for t in self.tables.values() if t.mode in ("initial", "full")]
-
 
 class Progress(Protocol):
     """What a sync reports while it runs (the CLI draws bars or logs lines)."""
