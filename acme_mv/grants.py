@@ -1,16 +1,17 @@
 """A least-privilege report reader: ``acme-mv grant-reader ROLE``.
 
 The reader may read the reports and nothing else: ``USAGE`` on the schema
-``analytics`` and ``SELECT`` on the report views (:data:`REPORT_VIEWS`), on
-what ``acme-mv export`` reads besides them (the full rankings behind the top
-views and ``analytics.snapshot`` for the freshness check), and on
+``analytics`` and ``SELECT`` on every view of ``views/reports/`` (the
+reports and the full rankings behind the top ones, which ``acme-mv export``
+reads: :func:`acme_mv.reports.registry.report_views`), on
+``analytics.snapshot`` (the export's freshness check), and on
 ``acme_mv.alembic_version`` (every command checks the warehouse's revision).
 Never ``staging`` and never the historic or current-day materialized views:
 the report views are plain views, which read those with their owner's
 privileges.
 
 A later migration that replaces a view keeps these grants:
-:func:`acme_mv.reports.views.replace_materialized_view` re-applies the grants of every
+:func:`acme_mv.reports.views.replace_view` re-applies the grants of every
 object it drops and recreates.
 """
 
@@ -24,19 +25,17 @@ from psycopg import sql
 from acme_mv.db import connection
 from acme_mv.errors import GrantFailed
 from acme_mv.migrate import VERSION_SCHEMA, VERSION_TABLE, require_head
+from acme_mv.reports import registry
 
 log = logging.getLogger(__name__)
 
 ANALYTICS = "analytics"
-#: the four reports, as readers query them
-REPORT_VIEWS = ("open_orders", "top_dates", "pending_items", "top_customers")
-#: what ``acme-mv export`` reads besides the report views: the full rankings
-#: behind the top views (``--limit``) and the refresh time (never-refreshed check)
-EXPORT_RELATIONS = ("open_orders_by_date", "pending_orders_by_customer", "snapshot")
-
-#: the relations a reader may SELECT, as (schema, name)
+#: the relations a reader may SELECT, as (schema, name): the views of the registry (the
+#: reports and the rankings behind them), the refresh time (the export's never-refreshed
+#: check) and the revision
 READER_RELATIONS: tuple[tuple[str, str], ...] = (
-    *((ANALYTICS, name) for name in (*REPORT_VIEWS, *EXPORT_RELATIONS)),
+    *((v.schema, v.name) for v in registry.report_views()),
+    (ANALYTICS, "snapshot"),
     (VERSION_SCHEMA, VERSION_TABLE),
 )
 #: the schemas a reader may look into

@@ -1,4 +1,4 @@
-"""(7) Export: each of the four reports, latency over rounds (CSV to a file)."""
+"""(7) Export: each report of the registry, latency over rounds (CSV to a file)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import tempfile
 from pathlib import Path
 
 from acme_mv.reports import export as export_api
+from acme_mv.reports import registry
 from benchmarks.acme_sync import reports_ready
 from benchmarks.core import Bench, Result, guarded, rounds
 
 NAME = "export"
-REPORTS = ("open_orders", "top_dates", "pending_items", "top_customers")
 #: exports are fast; more rounds give a steadier median at no real cost
 MIN_ROUNDS = 10
 
@@ -19,7 +19,7 @@ def measure(bench: Bench) -> list[Result]:
     with guarded(bench, "export", "acme-mv export") as found:
         reports_ready(bench)
         with tempfile.TemporaryDirectory(prefix="acme-bench-export-") as tmp:
-            for report in REPORTS:
+            for report in (r.name for r in registry.reports()):
                 target = Path(tmp) / f"{report}.csv"
                 result = Result(f"export.{report}", f"acme-mv export {report}")
 

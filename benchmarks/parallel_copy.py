@@ -43,7 +43,8 @@ TRUNCATE staging.orders, staging.order_items, staging.orders_state, staging.orde
 
 
 class _Phases(logging.Handler):
-    """The DEBUG lines of acme_mv.sync.* during one sync (where its time went)."""
+    """The DEBUG lines of acme_mv.sync.* and acme_mv.staging.* during one sync (where its time
+    went)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -55,15 +56,17 @@ class _Phases(logging.Handler):
 
 def _sync(bench: Bench, jobs: int, phases: list[list[str]]) -> None:
     handler = _Phases()
-    logger = logging.getLogger("acme_mv.sync")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("acme_mv.sync", "acme_mv.staging")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
     try:
         sync_api.sync(bench.settings, jobs=jobs)
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
     phases.append(handler.lines)
 
 
@@ -170,25 +173,26 @@ def measure(bench: Bench) -> list[Result]:
 
 #: (phase name, pattern over one DEBUG line, which group holds the seconds)
 _PHASES: tuple[tuple[str, str, int], ...] = (
-    ("{t}: COPY", r"acme_mv\.sync\.copy staging\.(\w+): COPY ([\d.]+) s", 2),
+    ("{t}: COPY", r"acme_mv\.(?:sync|staging)\.copy staging\.(\w+): COPY ([\d.]+) s", 2),
     (
         "{t}: indexes + ANALYZE",
-        r"acme_mv\.sync\.copy staging\.(\w+): .* index builds ([\d.]+) s, ANALYZE ([\d.]+) s",
+        r"acme_mv\.(?:sync|staging)\.copy staging\.(\w+): "
+        r".* index builds ([\d.]+) s, ANALYZE ([\d.]+) s",
         0,
     ),
     (
         "{t}: COPY (longest worker)",
-        r"acme_mv\.sync\.parallel (\w+) part \d+/\d+: \d+ rows in ([\d.]+) s",
+        r"acme_mv\.(?:sync|staging)\.parallel (\w+) part \d+/\d+: \d+ rows in ([\d.]+) s",
         2,
     ),
     (
         "{t}: copied, elapsed since the load began",
-        r"acme_mv\.sync\.parallel staging\.(\w+): \d+ rows copied in ([\d.]+) s",
+        r"acme_mv\.(?:sync|staging)\.parallel staging\.(\w+): \d+ rows copied in ([\d.]+) s",
         2,
     ),
     (
         "{t}: indexes + ANALYZE done, elapsed after its copy",
-        r"acme_mv\.sync\.parallel staging\.(\w+): .* done ([\d.]+) s later",
+        r"acme_mv\.(?:sync|staging)\.parallel staging\.(\w+): .* done ([\d.]+) s later",
         2,
     ),
     ("waiting for the workers", r"parallel load: waited ([\d.]+) s", 1),

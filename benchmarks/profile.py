@@ -23,6 +23,7 @@ from psycopg import sql
 from acme_mv import db, migrate
 from acme_mv import sync as sync_api
 from acme_mv.reports import refresh as refresh_api
+from acme_mv.staging.tables import TABLES
 from acme_mv.sync import source as sync_source
 from benchmarks import refresh_growth
 from benchmarks.core import Bench, Result, guarded, timed
@@ -112,7 +113,7 @@ def _source_scans(bench: Bench) -> dict[str, float]:
         }
     with bench.connect("source") as src:
         for name in ("orders", "order_items", "customers", "products"):
-            spec = sync_source.TABLES[name]
+            spec = TABLES[name]
             since = cursors.get(name) if spec.kind == "append" else None
             query = sync_source.select_rows(spec, since)
             row = src.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(query)).fetchone()

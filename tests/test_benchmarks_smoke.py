@@ -156,7 +156,7 @@ def test_the_docs_tables_come_from_the_result_files_but_latest(
 def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
     bench: Bench, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from acme_mv.sync import parallel
+    from acme_mv.staging import parallel
 
     monkeypatch.setattr(parallel, "MIN_PART_BLOCKS", 1)  # the smoke source is tiny
     monkeypatch.setattr(parallel_copy, "JOBS", (1, 2))  # whatever ACME_MV_BENCH_JOBS says

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from acme_mv import cdc
-from acme_mv.sync import parallel
-from acme_mv.sync.state import SYNC_LOCK_KEY
+from acme_mv.staging import parallel
+from acme_mv.staging.batch import SYNC_LOCK_KEY
 from tests.support.cdc_helpers import Cdc
 from tests.support.database import DatabaseFactory
 from tests.support.sync_helpers import (

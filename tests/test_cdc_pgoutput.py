@@ -12,10 +12,10 @@ import struct
 import pytest
 
 from acme_mv.cdc import pgoutput
-from acme_mv.cdc.apply import Batch, Transaction, _copy_line
 from acme_mv.cdc.decode import Decoder
+from acme_mv.cdc.write import Batch, Transaction, _copy_line
 from acme_mv.errors import SchemaDrift
-from acme_mv.sync.source import TABLES
+from acme_mv.staging.tables import TABLES
 
 
 def _s(text: str) -> bytes:

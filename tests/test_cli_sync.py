@@ -11,8 +11,8 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from acme_mv.errors import SchemaDrift
+from acme_mv.staging.batch import SYNC_LOCK_KEY
 from acme_mv.sync import status, sync
-from acme_mv.sync.state import SYNC_LOCK_KEY
 from tests.support.cli_runner import run
 from tests.support.sync_helpers import execute, fill, scalar, settings
 

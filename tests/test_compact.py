@@ -13,14 +13,14 @@ import pytest
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-import acme_mv.sync.partitions
+import acme_mv.staging.partitions
 from acme_mv.config import Settings
 from acme_mv.errors import BadArgument, HistoryUnavailable
 from acme_mv.reports.export import as_of_query, resolve_as_of
 from acme_mv.reports.refresh import refresh
 from acme_mv.reports.verify import verify
+from acme_mv.staging.compact import compact, parse_keep
 from acme_mv.sync import sync
-from acme_mv.sync.compact import compact, parse_keep
 from tests.support.batch_writes import tombstones
 from tests.support.cli_runner import run
 from tests.support.reports_oracle import FROM_SCRATCH, assert_views_match, expected
@@ -234,7 +234,7 @@ def test_staging_stays_at_the_live_keys_plus_the_window(
     day, 10% of the orders changing daily and 2% new ones, compaction every day with a 7-day
     window: staging (state + kept versions) stays within 1.1x (live keys + the last 7 days'
     versions), whatever the age."""
-    monkeypatch.setattr(acme_mv.sync.partitions, "MIN_BATCHES", 1)
+    monkeypatch.setattr(acme_mv.staging.partitions, "MIN_BATCHES", 1)
     conn = psycopg.connect(db_url, autocommit=True)
     stamp_updates_like_the_jobs(conn)
     settings = Settings(database_url=db_url)

@@ -13,11 +13,11 @@ import pytest
 
 from acme_mv import errors
 from acme_mv.cdc import errors as cdc_errors
-from acme_mv.cdc.apply import Unsendable
+from acme_mv.cdc.write import Unsendable
 from acme_mv.delivery.dashboard.app import _listen
 from acme_mv.reports import export
 from acme_mv.run.health import Freshness, require_fresh
-from acme_mv.sync import state
+from acme_mv.staging import batch as state
 from acme_mv.sync.source import SourceLocked
 
 

@@ -101,13 +101,13 @@ def replace_open_orders_by_date(url: str, *, through: str = "psycopg") -> None:
             "postgresql+psycopg://", creator=lambda: psycopg.connect(url), poolclass=pool.NullPool
         )
         with engine.begin() as sa_conn:
-            views.replace_materialized_view(
+            views.replace_view(
                 Operations(MigrationContext.configure(sa_conn)), old, new, dependants
             )
         engine.dispose()
     else:
         with psycopg.connect(url) as conn, conn.transaction():
-            views.replace_materialized_view(conn, old, new, dependants)
+            views.replace_view(conn, old, new, dependants)
     with psycopg.connect(url) as conn:
         assert (
             conn.execute("SELECT to_regclass('analytics.top_dates')::oid").fetchone() != oid_before

@@ -31,7 +31,7 @@ from acme_mv.errors import HistoryUnavailable
 from acme_mv.reports.export import as_of_query, resolve_as_of
 from acme_mv.reports.refresh import refresh
 from acme_mv.reports.verify import verify
-from acme_mv.sync.compact import compact
+from acme_mv.staging.compact import compact
 from tests.support.batch_writes import tombstones
 from tests.support.reports_oracle import (
     FROM_SCRATCH,

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from acme_mv import paths, sqlfiles
+from acme_mv import grants, paths, sqlfiles
 from acme_mv.reports import export, refresh, registry, verify
-from acme_mv.sync import apply
+from acme_mv.staging import apply
+from tests.support import reports_oracle
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the contract's reports, in its order
@@ -22,6 +23,19 @@ def test_the_reports_are_the_contracts_in_its_order() -> None:
     assert list(export.REPORTS) == CONTRACT
     assert [r.name for r in registry.reports() if r.ranked] == ["top_dates", "top_customers"]
     assert registry.default_limit() == export.DEFAULT_LIMIT == 3  # "Top 3 is the default"
+
+
+def test_the_oracle_computes_every_report_of_the_registry() -> None:
+    """The oracle keeps its own SQL (independent of views/), but not its own list of reports."""
+    names = [r.name for r in registry.reports()]
+    assert list(reports_oracle.FROM_SCRATCH) == list(reports_oracle.FROM_VIEWS) == names
+    assert list(reports_oracle.TOP_VIEWS) == [r.name for r in registry.reports() if r.ranked]
+
+
+def test_grant_reader_iterates_the_registry() -> None:
+    readable = {f"{s}.{n}" for s, n in grants.READER_RELATIONS}
+    assert {v.qualified for v in registry.report_views()} <= readable
+    assert {f"analytics.{r.name}" for r in registry.reports()} <= readable
 
 
 def test_refresh_and_verify_iterate_over_the_summary_files() -> None:
@@ -43,14 +57,16 @@ def test_every_summary_has_its_deltas_and_a_view() -> None:
 
 
 def test_apply_loads_every_file_of_state_and_deltas() -> None:
-    """apply.py names each statement at its place in a batch: none is forgotten, none is extra."""
-    named = set(re.findall(r'"((?:state|deltas)/[\w.]+\.sql)"', Path(apply.__file__).read_text()))
-    files = {
-        f"{layer}/{p.name}"
-        for layer in ("state", "deltas")
-        for p in (paths.views_dir() / layer).glob("*.sql")
+    """apply.py names each statement of views/state/ at its place in a batch, and runs the two
+    delta files of every summary of the registry: none is forgotten, none is extra."""
+    named = set(re.findall(r'"(state/[\w.]+\.sql)"', Path(apply.__file__).read_text()))
+    assert named == {f"state/{p.name}" for p in (paths.views_dir() / "state").glob("*.sql")}
+    deltas = {f"deltas/{p.name}" for p in (paths.views_dir() / "deltas").glob("*.sql")}
+    assert deltas == {
+        f"deltas/{s.name}{suffix}"
+        for s in registry.summaries()
+        for suffix in (".sql", ".first.sql")
     }
-    assert named == files
 
 
 def _counts_open(text: str) -> bool:

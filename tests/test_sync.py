@@ -12,8 +12,8 @@ from psycopg.rows import TupleRow
 
 from acme_mv.errors import ConfigError
 from acme_mv.run import loop as runner
+from acme_mv.staging.copy import INDEX_BUILD_MEMORY_KB, _raise_index_memory, copy_out_chunks, stream
 from acme_mv.sync import source, sync
-from acme_mv.sync.copy import INDEX_BUILD_MEMORY_KB, _raise_index_memory, copy_out_chunks, stream
 from tests.support.database import DatabaseFactory
 from tests.support.roles import RoleFactory
 from tests.support.stats import settled
@@ -390,7 +390,7 @@ def test_an_interrupted_stream_stops_the_source_copy(
 _WAITING_COPY = """
 import sys, threading, time, psycopg
 from psycopg import sql
-from acme_mv.sync.copy import copy_out_chunks
+from acme_mv.staging.copy import copy_out_chunks
 
 url = sys.argv[1]
 holder = psycopg.connect(url)

@@ -17,7 +17,9 @@ from psycopg import sql
 
 from acme_mv.errors import CopyFailed
 from acme_mv.reports.refresh import refresh
-from acme_mv.sync import parallel, source, sync
+from acme_mv.staging import parallel
+from acme_mv.staging.tables import TABLES
+from acme_mv.sync import sync
 from tests.support.cli_runner import child_env, run
 from tests.support.database import DatabaseFactory
 from tests.support.reports_oracle import assert_views_match, expected
@@ -195,7 +197,7 @@ def test_attach_proves_the_range_without_a_scan(db_url: str) -> None:
             " ATTACH PARTITION staging.orders_b7 FOR VALUES FROM (7) TO (9)"
         )
         target = parallel.Target(
-            spec=source.TABLES["orders"],
+            spec=TABLES["orders"],
             indexes=(),
             partition="orders_b7",
             start=7,
@@ -239,7 +241,7 @@ def test_the_reports_over_a_parallel_copy_equal_the_oracle(make_db: DatabaseFact
 
 
 def test_block_ranges_cover_the_table_once() -> None:
-    spec = source.TABLES["order_items"]
+    spec = TABLES["order_items"]
     parts = parallel.split(spec, 10, 3)
     assert [(p.lo, p.hi) for p in parts] == [(0, 3), (3, 6), (6, None)]
     assert [p.query().as_string(None).split(" WHERE ")[1] for p in parts] == [
@@ -304,7 +306,7 @@ def test_every_worker_reads_the_one_snapshot_while_a_writer_commits(
         writer.execute("LOCK TABLE operations.order_items IN ACCESS EXCLUSIVE MODE")
         thread = threading.Thread(target=run_sync)
         thread.start()
-        _wait_for_lock_waiter(src)  # past begin_batch: the batch id is drawn
+        _wait_for_lock_waiter(src)  # past open_batch: the batch id is drawn
         batch = scalar(wh, "SELECT last_value FROM staging.sync_batch_id_seq")
         for table in APPEND_TABLES:
             blocker.execute(

@@ -241,7 +241,7 @@ def test_lock_table_takes_no_snapshot(source_url: str) -> None:
         reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         reader.read_only = True
         with reader.transaction():
-            source.lock_tables(reader, [source.TABLES["orders"]])
+            source.lock_tables(reader, [TABLES["orders"]])
             writer.execute("INSERT INTO operations.orders (status) VALUES ('PENDING')")
             seen = reader.execute("SELECT count(*) FROM operations.orders").fetchone()
             writer.execute("INSERT INTO operations.orders (status) VALUES ('PENDING')")

@@ -9,6 +9,7 @@ import datetime as dt
 import psycopg
 import pytest
 
+from acme_mv.staging.tables import TABLES
 from acme_mv.sync import source
 from acme_mv.sync.source import SAFETY_MARGIN, next_cursor, picks
 
@@ -119,7 +120,7 @@ def test_select_rows_reads_what_picks_says(db_url: str) -> None:
     stamps: list[dt.datetime | None] = [
         None, SINCE - MINUTE, SINCE - MS, SINCE, SINCE + MS, T, T + MINUTE,
     ]  # fmt: skip
-    spec = source.TABLES["orders"]
+    spec = TABLES["orders"]
     with psycopg.connect(db_url) as conn:
         conn.execute("DELETE FROM operations.order_items")
         conn.execute("DELETE FROM operations.orders")

@@ -123,7 +123,7 @@ def test_upgrade_downgrade_upgrade_with_data(db_url: str) -> None:
     assert _counts(db_url) == before
 
 
-def test_replace_materialized_view_keeps_concurrent_refresh_working(db_url: str) -> None:
+def test_replace_view_keeps_concurrent_refresh_of_a_materialized_view_working(db_url: str) -> None:
     """A throw-away migration step at revision 0002: replace open_orders_historic by a new text."""
     migrate.downgrade(db_url, "0002_analytics")
     old, new, dependants = open_orders_historic_change(PINNED_0002)
@@ -133,7 +133,7 @@ def test_replace_materialized_view_keeps_concurrent_refresh_working(db_url: str)
             "INSERT INTO operations.orders (delivery_date, status) VALUES (NULL, 'PENDING')"
         )
         with conn.transaction():
-            views.replace_materialized_view(conn, old, new, dependants)
+            views.replace_view(conn, old, new, dependants)
         # pg_get_viewdef qualifies the column on PostgreSQL 15 (count(o.order_id)), not on 18
         assert re.search(
             r"count\((o\.)?order_id\)",

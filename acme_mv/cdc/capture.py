@@ -39,16 +39,16 @@ import psycopg
 
 from acme_mv import migrate
 from acme_mv.cdc import pgoutput, replication
-from acme_mv.cdc.apply import Batch, Written, write
 from acme_mv.cdc.decode import Decoder
 from acme_mv.cdc.errors import CdcError, NotSetUp, SlotBusy
 from acme_mv.cdc.refresher import Refresher
 from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position
+from acme_mv.cdc.write import Batch, Written, write
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, first_line, one_value, optional_value
 from acme_mv.errors import ConnectionFailed, ConnectionLost
 from acme_mv.reports.refresh import RefreshResult
-from acme_mv.sync import state
+from acme_mv.staging.batch import open_batch
 
 log = logging.getLogger(__name__)
 
@@ -350,9 +350,8 @@ class _Streamer:
 
     def _apply(self, wh: Conn, cur: Any, batch: Batch) -> None:
         started = time.monotonic()
-        with wh.transaction():
-            state.lock(wh, wait=True)
-            batch_id = state.begin_batch(wh, tables=sorted(batch.tables), full_tables=[])
+        with wh.transaction(), open_batch(wh, tables=sorted(batch.tables)) as opened:
+            batch_id = opened.batch_id
             written = write(wh, batch, encoding=self.encoding)
             wh.execute(
                 "UPDATE staging.cdc_state SET lsn = %s::pg_lsn, last_commit_lsn = %s::pg_lsn, "
@@ -366,7 +365,6 @@ class _Streamer:
                     self.slot,
                 ),
             )
-            state.finish_batch(wh, batch_id)
         committed_at = dt.datetime.now(dt.UTC)
         # only now may the source forget these transactions
         cur.send_feedback(write_lsn=batch.end_lsn, flush_lsn=batch.end_lsn, force=True)

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from acme_mv.cdc import pgoutput
-from acme_mv.cdc.apply import Change, Row, Transaction
+from acme_mv.cdc.write import Change, Row, Transaction
 from acme_mv.errors import SchemaDrift
-from acme_mv.sync.source import SCHEMA, TABLES, TableSpec
+from acme_mv.staging.tables import SCHEMA, TABLES, TableSpec
 
 #: (type oid, type modifier) -> what ``format_type`` prints (the contract's notation)
 TypeName = Callable[[int, int], str]

@@ -7,7 +7,8 @@ on a replication connection: the server answers with the slot's
 transactions committed before it. While that connection stays open and idle,
 a REPEATABLE READ transaction on an ordinary connection adopts the snapshot
 (``SET TRANSACTION SNAPSHOT``) and the initial copy of the four tables runs
-in it, through the sync's own copy code; the rows, batch 1 and the
+in it, through the staging core (:mod:`acme_mv.staging`), as ONE batch of
+:func:`acme_mv.staging.batch.open_batch`; the rows, batch 1 and the
 consistent point are committed in ONE warehouse transaction. The stream then
 starts at the consistent point: every transaction is either in the copy or
 in the stream, never both, never neither.
@@ -31,8 +32,9 @@ from acme_mv.cdc.errors import NotSetUp, SlotBusy, SlotLost, SourceNotReady
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, one_value
-from acme_mv.sync import copy, parallel, source, state
-from acme_mv.sync.source import SCHEMA, TABLES
+from acme_mv.staging import copy, parallel, tables
+from acme_mv.staging.batch import open_batch
+from acme_mv.staging.tables import SCHEMA, TABLES
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +214,7 @@ def setup(
     """Publication + slot + initial copy in the slot's snapshot (see the module doc).
 
     ``jobs > 1``: orders and order_items, when staging holds none, are copied by
-    parallel workers that import the slot's snapshot (:mod:`acme_mv.sync.parallel`).
+    parallel workers that import the slot's snapshot (:mod:`acme_mv.staging.parallel`).
 
     Already set up (the warehouse holds a position for ``slot`` and the slot
     exists): nothing is done, ``created`` is False. A slot the warehouse knows
@@ -226,7 +228,7 @@ def setup(
     ):
         migrate.require_head(wh)
         require_logical(admin)
-        source.check_schema(admin, specs)
+        tables.check_schema(admin, specs)
         saved = saved_position(wh, slot)
         wh.rollback()
         existing = _slot_row(admin, slot)
@@ -320,77 +322,59 @@ class _ParallelLoad:
 def _initial_copy(
     src: Conn,
     wh: Conn,
-    specs: list[source.TableSpec],
+    specs: list[tables.TableSpec],
     *,
     slot: str,
     publication: str,
     lsn: str,
     parallel_load: _ParallelLoad | None = None,
 ) -> tuple[int, dict[str, int]]:
-    """Every table read in the snapshot into staging as ONE batch, with the slot's position."""
-    state.lock(wh, wait=True)
-    parallel.drop_debris(wh)
-    batch_id = state.begin_batch(wh, tables=[s.name for s in specs], full_tables=[])
+    """Every table read in the snapshot into staging as ONE batch, with the slot's position.
+
+    Each table lands as ``sync --full`` would land it (:func:`acme_mv.staging.copy.mode_of`):
+    a mirror reloaded, an empty table copied whole, a staged one (a re-snapshot over earlier
+    staging) compared whole: versions and tombstones, never a truncate.
+    """
     rows: dict[str, int] = {}
 
     def ignore(_: int) -> None:
         pass
 
-    loader = None
-    if parallel_load is not None:
-        loader = parallel.start(
-            src=src,
-            wh=wh,
-            source_url=parallel_load.settings.effective_source_url,
-            warehouse_url=parallel_load.settings.database_url,
-            snapshot=parallel_load.snapshot,
-            specs=[s for s in specs if s.kind != "mirror" and _staging_empty(wh, s)],
-            batch_id=batch_id,
-            jobs=parallel_load.jobs,
-            application_name=replication.APPLICATION_NAME,
-            on_bytes=lambda table, n: None,
-        )
-    try:
-        for spec in specs:
-            if loader is not None and spec.name in loader:
-                continue
-            query = source.select_rows(spec, None)
-            if spec.kind == "mirror":
-                rows[spec.name], _, _ = copy.load_mirror(src, query, wh, spec, ignore)
-            elif _staging_empty(wh, spec):
-                rows[spec.name] = copy.load_fresh(src, query, wh, spec, ignore)
-            else:  # a re-snapshot over earlier staging: versions and tombstones, never a truncate
-                rows[spec.name], _, _ = copy.load_full_diff(src, query, wh, spec, ignore)
-            log.info("initial copy: %s, %d rows", spec.name, rows[spec.name])
-        if loader is not None:
-            loader.wait()
-            loader.attach(wh)
-    except BaseException:
-        if loader is not None:
-            loader.abort()
-        raise
-    if loader is not None:
-        for name, load in loader.loads.items():
+    with open_batch(wh, tables=[s.name for s in specs]) as batch:
+        modes: dict[str, copy.Mode] = {
+            spec.name: copy.mode_of(wh, spec, full=True) for spec in specs
+        }
+        loader = None
+        if parallel_load is not None:
+            loader = parallel.start(
+                src=src,
+                wh=wh,
+                source_url=parallel_load.settings.effective_source_url,
+                warehouse_url=parallel_load.settings.database_url,
+                snapshot=parallel_load.snapshot,
+                specs=[s for s in specs if modes[s.name] == "initial"],
+                batch_id=batch.batch_id,
+                jobs=parallel_load.jobs,
+                application_name=replication.APPLICATION_NAME,
+                on_bytes=lambda table, n: None,
+            )
+        with batch.parallel(loader):
+            for spec in specs:
+                if loader is not None and spec.name in loader:
+                    continue
+                query = tables.select_all(spec)
+                rows[spec.name], _, _ = copy.load(src, query, wh, spec, modes[spec.name], ignore)
+                log.info("initial copy: %s, %d rows", spec.name, rows[spec.name])
+        for name, load in loader.loads.items() if loader is not None else ():
             rows[name] = load.rows
             log.info("initial copy: %s, %d rows (in parallel)", name, load.rows)
-        rows = {spec.name: rows[spec.name] for spec in specs}
-    wh.execute(
-        "INSERT INTO staging.cdc_state (slot_name, publication, lsn, last_batch_id, caught_up_at) "
-        "VALUES (%s, %s, %s::pg_lsn, %s, clock_timestamp())",
-        (slot, publication, lsn, batch_id),
-    )
-    state.finish_batch(wh, batch_id, state_rows=loader.state_rows if loader is not None else None)
-    return batch_id, rows
-
-
-def _staging_empty(wh: Conn, spec: source.TableSpec) -> bool:
-    return one_value(
-        wh,
-        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(
-            sql.Identifier("staging", spec.name)
-        ),
-        kind=bool,
-    )
+        wh.execute(
+            "INSERT INTO staging.cdc_state "
+            "(slot_name, publication, lsn, last_batch_id, caught_up_at) "
+            "VALUES (%s, %s, %s::pg_lsn, %s, clock_timestamp())",
+            (slot, publication, lsn, batch.batch_id),
+        )
+    return batch.batch_id, {spec.name: rows[spec.name] for spec in specs}
 
 
 @dataclass(frozen=True, kw_only=True)

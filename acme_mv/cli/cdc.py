@@ -19,7 +19,7 @@ from acme_mv.cdc import capture
 from acme_mv.cli import common
 from acme_mv.errors import BadArgument
 from acme_mv.reports.refresh import RefreshResult
-from acme_mv.sync import parallel
+from acme_mv.staging import parallel
 
 log = logging.getLogger("acme_mv.cli.cdc")
 

@@ -14,7 +14,7 @@ from acme_mv.cli import common
 from acme_mv.cli.delivery import daily_mail_hook
 from acme_mv.errors import BadArgument
 from acme_mv.run import loop as runner
-from acme_mv.sync import compact as compact_api
+from acme_mv.staging import compact as compact_api
 
 log = logging.getLogger("acme_mv.cli")
 

@@ -25,7 +25,7 @@ from acme_mv import sync as api
 from acme_mv.cli import common
 from acme_mv.errors import BadArgument
 from acme_mv.run import health
-from acme_mv.sync import compact as compact_api
+from acme_mv.staging import compact as compact_api
 
 log = logging.getLogger("acme_mv.cli.sync")
 

@@ -33,7 +33,8 @@ from psycopg.rows import args_row
 from acme_mv.config import Settings
 from acme_mv.db import connection
 from acme_mv.migrate import require_head
-from acme_mv.sync import deletes, source
+from acme_mv.staging import tables
+from acme_mv.sync import deletes
 
 SAMPLE_SIZE = 5
 
@@ -130,7 +131,7 @@ def check(settings: Settings) -> list[Gap]:
                 Gap(name=name, description=description, key=key, count=count, samples=samples)
             )
         with connection(settings.effective_source_url, role="source", autocommit=True) as src:
-            source.check_schema(src, list(deletes.APPEND_ONLY))
+            tables.check_schema(src, list(deletes.APPEND_ONLY))
             gaps.extend(
                 Gap(
                     name=deleted_gap_name(e.table),

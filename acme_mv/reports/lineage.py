@@ -30,7 +30,9 @@ def steps(report: registry.Report) -> list[Step]:
     found: list[Step] = []
     for state in summary.state_tables:
         table = state.removeprefix("staging.").removesuffix("_state")
-        found.append(Step(layer="source", obj=f"operations.{table}", file="acme_mv/sync/copy.py"))
+        found.append(
+            Step(layer="source", obj=f"operations.{table}", file="acme_mv/staging/copy.py")
+        )
     for state in summary.state_tables:
         table = state.removeprefix("staging.")
         found.append(Step(layer="state", obj=state, file=f"views/state/{table}.upsert.sql"))

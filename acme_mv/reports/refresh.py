@@ -1,7 +1,7 @@
 """Refresh the analytics reports at the cost of what changed since the previous refresh.
 
 Every sync batch writes its signed deltas per report group (``analytics.*_delta``,
-see :mod:`acme_mv.sync.apply`). The reports are two summary tables per report
+see :mod:`acme_mv.staging.apply`). The reports are two summary tables per report
 that the union views add up:
 
 - ``analytics.*_historic``: the sum of the deltas of every batch <= ``B``
@@ -64,27 +64,9 @@ RefreshMode = Literal["auto", "historic", "current", "rebuild"]
 LOCK_CLASS = 0x61636D65
 LOCK_REFRESH = 2
 
-SCHEMA = "analytics"
-
-
-@dataclass(frozen=True)
-class Summary:
-    """One report's summary: ``<name>_historic``, ``<name>_current`` and ``<name>_delta``
-    over ``keys``."""
-
-    name: str
-    keys: tuple[str, ...]
-
-    def table(self, part: str) -> sql.Identifier:
-        return sql.Identifier(SCHEMA, f"{self.name}_{part}")
-
-    @property
-    def columns(self) -> sql.Composable:
-        return sql.SQL(", ").join(sql.Identifier(k) for k in self.keys)
-
-
-#: every summary, from the files of views/summaries/ (acme_mv.reports.registry, docs/views.md)
-SUMMARIES = tuple(Summary(s.name, s.keys) for s in registry.summaries())
+#: every summary, from the files of views/summaries/ (acme_mv.reports.registry, docs/views.md):
+#: ``<name>_historic``, ``<name>_current`` and ``<name>_delta`` over its keys
+SUMMARIES = registry.summaries()
 
 #: each summary from scratch over the latest-state tables (what --rebuild and verify compute):
 #: the SQL of views/summaries/<name>.sql

@@ -69,6 +69,17 @@ class Summary:
         return f"views/summaries/{self.name}.sql"
 
     @property
+    def delta(self) -> str:
+        """A batch's signed change of the summary (``views/deltas/<name>.sql``), over the
+        batch's temp tables (``views/state/order_changes.sql``, ``item_changes.sql``)."""
+        return sqlfiles.text(f"deltas/{self.name}.sql")
+
+    @property
+    def first_delta(self) -> str:
+        """The first batch's aggregate into an empty state (``views/deltas/<name>.first.sql``)."""
+        return sqlfiles.text(f"deltas/{self.name}.first.sql")
+
+    @property
     def state_tables(self) -> tuple[str, ...]:
         """The latest-state tables it reads (``staging.<table>_state``), in order of appearance."""
         return tuple(dict.fromkeys(re.findall(r"\bstaging\.\w+_state\b", self.from_state)))

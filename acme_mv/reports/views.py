@@ -14,9 +14,9 @@ header lines are read::
 
 Migrations never read today's ``views/``: each pins a copy under
 ``migrations/sql/<revision>/`` (see docs/reports.md), and
-:func:`replace_materialized_view` replaces a materialized view the way that
-keeps ``REFRESH ... CONCURRENTLY`` working: dependants dropped, view replaced,
-its unique index and the dependants recreated, all in one migration. The
+:func:`replace_view` replaces a view in one migration: its dependants dropped,
+the view replaced, the dependants recreated (a materialized view of a pinned
+revision with its unique index, which ``REFRESH ... CONCURRENTLY`` needs). The
 grants on every object it drops (``acme-mv grant-reader``'s, a DBA's) are
 re-applied to the recreated objects (:func:`save_grants`, :func:`restore_grants`).
 """
@@ -213,17 +213,15 @@ def drop_all(executor: Executor, views: Sequence[View]) -> None:
         executor.execute(view.drop())
 
 
-def replace_materialized_view(
-    executor: Executor, old: View, new: View, dependants: Sequence[View]
-) -> None:
+def replace_view(executor: Executor, old: View, new: View, dependants: Sequence[View]) -> None:
     """Replace ``old`` by ``new`` inside the caller's migration (one transaction).
 
-    Dropping a materialized view drops its unique index and every view that
-    reads it; a later ``REFRESH ... CONCURRENTLY`` then fails and the reports
-    are gone. So: drop the dependants (last created first), drop ``old``,
-    create ``new`` with its unique index, recreate the dependants (with their
-    own indexes when materialized). ``dependants`` are pinned values too; pass
-    every object that reads ``old`` directly or indirectly.
+    Dropping a view drops every view that reads it (and a materialized view of
+    a pinned revision its unique index: a later ``REFRESH ... CONCURRENTLY``
+    then fails). So: drop the dependants (last created first), drop ``old``,
+    create ``new`` (with its unique index when materialized), recreate the
+    dependants. ``dependants`` are pinned values too; pass every object that
+    reads ``old`` directly or indirectly.
 
     A dropped object loses its grants (a report reader could no longer read
     the report), so the grants of ``old`` and of every dependant are saved

@@ -72,7 +72,7 @@ class Cycle:
     refresh: RefreshResult
     #: now minus the newest included sync's read time; None before any sync
     freshness_seconds: float | None
-    #: whether this cycle's sync re-copied from scratch (``full_every``)
+    #: whether this cycle's sync compared every row with the source (``full_every``)
     full: bool = False
     #: failed attempts just before this successful one
     failures_before: int = 0
@@ -145,8 +145,9 @@ def full_sync_due(
 ) -> bool:
     """Whether ``run --full-every`` should re-copy from scratch now (pure).
 
-    The last full copy is the newest batch with ``full_tables`` or
-    ``compared_tables`` (``sync --full`` compares every row), or else the
+    The last full copy is the newest batch with ``compared_tables`` (``sync --full``
+    compares every row) or ``full_tables`` (a whole re-copy, recorded by versions before
+    ``sync --full`` compared instead; no writer records one now), or else the
     first batch ever (the initial copy is a full one); with no batch at all the
     next sync is an initial copy anyway.
     """
@@ -496,7 +497,7 @@ def compact_after_fold(settings: Settings, keep: timedelta | None, result: Refre
     it would have dropped only waits."""
     if keep is None or not result.reason.startswith(DAY_CHANGED):
         return
-    from acme_mv.sync import compact
+    from acme_mv.staging import compact
 
     try:
         done = compact.compact(settings, keep=keep)

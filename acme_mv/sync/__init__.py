@@ -27,25 +27,23 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import args_row, dict_row
 
 from acme_mv.config import Settings
-from acme_mv.db import Conn, connection, one_value
+from acme_mv.db import Conn, connection
 from acme_mv.errors import ConfigError
-from acme_mv.sync import copy, deletes, parallel, source, state
+from acme_mv.staging import copy, parallel
+from acme_mv.staging.batch import open_batch
+from acme_mv.staging.copy import Mode
+from acme_mv.staging.parallel import DEFAULT_JOBS
+from acme_mv.staging.tables import TABLES, TableSpec, check_schema
+from acme_mv.sync import cursors, deletes, source
 from acme_mv.sync.deletes import DeletedEstimate, missing_keys
-from acme_mv.sync.parallel import DEFAULT_JOBS
-from acme_mv.sync.source import (
-    DEFAULT_FALLBACK_LAG,
-    DEFAULT_LOCK_TIMEOUT,
-    TABLES,
-    SourceLocked,
-    TableSpec,
-)
+from acme_mv.sync.source import DEFAULT_FALLBACK_LAG, DEFAULT_LOCK_TIMEOUT, SourceLocked
 
 __all__ = [
     "DEFAULT_FALLBACK_LAG",
@@ -65,12 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: ``initial``: staging was empty, copied whole; ``full``: every source row
-#: compared with staging (``--full``): changed rows appended, tombstones for keys
-#: gone; ``incremental``: rows at or after the cursor; ``reload``: a mirror
-#: (customers, products) compared whole
-Mode = Literal["initial", "full", "incremental", "reload"]
 
 #: application_name of the sync's own sessions; the watermark ignores them
 #: (they never write ``operations``), so a waiting sync or the warehouse
@@ -106,10 +98,6 @@ class SyncResult:
     def rows_new(self) -> int:
         """Rows that landed in staging: new versions, and changed or deleted mirror rows."""
         return sum(t.rows_new + t.rows_deleted for t in self.tables.values())
-
-    @property
-    def full_tables(self) -> list[str]:
-        return [t.table for t in self.tables.values() if t.mode in ("initial", "full")]
 
 
 class Progress(Protocol):
@@ -154,24 +142,6 @@ def select_tables(names: Iterable[str] | None) -> list[TableSpec]:
     return [spec for name, spec in TABLES.items() if name in wanted]
 
 
-def _staging_empty(conn: Conn, spec: TableSpec) -> bool:
-    return one_value(
-        conn,
-        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(
-            sql.Identifier("staging", spec.name)
-        ),
-        kind=bool,
-    )
-
-
-def _mode(conn: Conn, spec: TableSpec, *, full: bool) -> Mode:
-    if spec.kind == "mirror":
-        return "reload"
-    if _staging_empty(conn, spec):
-        return "initial"
-    return "full" if full else "incremental"
-
-
 def sync(
     settings: Settings,
     *,
@@ -193,7 +163,7 @@ def sync(
 
     ``jobs > 1``: a first copy of orders / order_items (empty version tables)
     runs in parallel sessions and its partitions are attached at commit
-    (:mod:`acme_mv.sync.parallel`).
+    (:mod:`acme_mv.staging.parallel`).
 
     Raises NotMigrated, ConnectionFailed, SchemaDrift (before copying anything),
     Busy (``wait=False`` and another sync holds the lock), SourceLocked (a
@@ -209,73 +179,54 @@ def sync(
             src.execute(
                 "SELECT set_config('application_name', %s, false)", (SYNC_APPLICATION_NAME,)
             )
-            state.lock(wh, wait=wait)
-            parallel.drop_debris(wh)
-            modes: dict[str, Mode] = {spec.name: _mode(wh, spec, full=full) for spec in specs}
-            cursors = state.cursors(wh)
-            batch_id = state.begin_batch(
-                wh,
-                tables=[s.name for s in specs],
-                # --full appends (acme_mv.sync.copy.load_full_diff): nothing re-copied from scratch
-                full_tables=[],
-                # ... but it compared them whole with the source (run --full-every reads this)
-                compared_tables=[name for name, mode in modes.items() if mode == "full"],
-            )
-            read_at = dt.datetime.now(dt.UTC)
-            # before the snapshot, outside it; waiting for the locks below only makes it older,
-            # which is safe: the next sync re-reads a little more
-            mark = source.read_watermark(
-                src,
-                ignore_application=SYNC_APPLICATION_NAME,
-                fallback_lag=fallback_lag,
-                warned=warned,
-            )
-            src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            src.read_only = True
-            src.autocommit = False
-            results: dict[str, TableResult] = {}
-            with src.transaction():
-                source.lock_tables(src, specs, timeout=lock_timeout)  # no snapshot yet
-                source.check_schema(src, specs)  # the first query: the snapshot starts here
-                loader = _start_parallel(
-                    settings, src, wh, specs, modes, batch_id, jobs=jobs, report=report
+            with open_batch(wh, tables=[s.name for s in specs], wait=wait) as batch:
+                modes: dict[str, Mode] = {
+                    spec.name: copy.mode_of(wh, spec, full=full) for spec in specs
+                }
+                # --full appends (copy.load_full_diff) after comparing the tables whole with
+                # the source (run --full-every reads this)
+                batch.compared_tables = [name for name, mode in modes.items() if mode == "full"]
+                saved = cursors.saved(wh)
+                read_at = dt.datetime.now(dt.UTC)
+                # before the snapshot, outside it; waiting for the locks below only makes it
+                # older, which is safe: the next sync re-reads a little more
+                mark = source.read_watermark(
+                    src,
+                    ignore_application=SYNC_APPLICATION_NAME,
+                    fallback_lag=fallback_lag,
+                    warned=warned,
                 )
-                try:
-                    for spec in specs:
-                        if loader is None or spec.name not in loader:
-                            results[spec.name] = _sync_table(
-                                src,
-                                wh,
-                                spec,
-                                modes[spec.name],
-                                cursors.get(spec.name),
-                                mark,
-                                batch_id,
-                                report,
-                            )
-                    if loader is not None:
-                        waited = time.monotonic()
-                        loader.wait()
-                        attached = time.monotonic()
-                        loader.attach(wh)
-                        log.debug(
-                            "parallel load: waited %.2f s for the workers, attached in %.2f s",
-                            attached - waited,
-                            time.monotonic() - attached,
-                        )
-                except BaseException:
-                    if loader is not None:
-                        loader.abort()
-                    raise
-                if loader is not None:
-                    for name, load in loader.loads.items():
+                src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                src.read_only = True
+                src.autocommit = False
+                results: dict[str, TableResult] = {}
+                with src.transaction():
+                    source.lock_tables(src, specs, timeout=lock_timeout)  # no snapshot yet
+                    check_schema(src, specs)  # the first query: the snapshot starts here
+                    loader = _start_parallel(
+                        settings, src, wh, specs, modes, batch.batch_id, jobs=jobs, report=report
+                    )
+                    with batch.parallel(loader):
+                        for spec in specs:
+                            if loader is None or spec.name not in loader:
+                                results[spec.name] = _sync_table(
+                                    src,
+                                    wh,
+                                    spec,
+                                    modes[spec.name],
+                                    saved.get(spec.name),
+                                    mark,
+                                    batch.batch_id,
+                                    report,
+                                )
+                    for name, load in loader.loads.items() if loader is not None else ():
                         results[name] = _record(
                             src,
                             wh,
                             TABLES[name],
                             modes[name],
                             mark,
-                            batch_id,
+                            batch.batch_id,
                             report,
                             rows_read=load.rows,
                             rows_new=load.rows,
@@ -284,16 +235,12 @@ def sync(
                             started_at=read_at,
                             seconds=load.finished - load.started,
                         )
-            applying = time.monotonic()
-            state.finish_batch(
-                wh, batch_id, state_rows=loader.state_rows if loader is not None else None
-            )
-            log.debug("batch %s applied in %.2f s", batch_id, time.monotonic() - applying)
-        # leaving the block commits: rows, cursors and the batch row together
+            # leaving open_batch applied the batch; leaving the connection block commits:
+            # rows, cursors and the batch row together
     result = SyncResult(
-        batch_id=batch_id, seconds=time.monotonic() - began, read_at=read_at, tables=results
+        batch_id=batch.batch_id, seconds=time.monotonic() - began, read_at=read_at, tables=results
     )
-    log.debug("batch %s committed in %.2f s", batch_id, result.seconds)
+    log.debug("batch %s committed in %.2f s", result.batch_id, result.seconds)
     return result
 
 
@@ -317,23 +264,8 @@ def _sync_table(
         report.advance(spec.name, n)
 
     report.start(spec.name, mode)
-    deleted = 0
-    if mode == "incremental":
-        rows_read, rows_new = copy.load_changes(
-            src, source.select_rows(spec, cursor), wh, spec, on_bytes
-        )
-    elif mode == "full":
-        rows_read, rows_new, deleted = copy.load_full_diff(
-            src, source.select_rows(spec, None), wh, spec, on_bytes
-        )
-    elif mode == "reload":
-        rows_read, rows_new, deleted = copy.load_mirror(
-            src, source.select_rows(spec, None), wh, spec, on_bytes
-        )
-    else:
-        rows_read = rows_new = copy.load_fresh(
-            src, source.select_rows(spec, None), wh, spec, on_bytes
-        )
+    query = source.select_rows(spec, cursor if mode == "incremental" else None)
+    rows_read, rows_new, deleted = copy.load(src, query, wh, spec, mode, on_bytes)
     return _record(
         src,
         wh,
@@ -415,9 +347,9 @@ def _record(
     seconds: float,
 ) -> TableResult:
     """Save one table's cursor and figures in the batch; report it."""
-    state.save(
+    cursors.save(
         wh,
-        state.TableRun(
+        cursors.TableRun(
             table=spec.name,
             cursor=mark.cursor,
             batch_id=batch_id,
@@ -504,7 +436,7 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
     specs = list(TABLES.values())
     deleted: dict[str, int] = {}
     with connection(settings.effective_source_url, role="source", autocommit=True) as src:
-        source.check_schema(src, specs)
+        check_schema(src, specs)
         source_max = {spec.name: source.max_updated_at(src, spec) for spec in specs}
         for spec in deletes.APPEND_ONLY if exact else ():
             _, distinct, top = counts[spec.name]

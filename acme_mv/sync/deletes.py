@@ -36,8 +36,8 @@ from psycopg.rows import args_row
 from acme_mv import migrate
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, one_value
-from acme_mv.sync import source
-from acme_mv.sync.source import SCHEMA, TABLES, TableSpec
+from acme_mv.staging import tables
+from acme_mv.staging.tables import SCHEMA, TABLES, TableSpec
 
 __all__ = ["DeletedEstimate", "estimate", "missing_keys", "source_keys", "staged_keys"]
 
@@ -139,5 +139,5 @@ def missing_keys(settings: Settings) -> list[DeletedEstimate]:
     with connection(settings.database_url, role="warehouse") as wh:
         migrate.require_head(wh)
         with connection(settings.effective_source_url, role="source", autocommit=True) as src:
-            source.check_schema(src, list(APPEND_ONLY))
+            tables.check_schema(src, list(APPEND_ONLY))
             return estimate(src, wh)

@@ -1,9 +1,6 @@
-"""The source side of a sync: the contract's tables, drift checks, locks, the cursor window.
+"""The source side of the cursor sync: locks, the cursor window, the incremental read.
 
-The contract (``operations.*``) is written down here as data: every column
-with its exact type, because the COPY is binary and binary COPY only works
-between identical types. :func:`check_schema` compares the source with it
-before anything is copied.
+The contract's tables and the schema check are :mod:`acme_mv.staging.tables`.
 
 :func:`read_watermark` is the late-commit fix. It runs on the source BEFORE
 the REPEATABLE READ snapshot is opened and returns the next cursor: the
@@ -30,31 +27,16 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import scalar_row
 
 from acme_mv.db import Conn, optional_value
-from acme_mv.errors import Busy, SchemaDrift
+from acme_mv.errors import Busy
+from acme_mv.staging.tables import SCHEMA, UPDATED_AT_INDEXED_SQL, TableSpec, no_table, select_all
 
 log = logging.getLogger(__name__)
 
-TableName = Literal["customers", "products", "orders", "order_items"]
-#: ``append``: every version kept, incremental by cursor; ``mirror``: reloaded whole
-Kind = Literal["append", "mirror"]
-
-SCHEMA = "operations"
-
-#: what ``format_type`` prints for the contract's types
-_TS = "timestamp(3) without time zone"
-_AUDIT = (
-    ("updated_at", _TS),
-    ("updated_by", "bigint"),
-    ("created_at", _TS),
-    ("created_by", "bigint"),
-)
 
 #: ``CURRENT_TIMESTAMP(3)`` rounds to the millisecond (up to 0.5 ms later than the
 #: transaction start) and a backend publishes its ``xact_start`` a moment after it
@@ -66,156 +48,6 @@ SAFETY_MARGIN = dt.timedelta(seconds=1)
 #: ``xact_start`` (no ``pg_read_all_stats``): writers' transactions are assumed to
 #: commit within this long after they start
 DEFAULT_FALLBACK_LAG = dt.timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    name: TableName
-    key: str
-    kind: Kind
-    columns: tuple[tuple[str, str], ...]
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c for c, _ in self.columns)
-
-    @property
-    def qualified(self) -> str:
-        return f"{SCHEMA}.{self.name}"
-
-
-TABLES: dict[str, TableSpec] = {
-    spec.name: spec
-    for spec in (
-        TableSpec(
-            "customers",
-            "customer_id",
-            "mirror",
-            (
-                ("customer_id", "bigint"),
-                ("customer_name", "character varying(500)"),
-                ("is_active", "boolean"),
-                ("customer_address", "character varying(500)"),
-                *_AUDIT,
-            ),
-        ),
-        TableSpec(
-            "products",
-            "product_id",
-            "mirror",
-            (
-                ("product_id", "bigint"),
-                ("product_name", "character varying(500)"),
-                ("barcode", "character varying(26)"),
-                ("unity_price", "numeric"),
-                ("is_active", "boolean"),
-                *_AUDIT,
-            ),
-        ),
-        TableSpec(
-            "orders",
-            "order_id",
-            "append",
-            (
-                ("order_id", "bigint"),
-                ("order_date", "date"),
-                ("delivery_date", "date"),
-                ("customer_id", "bigint"),
-                ("status", "character varying"),
-                *_AUDIT,
-            ),
-        ),
-        TableSpec(
-            "order_items",
-            "order_item_id",
-            "append",
-            (
-                ("order_item_id", "bigint"),
-                ("order_id", "bigint"),
-                ("product_id", "bigint"),
-                ("quanity", "integer"),
-                *_AUDIT,
-            ),
-        ),
-    )
-}
-
-_COLUMNS_SQL = """
-SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')
-"""
-
-_UPDATED_AT_INDEXED_SQL = """
-SELECT c.relname
-FROM pg_index i
-JOIN pg_class c ON c.oid = i.indrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
-WHERE n.nspname = %s AND c.relname = ANY(%s) AND a.attname = 'updated_at' AND i.indisvalid
-"""
-
-
-def _no_table(spec: TableSpec) -> SchemaDrift:
-    return SchemaDrift(
-        f"The source has no table {spec.qualified}: sync needs the contract's tables "
-        f"(is ACME_MV_SOURCE_URL the operations database?)",
-        table=spec.qualified,
-    )
-
-
-def check_schema(conn: Conn, specs: list[TableSpec]) -> None:
-    """Raise :class:`SchemaDrift` unless every table and column matches the contract.
-
-    Columns the contract does not state are ignored (the sync selects the
-    contract's columns by name), so a column added at the source is harmless.
-    """
-    names = [s.name for s in specs]
-    found: dict[str, dict[str, str]] = {}
-    for table, column, type_ in conn.execute(_COLUMNS_SQL, (SCHEMA, names)).fetchall():
-        table_cols = found.setdefault(str(table), {})
-        if column is not None:
-            table_cols[str(column)] = str(type_)
-    for spec in specs:
-        cols = found.get(spec.name)
-        if cols is None:
-            raise _no_table(spec)
-        for column, expected in spec.columns:
-            actual = cols.get(column)
-            if actual is None:
-                raise SchemaDrift(
-                    f"The source table {spec.qualified} has no "
-                    f"column {column} ({expected}) that the "
-                    f"contract states; restore it or update acme-mv",
-                    table=spec.qualified,
-                    column=column,
-                    expected=expected,
-                )
-            if actual != expected:
-                raise SchemaDrift(
-                    f"The source column {spec.qualified}.{column} is {actual}, the contract states "
-                    f"{expected}; sync copies in binary and needs the exact type",
-                    table=spec.qualified,
-                    column=column,
-                    expected=expected,
-                    actual=actual,
-                )
-    indexed = set(
-        conn.cursor(row_factory=scalar_row)
-        .execute(_UPDATED_AT_INDEXED_SQL, (SCHEMA, names))
-        .fetchall()
-    )
-    for spec in specs:
-        if spec.kind == "append" and spec.name not in indexed:
-            log.warning(
-                "%s has no index on updated_at: every incremental read scans the table "
-                "(CREATE INDEX CONCURRENTLY ON %s (updated_at))",
-                spec.qualified,
-                spec.qualified,
-            )
-
 
 #: how long a sync waits, in all, for source tables another session holds
 #: locked (a rewrite in progress): long enough for an ALTER TABLE that rewrites
@@ -254,7 +86,7 @@ def lock_tables(
                 conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT").format(table))
             continue
         except psycopg.errors.UndefinedTable:
-            raise _no_table(spec) from None
+            raise no_table(spec) from None
         except psycopg.errors.LockNotAvailable:
             pass
         left_ms = max(int((deadline - time.monotonic()) * 1000), 1)
@@ -273,7 +105,7 @@ def lock_tables(
                 conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(table))
                 conn.execute("SET LOCAL lock_timeout = DEFAULT")
         except psycopg.errors.UndefinedTable:  # dropped while we waited
-            raise _no_table(spec) from None
+            raise no_table(spec) from None
         except psycopg.errors.LockNotAvailable:
             raise SourceLocked(
                 f"The source table {spec.qualified} stayed locked by another session for "
@@ -428,10 +260,7 @@ def select_rows(spec: TableSpec, since: dt.datetime | None) -> sql.Composed:
 
     NULL ``updated_at`` rows cannot be placed in time: every incremental read takes them.
     """
-    query = sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names),
-        sql.Identifier(SCHEMA, spec.name),
-    )
+    query = select_all(spec)
     if since is None:
         return query
     return sql.SQL("{} WHERE updated_at >= {} OR updated_at IS NULL").format(
@@ -448,7 +277,7 @@ def max_updated_at(
     scan (what a sync records per table: on the production DDL the scan doubled the
     source blocks each cursor cycle read; ``status`` still computes it on demand).
     """
-    if only_indexed and not conn.execute(_UPDATED_AT_INDEXED_SQL, (SCHEMA, [spec.name])).fetchone():
+    if only_indexed and not conn.execute(UPDATED_AT_INDEXED_SQL, (SCHEMA, [spec.name])).fetchone():
         return None
     return optional_value(
         conn,

@@ -8,7 +8,7 @@ The SQL of every view is PINNED: this migration reads its own copies under
 ``migrations/sql/0002/`` (never today's ``views/``), so replaying it later
 creates exactly what it created the first time. A later migration that
 changes a view adds its own ``migrations/sql/<revision>/`` copy and uses
-``acme_mv.reports.views.replace_materialized_view`` (see README.md, "Reports").
+``acme_mv.reports.views.replace_view`` (see docs/reports.md).
 
 Every materialized view gets a UNIQUE index NULLS NOT DISTINCT on its key
 (so ``REFRESH ... CONCURRENTLY`` works, NULL delivery dates included). They

@@ -9,7 +9,7 @@ work proportional to the change (see docs/reports.md):
 
 - ``staging.orders_state`` / ``staging.order_items_state``: the latest live
   version of every key (the report columns), upserted by every batch in the
-  batch's own transaction (:mod:`acme_mv.sync.apply`);
+  batch's own transaction (:mod:`acme_mv.staging.apply`);
 - ``analytics.*_delta``: each batch's signed change per report group (its
   keys' contribution after the batch minus before it), written in the same
   transaction;
@@ -32,7 +32,7 @@ The version tables (``staging.orders``, ``staging.order_items``) become
 partitioned by RANGE of ``_batch_id`` so that compaction drops whole
 partitions (``acme-mv compact``): what was staged becomes the first partition
 ``<table>_b0`` (attached after a validating scan, once), the batches create
-the next ones (:mod:`acme_mv.sync.partitions`). Downgrade copies them back
+the next ones (:mod:`acme_mv.staging.partitions`). Downgrade copies them back
 into plain tables. Downgrade recreates
 0002's objects from its own pinned SQL; the ``_deleted`` column is left in
 place (change capture's revision adds it too, IF NOT EXISTS, and a later
@@ -91,7 +91,7 @@ DROP VIEW analytics.historic_orders;
 
 #: the version tables become partitioned by RANGE (_batch_id); what was staged is the first
 #: partition (<name>_b0, every batch drawn so far), later ones are created by the batches
-#: (acme_mv.sync.partitions) and dropped whole by compaction
+#: (acme_mv.staging.partitions) and dropped whole by compaction
 PARTITION = (
     """
 DROP VIEW staging.orders_latest;

@@ -1,7 +1,7 @@
 """Batches written the way change capture writes them: tombstones for rows deleted at the source.
 
 A delete is a version with the key, every other contract column NULL and ``_deleted = true``,
-in a batch opened and closed through ``acme_mv.sync.state`` like every writer of batches.
+in a batch opened and closed by ``acme_mv.staging.batch.open_batch`` like every writer of batches.
 """
 
 from __future__ import annotations
@@ -10,16 +10,14 @@ from collections.abc import Iterable
 
 import psycopg
 
-from acme_mv.sync import state
+from acme_mv.staging.batch import open_batch
 
 
 def tombstones(url: str, *, orders: Iterable[int] = (), items: Iterable[int] = ()) -> int:
     """One batch deleting ``orders`` and ``items``; returns its id."""
     orders, items = list(orders), list(items)
-    with psycopg.connect(url) as wh:
-        state.lock(wh, wait=True)
-        tables = [t for t, keys in (("orders", orders), ("order_items", items)) if keys]
-        batch = state.begin_batch(wh, tables=tables, full_tables=[])
+    tables = [t for t, keys in (("orders", orders), ("order_items", items)) if keys]
+    with psycopg.connect(url) as wh, open_batch(wh, tables=tables) as batch:
         for order_id in orders:
             wh.execute(
                 "INSERT INTO staging.orders (order_id, _deleted) VALUES (%s, true)", (order_id,)
@@ -29,5 +27,4 @@ def tombstones(url: str, *, orders: Iterable[int] = (), items: Iterable[int] = (
                 "INSERT INTO staging.order_items (order_item_id, _deleted) VALUES (%s, true)",
                 (item_id,),
             )
-        state.finish_batch(wh, batch)
-    return batch
+    return batch.batch_id

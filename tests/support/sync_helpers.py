@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-import acme_mv.sync.partitions
+import acme_mv.staging.partitions
 import acme_mv.sync.source
 from acme_mv.config import Settings
-from acme_mv.sync import TABLES
+from acme_mv.staging.tables import TABLES
 
 APPEND_TABLES = ("orders", "order_items")
 
@@ -146,5 +146,5 @@ def no_safety_margin(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def small_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
     """A partition of the version tables every 2 batches, so that compaction has some to drop."""
-    monkeypatch.setattr(acme_mv.sync.partitions, "MIN_BATCHES", 2)
-    monkeypatch.setattr(acme_mv.sync.partitions, "SPAN", timedelta(0))
+    monkeypatch.setattr(acme_mv.staging.partitions, "MIN_BATCHES", 2)
+    monkeypatch.setattr(acme_mv.staging.partitions, "SPAN", timedelta(0))

@@ -1,7 +1,7 @@
 -- Temp table _acme_order_changes: the orders a batch touched, before (b_*: the state table)
 -- and after (a_*: the batch's version; a tombstone, _deleted, does not exist after).
--- {temp}: the temp table's name; {join}: _join_probe.sql, or _join_full.sql when the batch
--- re-copied the table whole. Read by every order-level delta (deltas/open_orders.sql, ...).
+-- {temp}: the temp table's name; {join}: _join_probe.sql. Read by every order-level delta
+-- (deltas/open_orders.sql, ...).
 CREATE TEMP TABLE {temp} ON COMMIT DROP AS
 SELECT coalesce(n.order_id, s.order_id) AS order_id,
        s.order_id IS NOT NULL AS b_exists,

@@ -15,7 +15,7 @@ What the server does:
   chart (a server-side SVG) and the freshness, as one JSON document with an
   ``ETag``; the page polls it and gets ``304`` until a new refresh lands.
 - ``GET /reports/<name>.csv`` is the report as ``acme-mv export`` writes it, byte
-  for byte. Only the four report names exist: anything else is ``404``, any
+  for byte. Only the registry's report names exist: anything else is ``404``, any
   method other than GET/HEAD is ``405``.
 
 Cache by refresh: one :class:`ReportCache` per server holds the reports of the

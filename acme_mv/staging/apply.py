@@ -1,6 +1,6 @@
 """Apply one batch: its signed deltas per report group, then the latest-state tables.
 
-Called by :func:`acme_mv.sync.state.finish_batch`, i.e. by every writer of
+Called by :func:`acme_mv.staging.batch.open_batch` as a batch closes, i.e. by every writer of
 batches (the cursor sync, ``sync --full``, change capture), inside the
 batch's own warehouse transaction and under the sync lock. Batches are
 serialized, so ``staging.*_state`` holds exactly the state before this batch
@@ -17,13 +17,13 @@ other key's contribution changes. The keys touched are:
 - the items with a version in the batch, and every item of an order whose
   "exists and is open" changed in the batch (found through
   ``order_items_state.order_id``): an item's contribution depends on its
-  order's state;
-- in a batch that re-copied a table whole (``full_tables``), also every key
-  of that table the batch did not bring: it is gone from the source.
+  order's state.
 
-The cost is the batch's rows plus the items of the orders that opened or
-closed (about 26 per order), read through indexes; a full re-copy costs the
-table, as it must. The first batch into an empty state (the first sync) has
+A key gone from the source arrives as a tombstone version like any other
+change (``sync --full`` and change capture write them), so no batch needs to
+visit keys it did not bring. The cost is the batch's rows plus the items of
+the orders that opened or closed (about 26 per order), read through indexes.
+The first batch into an empty state (the first sync) has
 nothing to subtract and takes a set-based path: aggregates and a bulk insert,
 the state's indexes built after it.
 """
@@ -38,6 +38,7 @@ from psycopg import sql
 
 from acme_mv import sqlfiles
 from acme_mv.db import Conn, one_value
+from acme_mv.reports import registry
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,10 @@ class Applied:
     delta_rows: int
 
 
-# The SQL of a batch, one statement per file of views/state/ and views/deltas/ (docs/views.md)
+# The SQL of a batch, one statement per file of views/state/ (docs/views.md); the deltas are
+# every summary's of the registry (views/deltas/<summary>.sql, .first.sql)
 _ORDER_CHANGES = sqlfiles.text("state/order_changes.sql")
-_OPEN_ORDERS_DELTA = sqlfiles.text("deltas/open_orders.sql")
-_PENDING_ORDERS_DELTA = sqlfiles.text("deltas/pending_orders.sql")
 _ITEM_CHANGES = sqlfiles.text("state/item_changes.sql")
-_PENDING_ITEMS_DELTA = sqlfiles.text("deltas/pending_items.sql")
 _ORDERS_GONE = sqlfiles.text("state/orders_state.delete.sql")
 _ORDERS_STATE_NEW = sqlfiles.text("state/orders_state.insert.sql")
 _ORDERS_STATE = sqlfiles.text("state/orders_state.upsert.sql")
@@ -72,13 +71,13 @@ _ITEMS_STATE = sqlfiles.text("state/order_items_state.upsert.sql")
 
 
 _JOIN_PROBE = sqlfiles.text("state/_join_probe.sql")
-_JOIN_FULL = sqlfiles.text("state/_join_full.sql")
 
 
-def _join(state: str, key: str, *, full: bool) -> sql.Composable:
+def _join(state: str, key: str) -> sql.Composable:
     """The batch's rows ``n`` joined to their state ``s`` before the batch."""
-    fragment = _JOIN_FULL if full else _JOIN_PROBE
-    return sql.SQL(fragment).format(state=sql.Identifier("staging", state), key=sql.Identifier(key))
+    return sql.SQL(_JOIN_PROBE).format(
+        state=sql.Identifier("staging", state), key=sql.Identifier(key)
+    )
 
 
 def _run(conn: Conn, statement: str, batch_id: int) -> int:
@@ -88,17 +87,15 @@ def _run(conn: Conn, statement: str, batch_id: int) -> int:
 
 
 # The first batch into an empty state (the first sync): nothing to subtract, every row is new;
-# set-based aggregates and plain inserts instead of per-row probes and upserts.
-_FIRST = tuple(
-    sqlfiles.text(name)
-    for name in (
-        "deltas/open_orders.first.sql",
-        "deltas/pending_orders.first.sql",
-        "deltas/pending_items.first.sql",
-        "state/orders_state.first.sql",
-        "state/order_items_state.first.sql",
-    )
-)
+# set-based aggregates (each summary's first delta) and plain inserts instead of per-row probes
+# and upserts.
+_FIRST_ORDERS_STATE = sqlfiles.text("state/orders_state.first.sql")
+_FIRST_ITEMS_STATE = sqlfiles.text("state/order_items_state.first.sql")
+
+
+def _first_deltas(conn: Conn, batch_id: int) -> int:
+    """Every summary's first-batch aggregate; returns the delta rows written."""
+    return sum(_run(conn, s.first_delta, batch_id) for s in registry.summaries())
 
 
 def _state_empty(conn: Conn) -> bool:
@@ -133,9 +130,10 @@ def _apply_first(conn: Conn, batch_id: int) -> Applied:
     t0 = time.monotonic()
     for drop, _ in _STATE_INDEXES:
         conn.execute(drop)
-    counts = [_run(conn, statement, batch_id) for statement in _FIRST[:3]]
+    delta_rows = _first_deltas(conn, batch_id)
     t1 = time.monotonic()
-    counts += [_run(conn, statement, batch_id) for statement in _FIRST[3:]]
+    orders = _run(conn, _FIRST_ORDERS_STATE, batch_id)
+    items = _run(conn, _FIRST_ITEMS_STATE, batch_id)
     t2 = time.monotonic()
     for _, build in _STATE_INDEXES:
         conn.execute(build)
@@ -149,18 +147,13 @@ def _apply_first(conn: Conn, batch_id: int) -> Applied:
         t3 - t2,
         time.monotonic() - t3,
     )
-    return Applied(
-        batch_id=batch_id,
-        orders=counts[3],
-        items=counts[4],
-        delta_rows=sum(counts[:3]),
-    )
+    return Applied(batch_id=batch_id, orders=orders, items=items, delta_rows=delta_rows)
 
 
 def _apply_first_deltas(conn: Conn, batch_id: int, state_rows: tuple[int, int]) -> Applied:
     """A first batch whose state tables the parallel copy already loaded: only its deltas."""
     t0 = time.monotonic()
-    counts = [_run(conn, statement, batch_id) for statement in _FIRST[:3]]
+    delta_rows = _first_deltas(conn, batch_id)
     log.debug(
         "first batch %s: deltas %.2f s (state loaded in parallel)", batch_id, time.monotonic() - t0
     )
@@ -168,7 +161,7 @@ def _apply_first_deltas(conn: Conn, batch_id: int, state_rows: tuple[int, int]) 
         batch_id=batch_id,
         orders=state_rows[0],
         items=state_rows[1],
-        delta_rows=sum(counts),
+        delta_rows=delta_rows,
     )
 
 
@@ -176,7 +169,7 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
     """Write the batch's deltas into ``analytics.*_delta`` and bring ``staging.*_state`` up to it.
 
     ``state_rows``: the batch is a first batch whose latest-state tables were
-    loaded whole beside its versions (:mod:`acme_mv.sync.parallel`; these are
+    loaded whole beside its versions (:mod:`acme_mv.staging.parallel`; these are
     their row counts): only the deltas are left to write.
     """
     if state_rows is not None:
@@ -185,39 +178,21 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
         applied = _apply_first(conn, batch_id)
         log.debug("batch %s applied to an empty state: %s", batch_id, applied)
         return applied
-    full_tables = set(
-        one_value(
-            conn,
-            "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s",
-            (batch_id,),
-            kind=list,
-        )
-    )
-    params = {"batch": batch_id}
-    for temp in (ORDER_CHANGES, ITEM_CHANGES):
+    # the batch's changes, before and after: one temp table per version table
+    for temp, statement, state, key in (
+        (ORDER_CHANGES, _ORDER_CHANGES, "orders_state", "order_id"),
+        (ITEM_CHANGES, _ITEM_CHANGES, "order_items_state", "order_item_id"),
+    ):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(temp)))
-    conn.execute(
-        sql.SQL(_ORDER_CHANGES).format(
-            temp=sql.Identifier(ORDER_CHANGES),
-            join=_join("orders_state", "order_id", full="orders" in full_tables),
-        ),
-        params,
-    )
-    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ORDER_CHANGES)))
-    delta_rows = _run(conn, _OPEN_ORDERS_DELTA, batch_id) + _run(
-        conn, _PENDING_ORDERS_DELTA, batch_id
-    )
-    conn.execute(
-        sql.SQL(_ITEM_CHANGES).format(
-            temp=sql.Identifier(ITEM_CHANGES),
-            join=_join("order_items_state", "order_item_id", full="order_items" in full_tables),
-        ),
-        params,
-    )
-    items = _count(conn, ITEM_CHANGES)
-    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ITEM_CHANGES)))
-    delta_rows += _run(conn, _PENDING_ITEMS_DELTA, batch_id)
-    orders = _count(conn, ORDER_CHANGES)
+        conn.execute(
+            sql.SQL(statement).format(temp=sql.Identifier(temp), join=_join(state, key)),
+            {"batch": batch_id},
+        )
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(temp)))
+    # every summary's delta, once both temp tables hold the batch's changes (a delta reads
+    # either or both)
+    delta_rows = sum(_run(conn, s.delta, batch_id) for s in registry.summaries())
+    orders, items = _count(conn, ORDER_CHANGES), _count(conn, ITEM_CHANGES)
     for statement in (
         _ORDERS_GONE,
         _ORDERS_STATE_NEW,

@@ -3,7 +3,7 @@
 Rows never pass through Python objects: ``COPY (SELECT ...) TO STDOUT (FORMAT
 BINARY)`` on the source is written block by block into ``COPY ... FROM STDIN
 (FORMAT BINARY)`` on the warehouse. Binary is safe because
-:func:`acme_mv.sync.source.check_schema` proved the source types are the
+:func:`acme_mv.staging.tables.check_schema` proved the source types are the
 contract's, which are staging's.
 
 - :func:`load_fresh` (empty staging): TRUNCATE, drop the secondary
@@ -15,6 +15,9 @@ contract's, which are staging's.
   delete gone keys and upsert changed rows; readers see the old or the new set.
 - :func:`load_full_diff` (``--full`` on a staged append-only table): like
   :func:`load_changes`, plus a tombstone for every staged key the source lost.
+
+:func:`mode_of` picks one of them per table (the :data:`Mode`) and :func:`load` runs it;
+the cursor sync and change capture's initial copy both go through them.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import logging
 import select
 import time
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 import psycopg
 from psycopg import pq, sql
 
 from acme_mv.db import Conn, one_value, tag_error
-from acme_mv.sync.source import TableSpec
+from acme_mv.staging.tables import TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,14 @@ OnBytes = Callable[[int], None]
 
 STAGING = "staging"
 TEMP_PREFIX = "_acme_sync_"
+
+#: how a table lands in a batch. ``initial``: staging was empty, copied whole
+#: (:func:`load_fresh`); ``full``: every source row compared with staging, changed
+#: rows appended, tombstones for keys gone (:func:`load_full_diff`);
+#: ``incremental``: the rows the query picks, appended when changed
+#: (:func:`load_changes`); ``reload``: a mirror (customers, products) compared whole
+#: (:func:`load_mirror`)
+Mode = Literal["initial", "full", "incremental", "reload"]
 
 
 #: bytes gathered from the source's COPY messages (one per row) before one
@@ -411,3 +423,38 @@ def upsert_mirror(dst: Conn, temp: sql.Composable, spec: TableSpec) -> int:
         differs=_differs("s", "excluded", spec),
     )
     return max(dst.execute(upsert).rowcount, 0)
+
+
+def is_empty(conn: Conn, table: str) -> bool:
+    """Whether ``staging.<table>`` holds no row."""
+    return one_value(
+        conn,
+        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(STAGING, table)),
+        kind=bool,
+    )
+
+
+def mode_of(conn: Conn, spec: TableSpec, *, full: bool) -> Mode:
+    """How ``spec``'s rows land now: a mirror is reloaded, an empty table copied whole, a
+    staged one compared whole (``full``) or read incrementally."""
+    if spec.kind == "mirror":
+        return "reload"
+    if is_empty(conn, spec.name):
+        return "initial"
+    return "full" if full else "incremental"
+
+
+def load(
+    src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, mode: Mode, on_bytes: OnBytes
+) -> tuple[int, int, int]:
+    """Land the rows of ``query`` in ``staging.<t>`` the way ``mode`` says; return (rows read,
+    rows new or changed, rows deleted or tombstoned)."""
+    if mode == "incremental":
+        rows_read, rows_new = load_changes(src, query, dst, spec, on_bytes)
+        return rows_read, rows_new, 0
+    if mode == "full":
+        return load_full_diff(src, query, dst, spec, on_bytes)
+    if mode == "reload":
+        return load_mirror(src, query, dst, spec, on_bytes)
+    rows = load_fresh(src, query, dst, spec, on_bytes)
+    return rows, rows, 0

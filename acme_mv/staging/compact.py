@@ -33,13 +33,13 @@ from acme_mv.config import Settings, parse_duration
 from acme_mv.db import Conn, connection, one_value
 from acme_mv.errors import BadArgument
 from acme_mv.migrate import require_head
-from acme_mv.sync import partitions
-from acme_mv.sync.state import SYNC_LOCK_KEY
+from acme_mv.reports import registry
+from acme_mv.staging import partitions
+from acme_mv.staging.batch import SYNC_LOCK_KEY
 
 log = logging.getLogger(__name__)
 
 DEFAULT_KEEP = timedelta(days=35)
-DELTAS = ("open_orders_delta", "pending_items_delta", "pending_orders_delta")
 
 
 def parse_keep(text: str) -> timedelta | None:
@@ -103,11 +103,9 @@ def _raise_floor(conn: Conn, cutoff: datetime | None) -> tuple[int, int]:
     deleted = 0
     if floor > current:
         conn.execute("UPDATE analytics.snapshot SET history_batch_id = %s", (floor,))
-        for table in DELTAS:
+        for summary in registry.summaries():
             cur = conn.execute(
-                sql.SQL("DELETE FROM {} WHERE batch_id <= %s").format(
-                    sql.Identifier("analytics", table)
-                ),
+                sql.SQL("DELETE FROM {} WHERE batch_id <= %s").format(summary.table("delta")),
                 (floor,),
             )
             deleted += max(cur.rowcount, 0)

@@ -6,7 +6,7 @@ Where it applies: a first copy (``initial``: the version table is empty) of
 :data:`MIN_PART_BLOCKS` source blocks together; by the cursor sync
 (``acme-mv sync``) and by change capture's initial copy (``acme-mv cdc
 setup``, in the slot's exported snapshot). Everything else stays on the
-serial path of :mod:`acme_mv.sync.copy`.
+serial path of :mod:`acme_mv.staging.copy`.
 
 How (see docs/sync-parallel.md):
 
@@ -60,9 +60,9 @@ from psycopg import sql
 
 from acme_mv.db import Conn, Role, connect, first_line
 from acme_mv.errors import AcmeMvError, CopyFailed
-from acme_mv.sync import copy
-from acme_mv.sync.partitions import TABLES as VERSION_TABLES
-from acme_mv.sync.source import SCHEMA, TABLES, TableSpec
+from acme_mv.staging import copy
+from acme_mv.staging.partitions import TABLES as VERSION_TABLES
+from acme_mv.staging.tables import SCHEMA, TABLES, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +133,6 @@ class StateTarget:
     comment: str | None
 
 
-def _empty(wh: Conn, table: str) -> bool:
-    row = wh.execute(
-        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(STAGING, table))
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def _parent_indexes(wh: Conn, table: str) -> tuple[str, ...]:
     rows = wh.execute(
         "SELECT pg_get_indexdef(x.indexrelid) FROM pg_index "
@@ -168,7 +161,7 @@ def plan_state(wh: Conn, targets: list[Target]) -> list[StateTarget]:
     """The state tables to load beside the versions: both or none.
 
     Only when both version tables are loaded in parallel and both state tables
-    are empty (a first batch: :func:`acme_mv.sync.apply.apply_batch` would fill
+    are empty (a first batch: :func:`acme_mv.staging.apply.apply_batch` would fill
     them whole) and can be replaced safely: owned by the sync's role, no
     grants, triggers, rules, views or foreign keys on them.
     """
@@ -177,7 +170,7 @@ def plan_state(wh: Conn, targets: list[Target]) -> list[StateTarget]:
     out = []
     for target in targets:
         name = f"{target.spec.name}_state"
-        if not _empty(wh, name):
+        if not copy.is_empty(wh, name):
             return []
         row = wh.execute(_STATE_SQL, (f"{STAGING}.{name}",)).fetchone()
         if row is None or not row[0]:
@@ -206,25 +199,25 @@ def plan_state(wh: Conn, targets: list[Target]) -> list[StateTarget]:
 
 
 def plan(wh: Conn, specs: Iterable[TableSpec], *, batch_id: int, jobs: int) -> list[Target]:
-    """The tables of ``specs`` to load in parallel for ``batch_id`` (after ``state.begin_batch``).
+    """The tables of ``specs`` to load in parallel for ``batch_id`` (a batch ``open_batch`` opened).
 
     ``specs`` are the tables of the batch in ``initial`` mode; only the
     partitioned version tables qualify, and only while empty (the batch's
-    partition, which ``begin_batch`` made sure of, is then empty too).
+    partition, which ``open_batch`` made sure of, is then empty too).
     :func:`parts_for` may still find the source tables too small.
     """
     if jobs < 2:
         return []
     targets = []
     for spec in specs:
-        if spec.name not in VERSION_TABLES or not _empty(wh, spec.name):
+        if spec.name not in VERSION_TABLES or not copy.is_empty(wh, spec.name):
             continue
         row = wh.execute(
             "SELECT partition_name, from_batch, to_batch FROM staging.version_partitions "
             "WHERE table_name = %(t)s AND from_batch <= %(b)s AND %(b)s < to_batch",
             {"t": spec.name, "b": batch_id},
         ).fetchone()
-        if row is None:  # pragma: no cover - begin_batch creates it
+        if row is None:  # pragma: no cover - open_batch creates it
             raise RuntimeError(f"no partition of staging.{spec.name} holds batch {batch_id}")
         targets.append(
             Target(
@@ -717,7 +710,7 @@ def attach(wh: Conn, target: Target, load_table: sql.Identifier) -> None:
     attached, not built; the CHECK is then dropped (catalog only).
     """
     partition = sql.Identifier(STAGING, target.partition)
-    if not _empty(wh, target.partition):
+    if not copy.is_empty(wh, target.partition):
         raise CopyFailed(
             f"staging.{target.partition} got rows during the parallel load; run the sync again",
             table=target.spec.name,
@@ -740,7 +733,7 @@ def replace_state(wh: Conn, state: StateTarget, batch_id: int) -> None:
     """Put the state load table in place of the (empty) state table, with its indexes' and
     constraints' names and its comment. ACCESS EXCLUSIVE on the old table until the commit."""
     table = sql.Identifier(STAGING, state.name)
-    if not _empty(wh, state.name):
+    if not copy.is_empty(wh, state.name):
         raise CopyFailed(
             f"staging.{state.name} got rows during the parallel load; run the sync again",
             table=state.table,
@@ -861,7 +854,7 @@ def copy_part(job: CopyJob) -> tuple[int, int]:
 
 #: how a worker process is started: a fresh interpreter (no fork of the sync's
 #: sessions and threads, no re-import of the caller's __main__ as multiprocessing's spawn does)
-_WORKER_CODE = "from acme_mv.sync.parallel import worker_main; worker_main()"
+_WORKER_CODE = "from acme_mv.staging.parallel import worker_main; worker_main()"
 
 
 def worker_main() -> None:
@@ -921,10 +914,10 @@ def start(
     """Plan and start the parallel load of ``specs`` (None: copy them serially).
 
     ``with_state``: also load the latest-state tables when :func:`plan_state`
-    allows (then pass :attr:`Loader.state_rows` to ``state.finish_batch``).
+    allows (:meth:`acme_mv.staging.batch.Batch.parallel` records :attr:`Loader.state_rows`).
 
     ``src`` is in the transaction whose snapshot ``snapshot`` names; ``wh`` in
-    the batch's transaction, after ``state.begin_batch``.
+    the batch's transaction, inside :func:`acme_mv.staging.batch.open_batch`.
     """
     targets = plan(wh, specs, batch_id=batch_id, jobs=jobs)
     if not targets:

@@ -9,11 +9,11 @@ transaction:
 
 - orders, order_items (append-only versions): the rows go by ``COPY`` (text
   format, the values as the source's text output) into a temp table, then
-  :func:`acme_mv.sync.copy.append_changed` appends those that differ from their
+  :func:`acme_mv.staging.copy.append_changed` appends those that differ from their
   key's latest version; a delete becomes a tombstone; a TRUNCATE tombstones
   every live key the batch does not write;
 - customers, products (mirrors): deleted keys are deleted, the other rows
-  upserted (:func:`acme_mv.sync.copy.upsert_mirror`).
+  upserted (:func:`acme_mv.staging.copy.upsert_mirror`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from psycopg import sql
 from acme_mv.cdc.pgoutput import UNCHANGED, Value
 from acme_mv.db import Conn, one_value
 from acme_mv.errors import SchemaDrift
-from acme_mv.sync import copy
-from acme_mv.sync.source import TABLES, TableSpec
+from acme_mv.staging import copy
+from acme_mv.staging.tables import TABLES, TableSpec
 
 Row = tuple[Value, ...]
 
