@@ -167,13 +167,20 @@ def test_ctrl_c_stops_simulate_cleanly_with_a_summary(source_url: str) -> None:
         # a SIGABRT makes it print every thread's stack: what it was doing if it hangs
         "PYTHONFAULTHANDLER": "1",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "acme_mv", "sample", "simulate", "--rate", "30"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    # Ctrl-C reaches a terminal's foreground job; a job that a script or a CI runner started in
+    # the background has SIGINT ignored, and every process it starts inherits that, this test's
+    # child too. The child gets Python's own SIGINT handler, as in a terminal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "acme_mv", "sample", "simulate", "--rate", "30"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.monotonic() + 60
         while orders(source_url) == 0 and time.monotonic() < deadline and proc.poll() is None:
