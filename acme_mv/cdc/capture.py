@@ -12,7 +12,9 @@ A batch closes when no message is waiting (the stream caught up), or at
 ``batch_rows`` changes, or ``batch_ms`` after its first transaction. The
 views are refreshed after batches, in a thread of their own (at most every
 ``refresh_ms``; :mod:`acme_mv.cdc.refresher`), so the stream never waits for a
-refresh; when the stream stops, a last refresh covers every batch.
+refresh; when the stream stops, a last refresh covers every batch. When it
+starts and at each heartbeat, a batch it did not write (``cdc setup``'s initial
+copy or re-snapshot) that no refresh included yet is refreshed in as well.
 
 Heartbeats: while idle (no open transaction, nothing unapplied) the streamer
 asks the server for a keepalive every ``heartbeat_s``; its WAL position is
@@ -47,7 +49,7 @@ from acme_mv.cdc.write import Batch, Written, write
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, first_line, one_value, optional_value
 from acme_mv.errors import ConnectionFailed, ConnectionLost
-from acme_mv.reports.refresh import RefreshResult
+from acme_mv.reports.refresh import RefreshResult, behind
 from acme_mv.staging.batch import open_batch
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,7 @@ class _Streamer:
                     f"for slot {self.slot!r}: run acme-mv cdc setup",
                     slot=self.slot,
                 )
+            self._refresh_if_behind(wh)  # a batch no refresh included yet (``cdc setup``'s)
             self.saved_lsn = pgoutput.lsn_from_str(saved.lsn)
             self.publication = saved.publication
             self.encoding = one_value(src, "SELECT current_setting('server_encoding')", kind=str)
@@ -392,6 +395,20 @@ class _Streamer:
         if self.on_batch is not None:
             self.on_batch(result)
 
+    def _refresh_if_behind(self, wh: Conn) -> None:
+        """Ask for a refresh when the reports miss a committed batch that this stream did not
+        write (``cdc setup``'s initial copy or re-snapshot, another writer's batch)."""
+        if self.refresher is None or self.refresher.pending:
+            return
+        late = behind(wh)
+        if late is not None:
+            log.info(
+                "the reports include batches up to %d, staging up to %d: refreshing",
+                late.included,
+                late.newest,
+            )
+            self.refresher.request()
+
     def _heartbeat(self, wh: Conn, cur: Any, lsn: int) -> None:
         """Nothing unapplied: save and confirm the server's
         position (WAL need not be kept for us)."""
@@ -405,6 +422,7 @@ class _Streamer:
         self.saved_lsn = lsn
         self.heartbeats += 1
         self._progressed_since_failure = True
+        self._refresh_if_behind(wh)
         log.debug("heartbeat at %s", pgoutput.lsn_to_str(lsn))
 
 

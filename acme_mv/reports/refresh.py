@@ -305,6 +305,32 @@ def _snapshot(row: tuple[object, ...] | None) -> _Snapshot:
     return _Snapshot(_int(batch), _int(refreshed), day)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Behind:
+    """The reports do not include every committed batch yet."""
+
+    #: the newest batch the reports include (0: none)
+    included: int
+    #: the newest committed batch
+    newest: int
+
+
+_BEHIND_SQL = """
+SELECT coalesce(refreshed_batch_id, historic_batch_id, 0),
+       (SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches)
+FROM analytics.snapshot
+"""
+
+
+def behind(conn: Conn) -> Behind | None:
+    """Whether a batch committed after the last refresh began (a refresh is due), and which."""
+    row = conn.execute(_BEHIND_SQL).fetchone()
+    if row is None:
+        raise UnexpectedResult("analytics.snapshot has no row (its migration inserts the one row)")
+    included, newest = _first_int(row[:1]), _first_int(row[1:])
+    return Behind(included=included, newest=newest) if newest > included else None
+
+
 def _included(snap: _Snapshot) -> int:
     """The newest batch whose deltas the summary tables hold (0: none)."""
     if snap.refreshed_batch_id is not None:
