@@ -237,6 +237,18 @@ def permission_denied(
     )
 
 
+#: SQLSTATE classes of errors about the data a statement reads or writes, not about the server:
+#: data exception, integrity constraint violation, program limit exceeded (an index entry too
+#: large). Retrying the same statement on the same data fails the same way.
+DATA_ERROR_CLASSES = frozenset({"22", "23", "54"})
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a server's error about the data (:data:`DATA_ERROR_CLASSES`)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, psycopg.Error) and state[:2] in DATA_ERROR_CLASSES
+
+
 def server_error(
     exc: psycopg.Error, *, role: Role, url: str, user: str | None, broken: bool = False
 ) -> AcmeMvError | None:
@@ -247,7 +259,7 @@ def server_error(
     """
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return permission_denied(exc, role=role, url=url, user=user)
-    if isinstance(exc, psycopg.OperationalError) or broken:
+    if (isinstance(exc, psycopg.OperationalError) and not is_data_error(exc)) or broken:
         # the server's primary message, without the statement excerpt ("LINE 1: ...") of a detail
         reason = exc.diag.message_primary or first_line(exc)
         return ConnectionLost(
@@ -305,6 +317,12 @@ def tag_error(exc: psycopg.Error, conn: Conn, statement: str = "") -> psycopg.Er
         setattr(exc, _TAG, conn.pgconn)
         setattr(exc, _STATEMENT, statement)
     return exc
+
+
+def failed_statement(exc: BaseException) -> str:
+    """The statement (shortened) that raised ``exc``, when a :class:`TaggedCursor` or
+    :func:`tag_error` recorded it; "" otherwise."""
+    return str(getattr(exc, _STATEMENT, ""))
 
 
 class TaggedCursor(psycopg.Cursor[Any]):

@@ -217,6 +217,17 @@ class VerifyFailed(AcmeMvError):
         self.differences = differences
 
 
+class RefreshFailed(AcmeMvError):
+    """A refresh failed on the data it writes (a summary row its table refuses): retrying the
+    same batches fails again, so it is not a server's failure; the reports stay as they were.
+    ``table`` is the summary table, ``key`` its group columns."""
+
+    def __init__(self, message: str, *, table: str, key: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = key
+
+
 class ReportsBehind(VerifyFailed):
     """``acme-mv verify``: the reports do not include every committed batch (no refresh since)."""
 

@@ -22,6 +22,7 @@ from acme_mv.errors import (
     ConnectionLost,
     NotMigrated,
     PermissionDenied,
+    RefreshFailed,
     SchemaDrift,
 )
 from acme_mv.run import loop as runner
@@ -174,6 +175,18 @@ def test_full_sync_due(
             id="unclaimed_cut",
         ),
         pytest.param(psycopg.errors.DivisionByZero("x"), False, "unknown", id="sql_error"),
+        pytest.param(
+            psycopg.errors.ProgramLimitExceeded("index row size 2816 exceeds btree maximum"),
+            False,
+            "unknown",
+            id="index_entry_too_large",
+        ),
+        pytest.param(
+            RefreshFailed("x", table="analytics.t_current", key=("k",)),
+            False,
+            "unknown",
+            id="refresh_failed_on_the_data",
+        ),
         pytest.param(ValueError("x"), False, "unknown", id="a_bug"),
     ],
 )

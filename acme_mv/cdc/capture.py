@@ -47,7 +47,7 @@ from acme_mv.cdc.refresher import Refresher
 from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position, slot_holder
 from acme_mv.cdc.write import Batch, Written, write
 from acme_mv.config import Settings
-from acme_mv.db import Conn, connection, first_line, one_value, optional_value
+from acme_mv.db import Conn, connection, first_line, is_data_error, one_value, optional_value
 from acme_mv.errors import ConnectionFailed, ConnectionLost
 from acme_mv.reports.refresh import RefreshResult, behind
 from acme_mv.staging.batch import open_batch
@@ -186,6 +186,8 @@ class _Streamer:
             self.refresher.close()  # a last refresh covers every applied batch
             return result
         except (psycopg.OperationalError, ConnectionLost) as exc:
+            if is_data_error(exc):
+                raise  # about the data, not a connection
             # the warehouse (or the source's ordinary connection) went away: the batch in
             # progress rolled back and was not confirmed; a new run resumes from the warehouse
             raise ConnectionFailed(

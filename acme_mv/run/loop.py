@@ -41,7 +41,7 @@ import tenacity
 from psycopg.rows import args_row
 
 from acme_mv.config import Settings, scrub
-from acme_mv.db import connection, first_line
+from acme_mv.db import connection, first_line, is_data_error
 from acme_mv.errors import AcmeMvError, ServerError
 from acme_mv.reports.refresh import DAY_CHANGED, RefreshResult, refresh
 from acme_mv.run.metrics import Metrics
@@ -129,6 +129,8 @@ def is_transient(exc: BaseException) -> bool:
     """Whether waiting and trying again may fix ``exc`` (see the module doc)."""
     if isinstance(exc, AcmeMvError):
         return exc.transient
+    if is_data_error(exc):  # the same data fails the same way (an index entry too large...)
+        return False
     # a psycopg error that no connection() claimed: an OperationalError (a COPY cancelled on a
     # live session), or an error libpq made up itself (no SQLSTATE: a connection cut)
     if isinstance(exc, psycopg.OperationalError):
