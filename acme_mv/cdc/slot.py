@@ -81,6 +81,17 @@ def saved_position(wh: Conn, slot: str) -> SavedPosition | None:
     )
 
 
+def slots(settings: Settings) -> list[str]:
+    """The slots the warehouse holds a position for (change capture set up), by name."""
+    with connection(settings.database_url, role="warehouse", autocommit=True) as wh:
+        migrate.require_head(wh)
+        return list(
+            wh.cursor(row_factory=scalar_row)
+            .execute("SELECT slot_name FROM staging.cdc_state ORDER BY slot_name")
+            .fetchall()
+        )
+
+
 @dataclass(frozen=True)
 class _SlotRow:
     active_pid: int | None
@@ -262,7 +273,7 @@ def setup(
     ):
         migrate.require_head(wh)
         require_logical(admin)
-        tables.check_schema(admin, specs)
+        tables.check_schema(admin, specs, warn_unindexed=False)  # reads each table once, whole
         saved = saved_position(wh, slot)
         wh.rollback()
         existing = _slot_row(admin, slot)
