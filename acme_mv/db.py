@@ -16,6 +16,7 @@ the missing grant). Other SQL errors pass through unchanged.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import time
@@ -25,8 +26,9 @@ from typing import Any, Literal, TypeVar, cast
 
 import psycopg
 from psycopg import sql
-from psycopg.abc import Params, Query
+from psycopg.abc import Buffer, Params, Query
 from psycopg.rows import scalar_row
+from psycopg.types.datetime import TimestampLoader, TimestamptzLoader
 
 from acme_mv.config import describe_target, scrub
 from acme_mv.errors import (
@@ -237,6 +239,18 @@ def permission_denied(
     )
 
 
+#: SQLSTATE classes of errors about the data a statement reads or writes, not about the server:
+#: data exception, integrity constraint violation, program limit exceeded (an index entry too
+#: large). Retrying the same statement on the same data fails the same way.
+DATA_ERROR_CLASSES = frozenset({"22", "23", "54"})
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a server's error about the data (:data:`DATA_ERROR_CLASSES`)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, psycopg.Error) and state[:2] in DATA_ERROR_CLASSES
+
+
 def server_error(
     exc: psycopg.Error, *, role: Role, url: str, user: str | None, broken: bool = False
 ) -> AcmeMvError | None:
@@ -247,7 +261,7 @@ def server_error(
     """
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return permission_denied(exc, role=role, url=url, user=user)
-    if isinstance(exc, psycopg.OperationalError) or broken:
+    if (isinstance(exc, psycopg.OperationalError) and not is_data_error(exc)) or broken:
         # the server's primary message, without the statement excerpt ("LINE 1: ...") of a detail
         reason = exc.diag.message_primary or first_line(exc)
         return ConnectionLost(
@@ -305,6 +319,56 @@ def tag_error(exc: psycopg.Error, conn: Conn, statement: str = "") -> psycopg.Er
         setattr(exc, _TAG, conn.pgconn)
         setattr(exc, _STATEMENT, statement)
     return exc
+
+
+#: how ``timestamp 'infinity'`` / ``'-infinity'`` load on a connection given to
+#: :func:`load_infinity` (Python's datetime has no infinity: its largest and smallest values)
+INFINITY = dt.datetime.max
+MINUS_INFINITY = dt.datetime.min
+
+
+class _TimestampLoader(TimestampLoader):
+    def load(self, data: Buffer) -> dt.datetime:
+        if bytes(data) == b"infinity":
+            return INFINITY
+        if bytes(data) == b"-infinity":
+            return MINUS_INFINITY
+        return super().load(data)
+
+
+class _TimestamptzLoader(TimestamptzLoader):
+    def load(self, data: Buffer) -> dt.datetime:
+        if bytes(data) == b"infinity":
+            return INFINITY.replace(tzinfo=dt.UTC)
+        if bytes(data) == b"-infinity":
+            return MINUS_INFINITY.replace(tzinfo=dt.UTC)
+        return super().load(data)
+
+
+def load_infinity(conn: Conn) -> None:
+    """Load ``'infinity'`` / ``'-infinity'`` timestamps on ``conn`` as :data:`INFINITY` /
+    :data:`MINUS_INFINITY` (tz-aware for timestamptz) instead of failing with "timestamp too
+    large": a source row may carry one, and what only shows values must not fail on it."""
+    conn.adapters.register_loader("timestamp", _TimestampLoader)
+    conn.adapters.register_loader("timestamptz", _TimestamptzLoader)
+
+
+def is_infinite(value: dt.datetime | None) -> bool:
+    """Whether ``value`` is how :func:`load_infinity` loads an infinite timestamp."""
+    return value is not None and value.replace(tzinfo=None) in (INFINITY, MINUS_INFINITY)
+
+
+def show_timestamp(value: dt.datetime, *, sep: str = "T", timespec: str = "auto") -> str:
+    """ISO 8601, or ``infinity`` / ``-infinity``."""
+    if is_infinite(value):
+        return "infinity" if value.replace(tzinfo=None) == INFINITY else "-infinity"
+    return value.isoformat(sep=sep, timespec=timespec)
+
+
+def failed_statement(exc: BaseException) -> str:
+    """The statement (shortened) that raised ``exc``, when a :class:`TaggedCursor` or
+    :func:`tag_error` recorded it; "" otherwise."""
+    return str(getattr(exc, _STATEMENT, ""))
 
 
 class TaggedCursor(psycopg.Cursor[Any]):

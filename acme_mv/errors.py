@@ -217,6 +217,28 @@ class VerifyFailed(AcmeMvError):
         self.differences = differences
 
 
+class RefreshFailed(AcmeMvError):
+    """A refresh failed on the data it writes (a summary row its table refuses): retrying the
+    same batches fails again, so it is not a server's failure; the reports stay as they were.
+    ``table`` is the summary table, ``key`` its group columns."""
+
+    def __init__(self, message: str, *, table: str, key: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = key
+
+
+class ReportsBehind(VerifyFailed):
+    """``acme-mv verify``: the reports do not include every committed batch (no refresh since)."""
+
+    def __init__(self, message: str, *, refreshed_batch_id: int, newest_batch_id: int) -> None:
+        super().__init__(message, differences=0)
+        #: the newest batch the reports include (0: none)
+        self.refreshed_batch_id = refreshed_batch_id
+        #: the newest batch staging holds
+        self.newest_batch_id = newest_batch_id
+
+
 class HistoryUnavailable(AcmeMvError):
     """A report as of a moment outside the kept history (``--as-of``)."""
 

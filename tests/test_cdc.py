@@ -3,6 +3,9 @@ drift."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import psycopg
 import pytest
 
@@ -11,6 +14,7 @@ from acme_mv.cdc.errors import NotSetUp
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.errors import SchemaDrift
 from tests.support.cdc_helpers import Cdc, drop_slot
+from tests.support.cli_runner import run
 from tests.support.database import DatabaseFactory
 from tests.support.sync_helpers import execute, fill, full_tables, scalar, versions
 
@@ -218,3 +222,43 @@ def test_a_slot_behind_the_warehouse_resends_nothing_twice(
         lagging.assert_reports_true()
     finally:
         drop_slot(server_url, behind)
+
+
+def _refreshed_and_newest(world: Cdc) -> tuple[int | None, int]:
+    return (
+        scalar(world.wh, "SELECT refreshed_batch_id FROM analytics.snapshot"),
+        scalar(world.wh, "SELECT max(batch_id) FROM staging.sync_batches"),
+    )
+
+
+def test_the_reports_include_the_setup_batch_and_a_re_snapshot_once_the_stream_runs(
+    world: Cdc, cli_env: Callable[..., None]
+) -> None:
+    """``cdc setup`` writes a batch; a stream that starts with nothing new to apply still
+    refreshes it in, and so after ``cdc drop`` + a changed source + ``cdc setup``. Meanwhile
+    ``verify`` says the reports are behind."""
+    fill(world.src, **COUNTS)
+    for round_ in range(2):
+        if round_:
+            cdc.drop(world.settings, slot=world.slot)
+            execute(world.src, "UPDATE operations.orders SET status = 'PENDING' WHERE order_id < 9")
+            execute(world.src, "DELETE FROM operations.orders WHERE order_id = 20")
+        world.setup()
+        cli_env(database_url=world.wh, source_url=world.src)
+        res = run("verify")
+        assert res.exit_code == 6, res.stderr
+        refreshed, newest = _refreshed_and_newest(world)
+        assert res.stderr.strip().splitlines() == [
+            "Error: verify: the reports are behind staging: "
+            f"refreshed up to batch {refreshed or 0}, "
+            f"staging holds batches up to {newest}; run acme-mv refresh "
+            "(a running acme-mv run refreshes after each batch)"
+        ]
+        with world.streaming() as handle:
+            deadline = time.monotonic() + 30
+            while (got := _refreshed_and_newest(world))[0] != got[1]:
+                assert handle.error is None, handle.error
+                assert time.monotonic() < deadline, f"not refreshed: {got}"
+                time.sleep(0.1)
+            world.assert_reports_true()
+        assert run("verify").exit_code == 0

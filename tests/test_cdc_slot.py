@@ -3,11 +3,14 @@ and the least-privilege role change capture needs."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -308,3 +311,58 @@ def test_a_lost_warehouse_connection_stops_cleanly_and_the_next_run_resumes(worl
     world.catch_up()
     world.assert_staging_equals_source()
     world.assert_reports_true()
+
+
+def test_a_second_streamer_waits_for_the_slot_with_backoff_naming_the_holder(
+    world: Cdc, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run --cdc`` beside a streaming ``cdc run``: it tries the slot again after 1 s, 2 s,
+    4 s..., logs one line (a minute) saying which source process holds the slot, and streams
+    once the first one stops."""
+    from acme_mv.cdc import replication
+    from acme_mv.run import loop as runner
+
+    world.setup()
+    connects = 0
+    real_connect = replication.connect
+
+    def counting_connect(url: str) -> Any:
+        nonlocal connects
+        connects += 1
+        return real_connect(url)
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            runner.run_cdc(world.settings, slot=world.slot, stop=stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=second)
+    with caplog.at_level(logging.INFO, logger="acme_mv"):
+        with world.streaming() as first:
+            deadline = time.monotonic() + 60
+            while (holder := _walsender(world)) is None:
+                assert time.monotonic() < deadline and first.error is None
+                time.sleep(0.05)
+            monkeypatch.setattr(replication, "connect", counting_connect)
+            thread.start()
+            time.sleep(3.5)
+            assert not errors, errors
+            busy = [r.getMessage() for r in caplog.records if "is in use by" in r.getMessage()]
+            assert len(busy) == 1, busy[:3]
+            assert f"process {holder} " in busy[0] and "'acme-mv cdc'" in busy[0], busy[0]
+            assert 2 <= connects <= 4  # tries at 0 s, 1 s, 3 s
+        try:
+            deadline = time.monotonic() + 60
+            while _walsender(world) in (None, holder):
+                assert not errors, errors
+                assert time.monotonic() < deadline, "the second streamer never took the slot"
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            thread.join(60)
+    assert not errors, errors
+    assert any("is free again" in r.getMessage() for r in caplog.records)

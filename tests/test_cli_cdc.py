@@ -108,3 +108,23 @@ def test_every_cdc_command_has_help_with_an_example() -> None:
         result = run("cdc", command, "--help")
         assert result.exit_code == 0
         assert "Example" in result.stdout, command
+
+
+def test_status_in_change_capture_mode_shows_the_slot_lag_not_the_cursor_warning(
+    world: Cdc,
+) -> None:
+    """With change capture set up, ``acme-mv status`` reads no source table (no warning that
+    incremental reads scan it, even without the updated_at index) and shows the slot's lag."""
+    for index in scalar(
+        world.src,
+        "SELECT coalesce(array_agg(indexrelid::regclass::text), '{}') FROM pg_index "
+        "WHERE indrelid IN ('operations.orders'::regclass, 'operations.order_items'::regclass) "
+        "AND NOT indisprimary",
+    ):
+        execute(world.src, f"DROP INDEX {index}")
+    world.setup()
+    res = run("status")
+    assert res.exit_code == 0, res.stderr
+    assert "scans the table" not in res.stderr
+    assert f"change capture: slot {world.slot}, lag " in res.stdout
+    assert "wal_status reserved" in res.stdout

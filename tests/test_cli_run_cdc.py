@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from tests.support.cdc_helpers import Cdc
 from tests.support.cli_runner import run as cli_run
 from tests.support.database import DatabaseFactory
 from tests.support.reports_oracle import actual, expected
-from tests.support.sync_helpers import execute, fill
+from tests.support.sync_helpers import execute, fill, scalar
 
 #: a safety net only: the loop is expected to converge in a second or two
 CONVERGE_TIMEOUT_S = 120
@@ -160,3 +162,71 @@ def test_the_cli_hands_the_stream_options_to_run_cdc(
         {"batch_rows": 7, "batch_ms": 50.0, "refresh_ms": 250.0},
         {"batch_rows": None, "batch_ms": None, "refresh_ms": None},
     ]
+
+
+def _last_batch(world: Cdc) -> int:
+    return int(
+        scalar(
+            world.wh,
+            "SELECT coalesce(last_batch_id, 0) FROM staging.cdc_state WHERE slot_name = %s",
+            (world.slot,),
+        )
+    )
+
+
+def test_run_cdc_backoff_starts_again_after_a_batch(
+    make_db: DatabaseFactory, slot_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failures with batches committed between them each wait ``first_s``: the backoff doubles
+    over failures in a row only. Each round ends the stream's warehouse sessions, then changes
+    the source: the batch fails, the stream restarts and applies it."""
+    from acme_mv.run import loop as runner
+
+    world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
+    fill(world.src, orders=20, order_items=40, customers=3, products=3)
+    world.setup()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            runner.run_cdc(
+                world.settings, slot=world.slot, stop=stop, retry=runner.RetryPolicy(first_s=0.3)
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    with caplog.at_level(logging.INFO, logger="acme_mv"):
+        thread.start()
+        try:
+            for round_ in range(4):
+                before = _last_batch(world)
+                if round_:
+                    execute(
+                        world.wh,
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    )
+                execute(
+                    world.src,
+                    "UPDATE operations.orders SET status = %s WHERE order_id = 1",
+                    (f"R{round_}",),
+                )
+                deadline = time.monotonic() + 60
+                while _last_batch(world) <= before:
+                    assert not errors, errors
+                    assert time.monotonic() < deadline, "no batch"
+                    time.sleep(0.05)
+        finally:
+            stop.set()
+            thread.join(60)
+    assert not errors, errors
+    waits = [
+        float(m.group(1))
+        for r in caplog.records
+        if (m := re.search(r"restart in ([0-9.]+)s \(1 failure in a row\)", r.getMessage()))
+    ]
+    failed = [r.getMessage() for r in caplog.records if "change capture failed" in r.getMessage()]
+    assert len(failed) >= 3, failed
+    assert waits == [0.3] * len(failed), failed

@@ -207,3 +207,25 @@ def test_status_lag_grows_with_unsynced_writes(db_url: str) -> None:
 @pytest.fixture
 def urls_separate(source_url: str, warehouse_url: str) -> tuple[str, str]:
     return source_url, warehouse_url
+
+
+def test_status_shows_infinity_timestamps(db_url: str, cli_env: Point) -> None:
+    """A source updated_at of 'infinity' (and a cursor of 'infinity') is shown as such; the
+    lag is unknown (None) against a finite cursor."""
+    fill(db_url, customers=2, products=2, orders=5, order_items=5)
+    sync(settings(db_url, db_url))
+    execute(db_url, "UPDATE operations.orders SET updated_at = 'infinity' WHERE order_id = 1")
+    execute(
+        db_url,
+        "UPDATE staging.sync_state SET cursor_value = '-infinity' WHERE table_name = 'products'",
+    )
+    cli_env(database_url=db_url)
+    res = run("status", "--json")
+    assert res.exit_code == 0, res.stderr
+    by_table = {row["table"]: row for row in json.loads(res.stdout)}
+    assert by_table["orders"]["source_max_updated_at"] == "infinity"
+    assert by_table["orders"]["lag_s"] is None
+    assert by_table["products"]["cursor"] == "-infinity"
+    res = run("status")
+    assert res.exit_code == 0, res.stderr
+    assert "infinity" in res.stdout and "-infinity" in res.stdout

@@ -3,6 +3,7 @@ and the cost rule (the current-day refresh reads staging through its indexes onl
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from psycopg.rows import TupleRow
 
 from acme_mv import migrate
 from acme_mv.config import Settings
-from acme_mv.errors import NotMigrated
+from acme_mv.errors import NotMigrated, RefreshFailed
 from acme_mv.reports.refresh import refresh
 from acme_mv.reports.verify import verify
 from tests.support.cli_runner import run
@@ -451,3 +452,68 @@ def test_separate_source_and_warehouse(source_url: str, warehouse_url: str) -> N
         with psycopg.connect(warehouse_url) as wh:
             assert_views_match(wh, expected(src))
             assert actual(wh)["pending_items"] == [(4, None, 3)]
+
+
+def test_a_status_of_any_length_is_a_report_group_like_any_other(world: World) -> None:
+    """A hand-written status longer than a B-tree entry may hold (2.7 kB) is counted, added to
+    the current part, folded into the historic part and rebuilt, like a short one."""
+    # random text: pglz would shrink a repeated character below the limit
+    long_a, long_b = secrets.token_urlsafe(7_500), secrets.token_urlsafe(2_100)
+    assert len(long_a) == 10_000 and len(long_b) == 2_800
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+        "('2026-12-11', 1, %s), ('2026-12-11', 2, %s), (NULL, 3, %s), ('2026-12-12', 1, 'PENDING')",
+        long_a,
+        long_a,
+        long_b,
+    )
+    world.sync()
+    world.refresh()
+    world.check()
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+        "('2026-12-11', 2, %s), (NULL, 1, %s)",
+        long_a,
+        long_b,
+    )
+    world.sql("UPDATE operations.orders SET status = %s WHERE order_id = 4", long_b)
+    world.sync()
+    assert world.refresh() is False  # the current part: added ON CONFLICT
+    world.check()
+    assert (datetime(2026, 12, 11).date(), long_a, 3) in world.report("open_orders")
+    assert world.refresh(next_day=True) is True  # folded into the historic part
+    world.check()
+    world.sql("UPDATE operations.orders SET status = 'COMPLETED' WHERE order_id = 1")
+    world.sync()
+    world.refresh("rebuild")
+    world.check()
+    assert (datetime(2026, 12, 11).date(), long_a, 2) in world.report("open_orders")
+
+
+def test_a_refresh_that_fails_on_the_data_says_so_in_one_line(world: World) -> None:
+    """A summary row the table refuses (here a CHECK a test adds) fails the refresh with
+    RefreshFailed naming the table and its key, not as a lost connection; nothing is kept."""
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+        "('2026-12-11', 1, 'PENDING')"
+    )
+    world.sync()
+    world.refresh()
+    world.sql("ALTER TABLE analytics.open_orders_current ADD CONSTRAINT small CHECK (n < 2)")
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+        "('2026-12-11', 2, 'PROCESSING'), ('2026-12-11', 3, 'PROCESSING')"
+    )
+    world.sync()
+    before = world.conn.execute("SELECT refreshed_batch_id FROM analytics.snapshot").fetchone()
+    with pytest.raises(RefreshFailed) as info:
+        world.refresh()
+    message = str(info.value)
+    assert "\n" not in message
+    assert info.value.table == "analytics.open_orders_current"
+    assert info.value.key == ("delivery_date", "status")
+    assert "analytics.open_orders_current" in message and "(delivery_date, status)" in message
+    assert "small" in message
+    assert not info.value.transient
+    after = world.conn.execute("SELECT refreshed_batch_id FROM analytics.snapshot").fetchone()
+    assert after == before

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +22,7 @@ from acme_mv.errors import (
     ConnectionLost,
     NotMigrated,
     PermissionDenied,
+    RefreshFailed,
     SchemaDrift,
 )
 from acme_mv.run import loop as runner
@@ -173,6 +175,18 @@ def test_full_sync_due(
             id="unclaimed_cut",
         ),
         pytest.param(psycopg.errors.DivisionByZero("x"), False, "unknown", id="sql_error"),
+        pytest.param(
+            psycopg.errors.ProgramLimitExceeded("index row size 2816 exceeds btree maximum"),
+            False,
+            "unknown",
+            id="index_entry_too_large",
+        ),
+        pytest.param(
+            RefreshFailed("x", table="analytics.t_current", key=("k",)),
+            False,
+            "unknown",
+            id="refresh_failed_on_the_data",
+        ),
         pytest.param(ValueError("x"), False, "unknown", id="a_bug"),
     ],
 )
@@ -435,3 +449,31 @@ def test_full_every_leaves_a_recent_full_copy_alone(db_url: str) -> None:
         assert conn.execute(
             "SELECT count(*) FROM staging.sync_batches WHERE full_tables <> '{}'"
         ).fetchone() == (0,)
+
+
+def test_the_stop_flag_seen_as_an_event_waits_its_timeout() -> None:
+    """The view the stream and tenacity get of the stop flag: ``wait`` lasts its timeout (a
+    reconnect's pause, a busy slot's backoff) unless a stop comes first."""
+    event = threading.Event()
+    view = runner._EventView(runner._StopFlag(event))
+    started = time.monotonic()
+    assert view.wait(0.5) is False
+    assert time.monotonic() - started >= 0.45
+    threading.Timer(0.2, event.set).start()
+    started = time.monotonic()
+    assert view.wait(30) is True
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("failures", "wait_s"),
+    [
+        pytest.param(1, 1.0, id="first_failure_first_s"),
+        pytest.param(2, 2.0, id="second_doubles"),
+        pytest.param(5, 16.0, id="fifth"),
+        pytest.param(7, 60.0, id="capped"),
+        pytest.param(10_000, 60.0, id="far_past_the_cap"),
+    ],
+)
+def test_backoff_follows_the_failures_in_a_row(failures: int, wait_s: float) -> None:
+    assert runner.backoff_s(runner.RetryPolicy(), failures) == wait_s

@@ -27,6 +27,7 @@ from acme_mv.cdc.slot import (
     Status,
     drop,
     setup,
+    slots,
     status,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "StreamResult",
     "drop",
     "setup",
+    "slots",
     "status",
     "stream",
 ]

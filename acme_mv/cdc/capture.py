@@ -12,7 +12,9 @@ A batch closes when no message is waiting (the stream caught up), or at
 ``batch_rows`` changes, or ``batch_ms`` after its first transaction. The
 views are refreshed after batches, in a thread of their own (at most every
 ``refresh_ms``; :mod:`acme_mv.cdc.refresher`), so the stream never waits for a
-refresh; when the stream stops, a last refresh covers every batch.
+refresh; when the stream stops, a last refresh covers every batch. When it
+starts and at each heartbeat, a batch it did not write (``cdc setup``'s initial
+copy or re-snapshot) that no refresh included yet is refreshed in as well.
 
 Heartbeats: while idle (no open transaction, nothing unapplied) the streamer
 asks the server for a keepalive every ``heartbeat_s``; its WAL position is
@@ -40,14 +42,14 @@ import psycopg
 from acme_mv import migrate
 from acme_mv.cdc import pgoutput, replication
 from acme_mv.cdc.decode import Decoder
-from acme_mv.cdc.errors import CdcError, NotSetUp, SlotBusy
+from acme_mv.cdc.errors import CdcError, NotSetUp
 from acme_mv.cdc.refresher import Refresher
-from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position
+from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position, slot_holder
 from acme_mv.cdc.write import Batch, Written, write
 from acme_mv.config import Settings
-from acme_mv.db import Conn, connection, first_line, one_value, optional_value
+from acme_mv.db import Conn, connection, first_line, is_data_error, one_value, optional_value
 from acme_mv.errors import ConnectionFailed, ConnectionLost
-from acme_mv.reports.refresh import RefreshResult
+from acme_mv.reports.refresh import RefreshResult, behind
 from acme_mv.staging.batch import open_batch
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,13 @@ DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_RECONNECTS = 5
 #: pause before reconnecting (a restarting source needs a moment)
 RECONNECT_PAUSE_S = 1.0
-#: how long to wait for a slot still held by a previous streamer's walsender (a
-#: SIGKILLed client is noticed at the walsender's next read, or wal_sender_timeout)
-SLOT_BUSY_WAIT_S = 90.0
+#: a slot another process streams from (a second streamer, or a killed streamer's walsender
+#: that has not noticed yet: at its next read, or wal_sender_timeout) is tried again after
+#: this long, doubling up to SLOT_BUSY_MAX_S, for as long as it stays busy
+SLOT_BUSY_FIRST_S = 1.0
+SLOT_BUSY_MAX_S = 60.0
+#: while the slot stays busy, one log line (naming the process holding it) this often
+SLOT_BUSY_LOG_EVERY_S = 60.0
 #: SQLSTATE object_in_use: "replication slot ... is active for PID ..."
 OBJECT_IN_USE = "55006"
 
@@ -160,6 +166,7 @@ class _Streamer:
         self.publication = ""
         self.batches = self.transactions = self.changes = self.skipped = self.heartbeats = 0
         self.encoding = "UTF8"
+        self.busy = _BusySlot(slot)
         self.refresher = (
             Refresher(settings, min_interval_s=refresh_ms / 1000, on_refresh=on_refresh)
             if refresh_views
@@ -179,6 +186,8 @@ class _Streamer:
             self.refresher.close()  # a last refresh covers every applied batch
             return result
         except (psycopg.OperationalError, ConnectionLost) as exc:
+            if is_data_error(exc):
+                raise  # about the data, not a connection
             # the warehouse (or the source's ordinary connection) went away: the batch in
             # progress rolled back and was not confirmed; a new run resumes from the warehouse
             raise ConnectionFailed(
@@ -191,7 +200,7 @@ class _Streamer:
     def _run(self, *, reconnects: int) -> StreamResult:
         failures = 0
         lost = 0
-        busy_since = 0.0
+        busy = self.busy
         with (
             connection(self.settings.database_url, role="warehouse", autocommit=True) as wh,
             connection(self.settings.effective_source_url, role="source", autocommit=True) as src,
@@ -207,6 +216,7 @@ class _Streamer:
                     f"for slot {self.slot!r}: run acme-mv cdc setup",
                     slot=self.slot,
                 )
+            self._refresh_if_behind(wh)  # a batch no refresh included yet (``cdc setup``'s)
             self.saved_lsn = pgoutput.lsn_from_str(saved.lsn)
             self.publication = saved.publication
             self.encoding = one_value(src, "SELECT current_setting('server_encoding')", kind=str)
@@ -227,25 +237,8 @@ class _Streamer:
                     progressed = self._session(wh, Decoder(type_name))
                 except replication.lost_connection_errors() as exc:
                     if getattr(exc, "pgcode", None) == OBJECT_IN_USE:
-                        # the slot's previous walsender (a killed streamer's) has not noticed yet
-                        busy_since = busy_since or time.monotonic()
-                        if time.monotonic() - busy_since > SLOT_BUSY_WAIT_S:
-                            raise SlotBusy(
-                                f"The replication slot {self.slot!r} "
-                                "stays in use by another process: "
-                                f"{replication.describe(exc)}; is "
-                                "another acme-mv cdc run streaming it?",
-                                slot=self.slot,
-                                pid=None,
-                            ) from None
-                        log.info(
-                            "slot %s still in use (%s); waiting",
-                            self.slot,
-                            replication.describe(exc),
-                        )
-                        self.stop.wait(RECONNECT_PAUSE_S)
+                        self.stop.wait(busy.wait(src))
                         continue
-                    busy_since = 0.0
                     lost += 1
                     failures = 0 if self._progressed_since_failure else failures + 1
                     if failures > reconnects:
@@ -293,6 +286,7 @@ class _Streamer:
                 options={"proto_version": "1", "publication_names": self.publication},
                 status_interval=max(self.heartbeat_s, 1.0),  # psycopg2's own periodic feedback
             )
+            self.busy.reset()  # START_REPLICATION succeeded: the slot is ours
             log.info("streaming slot %s from %s", self.slot, pgoutput.lsn_to_str(self.saved_lsn))
             batch = Batch()
             batch_started = 0.0
@@ -403,6 +397,20 @@ class _Streamer:
         if self.on_batch is not None:
             self.on_batch(result)
 
+    def _refresh_if_behind(self, wh: Conn) -> None:
+        """Ask for a refresh when the reports miss a committed batch that this stream did not
+        write (``cdc setup``'s initial copy or re-snapshot, another writer's batch)."""
+        if self.refresher is None or self.refresher.pending:
+            return
+        late = behind(wh)
+        if late is not None:
+            log.info(
+                "the reports include batches up to %d, staging up to %d: refreshing",
+                late.included,
+                late.newest,
+            )
+            self.refresher.request()
+
     def _heartbeat(self, wh: Conn, cur: Any, lsn: int) -> None:
         """Nothing unapplied: save and confirm the server's
         position (WAL need not be kept for us)."""
@@ -416,4 +424,45 @@ class _Streamer:
         self.saved_lsn = lsn
         self.heartbeats += 1
         self._progressed_since_failure = True
+        self._refresh_if_behind(wh)
         log.debug("heartbeat at %s", pgoutput.lsn_to_str(lsn))
+
+
+class _BusySlot:
+    """Waiting for a slot another process streams from: backoff from SLOT_BUSY_FIRST_S to
+    SLOT_BUSY_MAX_S, and one log line a minute naming the process that holds the slot."""
+
+    def __init__(self, slot: str) -> None:
+        self.slot = slot
+        self.tries = 0
+        self.since = 0.0
+        self.next_log = 0.0
+
+    def wait(self, src: Conn) -> float:
+        """The slot was busy once more: log when a line is due; returns the pause before the
+        next try."""
+        now = time.monotonic()
+        if not self.tries:
+            self.since = self.next_log = now
+        self.tries += 1
+        pause = float(min(SLOT_BUSY_MAX_S, SLOT_BUSY_FIRST_S * 2 ** min(self.tries - 1, 16)))
+        if now >= self.next_log:
+            self.next_log = now + SLOT_BUSY_LOG_EVERY_S
+            log.warning(
+                "replication slot %s is in use by %s; waiting for it (for %.0f s so far, "
+                "next try in %.0f s)",
+                self.slot,
+                slot_holder(src, self.slot),
+                now - self.since,
+                pause,
+            )
+        return pause
+
+    def reset(self) -> None:
+        if self.tries:
+            log.info(
+                "replication slot %s is free again after %.0f s",
+                self.slot,
+                time.monotonic() - self.since,
+            )
+        self.tries = 0

@@ -50,6 +50,12 @@ class Refresher:
             self._requested += 1
             self._cond.notify()
 
+    @property
+    def pending(self) -> bool:
+        """A request that no finished refresh covers yet."""
+        with self._cond:
+            return self._covered < self._requested
+
     def check(self) -> None:
         """Re-raise a refresh error in the caller's thread."""
         if self._error is not None:

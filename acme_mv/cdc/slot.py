@@ -81,6 +81,17 @@ def saved_position(wh: Conn, slot: str) -> SavedPosition | None:
     )
 
 
+def slots(settings: Settings) -> list[str]:
+    """The slots the warehouse holds a position for (change capture set up), by name."""
+    with connection(settings.database_url, role="warehouse", autocommit=True) as wh:
+        migrate.require_head(wh)
+        return list(
+            wh.cursor(row_factory=scalar_row)
+            .execute("SELECT slot_name FROM staging.cdc_state ORDER BY slot_name")
+            .fetchall()
+        )
+
+
 @dataclass(frozen=True)
 class _SlotRow:
     active_pid: int | None
@@ -101,6 +112,40 @@ def _slot_row(src: Conn, slot: str) -> _SlotRow | None:
         )
         .fetchone()
     )
+
+
+@dataclass(frozen=True)
+class SlotHolder:
+    """The source session streaming from a slot (``pg_stat_activity`` of its ``active_pid``;
+    ``client_addr`` and ``backend_start`` are NULL for a local socket, or for another role's
+    session without pg_read_all_stats)."""
+
+    pid: int
+    application_name: str | None
+    client_addr: str | None
+    backend_start: dt.datetime | None
+
+    def describe(self) -> str:
+        client = self.client_addr or "a local socket (or not visible to this role)"
+        since = self.backend_start.isoformat(timespec="seconds") if self.backend_start else "?"
+        return (
+            f"the source process {self.pid} "
+            f"(application_name {self.application_name or ''!r}, client {client}, since {since})"
+        )
+
+
+_HOLDER_SQL = """
+SELECT s.active_pid AS pid, a.application_name, host(a.client_addr) AS client_addr,
+       a.backend_start
+FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+WHERE s.slot_name = %s AND s.active_pid IS NOT NULL
+"""
+
+
+def slot_holder(src: Conn, slot: str) -> str:
+    """Who streams from ``slot`` now, in words (for the log line of a streamer that waits)."""
+    found = src.cursor(row_factory=class_row(SlotHolder)).execute(_HOLDER_SQL, (slot,)).fetchone()
+    return found.describe() if found else "a source process that has just let it go"
 
 
 def require_logical(src: Conn) -> None:
@@ -228,7 +273,7 @@ def setup(
     ):
         migrate.require_head(wh)
         require_logical(admin)
-        tables.check_schema(admin, specs)
+        tables.check_schema(admin, specs, warn_unindexed=False)  # reads each table once, whole
         saved = saved_position(wh, slot)
         wh.rollback()
         existing = _slot_row(admin, slot)

@@ -204,8 +204,9 @@ def check(
 def verify() -> None:
     """Recompute every report from scratch and compare it with what readers see.
 
-    Exit 6 on any difference, with the count and the first differing groups.
-    A full scan of the staged state: a diagnostic, not a step of every cycle.
+    Exit 6 on any difference, with the count and the first differing groups, and
+    exit 6 when the reports are behind staging (a batch committed after the last
+    refresh). A full scan of the staged state: a diagnostic, not a step of every cycle.
 
     Example:
 

@@ -21,8 +21,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from acme_mv import cdc as cdc_api
 from acme_mv import sync as api
 from acme_mv.cli import common
+from acme_mv.db import show_timestamp
 from acme_mv.errors import BadArgument
 from acme_mv.run import health
 from acme_mv.staging import compact as compact_api
@@ -185,7 +187,7 @@ def _fmt(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ", timespec="milliseconds")
+        return show_timestamp(value, sep=" ", timespec="milliseconds")
     if isinstance(value, float):
         return f"{value:,.2f}"
     if isinstance(value, int):
@@ -236,16 +238,31 @@ def status(
       acme-mv status --max-age 60s
     """
     limit = None if max_age is None else common.duration_option(max_age, "--max-age")
-    fresh = health.freshness(common.settings())
-    rows = api.status(common.settings(), exact=exact)
+    settings = common.settings()
+    fresh = health.freshness(settings)
+    rows = api.status(settings, exact=exact)
+    capture = [_describe_slot(cdc_api.status(settings, slot=s)) for s in cdc_api.slots(settings)]
     if as_json:
         common.out.print_json(json.dumps([r.as_json() for r in rows]))
-        log.info("%s", fresh.describe())
+        for line in [*capture, fresh.describe()]:
+            log.info("%s", line)
     else:
         _print_status_table(rows)
-        common.out.print(fresh.describe(), markup=False, highlight=False)
+        for line in [*capture, fresh.describe()]:
+            common.out.print(line, markup=False, highlight=False)
     if limit is not None:
         health.require_fresh(fresh, limit)
+
+
+def _describe_slot(st: cdc_api.Status) -> str:
+    """One line on change capture's lag (the tables' lag columns are the cursor sync's)."""
+    lag = "-" if st.lag_bytes is None else f"{st.lag_bytes:,} B"
+    seconds = "-" if st.lag_s is None else f"{st.lag_s:.1f} s"
+    return (
+        f"change capture: slot {st.slot}, lag {lag} and {seconds} behind the source, "
+        f"wal_status {st.wal_status or '-'}"
+        f"{'' if st.exists else ' (the slot is missing on the source)'}; see acme-mv cdc status"
+    )
 
 
 def _print_status_table(rows: list[api.TableStatus]) -> None:

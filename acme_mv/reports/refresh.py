@@ -35,6 +35,7 @@ at or below the newest committed one has committed: ``(R, newest]`` misses none.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import weakref
 from collections.abc import Iterator
@@ -49,7 +50,17 @@ from psycopg import sql
 from psycopg.abc import Params, Query
 
 from acme_mv.config import Settings
-from acme_mv.db import Conn, TaggedCursor, UnexpectedResult, connection, tag_error
+from acme_mv.db import (
+    Conn,
+    TaggedCursor,
+    UnexpectedResult,
+    connection,
+    failed_statement,
+    first_line,
+    is_data_error,
+    tag_error,
+)
+from acme_mv.errors import RefreshFailed
 from acme_mv.migrate import require_head
 from acme_mv.reports import registry
 
@@ -122,6 +133,49 @@ def refresh(
     no new batch and nothing to fold); the snapshot row's update; the commit and the unlock
     (one pipeline).
     """
+    try:
+        return _refresh(settings, mode=mode, now=now)
+    except psycopg.Error as exc:
+        if not is_data_error(exc):
+            raise
+        raise _refresh_failed(exc) from exc
+
+
+def _refresh_failed(exc: psycopg.Error) -> RefreshFailed:
+    """One line naming the summary table and its key for a refresh that failed on the data."""
+    table = exc.diag.table_name
+    schema = exc.diag.schema_name or registry.SCHEMA
+    if table:
+        qualified = f"{schema}.{table}"
+    else:  # not every error names its table: the statement that failed does
+        found = re.search(rf"\b{registry.SCHEMA}\.\w+", failed_statement(exc))
+        qualified = found[0] if found else "a summary table"
+    summary = next(
+        (
+            s
+            for s in SUMMARIES
+            if qualified in {f"{registry.SCHEMA}.{s.name}_{p}" for p in ("historic", "current")}
+        ),
+        None,
+    )
+    key = summary.keys if summary else ()
+    reason = first_line(Exception(exc.diag.message_primary or str(exc)))
+    detail = first_line(Exception(exc.diag.message_detail or ""))
+    if len(detail) > DETAIL_SHOWN:
+        detail = detail[:DETAIL_SHOWN] + "..."
+    return RefreshFailed(
+        f"The refresh failed on the data of {qualified} (key ({', '.join(key)})): {reason}"
+        f"{'; ' + detail if detail else ''}; nothing was kept, the reports stay as they were",
+        table=qualified,
+        key=key,
+    )
+
+
+#: characters of the server's detail (it may quote a whole row) a RefreshFailed message shows
+DETAIL_SHOWN = 200
+
+
+def _refresh(settings: Settings, *, mode: RefreshMode, now: datetime | None) -> RefreshResult:
     day = today(settings, now)
     started = time.perf_counter()
     with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
@@ -305,6 +359,32 @@ def _snapshot(row: tuple[object, ...] | None) -> _Snapshot:
     return _Snapshot(_int(batch), _int(refreshed), day)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Behind:
+    """The reports do not include every committed batch yet."""
+
+    #: the newest batch the reports include (0: none)
+    included: int
+    #: the newest committed batch
+    newest: int
+
+
+_BEHIND_SQL = """
+SELECT coalesce(refreshed_batch_id, historic_batch_id, 0),
+       (SELECT coalesce(max(batch_id), 0) FROM staging.sync_batches)
+FROM analytics.snapshot
+"""
+
+
+def behind(conn: Conn) -> Behind | None:
+    """Whether a batch committed after the last refresh began (a refresh is due), and which."""
+    row = conn.execute(_BEHIND_SQL).fetchone()
+    if row is None:
+        raise UnexpectedResult("analytics.snapshot has no row (its migration inserts the one row)")
+    included, newest = _first_int(row[:1]), _first_int(row[1:])
+    return Behind(included=included, newest=newest) if newest > included else None
+
+
 def _included(snap: _Snapshot) -> int:
     """The newest batch whose deltas the summary tables hold (0: none)."""
     if snap.refreshed_batch_id is not None:
@@ -339,8 +419,13 @@ def _add_deltas(conn: Conn, since: int, upto: int) -> list[psycopg.Cursor[tuple[
                 "INSERT INTO {current} AS c ({cols}, n) "
                 "SELECT {cols}, sum(d.n) FROM {delta} AS d "
                 "WHERE d.batch_id > %(since)s AND d.batch_id <= %(upto)s GROUP BY {cols} "
-                "ON CONFLICT ({cols}) DO UPDATE SET n = c.n + EXCLUDED.n"
-            ).format(current=s.table("current"), delta=s.table("delta"), cols=s.columns),
+                "ON CONFLICT ({unique}) DO UPDATE SET n = c.n + EXCLUDED.n"
+            ).format(
+                current=s.table("current"),
+                delta=s.table("delta"),
+                cols=s.columns,
+                unique=s.conflict,
+            ),
             {"since": since, "upto": upto},
         )
         # groups that fell back to 0 stay until the fold (the union views drop them): deleting
@@ -370,8 +455,13 @@ def _fold(conn: Conn) -> None:
         conn.execute(
             sql.SQL(
                 "INSERT INTO {historic} AS h ({cols}, n) SELECT {cols}, n FROM {current} "
-                "ON CONFLICT ({cols}) DO UPDATE SET n = h.n + EXCLUDED.n"
-            ).format(historic=s.table("historic"), current=s.table("current"), cols=s.columns)
+                "ON CONFLICT ({unique}) DO UPDATE SET n = h.n + EXCLUDED.n"
+            ).format(
+                historic=s.table("historic"),
+                current=s.table("current"),
+                cols=s.columns,
+                unique=s.conflict,
+            )
         )
         conn.execute(sql.SQL("DELETE FROM {} WHERE n = 0").format(s.table("historic")))
         # DELETE, not TRUNCATE: TRUNCATE's ACCESS EXCLUSIVE lock would block the readers

@@ -4,7 +4,10 @@
   report family from scratch over the latest-state tables (what
   ``refresh --rebuild`` writes and ``verify`` compares with). Its header gives
   its ``keys``, what it ``counts`` and the union ``view`` (``schema.view.column``)
-  the readers see it through. Its tables are ``analytics.<name>_historic``,
+  the readers see it through; ``unique`` (optional, default the keys) is the
+  unique key of its historic and current tables, the refresh's
+  ``ON CONFLICT`` target (``md5(status)`` for a text key of any length).
+  Its tables are ``analytics.<name>_historic``,
   ``_current`` and ``_delta``; a batch writes its delta with
   ``views/deltas/<name>.sql`` (``<name>.first.sql`` for the first batch).
 - A **report** is a view file ``views/reports/<schema>.<name>.sql`` with a
@@ -55,6 +58,8 @@ class Summary:
     column: str
     #: the summary from scratch over the latest-state tables: ``keys..., n``
     from_state: str
+    #: the unique key of its historic and current tables (columns or expressions of them)
+    unique: tuple[str, ...] = ()
 
     def table(self, part: str) -> sql.Identifier:
         """``analytics.<name>_<part>``, part one of historic, current, delta."""
@@ -63,6 +68,13 @@ class Summary:
     @property
     def columns(self) -> sql.Composable:
         return sql.SQL(", ").join(sql.Identifier(k) for k in self.keys)
+
+    @property
+    def conflict(self) -> sql.Composable:
+        """The ``ON CONFLICT`` target of an upsert into its historic or current table."""
+        if not self.unique:
+            return self.columns
+        return sql.SQL(", ").join(sql.SQL(u) for u in self.unique)  # a header of views/summaries/
 
     @property
     def file(self) -> str:
@@ -176,6 +188,9 @@ def summaries() -> tuple[Summary, ...]:
                 view=view,
                 column=column,
                 from_state=f.text,
+                unique=tuple(
+                    u.strip() for u in f.headers.get("unique", "").split(",") if u.strip()
+                ),
             )
         )
     return tuple(found)

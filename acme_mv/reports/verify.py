@@ -15,6 +15,11 @@ Two comparisons, both full scans (a diagnostic, not a step of every cycle):
 Together: the reports equal the reports computed on the latest staged
 versions. Any difference raises :class:`~acme_mv.errors.VerifyFailed`
 (exit code 6) naming the count and the first differing groups.
+
+The reports must also include every committed batch: when the last refresh
+is older than the newest batch, :class:`~acme_mv.errors.ReportsBehind` (exit
+code 6 too) names both batches (``behind_ok=True`` checks the comparisons
+only, which hold between a batch and the next refresh).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from psycopg import sql
 
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, one_value
-from acme_mv.errors import VerifyFailed
+from acme_mv.errors import ReportsBehind, VerifyFailed
 from acme_mv.migrate import require_head
 from acme_mv.reports import registry
+from acme_mv.reports.refresh import behind
 
 #: differing groups named in the error message
 SHOWN = 5
@@ -164,16 +170,26 @@ def compare(conn: Conn) -> VerifyResult:
     return VerifyResult(groups=groups, state_rows=state_rows, differences=differences)
 
 
-def verify(settings: Settings) -> VerifyResult:
-    """Raise :class:`VerifyFailed` unless the reports equal their from-scratch computation."""
+def verify(settings: Settings, *, behind_ok: bool = False) -> VerifyResult:
+    """Raise :class:`VerifyFailed` unless the reports equal their from-scratch computation, and
+    :class:`ReportsBehind` when they miss a committed batch (unless ``behind_ok``)."""
     with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
         require_head(conn)
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
+            late = behind(conn)
             result = compare(conn)
     if result.differences:
         n = len(result.differences)
         shown = "; ".join(d.describe() for d in result.differences[:SHOWN])
         more = f"; and {n - SHOWN} more" if n > SHOWN else ""
         raise VerifyFailed(f"verify: {n} differing rows: {shown}{more}", differences=n)
+    if late is not None and not behind_ok:
+        raise ReportsBehind(
+            f"verify: the reports are behind staging: refreshed up to batch {late.included}, "
+            f"staging holds batches up to {late.newest}; run acme-mv refresh "
+            "(a running acme-mv run refreshes after each batch)",
+            refreshed_batch_id=late.included,
+            newest_batch_id=late.newest,
+        )
     return result

@@ -9,8 +9,9 @@ newest included sync read the source.
 Failures. A cycle that fails on a server (refused or lost connection, server
 restart, terminated session, login outage, serialization failure) is logged
 on one line naming the server (``warehouse`` or ``source``) and retried with
-exponential backoff: 1 s, 2 s, 4 s... capped at 60 s, forever unless
-``max_failures`` consecutive failures are allowed at most. Nothing half-done
+exponential backoff over the failures in a row: 1 s, 2 s, 4 s... capped at
+60 s, forever unless ``max_failures`` consecutive failures are allowed at
+most; a cycle (or with ``--cdc`` a batch) that succeeds starts it again at 1 s. Nothing half-done
 stays: a failed sync rolls back its batch, a failed refresh its transaction.
 What waiting cannot fix ends the loop with its error: not migrated, schema
 drift, bad configuration, a refused login (password, role, pg_hba.conf),
@@ -40,7 +41,7 @@ import tenacity
 from psycopg.rows import args_row
 
 from acme_mv.config import Settings, scrub
-from acme_mv.db import connection, first_line
+from acme_mv.db import connection, first_line, is_data_error
 from acme_mv.errors import AcmeMvError, ServerError
 from acme_mv.reports.refresh import DAY_CHANGED, RefreshResult, refresh
 from acme_mv.run.metrics import Metrics
@@ -128,6 +129,8 @@ def is_transient(exc: BaseException) -> bool:
     """Whether waiting and trying again may fix ``exc`` (see the module doc)."""
     if isinstance(exc, AcmeMvError):
         return exc.transient
+    if is_data_error(exc):  # the same data fails the same way (an index entry too large...)
+        return False
     # a psycopg error that no connection() claimed: an OperationalError (a COPY cancelled on a
     # live session), or an error libpq made up itself (no SQLSTATE: a connection cut)
     if isinstance(exc, psycopg.OperationalError):
@@ -204,7 +207,7 @@ def run(
     policy = retry or RetryPolicy()
     attempts = 0
     cycles = 0
-    failures = 0  # in a row
+    failures = _InARow()
 
     def one_cycle() -> Cycle:
         nonlocal attempts
@@ -232,18 +235,16 @@ def run(
             refresh=result,
             freshness_seconds=_freshness(summary, result),
             full=full,
-            failures_before=failures,
+            failures_before=failures.count,
         )
 
     def failed(state: tenacity.RetryCallState) -> None:
-        nonlocal failures
         exc = state.outcome.exception() if state.outcome else None
         if exc is None:
             return
-        failures += 1
-        _failed(settings, metrics, exc, f"cycle {attempts} failed", "retry", state, failures)
+        _failed(settings, metrics, exc, f"cycle {attempts} failed", "retry", state, failures.count)
 
-    retrying = _retrying(policy, flag, failed)
+    retrying = _retrying(policy, flag, failed, failures)
     with _stop_on_signals(flag):
         while not flag.is_set():
             started = time.monotonic()
@@ -255,18 +256,17 @@ def run(
                 if flag.is_set() and is_transient(exc):
                     break  # asked to stop while retrying
                 if is_transient(exc):  # max_failures reached: the last one is logged too
-                    failures += 1
                     if metrics is not None:
                         metrics.cycle_failed(server_of(exc))
                     log.error(
                         "cycle %d failed (%s), giving up after %d failures in a row",
                         attempts,
                         server_of(exc),
-                        failures,
+                        failures.count,
                         extra={"server": server_of(exc)},
                     )
                 raise
-            failures = 0
+            failures.reset()
             cycles += 1
             log.info(_describe(cycle))
             if metrics is not None:
@@ -314,24 +314,60 @@ def _failed(
     )
 
 
+@dataclass
+class _InARow:
+    """Failures in a row: counted as each one happens, reset by a step that succeeds (a cycle,
+    or a batch of ``run --cdc``); the backoff and ``max_failures`` follow it."""
+
+    count: int = 0
+
+    def failed(self, state: tenacity.RetryCallState) -> None:
+        self.count += 1
+
+    def reset(self) -> None:
+        self.count = 0
+
+
+def backoff_s(policy: RetryPolicy, failures: int) -> float:
+    """The wait after the ``failures``-th failure in a row (pure): ``first_s``, doubling, capped
+    at ``max_s``."""
+    if failures < 1:
+        return 0.0
+    return float(min(policy.max_s, policy.first_s * 2 ** min(failures - 1, 64)))
+
+
 def _retrying(
-    policy: RetryPolicy, flag: _StopFlag, failed: Callable[[tenacity.RetryCallState], None]
+    policy: RetryPolicy,
+    flag: _StopFlag,
+    failed: Callable[[tenacity.RetryCallState], None],
+    in_a_row: _InARow,
 ) -> tenacity.Retrying:
-    """Retry what :func:`is_transient` says may pass, with ``policy``'s capped exponential backoff,
-    until the stop flag is set (or ``policy.max_failures``); ``failed`` logs each failure."""
+    """Retry what :func:`is_transient` says may pass, with ``policy``'s capped exponential backoff
+    over the failures ``in_a_row`` (a success in between starts it again at ``first_s``), until
+    the stop flag is set (or ``policy.max_failures`` in a row); ``failed`` logs each failure."""
     stops: list[tenacity.stop.stop_base] = [tenacity.stop_when_event_set(_EventView(flag))]
     if policy.max_failures is not None:
-        stops.append(tenacity.stop_after_attempt(policy.max_failures))
+        limit = policy.max_failures
+        stops.append(_StopAfter(lambda: in_a_row.count >= limit))
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
-        wait=tenacity.wait_exponential(
-            multiplier=policy.first_s, min=policy.first_s, max=policy.max_s
-        ),
+        after=in_a_row.failed,
+        wait=lambda state: backoff_s(policy, in_a_row.count),
         stop=tenacity.stop_any(*stops),
         sleep=flag.sleep,
         before_sleep=failed,
         reraise=True,
     )
+
+
+class _StopAfter(tenacity.stop.stop_base):
+    """Stop when ``reached()`` says so (``max_failures`` failures in a row)."""
+
+    def __init__(self, reached: Callable[[], bool]) -> None:
+        self.reached = reached
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self.reached()
 
 
 class _StopFlag:
@@ -358,14 +394,24 @@ class _StopFlag:
 
 
 class _EventView(threading.Event):
-    """The stop flag seen as an event, for tenacity's ``stop_when_event_set``."""
+    """The stop flag seen as an event (tenacity's ``stop_when_event_set``, the stream's
+    ``stop``): ``is_set`` and ``wait`` look at the flag, so a wait lasts its timeout unless a
+    stop or a signal comes first. (Not ``self._flag``: that name is the Event's own state.)"""
 
     def __init__(self, flag: _StopFlag) -> None:
         super().__init__()
-        self._flag = flag
+        self._stop_flag = flag
 
     def is_set(self) -> bool:
-        return self._flag.is_set()
+        return self._stop_flag.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is None:
+            while not self.is_set():
+                self._stop_flag.sleep(_StopFlag.POLL_S)
+        else:
+            self._stop_flag.sleep(timeout)
+        return self.is_set()
 
 
 def _freshness(summary: SyncSummary, result: RefreshResult) -> float | None:
@@ -443,12 +489,12 @@ def run_cdc(
     view = _EventView(flag)
     policy = retry or RetryPolicy()
     batches = 0
-    failures = 0
+    failures = _InARow()
 
     def on_batch(result: cdc.BatchResult) -> None:
-        nonlocal batches, failures
+        nonlocal batches
         batches += 1
-        failures = 0
+        failures.reset()  # the stream works again: the next failure waits first_s
         log.debug("batch %d: %d changes, position %s", result.batch_id, result.changes, result.lsn)
 
     def on_refresh(result: RefreshResult) -> None:
@@ -470,14 +516,12 @@ def run_cdc(
         )
 
     def failed(state: tenacity.RetryCallState) -> None:
-        nonlocal failures
         exc = state.outcome.exception() if state.outcome else None
         if exc is None:
             return
-        failures += 1
-        _failed(settings, metrics, exc, "change capture failed", "restart", state, failures)
+        _failed(settings, metrics, exc, "change capture failed", "restart", state, failures.count)
 
-    retrying = _retrying(policy, flag, failed)
+    retrying = _retrying(policy, flag, failed, failures)
     with _stop_on_signals(flag):
         try:
             retrying(one_stream)

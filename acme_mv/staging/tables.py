@@ -134,11 +134,13 @@ def no_table(spec: TableSpec) -> SchemaDrift:
     )
 
 
-def check_schema(conn: Conn, specs: list[TableSpec]) -> None:
+def check_schema(conn: Conn, specs: list[TableSpec], *, warn_unindexed: bool = True) -> None:
     """Raise :class:`SchemaDrift` unless every table and column matches the contract.
 
     Columns the contract does not state are ignored (the sync selects the
     contract's columns by name), so a column added at the source is harmless.
+    ``warn_unindexed``: warn about an append table without an index on updated_at (what
+    incremental reads need; change capture reads no table and passes False).
     """
     names = [s.name for s in specs]
     found: dict[str, dict[str, str]] = {}
@@ -170,6 +172,8 @@ def check_schema(conn: Conn, specs: list[TableSpec]) -> None:
                     expected=expected,
                     actual=actual,
                 )
+    if not warn_unindexed:
+        return
     indexed = set(
         conn.cursor(row_factory=scalar_row)
         .execute(UPDATED_AT_INDEXED_SQL, (SCHEMA, names))

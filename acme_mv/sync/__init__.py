@@ -34,7 +34,7 @@ from psycopg import sql
 from psycopg.rows import args_row, dict_row
 
 from acme_mv.config import Settings
-from acme_mv.db import Conn, connection
+from acme_mv.db import Conn, connection, is_infinite, load_infinity, show_timestamp
 from acme_mv.errors import ConfigError
 from acme_mv.staging import copy, parallel
 from acme_mv.staging.batch import open_batch
@@ -406,7 +406,7 @@ class TableStatus:
         out: dict[str, object] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            out[name] = value.isoformat() if isinstance(value, dt.datetime) else value
+            out[name] = show_timestamp(value) if isinstance(value, dt.datetime) else value
         return out
 
 
@@ -424,9 +424,18 @@ _NEVER_SYNCED: dict[str, Any] = dict.fromkeys(
 
 
 def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
-    """Per table: cursor, last run, staged rows, lag behind the source."""
+    """Per table: cursor, last run, staged rows, lag behind the source.
+
+    Infinite timestamps (a source ``updated_at`` of ``'infinity'``) load as
+    :data:`acme_mv.db.INFINITY` / ``MINUS_INFINITY``; the lag against one is None (unknown).
+    With change capture set up (a position in ``staging.cdc_state``) the source's
+    ``max(updated_at)`` is not read and the warning about its index is not given: change
+    capture never reads the tables (its lag is the slot's, :func:`acme_mv.cdc.status`).
+    """
     with connection(settings.database_url, role="warehouse") as wh:
+        load_infinity(wh)
         _require_head(wh)
+        capturing = bool(wh.execute("SELECT 1 FROM staging.cdc_state LIMIT 1").fetchone())
         cur = wh.cursor(row_factory=dict_row)
         saved = {
             spec.name: cur.execute(_STATE_SQL, (spec.name,)).fetchone() or _NEVER_SYNCED
@@ -436,8 +445,11 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
     specs = list(TABLES.values())
     deleted: dict[str, int] = {}
     with connection(settings.effective_source_url, role="source", autocommit=True) as src:
-        check_schema(src, specs)
-        source_max = {spec.name: source.max_updated_at(src, spec) for spec in specs}
+        load_infinity(src)
+        check_schema(src, specs, warn_unindexed=not capturing)
+        source_max = {
+            spec.name: None if capturing else source.max_updated_at(src, spec) for spec in specs
+        }
         for spec in deletes.APPEND_ONLY if exact else ():
             _, distinct, top = counts[spec.name]
             assert distinct is not None
@@ -454,7 +466,7 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
         row = saved[spec.name]
         cursor: dt.datetime | None = row["cursor"]
         smax = source_max[spec.name]
-        lag = None if cursor is None or smax is None else max((smax - cursor).total_seconds(), 0.0)
+        lag = _lag(cursor, smax)
         rows, distinct, _ = counts[spec.name]
         out.append(
             TableStatus(
@@ -470,6 +482,16 @@ def status(settings: Settings, *, exact: bool = False) -> list[TableStatus]:
             )
         )
     return out
+
+
+def _lag(cursor: dt.datetime | None, source_max: dt.datetime | None) -> float | None:
+    """``source_max - cursor`` in seconds, at least 0; None when unknown (a side missing, or
+    infinite and not equal to the other)."""
+    if cursor is None or source_max is None:
+        return None
+    if is_infinite(cursor) or is_infinite(source_max):
+        return 0.0 if cursor == source_max else None
+    return max((source_max - cursor).total_seconds(), 0.0)
 
 
 def _staged_counts(
