@@ -208,11 +208,14 @@ def test_run_survives_server_faults_and_converges(server: Server, loop: Loop) ->
     back = loop.next_success(after=mark)
     outage = loop.failures(mark, back)
     assert len(outage) >= 2 and all(r["server"] == "source" for r in outage), outage
+    # a session terminated by the outage reports the server's reason when its client reads it
+    # before the socket closes, else libpq's own words for the closed socket (a busy machine)
     assert all(
         "not currently accepting connections" in r["message"]
         or "terminating connection" in r["message"]
+        or "server closed the connection unexpectedly" in r["message"]
         for r in outage
-    )
+    ), outage
 
     # 2. the warehouse REFRESH terminated while it runs (it waits on a lock we hold)
     _add_orders(server, 2)
