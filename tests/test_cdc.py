@@ -16,7 +16,7 @@ from acme_mv.errors import SchemaDrift
 from tests.support.cdc_helpers import Cdc, drop_slot
 from tests.support.cli_runner import run
 from tests.support.database import DatabaseFactory
-from tests.support.sync_helpers import execute, fill, full_tables, scalar, versions
+from tests.support.sync_helpers import compared_tables, execute, fill, scalar, versions
 
 COUNTS = {"customers": 20, "products": 15, "orders": 200, "order_items": 600}
 
@@ -47,7 +47,7 @@ def test_setup_copies_in_the_snapshot_then_the_stream_carries_every_change(world
     result = world.setup()
     assert result.created and result.batch_id is not None
     assert result.rows == COUNTS
-    assert full_tables(world.wh, result.batch_id) == []
+    assert compared_tables(world.wh, result.batch_id) == []
     world.assert_staging_equals_source()
     _writes(world.src)
     streamed = world.catch_up()

@@ -228,4 +228,5 @@ def test_status_shows_infinity_timestamps(db_url: str, cli_env: Point) -> None:
     assert by_table["products"]["cursor"] == "-infinity"
     res = run("status")
     assert res.exit_code == 0, res.stderr
-    assert "infinity" in res.stdout and "-infinity" in res.stdout
+    # the table shows the cursors (the source's max only in --json, checked above)
+    assert "-infinity" in res.stdout.split()

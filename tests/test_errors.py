@@ -17,7 +17,7 @@ from acme_mv.cdc.write import Unsendable
 from acme_mv.delivery.dashboard.app import _listen
 from acme_mv.reports import export
 from acme_mv.run.health import Freshness, require_fresh
-from acme_mv.staging import batch as state
+from acme_mv.staging import batch
 from acme_mv.sync.source import SourceLocked
 
 
@@ -79,8 +79,8 @@ def test_listen_failed_carries_the_address() -> None:
 
 def test_busy_names_what_is_held(db_url: str) -> None:
     with psycopg.connect(db_url) as holder, psycopg.connect(db_url) as other:
-        state.lock(holder, wait=False)
+        batch.lock(holder, wait=False)
         with pytest.raises(errors.Busy) as info:
-            state.lock(other, wait=False)
-    assert info.value.resource == f"advisory lock {state.SYNC_LOCK_KEY}"
+            batch.lock(other, wait=False)
+    assert info.value.resource == f"advisory lock {batch.SYNC_LOCK_KEY}"
     assert info.value.exit_code == 3

@@ -146,11 +146,11 @@ def server_of(exc: BaseException) -> str:
 def full_sync_due(
     *, last_full: datetime | None, first_batch: datetime | None, now: datetime, every: timedelta
 ) -> bool:
-    """Whether ``run --full-every`` should re-copy from scratch now (pure).
+    """Whether ``run --full-every`` should run a full sync (``sync --full``) now (pure).
 
     The last full copy is the newest batch with ``compared_tables`` (``sync --full``
-    compares every row) or ``full_tables`` (a whole re-copy, recorded by versions before
-    ``sync --full`` compared instead; no writer records one now), or else the
+    compares every row) or ``full_tables`` (a whole re-copy, which a warehouse may hold from
+    its past though no writer records one), or else the
     first batch ever (the initial copy is a full one); with no batch at all the
     next sync is an initial copy anyway.
     """
@@ -221,7 +221,7 @@ def run(
                 last_full=last_full, first_batch=first, now=now, every=timedelta(seconds=full_every)
             )
             if full:
-                log.info("cycle %d: a full re-copy is due (--full-every %gs)", attempts, full_every)
+                log.info("cycle %d: a full sync is due (--full-every %gs)", attempts, full_every)
         started = time.monotonic()
         summary = step(full)
         sync_s = time.monotonic() - started

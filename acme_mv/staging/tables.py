@@ -189,11 +189,6 @@ def check_schema(conn: Conn, specs: list[TableSpec], *, warn_unindexed: bool = T
             )
 
 
-#: how long a sync waits, in all, for source tables another session holds
-#: locked (a rewrite in progress): long enough for an ALTER TABLE that rewrites
-#: tens of millions of rows, short enough that a forgotten open DDL
-
-
 def select_all(spec: TableSpec) -> sql.Composed:
     """``SELECT <contract columns> FROM operations.<t>``: every row, the contract's columns."""
     return sql.SQL("SELECT {} FROM {}").format(

@@ -123,10 +123,13 @@ def scalar(url: str, query: str | sql.Composed, params: Any = None) -> Any:
     return row[0]
 
 
-def full_tables(url: str, batch_id: int) -> list[str]:
-    """The tables a batch copied in full (whose missing keys it tombstoned)."""
+def compared_tables(url: str, batch_id: int) -> list[str]:
+    """The tables a batch compared whole with the source (``sync --full``: it tombstoned their
+    missing keys)."""
     return list(
-        scalar(url, "SELECT full_tables FROM staging.sync_batches WHERE batch_id = %s", (batch_id,))
+        scalar(
+            url, "SELECT compared_tables FROM staging.sync_batches WHERE batch_id = %s", (batch_id,)
+        )
     )
 
 
