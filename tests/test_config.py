@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import psycopg.conninfo
 import pytest
 
 from acme_mv.config import MASK, Settings, describe_target, mask_url, scrub
@@ -79,16 +80,42 @@ def test_a_password_libpq_would_cut_is_refused_and_masked_whole(
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "parts"),
     [
-        pytest.param("postgresql://wh:p%40ss@host/db", id="encoded_at"),
-        pytest.param("postgresql://wh:p?ss@host/db", id="question_mark_libpq_keeps"),
-        pytest.param("postgresql://host:5432/db?user=a@b", id="at_in_the_query"),
-        pytest.param("postgresql://wh@host/db", id="no_password"),
+        pytest.param(
+            "postgresql://wh:p%40ss@host/db",
+            {"user": "wh", "password": "p@ss", "host": "host", "dbname": "db"},
+            id="encoded_at",
+        ),
+        pytest.param(
+            "postgresql://wh:p?ss@host/db",
+            {"user": "wh", "password": "p?ss", "host": "host", "dbname": "db"},
+            id="question_mark_libpq_keeps",
+        ),
+        pytest.param(
+            "postgresql://host:5432/db?user=a@b",
+            {"user": "a@b", "host": "host", "port": "5432", "dbname": "db"},
+            id="at_in_the_query",
+        ),
+        pytest.param(
+            "postgresql://wh@host/db",
+            {"user": "wh", "host": "host", "dbname": "db"},
+            id="no_password",
+        ),
     ],
 )
-def test_well_formed_urls_are_accepted(url: str) -> None:
-    Settings.from_env(database_url=url)
+def test_well_formed_urls_are_accepted_as_libpq_reads_them(
+    url: str, parts: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ACME_MV_SOURCE_URL", raising=False)
+    settings = Settings.from_env(database_url=url)
+    assert settings.database_url == url
+    assert settings.effective_source_url == url  # an empty source means the warehouse
+    assert psycopg.conninfo.conninfo_to_dict(settings.database_url) == parts
+    if "password" in parts:
+        assert parts["password"] not in mask_url(url) and MASK in mask_url(url)
+    else:
+        assert mask_url(url) == url
 
 
 def test_mask_url_in_a_message_quoting_two_urls() -> None:

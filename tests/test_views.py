@@ -58,11 +58,28 @@ def test_load_dir_orders_by_dependency() -> None:
     )
 
 
+_SHAPE = """
+SELECT pg_get_viewdef(c.oid),
+       array_agg((a.attname, format_type(a.atttypid, a.atttypmod))::text ORDER BY a.attnum)
+FROM pg_class AS c JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0
+WHERE c.oid = %s::regclass
+GROUP BY c.oid
+"""
+
+
 def test_the_database_holds_what_the_files_say(db_url: str) -> None:
+    """Each object of views/ is in the database with its kind, its unique index, and the query
+    of its file: the server deparses the file's SQL (as a throwaway view, in a transaction rolled
+    back) and the deployed object's to the same text, with the same column names and types."""
     with psycopg.connect(db_url) as conn:
         for v in views.load_dir():
             db = View.from_database(conn, v.schema, v.name)
             assert (db.kind, db.unique) == (v.kind, v.unique), v.qualified
+            deployed = conn.execute(_SHAPE, (v.qualified,)).fetchone()
+            with conn.transaction(force_rollback=True):
+                conn.execute(f"CREATE TEMP VIEW file_view AS {v.definition}")
+                from_file = conn.execute(_SHAPE, ("pg_temp.file_view",)).fetchone()
+            assert deployed == from_file, v.qualified
 
 
 def _latest_pinned() -> dict[str, View]:
