@@ -11,6 +11,33 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+#: Every exit code of the CLI and what it means: the one table (docs/running.md shows it,
+#: generated; a test checks that every error class's code is here).
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "an error: one line naming what failed and how to fix it (cannot connect, login refused, "
+    "not migrated, schema drift, missing privilege, bad configuration, a refresh refused by its "
+    "data, cannot write the export, unexpected error)",
+    2: "usage error, one line (unknown command, option, report, table or format; options that "
+    "exclude each other; a bad duration, address or limit)",
+    3: "another acme-mv process holds the lock or the replication slot (`sync --no-wait`)",
+    4: "`check --fail-on-gaps` found gaps",
+    5: "`status --max-age`: the reports are stale or were never refreshed",
+    6: "`verify`: the reports differ from a from-scratch computation, or do not include every "
+    "batch staging holds",
+    130: "interrupted (Ctrl-C, or a second SIGINT/SIGTERM): the open transaction rolled back",
+}
+#: `check --fail-on-gaps` found gaps
+GAPS_EXIT_CODE = 4
+#: interrupted
+INTERRUPTED_EXIT_CODE = 130
+
+
+def exit_code_table() -> str:
+    """:data:`EXIT_CODES` as a Markdown table."""
+    rows = "".join(f"| {code} | {meaning} |\n" for code, meaning in EXIT_CODES.items())
+    return f"| code | meaning |\n|---|---|\n{rows}"
+
 
 class AcmeMvError(Exception):
     """Base of every error acme-mv raises on purpose."""

@@ -21,16 +21,26 @@ from acme_mv.staging import batch
 from acme_mv.sync.source import SourceLocked
 
 
-def test_every_error_has_the_one_base() -> None:
-    classes = [
+def _error_classes() -> list[type[Exception]]:
+    return [
         cls
         for module in (errors, cdc_errors)
         for _, cls in inspect.getmembers(module, inspect.isclass)
         if issubclass(cls, Exception) and cls.__module__ == module.__name__
     ] + [SourceLocked, Unsendable]
+
+
+def test_every_error_has_the_one_base() -> None:
+    classes = _error_classes()
     assert len(classes) > 20
     for cls in classes:
         assert issubclass(cls, errors.AcmeMvError), cls
+
+
+def test_every_exit_code_is_in_the_one_table() -> None:
+    used = {cls.exit_code for cls in _error_classes() if issubclass(cls, errors.AcmeMvError)}
+    used |= {0, errors.GAPS_EXIT_CODE, errors.INTERRUPTED_EXIT_CODE}
+    assert used == set(errors.EXIT_CODES)
 
 
 def test_stale_carries_the_age_and_the_limit() -> None:

@@ -30,7 +30,7 @@ from acme_mv.cli import sample as sample_cmd
 from acme_mv.cli import sync as sync_cmd
 from acme_mv.config import Settings, scrub
 from acme_mv.db import first_line, permission_denied
-from acme_mv.errors import AcmeMvError
+from acme_mv.errors import INTERRUPTED_EXIT_CODE, AcmeMvError
 
 app = typer.Typer(
     name="acme-mv",
@@ -171,10 +171,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except typer.Abort:
         common.error_line("Error: ", "Interrupted")
-        sys.exit(130)
+        sys.exit(INTERRUPTED_EXIT_CODE)
     except KeyboardInterrupt:
         common.error_line("Error: ", "Interrupted")
-        sys.exit(130)
+        sys.exit(INTERRUPTED_EXIT_CODE)
     except AcmeMvError as exc:
         if debug:
             common.err.print_exception()

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import typer
 
 from acme_mv.cli import common
-from acme_mv.errors import BadArgument
+from acme_mv.errors import GAPS_EXIT_CODE, BadArgument
 from acme_mv.reports import check as check_api
 from acme_mv.reports import export as export_api
 from acme_mv.reports import refresh as refresh_api
@@ -21,7 +21,6 @@ from acme_mv.reports import verify as verify_api
 log = logging.getLogger("acme_mv.cli")
 
 #: exit code of ``check --fail-on-gaps`` when a gap was found (1 is an error, 3 busy)
-GAPS_EXIT_CODE = 4
 
 
 def refresh(
