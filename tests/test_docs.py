@@ -14,7 +14,9 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
-from acme_mv.cli import app
+from acme_mv import embedded
+from acme_mv.cli import app, reference
+from acme_mv.delivery import mail
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -87,3 +89,11 @@ def test_the_readme_stays_a_landing_page() -> None:
     assert lines <= README_MAX_LINES, (
         f"README.md has {lines} lines (at most {README_MAX_LINES}): move the detail to docs/"
     )
+
+
+def test_the_configuration_reference_names_what_the_program_reads() -> None:
+    read = {mail.SMTP_URL_ENV, mail.SMTP_PASSWORD_ENV, mail.SMTP_CAFILE_ENV, embedded.CACHE_ENV}
+    assert set(reference.ENVIRONMENT_ONLY) == read
+    table = reference.environment(app)
+    for var in ("ACME_MV_DATABASE_URL", "ACME_MV_SOURCE_URL", "ACME_MV_MAIL_AT", *read):
+        assert f"| `{var}` |" in table, var

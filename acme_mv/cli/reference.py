@@ -61,3 +61,47 @@ def markdown(app: typer.Typer) -> str:
     for path, _command in walk(typer.main.get_command(app)):
         parts.append(f"### {' '.join(path)}\n\n```text\n{help_text(app, path)}```\n")
     return "\n".join(parts)
+
+
+#: settings that only the environment carries (no option does), and what each is
+ENVIRONMENT_ONLY: dict[str, str] = {
+    "ACME_MV_SMTP_URL": "where and how `mail` and the daily mail connect: `smtp://` (STARTTLS), "
+    "`smtps://` (TLS), `smtp+insecure://` (plain), with the user: `smtp://user@host:587`",
+    "ACME_MV_SMTP_PASSWORD": "the SMTP password (or a `~/.netrc` line for the host; "
+    "never in the URL)",
+    "ACME_MV_SMTP_CAFILE": "a PEM file of CA certificates to trust for the SMTP server",
+    "ACME_MV_CACHE_DIR": "where the embedded PostgreSQL (`demo`, the tests) keeps its data "
+    "(default `$XDG_CACHE_HOME/acme-mv` or `~/.cache/acme-mv`)",
+}
+
+
+def _first_sentence(text: str | None) -> str:
+    text = " ".join((text or "").split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+def environment(app: typer.Typer) -> str:
+    """The configuration reference: every ``ACME_MV_*`` variable, the option it stands for (an
+    option given on the command line wins), the commands that read it, and what it is; generated
+    from the options' ``envvar`` and :data:`ENVIRONMENT_ONLY`."""
+    found: dict[str, tuple[str, list[str], str]] = {}
+    for path, command in walk(typer.main.get_command(app)):
+        for param in command.params:
+            names = param.envvar if isinstance(param.envvar, list | tuple) else [param.envvar]
+            for var in names:
+                if not var:
+                    continue
+                option = max(param.opts, key=len)
+                where = " ".join(path[1:]) or "every command"
+                meaning = _first_sentence(getattr(param, "help", ""))
+                _, commands, _ = found.setdefault(var, (f"`{option}`", [], meaning))
+                commands.append(where)
+    rows = [
+        f"| `{var}` | {option} | {', '.join(commands)} | {meaning} |"
+        for var, (option, commands, meaning) in sorted(found.items())
+    ]
+    rows += [f"| `{var}` | - | - | {meaning} |" for var, meaning in ENVIRONMENT_ONLY.items()]
+    return (
+        "| variable | option | commands | meaning |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
