@@ -88,10 +88,9 @@ def environment(app: typer.Typer) -> str:
     found: dict[str, tuple[str, list[str], str]] = {}
     for path, command in walk(typer.main.get_command(app)):
         for param in command.params:
-            names = param.envvar if isinstance(param.envvar, list | tuple) else [param.envvar]
+            envvar = param.envvar
+            names: list[str] = [envvar] if isinstance(envvar, str) else list(envvar or [])
             for var in names:
-                if not var:
-                    continue
                 option = max(param.opts, key=len)
                 where = " ".join(path[1:]) or "every command"
                 meaning = _first_sentence(getattr(param, "help", ""))
