@@ -53,7 +53,13 @@ def run(
         ),
     ] = False,
     slot: Annotated[
-        str, typer.Option("--slot", help="With --cdc: the replication slot to stream from.")
+        str,
+        typer.Option(
+            "--slot",
+            envvar="ACME_MV_CDC_SLOT",
+            show_envvar=True,
+            help="With --cdc: the replication slot to stream from.",
+        ),
     ] = "acme_mv",
     batch_rows: Annotated[
         int | None,

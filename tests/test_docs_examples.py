@@ -1,0 +1,116 @@
+"""Every runnable example of the README and docs/ runs here and prints what the page shows.
+
+How blocks are found, run and compared: :mod:`tests.support.doc_examples`. Each page runs in
+new databases (the page's ``<!-- examples: ... -->`` comment says which), a scratch working
+directory and home, with ``ACME_MV_DATABASE_URL`` and ``ACME_MV_SOURCE_URL`` pointing at them, and
+``ACME_MV_CDC_SLOT`` naming a replication slot of the test's own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from acme_mv.sample import load
+from tests.support import doc_examples
+from tests.support.cli_runner import child_env
+from tests.support.database import DatabaseFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+#: the sample history a page's ``source=sample`` starts from
+SAMPLE_ORDERS = 300
+
+
+def _runnable(page: Path) -> list[doc_examples.Block]:
+    return [b for b in doc_examples.blocks(page) if b.lang in doc_examples.RUN]
+
+
+def test_every_block_is_run_or_shown() -> None:
+    """Shell examples are console sessions and Python examples pycon sessions, so that they
+    run; a page with runnable examples says what they start from."""
+    for page in PAGES:
+        for block in doc_examples.blocks(page):
+            assert block.lang in doc_examples.RUN + doc_examples.SHOWN, (
+                f"{block}: a ```{block.lang} block; write shell examples as ```console "
+                "($ command, then its output) and Python ones as ```pycon (>>>)"
+            )
+        if _runnable(page):
+            assert doc_examples.setup(page) is not None, f"{page.name}: no <!-- examples: -->"
+
+
+def _databases(page: Path, make_db: DatabaseFactory) -> dict[str, str]:
+    settings = doc_examples.setup(page) or {}
+    source = settings.get("source", "none")
+    warehouse = settings.get("warehouse", "empty")
+    urls = {"ACME_MV_DATABASE_URL": make_db("warehouse" if warehouse == "migrated" else "empty")}
+    if source != "none":
+        urls["ACME_MV_SOURCE_URL"] = make_db("source")
+    if source == "sample":
+        with psycopg.connect(urls["ACME_MV_SOURCE_URL"]) as conn:
+            load.load(conn, orders=SAMPLE_ORDERS, seed=1)
+    return urls
+
+
+@pytest.fixture
+def slot(server_url: str) -> Iterator[str]:
+    """A replication slot name of this test's own (slots are per server), dropped after it."""
+    name = f"doc_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+            " WHERE slot_name = %s AND NOT active",
+            (name,),
+        )
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if _runnable(p)], ids=lambda p: p.relative_to(ROOT).as_posix()
+)
+def test_the_pages_examples_run_and_print_what_it_shows(
+    page: Path,
+    make_db: DatabaseFactory,
+    slot: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    urls = {**_databases(page, make_db), "ACME_MV_CDC_SLOT": slot}
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    bin_dir = str(Path(sys.executable).parent)
+    env = child_env(
+        **urls,
+        HOME=str(home),
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        COLUMNS="100",
+        TERM="dumb",
+        **{k: v for k, v in os.environ.items() if k == "ACME_MV_CACHE_DIR"},
+    )
+    for name, value in urls.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(work)
+    failures: list[str] = []
+    globs: dict[str, object] = {}
+    for block in _runnable(page):
+        if block.lang == "console":
+            for ran in doc_examples.run_console(block, env=env, cwd=work):
+                if ran.exit_code != 0 or not ran.matches():
+                    failures.append(
+                        f"{page.name}:{ran.command.line}: $ {ran.command.command}\n"
+                        f"exit {ran.exit_code}; expected:\n{ran.command.expected}"
+                        f"printed:\n{ran.output}"
+                    )
+        else:
+            result = doc_examples.doctests(block, globs)
+            if result.failed:
+                failures.append(f"{block}: {result.failed} of {result.attempted} examples failed")
+    assert not failures, "\n\n".join(failures)
