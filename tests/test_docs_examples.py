@@ -8,6 +8,7 @@ directory and home, with ``ACME_MV_DATABASE_URL`` and ``ACME_MV_SOURCE_URL`` poi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from acme_mv.sample import load
-from tests.support import doc_examples
+from tests.support import doc_examples, smtp_server
 from tests.support.cli_runner import child_env
 from tests.support.database import DatabaseFactory
 
@@ -98,6 +99,19 @@ def test_the_pages_examples_run_and_print_what_it_shows(
     for name, value in urls.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(work)
+    with contextlib.ExitStack() as stack:
+        if (doc_examples.setup(page) or {}).get("smtp") == "yes":
+            server = stack.enter_context(smtp_server.running(tmp_path))
+            env.update(
+                ACME_MV_SMTP_URL=server.url,
+                ACME_MV_SMTP_PASSWORD=smtp_server.PASSWORD,
+                ACME_MV_SMTP_CAFILE=str(server.cafile),
+            )
+        failures = _run_page(page, env, work)
+    assert not failures, "\n\n".join(failures)
+
+
+def _run_page(page: Path, env: dict[str, str], work: Path) -> list[str]:
     failures: list[str] = []
     globs: dict[str, object] = {}
     for block in _runnable(page):
@@ -113,4 +127,4 @@ def test_the_pages_examples_run_and_print_what_it_shows(
             result = doc_examples.doctests(block, globs)
             if result.failed:
                 failures.append(f"{block}: {result.failed} of {result.attempted} examples failed")
-    assert not failures, "\n\n".join(failures)
+    return failures

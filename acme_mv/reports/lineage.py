@@ -108,3 +108,21 @@ def markdown() -> str:
             what = f.first_sentence.replace("|", "&#124;")
             out.append(f"| `views/{f.name}` | {what} |")
     return "\n".join(out) + "\n"
+
+
+def definitions() -> str:
+    """The reports as the manual defines them: for each report of the registry, what one row
+    is (the first sentence of its view file), what it counts (its summary's ``counts``) and its
+    order (the export's ORDER BY, or the ranking of a top view)."""
+    rows = []
+    for report in registry.reports():
+        summary = next(s for s in registry.summaries() if s.name == report.summary)
+        what = sqlfiles.load(report.file.removeprefix("views/")).first_sentence.split(": ", 1)[-1]
+        if report.order is not None:
+            order = report.order
+        else:
+            ranking = report.ranking.rsplit("ORDER BY", 1)[-1].strip().replace(" r.", " ").removeprefix("r.")
+            order = f"{ranking} (top {report.default_limit} by default)"
+        rows.append(f"| `{report.name}` | {what} | {summary.counts} | {order} |")
+    head = "| report | what it is | it counts | order |\n|---|---|---|---|\n"
+    return head + "\n".join(rows) + "\n"
