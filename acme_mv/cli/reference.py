@@ -104,3 +104,16 @@ def environment(app: typer.Typer) -> str:
     return (
         "| variable | option | commands | meaning |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
+
+
+def metrics() -> str:
+    """The metrics ``acme-mv run --metrics-port`` serves, read from a fresh registry."""
+    from acme_mv.run.metrics import Metrics
+
+    rows = []
+    for family in Metrics().registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = sorted({k for s in family.samples for k in s.labels if k != "le"})
+        shown = f"{name}{{{','.join(labels)}}}" if labels else name
+        rows.append(f"| `{shown}` | {family.type} | {family.documentation} |")
+    return "| metric | type | meaning |\n|---|---|---|\n" + "\n".join(rows) + "\n"

@@ -139,7 +139,8 @@ def run_console(block: Block, *, env: dict[str, str], cwd: Path, timeout: float 
 
 def doctests(block: Block, globs: dict[str, object]) -> doctest.TestResults:
     """Run a pycon block with ``globs`` (shared by the page's blocks); failures are printed."""
-    test = doctest.DocTestParser().get_doctest(block.text, globs, str(block), str(block.path), 0)
+    parser = doctest.DocTestParser()
+    test = parser.get_doctest(block.text, globs, str(block), str(block.path), block.line)
     runner = doctest.DocTestRunner(optionflags=_FLAGS)
     runner.run(test, clear_globs=False)
     return runner.summarize(verbose=False)
