@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
 # the pages of docs/ with generated parts (cog blocks: the CLI reference, the exit codes, the benchmark tables)
-GENERATED_DOCS := docs/reports.md docs/reference.md docs/running.md docs/cli.md docs/benchmarks.md docs/views.md docs/sync-parallel.md docs/refresh-performance.md
+GENERATED_DOCS := docs/extending.md docs/reports.md docs/reference.md docs/running.md docs/cli.md docs/benchmarks.md docs/views.md docs/sync-parallel.md docs/refresh-performance.md
 
 .PHONY: demo test test-pg15 lint docs bench clean
 
