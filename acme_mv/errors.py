@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-#: Every exit code of the CLI and what it means: the one table (docs/running.md shows it,
+#: Every exit code of the CLI and what it means: the one table (docs/reference.md shows it,
 #: generated; a test checks that every error class's code is here).
 EXIT_CODES: dict[int, str] = {
     0: "success",

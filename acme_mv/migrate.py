@@ -57,7 +57,7 @@ ENSURE_VERSION_SCHEMA = (
 INSUFFICIENT_PRIVILEGE = "42501"
 PRIVILEGE_HINT = (
     "the warehouse role must own the schemas acme_mv, staging and analytics "
-    '(see docs/operations.md, "Roles")'
+    '(see docs/deploy-cursor-sync.md, "Roles")'
 )
 
 

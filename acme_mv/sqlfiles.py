@@ -14,7 +14,7 @@ the other comment lines are for people. The text is loaded once per process
 (:func:`load` is cached) and handed to ``psycopg.sql.SQL`` by its callers:
 placeholders in braces (``{temp}``, ``{keys}``) are identifiers or fragments
 composed with ``psycopg.sql``, values are ``%(name)s`` parameters. See
-docs/views.md for the naming rule of each layer and the lineage of every report.
+docs/extending.md for the naming rule of each layer and the lineage of every report.
 """
 
 from __future__ import annotations

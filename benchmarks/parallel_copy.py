@@ -169,7 +169,7 @@ def measure(bench: Bench) -> list[Result]:
     return found
 
 
-# -- the tables of docs/sync-parallel.md, generated from a run's JSON ------------------------
+# -- a run's rounds side by side, from its JSON (python -m benchmarks.parallel_copy FILE) ---
 
 #: (phase name, pattern over one DEBUG line, which group holds the seconds)
 _PHASES: tuple[tuple[str, str, int], ...] = (

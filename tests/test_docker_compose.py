@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 MAKEFILE = ROOT / "Makefile"
-DOCKER_DOC = ROOT / "docs" / "operations.md"
+DOCKER_DOC = ROOT / "docs" / "deploy-cursor-sync.md"
 
 SHELL_OPERATORS = {";", "&&", "||", "|", "&", "(", ")"}
 SHELL_KEYWORDS = {"if", "then", "else", "elif", "fi", "exec", "do", "done", "while", "until", "!"}
@@ -317,7 +317,7 @@ def exports_mount() -> tuple[str, str]:
 
 
 def documented_export_commands() -> list[list[str]]:
-    """`docker compose run ... acme-mv export ...` lines of docs/operations.md, as acme-mv argv."""
+    """`docker compose run ... acme-mv export ...` lines of DOCKER_DOC, as acme-mv argv."""
     found = []
     for line in DOCKER_DOC.read_text().splitlines():
         line = line.strip().removeprefix("$ ")
@@ -335,7 +335,9 @@ def documented_export_commands() -> list[list[str]]:
 def test_the_documented_export_writes_into_the_exports_mount() -> None:
     _, container = exports_mount()
     commands = documented_export_commands()
-    assert commands, "docs/operations.md shows no `docker compose run ... acme-mv export` example"
+    assert commands, (
+        "docs/deploy-cursor-sync.md shows no `docker compose run ... acme-mv export` example"
+    )
     workdirs = [args for ins, args in dockerfile_instructions() if ins == "WORKDIR"]
     for argv in commands:
         if "--output-dir" in argv:

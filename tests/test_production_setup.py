@@ -1,6 +1,6 @@
 """The README's "Production" section, executed as written.
 
-Its SQL blocks (the same as docs/operations.md's "Roles") create three
+Its SQL blocks (the same as docs/deploy-cursor-sync.md's "Roles") create three
 non-superuser roles with passwords; the test server is made to require those
 passwords (``conftest.require_passwords``). Then, as those roles only:
 migrate, grant-reader, sync, refresh, export; the exports equal the reports
@@ -31,7 +31,7 @@ from tests.support.roles import drop_role, require_passwords
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-OPERATIONS = ROOT / "docs" / "operations.md"
+OPERATIONS = ROOT / "docs" / "deploy-cursor-sync.md"
 
 #: the roles the documented SQL creates: source reader, warehouse owner, report reader
 SOURCE_ROLE, WAREHOUSE_ROLE, READER_ROLE = "acme_mv_source", "acme_mv", "acme_reports"

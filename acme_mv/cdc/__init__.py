@@ -12,7 +12,7 @@ become tombstones. The views do not change.
     print(status(settings).lag_bytes)
     drop(settings)                        # slot + publication + the warehouse's position
 
-See docs/cdc.md.
+See docs/deploy-cdc.md and docs/design.md.
 """
 
 from __future__ import annotations

@@ -177,7 +177,7 @@ def check(
     and products, NULL statuses and delivery dates, rows deleted at the source (sync --full due).
 
     One pass over staging per check; the deleted-rows
-    gaps also count keys on the source (docs/sync.md).
+    gaps also count keys on the source (docs/reports.md).
 
     Examples:
 

@@ -147,7 +147,7 @@ def run(
     One log line per cycle (rows synced, refresh seconds, freshness), one per failed cycle naming
     the server (warehouse or source). Failed cycles are retried with backoff, forever by default;
     only what retrying cannot fix (not migrated, schema drift, bad configuration, refused login,
-    missing privilege) ends the loop. See docs/running.md.
+    missing privilege) ends the loop. See docs/operate.md.
 
     Examples:
 

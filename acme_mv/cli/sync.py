@@ -225,7 +225,7 @@ def status(
     Staged rows are the planner's estimate (pg_class.reltuples) unless --exact;
     lag is the source's max(updated_at) minus the cursor. With --exact, also
     the orders and order items deleted at the source since they were staged
-    (only `sync --full` removes them; see docs/sync.md). Then when the reports
+    (only `sync --full` removes them; see docs/deploy-cursor-sync.md). Then when the reports
     were last refreshed and their freshness (now minus the time the newest
     refreshed sync read the source).
 

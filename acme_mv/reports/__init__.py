@@ -3,7 +3,7 @@
 - :mod:`acme_mv.reports.views`: view SQL files as
   versioned values (create, replace, dependency order)
 - :mod:`acme_mv.reports.registry`: the summaries and reports, read from the headers of ``views/``
-- :mod:`acme_mv.reports.lineage`: every report's lineage, rendered into docs/views.md
+- :mod:`acme_mv.reports.lineage`: every report's lineage, rendered into docs/extending.md
 - :mod:`acme_mv.reports.refresh`: adds the new batches'
   deltas; folds at the day's rollover; ``--rebuild``
 - :mod:`acme_mv.reports.export`: CSV/JSON of a report, now or ``--as-of`` a past moment

@@ -15,7 +15,7 @@ is a hash (or merge) join. The earlier ``... ORDER BY k LIMIT 5`` over the
 same ``NOT EXISTS`` let the planner hope to stop after five rows (it expects
 half the rows to be orphans, having no statistics through the ``*_latest``
 views it then read) and pick a nested-loop anti join comparing every item with every order
-(its cost, measured: docs/sync.md, "acme-mv check").
+(docs/reports.md, "Data gaps").
 
 Two more gaps need the source: rows deleted there since they were staged
 (``orders_deleted_at_source``, ``order_items_deleted_at_source``), which only

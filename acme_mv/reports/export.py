@@ -62,7 +62,7 @@ DEFAULT_LIMIT = registry.default_limit()
 DATESTYLE = "ISO, YMD"
 
 
-#: every report, from the view files of views/reports/ (acme_mv.reports.registry, docs/views.md)
+#: every report, from the view files of views/reports/ (acme_mv.reports.registry, docs/extending.md)
 REPORTS: dict[str, registry.Report] = {r.name: r for r in registry.reports()}
 
 

@@ -1,6 +1,6 @@
 """The lineage of every report, from the registry and the views' dependency order.
 
-Rendered as Markdown into docs/views.md by cog (``cog -r docs/views.md``;
+Rendered as Markdown into docs/extending.md by cog (``make docs``;
 ``cog --check`` and ``tests/test_docs_views.py`` fail when it is stale).
 """
 
@@ -121,7 +121,12 @@ def definitions() -> str:
         if report.order is not None:
             order = report.order
         else:
-            ranking = report.ranking.rsplit("ORDER BY", 1)[-1].strip().replace(" r.", " ").removeprefix("r.")
+            ranking = (
+                report.ranking.rsplit("ORDER BY", 1)[-1]
+                .strip()
+                .replace(" r.", " ")
+                .removeprefix("r.")
+            )
             order = f"{ranking} (top {report.default_limit} by default)"
         rows.append(f"| `{report.name}` | {what} | {summary.counts} | {order} |")
     head = "| report | what it is | it counts | order |\n|---|---|---|---|\n"

@@ -75,7 +75,7 @@ RefreshMode = Literal["auto", "historic", "current", "rebuild"]
 LOCK_CLASS = 0x61636D65
 LOCK_REFRESH = 2
 
-#: every summary, from the files of views/summaries/ (acme_mv.reports.registry, docs/views.md):
+#: every summary, from the files of views/summaries/ (acme_mv.reports.registry, docs/extending.md):
 #: ``<name>_historic``, ``<name>_current`` and ``<name>_delta`` over its keys
 SUMMARIES = registry.summaries()
 

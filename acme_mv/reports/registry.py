@@ -1,4 +1,4 @@
-"""The one registry of summaries and reports, read from the files of ``views/`` (docs/views.md).
+"""The one registry of summaries and reports, read from the files of ``views/`` (docs/extending.md).
 
 - A **summary** is a file ``views/summaries/<name>.sql``: the groups of one
   report family from scratch over the latest-state tables (what

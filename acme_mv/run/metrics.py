@@ -19,7 +19,7 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
 
 
 class Metrics:
-    """What the run loop reports; see ``docs/running.md`` for each metric."""
+    """What the run loop reports; docs/reference.md lists them (generated from this registry)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()

@@ -58,7 +58,7 @@ class Applied:
     delta_rows: int
 
 
-# The SQL of a batch, one statement per file of views/state/ (docs/views.md); the deltas are
+# The SQL of a batch, one statement per file of views/state/ (docs/extending.md); the deltas are
 # every summary's of the registry (views/deltas/<summary>.sql, .first.sql)
 _ORDER_CHANGES = sqlfiles.text("state/order_changes.sql")
 _ITEM_CHANGES = sqlfiles.text("state/item_changes.sql")

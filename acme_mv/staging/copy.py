@@ -95,8 +95,8 @@ def copy_out_chunks(conn: Conn, statement: sql.Composable) -> Iterator[bytearray
     This talks to libpq through psycopg's public ``pq`` layer instead of
     iterating ``cursor.copy()``: that iteration goes through psycopg's wait
     machinery once per row (libpq hands COPY data over row by row), which
-    was the largest single cost of a sync (measured: docs/cursor-sync.md,
-    "Speed"). Rows are taken with the non-blocking
+    was the largest single cost of a sync (3.6 s against 2.2 s to read 2.6M
+    items). Rows are taken with the non-blocking
     ``PQgetCopyData`` while libpq has them buffered; see :func:`_next_copy_data`
     for why it never blocks. Errors become psycopg's own exception classes.
     """

@@ -8,7 +8,7 @@ Where it applies: a first copy (``initial``: the version table is empty) of
 setup``, in the slot's exported snapshot). Everything else stays on the
 serial path of :mod:`acme_mv.staging.copy`.
 
-How (see docs/sync-parallel.md):
+How:
 
 1. The caller's REPEATABLE READ source transaction exports its snapshot
    (``pg_export_snapshot()``; change capture passes the slot's); each worker

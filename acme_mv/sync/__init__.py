@@ -9,7 +9,7 @@ On the source, in this order: the watermark (the next cursor) in autocommit
 mode; then the snapshot transaction, whose first statements take ACCESS SHARE
 on every table to read (no snapshot yet: a table rewrite still running is
 waited for), whose first query checks the schema (and so takes the snapshot,
-after the locks) and whose next ones read the tables. See docs/sync.md.
+after the locks) and whose next ones read the tables. See docs/design.md.
 
     from acme_mv.config import Settings
     from acme_mv.sync import sync, status

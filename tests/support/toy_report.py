@@ -1,4 +1,4 @@
-"""A toy report added the documented way (docs/views.md, "Adding a report"): its SQL files and
+"""A toy report added the documented way (docs/extending.md, "Adding a report"): its SQL files and
 its tables, nothing else. ``python -m tests.support.toy_report VIEWS URL READER READER_URL``
 runs the pipeline on it in a child process whose ``views/`` is ``VIEWS`` (the registry and
 every module that iterates it read ``views/`` once, when imported) and prints what each step
