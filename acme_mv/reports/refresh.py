@@ -21,8 +21,8 @@ latest-state tables (``staging.*_state``) and empties the current ones.
 A refresh is ONE transaction (REPEATABLE READ, so the newest batch and its
 deltas are read from one snapshot): readers of the union views see the old
 reports or the new ones, never a mix, and are never blocked (row writes take
-no lock that conflicts with SELECT). A sync --full needs no rebuild any more:
-its batch's deltas already retract the keys it found gone.
+no lock that conflicts with SELECT). A sync --full needs no rebuild: its
+batch's deltas retract the keys it found gone.
 
 Refreshes are serialized by a session-level advisory lock taken before the
 transaction starts (so the transaction's snapshot is taken after any previous
