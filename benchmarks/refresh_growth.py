@@ -14,13 +14,19 @@ Then the rollover after those cycles (about 12% of the orders changed): ``refres
 
 from __future__ import annotations
 
+from functools import partial
+
 from acme_mv import sync as sync_api
+from acme_mv.db import Conn, connection
 from acme_mv.reports import refresh as refresh_api
 from benchmarks.acme_sync import migrated
 from benchmarks.core import Bench, Result, guarded, timed
 
 NAME = "refresh_growth"
 CYCLES = 8
+#: rounds of one small batch (SMALL_ORDERS orders change status) and its refresh
+SMALL_ROUNDS = 20
+SMALL_ORDERS = 5
 #: share of the orders moved between open and closed per cycle
 MOVE_FRACTION = 0.01
 #: share of the orders inserted (open, 26 items each) per cycle
@@ -122,5 +128,47 @@ def measure(bench: Bench) -> list[Result]:
             + f"; delta rows read per refresh: {', '.join(map(str, delta_rows))}"
             + f"; syncs (s): {', '.join(f'{s:.2f}' for s in syncs)}"
         )
-        found.extend([growth, fold, rebuild])
+        found.extend([growth, fold, rebuild, *small_batches(bench)])
     return found
+
+
+def small_batches(bench: Bench) -> list[Result]:
+    """A refresh after one small batch, in-process: on one kept connection (as change
+    capture's refresher does) and on a new connection each time (as ``acme-mv refresh``)."""
+    kept = Result(
+        "refresh_small.kept",
+        f"refresh after a batch of {SMALL_ORDERS} changed orders, in-process, one kept connection",
+        throughput=False,
+        target="<= 10 ms",
+    )
+    new = Result(
+        "refresh_small.new",
+        f"refresh after a batch of {SMALL_ORDERS} changed orders, a new connection each",
+        throughput=False,
+    )
+    with connection(bench.settings.database_url, role="warehouse", autocommit=True) as conn:
+        for round_ in range(SMALL_ROUNDS):
+            for result, on in ((kept, conn), (new, None)):
+                _small_change(bench, round_)
+                sync_api.sync(bench.settings, tables=["orders"])
+                result.seconds.append(timed(partial(_refresh, bench, on)))
+    kept.met = kept.median is not None and kept.median <= 0.010
+    return [kept, new]
+
+
+def _refresh(bench: Bench, conn: Conn | None) -> None:
+    refresh_api.refresh(bench.settings, mode="current", conn=conn)
+
+
+def _small_change(bench: Bench, round_: int) -> None:
+    with bench.connect("source", autocommit=True) as conn:
+        conn.execute(
+            """
+            UPDATE operations.orders
+               SET status = CASE WHEN status = 'PENDING' THEN 'PROCESSING' ELSE 'PENDING' END,
+                   updated_at = localtimestamp(3), updated_by = -2
+             WHERE order_id IN (SELECT order_id FROM operations.orders
+                                 ORDER BY order_id DESC OFFSET %s LIMIT %s)
+            """,
+            (round_ * SMALL_ORDERS, SMALL_ORDERS),
+        )

@@ -15,7 +15,7 @@ from psycopg.rows import TupleRow
 from acme_mv import migrate
 from acme_mv.config import Settings
 from acme_mv.errors import NotMigrated, RefreshFailed
-from acme_mv.reports.refresh import refresh
+from acme_mv.reports.refresh import LOCK_CLASS, LOCK_REFRESH, refresh
 from acme_mv.reports.verify import verify
 from tests.support.cli_runner import run
 from tests.support.reports_oracle import actual, assert_views_match, expected
@@ -517,3 +517,36 @@ def test_a_refresh_that_fails_on_the_data_says_so_in_one_line(world: World) -> N
     assert not info.value.transient
     after = world.conn.execute("SELECT refreshed_batch_id FROM analytics.snapshot").fetchone()
     assert after == before
+
+
+def test_refreshes_on_one_kept_connection_and_a_failure_closes_it(world: World) -> None:
+    """A process that refreshes after every batch keeps its connection; a refresh that fails
+    on it closes it, so its session's refresh lock is gone and the next refresh runs."""
+    kept = psycopg.connect(world.url, autocommit=True)
+    for status in ("PENDING", "PROCESSING"):
+        world.sql(
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) "
+            "VALUES ('2026-12-11', 1, %s)",
+            status,
+        )
+        world.sync()
+        result = refresh(world.settings, now=world.now, conn=kept)
+        assert result.refreshed_batch_id == world.newest_batch()
+        world.check()
+    assert not kept.closed
+    kept.execute("SET default_transaction_read_only = on")  # its next writes fail
+    world.sql(
+        "INSERT INTO operations.orders (delivery_date, customer_id, status) "
+        "VALUES ('2026-12-12', 2, 'PENDING')"
+    )
+    world.sync()
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        refresh(world.settings, now=world.now, conn=kept)
+    assert kept.closed
+    row = world.conn.execute(
+        "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_REFRESH)
+    ).fetchone()
+    assert row == (True,), "the failed refresh's session still holds the refresh lock"
+    world.sql("SELECT pg_advisory_unlock(%s, %s)", LOCK_CLASS, LOCK_REFRESH)
+    assert world.refresh() is False
+    world.check()

@@ -123,9 +123,18 @@ def today(settings: Settings, now: datetime | None = None) -> date:
 
 
 def refresh(
-    settings: Settings, *, mode: RefreshMode = "auto", now: datetime | None = None
+    settings: Settings,
+    *,
+    mode: RefreshMode = "auto",
+    now: datetime | None = None,
+    conn: Conn | None = None,
 ) -> RefreshResult:
     """Refresh the reports (see the module docstring for when the historic part is folded).
+
+    ``conn``: an autocommit warehouse connection to refresh on instead of a new one (a
+    process that refreshes after every batch keeps one: the connect is most of a small
+    refresh's time). A refresh that fails closes it, since its session may still hold the
+    refresh lock or an open transaction; the caller opens a new one.
 
     Round trips are few, since on a busy server each one waits for a CPU: after the connect
     and the revision check: the lock; the transaction's start with the reads of the snapshot
@@ -134,7 +143,14 @@ def refresh(
     (one pipeline).
     """
     try:
-        return _refresh(settings, mode=mode, now=now)
+        if conn is None:
+            with connection(settings.database_url, role="warehouse", autocommit=True) as new:
+                return _refresh(new, settings, mode=mode, now=now)
+        try:
+            return _refresh(conn, settings, mode=mode, now=now)
+        except BaseException:
+            conn.close()
+            raise
     except psycopg.Error as exc:
         if not is_data_error(exc):
             raise
@@ -175,63 +191,64 @@ def _refresh_failed(exc: psycopg.Error) -> RefreshFailed:
 DETAIL_SHOWN = 200
 
 
-def _refresh(settings: Settings, *, mode: RefreshMode, now: datetime | None) -> RefreshResult:
+def _refresh(
+    conn: Conn, settings: Settings, *, mode: RefreshMode, now: datetime | None
+) -> RefreshResult:
     day = today(settings, now)
     started = time.perf_counter()
-    with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
-        require_head(conn)
-        # an error ends the session (connection() closes it): its transaction rolls back and
-        # its session lock is released with it
-        with _tagged(conn), conn.pipeline() as pipeline:
-            snap, newest = _lock_and_read(conn)
+    require_head(conn)
+    # an error ends the session (refresh() closes the connection): its transaction rolls back
+    # and its session lock is released with it
+    with _tagged(conn), conn.pipeline() as pipeline:
+        snap, newest = _lock_and_read(conn)
+        _ran(conn)
+        reason = _fold_reason(snap, mode=mode, day=day)
+        historic_s: float | None = None
+        new_batches = delta_rows = 0
+        t1 = time.perf_counter()
+        if mode == "rebuild":
+            log.info("rebuilding the reports from the latest-state tables")
+            _rebuild(conn)
+            pipeline.sync()
             _ran(conn)
-            reason = _fold_reason(snap, mode=mode, day=day)
-            historic_s: float | None = None
-            new_batches = delta_rows = 0
-            t1 = time.perf_counter()
-            if mode == "rebuild":
-                log.info("rebuilding the reports from the latest-state tables")
-                _rebuild(conn)
+            historic_s = time.perf_counter() - t1
+            current_s = 0.0
+        else:
+            added = _add_deltas(conn, _included(snap), newest)
+            if reason:
+                log.info("folding the current part into the historic part: %s", reason)
+                _fold(conn)
+            if added or reason:
                 pipeline.sync()
                 _ran(conn)
-                historic_s = time.perf_counter() - t1
-                current_s = 0.0
-            else:
-                added = _add_deltas(conn, _included(snap), newest)
-                if reason:
-                    log.info("folding the current part into the historic part: %s", reason)
-                    _fold(conn)
-                if added or reason:
-                    pipeline.sync()
-                    _ran(conn)
-                new_batches, delta_rows = _added(added)
-                current_s = time.perf_counter() - t1
-                if reason:
-                    historic_s = current_s
-        # the snapshot row's update waits for a lock when a reader holds the row (or a blocker
-        # the table): outside the pipeline, so that a session ended while it waits reports the
-        # server's reason (psycopg's pipeline only sees the connection go)
-        if reason:
-            _take_snapshot(conn, newest, day=day, timezone=settings.timezone)
-        recorded = _record(
-            conn, newest, rebuilt=bool(reason), historic_s=historic_s, current_s=current_s
-        )
-        with _tagged(conn), conn.pipeline():
-            conn.execute("COMMIT")
-            conn.execute(_UNLOCK, (LOCK_CLASS, LOCK_REFRESH))
-        # committed and unlocked
-        result = _result(
-            recorded,
-            newest,
-            rebuilt=bool(reason),
-            reason=reason,
-            day=day if reason else (snap.day or day),
-            historic_s=historic_s,
-            current_s=current_s,
-            started=started,
-            new_batches=new_batches,
-            delta_rows=delta_rows,
-        )
+            new_batches, delta_rows = _added(added)
+            current_s = time.perf_counter() - t1
+            if reason:
+                historic_s = current_s
+    # the snapshot row's update waits for a lock when a reader holds the row (or a blocker
+    # the table): outside the pipeline, so that a session ended while it waits reports the
+    # server's reason (psycopg's pipeline only sees the connection go)
+    if reason:
+        _take_snapshot(conn, newest, day=day, timezone=settings.timezone)
+    recorded = _record(
+        conn, newest, rebuilt=bool(reason), historic_s=historic_s, current_s=current_s
+    )
+    with _tagged(conn), conn.pipeline():
+        conn.execute("COMMIT")
+        conn.execute(_UNLOCK, (LOCK_CLASS, LOCK_REFRESH))
+    # committed and unlocked
+    result = _result(
+        recorded,
+        newest,
+        rebuilt=bool(reason),
+        reason=reason,
+        day=day if reason else (snap.day or day),
+        historic_s=historic_s,
+        current_s=current_s,
+        started=started,
+        new_batches=new_batches,
+        delta_rows=delta_rows,
+    )
     log.debug(  # `refresh` prints its result and `run` its cycle line: no second INFO line
         "refreshed %s in %.2fs (%d new batches, %d delta rows; B=%d, up to batch %s)",
         f"and folded ({result.reason})" if result.rebuilt_historic else "current",
