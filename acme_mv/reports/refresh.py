@@ -95,7 +95,8 @@ class RefreshResult:
     historic_batch_id: int
     #: the newest committed sync batch included (None: nothing synced yet)
     refreshed_batch_id: int | None
-    #: when that batch was recorded (the sync's time: the base of freshness)
+    #: when that batch began (it read the source at or after it): the moment the reports are
+    #: fresh as of, as :func:`acme_mv.run.health.read_freshness` reads it
     refreshed_batch_at: datetime | None
     day: date
     historic_seconds: float | None
@@ -523,7 +524,7 @@ def _record(
             historic_seconds = coalesce(%(historic_s)s, s.historic_seconds),
             current_seconds = %(current_s)s
         RETURNING s.historic_batch_id,
-                  (SELECT coalesce(finished_at, started_at) FROM staging.sync_batches
+                  (SELECT started_at FROM staging.sync_batches
                    WHERE batch_id = %(newest)s)
         """,
         {
