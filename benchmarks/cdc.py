@@ -16,7 +16,10 @@ a shared machine):
    capture lag per staged version = its batch's commit time in the warehouse
    (``sync_batches.finished_at``) minus the source row's ``updated_at`` (its
    transaction's start). p50/p95/p99 over the run and per minute.
-4. ``cdc.e2e``: during the same run a probe order (PENDING, its own far-future
+4. ``cdc.catchup``: CATCHUP_TRANSACTIONS single-row source transactions committed while
+   nothing streams, then ``acme_mv.cdc.stream`` (batches, refresh) started: the time until
+   the slot has confirmed the source's position after them; changes per second.
+5. ``cdc.e2e``: during the same run a probe order (PENDING, its own far-future
    delivery date) is committed on the source every second; its latency is the
    time to the first poll (every 20 ms) of ``analytics.open_orders`` that shows
    it (:mod:`benchmarks.probe`). p50/p95/p99.
@@ -58,6 +61,8 @@ PROBE_BASE = date(2200, 1, 1)
 #: the burst for the decode and apply rates: transactions x rows each
 BURST_TRANSACTIONS = 200
 BURST_ROWS = 250
+#: the catch-up backlog: single-row transactions committed while nothing streams
+CATCHUP_TRANSACTIONS = 100_000
 
 
 def _burst(url: str) -> int:
@@ -200,6 +205,78 @@ def _apply_rate(bench: Bench, slot: str) -> Result:
     return result
 
 
+def _catch_up(bench: Bench, slot: str, transactions: int = CATCHUP_TRANSACTIONS) -> Result:
+    """A backlog of single-row transactions, then the stream (batches and refresh) until the
+    slot has confirmed the source's position after them."""
+    with psycopg.connect(bench.source_url, autocommit=True) as src:
+        src.execute("SET synchronous_commit = off")  # the backlog's cost is not measured
+        src.execute(
+            sql.SQL(
+                """
+                DO $$
+                DECLARE first bigint := (SELECT min(order_id) FROM operations.orders);
+                        n bigint := (SELECT count(*) FROM operations.orders);
+                BEGIN
+                    FOR i IN 0 .. {transactions} - 1 LOOP
+                        UPDATE operations.orders
+                           SET status = CASE WHEN status = 'PENDING' THEN 'PROCESSING'
+                                             ELSE 'PENDING' END,
+                               updated_at = localtimestamp(3)
+                         WHERE order_id = first + i % n;
+                        COMMIT;
+                    END LOOP;
+                END $$
+                """
+            ).format(transactions=sql.Literal(transactions))
+        )
+        row = src.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+    assert row is not None
+    target = pgoutput.lsn_from_str(str(row[0]))
+    stop = threading.Event()
+    applied: list[int] = []
+    confirmed_at: list[float] = []
+
+    def watch() -> None:
+        with psycopg.connect(bench.source_url, autocommit=True) as src:
+            while not stop.is_set():
+                got = src.execute(
+                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots"
+                    " WHERE slot_name = %s",
+                    (slot,),
+                ).fetchone()
+                if got and got[0] and pgoutput.lsn_from_str(str(got[0])) >= target:
+                    confirmed_at.append(time.perf_counter())
+                    stop.set()
+                time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    started = time.perf_counter()
+    watcher.start()
+    cdc_api.stream(
+        bench.settings,
+        slot=slot,
+        refresh_views=True,
+        heartbeat_s=0.2,
+        stop=stop,
+        on_batch=lambda b: applied.append(b.changes),
+    )
+    watcher.join()
+    seconds = (confirmed_at[0] if confirmed_at else time.perf_counter()) - started
+    result = Result(
+        "cdc.catchup",
+        f"cdc: catch-up after {transactions:,} single-row source transactions "
+        "(stream, batches, refresh; until the slot confirmed the source's position)",
+        target=">= 25,000 changes/s",
+    )
+    result.seconds, result.rows = [seconds], transactions
+    result.met = transactions / seconds >= 25_000
+    result.note = (
+        f"{transactions:,} transactions, {sum(applied):,} changes applied in "
+        f"{len(applied)} batches, {transactions / seconds:,.0f} changes/s"
+    )
+    return result
+
+
 #: capture lag per staged version: its batch's warehouse commit minus the source row's
 #: ``updated_at`` (its transaction's start, local time); percentiles overall and per minute
 LAG_SQL: LiteralString = """
@@ -334,6 +411,7 @@ def measure(
         try:
             if rates:
                 found.append(_apply_rate(bench, slot))
+                found.append(_catch_up(bench, slot))
             from acme_mv.reports.refresh import refresh
 
             refresh(bench.settings, mode="historic")
