@@ -187,23 +187,41 @@ class _Reader:
         return ch
 
     def tuple_data(self) -> tuple[Value, ...]:
+        # the hot loop of a stream (every column of every row, twice for an update under
+        # REPLICA IDENTITY FULL): locals and byte codes instead of method calls per column
+        buf, pos, size = self.buf, self.pos, len(self.buf)
+        if pos + 2 > size:
+            raise DecodeError(f"truncated {chr(buf[0])!r} message at byte {pos}")
+        (count,) = _I16.unpack_from(buf, pos)
+        pos += 2
         values: list[Value] = []
-        for _ in range(self.i16()):
-            kind = self.byte()
-            if kind == "n":
-                values.append(NULL)
-            elif kind == "u":
-                values.append(UNCHANGED)
-            elif kind in ("t", "b"):
-                size = self.i32()
-                end = self.pos + size
-                if end > len(self.buf):
+        append = values.append
+        length = _I32.unpack_from
+        for _ in range(count):
+            if pos >= size:
+                raise DecodeError(f"truncated {chr(buf[0])!r} message at byte {pos}")
+            kind = buf[pos]
+            pos += 1
+            if kind in (_TEXT, _BINARY):
+                if pos + 4 > size:
                     raise DecodeError("truncated column value")
-                values.append(bytes(self.buf[self.pos : end]))
-                self.pos = end
+                end = pos + 4 + length(buf, pos)[0]
+                if end > size:
+                    raise DecodeError("truncated column value")
+                append(bytes(buf[pos + 4 : end]))
+                pos = end
+            elif kind == _NULL:
+                append(NULL)
+            elif kind == _UNCHANGED_KIND:
+                append(UNCHANGED)
             else:
-                raise DecodeError(f"unknown tuple column kind {kind!r}")
+                raise DecodeError(f"unknown tuple column kind {chr(kind)!r}")
+        self.pos = pos
         return tuple(values)
+
+
+#: the kinds of a tuple's column: text, binary, NULL, unchanged TOASTed value
+_TEXT, _BINARY, _NULL, _UNCHANGED_KIND = b"t"[0], b"b"[0], b"n"[0], b"u"[0]
 
 
 def decode(payload: bytes) -> Message:
