@@ -512,6 +512,7 @@ class Loader:
         with self._lock:
             load.rows = max(rows, 0)
             load.copy_seconds = time.monotonic() - load.started
+        log.debug("staging.%s: %d rows derived in %.2f s", state.name, load.rows, load.copy_seconds)
         self._after_copy(state.name)
 
     def _indexes(self, unit: str) -> tuple[str, ...]:
