@@ -181,9 +181,10 @@ def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
         assert result.ratio == result.extra["median_round_ratio"]
         assert result.ratio_to == "parallel.raw"
         assert len(result.extra["round_ratios_pk"]) == bench.rounds
-        assert result.extra["bytes_per_row"][0] > bench.results["parallel.raw"].extra[
-            "bytes_per_row"
-        ][0]
+        assert (
+            result.extra["bytes_per_row"][0]
+            > bench.results["parallel.raw"].extra["bytes_per_row"][0]
+        )
         # the phases were recorded: the parallel runs attached, the serial one did not
         lines = " ".join(" ".join(p) for p in result.extra["phases"])
         assert ("attached in" in lines) == (jobs > 1), lines
