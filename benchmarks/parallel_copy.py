@@ -34,7 +34,7 @@ from psycopg import sql
 
 from acme_mv import sync as sync_api
 from benchmarks import cpu, pg, raw_copy
-from benchmarks.acme_sync import migrated
+from benchmarks.acme_sync import empty_staging, migrated
 from benchmarks.core import Bench, Result, guarded, timed
 
 NAME = "parallel_copy"
@@ -43,11 +43,6 @@ SCRATCH_PK = "bench_raw_pk"
 #: the variants, by sessions (1: the serial path); ACME_MV_BENCH_JOBS=2 leaves the serial
 #: path out (a 100M-row round is long enough with the raw pipe and one variant)
 JOBS = tuple(int(j) for j in os.environ.get("ACME_MV_BENCH_JOBS", "1,2").split(","))
-
-_EMPTY = """
-TRUNCATE staging.orders, staging.order_items, staging.orders_state, staging.order_items_state,
-    analytics.open_orders_delta, analytics.pending_orders_delta, analytics.pending_items_delta
-"""
 
 
 class _Phases(logging.Handler):
@@ -76,12 +71,6 @@ def _sync(bench: Bench, jobs: int, phases: list[list[str]]) -> None:
             logger.removeHandler(handler)
             logger.setLevel(level)
     phases.append(handler.lines)
-
-
-def _empty_staging(bench: Bench) -> None:
-    with bench.connect("warehouse") as wh:
-        wh.execute(_EMPTY)
-        wh.execute("CHECKPOINT")  # each variant starts without the previous one's dirty pages
 
 
 def _empty_scratch(bench: Bench) -> None:
@@ -215,7 +204,7 @@ def measure(bench: Bench) -> list[Result]:
                 _bytes_per_row(bench, result, schema)
                 log.info("round %d %s: %.1f s", i + 1, result.name, result.seconds[-1])
             for n, result in variants:
-                _empty_staging(bench)
+                empty_staging(bench)
                 result.extra["load"].append(_load())
                 phases: list[list[str]] = result.extra["phases"]
                 _cpu_timed(result, functools.partial(_sync, bench, n, phases))
