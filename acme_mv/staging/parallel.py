@@ -494,7 +494,7 @@ class Loader:
         """Create the state's load table and fill it from the version load table, in one
         transaction (no WAL for it under ``wal_level=minimal``); then queue its indexes."""
         load = self._load(state.name)
-        load.started = time.monotonic()
+        began = time.monotonic()
         wh = self._connect(self.warehouse_url, "warehouse")
         try:
             columns = sql.SQL(", ").join(sql.Identifier(c) for c in state.columns)
@@ -512,7 +512,9 @@ class Loader:
         with self._lock:
             load.rows = max(rows, 0)
             load.copy_seconds = time.monotonic() - load.started
-        log.debug("staging.%s: %d rows derived in %.2f s", state.name, load.rows, load.copy_seconds)
+        log.debug(
+            "staging.%s: %d rows derived in %.2f s", state.name, load.rows, time.monotonic() - began
+        )
         self._after_copy(state.name)
 
     def _indexes(self, unit: str) -> tuple[str, ...]:
