@@ -451,10 +451,12 @@ class Loader:
             time.monotonic() - t0,
         )
         if last:
-            self._after_copy(table)
+            # the state first: its derivation is followed by index builds of its own, the
+            # longer chain (the pool runs ``jobs`` sessions at once, in submission order)
             state = f"{table}_state"
             if state in self.states:
                 self._submit(self._derive_state, self.states[state])
+            self._after_copy(table)
 
     def _run_worker(self, job: CopyJob) -> tuple[int, int]:
         if self._failed.is_set():
