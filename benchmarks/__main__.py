@@ -7,6 +7,11 @@
 The server URL needs a role that may CREATE DATABASE: the run uses two
 databases on it, ``acme_bench_source`` (kept between runs at the same
 --orders; --fresh rebuilds it) and ``acme_bench_warehouse`` (recreated each run).
+On PostgreSQL 15 (production's version), let ``.ci/with-pg15`` start a server
+and pass its URL:
+
+    .ci/with-pg15 sh -c 'python -m benchmarks --database-url "$ACME_MV_TEST_DATABASE_URL" \
+        --orders 2000 --rounds 1 --only parallel_copy'
 """
 
 from __future__ import annotations

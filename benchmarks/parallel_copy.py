@@ -1,15 +1,21 @@
-"""(2b) The parallel first copy against the raw pipe, side by side in the same rounds.
+"""(2b) The first copy against the raw pipe, side by side in the same rounds.
 
 Each round runs, one after the other on the same server and source: the raw
 binary ``psql | psql`` pipe of orders and order_items into index-free tables
-(:func:`benchmarks.raw_copy.pipe`), then ``sync(jobs=N)`` for each N of
-:data:`JOBS` (default 1, the serial path, and 2), each a first sync into an empty
-warehouse (version tables, latest-state tables and deltas emptied, untimed,
-before it). Alternating inside a round means a busy neighbour slows all
-variants alike; the figure that counts is the median over rounds of each
-round's ratio (``extra.round_ratios``). Each round also records the load
-average (``extra.load``) and, per sync, its phases as the sync logs them at
-DEBUG (``extra.phases``: COPY, index builds, ANALYZE, attach, apply).
+(:func:`benchmarks.raw_copy.pipe`), the same pipe into tables with the
+source's primary keys (``parallel.raw_pk``), then ``sync(full=True, jobs=N)``
+for each N of :data:`JOBS` (default 1, the serial path, i.e. ``sync --full`` on an
+empty warehouse, and 2, the parallel first copy), each into an empty warehouse
+(version tables, latest-state tables and deltas emptied, untimed, before it).
+Alternating inside a round means a busy neighbour slows all variants alike;
+the figure that counts is the median over rounds of each round's ratio
+(``extra.round_ratios`` to the index-free pipe, ``extra.round_ratios_pk`` to
+the pipe with keys). Each round also records the load average
+(``extra.load``), the bytes written per live source row (``extra.bytes_per_row``:
+``pg_total_relation_size`` of what the variant wrote, i.e. staging's tables for a
+sync, over the rows of the four source tables) and, per sync, its phases as
+the sync logs them at DEBUG (``extra.phases``: COPY, index builds, ANALYZE,
+attach, state, apply).
 """
 
 from __future__ import annotations
@@ -28,18 +34,15 @@ from psycopg import sql
 
 from acme_mv import sync as sync_api
 from benchmarks import cpu, pg, raw_copy
-from benchmarks.acme_sync import migrated
+from benchmarks.acme_sync import empty_staging, migrated
 from benchmarks.core import Bench, Result, guarded, timed
 
 NAME = "parallel_copy"
+#: the raw pipe's tables with the source's primary keys
+SCRATCH_PK = "bench_raw_pk"
 #: the variants, by sessions (1: the serial path); ACME_MV_BENCH_JOBS=2 leaves the serial
 #: path out (a 100M-row round is long enough with the raw pipe and one variant)
 JOBS = tuple(int(j) for j in os.environ.get("ACME_MV_BENCH_JOBS", "1,2").split(","))
-
-_EMPTY = """
-TRUNCATE staging.orders, staging.order_items, staging.orders_state, staging.order_items_state,
-    analytics.open_orders_delta, analytics.pending_orders_delta, analytics.pending_items_delta
-"""
 
 
 class _Phases(logging.Handler):
@@ -62,7 +65,7 @@ def _sync(bench: Bench, jobs: int, phases: list[list[str]]) -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
     try:
-        sync_api.sync(bench.settings, jobs=jobs)
+        sync_api.sync(bench.settings, jobs=jobs, full=True)
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(handler)
@@ -70,22 +73,53 @@ def _sync(bench: Bench, jobs: int, phases: list[list[str]]) -> None:
     phases.append(handler.lines)
 
 
-def _empty_staging(bench: Bench) -> None:
-    with bench.connect("warehouse") as wh:
-        wh.execute(_EMPTY)
-        wh.execute("CHECKPOINT")  # each variant starts without the previous one's dirty pages
-
-
 def _empty_scratch(bench: Bench) -> None:
     with bench.connect("warehouse") as wh:
-        for table in raw_copy.TABLES:
-            wh.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(raw_copy.SCRATCH, table)))
+        for schema in (raw_copy.SCRATCH, SCRATCH_PK):
+            for table in raw_copy.TABLES:
+                wh.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema, table)))
         wh.execute("CHECKPOINT")
 
 
-def _raw(bench: Bench) -> None:
+def _raw(bench: Bench, schema: str) -> None:
     for table in raw_copy.TABLES:
-        raw_copy.pipe(bench, table, "binary")
+        raw_copy.pipe(bench, table, "binary", schema=schema)
+
+
+def _scratch_tables(bench: Bench) -> None:
+    """The raw pipes' tables: index-free, and the same with the source's primary keys."""
+    with bench.connect("source") as src, bench.connect("warehouse") as wh:
+        for table in raw_copy.TABLES:
+            shape = pg.columns(src, "operations", table)
+            pg.create_like(wh, raw_copy.SCRATCH, table, shape)
+            pg.create_like(wh, SCRATCH_PK, table, shape)
+            wh.execute(
+                sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                    sql.Identifier(SCRATCH_PK, table), sql.Identifier(shape[0][0])
+                )
+            )
+
+
+#: staging's tables (a partitioned table's size is its partitions'): what a sync writes
+_STAGING_BYTES = """
+SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+WHERE c.relnamespace = 'staging'::regnamespace AND c.relkind = 'r'
+"""
+_SCHEMA_BYTES = """
+SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'r'
+"""
+
+
+def _bytes_per_row(bench: Bench, result: Result, schema: str) -> None:
+    """Append the bytes ``schema``'s tables take per live source row (all four tables')."""
+    with bench.connect("warehouse") as wh:
+        if schema == "staging":
+            row = wh.execute(_STAGING_BYTES).fetchone()
+        else:
+            row = wh.execute(_SCHEMA_BYTES, (schema,)).fetchone()
+    live = sum(bench.counts.values()) or 1
+    result.extra.setdefault("bytes_per_row", []).append(round(int(row[0]) / live, 1) if row else 0)
 
 
 def variant_name(jobs: int) -> str:
@@ -107,12 +141,15 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _ratios(variants: list[tuple[int, Result]], raw: Result) -> None:
+def _ratios(variants: list[tuple[int, Result]], raw: Result, raw_pk: Result) -> None:
     for n, result in variants:
         result.extra["jobs"] = n
         ratios = [s / r for s, r in zip(result.seconds, raw.seconds, strict=True)]
         result.extra["round_ratios"] = [round(x, 3) for x in ratios]
         result.extra["median_round_ratio"] = round(statistics.median(ratios), 3)
+        to_pk = [s / r for s, r in zip(result.seconds, raw_pk.seconds, strict=True)]
+        result.extra["round_ratios_pk"] = [round(x, 3) for x in to_pk]
+        result.extra["median_round_ratio_pk"] = round(statistics.median(to_pk), 3)
         result.ratio = result.extra["median_round_ratio"]
         result.ratio_to = "parallel.raw"
         result.target = "<= 1.2x the raw pipe, same rounds"
@@ -133,39 +170,54 @@ def _partial(bench: Bench, results: list[Result]) -> None:
 
 
 def measure(bench: Bench) -> list[Result]:
-    with guarded(bench, "parallel", "parallel first copy vs raw pipe") as found:
+    with guarded(bench, "parallel", "first copy vs raw pipe") as found:
         migrated(bench)
-        with bench.connect("source") as src, bench.connect("warehouse") as wh:
-            for table in raw_copy.TABLES:
-                pg.create_like(wh, raw_copy.SCRATCH, table, pg.columns(src, "operations", table))
+        _scratch_tables(bench)
         rows = sum(bench.counts.get(t, 0) for t in raw_copy.TABLES)
-        raw = Result("parallel.raw", "raw COPY binary pipe, same rounds", rows=rows)
+        raw = Result("parallel.raw", "raw COPY binary pipe, index-free, same rounds", rows=rows)
+        raw_pk = Result(
+            "parallel.raw_pk", "raw COPY binary pipe, source's primary keys, same rounds", rows=rows
+        )
         variants = [
-            (n, Result(variant_name(n), f"acme-mv sync --jobs {n}, first sync", rows=rows))
+            (
+                n,
+                Result(
+                    variant_name(n),
+                    "acme-mv sync --full, empty warehouse"
+                    if n == 1
+                    else f"acme-mv sync --full --jobs {n}, empty warehouse",
+                    rows=rows,
+                ),
+            )
             for n in JOBS
         ]
-        for result in (raw, *(r for _, r in variants)):
+        for result in (raw, raw_pk, *(r for _, r in variants)):
             result.extra["load"] = []
         for _, result in variants:
             result.extra["phases"] = []
+        log = logging.getLogger("benchmarks")
         for i in range(bench.rounds):
             _empty_scratch(bench)
-            raw.extra["load"].append(_load())
-            _cpu_timed(raw, lambda: _raw(bench))
-            logging.getLogger("benchmarks").info("round %d raw: %.1f s", i + 1, raw.seconds[-1])
+            for result, schema in ((raw, raw_copy.SCRATCH), (raw_pk, SCRATCH_PK)):
+                result.extra["load"].append(_load())
+                _cpu_timed(result, functools.partial(_raw, bench, schema))
+                _bytes_per_row(bench, result, schema)
+                log.info("round %d %s: %.1f s", i + 1, result.name, result.seconds[-1])
             for n, result in variants:
-                _empty_staging(bench)
+                empty_staging(bench)
                 result.extra["load"].append(_load())
                 phases: list[list[str]] = result.extra["phases"]
                 _cpu_timed(result, functools.partial(_sync, bench, n, phases))
-                logging.getLogger("benchmarks").info(
+                _bytes_per_row(bench, result, "staging")
+                log.info(
                     "round %d --jobs %d: %.1f s (load %s)", i + 1, n, result.seconds[-1], _load()
                 )
-            _ratios(variants, raw)
-            _partial(bench, [raw, *(result for _, result in variants)])
-        found.extend([raw, *(result for _, result in variants)])
+            _ratios(variants, raw, raw_pk)
+            _partial(bench, [raw, raw_pk, *(result for _, result in variants)])
+        found.extend([raw, raw_pk, *(result for _, result in variants)])
         with bench.connect("warehouse") as wh:
             pg.drop_schema(wh, raw_copy.SCRATCH)
+            pg.drop_schema(wh, SCRATCH_PK)
     return found
 
 
@@ -179,6 +231,16 @@ _PHASES: tuple[tuple[str, str, int], ...] = (
         r"acme_mv\.(?:sync|staging)\.copy staging\.(\w+): "
         r".* index builds ([\d.]+) s, ANALYZE ([\d.]+) s",
         0,
+    ),
+    (
+        "{t}: attach",
+        r"acme_mv\.(?:sync|staging)\.copy staging\.(\w+): .* attach ([\d.]+) s",
+        2,
+    ),
+    (
+        "{t}: derived from the loaded versions",
+        r"acme_mv\.(?:sync|staging)\.parallel staging\.(\w+): (\d+) rows derived in ([\d.]+) s",
+        3,
     ),
     (
         "{t}: COPY (longest worker)",
@@ -234,11 +296,13 @@ def markdown(path: str) -> str:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     results = {r["name"]: r for r in data["measurements"] if r["name"].startswith("parallel.")}
     raw = results["parallel.raw"]
-    variants = [r for n, r in results.items() if n != "parallel.raw"]
+    raw_pk = results.get("parallel.raw_pk")
+    variants = [r for n, r in results.items() if n not in ("parallel.raw", "parallel.raw_pk")]
     variants.sort(key=lambda r: r["extra"]["jobs"])
-    head = ["round", "raw pipe: s (load)"] + [
-        f"`--jobs {r['extra']['jobs']}`: s (ratio; load)" for r in variants
-    ]
+    head = ["round", "raw pipe: s (load)"]
+    if raw_pk is not None:
+        head.append("raw pipe, keys: s (ratio; load)")
+    head += [f"`--jobs {r['extra']['jobs']}`: s (ratio; load)" for r in variants]
     out = [
         f"{data.get('orders', '?'):,} orders, {raw['rows']:,} rows (orders + order_items), "
         f"JSON written {data['generated_at']}; load average at the start "
@@ -249,6 +313,11 @@ def markdown(path: str) -> str:
     ]
     for i, seconds in enumerate(raw["seconds"]):
         cells = [str(i + 1), f"{seconds:.1f} ({_loadavg(raw, i)})"]
+        if raw_pk is not None:
+            cells.append(
+                f"{raw_pk['seconds'][i]:.1f} ({raw_pk['seconds'][i] / seconds:.2f}; "
+                f"{_loadavg(raw_pk, i)})"
+            )
         for r in variants:
             cells.append(
                 f"{r['seconds'][i]:.1f} ({r['extra']['round_ratios'][i]:.2f}; {_loadavg(r, i)})"
@@ -256,10 +325,23 @@ def markdown(path: str) -> str:
         out.append("| " + " | ".join(cells) + " |")
     out.append(
         "| **median of the per-round ratios** | | "
+        + ("| " if raw_pk is not None else "")
         + " | ".join(f"**{r['extra']['median_round_ratio']:.2f}**" for r in variants)
         + " |"
     )
-    every = [raw, *variants]
+    every = [raw, *([raw_pk] if raw_pk is not None else []), *variants]
+    if raw_pk is not None and all("median_round_ratio_pk" in r["extra"] for r in variants):
+        out.append(
+            "| median ratio to the pipe with keys | | | "
+            + " | ".join(f"{r['extra']['median_round_ratio_pk']:.2f}" for r in variants)
+            + " |"
+        )
+    if all(r["extra"].get("bytes_per_row") for r in every):
+        out.append(
+            "| bytes written per live source row | "
+            + " | ".join(f"{statistics.median(r['extra']['bytes_per_row']):.0f}" for r in every)
+            + " |"
+        )
     if all(r["extra"].get("cpu") for r in every):
         out += [
             "",
@@ -267,6 +349,7 @@ def markdown(path: str) -> str:
             " psql or the sync's Python and its worker processes; the rest is the server):",
             "",
             "| CPU | raw pipe | "
+            + ("raw pipe, keys | " if raw_pk is not None else "")
             + " | ".join(f"`--jobs {r['extra']['jobs']}`" for r in variants)
             + " |",
             "|---|" + "--:|" * len(every),

@@ -22,8 +22,8 @@ TABLES = ("orders", "order_items")
 FORMATS = ("binary", "text")
 
 
-def pipe(bench: Bench, table: str, fmt: str) -> None:
-    """One COPY out of the source piped into one COPY into the scratch table."""
+def pipe(bench: Bench, table: str, fmt: str, *, schema: str = SCRATCH) -> None:
+    """One COPY out of the source piped into one COPY into ``schema.table`` (the scratch table)."""
     psql = pg.psql_binary()
     options = sql.SQL("(FORMAT binary)" if fmt == "binary" else "(FORMAT text)")
     with bench.connect("source") as conn:
@@ -34,7 +34,7 @@ def pipe(bench: Bench, table: str, fmt: str) -> None:
         )
         copy_in = (
             sql.SQL("COPY {} FROM STDIN {}")
-            .format(sql.Identifier(SCRATCH, table), options)
+            .format(sql.Identifier(schema, table), options)
             .as_string(conn)
         )
     base = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1"]

@@ -163,10 +163,13 @@ def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
     run(bench, ["parallel_copy"])
     rows = bench.counts["orders"] + bench.counts["order_items"]
     variants = {parallel_copy.variant_name(n): n for n in parallel_copy.JOBS}
-    for name in ("parallel.raw", *variants):
+    for name in ("parallel.raw", "parallel.raw_pk", *variants):
         result = bench.results[name]
         assert result.status == "ok", result.note
         assert len(result.seconds) == bench.rounds and result.rows == rows
+        # what each variant wrote, per live source row: staging (a sync) holds more than the
+        # rows of orders and order_items alone (the index-free pipe), the keys add to those
+        assert len(result.extra["bytes_per_row"]) == bench.rounds
         assert len(result.extra["load"]) == bench.rounds
         cpu = result.extra["cpu"]  # each round's CPU seconds, the box's and the clients'
         assert len(cpu) == bench.rounds
@@ -177,6 +180,11 @@ def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
         assert len(result.extra["round_ratios"]) == bench.rounds
         assert result.ratio == result.extra["median_round_ratio"]
         assert result.ratio_to == "parallel.raw"
+        assert len(result.extra["round_ratios_pk"]) == bench.rounds
+        assert (
+            result.extra["bytes_per_row"][0]
+            > bench.results["parallel.raw"].extra["bytes_per_row"][0]
+        )
         # the phases were recorded: the parallel runs attached, the serial one did not
         lines = " ".join(" ".join(p) for p in result.extra["phases"])
         assert ("attached in" in lines) == (jobs > 1), lines
@@ -192,7 +200,10 @@ def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
     text = parallel_copy.markdown(str(path))
     assert text.count("\n| 1 |") == 1 and text.count("\n| 2 |") == 1
     assert "| order_items: COPY |" in text
-    assert "| order_items_state: COPY (longest worker) |" in text
+    assert "| order_items_state: derived from the loaded versions |" in text
+    assert "| order_items: attach |" in text  # the serial path's
+    assert "| bytes written per live source row |" in text
+    assert "raw pipe, keys" in text
     assert "| apply: state inserts |" in text and "| attach (partitions, state tables) |" in text
     assert "| server (box - clients) |" in text
 

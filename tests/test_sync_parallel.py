@@ -1,5 +1,6 @@
-"""The parallel first copy: same rows as the serial copy, one snapshot, the batch's partition
-attached at commit (no validation scan, indexes attached not rebuilt), kill-safe."""
+"""The first copy, parallel and serial: same rows, one snapshot, rows loaded once into an
+index-free load table attached as the batch's partition at commit (no validation scan,
+indexes attached not rebuilt), the latest state derived in the warehouse, kill-safe."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from psycopg import sql
 
 from acme_mv.errors import CopyFailed
 from acme_mv.reports.refresh import refresh
-from acme_mv.staging import parallel
+from acme_mv.staging import parallel, partitions
 from acme_mv.staging.tables import TABLES
 from acme_mv.sync import sync
 from tests.support.cli_runner import child_env, run
@@ -115,9 +116,18 @@ def _partition_indexes(url: str, batch_id: int) -> dict[str, tuple[str, list[str
     return {str(t): (str(p), list(i)) for t, p, i in rows}
 
 
-def _built_by_workers(partition: str) -> list[str]:
-    """The names the workers give the indexes they build (two per version table)."""
+def _built_on_the_load_table(partition: str) -> list[str]:
+    """The names of the indexes built on a load table, once attached (two per version table)."""
     return [f"{partition}_0_idx", f"{partition}_1_idx"]
+
+
+def _no_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any worker process fail the sync: what follows must run on the serial path."""
+
+    def refuse(self: parallel.Loader, job: parallel.CopyJob) -> tuple[int, int]:
+        raise AssertionError(f"a worker was started for {job.load_table}")
+
+    monkeypatch.setattr(parallel.Loader, "_run_worker", refuse)
 
 
 def _start_sync(db_url: str, *args: str) -> subprocess.Popen[str]:
@@ -152,7 +162,7 @@ def test_parallel_copy_equals_the_source_and_the_serial_copy(
     found = _partition_indexes(wh, result.batch_id)
     assert set(found) == set(APPEND_TABLES)
     for _, (partition, indexes) in found.items():
-        assert indexes == _built_by_workers(partition)
+        assert indexes == _built_on_the_load_table(partition)
     assert scalar(wh, UNATTACHED) == 0
     assert scalar(wh, LOAD_TABLES) == 0
     assert scalar(wh, "SELECT count(DISTINCT _batch_id) FROM staging.order_items") == 1
@@ -161,11 +171,12 @@ def test_parallel_copy_equals_the_source_and_the_serial_copy(
     assert scalar(wh, "SELECT count(*) FROM staging.order_items_state") == COUNTS["order_items"]
     assert all(_oid(wh, f"{t}_state") != state_before[t] for t in APPEND_TABLES)
     assert scalar(wh, STATE_SHAPE) == STATE_SHAPE_AFTER_MIGRATION
-    # the serial path (--jobs 1) stages exactly the same rows, indexes made by ATTACH
+    # the serial path (--jobs 1) stages exactly the same rows, the same way in its own
+    # transaction
     serial = sync(settings(src, serial_wh), jobs=1)
     assert {t: r.rows_read for t, r in serial.tables.items()} == COUNTS
     for _, (partition, indexes) in _partition_indexes(serial_wh, serial.batch_id).items():
-        assert indexes != _built_by_workers(partition)
+        assert indexes == _built_on_the_load_table(partition)
     for table in ("customers", "products", *APPEND_TABLES):
         assert staged_latest(serial_wh, table) == staged_latest(wh, table)
     for table in APPEND_TABLES:
@@ -184,19 +195,65 @@ def test_parallel_copy_equals_the_source_and_the_serial_copy(
     assert_converged(src, wh)
 
 
+def test_the_source_is_read_once_and_the_state_derived_in_the_warehouse(
+    make_db: DatabaseFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker process copies a part of a version table; none reads the source again
+    for the latest-state tables, which are derived from the loaded rows."""
+    url = make_db("both")
+    fill(url, **COUNTS)
+    jobs: list[str] = []
+    real = parallel.Loader._run_worker
+
+    def recording(self: parallel.Loader, job: parallel.CopyJob) -> tuple[int, int]:
+        jobs.append(job.load_table)
+        return real(self, job)
+
+    monkeypatch.setattr(parallel.Loader, "_run_worker", recording)
+    result = sync(settings(url, url), jobs=3)
+    batch = result.batch_id
+    assert jobs and set(jobs) == {f"_acme_load_{batch}_{t}" for t in APPEND_TABLES}
+    assert scalar(url, "SELECT count(*) FROM staging.orders_state") == COUNTS["orders"]
+    assert scalar(url, "SELECT count(*) FROM staging.order_items_state") == COUNTS["order_items"]
+    assert scalar(url, STATE_SHAPE) == STATE_SHAPE_AFTER_MIGRATION
+    assert_converged(url, url)
+
+
+#: the batch's partitions with most blocks all-visible at once: COPY FREEZE marks each page it
+#: fills from empty (a plain COPY marks none; VACUUM would do it later, writing them again)
+FROZEN_PARTITIONS = """
+SELECT array_agg(p.table_name ORDER BY p.table_name)
+FROM staging.version_partitions AS p
+JOIN pg_class AS c ON c.oid = ('staging.' || quote_ident(p.partition_name))::regclass
+WHERE %s >= p.from_batch AND %s < p.to_batch AND c.relpages > 0 AND c.relallvisible * 2 > c.relpages
+"""
+
+
+def test_a_serial_first_copy_writes_its_rows_frozen(make_db: DatabaseFactory) -> None:
+    """The rows go into a table created in the COPY's transaction, with FREEZE: the blocks of
+    the batch's partitions are all-visible at once (relallvisible, as the load's ANALYZE
+    counts it)."""
+    url = make_db("both")
+    fill(url, **COUNTS)
+    result = sync(settings(url, url), jobs=1)
+    assert scalar(url, FROZEN_PARTITIONS, (result.batch_id, result.batch_id)) == sorted(
+        APPEND_TABLES
+    )
+
+
 def test_attach_proves_the_range_without_a_scan(db_url: str) -> None:
     """The load table's CHECK implies the partition constraint: PostgreSQL says so instead of
     scanning (without the CHECK it scans and says nothing)."""
     with psycopg.connect(db_url) as wh:
         wh.execute("SELECT set_config('acme_mv.batch_id', '7', true)")
-        wh.execute(parallel.create_sql("_acme_load_7_orders", "orders", 7, 9))
+        wh.execute(partitions.create_sql("_acme_load_7_orders", "orders", 7, 9))
         wh.execute("INSERT INTO staging._acme_load_7_orders (order_id) VALUES (1), (2)")
         wh.execute(
             "CREATE TABLE staging.orders_b7 (LIKE staging.orders INCLUDING DEFAULTS); "
             "ALTER TABLE staging.orders"
             " ATTACH PARTITION staging.orders_b7 FOR VALUES FROM (7) TO (9)"
         )
-        target = parallel.Target(
+        target = partitions.Target(
             spec=TABLES["orders"],
             indexes=(),
             partition="orders_b7",
@@ -206,7 +263,7 @@ def test_attach_proves_the_range_without_a_scan(db_url: str) -> None:
         notices: list[str] = []
         wh.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
         wh.execute("SET client_min_messages = debug1")
-        parallel.attach(wh, target, sql.Identifier("staging", "_acme_load_7_orders"))
+        partitions.attach(wh, target, 7)
         wh.execute("RESET client_min_messages")
         assert any("is implied by existing constraints" in n for n in notices), notices
         assert wh.execute("SELECT count(*) FROM staging.orders WHERE _batch_id = 7").fetchone() == (
@@ -215,7 +272,7 @@ def test_attach_proves_the_range_without_a_scan(db_url: str) -> None:
         checks = wh.execute(
             "SELECT count(*) FROM pg_constraint WHERE conrelid = 'staging.orders_b7'::regclass "
             "AND conname = %s",
-            (parallel.RANGE_CHECK,),
+            (partitions.RANGE_CHECK,),
         ).fetchone()
         assert checks == (0,)
         wh.rollback()
@@ -259,9 +316,8 @@ def test_small_tables_are_copied_serially(
     url = make_db("both")
     fill(url, **COUNTS)  # about 100 blocks
     monkeypatch.setattr(parallel, "MIN_PART_BLOCKS", 1024)
-    result = sync(settings(url, url), jobs=4)
-    for _, (partition, indexes) in _partition_indexes(url, result.batch_id).items():
-        assert indexes != _built_by_workers(partition)
+    _no_workers(monkeypatch)
+    sync(settings(url, url), jobs=4)
     assert_converged(url, url)
 
 
@@ -311,7 +367,7 @@ def test_every_worker_reads_the_one_snapshot_while_a_writer_commits(
         for table in APPEND_TABLES:
             blocker.execute(
                 sql.SQL("CREATE TABLE {} (x int)").format(
-                    sql.Identifier("staging", parallel.load_name(batch, table))
+                    sql.Identifier("staging", partitions.load_name(batch, table))
                 )
             )
         writer.execute(
@@ -455,18 +511,16 @@ def test_a_failing_worker_stops_the_sync_and_leaves_nothing(make_db: DatabaseFac
         assert scalar(url, f"SELECT count(*) FROM staging.{table}") == 0
 
 
-def test_cli_jobs_option(db_url: str, cli_env: Any) -> None:
+def test_cli_jobs_option(db_url: str, cli_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     fill(db_url, **COUNTS)
     cli_env(database_url=db_url)
     bad = run("sync", "--jobs", "0")
     assert bad.exit_code == 2
     assert "--jobs" in bad.stderr and "Traceback" not in bad.stderr
+    _no_workers(monkeypatch)
     res = run("sync", "--jobs", "1")
     assert res.exit_code == 0, res.stderr
     assert "order_items: initial, 9000 rows read, 9000 new" in res.stderr
-    batch = scalar(db_url, "SELECT max(batch_id) FROM staging.sync_batches")
-    for _, (partition, indexes) in _partition_indexes(db_url, batch).items():
-        assert indexes != _built_by_workers(partition)  # serial: copied in place
     assert_converged(db_url, db_url)
 
 

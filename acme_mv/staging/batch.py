@@ -103,7 +103,7 @@ def open_batch(conn: Conn, *, tables: list[str], wait: bool = True) -> Iterator[
     sync lock.
     """
     lock(conn, wait=wait)
-    parallel.drop_debris(conn)
+    partitions.drop_debris(conn)
     batch = Batch(conn=conn, batch_id=_begin(conn, tables=tables))
     yield batch
     applying = time.monotonic()

@@ -6,8 +6,8 @@ BINARY)`` on the source is written block by block into ``COPY ... FROM STDIN
 :func:`acme_mv.staging.tables.check_schema` proved the source types are the
 contract's, which are staging's.
 
-- :func:`load_fresh` (empty staging): TRUNCATE, drop the secondary
-  indexes, ``COPY ... FREEZE`` straight into staging, rebuild the indexes.
+- :func:`load_fresh` (an empty version table): ``COPY ... FREEZE`` into a new
+  index-free load table, the indexes built after, attached as the batch's partition.
 - :func:`load_changes` (incremental, append-only tables): COPY into a temp
   table, then insert only the rows whose content differs from the latest
   staged version of their key (re-read rows leave no duplicate version).
@@ -32,6 +32,7 @@ import psycopg
 from psycopg import pq, sql
 
 from acme_mv.db import Conn, one_value, tag_error
+from acme_mv.staging import partitions
 from acme_mv.staging.tables import TableSpec
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,8 @@ def stream(
     """Copy the rows of ``query`` into ``target`` (``table (cols)``); return the row count.
 
     The raw binary COPY data is passed through untouched, in
-    :data:`CHUNK_BYTES` writes. ``freeze`` is only valid right after a
-    TRUNCATE in the same transaction.
+    :data:`CHUNK_BYTES` writes. ``freeze`` is only valid on a table created
+    (or truncated) in the same transaction.
     """
     copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
     options = sql.SQL("FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY")
@@ -92,13 +93,16 @@ def stream(
 def copy_out_chunks(conn: Conn, statement: sql.Composable) -> Iterator[bytearray]:
     """Run ``COPY ... TO STDOUT`` and yield its data in :data:`CHUNK_BYTES` chunks.
 
-    This talks to libpq through psycopg's public ``pq`` layer instead of
-    iterating ``cursor.copy()``: that iteration goes through psycopg's wait
-    machinery once per row (libpq hands COPY data over row by row), which
-    was the largest single cost of a sync (3.6 s against 2.2 s to read 2.6M
-    items). Rows are taken with the non-blocking
-    ``PQgetCopyData`` while libpq has them buffered; see :func:`_next_copy_data`
-    for why it never blocks. Errors become psycopg's own exception classes.
+    The server sends COPY data one message per row and libpq hands it over
+    one message per ``PQgetCopyData`` call (psycopg's ``Copy.read()`` too: a
+    row per call), so some code runs once per row whatever the client; here
+    it is the least Python can do: one non-blocking ``PQgetCopyData`` through
+    psycopg's public ``pq`` layer and one append to the chunk (about 0.3 µs a
+    row), not psycopg's
+    wait machinery, which ``cursor.copy()`` iteration goes through once per
+    row. When nothing is buffered it waits in :func:`_wait_for_input` (see
+    :func:`_next_copy_data` for why it never blocks inside libpq). Errors
+    become psycopg's own exception classes.
     """
     pgconn = conn.pgconn
     pgconn.send_query(statement.as_bytes(conn))
@@ -107,16 +111,20 @@ def copy_out_chunks(conn: Conn, statement: sql.Composable) -> Iterator[bytearray
         _drain(pgconn)
         raise _error(conn, first)
     done = False
+    get_copy_data = pgconn.get_copy_data  # the per-row loop: no call or lookup it can spare
     try:
         chunk = bytearray()
         while True:
-            nbytes, data = _next_copy_data(pgconn)
-            if nbytes < 0:
+            nbytes, data = get_copy_data(1)
+            if nbytes > 0:
+                chunk += data
+                if len(chunk) >= CHUNK_BYTES:
+                    yield chunk
+                    chunk = bytearray()
+            elif nbytes == 0:
+                _wait_for_input(pgconn)
+            else:
                 break
-            chunk += data
-            if len(chunk) >= CHUNK_BYTES:
-                yield chunk
-                chunk = bytearray()
         done = True
     finally:
         if (
@@ -200,35 +208,41 @@ def _target(table: sql.Identifier, spec: TableSpec) -> sql.Composable:
 def load_fresh(
     src: Conn, query: sql.Composable, dst: Conn, spec: TableSpec, on_bytes: OnBytes
 ) -> int:
-    """Replace ``staging.<t>`` with the rows of ``query``; return rows copied.
+    """Load the rows of ``query`` as the batch's partition of the empty ``staging.<t>``; return
+    rows copied.
 
-    TRUNCATE takes an ACCESS EXCLUSIVE lock until commit: readers wait, they
-    never see an empty table. Building the secondary indexes after the load
-    (one sort each) is much cheaper than maintaining them row by row.
+    The rows go once, with ``COPY ... FREEZE``, into a load table this
+    transaction creates (no index: :func:`acme_mv.staging.partitions.create_sql`), not
+    through the partitioned parent (which refuses FREEZE and would route each row); the
+    parent's indexes are then built on it (one sort each instead of a
+    maintenance per row) and it is attached in place of the batch's empty
+    partition (:func:`acme_mv.staging.partitions.attach`). Readers see nothing until the
+    commit; a failure or a kill leaves nothing.
     """
-    table = sql.Identifier(STAGING, spec.name)
-    dst.execute(sql.SQL("TRUNCATE {}").format(table))
-    indexes = _secondary_indexes(dst, spec.name)
-    for name, _ in indexes:
-        dst.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(STAGING, name)))
+    batch_id = one_value(dst, "SELECT current_setting('acme_mv.batch_id')::bigint", kind=int)
+    target = partitions.target(dst, spec, batch_id)
+    name = partitions.load_name(batch_id, spec.name)
+    load_table = sql.Identifier(STAGING, name)
     started = time.monotonic()
-    # COPY FREEZE is refused on a partitioned table (staging.orders / order_items since 0003)
-    rows = stream(
-        src, query, dst, _target(table, spec), on_bytes, freeze=not _partitioned(dst, spec.name)
-    )
+    dst.execute(partitions.create_sql(name, spec.name, target.start, target.end))
+    rows = stream(src, query, dst, _target(load_table, spec), on_bytes, freeze=True)
     copied = time.monotonic()
     _raise_index_memory(dst)
-    for _, definition in indexes:
-        dst.execute(definition.encode())
+    for number, definition in enumerate(target.indexes):
+        index = partitions.load_index_name(batch_id, spec.name, number)
+        dst.execute(partitions.retarget_index(definition, index, load_table))
     indexed = time.monotonic()
-    dst.execute(sql.SQL("ANALYZE {}").format(table))
+    dst.execute(sql.SQL("ANALYZE {}").format(load_table))
+    analyzed = time.monotonic()
+    partitions.attach(dst, target, batch_id)
     log.debug(
-        "staging.%s: COPY %.2f s, %d index builds %.2f s, ANALYZE %.2f s",
+        "staging.%s: COPY %.2f s, %d index builds %.2f s, ANALYZE %.2f s, attach %.2f s",
         spec.name,
         copied - started,
-        len(indexes),
+        len(target.indexes),
         indexed - copied,
-        time.monotonic() - indexed,
+        analyzed - indexed,
+        time.monotonic() - analyzed,
     )
     return rows
 
@@ -240,34 +254,6 @@ def _raise_index_memory(conn: Conn) -> None:
         "WHERE name = 'maintenance_work_mem' AND setting::bigint < %(kb)s",
         {"kb": INDEX_BUILD_MEMORY_KB},
     )
-
-
-def _partitioned(conn: Conn, table: str) -> bool:
-    return one_value(
-        conn,
-        "SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass",
-        (f"{STAGING}.{table}",),
-        kind=bool,
-    )
-
-
-def _secondary_indexes(conn: Conn, table: str) -> list[tuple[str, str]]:
-    """(name, CREATE INDEX statement) of the indexes that back no constraint."""
-    rows = conn.execute(
-        """
-        SELECT i.relname, pg_get_indexdef(x.indexrelid)
-        FROM pg_index x
-        JOIN pg_class i ON i.oid = x.indexrelid
-        WHERE x.indrelid = %s::regclass
-          AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
-        ORDER BY i.relname
-        """,
-        (f"{STAGING}.{table}",),
-    ).fetchall()
-    # a partitioned table's index prints as "ON ONLY": recreated so, its partitions would get none
-    return [
-        (str(name), str(definition).replace(" ON ONLY ", " ON ", 1)) for name, definition in rows
-    ]
 
 
 def _copy_to_temp(
@@ -425,21 +411,12 @@ def upsert_mirror(dst: Conn, temp: sql.Composable, spec: TableSpec) -> int:
     return max(dst.execute(upsert).rowcount, 0)
 
 
-def is_empty(conn: Conn, table: str) -> bool:
-    """Whether ``staging.<table>`` holds no row."""
-    return one_value(
-        conn,
-        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(STAGING, table)),
-        kind=bool,
-    )
-
-
 def mode_of(conn: Conn, spec: TableSpec, *, full: bool) -> Mode:
     """How ``spec``'s rows land now: a mirror is reloaded, an empty table copied whole, a
     staged one compared whole (``full``) or read incrementally."""
     if spec.kind == "mirror":
         return "reload"
-    if is_empty(conn, spec.name):
+    if partitions.is_empty(conn, spec.name):
         return "initial"
     return "full" if full else "incremental"
 

@@ -1,12 +1,13 @@
-"""The initial copy in parallel: workers in one exported
-snapshot, the batch's partition attached at commit.
+"""The initial copy in parallel: workers in one exported snapshot, the batch's partition
+and the latest-state tables put in place at commit.
 
 Where it applies: a first copy (``initial``: the version table is empty) of
 ``orders`` / ``order_items`` with ``jobs > 1`` and at least
 :data:`MIN_PART_BLOCKS` source blocks together; by the cursor sync
 (``acme-mv sync``) and by change capture's initial copy (``acme-mv cdc
 setup``, in the slot's exported snapshot). Everything else stays on the
-serial path of :mod:`acme_mv.staging.copy`.
+serial path of :mod:`acme_mv.staging.copy`, which loads a first copy the same
+way in the batch's own transaction (:func:`acme_mv.staging.copy.load_fresh`).
 
 How:
 
@@ -17,25 +18,29 @@ How:
    table's blocks (``ctid >= '(lo,0)' AND ctid < '(hi,0)'``, a TID range scan,
    so parts read disjoint blocks and the source is read once in all). Every
    worker sees the same rows as the caller's own transaction.
-2. Rows go into a standalone table ``staging._acme_load_<batch>_<table>``
-   (``LIKE`` the version table, no index) with a CHECK constraint equal to the
-   range of the batch's partition, committed by the workers; ``_batch_id``
-   takes the batch id from the workers' ``acme_mv.batch_id`` setting. A table
-   copied in one part is created in the worker's own transaction and loaded
-   with ``COPY ... FREEZE``. Each part runs in a worker process (the COPY loop
-   runs Python once per row and holds the GIL: threads do not add up).
+2. Rows go as raw binary COPY blocks into a standalone table
+   ``staging._acme_load_<batch>_<table>`` (:func:`acme_mv.staging.partitions.create_sql`:
+   no index, the batch's range as a CHECK), committed by the workers;
+   ``_batch_id`` takes the batch id from the workers' ``acme_mv.batch_id``
+   setting. A table copied in one part is created in the worker's own
+   transaction and loaded with ``COPY ... FREEZE``. Each part runs in a worker
+   process (the COPY loop runs Python once per row and holds the GIL:
+   threads do not add up).
 3. Once a table's parts are in, each index of the partitioned table is built
    on it in its own session (plain ``CREATE INDEX``: builds of one table share
-   its SHARE lock) and the table is ANALYZEd, while the other table may still
-   be copying.
+   its SHARE lock) and the table is ANALYZEd; beside them, another session
+   derives the table's latest state from the loaded rows (one ``INSERT ...
+   SELECT`` of the report columns into a new table, :data:`DERIVE_STATE_SQL`:
+   in a first batch every row is its key's latest live version), whose
+   indexes are then built in sessions of their own. The source is read once.
 4. The caller's warehouse transaction (advisory lock, batch row, cursors)
-   drops the batch's (empty) partition, renames the load table to the
-   partition's name and ATTACHes it for the same range: the CHECK constraint
-   proves the range, so there is no validation scan, and the built indexes
-   are attached to the parent's indexes, not rebuilt. The CHECK is then
-   dropped. Readers see nothing until the commit; a crash before it leaves
-   the empty state, and the next sync drops the left-over load tables
-   (:func:`drop_debris`) while it holds the sync lock.
+   puts each load table in place of the batch's (empty) partition
+   (:func:`acme_mv.staging.partitions.attach`: the CHECK proves the range, no
+   validation scan; the built indexes are attached to the parent's, not
+   rebuilt) and each state load table in place of the empty state table.
+   Readers see nothing until the commit; a crash before it leaves the empty
+   state, and the next sync drops the left-over load tables
+   (:func:`acme_mv.staging.partitions.drop_debris`) while it holds the sync lock.
 """
 
 from __future__ import annotations
@@ -60,18 +65,21 @@ from psycopg import sql
 
 from acme_mv.db import Conn, Role, connect, first_line
 from acme_mv.errors import AcmeMvError, CopyFailed
-from acme_mv.staging import copy
+from acme_mv.staging import copy, partitions
 from acme_mv.staging.partitions import TABLES as VERSION_TABLES
+from acme_mv.staging.partitions import (
+    Target,
+    create_sql,
+    load_index_name,
+    load_name,
+    retarget_index,
+)
 from acme_mv.staging.tables import SCHEMA, TABLES, TableSpec
 
 log = logging.getLogger(__name__)
 
 
 STAGING = copy.STAGING
-#: prefix of the tables the workers load (debris when a sync died before its commit)
-LOAD_PREFIX = "_acme_load_"
-#: the CHECK constraint that proves a load table's batch range to ATTACH PARTITION
-RANGE_CHECK = "_acme_load_batch_range"
 
 #: sessions copying and indexing at once; each copy holds one source and one
 #: warehouse session. Four keeps a big server busy without starving its other
@@ -96,51 +104,24 @@ _TID_RANGE_MIN_VERSION = 140000  # TID range scans (ctid >= / <) appeared in Pos
 
 
 @dataclass(frozen=True)
-class Target:
-    """One version table to load in parallel into a new partition for one batch."""
-
-    spec: TableSpec
-    #: CREATE INDEX statements of the partitioned table's indexes (built on the load table)
-    indexes: tuple[str, ...]
-    #: the batch's partition: its name and its range [start, end) of batch ids
-    partition: str
-    start: int
-    end: int
-
-    @property
-    def parent(self) -> sql.Identifier:
-        return sql.Identifier(STAGING, self.spec.name)
-
-
-@dataclass(frozen=True)
 class StateTarget:
-    """The latest-state table of a version table, loaded by its own worker beside the versions.
+    """The latest-state table of a version table, derived beside the versions' index builds.
 
     In a first batch every copied row is the latest live version of its key, so
-    ``staging.<t>_state`` is the source's rows (its columns) with the batch id:
-    a worker COPYs them straight from the source in the same snapshot into a
-    new table (``COPY FREEZE``), its indexes are built in parallel sessions,
-    and the caller's transaction puts it in place of the empty state table.
+    ``staging.<t>_state`` is the loaded rows' report columns with the batch id:
+    a session derives them from the version load table into a new table
+    (:data:`DERIVE_STATE_SQL`), its indexes are built in parallel sessions, and
+    the caller's transaction puts it in place of the empty state table.
     """
 
     #: the version table it belongs to (orders, order_items) and the state table's name
     table: str
     name: str
-    #: its columns but _batch_id (all read from the source's columns of the same name)
+    #: its columns but _batch_id (all read from the version table's columns of the same name)
     columns: tuple[str, ...]
     #: (index name, CREATE INDEX statement, constraint name or None, its kind: p or u)
     indexes: tuple[tuple[str, str, str | None, str | None], ...]
     comment: str | None
-
-
-def _parent_indexes(wh: Conn, table: str) -> tuple[str, ...]:
-    rows = wh.execute(
-        "SELECT pg_get_indexdef(x.indexrelid) FROM pg_index "
-        "x JOIN pg_class i ON i.oid = x.indexrelid "
-        "WHERE x.indrelid = %s::regclass ORDER BY i.relname",
-        (f"{STAGING}.{table}",),
-    ).fetchall()
-    return tuple(str(r[0]) for r in rows)
 
 
 _STATE_SQL = """
@@ -170,7 +151,7 @@ def plan_state(wh: Conn, targets: list[Target]) -> list[StateTarget]:
     out = []
     for target in targets:
         name = f"{target.spec.name}_state"
-        if not copy.is_empty(wh, name):
+        if not partitions.is_empty(wh, name):
             return []
         row = wh.execute(_STATE_SQL, (f"{STAGING}.{name}",)).fetchone()
         if row is None or not row[0]:
@@ -210,24 +191,9 @@ def plan(wh: Conn, specs: Iterable[TableSpec], *, batch_id: int, jobs: int) -> l
         return []
     targets = []
     for spec in specs:
-        if spec.name not in VERSION_TABLES or not copy.is_empty(wh, spec.name):
+        if spec.name not in VERSION_TABLES or not partitions.is_empty(wh, spec.name):
             continue
-        row = wh.execute(
-            "SELECT partition_name, from_batch, to_batch FROM staging.version_partitions "
-            "WHERE table_name = %(t)s AND from_batch <= %(b)s AND %(b)s < to_batch",
-            {"t": spec.name, "b": batch_id},
-        ).fetchone()
-        if row is None:  # pragma: no cover - open_batch creates it
-            raise RuntimeError(f"no partition of staging.{spec.name} holds batch {batch_id}")
-        targets.append(
-            Target(
-                spec=spec,
-                indexes=_parent_indexes(wh, spec.name),
-                partition=str(row[0]),
-                start=int(row[1]),
-                end=int(row[2]),
-            )
-        )
+        targets.append(partitions.target(wh, spec, batch_id))
     return targets
 
 
@@ -239,27 +205,6 @@ def _source_blocks(src: Conn, spec: TableSpec) -> int:
     return int(row[0]) if row else 0
 
 
-def drop_debris(wh: Conn) -> list[str]:
-    """Drop the load tables of syncs that died before their commit; return their names.
-
-    Call it holding the sync lock: no other sync's workers are alive then (a
-    dead sync's server-side statements still running only delay the DROP).
-    """
-    rows = wh.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE %s ORDER BY 1",
-        (STAGING, LOAD_PREFIX.replace("_", r"\_") + "%"),
-    ).fetchall()
-    names = [str(r[0]) for r in rows]
-    for name in names:
-        wh.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(STAGING, name)))
-    if names:
-        log.info(
-            "dropped %d table(s) left by an interrupted sync: %s", len(names), ", ".join(names)
-        )
-    return names
-
-
 @dataclass(frozen=True)
 class Part:
     """One worker's share of a table: blocks [lo, hi) (hi None: to the end)."""
@@ -269,22 +214,9 @@ class Part:
     count: int
     lo: int
     hi: int | None
-    #: a part of the latest-state table (its columns but _batch_id), not of the versions
-    state: StateTarget | None = None
 
-    @property
-    def unit(self) -> str:
-        """The relation the part loads: the version table or the state table."""
-        return self.state.name if self.state is not None else self.spec.name
-
-    def query(self, batch_id: int = 0) -> sql.Composable:
-        if self.state is None:
-            columns = sql.SQL(", ").join(sql.Identifier(c) for c in self.spec.column_names)
-        else:  # the state's columns and the batch id, as bigint (the COPY is binary)
-            columns = sql.SQL("{}, {}::bigint").format(
-                sql.SQL(", ").join(sql.Identifier(c) for c in self.state.columns),
-                sql.Literal(batch_id),
-            )
+    def query(self) -> sql.Composable:
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in self.spec.column_names)
         select = sql.SQL("SELECT {} FROM {}").format(
             columns, sql.Identifier(SCHEMA, self.spec.name)
         )
@@ -312,9 +244,7 @@ def split(spec: TableSpec, blocks: int, parts: int) -> list[Part]:
     ]
 
 
-def parts_for(
-    src: Conn, targets: list[Target], *, jobs: int, states: Iterable[StateTarget] = ()
-) -> list[Part]:
+def parts_for(src: Conn, targets: list[Target], *, jobs: int) -> list[Part]:
     """Split the tables by blocks into about ``jobs`` parts, biggest part first.
 
     None at all when the tables hold fewer than :data:`MIN_PART_BLOCKS` blocks
@@ -334,8 +264,6 @@ def parts_for(
     for target in targets:
         blocks = sizes[target.spec.name]
         out.extend(split(target.spec, blocks, 1 + round(spare * blocks / total)))
-    for state in states:  # one part each: loaded with COPY FREEZE
-        out.append(Part(TABLES[state.table], 0, 1, 0, None, state))
     return sorted(out, key=lambda p: -((p.hi or sizes[p.spec.name]) - p.lo))
 
 
@@ -351,22 +279,6 @@ class TableLoad:
     finished: float = 0.0
 
 
-def load_name(batch_id: int, name: str) -> str:
-    out = f"{LOAD_PREFIX}{batch_id}_{name}"
-    if len(out.encode()) > 63:  # PostgreSQL would cut it silently
-        raise ValueError(f"load relation name too long: {out}")
-    return out
-
-
-def load_index_name(batch_id: int, table: str, number: int) -> str:
-    """The ``number``-th index of a load table while it is one (renamed when attached)."""
-    return f"{load_name(batch_id, table)}_{number}"
-
-
-def partition_index_name(partition: str, number: int) -> str:
-    return f"{partition}_{number}_idx"
-
-
 def create_state_sql(load_table: str, state: str) -> sql.Composed:
     """The load table of a state table: its columns, defaults and NOT NULLs, no index."""
     return sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
@@ -374,19 +286,12 @@ def create_state_sql(load_table: str, state: str) -> sql.Composed:
     )
 
 
-def create_sql(load_table: str, table: str, start: int, end: int) -> sql.Composed:
-    """The load table: the version table's columns, defaults and checks, no index, and the
-    batch range as a CHECK (what ATTACH PARTITION needs to skip its validation scan)."""
-    return sql.SQL(
-        "CREATE TABLE {load} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
-        "CONSTRAINT {check} CHECK (_batch_id >= {start} AND _batch_id < {end}))"
-    ).format(
-        load=sql.Identifier(STAGING, load_table),
-        table=sql.Identifier(STAGING, table),
-        check=sql.Identifier(RANGE_CHECK),
-        start=sql.Literal(start),
-        end=sql.Literal(end),
-    )
+#: a first batch's latest state from its loaded versions: every live row (a first copy has
+#: one version per key), the state's columns only
+DERIVE_STATE_SQL = (
+    "INSERT INTO {state} ({columns}, _batch_id) "
+    "SELECT {columns}, _batch_id FROM {versions} WHERE NOT _deleted"
+)
 
 
 class Loader:
@@ -404,6 +309,7 @@ class Loader:
         snapshot: str,
         targets: list[Target],
         parts: list[Part],
+        states: list[StateTarget],
         batch_id: int,
         jobs: int,
         application_name: str,
@@ -419,15 +325,13 @@ class Loader:
         self.application_name = application_name
         self.on_bytes = on_bytes
         self.loads: dict[str, TableLoad] = {name: TableLoad() for name in self.targets}
-        #: the state tables loaded beside the versions (none: the batch's apply fills them)
-        self.states: dict[str, StateTarget] = {
-            p.state.name: p.state for p in parts if p.state is not None
-        }
+        #: the state tables derived beside the versions (none: the batch's apply fills them)
+        self.states: dict[str, StateTarget] = {state.name: state for state in states}
         self.state_loads: dict[str, TableLoad] = {name: TableLoad() for name in self.states}
         self._lock = threading.Lock()
         self._pending: dict[str, int] = {}
         for part in parts:
-            self._pending[part.unit] = self._pending.get(part.unit, 0) + 1
+            self._pending[part.spec.name] = self._pending.get(part.spec.name, 0) + 1
         self._futures: list[Future[None]] = []
         self._open: set[Conn] = set()
         self._failed = threading.Event()
@@ -512,7 +416,6 @@ class Loader:
         """Run one part in a worker process (the COPY
         loop holds the GIL once per row); wait for it."""
         table = part.spec.name
-        unit = part.unit
         target = self.targets[table]
         job = CopyJob(
             source_url=self.source_url,
@@ -525,33 +428,35 @@ class Loader:
             count=part.count,
             lo=part.lo,
             hi=part.hi,
-            load_table=load_name(self.batch_id, unit),
+            load_table=load_name(self.batch_id, table),
             create=part.count == 1,
             start=target.start,
             end=target.end,
-            state=part.state.name if part.state is not None else None,
-            state_columns=part.state.columns if part.state is not None else (),
         )
         t0 = time.monotonic()
         rows, nbytes = self._run_worker(job)
-        if part.state is None:  # the state's bytes are the same rows again
-            self._bytes(table, nbytes)
+        self._bytes(table, nbytes)
         with self._lock:
-            load = self._load(unit)
+            load = self.loads[table]
             load.rows += rows
             load.copy_seconds = max(load.copy_seconds, time.monotonic() - load.started)
-            self._pending[unit] -= 1
-            last = self._pending[unit] == 0
+            self._pending[table] -= 1
+            last = self._pending[table] == 0
         log.debug(
             "%s part %d/%d: %d rows in %.2f s",
-            unit,
+            table,
             part.index + 1,
             part.count,
             rows,
             time.monotonic() - t0,
         )
         if last:
-            self._after_copy(unit)
+            # the state first: its derivation is followed by index builds of its own, the
+            # longer chain (the pool runs ``jobs`` sessions at once, in submission order)
+            state = f"{table}_state"
+            if state in self.states:
+                self._submit(self._derive_state, self.states[state])
+            self._after_copy(table)
 
     def _run_worker(self, job: CopyJob) -> tuple[int, int]:
         if self._failed.is_set():
@@ -586,6 +491,33 @@ class Loader:
         with self._lock:
             self.loads[table].bytes += n
         self.on_bytes(table, n)
+
+    def _derive_state(self, state: StateTarget) -> None:
+        """Create the state's load table and fill it from the version load table, in one
+        transaction (no WAL for it under ``wal_level=minimal``); then queue its indexes."""
+        load = self._load(state.name)
+        began = time.monotonic()
+        wh = self._connect(self.warehouse_url, "warehouse")
+        try:
+            columns = sql.SQL(", ").join(sql.Identifier(c) for c in state.columns)
+            with wh.transaction():
+                wh.execute(create_state_sql(load_name(self.batch_id, state.name), state.name))
+                rows = wh.execute(
+                    sql.SQL(DERIVE_STATE_SQL).format(
+                        state=self.load_table(state.name),
+                        columns=columns,
+                        versions=self.load_table(state.table),
+                    )
+                ).rowcount
+        finally:
+            self._close(wh)
+        with self._lock:
+            load.rows = max(rows, 0)
+            load.copy_seconds = time.monotonic() - load.started
+        log.debug(
+            "staging.%s: %d rows derived in %.2f s", state.name, load.rows, time.monotonic() - began
+        )
+        self._after_copy(state.name)
 
     def _indexes(self, unit: str) -> tuple[str, ...]:
         if unit in self.states:
@@ -686,54 +618,16 @@ class Loader:
         """In the caller's transaction: each load table becomes the batch's partition, and each
         state load table the state table."""
         for target in self.targets.values():
-            attach(wh, target, self.load_table(target.spec.name))
-            for number in range(len(target.indexes)):
-                wh.execute(
-                    sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-                        sql.Identifier(
-                            STAGING, load_index_name(self.batch_id, target.spec.name, number)
-                        ),
-                        sql.Identifier(partition_index_name(target.partition, number)),
-                    )
-                )
+            partitions.attach(wh, target, self.batch_id)
         for state in self.states.values():
             replace_state(wh, state, self.batch_id)
-
-
-def attach(wh: Conn, target: Target, load_table: sql.Identifier) -> None:
-    """Put ``load_table`` in place of the batch's empty partition ``target.partition``.
-
-    The batch's partition was created empty by this transaction or an earlier
-    batch (its table was empty when planned, and the sync lock keeps other
-    writers out). The load table's CHECK implies the partition constraint, so
-    ATTACH does not scan it, and its indexes equal to the parent's are
-    attached, not built; the CHECK is then dropped (catalog only).
-    """
-    partition = sql.Identifier(STAGING, target.partition)
-    if not copy.is_empty(wh, target.partition):
-        raise CopyFailed(
-            f"staging.{target.partition} got rows during the parallel load; run the sync again",
-            table=target.spec.name,
-        )
-    wh.execute(sql.SQL("DROP TABLE {}").format(partition))
-    wh.execute(
-        sql.SQL("ALTER TABLE {} RENAME TO {}").format(load_table, sql.Identifier(target.partition))
-    )
-    wh.execute(
-        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-            target.parent, partition, sql.Literal(target.start), sql.Literal(target.end)
-        )
-    )
-    wh.execute(
-        sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(partition, sql.Identifier(RANGE_CHECK))
-    )
 
 
 def replace_state(wh: Conn, state: StateTarget, batch_id: int) -> None:
     """Put the state load table in place of the (empty) state table, with its indexes' and
     constraints' names and its comment. ACCESS EXCLUSIVE on the old table until the commit."""
     table = sql.Identifier(STAGING, state.name)
-    if not copy.is_empty(wh, state.name):
+    if not partitions.is_empty(wh, state.name):
         raise CopyFailed(
             f"staging.{state.name} got rows during the parallel load; run the sync again",
             table=state.table,
@@ -788,22 +682,10 @@ class CopyJob:
     #: the batch's partition range (the load table's CHECK)
     start: int
     end: int
-    #: a part of this state table (its columns but _batch_id), not of the versions
-    state: str | None = None
-    state_columns: tuple[str, ...] = ()
 
     @property
     def part(self) -> Part:
-        state = None
-        if self.state is not None:
-            state = StateTarget(
-                table=self.table,
-                name=self.state,
-                columns=self.state_columns,
-                indexes=(),
-                comment=None,
-            )
-        return Part(TABLES[self.table], self.index, self.count, self.lo, self.hi, state)
+        return Part(TABLES[self.table], self.index, self.count, self.lo, self.hi)
 
 
 def copy_part(job: CopyJob) -> tuple[int, int]:
@@ -836,18 +718,12 @@ def copy_part(job: CopyJob) -> tuple[int, int]:
         )
         wh.execute("SELECT set_config('acme_mv.batch_id', %s, false)", (str(job.batch_id),))
         load = sql.Identifier(STAGING, job.load_table)
-        if job.state is None:
-            target = copy._target(load, part.spec)
-            create = create_sql(job.load_table, job.table, job.start, job.end)
-        else:
-            target = sql.SQL("{} ({}, _batch_id)").format(
-                load, sql.SQL(", ").join(sql.Identifier(c) for c in job.state_columns)
-            )
-            create = create_state_sql(job.load_table, job.state)
         with wh.transaction():
             if job.create:  # created in this transaction: COPY FREEZE writes the rows frozen
-                wh.execute(create)
-            rows = copy.stream(src, part.query(job.batch_id), wh, target, count, freeze=job.create)
+                wh.execute(create_sql(job.load_table, job.table, job.start, job.end))
+            rows = copy.stream(
+                src, part.query(), wh, copy._target(load, part.spec), count, freeze=job.create
+            )
         src.rollback()
     return rows, nbytes
 
@@ -868,8 +744,7 @@ def worker_main() -> None:
     parent = int(os.environ.get(_PARENT_ENV, "0"))
     if parent and os.getppid() != parent:  # the sync died before prctl took effect
         os._exit(1)
-    raw = json.loads(sys.stdin.read())
-    job = CopyJob(**{**raw, "state_columns": tuple(raw.get("state_columns", ()))})
+    job = CopyJob(**json.loads(sys.stdin.read()))
     try:
         rows, nbytes = copy_part(job)
     except (psycopg.Error, AcmeMvError) as exc:
@@ -880,21 +755,6 @@ def worker_main() -> None:
 
 class _Stopped(Exception):
     """A worker found the load stopped before it began."""
-
-
-def retarget_index(definition: str, name: str, table: sql.Identifier) -> sql.Composed:
-    """``pg_get_indexdef`` output rewritten to build the same index on ``table`` as ``name``.
-
-    pg_get_indexdef always prints ``CREATE [UNIQUE ]INDEX <name> ON [ONLY ]<table>
-    USING <method> (...)...``; everything from `` USING `` on is kept verbatim.
-    """
-    head, sep, tail = definition.partition(" USING ")
-    if not sep or " ON " not in head:
-        raise ValueError(f"unexpected index definition: {definition}")
-    unique = head.startswith("CREATE UNIQUE INDEX ")
-    return sql.SQL("CREATE {}INDEX {} ON {} USING {}").format(
-        sql.SQL("UNIQUE " if unique else ""), sql.Identifier(name), table, sql.SQL(tail)
-    )
 
 
 def start(
@@ -913,7 +773,7 @@ def start(
 ) -> Loader | None:
     """Plan and start the parallel load of ``specs`` (None: copy them serially).
 
-    ``with_state``: also load the latest-state tables when :func:`plan_state`
+    ``with_state``: also derive the latest-state tables when :func:`plan_state`
     allows (:meth:`acme_mv.staging.batch.Batch.parallel` records :attr:`Loader.state_rows`).
 
     ``src`` is in the transaction whose snapshot ``snapshot`` names; ``wh`` in
@@ -923,7 +783,7 @@ def start(
     if not targets:
         return None
     states = plan_state(wh, targets) if with_state else []
-    parts = parts_for(src, targets, jobs=jobs, states=states)
+    parts = parts_for(src, targets, jobs=jobs)
     if not parts:
         return None
     loader = Loader(
@@ -932,6 +792,7 @@ def start(
         snapshot=snapshot,
         targets=targets,
         parts=parts,
+        states=states,
         batch_id=batch_id,
         jobs=jobs,
         application_name=application_name,
