@@ -17,14 +17,16 @@ See docs/cdc.md.
 
 from __future__ import annotations
 
-from acme_mv.cdc.capture import BatchResult, StreamResult, stream
-from acme_mv.cdc.errors import NotSetUp, SlotBusy, SlotLost, SourceNotReady
+from acme_mv.cdc.capture import BatchResult, SlotLag, StreamResult, stream
+from acme_mv.cdc.errors import NotSetUp, SlotAtRisk, SlotBusy, SlotLost, SourceNotReady
 from acme_mv.cdc.slot import (
+    DEFAULT_MAX_RETAINED,
     DEFAULT_PUBLICATION,
     DEFAULT_SLOT,
     DropResult,
     SetupResult,
     Status,
+    check_health,
     drop,
     setup,
     slots,
@@ -32,17 +34,21 @@ from acme_mv.cdc.slot import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_RETAINED",
     "DEFAULT_PUBLICATION",
     "DEFAULT_SLOT",
     "BatchResult",
     "DropResult",
     "NotSetUp",
     "SetupResult",
+    "SlotAtRisk",
     "SlotBusy",
+    "SlotLag",
     "SlotLost",
     "SourceNotReady",
     "Status",
     "StreamResult",
+    "check_health",
     "drop",
     "setup",
     "slots",

@@ -38,8 +38,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import class_row
 
 from acme_mv import migrate
+from acme_mv.backoff import backoff_s
 from acme_mv.cdc import pgoutput, replication
 from acme_mv.cdc.decode import Decoder
 from acme_mv.cdc.errors import CdcError, NotSetUp
@@ -95,6 +97,26 @@ class BatchResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SlotLag:
+    """The slot on the source, as ``on_slot`` receives it (at the start of each replication
+    session, then at most every heartbeat interval)."""
+
+    #: pg_current_wal_lsn() - restart_lsn: WAL the slot keeps from being removed
+    retained_bytes: int | None
+    #: pg_current_wal_lsn() - confirmed_flush_lsn
+    lag_bytes: int | None
+    wal_status: str | None
+
+
+_SLOT_LAG_SQL = """
+SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained_bytes,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes,
+       wal_status
+FROM pg_replication_slots WHERE slot_name = %s
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
 class StreamResult:
     batches: int
     transactions: int
@@ -118,8 +140,14 @@ def stream(
     stop: threading.Event | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
     on_refresh: Callable[[RefreshResult], None] | None = None,
+    on_slot: Callable[[SlotLag], None] | None = None,
+    on_heartbeat: Callable[[], None] | None = None,
 ) -> StreamResult:
     """Stream until ``stop`` is set; see the module doc. Returns totals.
+
+    ``on_slot`` receives the slot's retained WAL and lag at the start of each replication
+    session and then at most every ``heartbeat_s``; ``on_heartbeat`` is called after each
+    heartbeat saved and confirmed (the stream works, though no change arrived).
 
     Raises NotSetUp (no ``cdc setup`` for ``slot``), SlotLost (invalidated:
     re-snapshot), SchemaDrift (a contract column changed; the batch holding it
@@ -136,6 +164,8 @@ def stream(
         stop=stop or threading.Event(),
         on_batch=on_batch,
         on_refresh=on_refresh,
+        on_slot=on_slot,
+        on_heartbeat=on_heartbeat,
     )
     return streamer.run(reconnects=reconnects)
 
@@ -154,8 +184,13 @@ class _Streamer:
         stop: threading.Event,
         on_batch: Callable[[BatchResult], None] | None,
         on_refresh: Callable[[RefreshResult], None] | None,
+        on_slot: Callable[[SlotLag], None] | None = None,
+        on_heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_slot = on_slot
+        self.on_heartbeat = on_heartbeat
+        self.next_observe = 0.0
         self.slot = slot
         self.batch_rows = batch_rows
         self.batch_s = batch_ms / 1000
@@ -232,9 +267,11 @@ class _Streamer:
 
             while not self.stop.is_set():
                 check_slot(src, self.slot)
+                self.next_observe = 0.0
+                self._observe(src)
                 types.clear()
                 try:
-                    progressed = self._session(wh, Decoder(type_name))
+                    progressed = self._session(wh, src, Decoder(type_name))
                 except replication.lost_connection_errors() as exc:
                     if getattr(exc, "pgcode", None) == OBJECT_IN_USE:
                         self.stop.wait(busy.wait(src))
@@ -273,7 +310,21 @@ class _Streamer:
 
     _progressed_since_failure = False
 
-    def _session(self, wh: Conn, decoder: Decoder) -> bool:
+    def _observe(self, src: Conn) -> None:
+        """Hand ``on_slot`` the slot's retained WAL and lag, at most every heartbeat."""
+        now = time.monotonic()
+        if self.on_slot is None or now < self.next_observe:
+            return
+        self.next_observe = now + max(self.heartbeat_s, 1.0)
+        found = (
+            src.cursor(row_factory=class_row(SlotLag))
+            .execute(_SLOT_LAG_SQL, (self.slot,))
+            .fetchone()
+        )
+        if found is not None:
+            self.on_slot(found)
+
+    def _session(self, wh: Conn, src: Conn, decoder: Decoder) -> bool:
         """One replication connection, until ``stop``; returns False when stopped."""
         self._progressed_since_failure = False
         repl = replication.connect(self.settings.effective_source_url)
@@ -295,6 +346,7 @@ class _Streamer:
             while not self.stop.is_set():
                 if self.refresher is not None:
                     self.refresher.check()
+                self._observe(src)
                 msg = cur.read_message()
                 now = time.monotonic()
                 if msg is not None:
@@ -426,6 +478,8 @@ class _Streamer:
         self._progressed_since_failure = True
         self._refresh_if_behind(wh)
         log.debug("heartbeat at %s", pgoutput.lsn_to_str(lsn))
+        if self.on_heartbeat is not None:
+            self.on_heartbeat()
 
 
 class _BusySlot:
@@ -445,7 +499,7 @@ class _BusySlot:
         if not self.tries:
             self.since = self.next_log = now
         self.tries += 1
-        pause = float(min(SLOT_BUSY_MAX_S, SLOT_BUSY_FIRST_S * 2 ** min(self.tries - 1, 16)))
+        pause = backoff_s(self.tries, first_s=SLOT_BUSY_FIRST_S, max_s=SLOT_BUSY_MAX_S)
         if now >= self.next_log:
             self.next_log = now + SLOT_BUSY_LOG_EVERY_S
             log.warning(
