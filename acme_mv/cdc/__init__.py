@@ -10,6 +10,7 @@ become tombstones. The views do not change.
     setup(settings)                       # publication + slot + initial copy in its snapshot
     stream(settings, stop=event)          # apply batches, refresh, confirm; until event is set
     print(status(settings).lag_bytes)
+    resync(settings, table="orders")      # re-copy one table; the stream skips its older changes
     drop(settings)                        # slot + publication + the warehouse's position
 
 See docs/cdc.md.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from acme_mv.cdc.capture import BatchResult, SlotLag, StreamResult, stream
 from acme_mv.cdc.errors import NotSetUp, SlotAtRisk, SlotBusy, SlotLost, SourceNotReady
+from acme_mv.cdc.resync import ResyncResult, resync
 from acme_mv.cdc.slot import (
     DEFAULT_MAX_RETAINED,
     DEFAULT_PUBLICATION,
@@ -40,6 +42,7 @@ __all__ = [
     "BatchResult",
     "DropResult",
     "NotSetUp",
+    "ResyncResult",
     "SetupResult",
     "SlotAtRisk",
     "SlotBusy",
@@ -50,6 +53,7 @@ __all__ = [
     "StreamResult",
     "check_health",
     "drop",
+    "resync",
     "setup",
     "slots",
     "status",

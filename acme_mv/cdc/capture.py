@@ -125,6 +125,8 @@ class StreamResult:
     heartbeats: int
     reconnects: int
     lsn: str
+    #: changes of a re-copied table (``cdc resync``) from before its copy's snapshot, dropped
+    resync_skipped_changes: int = 0
 
 
 def stream(
@@ -200,6 +202,9 @@ class _Streamer:
         self.saved_lsn = 0
         self.publication = ""
         self.batches = self.transactions = self.changes = self.skipped = self.heartbeats = 0
+        self.resync_skipped = 0
+        #: ``cdc resync``'s table -> snapshot LSN, as read when the replication session began
+        self.resync: dict[str, str] = {}
         self.encoding = "UTF8"
         self.busy = _BusySlot(slot)
         self.refresher = (
@@ -270,8 +275,16 @@ class _Streamer:
                 self.next_observe = 0.0
                 self._observe(src)
                 types.clear()
+                self.resync = self._read_resync(wh)
+                decoder = Decoder(
+                    type_name,
+                    resync={t: pgoutput.lsn_from_str(lsn) for t, lsn in self.resync.items()},
+                )
                 try:
-                    progressed = self._session(wh, src, Decoder(type_name))
+                    progressed = self._session(wh, src, decoder)
+                except _Resynced:
+                    log.info("a table was re-copied (acme-mv cdc resync): streaming again")
+                    continue
                 except replication.lost_connection_errors() as exc:
                     if getattr(exc, "pgcode", None) == OBJECT_IN_USE:
                         self.stop.wait(busy.wait(src))
@@ -296,6 +309,8 @@ class _Streamer:
                     raise CdcError(
                         f"Change capture failed on the source: {replication.describe(exc)}"
                     ) from None
+                finally:
+                    self.resync_skipped += decoder.skipped_changes
                 if not progressed:
                     break
         return StreamResult(
@@ -306,6 +321,7 @@ class _Streamer:
             heartbeats=self.heartbeats,
             reconnects=lost,
             lsn=pgoutput.lsn_to_str(self.saved_lsn),
+            resync_skipped_changes=self.resync_skipped,
         )
 
     _progressed_since_failure = False
@@ -397,17 +413,20 @@ class _Streamer:
     def _apply(self, wh: Conn, cur: Any, batch: Batch) -> None:
         started = time.monotonic()
         with wh.transaction(), open_batch(wh, tables=sorted(batch.tables)) as opened:
+            if not self._read_resync(wh).items() <= self.resync.items():
+                # re-copied since this session began (the lock is ours now): its changes from
+                # before the copy must be dropped, which this batch may hold; start again
+                raise _Resynced
             batch_id = opened.batch_id
             written = write(wh, batch, encoding=self.encoding)
             wh.execute(
-                "UPDATE staging.cdc_state SET lsn = %s::pg_lsn, last_commit_lsn = %s::pg_lsn, "
-                "last_commit_at = %s, last_batch_id = %s, "
-                "updated_at = clock_timestamp() WHERE slot_name = %s",
+                _SAVE_BATCH_SQL,
                 (
                     pgoutput.lsn_to_str(batch.end_lsn),
                     pgoutput.lsn_to_str(batch.commit_lsn),
                     batch.commit_time,
                     batch_id,
+                    pgoutput.lsn_to_str(batch.end_lsn),
                     self.slot,
                 ),
             )
@@ -449,6 +468,12 @@ class _Streamer:
         if self.on_batch is not None:
             self.on_batch(result)
 
+    def _read_resync(self, wh: Conn) -> dict[str, str]:
+        found = optional_value(
+            wh, "SELECT resync FROM staging.cdc_state WHERE slot_name = %s", (self.slot,), kind=dict
+        )
+        return {str(t): str(lsn) for t, lsn in (found or {}).items()}
+
     def _refresh_if_behind(self, wh: Conn) -> None:
         """Ask for a refresh when the reports miss a committed batch that this stream did not
         write (``cdc setup``'s initial copy or re-snapshot, another writer's batch)."""
@@ -480,6 +505,22 @@ class _Streamer:
         log.debug("heartbeat at %s", pgoutput.lsn_to_str(lsn))
         if self.on_heartbeat is not None:
             self.on_heartbeat()
+
+
+#: a batch's position; ``resync`` loses the tables whose copy the new position has passed
+#: (every later transaction commits after their snapshot: nothing of theirs is dropped)
+_SAVE_BATCH_SQL = """
+UPDATE staging.cdc_state SET lsn = %s::pg_lsn, last_commit_lsn = %s::pg_lsn,
+    last_commit_at = %s, last_batch_id = %s,
+    resync = (SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM jsonb_each_text(resync)
+              WHERE value::pg_lsn > %s::pg_lsn),
+    updated_at = clock_timestamp()
+WHERE slot_name = %s
+"""
+
+
+class _Resynced(Exception):
+    """A table was re-copied (``cdc resync``) since this replication session began."""
 
 
 class _BusySlot:

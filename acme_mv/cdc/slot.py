@@ -74,6 +74,8 @@ class SavedPosition:
     last_commit_at: dt.datetime | None
     caught_up_at: dt.datetime | None
     last_batch_id: int | None
+    #: table -> LSN (text) of the snapshot ``cdc resync`` re-copied it in
+    resync: dict[str, str]
 
 
 def saved_position(wh: Conn, slot: str) -> SavedPosition | None:
@@ -82,7 +84,7 @@ def saved_position(wh: Conn, slot: str) -> SavedPosition | None:
         .execute(
             "SELECT slot_name AS slot, publication, "
             "lsn::text AS lsn, last_commit_at, caught_up_at, "
-            "last_batch_id FROM staging.cdc_state WHERE slot_name = %s",
+            "last_batch_id, resync FROM staging.cdc_state WHERE slot_name = %s",
             (slot,),
         )
         .fetchone()
@@ -367,7 +369,7 @@ def setup(
         _ensure_publication(admin, publication)
         repl = replication.connect(settings.effective_source_url)
         try:
-            consistent, snapshot = _create_slot(
+            consistent, snapshot = create_slot(
                 repl, slot, admin.info.server_version, failover=failover
             )
             with connection(settings.effective_source_url, role="source") as src:
@@ -403,10 +405,11 @@ def setup(
     )
 
 
-def _create_slot(
-    repl: Any, slot: str, server_version: int, *, failover: bool = False
+def create_slot(
+    repl: Any, slot: str, server_version: int, *, failover: bool = False, temporary: bool = False
 ) -> tuple[str, str]:
-    """(consistent_point, snapshot name) of a new pgoutput slot with an exported snapshot."""
+    """(consistent_point, snapshot name) of a new pgoutput slot with an exported snapshot
+    (``temporary``: dropped when ``repl`` closes)."""
     cur = repl.cursor()
     if server_version >= 150000:
         options = "(SNAPSHOT 'export', FAILOVER true)" if failover else "(SNAPSHOT 'export')"
@@ -414,7 +417,8 @@ def _create_slot(
         options = "EXPORT_SNAPSHOT"
     name = psycopg.sql.Identifier(slot).as_string(None)
     try:
-        cur.execute(f"CREATE_REPLICATION_SLOT {name} LOGICAL pgoutput {options}")
+        kind = "TEMPORARY LOGICAL" if temporary else "LOGICAL"
+        cur.execute(f"CREATE_REPLICATION_SLOT {name} {kind} pgoutput {options}")
     except replication.errors() as exc:
         raise SourceNotReady(
             f"Cannot create the replication slot {slot!r}: {str(exc).strip().splitlines()[0]}",

@@ -176,7 +176,8 @@ def _load_temp(
                     raise Unsendable(
                         f"The source sent an update of {spec.qualified} "
                         "without an unchanged TOASTed column; "
-                        f"change capture needs ALTER TABLE {spec.qualified} REPLICA IDENTITY FULL",
+                        f"run ALTER TABLE {spec.qualified} REPLICA IDENTITY FULL on the source, "
+                        f"then acme-mv cdc resync --table {spec.name}",
                         table=spec.qualified,
                         column=spec.column_names[[v is UNCHANGED for v in row].index(True)],
                     )
