@@ -47,7 +47,7 @@ from acme_mv.cdc.decode import Decoder
 from acme_mv.cdc.errors import CdcError, NotSetUp
 from acme_mv.cdc.refresher import Refresher
 from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position, slot_holder
-from acme_mv.cdc.write import Batch, Written, write
+from acme_mv.cdc.write import Batch, Spill, Written, write
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, first_line, is_data_error, one_value, optional_value
 from acme_mv.errors import ConnectionFailed, ConnectionLost
@@ -127,6 +127,11 @@ class StreamResult:
     lsn: str
     #: changes of a re-copied table (``cdc resync``) from before its copy's snapshot, dropped
     resync_skipped_changes: int = 0
+    #: the most decoded changes held in memory at once: about ``batch_rows`` at most, however
+    #: large a transaction (its changes beyond that are spilled to the warehouse)
+    max_buffered_changes: int = 0
+    #: chunks of ``batch_rows`` changes spilled by transactions larger than a batch
+    spilled_chunks: int = 0
 
 
 def stream(
@@ -203,6 +208,10 @@ class _Streamer:
         self.publication = ""
         self.batches = self.transactions = self.changes = self.skipped = self.heartbeats = 0
         self.resync_skipped = 0
+        #: the most changes held in memory at once (the batch's and the open transaction's)
+        self.max_buffered = 0
+        #: chunks of large transactions spilled to the warehouse
+        self.spilled = 0
         #: ``cdc resync``'s table -> snapshot LSN, as read when the replication session began
         self.resync: dict[str, str] = {}
         self.encoding = "UTF8"
@@ -322,6 +331,8 @@ class _Streamer:
             reconnects=lost,
             lsn=pgoutput.lsn_to_str(self.saved_lsn),
             resync_skipped_changes=self.resync_skipped,
+            max_buffered_changes=self.max_buffered,
+            spilled_chunks=self.spilled,
         )
 
     _progressed_since_failure = False
@@ -359,6 +370,8 @@ class _Streamer:
             batch_started = 0.0
             next_heartbeat = time.monotonic() + self.heartbeat_s
             asked_keepalive = False
+            spill = Spill()
+            spill.reset(wh)  # what an interrupted session spilled is sent again
             while not self.stop.is_set():
                 if self.refresher is not None:
                     self.refresher.check()
@@ -367,16 +380,36 @@ class _Streamer:
                 now = time.monotonic()
                 if msg is not None:
                     done = decoder.feed(pgoutput.decode(msg.payload))
+                    buffered = batch.changes + decoder.pending
+                    self.max_buffered = max(self.max_buffered, buffered)
+                    if done is None and buffered >= self.batch_rows and decoder.in_transaction:
+                        # a transaction outgrowing the batch: apply what is gathered, then
+                        # spill its changes in chunks of a batch's size
+                        if not batch.empty:
+                            self._apply(wh, cur, batch)
+                            batch = Batch()
+                        if decoder.pending >= self.batch_rows:
+                            spill.add(wh, decoder.take(), encoding=self.encoding)
+                            self.spilled += 1
+                        continue
                     if done is not None:
                         if done.end_lsn <= self.saved_lsn:
                             # already in the warehouse (applied before a crash or a reconnect)
                             self.skipped += 1
+                            if spill.chunks:
+                                spill.reset(wh)
                         # (a transaction that changed nothing published:
                         # the heartbeat moves past it)
-                        elif done.changes:
+                        elif done.changes or done.spilled:
                             if batch.empty:
                                 batch_started = now
-                            batch.add(done)
+                            batch.add(done, spill=spill)
+                            if spill.chunks:  # a batch of its own
+                                self._apply(wh, cur, batch)
+                                batch = Batch()
+                                spill.reset(wh)
+                                next_heartbeat = time.monotonic() + self.heartbeat_s
+                                continue
                     full = batch.changes >= self.batch_rows or (
                         not batch.empty and now - batch_started >= self.batch_s
                     )
@@ -412,7 +445,7 @@ class _Streamer:
 
     def _apply(self, wh: Conn, cur: Any, batch: Batch) -> None:
         started = time.monotonic()
-        with wh.transaction(), open_batch(wh, tables=sorted(batch.tables)) as opened:
+        with wh.transaction(), open_batch(wh, tables=batch.table_names) as opened:
             if not self._read_resync(wh).items() <= self.resync.items():
                 # re-copied since this session began (the lock is ours now): its changes from
                 # before the copy must be dropped, which this batch may hold; start again

@@ -64,6 +64,19 @@ class Decoder:
     def in_transaction(self) -> bool:
         return self._current is not None
 
+    @property
+    def pending(self) -> int:
+        """Changes of the open transaction held in memory."""
+        return len(self._current.changes) if self._current is not None else 0
+
+    def take(self) -> list[Change]:
+        """The open transaction's changes so far, handed over to be spilled (counted in its
+        ``spilled``); the transaction goes on with an empty list."""
+        assert self._current is not None
+        taken, self._current.changes = self._current.changes, []
+        self._current.spilled += len(taken)
+        return taken
+
     def reset(self) -> None:
         """Forget everything (a new replication session re-sends Relation messages)."""
         self._layouts.clear()
