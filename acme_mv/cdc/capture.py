@@ -464,8 +464,8 @@ class _Streamer:
                 ),
             )
         committed_at = dt.datetime.now(dt.UTC)
-        # only now may the source forget these transactions
-        cur.send_feedback(write_lsn=batch.end_lsn, flush_lsn=batch.end_lsn, force=True)
+        # the warehouse holds it: a reconnect (the walsender may have timed out during a long
+        # apply) resumes after it, whether or not the confirmation below gets through
         self.saved_lsn = batch.end_lsn
         self._progressed_since_failure = True
         self.batches += 1
@@ -500,6 +500,8 @@ class _Streamer:
         )
         if self.on_batch is not None:
             self.on_batch(result)
+        # only now may the source forget these transactions
+        cur.send_feedback(write_lsn=batch.end_lsn, flush_lsn=batch.end_lsn, force=True)
 
     def _read_resync(self, wh: Conn) -> dict[str, str]:
         found = optional_value(
