@@ -139,3 +139,22 @@ def test_resync_refuses_an_unknown_table_and_a_missing_setup(
     assert res.exit_code == 2 and "choose from customers" in res.stderr
     res = run("cdc", "resync", "--table", "orders", "--slot", "nothing_here")
     assert res.exit_code == 1 and "acme-mv cdc setup" in res.stderr
+
+
+def test_resync_after_a_delete_whose_replica_identity_lacks_the_key(world: Cdc) -> None:
+    execute(
+        world.src,
+        "ALTER TABLE operations.order_items ADD COLUMN alt bigserial; "
+        "CREATE UNIQUE INDEX order_items_alt ON operations.order_items (alt); "
+        "ALTER TABLE operations.order_items REPLICA IDENTITY USING INDEX order_items_alt",
+    )
+    execute(world.src, "DELETE FROM operations.order_items WHERE order_item_id <= 3")
+    with pytest.raises(SchemaDrift, match="without its key order_item_id") as caught:
+        world.catch_up()
+    assert "acme-mv cdc resync --table order_items" in str(caught.value)
+    execute(world.src, "ALTER TABLE operations.order_items REPLICA IDENTITY FULL")
+    _resync(world, "order_items")
+    execute(world.src, "DELETE FROM operations.order_items WHERE order_item_id = 4")
+    world.catch_up()
+    world.assert_staging_equals_source()
+    world.assert_reports_true()

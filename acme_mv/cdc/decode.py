@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from acme_mv.cdc import pgoutput
-from acme_mv.cdc.write import Change, Row, Transaction
+from acme_mv.cdc.write import Change, Row, Transaction, Unsendable
 from acme_mv.errors import SchemaDrift
 from acme_mv.staging.tables import SCHEMA, TABLES, TableSpec
 
@@ -188,7 +188,12 @@ class Decoder:
 def _key(row: Row, layout: _Layout) -> bytes:
     value = row[layout.key]
     if value is None or value is pgoutput.UNCHANGED:
-        raise pgoutput.DecodeError(
-            f"a change of {layout.spec.qualified} without its key {layout.spec.key}"
+        spec = layout.spec
+        raise Unsendable(
+            f"The source sent a change of {spec.qualified} without its key {spec.key} (its "
+            f"replica identity does not hold it); run ALTER TABLE {spec.qualified} REPLICA "
+            f"IDENTITY FULL on the source, then acme-mv cdc resync --table {spec.name}",
+            table=spec.qualified,
+            column=spec.key,
         )
     return value
