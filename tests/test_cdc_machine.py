@@ -14,23 +14,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from acme_mv import cdc
 from acme_mv.errors import ConnectionFailed
 from acme_mv.reports.verify import verify
-from tests.support.cdc_helpers import TEST_HEARTBEAT_S, Cdc
+from tests.support.cdc_helpers import KEYS, SET_SQL, TEST_HEARTBEAT_S, Cdc
 from tests.support.database import DatabaseFactory
 from tests.support.sync_helpers import execute, fill
 
 BATCH_ROWS = 40
-_KEYS = {
-    "orders": "order_id",
-    "order_items": "order_item_id",
-    "customers": "customer_id",
-    "products": "product_id",
-}
-_SET = {
-    "orders": "status = (ARRAY['PENDING', 'PROCESSING', 'COMPLETED', NULL])[1 + %(n)s %% 4]",
-    "order_items": "quanity = %(n)s, product_id = 1 + %(n)s %% 3",
-    "customers": "customer_name = 'c' || %(n)s",
-    "products": "product_name = 'p' || %(n)s",
-}
 #: values a text column may hold that COPY's text format must escape, or that are long
 ODD = ["tab\there", "new\nline", "back\\slash", "nul-free \u00e9\u4e2d", "", "x" * 5000]
 
@@ -49,21 +37,21 @@ def _machine(world: Cdc) -> type[RuleBasedStateMachine]:
             fill(world.src, customers=3, products=3, orders=10, order_items=20)
             world.setup()
 
-        @rule(table=st.sampled_from(list(_KEYS)), n=st.integers(1, 4))
+        @rule(table=st.sampled_from(list(KEYS)), n=st.integers(1, 4))
         def insert(self, table: str, n: int) -> None:
             fill(world.src, **{table: n})
 
-        @rule(table=st.sampled_from(list(_KEYS)), residue=st.integers(0, 2), delete=st.booleans())
+        @rule(table=st.sampled_from(list(KEYS)), residue=st.integers(0, 2), delete=st.booleans())
         def change(self, table: str, residue: int, delete: bool) -> None:
             self.n += 1
             what = (
                 f"DELETE FROM operations.{table}"
                 if delete
-                else f"UPDATE operations.{table} SET {_SET[table]}"
+                else f"UPDATE operations.{table} SET {SET_SQL[table]}"
             )
             execute(
                 world.src,
-                f"{what} WHERE {_KEYS[table]} %% 3 = %(r)s",
+                f"{what} WHERE {KEYS[table]} %% 3 = %(r)s",
                 {"n": self.n, "r": residue},
             )
 
@@ -92,7 +80,7 @@ def _machine(world: Cdc) -> type[RuleBasedStateMachine]:
             cdc.drop(world.settings, slot=world.slot)
             world.setup()
 
-        @rule(table=st.sampled_from(list(_KEYS)))
+        @rule(table=st.sampled_from(list(KEYS)))
         def resync(self, table: str) -> None:
             cdc.resync(world.settings, table=table, slot=world.slot)
 
