@@ -24,6 +24,12 @@ source does not keep WAL for the slot and ``cdc status`` shows a fresh lag.
 A lost replication connection (a source restart, ``pg_terminate_backend``
 of the walsender) drops what was not applied and reconnects from the
 warehouse's position, up to ``reconnects`` times in a row.
+
+A transaction larger than ``batch_rows`` is spilled to the warehouse session's TEMP
+tables in chunks of ``batch_rows`` (:class:`acme_mv.cdc.write.Spill`) and applied at its
+commit as a batch of its own, so the changes held in memory stay about ``batch_rows``.
+A table re-copied by ``cdc resync`` loses its changes from transactions committed before
+the copy's snapshot (:mod:`acme_mv.cdc.resync`).
 """
 
 from __future__ import annotations
