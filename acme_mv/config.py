@@ -209,6 +209,21 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+#: the grammar of a size in bytes: a plain number of bytes, or a number and one of
+#: B, kB, MB, GB, TB (any case; 1024-based, as PostgreSQL's settings)
+SIZE_GRAMMAR = "10GB, 512MB, 64kB or a plain number of bytes"
+_SIZE = re.compile(rf"(?P<n>{_NUMBER}) *(?P<unit>b|kb|mb|gb|tb)?")
+_UNIT_BYTES = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """A size (``"10GB"``, ``"512MB"``, ``"1024"``) -> bytes; :class:`BadArgument` quoting it."""
+    match = _SIZE.fullmatch(text.strip().lower())
+    if match is None:
+        raise BadArgument(f"{text!r} is not a size such as {SIZE_GRAMMAR}")
+    return int(float(match["n"]) * _UNIT_BYTES[match["unit"] or "b"])
+
+
 def _parse_duration(text: str) -> float | None:
     if _PLAIN.fullmatch(text):
         return float(text)

@@ -345,7 +345,7 @@ class _TimestamptzLoader(TimestamptzLoader):
         return super().load(data)
 
 
-def load_infinity(conn: Conn) -> None:
+def load_infinity(conn: Conn | psycopg.Cursor[Any]) -> None:
     """Load ``'infinity'`` / ``'-infinity'`` timestamps on ``conn`` as :data:`INFINITY` /
     :data:`MINUS_INFINITY` (tz-aware for timestamptz) instead of failing with "timestamp too
     large": a source row may carry one, and what only shows values must not fail on it."""

@@ -22,7 +22,8 @@ EXIT_CODES: dict[int, str] = {
     "exclude each other; a bad duration, address or limit)",
     3: "another acme-mv process holds the lock or the replication slot (`sync --no-wait`)",
     4: "`check --fail-on-gaps` found gaps",
-    5: "`status --max-age`: the reports are stale or were never refreshed",
+    5: "`status --max-age`: the reports are stale or were never refreshed; `cdc status`, "
+    "`status --max-age`: the replication slot is lost, about to be, or retains too much WAL",
     6: "`verify`: the reports differ from a from-scratch computation, or do not include every "
     "batch staging holds",
     130: "interrupted (Ctrl-C, or a second SIGINT/SIGTERM): the open transaction rolled back",

@@ -72,8 +72,8 @@ ORDERS = [
 ]
 
 
-def _decoder() -> Decoder:
-    return Decoder(lambda oid, typmod: TYPES[(oid, typmod)])
+def _decoder(resync: dict[str, int] | None = None) -> Decoder:
+    return Decoder(lambda oid, typmod: TYPES[(oid, typmod)], resync=resync)
 
 
 def _order(key: bytes, status: bytes | None | str) -> tuple[bytes | None | str, ...]:
@@ -156,10 +156,14 @@ def test_columns_are_matched_by_name_and_extra_columns_ignored() -> None:
     assert change.key == b"5" and change.row == _order(b"5", b"PENDING")
 
 
+INSERT_5 = b"I" + struct.pack("!I", 1) + b"N" + _tuple(*_order(b"5", b"PENDING"))
+
+
 def test_a_changed_contract_type_or_a_missing_contract_column_is_schema_drift() -> None:
+    """Raised at the first change read under the drifted definition (before it is applied)."""
     changed = [(n, 25, -1) if n == "status" else (n, t, m) for n, t, m in ORDERS]
     with pytest.raises(SchemaDrift) as changed_type:
-        _feed(_decoder(), _relation(1, "orders", changed))
+        _feed(_decoder(), _relation(1, "orders", changed), BEGIN, INSERT_5)
     err = changed_type.value
     assert (err.table, err.column, err.expected, err.actual) == (
         "operations.orders",
@@ -168,7 +172,12 @@ def test_a_changed_contract_type_or_a_missing_contract_column_is_schema_drift() 
         "text",
     )
     with pytest.raises(SchemaDrift) as info:
-        _feed(_decoder(), _relation(1, "orders", [c for c in ORDERS if c[0] != "status"]))
+        _feed(
+            _decoder(),
+            _relation(1, "orders", [c for c in ORDERS if c[0] != "status"]),
+            BEGIN,
+            INSERT_5,
+        )
     assert (info.value.table, info.value.column, info.value.actual) == (
         "operations.orders",
         "status",
@@ -177,6 +186,21 @@ def test_a_changed_contract_type_or_a_missing_contract_column_is_schema_drift() 
     assert str(info.value).startswith(
         "The source table operations.orders no longer has column status (character varying)"
     )
+
+
+def test_a_resynced_table_changes_before_its_copy_are_dropped_even_when_drifted() -> None:
+    """``cdc resync``: a transaction whose commit starts before the copy's LSN loses its changes
+    of that table (a drifted definition does not stop it); a later one raises the drift."""
+    changed = [(n, 25, -1) if n == "status" else (n, t, m) for n, t, m in ORDERS]
+    decoder = _decoder(resync={"orders": 0x101})  # BEGIN's commit is at 0x100: in the copy
+    (txn,) = _feed(decoder, _relation(1, "orders", changed), BEGIN, INSERT_5, COMMIT)
+    assert txn.changes == [] and decoder.skipped_changes == 1
+    later = b"B" + struct.pack("!QqI", 0x200, 0, 2)
+    with pytest.raises(SchemaDrift):
+        _feed(decoder, later, INSERT_5)
+    kept = _decoder(resync={"orders": 0x100})  # the copy's LSN is the commit's: not in it
+    (txn,) = _feed(kept, _relation(1, "orders", ORDERS), BEGIN, INSERT_5, COMMIT)
+    assert len(txn.changes) == 1 and kept.skipped_changes == 0
 
 
 def test_other_tables_are_ignored() -> None:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from acme_mv.reports.refresh import refresh
-from tests.support.cdc_helpers import Cdc
+from tests.support.cdc_helpers import KEYS, SET_SQL, Cdc
 from tests.support.database import DatabaseFactory
 from tests.support.sync_helpers import execute, fill
 
@@ -20,24 +20,11 @@ Step = tuple[Any, ...]
 #: keys at and above this are written only by held-open transactions (never row-locked by another
 #: step)
 RESERVED = 100_000
-_KEYS = {
-    "orders": "order_id",
-    "order_items": "order_item_id",
-    "customers": "customer_id",
-    "products": "product_id",
-}
-_SET = {
-    "orders": "status = (ARRAY['PENDING', 'PROCESSING', 'COMPLETED', NULL])[1 + %(n)s %% 4]",
-    "order_items": "quanity = %(n)s, product_id = 1 + %(n)s %% 3",
-    "customers": "customer_name = 'c' || %(n)s",
-    "products": "product_name = 'p' || %(n)s",
-}
-
 steps = st.lists(
     st.one_of(
-        st.tuples(st.just("insert"), st.sampled_from(list(_KEYS)), st.integers(1, 5)),
-        st.tuples(st.just("update"), st.sampled_from(list(_KEYS)), st.integers(0, 4)),
-        st.tuples(st.just("delete"), st.sampled_from(list(_KEYS)), st.integers(0, 4)),
+        st.tuples(st.just("insert"), st.sampled_from(list(KEYS)), st.integers(1, 5)),
+        st.tuples(st.just("update"), st.sampled_from(list(KEYS)), st.integers(0, 4)),
+        st.tuples(st.just("delete"), st.sampled_from(list(KEYS)), st.integers(0, 4)),
         st.tuples(
             st.just("open"),
         ),
@@ -90,13 +77,13 @@ class World:
         elif kind in ("update", "delete"):
             table, residue = step[1], step[2]
             change = (
-                f"UPDATE operations.{table} SET {_SET[table]}"
+                f"UPDATE operations.{table} SET {SET_SQL[table]}"
                 if kind == "update"
                 else f"DELETE FROM operations.{table}"
             )
             execute(
                 self.cdc.src,
-                f"{change} WHERE {_KEYS[table]} %% 5 = %(r)s AND {_KEYS[table]} < %(reserved)s",
+                f"{change} WHERE {KEYS[table]} %% 5 = %(r)s AND {KEYS[table]} < %(reserved)s",
                 {"n": self.counter, "r": residue, "reserved": RESERVED},
             )
         elif kind == "open":

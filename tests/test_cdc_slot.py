@@ -264,7 +264,11 @@ def test_an_invalidated_slot_gives_one_clear_error_and_a_re_snapshot_repairs(
         scalar(url, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'acme_lost'")
         == "lost"
     )
-    assert cdc.status(world.settings, slot=world.slot).wal_status == "lost"
+    lost = cdc.status(world.settings, slot=world.slot)
+    assert lost.wal_status == "lost"
+    with pytest.raises(cdc.SlotAtRisk, match=r"wal_status lost.*acme-mv cdc drop") as at_risk:
+        cdc.check_health(lost)  # cdc status and status --max-age exit 5
+    assert at_risk.value.exit_code == 5
     with pytest.raises(
         SlotLost, match=r"wal_status lost.*acme-mv cdc drop, then acme-mv cdc setup"
     ) as caught:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support.cdc_helpers import Cdc
+from tests.support.cdc_helpers import Cdc, restart_waits
 from tests.support.cli_runner import run as cli_run
 from tests.support.database import DatabaseFactory
 from tests.support.reports_oracle import actual, expected
@@ -222,11 +221,6 @@ def test_run_cdc_backoff_starts_again_after_a_batch(
             stop.set()
             thread.join(60)
     assert not errors, errors
-    waits = [
-        float(m.group(1))
-        for r in caplog.records
-        if (m := re.search(r"restart in ([0-9.]+)s \(1 failure in a row\)", r.getMessage()))
-    ]
-    failed = [r.getMessage() for r in caplog.records if "change capture failed" in r.getMessage()]
+    waits, failed = restart_waits(caplog.records)
     assert len(failed) >= 3, failed
     assert waits == [0.3] * len(failed), failed

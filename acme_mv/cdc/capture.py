@@ -24,6 +24,12 @@ source does not keep WAL for the slot and ``cdc status`` shows a fresh lag.
 A lost replication connection (a source restart, ``pg_terminate_backend``
 of the walsender) drops what was not applied and reconnects from the
 warehouse's position, up to ``reconnects`` times in a row.
+
+A transaction larger than ``batch_rows`` is spilled to the warehouse session's TEMP
+tables in chunks of ``batch_rows`` (:class:`acme_mv.cdc.write.Spill`) and applied at its
+commit as a batch of its own, so the changes held in memory stay about ``batch_rows``.
+A table re-copied by ``cdc resync`` loses its changes from transactions committed before
+the copy's snapshot (:mod:`acme_mv.cdc.resync`).
 """
 
 from __future__ import annotations
@@ -38,14 +44,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import class_row
 
 from acme_mv import migrate
+from acme_mv.backoff import backoff_s
 from acme_mv.cdc import pgoutput, replication
 from acme_mv.cdc.decode import Decoder
 from acme_mv.cdc.errors import CdcError, NotSetUp
 from acme_mv.cdc.refresher import Refresher
 from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position, slot_holder
-from acme_mv.cdc.write import Batch, Written, write
+from acme_mv.cdc.write import Batch, Spill, Written, write
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, first_line, is_data_error, one_value, optional_value
 from acme_mv.errors import ConnectionFailed, ConnectionLost
@@ -95,6 +103,26 @@ class BatchResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SlotLag:
+    """The slot on the source, as ``on_slot`` receives it (at the start of each replication
+    session, then at most every heartbeat interval)."""
+
+    #: pg_current_wal_lsn() - restart_lsn: WAL the slot keeps from being removed
+    retained_bytes: int | None
+    #: pg_current_wal_lsn() - confirmed_flush_lsn
+    lag_bytes: int | None
+    wal_status: str | None
+
+
+_SLOT_LAG_SQL = """
+SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained_bytes,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag_bytes,
+       wal_status
+FROM pg_replication_slots WHERE slot_name = %s
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
 class StreamResult:
     batches: int
     transactions: int
@@ -103,6 +131,13 @@ class StreamResult:
     heartbeats: int
     reconnects: int
     lsn: str
+    #: changes of a re-copied table (``cdc resync``) from before its copy's snapshot, dropped
+    resync_skipped_changes: int = 0
+    #: the most decoded changes held in memory at once: about ``batch_rows`` at most, however
+    #: large a transaction (its changes beyond that are spilled to the warehouse)
+    max_buffered_changes: int = 0
+    #: chunks of ``batch_rows`` changes spilled by transactions larger than a batch
+    spilled_chunks: int = 0
 
 
 def stream(
@@ -118,8 +153,14 @@ def stream(
     stop: threading.Event | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
     on_refresh: Callable[[RefreshResult], None] | None = None,
+    on_slot: Callable[[SlotLag], None] | None = None,
+    on_heartbeat: Callable[[], None] | None = None,
 ) -> StreamResult:
     """Stream until ``stop`` is set; see the module doc. Returns totals.
+
+    ``on_slot`` receives the slot's retained WAL and lag at the start of each replication
+    session and then at most every ``heartbeat_s``; ``on_heartbeat`` is called after each
+    heartbeat saved and confirmed (the stream works, though no change arrived).
 
     Raises NotSetUp (no ``cdc setup`` for ``slot``), SlotLost (invalidated:
     re-snapshot), SchemaDrift (a contract column changed; the batch holding it
@@ -136,6 +177,8 @@ def stream(
         stop=stop or threading.Event(),
         on_batch=on_batch,
         on_refresh=on_refresh,
+        on_slot=on_slot,
+        on_heartbeat=on_heartbeat,
     )
     return streamer.run(reconnects=reconnects)
 
@@ -154,8 +197,13 @@ class _Streamer:
         stop: threading.Event,
         on_batch: Callable[[BatchResult], None] | None,
         on_refresh: Callable[[RefreshResult], None] | None,
+        on_slot: Callable[[SlotLag], None] | None = None,
+        on_heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_slot = on_slot
+        self.on_heartbeat = on_heartbeat
+        self.next_observe = 0.0
         self.slot = slot
         self.batch_rows = batch_rows
         self.batch_s = batch_ms / 1000
@@ -165,6 +213,13 @@ class _Streamer:
         self.saved_lsn = 0
         self.publication = ""
         self.batches = self.transactions = self.changes = self.skipped = self.heartbeats = 0
+        self.resync_skipped = 0
+        #: the most changes held in memory at once (the batch's and the open transaction's)
+        self.max_buffered = 0
+        #: chunks of large transactions spilled to the warehouse
+        self.spilled = 0
+        #: ``cdc resync``'s table -> snapshot LSN, as read when the replication session began
+        self.resync: dict[str, str] = {}
         self.encoding = "UTF8"
         self.busy = _BusySlot(slot)
         self.refresher = (
@@ -232,9 +287,19 @@ class _Streamer:
 
             while not self.stop.is_set():
                 check_slot(src, self.slot)
+                self.next_observe = 0.0
+                self._observe(src)
                 types.clear()
+                self.resync = self._read_resync(wh)
+                decoder = Decoder(
+                    type_name,
+                    resync={t: pgoutput.lsn_from_str(lsn) for t, lsn in self.resync.items()},
+                )
                 try:
-                    progressed = self._session(wh, Decoder(type_name))
+                    progressed = self._session(wh, src, decoder)
+                except _Resynced:
+                    log.info("a table was re-copied (acme-mv cdc resync): streaming again")
+                    continue
                 except replication.lost_connection_errors() as exc:
                     if getattr(exc, "pgcode", None) == OBJECT_IN_USE:
                         self.stop.wait(busy.wait(src))
@@ -259,6 +324,8 @@ class _Streamer:
                     raise CdcError(
                         f"Change capture failed on the source: {replication.describe(exc)}"
                     ) from None
+                finally:
+                    self.resync_skipped += decoder.skipped_changes
                 if not progressed:
                     break
         return StreamResult(
@@ -269,11 +336,28 @@ class _Streamer:
             heartbeats=self.heartbeats,
             reconnects=lost,
             lsn=pgoutput.lsn_to_str(self.saved_lsn),
+            resync_skipped_changes=self.resync_skipped,
+            max_buffered_changes=self.max_buffered,
+            spilled_chunks=self.spilled,
         )
 
     _progressed_since_failure = False
 
-    def _session(self, wh: Conn, decoder: Decoder) -> bool:
+    def _observe(self, src: Conn) -> None:
+        """Hand ``on_slot`` the slot's retained WAL and lag, at most every heartbeat."""
+        now = time.monotonic()
+        if self.on_slot is None or now < self.next_observe:
+            return
+        self.next_observe = now + max(self.heartbeat_s, 1.0)
+        found = (
+            src.cursor(row_factory=class_row(SlotLag))
+            .execute(_SLOT_LAG_SQL, (self.slot,))
+            .fetchone()
+        )
+        if found is not None:
+            self.on_slot(found)
+
+    def _session(self, wh: Conn, src: Conn, decoder: Decoder) -> bool:
         """One replication connection, until ``stop``; returns False when stopped."""
         self._progressed_since_failure = False
         repl = replication.connect(self.settings.effective_source_url)
@@ -292,23 +376,46 @@ class _Streamer:
             batch_started = 0.0
             next_heartbeat = time.monotonic() + self.heartbeat_s
             asked_keepalive = False
+            spill = Spill()
+            spill.reset(wh)  # what an interrupted session spilled is sent again
             while not self.stop.is_set():
                 if self.refresher is not None:
                     self.refresher.check()
+                self._observe(src)
                 msg = cur.read_message()
                 now = time.monotonic()
                 if msg is not None:
                     done = decoder.feed(pgoutput.decode(msg.payload))
+                    buffered = batch.changes + decoder.pending
+                    self.max_buffered = max(self.max_buffered, buffered)
+                    if done is None and buffered >= self.batch_rows and decoder.in_transaction:
+                        # a transaction outgrowing the batch: apply what is gathered, then
+                        # spill its changes in chunks of a batch's size
+                        if not batch.empty:
+                            self._apply(wh, cur, batch)
+                            batch = Batch()
+                        if decoder.pending >= self.batch_rows:
+                            spill.add(wh, decoder.take(), encoding=self.encoding)
+                            self.spilled += 1
+                        continue
                     if done is not None:
                         if done.end_lsn <= self.saved_lsn:
                             # already in the warehouse (applied before a crash or a reconnect)
                             self.skipped += 1
+                            if spill.chunks:
+                                spill.reset(wh)
                         # (a transaction that changed nothing published:
                         # the heartbeat moves past it)
-                        elif done.changes:
+                        elif done.changes or done.spilled:
                             if batch.empty:
                                 batch_started = now
-                            batch.add(done)
+                            batch.add(done, spill=spill)
+                            if spill.chunks:  # a batch of its own
+                                self._apply(wh, cur, batch)
+                                batch = Batch()
+                                spill.reset(wh)
+                                next_heartbeat = time.monotonic() + self.heartbeat_s
+                                continue
                     full = batch.changes >= self.batch_rows or (
                         not batch.empty and now - batch_started >= self.batch_s
                     )
@@ -344,24 +451,27 @@ class _Streamer:
 
     def _apply(self, wh: Conn, cur: Any, batch: Batch) -> None:
         started = time.monotonic()
-        with wh.transaction(), open_batch(wh, tables=sorted(batch.tables)) as opened:
+        with wh.transaction(), open_batch(wh, tables=batch.table_names) as opened:
+            if not self._read_resync(wh).items() <= self.resync.items():
+                # re-copied since this session began (the lock is ours now): its changes from
+                # before the copy must be dropped, which this batch may hold; start again
+                raise _Resynced
             batch_id = opened.batch_id
             written = write(wh, batch, encoding=self.encoding)
             wh.execute(
-                "UPDATE staging.cdc_state SET lsn = %s::pg_lsn, last_commit_lsn = %s::pg_lsn, "
-                "last_commit_at = %s, last_batch_id = %s, "
-                "updated_at = clock_timestamp() WHERE slot_name = %s",
+                _SAVE_BATCH_SQL,
                 (
                     pgoutput.lsn_to_str(batch.end_lsn),
                     pgoutput.lsn_to_str(batch.commit_lsn),
                     batch.commit_time,
                     batch_id,
+                    pgoutput.lsn_to_str(batch.end_lsn),
                     self.slot,
                 ),
             )
         committed_at = dt.datetime.now(dt.UTC)
-        # only now may the source forget these transactions
-        cur.send_feedback(write_lsn=batch.end_lsn, flush_lsn=batch.end_lsn, force=True)
+        # the warehouse holds it: a reconnect (the walsender may have timed out during a long
+        # apply) resumes after it, whether or not the confirmation below gets through
         self.saved_lsn = batch.end_lsn
         self._progressed_since_failure = True
         self.batches += 1
@@ -396,6 +506,14 @@ class _Streamer:
         )
         if self.on_batch is not None:
             self.on_batch(result)
+        # only now may the source forget these transactions
+        cur.send_feedback(write_lsn=batch.end_lsn, flush_lsn=batch.end_lsn, force=True)
+
+    def _read_resync(self, wh: Conn) -> dict[str, str]:
+        found = optional_value(
+            wh, "SELECT resync FROM staging.cdc_state WHERE slot_name = %s", (self.slot,), kind=dict
+        )
+        return {str(t): str(lsn) for t, lsn in (found or {}).items()}
 
     def _refresh_if_behind(self, wh: Conn) -> None:
         """Ask for a refresh when the reports miss a committed batch that this stream did not
@@ -426,6 +544,24 @@ class _Streamer:
         self._progressed_since_failure = True
         self._refresh_if_behind(wh)
         log.debug("heartbeat at %s", pgoutput.lsn_to_str(lsn))
+        if self.on_heartbeat is not None:
+            self.on_heartbeat()
+
+
+#: a batch's position; ``resync`` loses the tables whose copy the new position has passed
+#: (every later transaction commits after their snapshot: nothing of theirs is dropped)
+_SAVE_BATCH_SQL = """
+UPDATE staging.cdc_state SET lsn = %s::pg_lsn, last_commit_lsn = %s::pg_lsn,
+    last_commit_at = %s, last_batch_id = %s,
+    resync = (SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM jsonb_each_text(resync)
+              WHERE value::pg_lsn > %s::pg_lsn),
+    updated_at = clock_timestamp()
+WHERE slot_name = %s
+"""
+
+
+class _Resynced(Exception):
+    """A table was re-copied (``cdc resync``) since this replication session began."""
 
 
 class _BusySlot:
@@ -445,7 +581,7 @@ class _BusySlot:
         if not self.tries:
             self.since = self.next_log = now
         self.tries += 1
-        pause = float(min(SLOT_BUSY_MAX_S, SLOT_BUSY_FIRST_S * 2 ** min(self.tries - 1, 16)))
+        pause = backoff_s(self.tries, first_s=SLOT_BUSY_FIRST_S, max_s=SLOT_BUSY_MAX_S)
         if now >= self.next_log:
             self.next_log = now + SLOT_BUSY_LOG_EVERY_S
             log.warning(

@@ -27,6 +27,21 @@ class SlotLost(CdcError):
         self.slot = slot
 
 
+class SlotAtRisk(CdcError):
+    """The slot is about to be invalidated or already was (``wal_status`` unreserved or lost),
+    or retains more source WAL than allowed: ``cdc status`` and ``status --max-age`` exit 5."""
+
+    exit_code = 5
+
+    def __init__(
+        self, message: str, *, slot: str, wal_status: str | None, retained_bytes: int | None
+    ) -> None:
+        super().__init__(message)
+        self.slot = slot
+        self.wal_status = wal_status
+        self.retained_bytes = retained_bytes
+
+
 class SlotBusy(Busy):
     """Another process streams from the slot."""
 

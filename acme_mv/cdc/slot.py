@@ -28,10 +28,11 @@ from psycopg.rows import class_row, scalar_row
 
 from acme_mv import migrate
 from acme_mv.cdc import replication
-from acme_mv.cdc.errors import NotSetUp, SlotBusy, SlotLost, SourceNotReady
+from acme_mv.cdc.errors import NotSetUp, SlotAtRisk, SlotBusy, SlotLost, SourceNotReady
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, one_value
+from acme_mv.errors import BadArgument
 from acme_mv.staging import copy, parallel, tables
 from acme_mv.staging.batch import open_batch
 from acme_mv.staging.tables import SCHEMA, TABLES
@@ -40,6 +41,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SLOT = "acme_mv"
 DEFAULT_PUBLICATION = "acme_mv"
+
+#: ``cdc status`` and ``status --max-age`` fail (exit 5) when the slot retains more source WAL
+#: than this: a stopped streamer's WAL piles up on the source's disk; 10 GiB is hours of the
+#: contract's workload and far from filling a production disk
+DEFAULT_MAX_RETAINED = 10 * 1024**3
+#: failover slots (``FAILOVER``) exist from PostgreSQL 17 on
+FAILOVER_MIN_VERSION = 170000
 
 #: how long ``drop`` waits for a slot's walsender to go away (a streamer just stopped)
 DROP_WAIT_S = 10.0
@@ -66,6 +74,8 @@ class SavedPosition:
     last_commit_at: dt.datetime | None
     caught_up_at: dt.datetime | None
     last_batch_id: int | None
+    #: table -> LSN (text) of the snapshot ``cdc resync`` re-copied it in
+    resync: dict[str, str]
 
 
 def saved_position(wh: Conn, slot: str) -> SavedPosition | None:
@@ -74,7 +84,7 @@ def saved_position(wh: Conn, slot: str) -> SavedPosition | None:
         .execute(
             "SELECT slot_name AS slot, publication, "
             "lsn::text AS lsn, last_commit_at, caught_up_at, "
-            "last_batch_id FROM staging.cdc_state WHERE slot_name = %s",
+            "last_batch_id, resync FROM staging.cdc_state WHERE slot_name = %s",
             (slot,),
         )
         .fetchone()
@@ -179,6 +189,49 @@ def check_slot(src: Conn, slot: str) -> _SlotRow:
     return found
 
 
+def require_failover(src: Conn) -> None:
+    """A failover slot needs PostgreSQL 17 or later: :class:`BadArgument` (a usage error)."""
+    version = src.info.server_version
+    if version < FAILOVER_MIN_VERSION:
+        raise BadArgument(
+            f"--failover needs PostgreSQL 17 or later on the source, which runs "
+            f"{version // 10000}; drop --failover (a standby then has no copy of the slot: "
+            "after a failover, acme-mv cdc drop, then acme-mv cdc setup on the new primary)"
+        )
+
+
+def warn_unbounded_wal(src: Conn) -> None:
+    """One WARNING line when the source may keep WAL for a stopped slot without bound."""
+    keep = one_value(src, "SELECT current_setting('max_slot_wal_keep_size')", kind=str)
+    if keep.strip() == "-1":
+        log.warning(
+            "the source's max_slot_wal_keep_size is -1 (unlimited): a stopped acme-mv cdc run "
+            "makes the source keep WAL until its disk is full; set a bound on the source, e.g. "
+            "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();"
+        )
+
+
+def _make_failover(settings: Settings, src: Conn, slot: str) -> None:
+    """Turn an existing slot into a failover slot (a no-op when it is one)."""
+    if one_value(
+        src, "SELECT failover FROM pg_replication_slots WHERE slot_name = %s", (slot,), kind=bool
+    ):
+        return
+    repl = replication.connect(settings.effective_source_url)
+    try:
+        name = psycopg.sql.Identifier(slot).as_string(None)
+        repl.cursor().execute(f"ALTER_REPLICATION_SLOT {name} (FAILOVER true)")
+    except replication.errors() as exc:
+        raise SourceNotReady(
+            f"Cannot make the replication slot {slot!r} a failover slot: "
+            f"{replication.describe(exc)} (stop acme-mv cdc run first)",
+            requirement="slot",
+        ) from None
+    finally:
+        repl.close()
+    log.info("replication slot %s is now a failover slot", slot)
+
+
 _PUBLISHED_SQL = """
 SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s
 """
@@ -255,8 +308,14 @@ def setup(
     slot: str = DEFAULT_SLOT,
     publication: str = DEFAULT_PUBLICATION,
     jobs: int = parallel.DEFAULT_JOBS,
+    failover: bool = False,
 ) -> SetupResult:
     """Publication + slot + initial copy in the slot's snapshot (see the module doc).
+
+    ``failover``: the slot is a failover slot (PostgreSQL 17+; :class:`BadArgument` on older
+    servers), which a standby with ``sync_replication_slots`` keeps in step, so change
+    capture goes on from a promoted standby. An existing slot is made one
+    (``ALTER_REPLICATION_SLOT``). Warns when the source's ``max_slot_wal_keep_size`` is -1.
 
     ``jobs > 1``: orders and order_items, when staging holds none, are copied by
     parallel workers that import the slot's snapshot (:mod:`acme_mv.staging.parallel`).
@@ -273,6 +332,9 @@ def setup(
     ):
         migrate.require_head(wh)
         require_logical(admin)
+        if failover:
+            require_failover(admin)
+        warn_unbounded_wal(admin)
         tables.check_schema(admin, specs, warn_unindexed=False)  # reads each table once, whole
         saved = saved_position(wh, slot)
         wh.rollback()
@@ -286,6 +348,8 @@ def setup(
                     slot=slot,
                 )
             check_slot(admin, slot)
+            if failover:
+                _make_failover(settings, admin, slot)
             return SetupResult(
                 slot=slot,
                 publication=saved.publication,
@@ -305,7 +369,9 @@ def setup(
         _ensure_publication(admin, publication)
         repl = replication.connect(settings.effective_source_url)
         try:
-            consistent, snapshot = _create_slot(repl, slot, admin.info.server_version)
+            consistent, snapshot = create_slot(
+                repl, slot, admin.info.server_version, failover=failover
+            )
             with connection(settings.effective_source_url, role="source") as src:
                 src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                 src.read_only = True
@@ -339,13 +405,20 @@ def setup(
     )
 
 
-def _create_slot(repl: Any, slot: str, server_version: int) -> tuple[str, str]:
-    """(consistent_point, snapshot name) of a new pgoutput slot with an exported snapshot."""
+def create_slot(
+    repl: Any, slot: str, server_version: int, *, failover: bool = False, temporary: bool = False
+) -> tuple[str, str]:
+    """(consistent_point, snapshot name) of a new pgoutput slot with an exported snapshot
+    (``temporary``: dropped when ``repl`` closes)."""
     cur = repl.cursor()
-    options = "(SNAPSHOT 'export')" if server_version >= 150000 else "EXPORT_SNAPSHOT"
+    if server_version >= 150000:
+        options = "(SNAPSHOT 'export', FAILOVER true)" if failover else "(SNAPSHOT 'export')"
+    else:
+        options = "EXPORT_SNAPSHOT"
     name = psycopg.sql.Identifier(slot).as_string(None)
     try:
-        cur.execute(f"CREATE_REPLICATION_SLOT {name} LOGICAL pgoutput {options}")
+        kind = "TEMPORARY LOGICAL" if temporary else "LOGICAL"
+        cur.execute(f"CREATE_REPLICATION_SLOT {name} {kind} pgoutput {options}")
     except replication.errors() as exc:
         raise SourceNotReady(
             f"Cannot create the replication slot {slot!r}: {str(exc).strip().splitlines()[0]}",
@@ -495,6 +568,35 @@ def status(settings: Settings, *, slot: str = DEFAULT_SLOT) -> Status:
         last_commit_at=saved.last_commit_at if saved else None,
         caught_up_at=saved.caught_up_at if saved else None,
         lag_s=max((now - max(newest)).total_seconds(), 0.0) if newest else None,
+    )
+
+
+def check_health(st: Status, *, max_retained: int = DEFAULT_MAX_RETAINED) -> None:
+    """:class:`SlotAtRisk` (exit 5) when the slot is invalidated or about to be (``wal_status``
+    lost or unreserved), or retains more than ``max_retained`` bytes of source WAL; each
+    message names the command that recovers."""
+    where = f"The replication slot {st.slot!r}"
+    if st.wal_status == "lost":
+        message = (
+            f"{where} was invalidated by the source (wal_status lost); "
+            "re-snapshot with acme-mv cdc drop, then acme-mv cdc setup"
+        )
+    elif st.wal_status == "unreserved":
+        message = (
+            f"{where} is about to be invalidated (wal_status unreserved: it needs WAL "
+            "beyond the source's max_slot_wal_keep_size); start acme-mv cdc run (or "
+            "acme-mv run --cdc) now so it catches up, or raise max_slot_wal_keep_size"
+        )
+    elif st.retained_bytes is not None and st.retained_bytes > max_retained:
+        message = (
+            f"{where} retains {st.retained_bytes:,} bytes of source WAL, more than the limit "
+            f"{max_retained:,} (--max-retained); start acme-mv cdc run (or acme-mv run --cdc) "
+            "so it catches up, or acme-mv cdc drop if change capture is no longer used"
+        )
+    else:
+        return
+    raise SlotAtRisk(
+        message, slot=st.slot, wal_status=st.wal_status, retained_bytes=st.retained_bytes
     )
 
 

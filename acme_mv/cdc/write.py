@@ -60,28 +60,44 @@ class Batch:
     commit_time: dt.datetime | None = None
     #: source commit time of the oldest transaction in the batch
     first_commit_time: dt.datetime | None = None
+    #: the earlier changes of the batch's one transaction, spilled to the warehouse
+    spill: Spill | None = None
 
     def table(self, name: str) -> TableChanges:
         return self.tables.setdefault(name, TableChanges())
 
-    def add(self, transaction: Transaction) -> None:
-        for change in transaction.changes:
-            changes = self.table(change.table)
+    def add_changes(self, changes: Iterable[Change]) -> None:
+        """Fold ``changes`` (in order) into the last state of each key."""
+        for change in changes:
+            table = self.table(change.table)
             if change.kind == "truncate":
-                changes.rows.clear()
-                changes.truncated = True
+                table.rows.clear()
+                table.truncated = True
                 continue
             row = change.row
             if row is not None and any(v is UNCHANGED for v in row):
-                row = _fill_unchanged(row, changes.rows.get(change.key))
-            changes.rows[change.key] = row
+                row = _fill_unchanged(row, table.rows.get(change.key))
+            table.rows[change.key] = row
+
+    def add(self, transaction: Transaction, *, spill: Spill | None = None) -> None:
+        """Add a whole transaction; ``spill`` holds its earlier changes (the batch must be
+        empty: a spilled transaction is a batch of its own)."""
+        if spill is not None and spill.chunks:
+            assert self.empty, "a spilled transaction is a batch of its own"
+            self.spill = spill
+        self.add_changes(transaction.changes)
         self.transactions += 1
-        self.changes += len(transaction.changes)
+        self.changes += len(transaction.changes) + transaction.spilled
         self.end_lsn = transaction.end_lsn
         self.commit_lsn = transaction.commit_lsn
         self.commit_time = transaction.commit_time
         if self.first_commit_time is None:
             self.first_commit_time = transaction.commit_time
+
+    @property
+    def table_names(self) -> list[str]:
+        """The tables the batch writes (its spill's too), sorted."""
+        return sorted({*self.tables, *(self.spill.tables if self.spill else ())})
 
     @property
     def empty(self) -> bool:
@@ -110,7 +126,69 @@ class Transaction:
     commit_lsn: int = 0
     end_lsn: int = 0
     commit_time: dt.datetime | None = None
+    #: its changes not spilled (all of them unless it outgrew the batch size)
     changes: list[Change] = field(default_factory=list)
+    #: how many of its changes went to the spill before ``changes``
+    spilled: int = 0
+
+
+SPILL_PREFIX = "_acme_cdc_spill_"
+
+
+@dataclass
+class Spill:
+    """The changes of one source transaction larger than a batch, written to the warehouse in
+    chunks of at most a batch's size as they arrive (TEMP tables of the stream's warehouse
+    session, one per table: the contract columns, ``_deleted`` and ``_chunk``), so the
+    stream's memory holds one chunk, not the transaction. At its commit :func:`write` takes
+    each key's state from the newest chunk (the changes still in memory win), after the
+    table's last TRUNCATE. The tables live as long as the session: a killed stream leaves
+    nothing; :meth:`reset` empties them for the next transaction or a new replication
+    session."""
+
+    chunks: int = 0
+    changes: int = 0
+    #: table -> the first chunk that counts (the one of its last TRUNCATE, else 0)
+    tables: dict[str, int] = field(default_factory=dict)
+    truncated: set[str] = field(default_factory=set)
+
+    def add(self, conn: Conn, changes: list[Change], *, encoding: str) -> None:
+        """Write ``changes`` (the next ones of the transaction) as one chunk."""
+        chunk = Batch()
+        chunk.add_changes(changes)
+        with conn.transaction():
+            for name, table in chunk.tables.items():
+                spec = TABLES[name]
+                if table.truncated:
+                    self.tables[name] = self.chunks
+                    self.truncated.add(name)
+                else:
+                    self.tables.setdefault(name, 0)
+                temp = sql.Identifier(SPILL_PREFIX + name)
+                cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names)
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TEMP TABLE IF NOT EXISTS {temp} AS SELECT {cols}, "
+                        "false AS _deleted, 0 AS _chunk FROM {table} WITH NO DATA"
+                    ).format(temp=temp, cols=cols, table=sql.Identifier(copy.STAGING, name))
+                )
+                _copy_rows(
+                    conn, spec, temp, table.rows.items(), encoding=encoding, chunk=self.chunks
+                )
+        self.chunks += 1
+        self.changes += len(changes)
+
+    def reset(self, conn: Conn) -> None:
+        """Empty the spill tables (the transaction was applied or skipped, or is sent again)."""
+        for name in TABLES:
+            conn.execute(
+                sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(
+                    sql.Identifier(SPILL_PREFIX + name)
+                )
+            )
+        self.chunks = self.changes = 0
+        self.tables.clear()
+        self.truncated.clear()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,18 +205,25 @@ def write(conn: Conn, batch: Batch, *, encoding: str) -> Written:
     """Land ``batch`` in staging, inside the caller's transaction (see the module doc)."""
     conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
     versions = tombstones = mirror_rows = mirror_deleted = 0
-    for name, changes in batch.tables.items():
+    spill = batch.spill
+    for name in batch.table_names:
         spec = TABLES[name]
+        changes = batch.tables.get(name) or TableChanges()
         temp = _load_temp(conn, spec, changes.rows.items(), encoding=encoding)
+        truncated = changes.truncated
+        rows = len(changes.rows)
+        if spill is not None and name in spill.tables and not changes.truncated:
+            rows += _merge_spill(conn, spec, temp, first_chunk=spill.tables[name])
+            truncated = name in spill.truncated
         if spec.kind == "append":
-            appended = copy.append_tombstones(conn, spec, keep=temp) if changes.truncated else 0
-            if changes.rows:
+            appended = copy.append_tombstones(conn, spec, keep=temp) if truncated else 0
+            if rows:
                 appended += copy.append_changed(conn, temp, spec, with_deleted=True)
             dead = _count_appended_tombstones(conn, spec) if appended else 0
             versions += appended - dead
             tombstones += dead
         else:
-            mirror_deleted += _delete_mirror_keys(conn, spec, temp, everything=changes.truncated)
+            mirror_deleted += _delete_mirror_keys(conn, spec, temp, everything=truncated)
             mirror_rows += copy.upsert_mirror(conn, _live(temp), spec)
         conn.execute(sql.SQL("DROP TABLE {}").format(temp))
     return Written(
@@ -160,33 +245,67 @@ def _load_temp(
             "{cols}, false AS _deleted FROM {table} WITH NO DATA"
         ).format(temp=temp, cols=cols, table=sql.Identifier(copy.STAGING, spec.name))
     )
+    _copy_rows(conn, spec, temp, rows, encoding=encoding)
+    return temp
+
+
+def _merge_spill(conn: Conn, spec: TableSpec, temp: sql.Identifier, *, first_chunk: int) -> int:
+    """Add to ``temp`` each spilled key's state from its newest chunk (from ``first_chunk``),
+    for the keys ``temp`` (the changes after the spill) does not hold; returns how many."""
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names)
+    key = sql.Identifier(spec.key)
+    return conn.execute(
+        sql.SQL(
+            "INSERT INTO {temp} ({cols}, _deleted) SELECT {cols}, _deleted FROM ("
+            "SELECT DISTINCT ON ({key}) * FROM pg_temp.{spill} AS s WHERE _chunk >= %s "
+            "AND NOT EXISTS (SELECT 1 FROM {temp} AS t WHERE t.{key} = s.{key}) "
+            "ORDER BY {key}, _chunk DESC) AS newest"
+        ).format(temp=temp, cols=cols, key=key, spill=sql.Identifier(SPILL_PREFIX + spec.name)),
+        (first_chunk,),
+    ).rowcount
+
+
+def _copy_rows(
+    conn: Conn,
+    spec: TableSpec,
+    temp: sql.Identifier,
+    rows: Iterable[tuple[bytes, Row | None]],
+    *,
+    encoding: str,
+    chunk: int | None = None,
+) -> None:
+    """COPY ``rows`` (a key's state: a row, or None for a tombstone) into ``temp``, with
+    ``_chunk`` when given."""
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names)
     key_index = spec.column_names.index(spec.key)
     width = len(spec.columns)
-    statement = sql.SQL("COPY {} ({}, _deleted) FROM STDIN (FORMAT text, ENCODING {})").format(
-        temp, cols, sql.Literal(encoding)
+    extra = sql.SQL(", _chunk") if chunk is not None else sql.SQL("")
+    suffix = b"" if chunk is None else b"\t" + str(chunk).encode()
+    statement = sql.SQL("COPY {} ({}, _deleted{}) FROM STDIN (FORMAT text, ENCODING {})").format(
+        temp, cols, extra, sql.Literal(encoding)
     )
     with conn.cursor().copy(statement) as out:
         buf = bytearray()
         for key, row in rows:
             if row is None:
                 line: Sequence[Value] = [key if i == key_index else None for i in range(width)]
-                buf += _copy_line(line, deleted=True)
+                buf += _copy_line(line, deleted=True, suffix=suffix)
             else:
                 if any(v is UNCHANGED for v in row):
                     raise Unsendable(
                         f"The source sent an update of {spec.qualified} "
                         "without an unchanged TOASTed column; "
-                        f"change capture needs ALTER TABLE {spec.qualified} REPLICA IDENTITY FULL",
+                        f"run ALTER TABLE {spec.qualified} REPLICA IDENTITY FULL on the source, "
+                        f"then acme-mv cdc resync --table {spec.name}",
                         table=spec.qualified,
                         column=spec.column_names[[v is UNCHANGED for v in row].index(True)],
                     )
-                buf += _copy_line(row, deleted=False)
+                buf += _copy_line(row, deleted=False, suffix=suffix)
             if len(buf) >= copy.CHUNK_BYTES:
                 out.write(bytes(buf))
                 buf.clear()
         if buf:
             out.write(bytes(buf))
-    return temp
 
 
 _ESCAPES = {ord("\\"): b"\\\\", ord("\t"): b"\\t", ord("\n"): b"\\n", ord("\r"): b"\\r"}
@@ -198,10 +317,10 @@ def _escape(value: bytes) -> bytes:
     return b"".join(_ESCAPES.get(c, bytes((c,))) for c in value)
 
 
-def _copy_line(row: Sequence[Value], *, deleted: bool) -> bytes:
+def _copy_line(row: Sequence[Value], *, deleted: bool, suffix: bytes = b"") -> bytes:
     fields = [b"\\N" if v is None else _escape(v) for v in row]
     fields.append(b"t" if deleted else b"f")
-    return b"\t".join(fields) + b"\n"
+    return b"\t".join(fields) + suffix + b"\n"
 
 
 def _count_appended_tombstones(conn: Conn, spec: TableSpec) -> int:

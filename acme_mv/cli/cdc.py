@@ -1,4 +1,5 @@
-"""``acme-mv cdc``: change data capture from the source's WAL (setup, run, status, drop)."""
+"""``acme-mv cdc``: change data capture from the source's WAL (setup, run, status, resync,
+drop)."""
 
 from __future__ import annotations
 
@@ -63,19 +64,30 @@ def setup(
             "(block ranges in the slot's snapshot, indexes built in parallel); 1: serial.",
         ),
     ] = parallel.DEFAULT_JOBS,
+    failover: Annotated[
+        bool,
+        typer.Option(
+            "--failover",
+            help="Create a failover slot (PostgreSQL 17+), kept on standbys that sync "
+            "replication slots; makes an existing slot one.",
+        ),
+    ] = False,
 ) -> None:
     """Create the publication and the slot, and copy the four tables in the slot's snapshot.
 
     The copy and the slot's position are committed in one warehouse batch, so the
-    stream starts exactly where the copy ends. Running it again is a no-op.
+    stream starts exactly where the copy ends. Running it again is a no-op. Warns
+    when the source's max_slot_wal_keep_size is -1 (unlimited).
 
     Example:
 
       acme-mv cdc setup
 
-      acme-mv cdc setup --jobs 4
+      acme-mv cdc setup --jobs 4 --failover
     """
-    result = api.setup(common.settings(), slot=slot, publication=publication, jobs=jobs)
+    result = api.setup(
+        common.settings(), slot=slot, publication=publication, jobs=jobs, failover=failover
+    )
     if not result.created:
         common.err.print(
             "Change capture is already set up: slot "
@@ -214,6 +226,16 @@ def run(
     )
 
 
+MaxRetainedOption = Annotated[
+    str,
+    typer.Option(
+        "--max-retained",
+        help="Exit 5 when the slot retains more source WAL than this (10GB, 512MB).",
+    ),
+]
+DEFAULT_MAX_RETAINED_TEXT = f"{api.DEFAULT_MAX_RETAINED // 1024**3}GB"
+
+
 def _bytes(n: int | None) -> str:
     return "-" if n is None else f"{n:,} B"
 
@@ -222,16 +244,22 @@ def _bytes(n: int | None) -> str:
 def status(
     slot: SlotOption = api.DEFAULT_SLOT,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    max_retained: MaxRetainedOption = DEFAULT_MAX_RETAINED_TEXT,
 ) -> None:
     """Show the slot's lag (bytes, seconds), the WAL it retains, its positions and wal_status.
 
+    Exits 5 when the slot is invalidated or about to be (wal_status lost or unreserved) or
+    retains more than --max-retained; the message names the command that recovers.
+
     Example:
 
-      acme-mv cdc status --json
+      acme-mv cdc status --json --max-retained 20GB
     """
+    limit = common.size_option(max_retained, "--max-retained")
     st = api.status(common.settings(), slot=slot)
     if as_json:
         common.out.print_json(json.dumps(st.as_json()))
+        api.check_health(st, max_retained=limit)
         return
     table = Table(title=f"acme-mv cdc status: slot {st.slot}", show_header=False)
     table.add_column("what")
@@ -251,6 +279,43 @@ def status(
     for what, value in rows:
         table.add_row(what, value)
     common.out.print(table)
+    api.check_health(st, max_retained=limit)
+
+
+@app.command("resync")
+def resync(
+    table: Annotated[
+        str,
+        typer.Option(
+            "--table",
+            help="The source table to re-copy (customers, products, orders, order_items).",
+        ),
+    ],
+    slot: SlotOption = api.DEFAULT_SLOT,
+) -> None:
+    """Re-copy one table in a new snapshot; the slot keeps its position.
+
+    After change capture stopped on a table (an update without REPLICA IDENTITY FULL, a
+    column's type changed) and the source is fixed: the table is compared with staging in
+    the snapshot (changed rows appended, vanished keys tombstoned), and the stream skips
+    the table's changes that committed before the snapshot, the stopping one among them.
+
+    Example:
+
+      acme-mv cdc resync --table orders && acme-mv cdc run
+    """
+    result = api.resync(common.settings(), table=table, slot=slot)
+    log.info(
+        "%s re-copied in batch %d (%d rows read, %d new or changed, %d removed) in %.2f s; "
+        "the stream skips its changes committed before %s",
+        result.table,
+        result.batch_id,
+        result.rows_read,
+        result.rows_new,
+        result.rows_deleted,
+        result.seconds,
+        result.lsn,
+    )
 
 
 @app.command("drop")

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from acme_mv.config import Settings, parse_duration
+from acme_mv.config import Settings, parse_duration, parse_size
 from acme_mv.errors import BadArgument
 
 #: data goes to stdout, everything else (logs, progress, errors) to stderr
@@ -44,6 +44,14 @@ def duration_option(text: str, option: str) -> float:
     """A duration option's value in seconds (the one parser), or a usage error naming the option."""
     try:
         return parse_duration(text)
+    except BadArgument as exc:
+        raise BadArgument(f"{option}: {exc}") from None
+
+
+def size_option(text: str, option: str) -> int:
+    """A size option's value in bytes, or a usage error naming the option."""
+    try:
+        return parse_size(text)
     except BadArgument as exc:
         raise BadArgument(f"{option}: {exc}") from None
 

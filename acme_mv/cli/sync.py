@@ -219,6 +219,14 @@ def status(
             show_default=False,
         ),
     ] = None,
+    max_retained: Annotated[
+        str,
+        typer.Option(
+            "--max-retained",
+            help="With --max-age and change capture set up: exit 5 also when a slot retains "
+            "more source WAL than this (10GB), or is invalidated or about to be.",
+        ),
+    ] = f"{cdc_api.DEFAULT_MAX_RETAINED // 1024**3}GB",
 ) -> None:
     """Show each table's cursor, last sync, staged rows and lag behind the source.
 
@@ -238,10 +246,12 @@ def status(
       acme-mv status --max-age 60s
     """
     limit = None if max_age is None else common.duration_option(max_age, "--max-age")
+    retained = common.size_option(max_retained, "--max-retained")
     settings = common.settings()
     fresh = health.freshness(settings)
     rows = api.status(settings, exact=exact)
-    capture = [_describe_slot(cdc_api.status(settings, slot=s)) for s in cdc_api.slots(settings)]
+    slots = [cdc_api.status(settings, slot=s) for s in cdc_api.slots(settings)]
+    capture = [_describe_slot(st) for st in slots]
     if as_json:
         common.out.print_json(json.dumps([r.as_json() for r in rows]))
         for line in [*capture, fresh.describe()]:
@@ -252,6 +262,8 @@ def status(
             common.out.print(line, markup=False, highlight=False)
     if limit is not None:
         health.require_fresh(fresh, limit)
+        for st in slots:
+            cdc_api.check_health(st, max_retained=retained)
 
 
 def _describe_slot(st: cdc_api.Status) -> str:

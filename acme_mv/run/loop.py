@@ -40,6 +40,7 @@ import psycopg
 import tenacity
 from psycopg.rows import args_row
 
+from acme_mv import backoff
 from acme_mv.config import Settings, scrub
 from acme_mv.db import connection, first_line, is_data_error
 from acme_mv.errors import AcmeMvError, ServerError
@@ -131,6 +132,8 @@ def is_transient(exc: BaseException) -> bool:
         return exc.transient
     if is_data_error(exc):  # the same data fails the same way (an index entry too large...)
         return False
+    if isinstance(exc, psycopg.DataError):  # raised here, not by a server: a value Python
+        return False  # cannot load ('infinity' as a datetime) loads the same way next time
     # a psycopg error that no connection() claimed: an OperationalError (a COPY cancelled on a
     # live session), or an error libpq made up itself (no SQLSTATE: a connection cut)
     if isinstance(exc, psycopg.OperationalError):
@@ -331,9 +334,7 @@ class _InARow:
 def backoff_s(policy: RetryPolicy, failures: int) -> float:
     """The wait after the ``failures``-th failure in a row (pure): ``first_s``, doubling, capped
     at ``max_s``."""
-    if failures < 1:
-        return 0.0
-    return float(min(policy.max_s, policy.first_s * 2 ** min(failures - 1, 64)))
+    return backoff.backoff_s(failures, first_s=policy.first_s, max_s=policy.max_s)
 
 
 def _retrying(
@@ -471,10 +472,12 @@ def run_cdc(
     batch_rows: int | None = None,
     batch_ms: float | None = None,
     refresh_ms: float | None = None,
+    heartbeat_s: float | None = None,
 ) -> int:
     """``run --cdc``: stream the slot's changes into staging and refresh (``acme_mv.cdc.stream``)
     until ``stop`` is set or a signal arrives; returns the batches applied. ``batch_rows``,
-    ``batch_ms`` and ``refresh_ms`` tune the stream as in ``acme-mv cdc run`` (None: its default).
+    ``batch_ms``, ``refresh_ms`` and ``heartbeat_s`` tune the stream as in ``acme-mv cdc run``
+    (None: its default). A batch or a heartbeat resets the failures in a row.
 
     A stream that fails for a reason retrying can fix (a server restarting, a connection
     lost) is started again with the same capped backoff as the cycles of :func:`run`: it
@@ -483,7 +486,12 @@ def run_cdc(
     """
     from acme_mv import cdc
 
-    given = {"batch_rows": batch_rows, "batch_ms": batch_ms, "refresh_ms": refresh_ms}
+    given = {
+        "batch_rows": batch_rows,
+        "batch_ms": batch_ms,
+        "refresh_ms": refresh_ms,
+        "heartbeat_s": heartbeat_s,
+    }
     tuning: dict[str, Any] = {name: v for name, v in given.items() if v is not None}
     flag = _StopFlag(stop or threading.Event())
     view = _EventView(flag)
@@ -508,11 +516,22 @@ def run_cdc(
                 read_at=None if read_at is None else read_at.timestamp(),
             )
 
+    def on_slot(lag: cdc.SlotLag) -> None:
+        if metrics is not None:
+            metrics.slot_observed(retained_bytes=lag.retained_bytes, lag_bytes=lag.lag_bytes)
+
     def one_stream() -> None:
         if flag.is_set():
             raise _Stopped
         cdc.stream(
-            settings, slot=slot, stop=view, on_batch=on_batch, on_refresh=on_refresh, **tuning
+            settings,
+            slot=slot,
+            stop=view,
+            on_batch=on_batch,
+            on_refresh=on_refresh,
+            on_slot=on_slot,
+            on_heartbeat=failures.reset,  # an idle stream that works is a success too
+            **tuning,
         )
 
     def failed(state: tenacity.RetryCallState) -> None:

@@ -61,6 +61,23 @@ class Metrics:
             registry=r,
         )
 
+        self.slot_retained = Gauge(
+            "acme_mv_cdc_slot_retained_bytes",
+            "Source WAL the replication slot keeps (run --cdc; NaN until first read)",
+            registry=r,
+        )
+        self.slot_lag = Gauge(
+            "acme_mv_cdc_slot_lag_bytes",
+            "Source WAL written since the slot's confirmed position (run --cdc; NaN until read)",
+            registry=r,
+        )
+        self.slot_retained.set(math.nan)
+        self.slot_lag.set(math.nan)
+
+    def slot_observed(self, *, retained_bytes: int | None, lag_bytes: int | None) -> None:
+        self.slot_retained.set(math.nan if retained_bytes is None else retained_bytes)
+        self.slot_lag.set(math.nan if lag_bytes is None else lag_bytes)
+
     def _freshness(self) -> float:
         if self._read_at is None:
             return math.nan

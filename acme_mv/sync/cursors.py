@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from acme_mv.db import Conn
+from acme_mv.db import Conn, is_infinite, show_timestamp
 
 
 def saved(conn: Conn) -> dict[str, dt.datetime | None]:
@@ -58,6 +58,7 @@ ON CONFLICT (table_name) DO UPDATE SET
 
 
 def save(conn: Conn, run: TableRun) -> None:
+    source_max = run.source_max_updated_at
     conn.execute(
         _SAVE_SQL,
         {
@@ -68,7 +69,12 @@ def save(conn: Conn, run: TableRun) -> None:
             "seconds": run.seconds,
             "rows_read": run.rows_read,
             "rows_new": run.rows_new,
-            "source_max": run.source_max_updated_at,
+            # 'infinity' stays infinity (load_infinity loads it as datetime.max)
+            "source_max": (
+                show_timestamp(source_max)
+                if source_max is not None and is_infinite(source_max)
+                else source_max
+            ),
             "mode": run.mode,
         },
     )

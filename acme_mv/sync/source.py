@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from acme_mv.db import Conn, optional_value
+from acme_mv.db import Conn, UnexpectedResult, load_infinity
 from acme_mv.errors import Busy
 from acme_mv.staging.tables import SCHEMA, UPDATED_AT_INDEXED_SQL, TableSpec, no_table, select_all
 
@@ -279,8 +279,12 @@ def max_updated_at(
     """
     if only_indexed and not conn.execute(UPDATED_AT_INDEXED_SQL, (SCHEMA, [spec.name])).fetchone():
         return None
-    return optional_value(
-        conn,
-        sql.SQL("SELECT max(updated_at) FROM {}").format(sql.Identifier(SCHEMA, spec.name)),
-        kind=dt.datetime,
-    )
+    cur = conn.cursor()
+    load_infinity(cur)  # a row's updated_at may be 'infinity'
+    found = cur.execute(
+        sql.SQL("SELECT max(updated_at) FROM {}").format(sql.Identifier(SCHEMA, spec.name))
+    ).fetchone()
+    value = None if found is None else found[0]
+    if value is not None and not isinstance(value, dt.datetime):
+        raise UnexpectedResult(f"max(updated_at) of {spec.qualified} is {value!r}, not a timestamp")
+    return value

@@ -3,6 +3,8 @@ catching up."""
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
 import uuid
@@ -20,6 +22,33 @@ from acme_mv.config import Settings
 from tests.support.database import DatabaseFactory
 from tests.support.reports_oracle import assert_views_match, expected
 from tests.support.sync_helpers import assert_converged, scalar
+
+#: each source table's key, and an update of its non-key columns by ``%(n)s`` (random writes)
+KEYS = {
+    "orders": "order_id",
+    "order_items": "order_item_id",
+    "customers": "customer_id",
+    "products": "product_id",
+}
+SET_SQL = {
+    "orders": "status = (ARRAY['PENDING', 'PROCESSING', 'COMPLETED', NULL])[1 + %(n)s %% 4]",
+    "order_items": "quanity = %(n)s, product_id = 1 + %(n)s %% 3",
+    "customers": "customer_name = 'c' || %(n)s",
+    "products": "product_name = 'p' || %(n)s",
+}
+
+
+def restart_waits(records: list[logging.LogRecord]) -> tuple[list[float], list[str]]:
+    """From ``run --cdc``'s log: the waits logged after a first failure in a row, and every
+    "change capture failed" line."""
+    waits = [
+        float(m.group(1))
+        for r in records
+        if (m := re.search(r"restart in ([0-9.]+)s \(1 failure in a row\)", r.getMessage()))
+    ]
+    failed = [r.getMessage() for r in records if "change capture failed" in r.getMessage()]
+    return waits, failed
+
 
 #: keepalive requests while idle: catching up ends at the first heartbeat past the target
 TEST_HEARTBEAT_S = 0.1
