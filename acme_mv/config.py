@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import psycopg.conninfo
-
 from acme_mv.errors import BadArgument, ConfigError
 
 DATABASE_URL_ENV = "ACME_MV_DATABASE_URL"
@@ -63,6 +61,8 @@ class Settings:
 def validate_conninfo(url: str, *, what: str) -> None:
     """Reject a URL libpq cannot parse, or would parse
     otherwise than meant, without echoing its secret."""
+    import psycopg.conninfo
+
     try:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
@@ -137,6 +137,8 @@ def mask_url(url: str) -> str:
 
 def describe_target(url: str) -> str:
     """A short, secret-free description of where a URL points (for logs)."""
+    import psycopg.conninfo
+
     try:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
@@ -154,6 +156,8 @@ def describe_target(url: str) -> str:
 
 def scrub(text: str, *urls: str | None) -> str:
     """Remove every password that appears in ``urls`` from ``text``."""
+    import psycopg.conninfo
+
     for url in urls:
         if not url:
             continue

@@ -26,20 +26,19 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row, scalar_row
 
-from acme_mv import migrate
+from acme_mv import revision
 from acme_mv.cdc import replication
 from acme_mv.cdc.errors import NotSetUp, SlotBusy, SlotLost, SourceNotReady
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, one_value
+from acme_mv.defaults import DEFAULT_PUBLICATION as DEFAULT_PUBLICATION
+from acme_mv.defaults import DEFAULT_SLOT as DEFAULT_SLOT
 from acme_mv.staging import copy, parallel, tables
 from acme_mv.staging.batch import open_batch
 from acme_mv.staging.tables import SCHEMA, TABLES
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SLOT = "acme_mv"
-DEFAULT_PUBLICATION = "acme_mv"
 
 #: how long ``drop`` waits for a slot's walsender to go away (a streamer just stopped)
 DROP_WAIT_S = 10.0
@@ -84,7 +83,7 @@ def saved_position(wh: Conn, slot: str) -> SavedPosition | None:
 def slots(settings: Settings) -> list[str]:
     """The slots the warehouse holds a position for (change capture set up), by name."""
     with connection(settings.database_url, role="warehouse", autocommit=True) as wh:
-        migrate.require_head(wh)
+        revision.require_head(wh)
         return list(
             wh.cursor(row_factory=scalar_row)
             .execute("SELECT slot_name FROM staging.cdc_state ORDER BY slot_name")
@@ -271,7 +270,7 @@ def setup(
         connection(settings.database_url, role="warehouse") as wh,
         connection(settings.effective_source_url, role="source", autocommit=True) as admin,
     ):
-        migrate.require_head(wh)
+        revision.require_head(wh)
         require_logical(admin)
         tables.check_schema(admin, specs, warn_unindexed=False)  # reads each table once, whole
         saved = saved_position(wh, slot)
@@ -469,7 +468,7 @@ LEFT JOIN pg_replication_slots s ON s.slot_name = %s
 def status(settings: Settings, *, slot: str = DEFAULT_SLOT) -> Status:
     """The slot's lag (bytes and seconds), WAL retained, positions, wal_status."""
     with connection(settings.database_url, role="warehouse") as wh:
-        migrate.require_head(wh)
+        revision.require_head(wh)
         saved = saved_position(wh, slot)
         now = one_value(wh, "SELECT clock_timestamp()", kind=dt.datetime)
     with connection(settings.effective_source_url, role="source", autocommit=True) as src:
@@ -512,7 +511,7 @@ def drop(
 ) -> DropResult:
     """Drop the slot and the publication on the source, and the warehouse's position."""
     with connection(settings.database_url, role="warehouse") as wh:
-        migrate.require_head(wh)
+        revision.require_head(wh)
         saved = saved_position(wh, slot)
         pub = publication or (saved.publication if saved else DEFAULT_PUBLICATION)
         with connection(settings.effective_source_url, role="source", autocommit=True) as src:

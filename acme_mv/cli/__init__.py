@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import psycopg
 import typer
 from typer._click import exceptions as click_exc
 
@@ -29,7 +28,6 @@ from acme_mv.cli import run as run_cmd
 from acme_mv.cli import sample as sample_cmd
 from acme_mv.cli import sync as sync_cmd
 from acme_mv.config import Settings, scrub
-from acme_mv.db import first_line, permission_denied
 from acme_mv.errors import AcmeMvError
 
 app = typer.Typer(
@@ -43,7 +41,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -151,6 +149,8 @@ def _commands() -> set[str]:
 
 def _usage_line(exc: click_exc.UsageError) -> str:
     """typer's usage error on one line, with where to find help."""
+    from acme_mv.db import first_line
+
     ctx = exc.ctx
     where = f"{ctx.command_path} --help" if ctx is not None else "acme-mv --help"
     return f"{first_line(Exception(exc.format_message()))} (see {where})"
@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         common.error_line("Error: ", "Interrupted")
         sys.exit(130)
     except AcmeMvError as exc:
+        from acme_mv.db import first_line
+
         if debug:
             common.err.print_exception()
         settings = common.STATE.settings
@@ -184,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(exc.exit_code)
     except Exception as exc:  # anything else is a bug or an environment fault: still one line
+        from acme_mv.db import first_line
+
         if debug:
             common.err.print_exception()
         settings = common.STATE.settings
@@ -204,6 +208,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def _permission_error(exc: BaseException) -> AcmeMvError | None:
     """A permission error that reached the CLI unwrapped (Alembic wraps it in SQLAlchemy's)."""
+    import psycopg
+
+    from acme_mv.db import permission_denied
+
     seen: BaseException | None = exc
     while seen is not None:
         orig = getattr(seen, "orig", None)

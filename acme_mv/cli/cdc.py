@@ -9,17 +9,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from acme_mv import cdc as api
-from acme_mv.cdc import capture
+from acme_mv import defaults
 from acme_mv.cli import common
 from acme_mv.errors import BadArgument
-from acme_mv.reports.refresh import RefreshResult
-from acme_mv.staging import parallel
+
+if TYPE_CHECKING:
+    from acme_mv.reports.refresh import RefreshResult
 
 log = logging.getLogger("acme_mv.cli.cdc")
 
@@ -51,8 +50,8 @@ PublicationOption = Annotated[
 
 @app.command("setup")
 def setup(
-    slot: SlotOption = api.DEFAULT_SLOT,
-    publication: PublicationOption = api.DEFAULT_PUBLICATION,
+    slot: SlotOption = defaults.DEFAULT_SLOT,
+    publication: PublicationOption = defaults.DEFAULT_PUBLICATION,
     jobs: Annotated[
         int,
         typer.Option(
@@ -62,7 +61,7 @@ def setup(
             help="Sessions for the initial copy of orders and order_items into empty staging "
             "(block ranges in the slot's snapshot, indexes built in parallel); 1: serial.",
         ),
-    ] = parallel.DEFAULT_JOBS,
+    ] = defaults.DEFAULT_JOBS,
 ) -> None:
     """Create the publication and the slot, and copy the four tables in the slot's snapshot.
 
@@ -75,6 +74,8 @@ def setup(
 
       acme-mv cdc setup --jobs 4
     """
+    from acme_mv import cdc as api
+
     result = api.setup(common.settings(), slot=slot, publication=publication, jobs=jobs)
     if not result.created:
         common.err.print(
@@ -121,16 +122,16 @@ MIN_HEARTBEAT_S = 0.1
 
 @app.command("run")
 def run(
-    slot: SlotOption = api.DEFAULT_SLOT,
+    slot: SlotOption = defaults.DEFAULT_SLOT,
     batch_rows: Annotated[
         int, typer.Option("--batch-rows", min=1, help="Close a batch at this many changes.")
-    ] = (capture.DEFAULT_BATCH_ROWS),
+    ] = (defaults.DEFAULT_BATCH_ROWS),
     batch_ms: Annotated[
         float,
         typer.Option(
             "--batch-ms", min=0, help="Close a batch this long after its first transaction."
         ),
-    ] = capture.DEFAULT_BATCH_MS,
+    ] = defaults.DEFAULT_BATCH_MS,
     refresh_ms: Annotated[
         float,
         typer.Option(
@@ -154,7 +155,7 @@ def run(
                 f"10s, plain seconds; at least {MIN_HEARTBEAT_S:g}s."
             ),
         ),
-    ] = f"{capture.DEFAULT_HEARTBEAT_S:g}s",
+    ] = f"{defaults.DEFAULT_HEARTBEAT_S:g}s",
 ) -> None:
     """Stream changes from the slot into staging in small batches, refreshing the views.
 
@@ -166,6 +167,8 @@ def run(
 
       acme-mv cdc run --batch-ms 100
     """
+    from acme_mv import cdc as api
+
     heartbeat_s = common.duration_option(heartbeat, "--heartbeat")
     if heartbeat_s < MIN_HEARTBEAT_S:
         raise BadArgument(f"--heartbeat must be at least {MIN_HEARTBEAT_S:g}s, not {heartbeat!r}")
@@ -220,7 +223,7 @@ def _bytes(n: int | None) -> str:
 
 @app.command("status")
 def status(
-    slot: SlotOption = api.DEFAULT_SLOT,
+    slot: SlotOption = defaults.DEFAULT_SLOT,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show the slot's lag (bytes, seconds), the WAL it retains, its positions and wal_status.
@@ -229,10 +232,14 @@ def status(
 
       acme-mv cdc status --json
     """
+    from acme_mv import cdc as api
+
     st = api.status(common.settings(), slot=slot)
     if as_json:
         common.out.print_json(json.dumps(st.as_json()))
         return
+    from rich.table import Table
+
     table = Table(title=f"acme-mv cdc status: slot {st.slot}", show_header=False)
     table.add_column("what")
     table.add_column("value")
@@ -255,7 +262,7 @@ def status(
 
 @app.command("drop")
 def drop(
-    slot: SlotOption = api.DEFAULT_SLOT,
+    slot: SlotOption = defaults.DEFAULT_SLOT,
     publication: Annotated[
         str | None,
         typer.Option(
@@ -272,6 +279,8 @@ def drop(
 
       acme-mv cdc drop && acme-mv cdc setup
     """
+    from acme_mv import cdc as api
+
     result = api.drop(common.settings(), slot=slot, publication=publication)
     log.info(
         "slot %s: %s; publication: %s; warehouse position: %s",

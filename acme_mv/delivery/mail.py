@@ -52,8 +52,8 @@ from acme_mv.config import MASK, Settings
 from acme_mv.db import connection
 from acme_mv.delivery.reports import ReportSet, read_reports
 from acme_mv.errors import BadAddress, ConfigError, MailError, NeverRefreshed
-from acme_mv.migrate import require_head
 from acme_mv.reports.export import default_name, report_query
+from acme_mv.revision import require_head
 
 log = logging.getLogger(__name__)
 

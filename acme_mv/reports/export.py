@@ -47,8 +47,8 @@ from acme_mv import sqlfiles
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, optional_value
 from acme_mv.errors import ExportError, HistoryUnavailable, NeverRefreshed, UnknownReport
-from acme_mv.migrate import require_head
 from acme_mv.reports import registry
+from acme_mv.revision import require_head
 
 log = logging.getLogger(__name__)
 

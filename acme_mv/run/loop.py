@@ -460,6 +460,11 @@ def _stop_on_signals(flag: _StopFlag) -> Iterator[None]:
             signal.signal(sig, previous)
 
 
+#: how often ``run --cdc`` looks whether a scheduled job (the daily mail) is due: the stream
+#: has no cycles to hang it on, and a job due at 07:00 then runs by 07:00:30
+SCHEDULE_S = 30.0
+
+
 def run_cdc(
     settings: Settings,
     *,
@@ -471,10 +476,15 @@ def run_cdc(
     batch_rows: int | None = None,
     batch_ms: float | None = None,
     refresh_ms: float | None = None,
+    scheduled: Callable[[], None] | None = None,
+    schedule_s: float = SCHEDULE_S,
 ) -> int:
     """``run --cdc``: stream the slot's changes into staging and refresh (``acme_mv.cdc.stream``)
     until ``stop`` is set or a signal arrives; returns the batches applied. ``batch_rows``,
     ``batch_ms`` and ``refresh_ms`` tune the stream as in ``acme-mv cdc run`` (None: its default).
+
+    ``scheduled`` (the daily mail) runs beside the stream, at once and then every
+    ``schedule_s`` seconds, whether changes arrive or not (:func:`_every`).
 
     A stream that fails for a reason retrying can fix (a server restarting, a connection
     lost) is started again with the same capped backoff as the cycles of :func:`run`: it
@@ -522,7 +532,7 @@ def run_cdc(
         _failed(settings, metrics, exc, "change capture failed", "restart", state, failures.count)
 
     retrying = _retrying(policy, flag, failed, failures)
-    with _stop_on_signals(flag):
+    with _stop_on_signals(flag), _every(schedule_s, scheduled, view):
         try:
             retrying(one_stream)
         except _Stopped:
@@ -532,6 +542,42 @@ def run_cdc(
                 raise
     log.info("change capture stopped cleanly after %d batch(es)", batches)
     return batches
+
+
+@contextmanager
+def _every(seconds: float, job: Callable[[], None] | None, stop: threading.Event) -> Iterator[None]:
+    """Run ``job`` in a thread at once and then every ``seconds`` until ``stop`` is set or the
+    block ends. A failure is logged and the job runs again at the next tick: a scheduled job
+    never ends the stream (the daily mail records its own failures, :mod:`acme_mv.delivery`)."""
+    if job is None:
+        yield
+        return
+    done = threading.Event()
+
+    def ended() -> bool:
+        return done.is_set() or stop.is_set()
+
+    def loop() -> None:
+        while not ended():
+            try:
+                job()
+            except Exception as exc:  # one line, then the next tick
+                log.warning(
+                    "a scheduled job failed: %s; it runs again in %gs",
+                    scrub(first_line(exc)),
+                    seconds,
+                )
+            deadline = time.monotonic() + seconds
+            while not ended() and (left := deadline - time.monotonic()) > 0:
+                done.wait(min(left, _StopFlag.POLL_S))
+
+    thread = threading.Thread(target=loop, name="acme-mv schedule", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def compact_after_fold(settings: Settings, keep: timedelta | None, result: RefreshResult) -> None:
