@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
 # the pages of docs/ with generated parts (cog blocks: the CLI reference, the benchmark tables)
-GENERATED_DOCS := docs/cli.md docs/benchmarks.md docs/views.md docs/sync-parallel.md docs/refresh-performance.md
+GENERATED_DOCS := docs/cli.md docs/errors.md docs/benchmarks.md docs/views.md docs/sync-parallel.md docs/refresh-performance.md
 
 .PHONY: demo test test-pg15 lint docs bench clean
 

@@ -70,7 +70,7 @@ def validate_conninfo(url: str, *, what: str) -> None:
             f"The {what} {mask_url(url)!r} is not a valid PostgreSQL URL or DSN"
         ) from None
     span = _userinfo_password(url)
-    if span is not None and unquote(url[span[0] : span[1]]) != params.get("password"):
+    if span is not None and unquote(url[span[0] : span[1]]) != (params.get("password") or ""):
         # libpq ends the user:password part at the first @ (or /): the rest of the
         # password would become the host or the database name, and show in messages
         raise ConfigError(
@@ -144,7 +144,7 @@ def describe_target(url: str) -> str:
     except psycopg.ProgrammingError:
         return mask_url(url)
     span = _userinfo_password(url)
-    if span is not None and unquote(url[span[0] : span[1]]) != params.get("password"):
+    if span is not None and unquote(url[span[0] : span[1]]) != (params.get("password") or ""):
         return mask_url(url)  # malformed: libpq's host or dbname would hold part of the password
     host = str(params.get("host") or os.environ.get("PGHOST") or "local socket")
     port = str(params.get("port") or os.environ.get("PGPORT") or "5432")

@@ -141,6 +141,11 @@ for module in (
     module.register(app)
 
 
+#: the exit code and the line of a command stopped by Ctrl-C
+INTERRUPTED = 130
+INTERRUPTED_LINE = "Interrupted (Ctrl-C); the transaction in progress was rolled back"
+
+
 def _commands() -> set[str]:
     return {cmd.name for cmd in app.registered_commands if cmd.name} | {
         group.name for group in app.registered_groups if group.name
@@ -169,12 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     except click_exc.UsageError as exc:  # unknown option, bad value, missing argument...
         common.error_line("Error: ", _usage_line(exc))
         sys.exit(2)
-    except typer.Abort:
-        common.error_line("Error: ", "Interrupted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        common.error_line("Error: ", "Interrupted")
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        common.error_line("Error: ", INTERRUPTED_LINE)
+        sys.exit(INTERRUPTED)
     except AcmeMvError as exc:
         from acme_mv.db import first_line
 
@@ -202,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         common.error_line("Unexpected error: ", msg, hint=" (run with --debug for the traceback)")
         sys.exit(1)
+    if code == INTERRUPTED:  # typer turns Ctrl-C into this exit code, silently
+        common.error_line("Error: ", INTERRUPTED_LINE)
     if isinstance(code, int) and code:
         sys.exit(code)
 

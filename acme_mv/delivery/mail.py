@@ -192,12 +192,19 @@ def parse_addresses(values: str | Iterable[str]) -> list[Address]:
         for piece in (p.strip() for p in text.split(",")):
             if not piece:
                 continue
+            if ";" in piece:
+                raise BadAddress(
+                    f"Bad email address {piece!r}: separate addresses with commas, not semicolons",
+                    address=piece,
+                )
             pairs = getaddresses([piece])
             name, spec = pairs[0] if len(pairs) == 1 else ("", "")
             try:
                 address = Address(display_name=name, addr_spec=spec)
-            except (ValueError, IndexError, TypeError) as exc:  # HeaderParseError is a ValueError
-                raise BadAddress(f"Bad email address {piece!r}: {exc}", address=piece) from None
+            except (ValueError, IndexError, TypeError):  # HeaderParseError is a ValueError
+                raise BadAddress(
+                    f"Bad email address {piece!r}: expected user@domain", address=piece
+                ) from None
             if not address.username or not address.domain or any(c.isspace() for c in spec):
                 raise BadAddress(
                     f"Bad email address {piece!r}: expected user@domain", address=piece
@@ -292,7 +299,30 @@ def send(message: EmailMessage, target: SmtpTarget) -> dict[str, tuple[int, byte
             host=target.host,
             port=target.port,
         ) from None
-    except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
+    except ssl.SSLCertVerificationError as exc:
+        raise MailError(
+            target.scrub(
+                f"The SMTP server {target.where}'s certificate is not trusted "
+                f"({exc.verify_message or exc}): set ACME_MV_SMTP_CAFILE to its CA's PEM file"
+            ),
+            host=target.host,
+            port=target.port,
+        ) from None
+    except ssl.SSLError as exc:
+        raise MailError(
+            target.scrub(
+                f"Cannot start TLS with the SMTP server {target.where} ({exc.reason or exc}): "
+                + (
+                    "smtps:// is implicit TLS (usually port 465); use smtp:// for a server that "
+                    "offers STARTTLS (587), smtp+insecure:// for a local relay without TLS"
+                    if target.security == "tls"
+                    else "check the server's TLS set-up"
+                )
+            ),
+            host=target.host,
+            port=target.port,
+        ) from None
+    except (smtplib.SMTPException, OSError) as exc:
         reason = str(exc) or type(exc).__name__
         raise MailError(
             target.scrub(f"Cannot send through the SMTP server {target.where}: {reason}"),
@@ -313,7 +343,8 @@ def _send(message: EmailMessage, target: SmtpTarget) -> dict[str, tuple[int, byt
         if target.security == "starttls":
             if not client.has_extn("starttls"):
                 raise smtplib.SMTPNotSupportedError(
-                    "STARTTLS (smtp:// requires it; smtps:// is implicit TLS)"
+                    "STARTTLS, which smtp:// requires: use smtps:// for implicit TLS (port 465), "
+                    "or smtp+insecure:// for a local relay without encryption"
                 )
             client.starttls(context=context)
             client.ehlo()

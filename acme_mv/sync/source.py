@@ -76,7 +76,7 @@ def lock_tables(
             with conn.transaction():  # a savepoint: a failed NOWAIT leaves the transaction usable
                 conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT").format(table))
             continue
-        except psycopg.errors.UndefinedTable:
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
             raise no_table(spec) from None
         except psycopg.errors.LockNotAvailable:
             pass
@@ -95,7 +95,10 @@ def lock_tables(
                 )
                 conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(table))
                 conn.execute("SET LOCAL lock_timeout = DEFAULT")
-        except psycopg.errors.UndefinedTable:  # dropped while we waited
+        except (
+            psycopg.errors.UndefinedTable,
+            psycopg.errors.InvalidSchemaName,
+        ):  # dropped while we waited
             raise no_table(spec) from None
         except psycopg.errors.LockNotAvailable:
             raise SourceLocked(
