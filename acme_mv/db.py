@@ -182,6 +182,26 @@ def connection_fix(text: str, role: Role) -> str | None:
     return None
 
 
+@contextmanager
+def staging_only(what: str, instead: str) -> Iterator[None]:
+    """Turn a missing privilege on the schema ``staging`` into one plain line: ``what`` reads
+    staging, which a report reader (``acme-mv grant-reader``) is never granted; ``instead`` says
+    what to do. Readers get the reports, never staging's rows (docs/operations.md, "Roles")."""
+    try:
+        yield
+    except (psycopg.errors.InsufficientPrivilege, PermissionDenied) as exc:
+        if not re.search(r"\bfor schema staging\b|\bstaging\.", str(exc)):
+            raise
+        raise PermissionDenied(
+            f"{what} reads the staged data (schema staging), which a report reader may not "
+            f"read: {instead}",
+            role="warehouse",
+            privilege="USAGE",
+            object="staging",
+            sqlstate=exc.sqlstate,
+        ) from None
+
+
 def connection_failed(exc: psycopg.Error, *, role: Role, url: str) -> ConnectionFailed:
     """The one-line error for a login that failed, with how to fix it when libpq's words tell;
     an authentication refusal is not transient."""

@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from acme_mv.grants import grant_reader
 from tests.support import mistakes
 from tests.support.cli_runner import child_env, run
 from tests.support.database import DatabaseFactory
@@ -50,16 +51,20 @@ def urls(
         role_url = request.getfixturevalue("password_role_url")
         found["{badpw}"] = make_conninfo(role_url, password=WRONG)
     world = mistake.world
-    if world in ("migrated", "reader", "smtp_plain"):
+    if world in ("migrated", "reader", "smtp_plain", "granted_reader"):
         found["{db}"] = make_db("both")
     elif world == "empty":
         found["{db}"] = make_db("empty")
     elif world == "no_source":
         found["{db}"] = make_db("warehouse")
         found["{empty}"] = make_db("empty")
-    if world == "reader":
+    if world in ("reader", "granted_reader"):
         make_role: RoleFactory = request.getfixturevalue("make_role")
-        found["{db}"] = make_role("acme_mistake").url(found["{db}"])
+        role = make_role("acme_mistake")
+        if world == "granted_reader":
+            sync_and_refresh(found["{db}"])
+            grant_reader(found["{db}"], role.name)
+        found["{db}"] = role.url(found["{db}"])
     for var in CLEARED:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no stray ~/.netrc or ~/.pgpass

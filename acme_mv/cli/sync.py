@@ -243,13 +243,20 @@ def status(
     """
     from acme_mv import cdc as cdc_api
     from acme_mv import sync as api
+    from acme_mv.db import staging_only
     from acme_mv.run import health
 
     limit = None if max_age is None else common.duration_option(max_age, "--max-age")
     settings = common.settings()
-    fresh = health.freshness(settings)
-    rows = api.status(settings, exact=exact)
-    capture = [_describe_slot(cdc_api.status(settings, slot=s)) for s in cdc_api.slots(settings)]
+    with staging_only(
+        "`status`",
+        "run it as the warehouse role; a reader sees the reports' freshness on the dashboard",
+    ):
+        fresh = health.freshness(settings)
+        rows = api.status(settings, exact=exact)
+        capture = [
+            _describe_slot(cdc_api.status(settings, slot=s)) for s in cdc_api.slots(settings)
+        ]
     if as_json:
         common.out.print_json(json.dumps([r.as_json() for r in rows]))
         for line in [*capture, fresh.describe()]:

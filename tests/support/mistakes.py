@@ -41,7 +41,8 @@ class Mistake:
     #: what the test sets up: none, migrated (source + warehouse in one database, no rows),
     #: refreshed (rows synced and refreshed), empty (a database with nothing), no_source
     #: (a migrated warehouse, the source URL an empty database), reader (a role with CONNECT
-    #: only), smtp_plain (refreshed reports, a relay without TLS)
+    #: only), granted_reader (refreshed reports, a role given them by grant-reader),
+    #: smtp_plain (refreshed reports, a relay without TLS)
     world: str = "migrated"
     #: environment settings besides the world's ACME_MV_DATABASE_URL
     env: dict[str, str] = field(default_factory=dict)
@@ -90,6 +91,12 @@ MISTAKES: tuple[Mistake, ...] = (
       "--output", "-"), 1, "acme-mv refresh"),
     M("reader_no_grant", "A role that was not granted the reports", ("export", "open_orders",
       "--output", "-"), 1, "needs: GRANT USAGE ON SCHEMA", world="reader"),
+    M("reader_status", "`status` as a report reader (set up by `grant-reader`)", ("status",), 1,
+      "which a report reader may not read: run it as the warehouse role",
+      world="granted_reader"),
+    M("reader_as_of", "`export --as-of` as a report reader", ("export", "open_orders",
+      "--as-of", "2026-11-25 17:00", "--output", "-"), 1,
+      "or export the current report without --as-of", world="granted_reader"),
     # --- options
     M("unknown_report", "An unknown report name", ("export", "open_order"), 2,
       "the reports are: open_orders"),
