@@ -42,18 +42,24 @@ def _wait_converged(world: Cdc, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.2)
 
 
+def _env(world: Cdc, **extra: str) -> dict[str, str]:
+    """This process's environment pointed at ``world``, plain logs, plus ``extra``."""
+    return {
+        **os.environ,
+        "ACME_MV_DATABASE_URL": world.wh,
+        "ACME_MV_SOURCE_URL": world.src,
+        "ACME_MV_LOG_FORMAT": "plain",
+        **extra,
+    }
+
+
 def test_run_cdc_streams_deletes_into_the_reports_and_survives_a_lost_walsender(
     make_db: DatabaseFactory, slot_name: str, tmp_path: Path
 ) -> None:
     world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
     fill(world.src, orders=40, order_items=120, customers=5, products=5)
     world.setup()
-    env = {
-        **os.environ,
-        "ACME_MV_DATABASE_URL": world.wh,
-        "ACME_MV_SOURCE_URL": world.src,
-        "ACME_MV_LOG_FORMAT": "plain",
-    }
+    env = _env(world)
     log = tmp_path / "run.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
@@ -114,14 +120,8 @@ def test_run_cdc_sends_the_daily_mail_set_in_the_environment(
     world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
     fill(world.src, orders=20, order_items=40, customers=3, products=3)
     world.setup()
-    env = {
-        **os.environ,  # the smtp fixture's ACME_MV_SMTP_URL, password, CA file and sender
-        "ACME_MV_DATABASE_URL": world.wh,
-        "ACME_MV_SOURCE_URL": world.src,
-        "ACME_MV_LOG_FORMAT": "plain",
-        "ACME_MV_MAIL_AT": "00:00",
-        "ACME_MV_MAIL_TO": "lead@example.com",
-    }
+    # with the smtp fixture's ACME_MV_SMTP_URL, password, CA file and sender
+    env = _env(world, ACME_MV_MAIL_AT="00:00", ACME_MV_MAIL_TO="lead@example.com")
     log = tmp_path / "run.log"
     with log.open("w") as err:
         proc = subprocess.Popen(

@@ -294,40 +294,28 @@ def send(message: EmailMessage, target: SmtpTarget) -> dict[str, tuple[int, byte
     except smtplib.SMTPResponseException as exc:
         raise _mail_error(target, "refused the message", exc) from None
     except smtplib.SMTPNotSupportedError as exc:
-        raise MailError(
-            target.scrub(f"The SMTP server {target.where} does not support {exc}"),
-            host=target.host,
-            port=target.port,
-        ) from None
+        raise _failed(target, f"The SMTP server {target.where} does not support {exc}") from None
     except ssl.SSLCertVerificationError as exc:
-        raise MailError(
-            target.scrub(
-                f"The SMTP server {target.where}'s certificate is not trusted "
-                f"({exc.verify_message or exc}): set ACME_MV_SMTP_CAFILE to its CA's PEM file"
-            ),
-            host=target.host,
-            port=target.port,
+        raise _failed(
+            target,
+            f"The SMTP server {target.where}'s certificate is not trusted "
+            f"({exc.verify_message or exc}): set ACME_MV_SMTP_CAFILE to its CA's PEM file",
         ) from None
     except ssl.SSLError as exc:
-        raise MailError(
-            target.scrub(
-                f"Cannot start TLS with the SMTP server {target.where} ({exc.reason or exc}): "
-                + (
-                    "smtps:// is implicit TLS (usually port 465); use smtp:// for a server that "
-                    "offers STARTTLS (587), smtp+insecure:// for a local relay without TLS"
-                    if target.security == "tls"
-                    else "check the server's TLS set-up"
-                )
-            ),
-            host=target.host,
-            port=target.port,
+        fix = (
+            "smtps:// is implicit TLS (usually port 465); use smtp:// for a server that "
+            "offers STARTTLS (587), smtp+insecure:// for a local relay without TLS"
+            if target.security == "tls"
+            else "check the server's TLS set-up"
+        )
+        raise _failed(
+            target,
+            f"Cannot start TLS with the SMTP server {target.where} ({exc.reason or exc}): {fix}",
         ) from None
     except (smtplib.SMTPException, OSError) as exc:
         reason = str(exc) or type(exc).__name__
-        raise MailError(
-            target.scrub(f"Cannot send through the SMTP server {target.where}: {reason}"),
-            host=target.host,
-            port=target.port,
+        raise _failed(
+            target, f"Cannot send through the SMTP server {target.where}: {reason}"
         ) from None
 
 
@@ -359,6 +347,11 @@ def _send(message: EmailMessage, target: SmtpTarget) -> dict[str, tuple[int, byt
 def _text(raw: bytes | str) -> str:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     return " ".join(text.split())
+
+
+def _failed(target: SmtpTarget, message: str) -> MailError:
+    """A failed send to ``target``: ``message`` without the password."""
+    return MailError(target.scrub(message), host=target.host, port=target.port)
 
 
 def _mail_error(target: SmtpTarget, what: str, exc: smtplib.SMTPResponseException) -> MailError:
