@@ -39,7 +39,7 @@ import socket
 import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid
@@ -246,14 +246,22 @@ def build_message(
         "<html><body>",
         f"<p>ACME reports; the data is fresh as of <strong>{html.escape(as_of_text)}</strong>.</p>",
     ]
+    headline = _headline(reports, local_now.date())
+    if headline:
+        plain += [headline, ""]
+        parts.append(f"<p><strong>{html.escape(headline)}</strong></p>")
     files: list[tuple[str, bytes]] = []
     for name in reports.csv:
         header, rows = reports.table(name)
         filename = default_name(name, fmt="csv", at=local_now)
         files.append((filename, reports.csv_bytes(name)))
         shown = rows[:summary_rows]
+        which = ""
+        if name == "open_orders":
+            shown = nearest_open_orders(rows, local_now.date(), summary_rows)
+            which = " from the oldest overdue date on; dates nearest to today first"
         more = (
-            f"{len(shown)} of {len(rows)} rows; all in {filename}"
+            f"{len(shown)} of {len(rows)} rows{which}; all in {filename}"
             if len(rows) > len(shown)
             else f"{len(rows)} rows"
         )
@@ -273,6 +281,41 @@ def build_message(
     for filename, data in files:
         msg.add_attachment(data, maintype="text", subtype="csv", filename=filename)
     return msg
+
+
+def _total(rows: Sequence[list[str]], column: int) -> int:
+    return sum(int(row[column]) for row in rows if row[column].strip())
+
+
+def overdue(rows: Sequence[list[str]], today: date) -> list[list[str]]:
+    """The open_orders rows (delivery_date, status, open_orders) of dates before ``today``."""
+    return [row for row in rows if row[0] and date.fromisoformat(row[0]) < today]
+
+
+def nearest_open_orders(rows: Sequence[list[str]], today: date, n: int) -> list[list[str]]:
+    """What a logistics lead reads first: the rows of the dates nearest to ``today``, overdue
+    dates first (most recent overdue first), then today and the next days; at most ``n``."""
+    late = sorted(overdue(rows, today), key=lambda row: row[0], reverse=True)
+    coming = sorted(
+        (row for row in rows if row[0] and date.fromisoformat(row[0]) >= today),
+        key=lambda row: row[0],
+    )
+    return (late[: n // 2] + coming)[:n] if coming else late[:n]
+
+
+def _headline(reports: ReportSet, today: date) -> str:
+    """``Open orders 1,234 (overdue 56); pending items 7,890.``, from the reports mailed."""
+    said = []
+    if "open_orders" in reports.csv:
+        _, rows = reports.table("open_orders")
+        said.append(
+            f"Open orders {_total(rows, 2):,} (overdue, delivery date before today: "
+            f"{_total(overdue(rows, today), 2):,})"
+        )
+    if "pending_items" in reports.csv:
+        header, rows = reports.table("pending_items")
+        said.append(f"pending items {_total(rows, len(header) - 1):,}")
+    return "; ".join(said) + "." if said else ""
 
 
 def send(message: EmailMessage, target: SmtpTarget) -> dict[str, tuple[int, bytes]]:
