@@ -483,8 +483,9 @@ def run_cdc(
     until ``stop`` is set or a signal arrives; returns the batches applied. ``batch_rows``,
     ``batch_ms`` and ``refresh_ms`` tune the stream as in ``acme-mv cdc run`` (None: its default).
 
-    ``scheduled`` (the daily mail) runs beside the stream, at once and then every
-    ``schedule_s`` seconds, whether changes arrive or not (:func:`_every`).
+    ``scheduled`` (the daily mail) runs beside the stream, after its first refresh (or
+    ``schedule_s`` seconds, whichever comes first) and then every ``schedule_s`` seconds,
+    whether changes arrive or not (:func:`_every`).
 
     A stream that fails for a reason retrying can fix (a server restarting, a connection
     lost) is started again with the same capped backoff as the cycles of :func:`run`: it
@@ -507,7 +508,10 @@ def run_cdc(
         failures.reset()  # the stream works again: the next failure waits first_s
         log.debug("batch %d: %d changes, position %s", result.batch_id, result.changes, result.lsn)
 
+    refreshed = threading.Event()  # the first scheduled run waits for the stream's first refresh
+
     def on_refresh(result: RefreshResult) -> None:
+        refreshed.set()
         compact_after_fold(settings, keep, result)
         if metrics is not None:
             read_at = result.refreshed_batch_at
@@ -532,7 +536,7 @@ def run_cdc(
         _failed(settings, metrics, exc, "change capture failed", "restart", state, failures.count)
 
     retrying = _retrying(policy, flag, failed, failures)
-    with _stop_on_signals(flag), _every(schedule_s, scheduled, view):
+    with _stop_on_signals(flag), _every(schedule_s, scheduled, view, first=refreshed):
         try:
             retrying(one_stream)
         except _Stopped:
@@ -545,10 +549,17 @@ def run_cdc(
 
 
 @contextmanager
-def _every(seconds: float, job: Callable[[], None] | None, stop: threading.Event) -> Iterator[None]:
-    """Run ``job`` in a thread at once and then every ``seconds`` until ``stop`` is set or the
-    block ends. A failure is logged and the job runs again at the next tick: a scheduled job
-    never ends the stream (the daily mail records its own failures, :mod:`acme_mv.delivery`)."""
+def _every(
+    seconds: float,
+    job: Callable[[], None] | None,
+    stop: threading.Event,
+    *,
+    first: threading.Event,
+) -> Iterator[None]:
+    """Run ``job`` in a thread when ``first`` is set (or after ``seconds``) and then every
+    ``seconds`` until ``stop`` is set or the block ends. A failure is logged and the job runs
+    again at the next tick: a scheduled job never ends the stream (the daily mail records its
+    own failures, :mod:`acme_mv.delivery`)."""
     if job is None:
         yield
         return
@@ -557,7 +568,13 @@ def _every(seconds: float, job: Callable[[], None] | None, stop: threading.Event
     def ended() -> bool:
         return done.is_set() or stop.is_set()
 
+    def wait(until: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + seconds
+        while not (ended() or until()) and (left := deadline - time.monotonic()) > 0:
+            done.wait(min(left, _StopFlag.POLL_S))
+
     def loop() -> None:
+        wait(first.is_set)
         while not ended():
             try:
                 job()
@@ -567,9 +584,7 @@ def _every(seconds: float, job: Callable[[], None] | None, stop: threading.Event
                     scrub(first_line(exc)),
                     seconds,
                 )
-            deadline = time.monotonic() + seconds
-            while not ended() and (left := deadline - time.monotonic()) > 0:
-                done.wait(min(left, _StopFlag.POLL_S))
+            wait(lambda: False)
 
     thread = threading.Thread(target=loop, name="acme-mv schedule", daemon=True)
     thread.start()
