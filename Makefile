@@ -9,8 +9,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
 # the pages of docs/ with generated parts (cog blocks: the CLI reference, configuration, exit codes,
-# metrics, report definitions and lineage, the benchmark tables)
-GENERATED_DOCS := docs/extending.md docs/reports.md docs/reference.md docs/cli.md docs/benchmarks.md
+# metrics, report definitions and lineage, the user mistakes, the benchmark tables)
+GENERATED_DOCS := docs/extending.md docs/reports.md docs/reference.md docs/errors.md docs/cli.md docs/benchmarks.md
 
 .PHONY: demo test test-pg15 lint docs bench clean
 

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import psycopg.conninfo
-
 from acme_mv.errors import BadArgument, ConfigError
 
 DATABASE_URL_ENV = "ACME_MV_DATABASE_URL"
@@ -63,6 +61,8 @@ class Settings:
 def validate_conninfo(url: str, *, what: str) -> None:
     """Reject a URL libpq cannot parse, or would parse
     otherwise than meant, without echoing its secret."""
+    import psycopg.conninfo
+
     try:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
@@ -70,7 +70,7 @@ def validate_conninfo(url: str, *, what: str) -> None:
             f"The {what} {mask_url(url)!r} is not a valid PostgreSQL URL or DSN"
         ) from None
     span = _userinfo_password(url)
-    if span is not None and unquote(url[span[0] : span[1]]) != params.get("password"):
+    if span is not None and unquote(url[span[0] : span[1]]) != (params.get("password") or ""):
         # libpq ends the user:password part at the first @ (or /): the rest of the
         # password would become the host or the database name, and show in messages
         raise ConfigError(
@@ -137,12 +137,14 @@ def mask_url(url: str) -> str:
 
 def describe_target(url: str) -> str:
     """A short, secret-free description of where a URL points (for logs)."""
+    import psycopg.conninfo
+
     try:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return mask_url(url)
     span = _userinfo_password(url)
-    if span is not None and unquote(url[span[0] : span[1]]) != params.get("password"):
+    if span is not None and unquote(url[span[0] : span[1]]) != (params.get("password") or ""):
         return mask_url(url)  # malformed: libpq's host or dbname would hold part of the password
     host = str(params.get("host") or os.environ.get("PGHOST") or "local socket")
     port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
@@ -154,6 +156,8 @@ def describe_target(url: str) -> str:
 
 def scrub(text: str, *urls: str | None) -> str:
     """Remove every password that appears in ``urls`` from ``text``."""
+    import psycopg.conninfo
+
     for url in urls:
         if not url:
             continue

@@ -134,9 +134,80 @@ _AUTH_FAILED = re.compile(
 _AUTH_SQLSTATES = {"28P01", "28000"}
 
 
+#: libpq's words for a failed connection -> how to fix it ({url}: the option naming the URL)
+_CONNECTION_FIXES = (
+    (
+        re.compile(r'socket "[^"]*" failed: No such file or directory'),
+        "no PostgreSQL server listens on that local socket: set {url} to the server's URL "
+        "(the server of `make demo` is embedded and stops with it: `acme-mv demo --serve` "
+        "keeps it running with the dashboard)",
+    ),
+    (
+        re.compile(r"password authentication failed|no password supplied|role \S+ does not exist"),
+        "check the user name and the password in {url} (or PGPASSWORD, ~/.pgpass)",
+    ),
+    (
+        re.compile(r"no pg_hba\.conf entry|pg_hba\.conf rejects"),
+        "the server's pg_hba.conf refuses this user, database or address: "
+        "ask its administrator for an entry",
+    ),
+    (
+        re.compile(r"database \S+ does not exist"),
+        "create the database (createdb NAME) or fix the database name in {url}",
+    ),
+    (
+        re.compile(r"failed to resolve host|could not translate host name"),
+        "check the host name in {url}",
+    ),
+    (
+        re.compile(r"Connection refused|timeout expired|No route to host"),
+        "is the server running, and are the host and port in {url} right?",
+    ),
+    (
+        re.compile(r"permission denied for database"),
+        "grant the user CONNECT on the database (GRANT CONNECT ON DATABASE ... TO ...)",
+    ),
+)
+_URL_OPTION = {
+    "warehouse": "--database-url (ACME_MV_DATABASE_URL)",
+    "source": "--source-url (ACME_MV_SOURCE_URL)",
+}
+
+
+def connection_fix(text: str, role: Role) -> str | None:
+    """How to fix the failed connection libpq describes in ``text`` (pure), or None."""
+    for pattern, fix in _CONNECTION_FIXES:
+        if pattern.search(text):
+            return fix.format(url=_URL_OPTION[role])
+    return None
+
+
+@contextmanager
+def staging_only(what: str, instead: str) -> Iterator[None]:
+    """Turn a missing privilege on the schema ``staging`` into one plain line: ``what`` reads
+    staging, which a report reader (``acme-mv grant-reader``) is never granted; ``instead`` says
+    what to do. Readers get the reports, never staging's rows (docs/operations.md, "Roles")."""
+    try:
+        yield
+    except (psycopg.errors.InsufficientPrivilege, PermissionDenied) as exc:
+        if not re.search(r"\bfor schema staging\b|\bstaging\.", str(exc)):
+            raise
+        raise PermissionDenied(
+            f"{what} reads the staged data (schema staging), which a report reader may not "
+            f"read: {instead}",
+            role="warehouse",
+            privilege="USAGE",
+            object="staging",
+            sqlstate=exc.sqlstate,
+        ) from None
+
+
 def connection_failed(exc: psycopg.Error, *, role: Role, url: str) -> ConnectionFailed:
-    """The one-line error for a login that failed; an authentication refusal is not transient."""
+    """The one-line error for a login that failed, with how to fix it when libpq's words tell;
+    an authentication refusal is not transient."""
     reason = scrub(first_line(exc), url)
+    fix = connection_fix(str(exc), role)
+    reason = reason.rstrip(".") + (f"; {fix}" if fix else "")
     message = f"Cannot connect to the {role} ({describe_target(url)}): {reason}"
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate in _AUTH_SQLSTATES or _AUTH_FAILED.search(str(exc)):

@@ -24,8 +24,8 @@ from psycopg import sql
 
 from acme_mv.db import connection
 from acme_mv.errors import GrantFailed
-from acme_mv.migrate import VERSION_SCHEMA, VERSION_TABLE, require_head
 from acme_mv.reports import registry
+from acme_mv.revision import VERSION_SCHEMA, VERSION_TABLE, require_head
 
 log = logging.getLogger(__name__)
 

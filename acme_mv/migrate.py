@@ -17,7 +17,6 @@ PostgreSQL's own message, not SQLAlchemy's, which carries the whole statement.
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 from collections.abc import Iterator
@@ -27,24 +26,37 @@ import psycopg
 import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
-from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from psycopg import sql
-from psycopg.rows import scalar_row
 from sqlalchemy import Connection, create_engine, pool
 
 from acme_mv import paths
 from acme_mv.config import describe_target
-from acme_mv.db import Conn, connect, first_line, relation_exists
-from acme_mv.errors import MigrationFailed, NotMigrated
+from acme_mv.db import connect, first_line
+from acme_mv.errors import MigrationFailed
+from acme_mv.revision import (
+    LEGACY_VERSION_SCHEMA,
+    VERSION_SCHEMA,
+    VERSION_TABLE,
+    current_revision,
+    head_revision,
+    known_revisions,
+    require_head,
+)
+
+__all__ = [
+    "VERSION_SCHEMA",
+    "VERSION_TABLE",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "known_revisions",
+    "render_sql",
+    "require_head",
+    "upgrade",
+]
 
 log = logging.getLogger(__name__)
-
-#: acme-mv's own schema: Alembic's version table lives here
-VERSION_SCHEMA = "acme_mv"
-VERSION_TABLE = "alembic_version"
-#: where earlier acme-mv versions kept it (Alembic's default); read as a fallback, moved by migrate
-LEGACY_VERSION_SCHEMA = "public"
 
 #: create the version schema only when missing: ``CREATE SCHEMA IF NOT EXISTS``
 #: would need the CREATE privilege on the database even when the schema exists
@@ -65,15 +77,6 @@ def alembic_config(*, stdout: io.StringIO | None = None) -> Config:
     cfg = Config(str(paths.alembic_ini()), stdout=stdout or io.StringIO())
     cfg.set_main_option("script_location", str(paths.migrations_dir()))
     return cfg
-
-
-#: this code's migrations do not change while it runs; reading them (Alembic parses every
-#: revision file) took 3-30 ms, paid by every refresh and sync through require_head
-@functools.cache
-def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
 
 
 @contextmanager
@@ -145,17 +148,6 @@ def downgrade(url: str, revision: str) -> None:
         conn.commit()
 
 
-@functools.cache
-def known_revisions() -> frozenset[str]:
-    """Every revision id of this code's migrations."""
-    return frozenset(
-        {
-            script.revision
-            for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
-        }
-    )
-
-
 def prepare_version_table(conn: Connection) -> None:
     """Create :data:`VERSION_SCHEMA` if missing; move an acme-mv version table out of ``public``.
 
@@ -199,41 +191,3 @@ def render_sql(revision_range: str = "head", *, downgrade_to: str | None = None)
     else:
         command.downgrade(cfg, downgrade_to, sql=True)
     return out.getvalue()
-
-
-def current_revision(conn: Conn) -> str | None:
-    """The warehouse's Alembic revision, or None when never migrated.
-
-    Read from ``acme_mv.alembic_version``; a warehouse that an earlier acme-mv
-    migrated keeps it in ``public`` until the next ``acme-mv migrate`` moves it.
-    """
-    for schema in (VERSION_SCHEMA, LEGACY_VERSION_SCHEMA):
-        table = sql.Identifier(schema, VERSION_TABLE)
-        if not relation_exists(conn, schema, VERSION_TABLE):
-            continue
-        # an empty table (downgraded to base) holds no revision
-        revision: str | None = (
-            conn.cursor(row_factory=scalar_row)
-            .execute(sql.SQL("SELECT version_num FROM {}").format(table))
-            .fetchone()
-        )
-        if schema == VERSION_SCHEMA or revision in known_revisions():
-            return revision
-    return None
-
-
-def require_head(conn: Conn) -> None:
-    """Raise :class:`NotMigrated` unless the warehouse is at this code's head revision."""
-    current = current_revision(conn)
-    head = head_revision()
-    if current is None:
-        raise NotMigrated(
-            "The warehouse is not migrated. Run `acme-mv migrate` first", current=None, head=head
-        )
-    if current != head:
-        raise NotMigrated(
-            f"The warehouse is at revision {current}, this acme-mv needs {head}. "
-            "Run `acme-mv migrate`",
-            current=current,
-            head=head,
-        )

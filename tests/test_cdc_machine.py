@@ -20,7 +20,16 @@ from tests.support.sync_helpers import execute, fill
 
 BATCH_ROWS = 40
 #: values a text column may hold that COPY's text format must escape, or that are long
-ODD = ["tab\there", "new\nline", "back\\slash", "car\rriage", "\\N", "nul-free \u00e9\u4e2d", "", "x" * 5000]
+ODD = [
+    "tab\there",
+    "new\nline",
+    "back\\slash",
+    "car\rriage",
+    "\\N",
+    "nul-free \u00e9\u4e2d",
+    "",
+    "x" * 5000,
+]
 
 
 def _machine(world: Cdc) -> type[RuleBasedStateMachine]:

@@ -122,8 +122,19 @@ def test_unknown_timezone() -> None:
         pytest.param(["export", "top_dates", "--limit", "0"], "--limit", id="zero_limit"),
         pytest.param(["--log-format", "xml", "status"], "--log-format", id="bad_log_format"),
         pytest.param(["sync", "--no-such-option"], "No such option", id="unknown_option"),
-        pytest.param(["run", "--batch-ms", "50"], "only apply with --cdc", id="tuning_no_cdc"),
+        pytest.param(["run", "--batch-ms", "50"], "only applies with --cdc", id="tuning_no_cdc"),
         pytest.param(["run", "--cdc", "--batch-rows", "0"], "--batch-rows", id="zero_batch"),
+        pytest.param(
+            ["run", "--cdc", "--interval", "5s"],
+            "--interval does not apply to --cdc",
+            id="interval_with_cdc",
+        ),
+        pytest.param(
+            ["run", "--cdc", "--once", "--full-every", "1d"],
+            "--once, --full-every do not apply to --cdc",
+            id="cycle_options_with_cdc",
+        ),
+        pytest.param(["run", "--slot", "s1"], "--slot only applies with --cdc", id="slot_no_cdc"),
         pytest.param(["no-such-command"], "No such command", id="unknown_command"),
     ],
 )

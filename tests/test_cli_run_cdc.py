@@ -20,6 +20,7 @@ from tests.support.cdc_helpers import Cdc, restart_waits
 from tests.support.cli_runner import run as cli_run
 from tests.support.database import DatabaseFactory
 from tests.support.reports_oracle import actual, expected
+from tests.support.smtp_server import SmtpServer
 from tests.support.sync_helpers import execute, fill, scalar
 
 #: a safety net only: the loop is expected to converge in a second or two
@@ -40,18 +41,24 @@ def _wait_converged(world: Cdc, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.2)
 
 
+def _env(world: Cdc, **extra: str) -> dict[str, str]:
+    """This process's environment pointed at ``world``, plain logs, plus ``extra``."""
+    return {
+        **os.environ,
+        "ACME_MV_DATABASE_URL": world.wh,
+        "ACME_MV_SOURCE_URL": world.src,
+        "ACME_MV_LOG_FORMAT": "plain",
+        **extra,
+    }
+
+
 def test_run_cdc_streams_deletes_into_the_reports_and_survives_a_lost_walsender(
     make_db: DatabaseFactory, slot_name: str, tmp_path: Path
 ) -> None:
     world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
     fill(world.src, orders=40, order_items=120, customers=5, products=5)
     world.setup()
-    env = {
-        **os.environ,
-        "ACME_MV_DATABASE_URL": world.wh,
-        "ACME_MV_SOURCE_URL": world.src,
-        "ACME_MV_LOG_FORMAT": "plain",
-    }
+    env = _env(world)
     log = tmp_path / "run.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
@@ -102,6 +109,47 @@ def test_run_cdc_streams_deletes_into_the_reports_and_survives_a_lost_walsender(
     text = log.read_text()
     assert "Traceback" not in text
     assert "change capture stopped cleanly" in text
+
+
+def test_run_cdc_sends_the_daily_mail_set_in_the_environment(
+    make_db: DatabaseFactory, slot_name: str, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """``run --cdc`` with the daily mail set only in the environment (compose's mail.env):
+    the mail goes out while the stream runs, with no cycle to hang it on; SIGTERM ends both."""
+    world = Cdc(src=make_db("source"), wh=make_db("warehouse"), slot=slot_name)
+    fill(world.src, orders=20, order_items=40, customers=3, products=3)
+    world.setup()
+    # with the smtp fixture's ACME_MV_SMTP_URL, password, CA file and sender
+    env = _env(world, ACME_MV_MAIL_AT="00:00", ACME_MV_MAIL_TO="lead@example.com")
+    log = tmp_path / "run.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "acme_mv", "run", "--cdc", "--slot", world.slot],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+            while not smtp.inbox.messages:
+                assert proc.poll() is None, f"run --cdc exited: {log.read_text()}"
+                assert time.monotonic() < deadline, f"no mail: {log.read_text()}"
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert len(smtp.inbox.messages) == 1
+    assert smtp.inbox.envelopes[0][1] == ["lead@example.com"]
+    with psycopg.connect(world.wh) as conn:
+        sent = conn.execute("SELECT count(*) FROM acme_mv.mail_sends WHERE sent_at IS NOT NULL")
+        assert sent.fetchone() == (1,)
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "mailing the reports to lead@example.com daily after 00:00" in text
+    assert "scheduled job failed" not in text  # it waited for the stream's first refresh
 
 
 def test_run_cdc_takes_the_stream_options(make_db: DatabaseFactory, slot_name: str) -> None:

@@ -245,7 +245,9 @@ def test_an_untrusted_certificate_is_refused(
     refreshed: str, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ACME_MV_SMTP_CAFILE")
-    with pytest.raises(MailError, match="CERTIFICATE_VERIFY_FAILED") as info:
+    with pytest.raises(
+        MailError, match="certificate is not trusted .*: set ACME_MV_SMTP_CAFILE"
+    ) as info:
         mail.mail_reports(
             Settings(database_url=refreshed), to="lead@example.com", target=mail.smtp_target()
         )
@@ -290,3 +292,34 @@ def test_a_plain_relay(refreshed: str, tmp_path: Path, monkeypatch: pytest.Monke
         assert res.exit_code == 1
         assert f"The SMTP server {relay.host}:{relay.port} does not support STARTTLS" in res.stderr
         assert len(relay.inbox.messages) == 1
+
+
+def test_the_summary_leads_with_totals_and_the_dates_nearest_today() -> None:
+    """The mail says the totals first (open orders, overdue ones, pending items), and its
+    open_orders rows are the dates around today (the latest overdue ones, then the next
+    days), not the oldest dates of the history."""
+    as_of = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    open_orders = (
+        "delivery_date,status,open_orders\n"
+        "2025-01-02,PENDING,1\n2026-12-01,PENDING,2\n2026-12-06,PROCESSING,3\n"
+        "2026-12-07,PENDING,4\n2026-12-08,PENDING,5\n2026-12-09,PENDING,6\n,PENDING,7\n"
+    )
+    reports = ReportSet(
+        freshness=Freshness(refreshed_at=as_of, refreshed_batch_id=7, as_of=as_of),
+        csv={"open_orders": open_orders, "pending_items": EXPECTED["pending_items"]},
+    )
+    msg = mail.build_message(
+        reports,
+        sender=Address(addr_spec="acme-mv@reports.example"),
+        to=[Address(addr_spec="lead@example.com")],
+        timezone="UTC",
+        now=as_of,
+        summary_rows=4,
+    )
+    text = msg.get_body(preferencelist=("plain",))
+    assert text is not None
+    body = text.get_content()
+    assert "Open orders 28 (overdue, delivery date before today: 6); pending items 23." in body
+    shown = [line.split(" | ")[0].strip() for line in body.splitlines() if "| PENDING" in line
+             or "| PROCESSING" in line]  # fmt: skip
+    assert shown == ["2026-12-06", "2026-12-01", "2026-12-07", "2026-12-08"]

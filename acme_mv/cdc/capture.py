@@ -46,7 +46,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from acme_mv import migrate
+from acme_mv import revision
 from acme_mv.backoff import backoff_s
 from acme_mv.cdc import pgoutput, replication
 from acme_mv.cdc.decode import Decoder
@@ -56,19 +56,15 @@ from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position, slot_hold
 from acme_mv.cdc.write import Batch, Spill, Written, write
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, first_line, is_data_error, one_value, optional_value
+from acme_mv.defaults import DEFAULT_BATCH_MS as DEFAULT_BATCH_MS
+from acme_mv.defaults import DEFAULT_BATCH_ROWS as DEFAULT_BATCH_ROWS
+from acme_mv.defaults import DEFAULT_HEARTBEAT_S as DEFAULT_HEARTBEAT_S
 from acme_mv.errors import ConnectionFailed, ConnectionLost
 from acme_mv.reports.refresh import RefreshResult, behind
 from acme_mv.staging.batch import open_batch
 
 log = logging.getLogger(__name__)
 
-#: a batch closes at this many changes even when more are waiting (bounds a
-#: warehouse transaction's size and memory)
-DEFAULT_BATCH_ROWS = 20_000
-#: ... or this long after its first transaction arrived (bounds latency under a steady flow)
-DEFAULT_BATCH_MS = 200
-#: idle: ask for a keepalive, save and confirm its position this often
-DEFAULT_HEARTBEAT_S = 10.0
 #: consecutive lost replication connections before giving up
 DEFAULT_RECONNECTS = 5
 #: pause before reconnecting (a restarting source needs a moment)
@@ -260,7 +256,7 @@ class _Streamer:
             connection(self.settings.database_url, role="warehouse", autocommit=True) as wh,
             connection(self.settings.effective_source_url, role="source", autocommit=True) as src,
         ):
-            migrate.require_head(wh)
+            revision.require_head(wh)
             src.execute(
                 "SELECT set_config('application_name', %s, false)", (replication.APPLICATION_NAME,)
             )

@@ -26,12 +26,15 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row, scalar_row
 
-from acme_mv import migrate
+from acme_mv import revision
 from acme_mv.cdc import replication
 from acme_mv.cdc.errors import NotSetUp, SlotAtRisk, SlotBusy, SlotLost, SourceNotReady
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, one_value
+from acme_mv.defaults import DEFAULT_MAX_RETAINED as DEFAULT_MAX_RETAINED
+from acme_mv.defaults import DEFAULT_PUBLICATION as DEFAULT_PUBLICATION
+from acme_mv.defaults import DEFAULT_SLOT as DEFAULT_SLOT
 from acme_mv.errors import BadArgument
 from acme_mv.staging import copy, parallel, tables
 from acme_mv.staging.batch import open_batch
@@ -39,13 +42,6 @@ from acme_mv.staging.tables import SCHEMA, TABLES
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SLOT = "acme_mv"
-DEFAULT_PUBLICATION = "acme_mv"
-
-#: ``cdc status`` and ``status --max-age`` fail (exit 5) when the slot retains more source WAL
-#: than this: a stopped streamer's WAL piles up on the source's disk; 10 GiB is hours of the
-#: contract's workload and far from filling a production disk
-DEFAULT_MAX_RETAINED = 10 * 1024**3
 #: failover slots (``FAILOVER``) exist from PostgreSQL 17 on
 FAILOVER_MIN_VERSION = 170000
 
@@ -94,7 +90,7 @@ def saved_position(wh: Conn, slot: str) -> SavedPosition | None:
 def slots(settings: Settings) -> list[str]:
     """The slots the warehouse holds a position for (change capture set up), by name."""
     with connection(settings.database_url, role="warehouse", autocommit=True) as wh:
-        migrate.require_head(wh)
+        revision.require_head(wh)
         return list(
             wh.cursor(row_factory=scalar_row)
             .execute("SELECT slot_name FROM staging.cdc_state ORDER BY slot_name")
@@ -330,7 +326,7 @@ def setup(
         connection(settings.database_url, role="warehouse") as wh,
         connection(settings.effective_source_url, role="source", autocommit=True) as admin,
     ):
-        migrate.require_head(wh)
+        revision.require_head(wh)
         require_logical(admin)
         if failover:
             require_failover(admin)
@@ -542,7 +538,7 @@ LEFT JOIN pg_replication_slots s ON s.slot_name = %s
 def status(settings: Settings, *, slot: str = DEFAULT_SLOT) -> Status:
     """The slot's lag (bytes and seconds), WAL retained, positions, wal_status."""
     with connection(settings.database_url, role="warehouse") as wh:
-        migrate.require_head(wh)
+        revision.require_head(wh)
         saved = saved_position(wh, slot)
         now = one_value(wh, "SELECT clock_timestamp()", kind=dt.datetime)
     with connection(settings.effective_source_url, role="source", autocommit=True) as src:
@@ -614,7 +610,7 @@ def drop(
 ) -> DropResult:
     """Drop the slot and the publication on the source, and the warehouse's position."""
     with connection(settings.database_url, role="warehouse") as wh:
-        migrate.require_head(wh)
+        revision.require_head(wh)
         saved = saved_position(wh, slot)
         pub = publication or (saved.publication if saved else DEFAULT_PUBLICATION)
         with connection(settings.effective_source_url, role="source", autocommit=True) as src:

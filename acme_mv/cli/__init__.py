@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import psycopg
 import typer
 from typer._click import exceptions as click_exc
 
@@ -29,8 +28,8 @@ from acme_mv.cli import run as run_cmd
 from acme_mv.cli import sample as sample_cmd
 from acme_mv.cli import sync as sync_cmd
 from acme_mv.config import Settings, scrub
-from acme_mv.db import first_line, permission_denied
-from acme_mv.errors import INTERRUPTED_EXIT_CODE, AcmeMvError
+from acme_mv.errors import INTERRUPTED_EXIT_CODE as INTERRUPTED
+from acme_mv.errors import AcmeMvError
 
 app = typer.Typer(
     name="acme-mv",
@@ -43,7 +42,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -143,6 +142,10 @@ for module in (
     module.register(app)
 
 
+#: the exit code and the line of a command stopped by Ctrl-C
+INTERRUPTED_LINE = "Interrupted (Ctrl-C); the transaction in progress was rolled back"
+
+
 def _commands() -> set[str]:
     return {cmd.name for cmd in app.registered_commands if cmd.name} | {
         group.name for group in app.registered_groups if group.name
@@ -151,6 +154,8 @@ def _commands() -> set[str]:
 
 def _usage_line(exc: click_exc.UsageError) -> str:
     """typer's usage error on one line, with where to find help."""
+    from acme_mv.db import first_line
+
     ctx = exc.ctx
     where = f"{ctx.command_path} --help" if ctx is not None else "acme-mv --help"
     return f"{first_line(Exception(exc.format_message()))} (see {where})"
@@ -169,13 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     except click_exc.UsageError as exc:  # unknown option, bad value, missing argument...
         common.error_line("Error: ", _usage_line(exc))
         sys.exit(2)
-    except typer.Abort:
-        common.error_line("Error: ", "Interrupted")
-        sys.exit(INTERRUPTED_EXIT_CODE)
-    except KeyboardInterrupt:
-        common.error_line("Error: ", "Interrupted")
-        sys.exit(INTERRUPTED_EXIT_CODE)
+    except (typer.Abort, KeyboardInterrupt):
+        common.error_line("Error: ", INTERRUPTED_LINE)
+        sys.exit(INTERRUPTED)
     except AcmeMvError as exc:
+        from acme_mv.db import first_line
+
         if debug:
             common.err.print_exception()
         settings = common.STATE.settings
@@ -184,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(exc.exit_code)
     except Exception as exc:  # anything else is a bug or an environment fault: still one line
+        from acme_mv.db import first_line
+
         if debug:
             common.err.print_exception()
         settings = common.STATE.settings
@@ -198,12 +204,18 @@ def main(argv: list[str] | None = None) -> None:
         )
         common.error_line("Unexpected error: ", msg, hint=" (run with --debug for the traceback)")
         sys.exit(1)
+    if code == INTERRUPTED:  # typer turns Ctrl-C into this exit code, silently
+        common.error_line("Error: ", INTERRUPTED_LINE)
     if isinstance(code, int) and code:
         sys.exit(code)
 
 
 def _permission_error(exc: BaseException) -> AcmeMvError | None:
     """A permission error that reached the CLI unwrapped (Alembic wraps it in SQLAlchemy's)."""
+    import psycopg
+
+    from acme_mv.db import permission_denied
+
     seen: BaseException | None = exc
     while seen is not None:
         orig = getattr(seen, "orig", None)

@@ -10,17 +10,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from acme_mv import cdc as api
-from acme_mv.cdc import capture
+from acme_mv import defaults
 from acme_mv.cli import common
 from acme_mv.errors import BadArgument
-from acme_mv.reports.refresh import RefreshResult
-from acme_mv.staging import parallel
+
+if TYPE_CHECKING:
+    from acme_mv.reports.refresh import RefreshResult
 
 log = logging.getLogger("acme_mv.cli.cdc")
 
@@ -52,8 +51,8 @@ PublicationOption = Annotated[
 
 @app.command("setup")
 def setup(
-    slot: SlotOption = api.DEFAULT_SLOT,
-    publication: PublicationOption = api.DEFAULT_PUBLICATION,
+    slot: SlotOption = defaults.DEFAULT_SLOT,
+    publication: PublicationOption = defaults.DEFAULT_PUBLICATION,
     jobs: Annotated[
         int,
         typer.Option(
@@ -63,7 +62,7 @@ def setup(
             help="Sessions for the initial copy of orders and order_items into empty staging "
             "(block ranges in the slot's snapshot, indexes built in parallel); 1: serial.",
         ),
-    ] = parallel.DEFAULT_JOBS,
+    ] = defaults.DEFAULT_JOBS,
     failover: Annotated[
         bool,
         typer.Option(
@@ -85,6 +84,8 @@ def setup(
 
       acme-mv cdc setup --jobs 4 --failover
     """
+    from acme_mv import cdc as api
+
     result = api.setup(
         common.settings(), slot=slot, publication=publication, jobs=jobs, failover=failover
     )
@@ -133,16 +134,16 @@ MIN_HEARTBEAT_S = 0.1
 
 @app.command("run")
 def run(
-    slot: SlotOption = api.DEFAULT_SLOT,
+    slot: SlotOption = defaults.DEFAULT_SLOT,
     batch_rows: Annotated[
         int, typer.Option("--batch-rows", min=1, help="Close a batch at this many changes.")
-    ] = (capture.DEFAULT_BATCH_ROWS),
+    ] = (defaults.DEFAULT_BATCH_ROWS),
     batch_ms: Annotated[
         float,
         typer.Option(
             "--batch-ms", min=0, help="Close a batch this long after its first transaction."
         ),
-    ] = capture.DEFAULT_BATCH_MS,
+    ] = defaults.DEFAULT_BATCH_MS,
     refresh_ms: Annotated[
         float,
         typer.Option(
@@ -166,7 +167,7 @@ def run(
                 f"10s, plain seconds; at least {MIN_HEARTBEAT_S:g}s."
             ),
         ),
-    ] = f"{capture.DEFAULT_HEARTBEAT_S:g}s",
+    ] = f"{defaults.DEFAULT_HEARTBEAT_S:g}s",
 ) -> None:
     """Stream changes from the slot into staging in small batches, refreshing the views.
 
@@ -178,6 +179,8 @@ def run(
 
       acme-mv cdc run --batch-ms 100
     """
+    from acme_mv import cdc as api
+
     heartbeat_s = common.duration_option(heartbeat, "--heartbeat")
     if heartbeat_s < MIN_HEARTBEAT_S:
         raise BadArgument(f"--heartbeat must be at least {MIN_HEARTBEAT_S:g}s, not {heartbeat!r}")
@@ -233,7 +236,7 @@ MaxRetainedOption = Annotated[
         help="Exit 5 when the slot retains more source WAL than this (10GB, 512MB).",
     ),
 ]
-DEFAULT_MAX_RETAINED_TEXT = f"{api.DEFAULT_MAX_RETAINED // 1024**3}GB"
+DEFAULT_MAX_RETAINED_TEXT = f"{defaults.DEFAULT_MAX_RETAINED // 1024**3}GB"
 
 
 def _bytes(n: int | None) -> str:
@@ -242,7 +245,7 @@ def _bytes(n: int | None) -> str:
 
 @app.command("status")
 def status(
-    slot: SlotOption = api.DEFAULT_SLOT,
+    slot: SlotOption = defaults.DEFAULT_SLOT,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     max_retained: MaxRetainedOption = DEFAULT_MAX_RETAINED_TEXT,
 ) -> None:
@@ -255,12 +258,16 @@ def status(
 
       acme-mv cdc status --json --max-retained 20GB
     """
+    from acme_mv import cdc as api
+
     limit = common.size_option(max_retained, "--max-retained")
     st = api.status(common.settings(), slot=slot)
     if as_json:
         common.out.print_json(json.dumps(st.as_json()))
         api.check_health(st, max_retained=limit)
         return
+    from rich.table import Table
+
     table = Table(title=f"acme-mv cdc status: slot {st.slot}", show_header=False)
     table.add_column("what")
     table.add_column("value")
@@ -291,7 +298,7 @@ def resync(
             help="The source table to re-copy (customers, products, orders, order_items).",
         ),
     ],
-    slot: SlotOption = api.DEFAULT_SLOT,
+    slot: SlotOption = defaults.DEFAULT_SLOT,
 ) -> None:
     """Re-copy one table in a new snapshot; the slot keeps its position.
 
@@ -304,6 +311,8 @@ def resync(
 
       acme-mv cdc resync --table orders && acme-mv cdc run
     """
+    from acme_mv import cdc as api
+
     result = api.resync(common.settings(), table=table, slot=slot)
     log.info(
         "%s re-copied in batch %d (%d rows read, %d new or changed, %d removed) in %.2f s; "
@@ -320,7 +329,7 @@ def resync(
 
 @app.command("drop")
 def drop(
-    slot: SlotOption = api.DEFAULT_SLOT,
+    slot: SlotOption = defaults.DEFAULT_SLOT,
     publication: Annotated[
         str | None,
         typer.Option(
@@ -337,6 +346,8 @@ def drop(
 
       acme-mv cdc drop && acme-mv cdc setup
     """
+    from acme_mv import cdc as api
+
     result = api.drop(common.settings(), slot=slot, publication=publication)
     log.info(
         "slot %s: %s; publication: %s; warehouse position: %s",

@@ -4,20 +4,40 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
 from acme_mv.config import Settings, parse_duration, parse_size
 from acme_mv.errors import BadArgument
 
-#: data goes to stdout, everything else (logs, progress, errors) to stderr
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+#: data goes to stdout, everything else (logs, progress, errors) to stderr; rich's consoles
+#: are made on first use (module ``__getattr__``): importing rich is a third of ``--help``
+out: Console
+err: Console
+
+
+def __getattr__(name: str) -> Console:
+    if name not in ("out", "err"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    console = Console(soft_wrap=True) if name == "out" else Console(stderr=True)
+    globals()[name] = console
+    return console
+
+
+def _err() -> Console:
+    """``err`` from inside this module (a module's own code does not call its ``__getattr__``)."""
+    console: Console = globals().get("err") or __getattr__("err")
+    return console
+
 
 LogFormat = Literal["auto", "plain", "rich", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "plain", "rich", "json")
@@ -115,7 +135,10 @@ def resolve_format(fmt: LogFormat) -> LogFormat:
     """``auto``: rich on a terminal, plain lines otherwise (docker logs, journald, pipes)."""
     if fmt != "auto":
         return fmt
-    return "rich" if err.is_terminal else "plain"
+    made = globals().get("err")  # a console already made (or a test's): ask it
+    if made is not None:
+        return "rich" if made.is_terminal else "plain"
+    return "rich" if sys.stderr.isatty() else "plain"
 
 
 def setup_logging(*, verbose: int, debug: bool, fmt: LogFormat = "auto") -> None:
@@ -124,8 +147,10 @@ def setup_logging(*, verbose: int, debug: bool, fmt: LogFormat = "auto") -> None
     STATE.log_format = chosen
     handler: logging.Handler
     if chosen == "rich":
+        from rich.logging import RichHandler
+
         handler = RichHandler(
-            console=err,
+            console=_err(),
             show_time=True,
             show_path=debug,
             rich_tracebacks=debug,
@@ -133,7 +158,8 @@ def setup_logging(*, verbose: int, debug: bool, fmt: LogFormat = "auto") -> None
             log_time_format="%Y-%m-%d %H:%M:%S",
         )
     else:
-        handler = logging.StreamHandler(err.file)
+        made = globals().get("err")
+        handler = logging.StreamHandler(made.file if made is not None else sys.stderr)
         handler.setFormatter(JsonFormatter() if chosen == "json" else PlainFormatter())
     root = logging.getLogger("acme_mv")
     root.handlers[:] = [handler]
@@ -157,7 +183,9 @@ def error_line(prefix: str, message: str, *, hint: str = "") -> None:
         return
     from rich.text import Text
 
-    err.print(Text.assemble((prefix, "bold red"), message, hint), highlight=False, soft_wrap=True)
+    _err().print(
+        Text.assemble((prefix, "bold red"), message, hint), highlight=False, soft_wrap=True
+    )
 
 
 #: global options that take a value, and flags; accepted before or after the command

@@ -16,7 +16,7 @@ import typer
 from acme_mv.cli import common
 from acme_mv.config import validate_conninfo
 from acme_mv.errors import ConfigError
-from acme_mv.reports.export import REPORTS
+from acme_mv.reports import registry
 
 log = logging.getLogger("acme_mv.cli")
 
@@ -31,7 +31,10 @@ def mail(
         typer.Option(
             "--report",
             "-r",
-            help=f"Send only this report (repeatable): {', '.join(REPORTS)}.",
+            help=(
+                "Send only this report (repeatable): "
+                f"{', '.join(r.name for r in registry.reports())}."
+            ),
             show_default=False,
         ),
     ] = None,

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from acme_mv.cli import common
 
@@ -61,6 +60,8 @@ def demo(
 
       acme-mv demo --serve --port 8765
     """
+    from rich.table import Table
+
     from acme_mv.demo import run_demo
 
     simulate_s = common.duration_option(simulate, "--simulate")

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from acme_mv import grants as api
 from acme_mv.cli import common
 from acme_mv.config import describe_target
 
@@ -34,6 +33,8 @@ def grant_reader(
 
       acme-mv grant-reader report_reader --sql
     """
+    from acme_mv import grants as api
+
     if sql:
         common.out.print(api.render(role), end="", markup=False, highlight=False)
         return

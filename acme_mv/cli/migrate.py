@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from acme_mv import migrate as api
 from acme_mv.cli import common
 from acme_mv.config import describe_target
 
@@ -36,6 +35,8 @@ def migrate(
 
       acme-mv migrate --downgrade base
     """
+    from acme_mv import migrate as api
+
     if sql:
         if downgrade:
             common.out.print(

@@ -1,7 +1,7 @@
 """The CLI reference of the manual (docs/cli.md): every command's ``--help`` as plain text.
 
-The help is rendered by click's plain formatter (what ``TYPER_USE_RICH=0 acme-mv X --help``
-prints: no rich boxes, no colour) at a fixed width, so the text depends only on the code.
+The help is rendered by click's plain formatter (what ``acme-mv X --help`` prints: no rich
+boxes, no colour) at a fixed width, so the text depends only on the code.
 docs/cli.md embeds :func:`markdown` through cog (``make docs`` rewrites it, ``make lint``
 fails when it is stale), and ``tests/test_docs.py`` fails when a command is missing from it.
 """

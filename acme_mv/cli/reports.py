@@ -13,10 +13,7 @@ import typer
 
 from acme_mv.cli import common
 from acme_mv.errors import GAPS_EXIT_CODE, BadArgument
-from acme_mv.reports import check as check_api
-from acme_mv.reports import export as export_api
-from acme_mv.reports import refresh as refresh_api
-from acme_mv.reports import verify as verify_api
+from acme_mv.reports import registry
 
 log = logging.getLogger("acme_mv.cli")
 
@@ -53,6 +50,8 @@ def refresh(
 
       acme-mv refresh --rebuild
     """
+    from acme_mv.reports import refresh as refresh_api
+
     if historic + current + rebuild > 1:
         raise BadArgument("Use one of --historic, --current and --rebuild")
     mode: refresh_api.RefreshMode = (
@@ -74,7 +73,9 @@ def export(
     report: Annotated[
         str | None,
         typer.Argument(
-            help=f"One of: {', '.join(export_api.REPORTS)}.", show_default=False, metavar="REPORT"
+            help=f"One of: {', '.join(r.name for r in registry.reports())}.",
+            show_default=False,
+            metavar="REPORT",
         ),
     ] = None,
     all_reports: Annotated[bool, typer.Option("--all", help="Export every report.")] = False,
@@ -129,6 +130,8 @@ def export(
 
       acme-mv export open_orders --as-of '2026-11-25 17:00' --output -
     """
+    from acme_mv.reports import export as export_api
+
     moment = _moment(as_of) if as_of is not None else None
     if fmt not in ("csv", "json"):
         raise BadArgument(f"Unknown format {fmt!r}; use csv or json")
@@ -185,6 +188,8 @@ def check(
 
       acme-mv check --json --fail-on-gaps
     """
+    from acme_mv.reports import check as check_api
+
     gaps = check_api.check(common.settings())
     if as_json:
         common.out.print(
@@ -211,6 +216,8 @@ def verify() -> None:
 
       acme-mv verify
     """
+    from acme_mv.reports import verify as verify_api
+
     result = verify_api.verify(common.settings())
     common.out.print(
         f"verify: ok, {result.groups} report groups and {result.state_rows} staged keys match",

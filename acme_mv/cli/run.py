@@ -4,25 +4,30 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from typing import Annotated
 
 import typer
 
-from acme_mv.cdc.capture import DEFAULT_BATCH_MS, DEFAULT_BATCH_ROWS
 from acme_mv.cli import common
 from acme_mv.cli.delivery import daily_mail_hook
+from acme_mv.defaults import DEFAULT_BATCH_MS, DEFAULT_BATCH_ROWS, DEFAULT_SLOT
 from acme_mv.errors import BadArgument
-from acme_mv.run import loop as runner
-from acme_mv.staging import compact as compact_api
 
 log = logging.getLogger("acme_mv.cli")
 
 
 def run(
+    ctx: typer.Context,
     interval: Annotated[
-        str, typer.Option("--interval", help="Time between cycle starts: 10s, 500ms, 1m30s, 2h.")
-    ] = "10s",
+        str | None,
+        typer.Option(
+            "--interval",
+            help="Without --cdc: time between cycle starts: 10s, 500ms, 1m30s, 2h (default 10s).",
+            show_default=False,
+        ),
+    ] = None,
     once: Annotated[bool, typer.Option("--once", help="Run one good cycle and exit.")] = False,
     mail_at: Annotated[
         str | None,
@@ -53,14 +58,15 @@ def run(
         ),
     ] = False,
     slot: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--slot",
             envvar="ACME_MV_CDC_SLOT",
             show_envvar=True,
-            help="With --cdc: the replication slot to stream from.",
+            help=f"With --cdc: the replication slot to stream from (default {DEFAULT_SLOT}).",
+            show_default=False,
         ),
-    ] = "acme_mv",
+    ] = None,
     batch_rows: Annotated[
         int | None,
         typer.Option(
@@ -162,22 +168,32 @@ def run(
       acme-mv run --cdc --metrics-port 9187
 
       acme-mv run --cdc --batch-ms 50 --refresh-ms 500
+
+      acme-mv run --cdc --mail-at 07:00 --mail-to lead@example.com
     """
+    from acme_mv.run import loop as runner
+    from acme_mv.staging import compact as compact_api
+
+    _check_mode(
+        cdc,
+        {"--interval": interval, "--once": once or None, "--full-every": full_every},
+        {
+            # from the environment it may be meant for `acme-mv cdc`: only the option counts
+            "--slot": slot if _given(ctx, "slot") else None,
+            "--batch-rows": batch_rows,
+            "--batch-ms": batch_ms,
+            "--refresh-ms": refresh_ms,
+        },
+    )
     mail = daily_mail_hook(mail_at, mail_to)  # see `acme-mv mail --help` for the SMTP settings
     keep = compact_api.parse_keep(keep_history)
-    every = common.duration_option(interval, "--interval")
+    every = common.duration_option(interval or DEFAULT_INTERVAL, "--interval")
     common.int_in_range(max_failures, "--max-failures", 1, 2**31)
     common.int_in_range(metrics_port, "--metrics-port", 0, 65535)
     policy = runner.RetryPolicy(
         max_s=common.duration_option(max_backoff, "--max-backoff"), max_failures=max_failures
     )
     full = None if full_every is None else common.duration_option(full_every, "--full-every")
-    if cdc and (once or full is not None or mail is not None):
-        raise BadArgument(
-            "--cdc streams continuously: drop --once, --full-every and the daily mail options"
-        )
-    if not cdc and (batch_rows, batch_ms, refresh_ms) != (None, None, None):
-        raise BadArgument("--batch-rows, --batch-ms and --refresh-ms only apply with --cdc")
     settings = common.settings()
     hook = runner.chain(mail, runner.compaction_hook(settings, keep))
     with contextlib.ExitStack() as stack:
@@ -193,13 +209,14 @@ def run(
         if cdc:
             runner.run_cdc(
                 settings,
-                slot=slot,
+                slot=slot or DEFAULT_SLOT,
                 retry=policy,
                 metrics=metrics,
                 keep=keep,
                 batch_rows=batch_rows,
                 batch_ms=batch_ms,
                 refresh_ms=refresh_ms,
+                scheduled=None if mail is None else functools.partial(mail, None),
             )
         else:
             runner.run(
@@ -211,6 +228,34 @@ def run(
                 metrics=metrics,
                 on_cycle=hook,
             )
+
+
+#: ``--interval`` when not given
+DEFAULT_INTERVAL = "10s"
+
+
+def _check_mode(cdc: bool, cycles: dict[str, object], stream: dict[str, object]) -> None:
+    """A usage error for an option given that the chosen mode does not use: the cycles'
+    options with ``--cdc``, the stream's without it (never silently ignored)."""
+    given = [name for name, value in (cycles if cdc else stream).items() if value is not None]
+    if not given:
+        return
+    if cdc:
+        raise BadArgument(
+            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --cdc, "
+            "which streams continuously: drop "
+            f"{'it' if len(given) == 1 else 'them'}"
+        )
+    raise BadArgument(
+        f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with --cdc: "
+        "add --cdc or drop "
+        f"{'it' if len(given) == 1 else 'them'}"
+    )
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option was given on the command line (not from its environment variable)."""
+    return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
 
 
 def register(app: typer.Typer) -> None:

@@ -6,17 +6,16 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from acme_mv import defaults
 from acme_mv.cli import common
 from acme_mv.config import describe_target
-from acme_mv.db import connection
-from acme_mv.sample import load as load_api
-from acme_mv.sample import schema
-from acme_mv.sample import simulate as simulate_api
+
+if TYPE_CHECKING:
+    from acme_mv.sample import load as load_api
 
 log = logging.getLogger("acme_mv.cli")
 
@@ -27,7 +26,7 @@ sample_app = typer.Typer(
         "Example: acme-mv sample load --orders 10000"
     ),
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 
@@ -46,6 +45,9 @@ def init(
 
       acme-mv sample init --replace
     """
+    from acme_mv.db import connection
+    from acme_mv.sample import schema
+
     url = common.settings().effective_source_url
     started = time.monotonic()
     with connection(url, role="source") as conn:
@@ -95,6 +97,9 @@ def load(
 
       acme-mv sample load --orders 100000 --if-empty
     """
+    from acme_mv.db import connection
+    from acme_mv.sample import load as load_api
+
     if sum((append, replace, if_empty)) > 1:
         raise typer.BadParameter("--append, --replace and --if-empty exclude each other")
     mode: load_api.LoadMode = (
@@ -115,7 +120,7 @@ def simulate(
         typer.Option(
             "--rate", "-r", help="Row changes per second, all tables together (max 10000)."
         ),
-    ] = simulate_api.DEFAULT_RATE,
+    ] = defaults.DEFAULT_RATE,
     duration: Annotated[
         str,
         typer.Option(
@@ -138,6 +143,8 @@ def simulate(
 
       acme-mv sample simulate --rate 50
     """
+    from acme_mv.sample import simulate as simulate_api
+
     limit = common.duration_option(duration, "--duration") or None
     simulate_api.validate_rate(rate)
     url = common.settings().effective_source_url
@@ -152,6 +159,8 @@ def _progress(what: str) -> Iterator[load_api.ProgressCallback | None]:
     if not common.err.is_terminal:
         yield None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn(f"{what} {{task.description}}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=common.err, transient=True) as bar:
         task = bar.add_task("", total=None)

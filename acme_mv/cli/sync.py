@@ -6,28 +6,19 @@ import datetime as dt
 import json
 import logging
 from contextlib import nullcontext
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
-from acme_mv import cdc as cdc_api
-from acme_mv import sync as api
+from acme_mv import defaults
 from acme_mv.cli import common
-from acme_mv.db import show_timestamp
-from acme_mv.errors import BadArgument
-from acme_mv.run import health
-from acme_mv.staging import compact as compact_api
+from acme_mv.errors import BadArgument, Stale
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from acme_mv import cdc as cdc_api
+    from acme_mv import sync as api
 
 log = logging.getLogger("acme_mv.cli.sync")
 
@@ -79,6 +70,15 @@ class _Bars:
 
 
 def _progress_bars() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(bar_width=20),
@@ -95,7 +95,7 @@ def sync(
         typer.Option(
             "--table",
             "-t",
-            help=f"Sync only this table (repeatable): {', '.join(api.TABLES)}.",
+            help=f"Sync only this table (repeatable): {', '.join(defaults.TABLE_NAMES)}.",
             show_default=False,
         ),
     ] = None,
@@ -121,7 +121,7 @@ def sync(
             help="How far to re-read behind the clock when the source role cannot see other "
             "sessions' transactions in pg_stat_activity: 5m, 90s, 300 (seconds).",
         ),
-    ] = f"{api.DEFAULT_FALLBACK_LAG.total_seconds():g}s",
+    ] = f"{defaults.DEFAULT_FALLBACK_LAG.total_seconds():g}s",
     lock_timeout: Annotated[
         str,
         typer.Option(
@@ -132,7 +132,7 @@ def sync(
             "session holds locked (a table rewrite) "
             "before exiting 3: 10m, 1h, 600 (seconds).",
         ),
-    ] = f"{api.DEFAULT_LOCK_TIMEOUT.total_seconds():g}s",
+    ] = f"{defaults.DEFAULT_LOCK_TIMEOUT.total_seconds():g}s",
     jobs: Annotated[
         int,
         typer.Option(
@@ -142,7 +142,7 @@ def sync(
             help="Sessions for a first copy of orders and order_items into empty staging (block "
             "ranges in one snapshot, indexes built in parallel, attached at commit); 1: serial.",
         ),
-    ] = api.DEFAULT_JOBS,
+    ] = defaults.DEFAULT_JOBS,
 ) -> None:
     """Copy what changed in the source into staging, as one batch (one transaction).
 
@@ -160,6 +160,8 @@ def sync(
 
       acme-mv sync --jobs 4
     """
+    from acme_mv import sync as api
+
     lag = dt.timedelta(seconds=common.duration_option(fallback_lag, "--fallback-lag"))
     wait_s = common.duration_option(lock_timeout, "--lock-timeout")
     for name in table or ():
@@ -187,6 +189,8 @@ def _fmt(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, dt.datetime):
+        from acme_mv.db import show_timestamp
+
         return show_timestamp(value, sep=" ", timespec="milliseconds")
     if isinstance(value, float):
         return f"{value:,.2f}"
@@ -213,7 +217,7 @@ def status(
         str | None,
         typer.Option(
             "--max-age",
-            help=f"Exit {health.Stale.exit_code} when the reports "
+            help=f"Exit {Stale.exit_code} when the reports "
             "are older than this (60s, 5m) or never "
             "refreshed: a health check.",
             show_default=False,
@@ -226,7 +230,7 @@ def status(
             help="With --max-age and change capture set up: exit 5 also when a slot retains "
             "more source WAL than this (10GB), or is invalidated or about to be.",
         ),
-    ] = f"{cdc_api.DEFAULT_MAX_RETAINED // 1024**3}GB",
+    ] = f"{defaults.DEFAULT_MAX_RETAINED // 1024**3}GB",
 ) -> None:
     """Show each table's cursor, last sync, staged rows and lag behind the source.
 
@@ -245,13 +249,22 @@ def status(
 
       acme-mv status --max-age 60s
     """
+    from acme_mv import cdc as cdc_api
+    from acme_mv import sync as api
+    from acme_mv.db import staging_only
+    from acme_mv.run import health
+
     limit = None if max_age is None else common.duration_option(max_age, "--max-age")
     retained = common.size_option(max_retained, "--max-retained")
     settings = common.settings()
-    fresh = health.freshness(settings)
-    rows = api.status(settings, exact=exact)
-    slots = [cdc_api.status(settings, slot=s) for s in cdc_api.slots(settings)]
-    capture = [_describe_slot(st) for st in slots]
+    with staging_only(
+        "`status`",
+        "run it as the warehouse role; a reader sees the reports' freshness on the dashboard",
+    ):
+        fresh = health.freshness(settings)
+        rows = api.status(settings, exact=exact)
+        slots = [cdc_api.status(settings, slot=s) for s in cdc_api.slots(settings)]
+        capture = [_describe_slot(st) for st in slots]
     if as_json:
         common.out.print_json(json.dumps([r.as_json() for r in rows]))
         for line in [*capture, fresh.describe()]:
@@ -278,6 +291,9 @@ def _describe_slot(st: cdc_api.Status) -> str:
 
 
 def _print_status_table(rows: list[api.TableStatus]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title="acme-mv sync status")
     columns = (
         "table",
@@ -345,6 +361,8 @@ def compact(
 
       acme-mv compact --keep-history 7d
     """
+    from acme_mv.staging import compact as compact_api
+
     result = compact_api.compact(common.settings(), keep=compact_api.parse_keep(keep_history))
     common.out.print(
         f"compacted: history kept from batch {result.history_batch_id}; "

@@ -39,7 +39,7 @@ import socket
 import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid
@@ -52,8 +52,8 @@ from acme_mv.config import MASK, Settings
 from acme_mv.db import connection
 from acme_mv.delivery.reports import ReportSet, read_reports
 from acme_mv.errors import BadAddress, ConfigError, MailError, NeverRefreshed
-from acme_mv.migrate import require_head
 from acme_mv.reports.export import default_name, report_query
+from acme_mv.revision import require_head
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +192,19 @@ def parse_addresses(values: str | Iterable[str]) -> list[Address]:
         for piece in (p.strip() for p in text.split(",")):
             if not piece:
                 continue
+            if ";" in piece:
+                raise BadAddress(
+                    f"Bad email address {piece!r}: separate addresses with commas, not semicolons",
+                    address=piece,
+                )
             pairs = getaddresses([piece])
             name, spec = pairs[0] if len(pairs) == 1 else ("", "")
             try:
                 address = Address(display_name=name, addr_spec=spec)
-            except (ValueError, IndexError, TypeError) as exc:  # HeaderParseError is a ValueError
-                raise BadAddress(f"Bad email address {piece!r}: {exc}", address=piece) from None
+            except (ValueError, IndexError, TypeError):  # HeaderParseError is a ValueError
+                raise BadAddress(
+                    f"Bad email address {piece!r}: expected user@domain", address=piece
+                ) from None
             if not address.username or not address.domain or any(c.isspace() for c in spec):
                 raise BadAddress(
                     f"Bad email address {piece!r}: expected user@domain", address=piece
@@ -239,14 +246,22 @@ def build_message(
         "<html><body>",
         f"<p>ACME reports; the data is fresh as of <strong>{html.escape(as_of_text)}</strong>.</p>",
     ]
+    headline = _headline(reports, local_now.date())
+    if headline:
+        plain += [headline, ""]
+        parts.append(f"<p><strong>{html.escape(headline)}</strong></p>")
     files: list[tuple[str, bytes]] = []
     for name in reports.csv:
         header, rows = reports.table(name)
         filename = default_name(name, fmt="csv", at=local_now)
         files.append((filename, reports.csv_bytes(name)))
         shown = rows[:summary_rows]
+        which = ""
+        if name == "open_orders":
+            shown = nearest_open_orders(rows, local_now.date(), summary_rows)
+            which = " from the oldest overdue date on; dates nearest to today first"
         more = (
-            f"{len(shown)} of {len(rows)} rows; all in {filename}"
+            f"{len(shown)} of {len(rows)} rows{which}; all in {filename}"
             if len(rows) > len(shown)
             else f"{len(rows)} rows"
         )
@@ -268,6 +283,41 @@ def build_message(
     return msg
 
 
+def _total(rows: Sequence[list[str]], column: int) -> int:
+    return sum(int(row[column]) for row in rows if row[column].strip())
+
+
+def overdue(rows: Sequence[list[str]], today: date) -> list[list[str]]:
+    """The open_orders rows (delivery_date, status, open_orders) of dates before ``today``."""
+    return [row for row in rows if row[0] and date.fromisoformat(row[0]) < today]
+
+
+def nearest_open_orders(rows: Sequence[list[str]], today: date, n: int) -> list[list[str]]:
+    """What a logistics lead reads first: the rows of the dates nearest to ``today``, overdue
+    dates first (most recent overdue first), then today and the next days; at most ``n``."""
+    late = sorted(overdue(rows, today), key=lambda row: row[0], reverse=True)
+    coming = sorted(
+        (row for row in rows if row[0] and date.fromisoformat(row[0]) >= today),
+        key=lambda row: row[0],
+    )
+    return (late[: n // 2] + coming)[:n] if coming else late[:n]
+
+
+def _headline(reports: ReportSet, today: date) -> str:
+    """``Open orders 1,234 (overdue 56); pending items 7,890.``, from the reports mailed."""
+    said = []
+    if "open_orders" in reports.csv:
+        _, rows = reports.table("open_orders")
+        said.append(
+            f"Open orders {_total(rows, 2):,} (overdue, delivery date before today: "
+            f"{_total(overdue(rows, today), 2):,})"
+        )
+    if "pending_items" in reports.csv:
+        header, rows = reports.table("pending_items")
+        said.append(f"pending items {_total(rows, len(header) - 1):,}")
+    return "; ".join(said) + "." if said else ""
+
+
 def send(message: EmailMessage, target: SmtpTarget) -> dict[str, tuple[int, bytes]]:
     """Hand ``message`` to the server; returns the
     recipients it refused (all refused raises MailError)."""
@@ -287,17 +337,28 @@ def send(message: EmailMessage, target: SmtpTarget) -> dict[str, tuple[int, byte
     except smtplib.SMTPResponseException as exc:
         raise _mail_error(target, "refused the message", exc) from None
     except smtplib.SMTPNotSupportedError as exc:
-        raise MailError(
-            target.scrub(f"The SMTP server {target.where} does not support {exc}"),
-            host=target.host,
-            port=target.port,
+        raise _failed(target, f"The SMTP server {target.where} does not support {exc}") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise _failed(
+            target,
+            f"The SMTP server {target.where}'s certificate is not trusted "
+            f"({exc.verify_message or exc}): set ACME_MV_SMTP_CAFILE to its CA's PEM file",
         ) from None
-    except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
+    except ssl.SSLError as exc:
+        fix = (
+            "smtps:// is implicit TLS (usually port 465); use smtp:// for a server that "
+            "offers STARTTLS (587), smtp+insecure:// for a local relay without TLS"
+            if target.security == "tls"
+            else "check the server's TLS set-up"
+        )
+        raise _failed(
+            target,
+            f"Cannot start TLS with the SMTP server {target.where} ({exc.reason or exc}): {fix}",
+        ) from None
+    except (smtplib.SMTPException, OSError) as exc:
         reason = str(exc) or type(exc).__name__
-        raise MailError(
-            target.scrub(f"Cannot send through the SMTP server {target.where}: {reason}"),
-            host=target.host,
-            port=target.port,
+        raise _failed(
+            target, f"Cannot send through the SMTP server {target.where}: {reason}"
         ) from None
 
 
@@ -313,7 +374,8 @@ def _send(message: EmailMessage, target: SmtpTarget) -> dict[str, tuple[int, byt
         if target.security == "starttls":
             if not client.has_extn("starttls"):
                 raise smtplib.SMTPNotSupportedError(
-                    "STARTTLS (smtp:// requires it; smtps:// is implicit TLS)"
+                    "STARTTLS, which smtp:// requires: use smtps:// for implicit TLS (port 465), "
+                    "or smtp+insecure:// for a local relay without encryption"
                 )
             client.starttls(context=context)
             client.ehlo()
@@ -328,6 +390,11 @@ def _send(message: EmailMessage, target: SmtpTarget) -> dict[str, tuple[int, byt
 def _text(raw: bytes | str) -> str:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     return " ".join(text.split())
+
+
+def _failed(target: SmtpTarget, message: str) -> MailError:
+    """A failed send to ``target``: ``message`` without the password."""
+    return MailError(target.scrub(message), host=target.host, port=target.port)
 
 
 def _mail_error(target: SmtpTarget, what: str, exc: smtplib.SMTPResponseException) -> MailError:

@@ -32,7 +32,7 @@ from psycopg.rows import args_row
 
 from acme_mv.config import Settings
 from acme_mv.db import connection
-from acme_mv.migrate import require_head
+from acme_mv.revision import require_head
 from acme_mv.staging import tables
 from acme_mv.sync import deletes
 

@@ -45,10 +45,10 @@ from psycopg import sql
 
 from acme_mv import sqlfiles
 from acme_mv.config import Settings
-from acme_mv.db import Conn, connection, optional_value
+from acme_mv.db import Conn, connection, optional_value, staging_only
 from acme_mv.errors import ExportError, HistoryUnavailable, NeverRefreshed, UnknownReport
-from acme_mv.migrate import require_head
 from acme_mv.reports import registry
+from acme_mv.revision import require_head
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,15 @@ def _export_many(
         _require_refreshed(conn)
         prepare_session(conn)
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # every report from one state
-        with conn.transaction():
+        history = (
+            staging_only(
+                "`export --as-of`",
+                "run it as the warehouse role, or export the current report without --as-of",
+            )
+            if as_of is not None
+            else contextlib.nullcontext()
+        )
+        with conn.transaction(), history:
             if as_of is not None:
                 past = resolve_as_of(conn, as_of, timezone=settings.timezone)
                 log.info("as of %s: batch %d", past.at, past.batch_id)

@@ -61,8 +61,8 @@ from acme_mv.db import (
     tag_error,
 )
 from acme_mv.errors import RefreshFailed
-from acme_mv.migrate import require_head
 from acme_mv.reports import registry
+from acme_mv.revision import require_head
 
 log = logging.getLogger(__name__)
 

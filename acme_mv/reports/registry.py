@@ -32,12 +32,14 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from psycopg import sql
+from typing import TYPE_CHECKING
 
 from acme_mv import sqlfiles
 from acme_mv.reports import views
 from acme_mv.reports.views import View
+
+if TYPE_CHECKING:
+    from psycopg import sql
 
 SCHEMA = "analytics"
 
@@ -63,15 +65,21 @@ class Summary:
 
     def table(self, part: str) -> sql.Identifier:
         """``analytics.<name>_<part>``, part one of historic, current, delta."""
+        from psycopg import sql
+
         return sql.Identifier(SCHEMA, f"{self.name}_{part}")
 
     @property
     def columns(self) -> sql.Composable:
+        from psycopg import sql
+
         return sql.SQL(", ").join(sql.Identifier(k) for k in self.keys)
 
     @property
     def conflict(self) -> sql.Composable:
         """The ``ON CONFLICT`` target of an upsert into its historic or current table."""
+        from psycopg import sql
+
         if not self.unique:
             return self.columns
         return sql.SQL(", ").join(sql.SQL(u) for u in self.unique)  # a header of views/summaries/
@@ -129,6 +137,8 @@ class Report:
     def query(self) -> sql.Composable:
         """The report's SELECT over the views in the database, ordered as the contract says
         (a ranked report without its ``LIMIT``: the caller appends the asked n)."""
+        from psycopg import sql
+
         if self.ranked:
             return sql.SQL(self.ranking)  # a file of views/reports/
         return sql.SQL("SELECT * FROM {} AS r ORDER BY {}").format(
@@ -139,6 +149,8 @@ class Report:
     def query_over(self, replace: Mapping[str, str]) -> sql.Composable:
         """The same SELECT with the views it reads inlined and the relations in ``replace``
         (``schema.name`` -> a SELECT) read instead: the report over other summary rows."""
+        from psycopg import sql
+
         if self.ranked:
             return sql.SQL(inline(self.ranking, replace))
         return sql.SQL("SELECT * FROM ({}) AS r ORDER BY {}").format(

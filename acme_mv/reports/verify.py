@@ -32,9 +32,9 @@ from psycopg import sql
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, one_value
 from acme_mv.errors import ReportsBehind, VerifyFailed
-from acme_mv.migrate import require_head
 from acme_mv.reports import registry
 from acme_mv.reports.refresh import behind
+from acme_mv.revision import require_head
 
 #: differing groups named in the error message
 SHOWN = 5

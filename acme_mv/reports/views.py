@@ -27,12 +27,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
-
-from psycopg import sql
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from acme_mv import paths, sqlfiles
-from acme_mv.db import Conn
+
+if TYPE_CHECKING:
+    from acme_mv.db import Conn
 
 Kind = Literal["view", "materialized"]
 
@@ -114,6 +114,8 @@ class View:
 
     def create(self) -> list[str]:
         """The statements that create this object (and a materialized view's unique index)."""
+        from psycopg import sql
+
         ident = sql.Identifier(self.schema, self.name)
         body = sql.SQL(self.definition)  # the view's own text, from a pinned file
         if self.kind == "view":
@@ -127,6 +129,8 @@ class View:
 
     def create_index(self) -> str:
         """``CREATE UNIQUE INDEX ... NULLS NOT DISTINCT``: what REFRESH CONCURRENTLY needs."""
+        from psycopg import sql
+
         if self.kind != "materialized":
             raise ValueError(f"{self.qualified} is a plain view: it has no index")
         return (
@@ -141,6 +145,8 @@ class View:
 
     def drop(self) -> str:
         """``DROP [MATERIALIZED] VIEW`` (its index goes with it)."""
+        from psycopg import sql
+
         what = "MATERIALIZED VIEW" if self.kind == "materialized" else "VIEW"
         return (
             sql.SQL("DROP {} {}")
@@ -270,6 +276,8 @@ def save_grants(objects: Sequence[View]) -> str:
     Only grants to other roles are saved (the owner's come with a new object),
     table-level ones (a column-level grant on a view is not kept).
     """
+    from psycopg import sql
+
     names = sql.SQL(", ").join(
         sql.SQL("({}, {})").format(sql.Literal(v.schema), sql.Literal(v.name)) for v in objects
     )

@@ -18,7 +18,7 @@ from acme_mv.db import Conn, UnexpectedResult, connection
 from acme_mv.errors import Stale
 
 __all__ = ["Freshness", "Stale", "freshness", "read_freshness", "require_fresh"]
-from acme_mv.migrate import require_head
+from acme_mv.revision import require_head
 
 _FRESHNESS_SQL = """
 SELECT s.refreshed_at, s.refreshed_batch_id, b.started_at AS read_at,

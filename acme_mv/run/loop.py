@@ -461,6 +461,11 @@ def _stop_on_signals(flag: _StopFlag) -> Iterator[None]:
             signal.signal(sig, previous)
 
 
+#: how often ``run --cdc`` looks whether a scheduled job (the daily mail) is due: the stream
+#: has no cycles to hang it on, and a job due at 07:00 then runs by 07:00:30
+SCHEDULE_S = 30.0
+
+
 def run_cdc(
     settings: Settings,
     *,
@@ -473,11 +478,17 @@ def run_cdc(
     batch_ms: float | None = None,
     refresh_ms: float | None = None,
     heartbeat_s: float | None = None,
+    scheduled: Callable[[], None] | None = None,
+    schedule_s: float = SCHEDULE_S,
 ) -> int:
     """``run --cdc``: stream the slot's changes into staging and refresh (``acme_mv.cdc.stream``)
     until ``stop`` is set or a signal arrives; returns the batches applied. ``batch_rows``,
     ``batch_ms``, ``refresh_ms`` and ``heartbeat_s`` tune the stream as in ``acme-mv cdc run``
     (None: its default). A batch or a heartbeat resets the failures in a row.
+
+    ``scheduled`` (the daily mail) runs beside the stream, after its first refresh (or
+    ``schedule_s`` seconds, whichever comes first) and then every ``schedule_s`` seconds,
+    whether changes arrive or not (:func:`_every`).
 
     A stream that fails for a reason retrying can fix (a server restarting, a connection
     lost) is started again with the same capped backoff as the cycles of :func:`run`: it
@@ -505,7 +516,10 @@ def run_cdc(
         failures.reset()  # the stream works again: the next failure waits first_s
         log.debug("batch %d: %d changes, position %s", result.batch_id, result.changes, result.lsn)
 
+    refreshed = threading.Event()  # the first scheduled run waits for the stream's first refresh
+
     def on_refresh(result: RefreshResult) -> None:
+        refreshed.set()
         compact_after_fold(settings, keep, result)
         if metrics is not None:
             read_at = result.refreshed_batch_at
@@ -541,7 +555,7 @@ def run_cdc(
         _failed(settings, metrics, exc, "change capture failed", "restart", state, failures.count)
 
     retrying = _retrying(policy, flag, failed, failures)
-    with _stop_on_signals(flag):
+    with _stop_on_signals(flag), _every(schedule_s, scheduled, view, first=refreshed):
         try:
             retrying(one_stream)
         except _Stopped:
@@ -551,6 +565,53 @@ def run_cdc(
                 raise
     log.info("change capture stopped cleanly after %d batch(es)", batches)
     return batches
+
+
+@contextmanager
+def _every(
+    seconds: float,
+    job: Callable[[], None] | None,
+    stop: threading.Event,
+    *,
+    first: threading.Event,
+) -> Iterator[None]:
+    """Run ``job`` in a thread when ``first`` is set (or after ``seconds``) and then every
+    ``seconds`` until ``stop`` is set or the block ends. A failure is logged and the job runs
+    again at the next tick: a scheduled job never ends the stream (the daily mail records its
+    own failures, :mod:`acme_mv.delivery`)."""
+    if job is None:
+        yield
+        return
+    done = threading.Event()
+
+    def ended() -> bool:
+        return done.is_set() or stop.is_set()
+
+    def wait(until: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + seconds
+        while not (ended() or until()) and (left := deadline - time.monotonic()) > 0:
+            done.wait(min(left, _StopFlag.POLL_S))
+
+    def loop() -> None:
+        wait(first.is_set)
+        while not ended():
+            try:
+                job()
+            except Exception as exc:  # one line, then the next tick
+                log.warning(
+                    "a scheduled job failed: %s; it runs again in %gs",
+                    scrub(first_line(exc)),
+                    seconds,
+                )
+            wait(lambda: False)
+
+    thread = threading.Thread(target=loop, name="acme-mv schedule", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def compact_after_fold(settings: Settings, keep: timedelta | None, result: RefreshResult) -> None:

@@ -36,6 +36,7 @@ from psycopg.rows import args_row, scalar_row
 from acme_mv import config
 from acme_mv.config import scrub
 from acme_mv.db import Conn, connect, first_line, one_value, relation_exists
+from acme_mv.defaults import DEFAULT_RATE as DEFAULT_RATE
 from acme_mv.errors import BadArgument, ConnectionLost, SampleError
 from acme_mv.sample import schema, words
 from acme_mv.sample.schema import Statement
@@ -45,10 +46,6 @@ log = logging.getLogger(__name__)
 #: row changes per second accepted; beyond 10,000 a single connection cannot
 #: keep up anyway and the number is most likely a typo
 MAX_RATE = 10_000.0
-#: about the contract's volume: 100 order jobs a minute, each an update (1
-#: change) or a new order with ~26 items (27 changes), an order living through
-#: ~3 updates before COMPLETED: 100 * (27 + 3) / 4 / 60 = 12.5 changes a second
-DEFAULT_RATE = 12.5
 #: job weights: runs per minute in the contract (customers "a few" per 2 min)
 JOB_WEIGHTS = {"customers": 1.5, "products": 5.0, "orders": 100.0}
 #: share of customer / product jobs that insert a new row (the rest update one)

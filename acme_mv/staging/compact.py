@@ -32,8 +32,8 @@ from psycopg import sql
 from acme_mv.config import Settings, parse_duration
 from acme_mv.db import Conn, connection, one_value
 from acme_mv.errors import BadArgument
-from acme_mv.migrate import require_head
 from acme_mv.reports import registry
+from acme_mv.revision import require_head
 from acme_mv.staging import partitions
 from acme_mv.staging.batch import SYNC_LOCK_KEY
 

@@ -64,6 +64,7 @@ import psycopg
 from psycopg import sql
 
 from acme_mv.db import Conn, Role, connect, first_line
+from acme_mv.defaults import DEFAULT_JOBS as DEFAULT_JOBS
 from acme_mv.errors import AcmeMvError, CopyFailed
 from acme_mv.staging import copy, partitions
 from acme_mv.staging.partitions import TABLES as VERSION_TABLES
@@ -81,10 +82,6 @@ log = logging.getLogger(__name__)
 
 STAGING = copy.STAGING
 
-#: sessions copying and indexing at once; each copy holds one source and one
-#: warehouse session. Four keeps a big server busy without starving its other
-#: clients; on a small box the number of cores is the limit
-DEFAULT_JOBS = max(1, min(4, os.cpu_count() or 1))
 
 #: tables smaller than this are copied in one part (one COPY FREEZE): a split
 #: only pays when each part has enough blocks (8 MB) to amortize a worker

@@ -128,8 +128,9 @@ WHERE n.nspname = %s AND c.relname = ANY(%s) AND a.attname = 'updated_at' AND i.
 
 def no_table(spec: TableSpec) -> SchemaDrift:
     return SchemaDrift(
-        f"The source has no table {spec.qualified}: sync needs the contract's tables "
-        f"(is ACME_MV_SOURCE_URL the operations database?)",
+        f"The source has no table {spec.qualified}: point --source-url (ACME_MV_SOURCE_URL) "
+        "at the transactional database with the contract's tables, or create them there "
+        "with `acme-mv sample init`",
         table=spec.qualified,
     )
 

@@ -122,11 +122,10 @@ class _Silent:
 
 
 def _require_head(wh: Conn) -> None:
-    """:func:`acme_mv.migrate.require_head`, imported here: Alembic takes a second to import, and
-    every worker process of a parallel copy imports this package."""
-    from acme_mv import migrate
+    """:func:`acme_mv.revision.require_head`."""
+    from acme_mv.revision import require_head
 
-    migrate.require_head(wh)
+    require_head(wh)
 
 
 def select_tables(names: Iterable[str] | None) -> list[TableSpec]:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from psycopg import sql
 from psycopg.rows import args_row
 
-from acme_mv import migrate
+from acme_mv import revision
 from acme_mv.config import Settings
 from acme_mv.db import Conn, connection, one_value
 from acme_mv.staging import tables
@@ -137,7 +137,7 @@ def missing_keys(settings: Settings) -> list[DeletedEstimate]:
     SchemaDrift.
     """
     with connection(settings.database_url, role="warehouse") as wh:
-        migrate.require_head(wh)
+        revision.require_head(wh)
         with connection(settings.effective_source_url, role="source", autocommit=True) as src:
             tables.check_schema(src, list(APPEND_ONLY))
             return estimate(src, wh)

@@ -32,6 +32,8 @@ import psycopg
 from psycopg import sql
 
 from acme_mv.db import Conn, UnexpectedResult, load_infinity
+from acme_mv.defaults import DEFAULT_FALLBACK_LAG as DEFAULT_FALLBACK_LAG
+from acme_mv.defaults import DEFAULT_LOCK_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from acme_mv.errors import Busy
 from acme_mv.staging.tables import SCHEMA, UPDATED_AT_INDEXED_SQL, TableSpec, no_table, select_all
 
@@ -43,17 +45,6 @@ log = logging.getLogger(__name__)
 #: took that timestamp; one second covers both with room to spare, and only costs
 #: re-reading (and deduplicating) one more second of rows per sync.
 SAFETY_MARGIN = dt.timedelta(seconds=1)
-
-#: used instead of pg_stat_activity when this role cannot see other roles'
-#: ``xact_start`` (no ``pg_read_all_stats``): writers' transactions are assumed to
-#: commit within this long after they start
-DEFAULT_FALLBACK_LAG = dt.timedelta(minutes=5)
-
-#: how long a sync waits, in all, for source tables another session holds
-#: locked (a rewrite in progress): long enough for an ALTER TABLE that rewrites
-#: tens of millions of rows, short enough that a forgotten open DDL
-#: transaction makes the sync fail with a clear message instead of hanging
-DEFAULT_LOCK_TIMEOUT = dt.timedelta(minutes=10)
 
 
 class SourceLocked(Busy):
@@ -85,7 +76,7 @@ def lock_tables(
             with conn.transaction():  # a savepoint: a failed NOWAIT leaves the transaction usable
                 conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT").format(table))
             continue
-        except psycopg.errors.UndefinedTable:
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
             raise no_table(spec) from None
         except psycopg.errors.LockNotAvailable:
             pass
@@ -104,7 +95,10 @@ def lock_tables(
                 )
                 conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(table))
                 conn.execute("SET LOCAL lock_timeout = DEFAULT")
-        except psycopg.errors.UndefinedTable:  # dropped while we waited
+        except (
+            psycopg.errors.UndefinedTable,
+            psycopg.errors.InvalidSchemaName,
+        ):  # dropped while we waited
             raise no_table(spec) from None
         except psycopg.errors.LockNotAvailable:
             raise SourceLocked(

@@ -62,6 +62,7 @@ from acme_mv.delivery.dashboard.chart import open_orders_svg
 from acme_mv.delivery.reports import ReportSet, read_reports, refresh_key
 from acme_mv.errors import AcmeMvError, ConnectionFailed, ListenFailed, NeverRefreshed
 from acme_mv.reports.export import REPORTS, default_name
+from acme_mv.revision import require_head
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +140,10 @@ class ReportCache:
         self.loads = 0
 
     def open(self) -> None:
-        """Connect now (a bad URL or password fails here, not at the first viewer)."""
+        """Connect now and check the warehouse's migration (a bad URL or password, or a warehouse
+        not migrated, fails here with one line, not at the first viewer)."""
         with self._lock:
-            self._connection()
+            require_head(self._connection())
 
     def close(self) -> None:
         with self._lock:
