@@ -186,7 +186,8 @@ def connection_fix(text: str, role: Role) -> str | None:
 def staging_only(what: str, instead: str) -> Iterator[None]:
     """Turn a missing privilege on the schema ``staging`` into one plain line: ``what`` reads
     staging, which a report reader (``acme-mv grant-reader``) is never granted; ``instead`` says
-    what to do. Readers get the reports, never staging's rows (docs/operations.md, "Roles")."""
+    what to do. Readers get the reports, never staging's rows (docs/deploy-cursor-sync.md,
+    "Roles")."""
     try:
         yield
     except (psycopg.errors.InsufficientPrivilege, PermissionDenied) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -550,3 +551,33 @@ def test_refreshes_on_one_kept_connection_and_a_failure_closes_it(world: World) 
     world.sql("RESET lock_timeout")
     assert world.refresh() is False
     world.check()
+
+
+def test_change_captures_refresher_refreshes_on_one_connection(world: World) -> None:
+    """The stream's refresh thread keeps its connection across refreshes (each refresh after a
+    batch would otherwise pay a connect), and every refresh includes the batches before it."""
+    from acme_mv.cdc.refresher import Refresher
+
+    refresher = Refresher(world.settings, min_interval_s=0)
+    refresher.start()
+    pids = set()
+    try:
+        for n in range(4):
+            world.sql(
+                "INSERT INTO operations.orders (delivery_date, customer_id, status) "
+                "VALUES ('2026-12-11', 1, 'PENDING')"
+            )
+            world.sync()
+            refresher.request()
+            deadline = time.monotonic() + 60
+            while refresher.pending and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not refresher.pending, f"refresh {n} did not happen"
+            refresher.check()
+            assert refresher._conn is not None
+            pids.add(refresher._conn.info.backend_pid)
+            world.check()
+    finally:
+        refresher.close()
+    assert refresher.refreshes == 4
+    assert len(pids) == 1

@@ -7,6 +7,8 @@ refresh after each batch commits; this thread refreshes (at most every
 ``min_interval_s``), each time including every batch committed before it
 starts, and coalesces requests made while it runs into one more refresh.
 A refresh error is kept and re-raised in the stream's thread by :meth:`check`.
+The thread refreshes on one warehouse connection it keeps (a connect is most of a small
+refresh's time); a refresh that fails closes it, and the next one connects again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 
+import psycopg
+
 from acme_mv.config import Settings
+from acme_mv.db import Conn, connect, server_error
 from acme_mv.reports.refresh import RefreshResult, refresh
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ class Refresher:
         self._closing = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="acme-mv cdc refresh", daemon=True)
+        self._conn: Conn | None = None
         self.refreshes = 0
 
     def start(self) -> None:
@@ -68,9 +74,12 @@ class Refresher:
             self._closing = True
             self._cond.notify()
         self._thread.join()
-        self.check()
-        if self._covered < self._requested:
-            self._run(self._requested)
+        try:
+            self.check()
+            if self._covered < self._requested:
+                self._run(self._requested)
+        finally:
+            self._disconnect()
 
     def abandon(self) -> None:
         """Stop the thread (after the refresh in progress), no last refresh, errors dropped."""
@@ -78,6 +87,12 @@ class Refresher:
             self._closing = True
             self._cond.notify()
         self._thread.join()
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _loop(self) -> None:
         last = float("-inf")
@@ -101,7 +116,16 @@ class Refresher:
                 return
 
     def _run(self, target: int) -> None:
-        result = refresh(self.settings)
+        url = self.settings.database_url
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(url, role="warehouse", autocommit=True)
+        conn = self._conn
+        user = conn.info.user
+        try:
+            result = refresh(self.settings, conn=conn)
+        except psycopg.Error as exc:  # refresh closed the connection: name the warehouse
+            wrapped = server_error(exc, role="warehouse", url=url, user=user)
+            raise (wrapped or exc) from exc
         with self._cond:
             self._covered = max(self._covered, target)
         self.refreshes += 1

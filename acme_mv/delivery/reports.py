@@ -5,12 +5,8 @@ code path, so an attachment or a dashboard download equals ``acme-mv export``'s
 file byte for byte. All reports and the freshness are read in ONE
 ``REPEATABLE READ`` transaction: they describe one refresh, never a mix.
 
-Freshness ("as of"): the start of the sync batch the last refresh included
-(``analytics.snapshot.refreshed_batch_id`` joined to ``staging.sync_batches``).
-That sync read the source at or after that moment, so the reports are at
-least that fresh. A reader role without SELECT on ``staging.sync_batches``
-gets the refresh's own time instead (``analytics.snapshot.refreshed_at``),
-which is later than the truth by one sync at most.
+Freshness ("as of"): :func:`acme_mv.run.health.read_freshness`, the one definition
+status and metrics use too.
 """
 
 from __future__ import annotations
@@ -22,21 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from psycopg.rows import args_row, scalar_row
+from psycopg.rows import args_row
 
-from acme_mv.db import Conn, UnexpectedResult, one_value
+from acme_mv.db import Conn, UnexpectedResult
 from acme_mv.reports.export import REPORTS, prepare_session, write_csv
 
 _SNAPSHOT_SQL = "SELECT refreshed_at, refreshed_batch_id FROM analytics.snapshot"
-_BATCH_SQL = "SELECT started_at FROM staging.sync_batches WHERE batch_id = %s"
-#: by oid, so that a role without USAGE on staging gets false, not an error
-_CAN_READ_BATCHES_SQL = """
-SELECT EXISTS (
-    SELECT 1 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
-    WHERE n.nspname = 'staging' AND c.relname = 'sync_batches'
-      AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
-)
-"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,22 +61,18 @@ def _refresh_key(
 
 
 def delivery_freshness(conn: Conn) -> Freshness | None:
-    """The reports' freshness on this connection; None when they were never refreshed.
+    """The reports' freshness on this connection (:func:`acme_mv.run.health.read_freshness`,
+    the one definition); None when they were never refreshed."""
+    from acme_mv.run.health import read_freshness
 
-    (runner-ops adds a freshness check for ``status --max-age``; the two can be folded.)
-    """
-    key = refresh_key(conn)
-    if key is None:
+    fresh = read_freshness(conn)
+    if fresh.refreshed_at is None:
         return None
-    refreshed_at, batch_id = key
-    as_of = refreshed_at
-    if batch_id is not None and one_value(conn, _CAN_READ_BATCHES_SQL, kind=bool):
-        # no row: batch 0, a refresh before the first sync
-        started: datetime | None = (
-            conn.cursor(row_factory=scalar_row).execute(_BATCH_SQL, (batch_id,)).fetchone()
-        )
-        as_of = started or refreshed_at
-    return Freshness(refreshed_at=refreshed_at, refreshed_batch_id=batch_id, as_of=as_of)
+    return Freshness(
+        refreshed_at=fresh.refreshed_at,
+        refreshed_batch_id=fresh.refreshed_batch_id,
+        as_of=fresh.read_at or fresh.refreshed_at,  # no batch row: a refresh before any sync
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,7 +3,11 @@
 Freshness = now minus the time the newest sync batch included in the last
 refresh started reading the source (``analytics.snapshot.refreshed_batch_id``
 -> ``staging.sync_batches.started_at``). Both times come from the warehouse's
-clock, so a skewed client clock does not matter.
+clock, so a skewed client clock does not matter. :func:`read_freshness` is the one
+definition: ``status``, the mail and the dashboard read it, and a refresh reports the
+same moment (``RefreshResult.refreshed_batch_at``) for ``run``'s log line and metrics.
+A report reader may not read ``staging`` (``grant-reader``): for it the moment is the
+refresh's own time, later than the truth by one sync at most.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from datetime import datetime
 from psycopg.rows import class_row
 
 from acme_mv.config import Settings
-from acme_mv.db import Conn, UnexpectedResult, connection
+from acme_mv.db import Conn, UnexpectedResult, connection, one_value
 from acme_mv.errors import Stale
 
 __all__ = ["Freshness", "Stale", "freshness", "read_freshness", "require_fresh"]
@@ -28,6 +32,20 @@ SELECT s.refreshed_at, s.refreshed_batch_id, b.started_at AS read_at,
        END AS age_s
 FROM analytics.snapshot AS s
 LEFT JOIN staging.sync_batches AS b ON b.batch_id = s.refreshed_batch_id
+"""
+#: what a role that may not read staging.sync_batches sees: the refresh's own time
+_READER_FRESHNESS_SQL = """
+SELECT s.refreshed_at, s.refreshed_batch_id, s.refreshed_at AS read_at,
+       greatest(extract(epoch FROM clock_timestamp() - s.refreshed_at)::float8, 0) AS age_s
+FROM analytics.snapshot AS s
+"""
+#: by oid, so that a role without USAGE on staging gets false, not an error
+_CAN_READ_BATCHES_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'staging' AND c.relname = 'sync_batches'
+      AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
+)
 """
 
 
@@ -64,7 +82,13 @@ class Freshness:
 
 
 def read_freshness(conn: Conn) -> Freshness:
-    row = conn.cursor(row_factory=class_row(Freshness)).execute(_FRESHNESS_SQL).fetchone()
+    """The reports' freshness on this connection (see the module docstring)."""
+    query = _FRESHNESS_SQL if one_value(conn, _CAN_READ_BATCHES_SQL, kind=bool) else None
+    row = (
+        conn.cursor(row_factory=class_row(Freshness))
+        .execute(query or _READER_FRESHNESS_SQL)
+        .fetchone()
+    )
     if row is None:
         raise UnexpectedResult("analytics.snapshot has no row (its migration inserts the one row)")
     return row

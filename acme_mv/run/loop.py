@@ -58,8 +58,6 @@ class SyncSummary:
     """What the runner needs to know about one sync."""
 
     rows: int
-    #: when the sync read the source (None: use the batch's recorded time)
-    read_at: datetime | None = None
 
 
 #: one sync; the argument says whether to re-copy from scratch (``sync --full``)
@@ -99,7 +97,7 @@ def default_sync_step(settings: Settings) -> SyncStep:
 
     def step(full: bool) -> SyncSummary:
         result = sync(settings, full=full, progress=_TableLog(), warned=warned)
-        return SyncSummary(rows=result.rows_new, read_at=result.read_at)
+        return SyncSummary(rows=result.rows_new)
 
     return step
 
@@ -236,7 +234,7 @@ def run(
             rows_synced=summary.rows,
             sync_seconds=sync_s,
             refresh=result,
-            freshness_seconds=_freshness(summary, result),
+            freshness_seconds=_freshness(result),
             full=full,
             failures_before=failures.count,
         )
@@ -415,8 +413,9 @@ class _EventView(threading.Event):
         return self.is_set()
 
 
-def _freshness(summary: SyncSummary, result: RefreshResult) -> float | None:
-    read_at = summary.read_at or result.refreshed_batch_at
+def _freshness(result: RefreshResult) -> float | None:
+    """Now minus the start of the newest batch in the reports (as ``status`` reads it)."""
+    read_at = result.refreshed_batch_at
     if read_at is None:
         return None
     return max(0.0, (datetime.now(UTC) - read_at).total_seconds())
