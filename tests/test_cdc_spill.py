@@ -8,8 +8,12 @@ from __future__ import annotations
 import threading
 import time
 
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
+from acme_mv.cdc import capture
+from acme_mv.staging.batch import SYNC_LOCK_KEY
 from tests.support.cdc_helpers import Cdc
 from tests.support.database import DatabaseFactory
 from tests.support.sync_helpers import execute, fill, scalar
@@ -116,3 +120,28 @@ def test_a_stream_interrupted_mid_transaction_applies_it_once(world: Cdc) -> Non
         )
         == 300
     )
+
+
+def test_a_long_apply_keeps_the_walsender_alive(
+    make_db: DatabaseFactory, slot_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose apply outlasts the source's wal_sender_timeout (a spilled transaction of
+    millions of changes takes minutes) keeps the replication connection: the stream sends
+    status updates while it applies, so the walsender does not end it and the transaction is
+    not sent again."""
+    # wal_sender_timeout may be set per connection (PostgreSQL 12+): 1 s for this source's
+    src = make_conninfo(make_db("source"), options="-c wal_sender_timeout=1000")
+    world = Cdc(src=src, wh=make_db("warehouse"), slot=slot_name)
+    fill(world.src, orders=5, order_items=10, customers=2, products=2)
+    world.setup()
+    monkeypatch.setattr(capture, "KEEPALIVE_S", 0.2)
+    with psycopg.connect(world.wh) as holder, world.streaming() as handle:
+        # the next batch's apply waits for the sync lock for 4 s: four timeouts' worth
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (SYNC_LOCK_KEY,))
+        execute(world.src, "UPDATE operations.orders SET status = 'PROCESSING'")
+        time.sleep(4)
+        holder.commit()
+        assert handle.error is None
+    assert handle.result is not None
+    assert handle.result.reconnects == 0
+    world.assert_staging_equals_source()

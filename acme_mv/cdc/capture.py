@@ -39,7 +39,8 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,6 +178,34 @@ def stream(
         on_heartbeat=on_heartbeat,
     )
     return streamer.run(reconnects=reconnects)
+
+
+#: while a batch is applied, a status update goes to the walsender this often (its
+#: wal_sender_timeout is 60 s by default)
+KEEPALIVE_S = 10.0
+
+
+@contextmanager
+def _keeping_alive(cur: Any, every_s: float) -> Iterator[None]:
+    """Send the walsender a status update every ``every_s`` while the block runs (the
+    positions last sent: nothing is confirmed early). The stream does not use the replication
+    cursor meanwhile; the thread is joined before the block's caller does again."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            try:
+                cur.send_feedback(force=True)
+            except replication.errors():  # the connection went: the stream finds out next
+                return
+
+    beating = threading.Thread(target=beat, name="acme-mv cdc keepalive", daemon=True)
+    beating.start()
+    try:
+        yield
+    finally:
+        done.set()
+        beating.join()
 
 
 class _Streamer:
@@ -447,7 +476,14 @@ class _Streamer:
 
     def _apply(self, wh: Conn, cur: Any, batch: Batch) -> None:
         started = time.monotonic()
-        with wh.transaction(), open_batch(wh, tables=batch.table_names) as opened:
+        # a long apply (a spilled transaction of millions of changes) must not leave the
+        # walsender without a word for wal_sender_timeout: it would end the connection, and
+        # the transaction, sent again whole, would time out again
+        with (
+            _keeping_alive(cur, KEEPALIVE_S),
+            wh.transaction(),
+            open_batch(wh, tables=batch.table_names) as opened,
+        ):
             if not self._read_resync(wh).items() <= self.resync.items():
                 # re-copied since this session began (the lock is ours now): its changes from
                 # before the copy must be dropped, which this batch may hold; start again
