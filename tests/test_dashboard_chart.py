@@ -147,3 +147,27 @@ def test_totals_count_open_pending_and_overdue_from_the_reports() -> None:
     assert totals({}, today=TODAY) == dict.fromkeys(
         ("open_orders", "pending_items", "overdue_orders")
     )
+
+
+def test_dates_python_cannot_hold_go_to_the_older_and_later_bars() -> None:
+    rows = [
+        ("-infinity", "PENDING", 1),
+        ("0044-03-15 BC", "PENDING", 2),
+        ("2026-12-08", "PENDING", 1),
+        ("infinity", "PENDING", 4),
+        ("12345-01-01", "PENDING", 8),
+    ]
+    svg = _chart(rows)
+    buckets = {
+        g.attrib["data-bucket"]: int(g.attrib["data-total"])
+        for g in _bars(svg)
+        if "data-bucket" in g.attrib
+    }
+    assert buckets == {"older": 3, "later": 12}
+    tables = {
+        "open_orders": {
+            "columns": ["delivery_date", "status", "open_orders"],
+            "rows": [list(map(str, r)) for r in rows],
+        }
+    }
+    assert totals(tables, today=TODAY)["overdue_orders"] == 3

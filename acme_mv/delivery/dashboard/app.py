@@ -61,7 +61,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from acme_mv.config import describe_target, scrub
 from acme_mv.db import Conn, connect, first_line
-from acme_mv.delivery.dashboard.chart import open_orders_svg
+from acme_mv.delivery.dashboard.chart import day_of, open_orders_svg
 from acme_mv.delivery.reports import ReportSet, read_reports, refresh_key
 from acme_mv.errors import AcmeMvError, ConnectionFailed, ListenFailed, NeverRefreshed
 from acme_mv.reports.export import REPORTS, default_name
@@ -137,7 +137,7 @@ def totals(tables: dict[str, dict[str, Any]], *, today: date) -> dict[str, int |
     """The page's headline numbers, from the reports it shows (None: that report is absent):
     open orders, pending items, and overdue orders (open, delivery date before ``today``)."""
 
-    def column_sum(name: str, column: str, *, before: str | None = None) -> int | None:
+    def column_sum(name: str, column: str, *, before: date | None = None) -> int | None:
         if name not in tables:
             return None
         columns: list[str] = tables[name]["columns"]
@@ -146,13 +146,13 @@ def totals(tables: dict[str, dict[str, Any]], *, today: date) -> dict[str, int |
         return sum(
             int(row[i] or 0)
             for row in tables[name]["rows"]
-            if before is None or (row[d] and row[d] < before)
+            if before is None or (row[d] and day_of(row[d]) < before)
         )
 
     return {
         "open_orders": column_sum("open_orders", "open_orders"),
         "pending_items": column_sum("pending_items", "pending_items"),
-        "overdue_orders": column_sum("open_orders", "open_orders", before=today.isoformat()),
+        "overdue_orders": column_sum("open_orders", "open_orders", before=today),
     }
 
 

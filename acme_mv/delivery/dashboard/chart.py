@@ -80,7 +80,7 @@ def open_orders_svg(rows: Sequence[Sequence[str]], *, today: date) -> str:
     statuses: list[str] = list(STATUS_COLOURS)
     none: dict[str, int] = {}
     for delivery_date, status, text in rows:
-        stack = by_day.setdefault(date.fromisoformat(delivery_date), {}) if delivery_date else none
+        stack = by_day.setdefault(day_of(delivery_date), {}) if delivery_date else none
         stack[status] = stack.get(status, 0) + int(text)
         if status not in statuses:
             statuses.append(status)
@@ -154,6 +154,15 @@ def open_orders_svg(rows: Sequence[Sequence[str]], *, today: date) -> str:
     )
     out.append("</svg>")
     return "".join(out)
+
+
+def day_of(text: str) -> date:
+    """A delivery date of the CSV; PostgreSQL's dates Python has not (``-infinity``, BC, after
+    9999, ``infinity``) are ``date.min`` or ``date.max``: the older or later bar, never an error."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return date.min if text.startswith("-") or text.endswith(" BC") else date.max
 
 
 def x_axis(by_day: dict[date, dict[str, int]], none: dict[str, int], *, today: date) -> Axis:
