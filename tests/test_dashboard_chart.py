@@ -34,6 +34,15 @@ def _days(svg: ET.Element) -> list[str]:
     return [g.attrib["data-date"] for g in _bars(svg) if "data-date" in g.attrib]
 
 
+def _buckets(svg: ET.Element) -> dict[str, int]:
+    """The bucket bars' totals by bucket (older, later, none)."""
+    return {
+        g.attrib["data-bucket"]: int(g.attrib["data-total"])
+        for g in _bars(svg)
+        if "data-bucket" in g.attrib
+    }
+
+
 def _x(el: ET.Element) -> float:
     rect = el.find(f"{SVG}rect")
     return float(el.get("x1") or (rect.get("x") if rect is not None else None) or "nan")
@@ -80,12 +89,7 @@ def test_old_dates_far_dates_and_no_date_are_labelled_bars_apart() -> None:
         ("", "REPROCESSING", 1),
     ]
     svg = _chart(rows)
-    buckets = {
-        g.attrib["data-bucket"]: int(g.attrib["data-total"])
-        for g in _bars(svg)
-        if "data-bucket" in g.attrib
-    }
-    assert buckets == {"older": 7, "later": 4, "none": 4}
+    assert _buckets(svg) == {"older": 7, "later": 4, "none": 4}
     days = _days(svg)
     assert days[0] == str(oldest) and days[-1] == str(TODAY + timedelta(days=LATER_AFTER_DAYS))
     order = [g.get("data-bucket") or "day" for g in _bars(svg)]
@@ -158,12 +162,7 @@ def test_dates_python_cannot_hold_go_to_the_older_and_later_bars() -> None:
         ("12345-01-01", "PENDING", 8),
     ]
     svg = _chart(rows)
-    buckets = {
-        g.attrib["data-bucket"]: int(g.attrib["data-total"])
-        for g in _bars(svg)
-        if "data-bucket" in g.attrib
-    }
-    assert buckets == {"older": 3, "later": 12}
+    assert _buckets(svg) == {"older": 3, "later": 12}
     tables = {
         "open_orders": {
             "columns": ["delivery_date", "status", "open_orders"],
