@@ -166,10 +166,11 @@ def cut_tie(conn: Conn, name: str, text: str) -> Tie | None:
     column, value = header[-1], rows[-1][-1]  # a top report ends with its ranking value
     tied = one_value(
         conn,
-        sql.SQL("SELECT count(*) FROM ({}\n) AS r WHERE r.{} = %s").format(
+        # compared as export's text: the CSV's value, whatever the column's type
+        sql.SQL("SELECT count(*) FROM ({}\n) AS r WHERE r.{}::text = %s").format(
             report.query(), sql.Identifier(column)
         ),
-        (int(value),),
+        (value,),
         kind=int,
     )
     shown = sum(1 for r in rows if r[-1] == value)

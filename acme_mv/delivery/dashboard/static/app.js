@@ -61,6 +61,12 @@
     return report.rows.map((r, k) => [r, k]).sort((a, b) => sign * (Number(a[0][i]) - Number(b[0][i])) || a[1] - b[1]).map((p) => p[0]);
   }
 
+  // before today (the server's date); "-infinity" and BC dates too, "infinity" and "" never
+  function isOverdue(day) {
+    if (/^\d{4}-\d\d-\d\d$/.test(day)) return day < data.today;
+    return day.startsWith("-") || day.endsWith(" BC");
+  }
+
   function renderTable(name, report) {
     const table = document.getElementById("report-" + name);
     if (!table) return;
@@ -73,7 +79,7 @@
       return '<th class="' + cls.trim() + '" data-column="' + escapeHtml(c) + '"' + dir + ">" + escapeHtml(label(c)) + "</th>";
     }).join("");
     const bodyRows = sortedRows(name, report).map((r) => {
-      const overdue = dateAt >= 0 && r[dateAt] !== "" && r[dateAt] < data.today;
+      const overdue = dateAt >= 0 && isOverdue(r[dateAt]);
       return "<tr" + (overdue ? ' class="overdue" title="overdue"' : "") + ">" +
         r.map((v, i) => cellHtml(report.columns[i], v)).join("") + "</tr>";
     }).join("");
