@@ -3,17 +3,21 @@ selenium (no browser is downloaded). One browser for the module.
 
 The page loads and shows the four reports equal to the exports; after a source change + sync +
 refresh it updates without a reload; the CSV link downloads export's bytes; the pending-items
-table sorts by quantity; the freshness turns red past --stale-after. A screenshot is saved to
-tests/artifacts/dashboard.png (gitignored) for people to look at.
+table sorts by quantity; the freshness turns red past --stale-after; at 1366x768 the totals and
+the four report cards fit the first screen, the chart has one bar per day of its range and marks
+today. Screenshots are saved to tests/artifacts/ (gitignored) for people to look at.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import tempfile
+import urllib.request
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +43,7 @@ TABLE_JS = """
 const t = document.getElementById('report-' + arguments[0]);
 if (!t || !t.tHead) return null;
 const head = Array.from(t.tHead.rows[0].cells, c => c.dataset.column);
-return [head, ...Array.from(t.tBodies[0].rows, r => Array.from(r.cells, c => c.textContent))];
+return [head, ...Array.from(t.tBodies[0].rows, r => Array.from(r.cells, c => c.dataset.value))];
 """
 
 
@@ -206,3 +210,69 @@ def test_the_freshness_turns_red_past_stale_after(
         )
         colour = browser.find_element(By.ID, "freshness").value_of_css_property("background-color")
         assert colour in ("rgba(185, 28, 28, 1)", "rgb(185, 28, 28)")
+
+
+#: the page's boxes a logistics lead reads first, and where each one ends
+BOXES_JS = """
+return Array.from(document.querySelectorAll('#totals .total, main > section.card'), e => {
+  const r = e.getBoundingClientRect();
+  return [e.id, r.top + window.scrollY, r.bottom + window.scrollY];
+});
+"""
+
+
+@pytest.mark.parametrize(("width", "height"), [(1366, 768), (1920, 1080)])
+def test_everything_is_on_the_first_screen_with_a_calendar_chart(
+    browser: webdriver.Chrome, refreshed: str, width: int, height: int
+) -> None:
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+    try:
+        with _serve(refreshed) as url:
+            browser.get(url + "/")
+            WebDriverWait(browser, WAIT_S).until(
+                lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-version")
+            )
+            with urllib.request.urlopen(url + "/api/data", timeout=30) as res:
+                doc = json.load(res)
+            assert browser.execute_script("return [innerWidth, innerHeight]") == [width, height]
+            boxes = browser.execute_script(BOXES_JS)
+            assert [b[0] for b in boxes] == [
+                "total-open_orders",
+                "total-overdue_orders",
+                "total-pending_items",
+                "card-chart",
+                "card-top_dates",
+                "card-open_orders",
+                "card-pending_items",
+                "card-top_customers",
+            ]
+            assert all(0 <= top < bottom <= height for _, top, bottom in boxes), boxes
+            for name, value in doc["totals"].items():
+                total = browser.find_element(By.ID, f"total-{name}")
+                assert total.get_attribute("data-value") == str(value)
+            assert (doc["totals"]["open_orders"], doc["totals"]["pending_items"]) == (5, 23)
+            heads = browser.find_elements(By.CSS_SELECTOR, "#report-open_orders th")
+            assert [h.text for h in heads] == ["Delivery date", "Status", "Open orders"]
+            assert "batch" not in browser.find_element(By.ID, "freshness").text
+
+            chart = browser.find_element(By.CSS_SELECTOR, "#chart svg")
+            first = date.fromisoformat(chart.get_attribute("data-first") or "")
+            last = date.fromisoformat(chart.get_attribute("data-last") or "")
+            days = browser.find_elements(By.CSS_SELECTOR, "#chart g.bar[data-date]")
+            assert len(days) == (last - first).days + 1
+            bars = browser.find_elements(By.CSS_SELECTOR, "#chart g.bar")
+            assert sum(int(b.get_attribute("data-total") or 0) for b in bars) == 5
+            (marker,) = browser.find_elements(By.CSS_SELECTOR, "#chart line.today")
+            assert marker.get_attribute("data-date") == doc["today"]
+            (undated,) = browser.find_elements(By.CSS_SELECTOR, '#chart g.bar[data-bucket="none"]')
+            assert undated.get_attribute("data-total") == "1"
+            tie = browser.find_element(By.ID, "tie-top_dates")
+            assert tie.text == "3 dates tied at 1 open order; showing 2 of them."
+
+            ARTIFACTS.mkdir(exist_ok=True)
+            assert browser.save_screenshot(str(ARTIFACTS / f"dashboard-{width}x{height}.png"))
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import psycopg
@@ -21,7 +22,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from acme_mv.delivery.dashboard.app import ReportCache, create_app, running
+from acme_mv.delivery.dashboard.app import ReportCache, create_app, running, totals
 from acme_mv.delivery.dashboard.chart import open_orders_svg
 from tests.support.cli_runner import run
 from tests.support.delivery_data import EXPECTED, sync_and_refresh
@@ -93,7 +94,12 @@ def test_data_equals_the_exports_and_answers_304_until_a_refresh(dashboard: Dash
     for name, text in EXPECTED.items():
         header, *rows = _rows(text)
         assert doc["reports"][name] == {"columns": header, "rows": rows}
-    assert doc["chart"] == open_orders_svg(_rows(EXPECTED["open_orders"])[1:])
+    today = date.fromisoformat(doc["today"])
+    assert doc["chart"] == open_orders_svg(_rows(EXPECTED["open_orders"])[1:], today=today)
+    assert doc["totals"] == totals(doc["reports"], today=today)
+    assert (doc["totals"]["open_orders"], doc["totals"]["pending_items"]) == (5, 23)
+    # top_customers has 2 rows (no cut); top_dates shows 12-12 and 12-13, not NULL, all at 1
+    assert doc["ties"] == {"top_dates": {"value": "1", "tied": 3, "shown": 2}}
     assert doc["refreshed_batch_id"] == 1
     assert headers["etag"] and int(headers["x-server-time"]) > doc["as_of_ms"] > 0
     status, _, body = get(dashboard.url + "/api/data", headers={"If-None-Match": headers["etag"]})
@@ -238,3 +244,34 @@ def test_a_hundred_viewers_cost_one_check_and_one_load_per_refresh(
     assert (dashboard.cache.checks, dashboard.cache.loads) == (3, 2)
     assert len(set(first)) == 1 and len(set(after)) == 1 and first[0] != after[0]
     assert ["2026-12-14", "PENDING", "1"] in json.loads(after[0])["reports"]["open_orders"]["rows"]
+
+
+def test_a_top_report_cut_inside_a_tie_says_how_many_tie(refreshed: str) -> None:
+    """Customers 1..4 have one PENDING order each: top_customers shows 3 of the 4 tied; top_dates
+    shows 2 of the 3 dates (NULL included) tied at one open order."""
+    with psycopg.connect(refreshed, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO operations.orders (delivery_date, customer_id, status) VALUES "
+            "('2026-12-11', 3, 'PENDING'), ('2026-12-11', 4, 'PENDING')"
+        )
+    sync_and_refresh(refreshed)
+    cache = ReportCache(refreshed)
+    try:
+        view = cache.view()
+    finally:
+        cache.close()
+    doc = json.loads(view.body)
+    assert doc["reports"]["top_customers"]["rows"] == [
+        ["1", "Ann", "1"],
+        ["2", "Bob, Jr.", "1"],
+        ["3", "Cy", "1"],
+    ]
+    assert doc["reports"]["top_dates"]["rows"] == [
+        ["2026-12-11", "4"],
+        ["2026-12-12", "1"],
+        ["2026-12-13", "1"],
+    ]
+    assert doc["ties"] == {
+        "top_customers": {"value": "1", "tied": 4, "shown": 3},
+        "top_dates": {"value": "1", "tied": 3, "shown": 2},
+    }

@@ -114,9 +114,10 @@ def serve(
         typer.Option("--stale-after", help="The freshness turns red past this age: 60s, 5m, 1h."),
     ] = "60s",
 ) -> None:
-    """Serve the live dashboard: the four reports, a chart, the freshness; read-only.
+    """Serve the live dashboard: the totals, the four reports, a chart, the freshness; read-only.
 
     The page updates itself when a refresh lands; each report downloads as CSV.
+    Today and the overdue orders (delivery date before today) are in --timezone.
     Every warehouse transaction is read-only; one snapshot check per second per
     server, one read per refresh, whatever the number of viewers.
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import args_row
 
 from acme_mv.db import Conn, UnexpectedResult
@@ -76,12 +77,24 @@ def delivery_freshness(conn: Conn) -> Freshness | None:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Tie:
+    """A top report's cut falls inside a tie: ``tied`` rows rank at ``value``, ``shown`` of them
+    are in the report (the ranking's order picked which)."""
+
+    value: str
+    tied: int
+    shown: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReportSet:
     """Some reports, as export's CSV text, and their common freshness."""
 
     freshness: Freshness
     #: report name -> CSV text exactly as ``acme-mv export`` writes it
     csv: dict[str, str]
+    #: top report name -> the tie its cut falls in (read only when asked; absent: no tie cut)
+    ties: dict[str, Tie] = field(default_factory=dict)
 
     def csv_bytes(self, name: str) -> bytes:
         """The bytes of ``acme-mv export NAME``'s file."""
@@ -93,9 +106,12 @@ class ReportSet:
         return header, rows
 
 
-def read_reports(conn: Conn, names: Sequence[str] | None = None) -> ReportSet | None:
+def read_reports(
+    conn: Conn, names: Sequence[str] | None = None, *, ties: bool = False
+) -> ReportSet | None:
     """Read ``names`` (default: every report) in one
-    REPEATABLE READ transaction; None when never refreshed.
+    REPEATABLE READ transaction; None when never refreshed. ``ties``: also read, for each top
+    report, whether its cut falls in a tie (:func:`cut_tie`).
 
     ``conn`` must be in autocommit mode (the transaction is opened here).
     """
@@ -109,10 +125,36 @@ def read_reports(conn: Conn, names: Sequence[str] | None = None) -> ReportSet | 
             if fresh is None:
                 return None
             texts: dict[str, str] = {}
+            found: dict[str, Tie] = {}
             for name in chosen:
                 buf = io.StringIO(newline="")
                 write_csv(conn, name, buf)
                 texts[name] = buf.getvalue()
+                tie = cut_tie(conn, name, texts[name]) if ties else None
+                if tie is not None:
+                    found[name] = tie
     finally:
         conn.isolation_level = saved
-    return ReportSet(freshness=fresh, csv=texts)
+    return ReportSet(freshness=fresh, csv=texts, ties=found)
+
+
+def cut_tie(conn: Conn, name: str, text: str) -> Tie | None:
+    """For a top report (``text``: its CSV), the tie its cut falls in, from its ranking view:
+    the rows that rank with the last row shown, when some of them are left out. None for any
+    other report, a report shorter than its limit, or a cut between two different values."""
+    report = REPORTS[name]
+    header, *rows = list(csv.reader(io.StringIO(text, newline="")))
+    if not report.ranked or not rows or len(rows) < (report.default_limit or 0):
+        return None
+    column, value = header[-1], rows[-1][-1]  # a top report ends with its ranking value
+    tied = one_value(
+        conn,
+        # compared as export's text: the CSV's value, whatever the column's type
+        sql.SQL("SELECT count(*) FROM ({}\n) AS r WHERE r.{}::text = %s").format(
+            report.query(), sql.Identifier(column)
+        ),
+        (value,),
+        kind=int,
+    )
+    shown = sum(1 for r in rows if r[-1] == value)
+    return Tie(value=value, tied=tied, shown=shown) if tied > shown else None

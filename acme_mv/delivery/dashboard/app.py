@@ -11,9 +11,12 @@ What the server does:
 - ``GET /`` is the page (``static/index.html``); ``/static/*`` its JS and CSS,
   shipped inside the package: nothing is fetched from the internet, and the
   Content-Security-Policy says so (``default-src 'self'``).
-- ``GET /api/data`` is every report (parsed from export's CSV), the open-orders
-  chart (a server-side SVG) and the freshness, as one JSON document with an
-  ``ETag``; the page polls it and gets ``304`` until a new refresh lands.
+- ``GET /api/data`` is every report (parsed from export's CSV), the headline
+  totals (open orders, pending items, overdue orders: computed from those
+  reports), the ties the top reports cut, the open-orders chart (a server-side
+  SVG) and the freshness, as one JSON document with an ``ETag``; the page polls
+  it and gets ``304`` until a new refresh lands or the day changes ("today" and
+  "overdue" are in the server's ``--timezone``).
 - ``GET /reports/<name>.csv`` is the report as ``acme-mv export`` writes it, byte
   for byte. Only the registry's report names exist: anything else is ``404``, any
   method other than GET/HEAD is ``405``.
@@ -41,7 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -58,7 +61,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from acme_mv.config import describe_target, scrub
 from acme_mv.db import Conn, connect, first_line
-from acme_mv.delivery.dashboard.chart import open_orders_svg
+from acme_mv.delivery.dashboard.chart import day_of, open_orders_svg
 from acme_mv.delivery.reports import ReportSet, read_reports, refresh_key
 from acme_mv.errors import AcmeMvError, ConnectionFailed, ListenFailed, NeverRefreshed
 from acme_mv.reports.export import REPORTS, default_name
@@ -90,16 +93,17 @@ SECURITY_HEADERS = [
 
 @dataclass(frozen=True, kw_only=True)
 class View:
-    """What every viewer gets until the next refresh."""
+    """What every viewer gets until the next refresh or the next day."""
 
     reports: ReportSet
+    today: date
     body: bytes
     etag: str
 
     @classmethod
-    def build(cls, reports: ReportSet) -> View:
+    def build(cls, reports: ReportSet, *, today: date) -> View:
         fresh = reports.freshness
-        etag = f'"{fresh.refreshed_at.timestamp():.6f}-{fresh.refreshed_batch_id}"'
+        etag = f'"{fresh.refreshed_at.timestamp():.6f}-{fresh.refreshed_batch_id}-{today}"'
         tables: dict[str, dict[str, Any]] = {}
         for name in reports.csv:
             columns, rows = reports.table(name)
@@ -110,12 +114,46 @@ class View:
             "refreshed_batch_id": fresh.refreshed_batch_id,
             "as_of": fresh.as_of.isoformat(),
             "as_of_ms": int(fresh.as_of.timestamp() * 1000),
+            "today": today.isoformat(),
+            "totals": totals(tables, today=today),
+            "ties": {
+                name: {"value": tie.value, "tied": tie.tied, "shown": tie.shown}
+                for name, tie in reports.ties.items()
+            },
             "reports": tables,
-            "chart": open_orders_svg(tables["open_orders"]["rows"])
+            "chart": open_orders_svg(tables["open_orders"]["rows"], today=today)
             if "open_orders" in tables
             else "",
         }
-        return cls(reports=reports, body=json.dumps(doc, separators=(",", ":")).encode(), etag=etag)
+        return cls(
+            reports=reports,
+            today=today,
+            body=json.dumps(doc, separators=(",", ":")).encode(),
+            etag=etag,
+        )
+
+
+def totals(tables: dict[str, dict[str, Any]], *, today: date) -> dict[str, int | None]:
+    """The page's headline numbers, from the reports it shows (None: that report is absent):
+    open orders, pending items, and overdue orders (open, delivery date before ``today``)."""
+
+    def column_sum(name: str, column: str, *, before: date | None = None) -> int | None:
+        if name not in tables:
+            return None
+        columns: list[str] = tables[name]["columns"]
+        i = columns.index(column)
+        d = columns.index("delivery_date") if before is not None else -1
+        return sum(
+            int(row[i] or 0)
+            for row in tables[name]["rows"]
+            if before is None or (row[d] and day_of(row[d]) < before)
+        )
+
+    return {
+        "open_orders": column_sum("open_orders", "open_orders"),
+        "pending_items": column_sum("pending_items", "pending_items"),
+        "overdue_orders": column_sum("open_orders", "open_orders", before=today),
+    }
 
 
 class ReportCache:
@@ -127,9 +165,12 @@ class ReportCache:
         *,
         check_every: float = CHECK_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
+        timezone: str = "UTC",
     ) -> None:
         self.url = url
         self.check_every = check_every
+        #: "today" (the chart's marker, what is overdue) is the date in this timezone
+        self.timezone = ZoneInfo(timezone)
         self._clock = clock
         self._lock = threading.Lock()
         self._conn: Conn | None = None
@@ -158,7 +199,7 @@ class ReportCache:
             if self._checked_at is not None and now - self._checked_at < self.check_every:
                 if self._view is None:
                     raise _never_refreshed()
-                return self._view
+                return self._today(self._view)
             try:
                 conn = self._connection()
                 key = refresh_key(conn)
@@ -166,9 +207,11 @@ class ReportCache:
                 if key is not None and (
                     self._view is None or self._view.reports.freshness.key != key
                 ):
-                    reports = read_reports(conn)
+                    reports = read_reports(conn, ties=True)
                     self.loads += 1
-                    self._view = View.build(reports) if reports is not None else None
+                    self._view = (
+                        View.build(reports, today=self.today()) if reports is not None else None
+                    )
                 self._checked_at = self._clock()
             except psycopg.Error as exc:
                 self._drop_connection()
@@ -179,7 +222,17 @@ class ReportCache:
                 ) from None
             if key is None or self._view is None:
                 raise _never_refreshed()
-            return self._view
+            return self._today(self._view)
+
+    def today(self) -> date:
+        return datetime.now(self.timezone).date()
+
+    def _today(self, view: View) -> View:
+        """``view``, rebuilt (no query) when the day changed since it was built."""
+        today = self.today()
+        if view.today != today:
+            self._view = view = View.build(view.reports, today=today)
+        return view
 
     def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -308,7 +361,7 @@ def serve(
     timezone: str = "UTC",
 ) -> None:
     """Serve the dashboard until Ctrl-C (uvicorn handles the signals)."""
-    cache = ReportCache(url)
+    cache = ReportCache(url, timezone=timezone)
     cache.open()
     app = create_app(cache, stale_after=stale_after, timezone=timezone)
     sock = _listen(host, port)

@@ -1,5 +1,5 @@
 // The ACME reports page: polls /api/data (304 until a refresh lands), renders
-// the tables and the server-drawn chart, and ticks the freshness every second.
+// the totals, the tables and the server-drawn chart, and ticks the freshness every second.
 // No dependencies, nothing fetched from anywhere but this server.
 "use strict";
 (function () {
@@ -8,6 +8,23 @@
   const staleAfter = number(body.dataset.staleAfter, 60);
   const pollEvery = Math.max(number(body.dataset.pollEvery, 2), 0.1) * 1000;
   const NUMERIC = new Set(["open_orders", "pending_items", "pending_orders", "product_id", "customer_id"]);
+  // report columns in words (the CSV keeps the export's names)
+  const LABELS = {
+    delivery_date: "Delivery date",
+    status: "Status",
+    open_orders: "Open orders",
+    product_id: "Product no.",
+    product_name: "Product",
+    pending_items: "Pending items",
+    customer_id: "Customer no.",
+    customer_name: "Customer",
+    pending_orders: "Pending orders",
+  };
+  // what a NULL means in each column
+  const EMPTY = { delivery_date: "no date", customer_name: "(no name)", product_name: "(no name)", pending_items: "0" };
+  // how the tie under a top table names its rows and value
+  const TIE_WORDS = { top_dates: ["dates", "open order"], top_customers: ["customers", "pending order"] };
+  const formatNumber = new Intl.NumberFormat();
   let etag = null;
   let data = null;
   let clockOffset = 0; // server time minus this browser's time, in ms
@@ -17,33 +34,94 @@
     return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
   }
 
+  function label(column) {
+    return LABELS[column] || column.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
+  }
+
+  function formatCell(column, value) {
+    if (value === "") return EMPTY[column] || "";
+    if (NUMERIC.has(column) && /^-?\d+$/.test(value)) return formatNumber.format(Number(value));
+    if (column === "status") return value.charAt(0) + value.slice(1).toLowerCase();
+    return value;
+  }
+
+  // one cell: the text in words, the raw CSV value in data-value
+  function cellHtml(column, value) {
+    const cls = [NUMERIC.has(column) ? "num" : "", column === "delivery_date" ? "date" : "", value === "" ? "none" : ""]
+      .filter(Boolean).join(" ");
+    return "<td" + (cls ? ' class="' + cls + '"' : "") + ' data-value="' + escapeHtml(value) + '">' +
+      escapeHtml(formatCell(column, value)) + "</td>";
+  }
+
+  function sortedRows(name, report) {
+    const state = sort[name];
+    if (!state) return report.rows;
+    const i = report.columns.indexOf(state.column);
+    const sign = state.dir === "asc" ? 1 : -1;
+    return report.rows.map((r, k) => [r, k]).sort((a, b) => sign * (Number(a[0][i]) - Number(b[0][i])) || a[1] - b[1]).map((p) => p[0]);
+  }
+
+  // before today (the server's date); "-infinity" and BC dates too, "infinity" and "" never
+  function isOverdue(day) {
+    if (/^\d{4}-\d\d-\d\d$/.test(day)) return day < data.today;
+    return day.startsWith("-") || day.endsWith(" BC");
+  }
+
   function renderTable(name, report) {
     const table = document.getElementById("report-" + name);
     if (!table) return;
     const sortable = table.dataset.sortable || "";
     const state = sort[name];
-    let rows = report.rows;
-    if (state) {
-      const i = report.columns.indexOf(state.column);
-      const sign = state.dir === "asc" ? 1 : -1;
-      rows = rows.map((r, k) => [r, k]).sort((a, b) => sign * (Number(a[0][i]) - Number(b[0][i])) || a[1] - b[1]).map((p) => p[0]);
-    }
+    const dateAt = report.columns.indexOf("delivery_date");
     const head = report.columns.map((c) => {
       const cls = (NUMERIC.has(c) ? "num " : "") + (c === sortable ? "sortable" : "");
       const dir = state && state.column === c ? ' data-dir="' + state.dir + '"' : "";
-      return '<th class="' + cls.trim() + '" data-column="' + escapeHtml(c) + '"' + dir + ">" + escapeHtml(c) + "</th>";
+      return '<th class="' + cls.trim() + '" data-column="' + escapeHtml(c) + '"' + dir + ">" + escapeHtml(label(c)) + "</th>";
     }).join("");
-    const bodyRows = rows.map((r) => "<tr>" + r.map((v, i) =>
-      '<td' + (NUMERIC.has(report.columns[i]) ? ' class="num"' : "") + ">" + escapeHtml(v) + "</td>").join("") + "</tr>").join("");
+    const bodyRows = sortedRows(name, report).map((r) => {
+      const overdue = dateAt >= 0 && isOverdue(r[dateAt]);
+      return "<tr" + (overdue ? ' class="overdue" title="overdue"' : "") + ">" +
+        r.map((v, i) => cellHtml(report.columns[i], v)).join("") + "</tr>";
+    }).join("");
     table.innerHTML = "<thead><tr>" + head + "</tr></thead><tbody>" + bodyRows + "</tbody>";
     table.dataset.version = data.version;
   }
 
-  function render() {
-    for (const [name, report] of Object.entries(data.reports)) renderTable(name, report);
+  function renderTie(name) {
+    const el = document.getElementById("tie-" + name);
+    if (!el) return;
+    const tie = (data.ties || {})[name];
+    el.hidden = !tie;
+    if (!tie) return;
+    const words = TIE_WORDS[name] || ["rows", "value"];
+    const value = Number(tie.value);
+    el.textContent = formatNumber.format(tie.tied) + " " + words[0] + " tied at " + formatNumber.format(value) +
+      " " + words[1] + (value === 1 ? "" : "s") + "; showing " + formatNumber.format(tie.shown) + " of them.";
+  }
+
+  function renderTotals() {
+    for (const [name, value] of Object.entries(data.totals || {})) {
+      const el = document.getElementById("total-" + name);
+      if (!el) continue;
+      el.hidden = value === null;
+      el.dataset.value = value === null ? "" : String(value);
+      el.querySelector(".value").textContent = value === null ? "" : formatNumber.format(value);
+    }
+  }
+
+  function renderChart() {
     document.getElementById("chart").innerHTML = data.chart;
+  }
+
+  function render() {
+    renderTotals();
+    for (const [name, report] of Object.entries(data.reports)) {
+      renderTable(name, report);
+      renderTie(name);
+    }
+    renderChart();
     const asOf = new Date(data.as_of_ms);
-    document.getElementById("as-of").textContent = "(" + asOf.toLocaleString() + ", refresh batch " + data.refreshed_batch_id + ")";
+    document.getElementById("as-of").textContent = "(" + asOf.toLocaleString([], { dateStyle: "medium", timeStyle: "medium" }) + ")";
     body.dataset.version = data.version;
     tick();
   }
