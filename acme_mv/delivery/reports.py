@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import args_row
 
-from acme_mv.db import Conn, UnexpectedResult
+from acme_mv.db import Conn, UnexpectedResult, one_value
 from acme_mv.reports.export import REPORTS, prepare_session, write_csv
 
 _SNAPSHOT_SQL = "SELECT refreshed_at, refreshed_batch_id FROM analytics.snapshot"
