@@ -4,6 +4,8 @@ and when a batch was staged after the last refresh (the state as of the refreshe
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -18,6 +20,7 @@ from acme_mv.reports import detail as detail_api
 from acme_mv.reports.export import REPORTS, report_query
 from acme_mv.reports.refresh import refresh
 from tests.support.batch_writes import tombstones
+from tests.support.cli_runner import run
 from tests.support.source_writes import stamp_updates_like_the_jobs
 from tests.support.staging_copy import copy_batch
 
@@ -101,7 +104,7 @@ def test_detail_adds_up_to_every_group(db_url: str) -> None:
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
-    def run(rounds: list[tuple[list[tuple[object, ...]], list[tuple[object, ...]]]]) -> None:
+    def workload(rounds: list[tuple[list[tuple[object, ...]], list[tuple[object, ...]]]]) -> None:
         conn.execute(RESET)
         counts = {"orders": 0, "items": 0}
         now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -164,7 +167,7 @@ def test_detail_adds_up_to_every_group(db_url: str) -> None:
             assert_details_add_up(conn)
 
     try:
-        run()
+        workload()
     finally:
         conn.close()
 
@@ -207,3 +210,63 @@ def test_detail_rows_and_usage_errors(db_url: str) -> None:
     with pytest.raises(BadArgument, match="is not a date"):
         detail_api.detail(conn, "top_dates", {"delivery_date": "17 Dec"})
     conn.close()
+
+
+def _one_order_each(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(RESET)
+        conn.execute(
+            "INSERT INTO operations.orders (order_id, delivery_date, customer_id, status) VALUES "
+            "(1, '2026-12-17', 1, 'PENDING'), (2, NULL, 2, 'PENDING'), (3, NULL, 3, NULL)"
+        )
+    copy_batch(db_url, db_url)
+    refresh(Settings(database_url=db_url))
+
+
+def test_cli_detail(db_url: str, cli_env: Callable[..., None]) -> None:
+    _one_order_each(db_url)
+    cli_env(database_url=db_url)
+    res = run(
+        "detail", "open_orders", "--where", "delivery_date=2026-12-17", "-w", "status=PENDING"
+    )
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == (
+        "order_id,delivery_date,customer_id,customer_name,status\n1,2026-12-17,1,Ann,PENDING\n"
+    )
+    res = run("detail", "top_dates", "--where", "delivery_date=", "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout) == [
+        {
+            "order_id": 2,
+            "delivery_date": None,
+            "customer_id": 2,
+            "customer_name": "Bob",
+            "status": "PENDING",
+        }
+    ]
+    res = run("detail", "open_orders", "--limit", "1")
+    assert res.exit_code == 0, res.stderr
+    assert len(res.stdout.splitlines()) == 2
+    assert "wrote 1 of 2 rows; raise --limit for more" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["detail", "nope"], "Unknown report 'nope'"),
+        (["detail", "top_dates", "--where", "status=PENDING"], "top_dates has no key column"),
+        (["detail", "top_dates", "--where", "delivery_date=soon"], "is not a date value"),
+        (["detail", "top_customers", "--where", "customer_id"], "is not COLUMN=VALUE"),
+        (["detail", "top_customers", "--format", "xml"], "Unknown format 'xml'"),
+        (["detail", "top_customers", "--limit", "0"], "--limit must be between 1"),
+    ],
+)
+def test_cli_detail_usage_errors(
+    db_url: str, cli_env: Callable[..., None], args: list[str], needle: str
+) -> None:
+    _one_order_each(db_url)
+    cli_env(database_url=db_url)
+    res = run(*args)
+    assert res.exit_code == 2, res.stderr
+    assert needle in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
