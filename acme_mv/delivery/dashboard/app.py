@@ -14,6 +14,9 @@ What the server does:
 - ``GET /api/data`` is every report (parsed from export's CSV), the open-orders
   chart (a server-side SVG) and the freshness, as one JSON document with an
   ``ETag``; the page polls it and gets ``304`` until a new refresh lands.
+- ``GET /api/detail?report=<name>&key=<JSON object of the row's key columns>`` is the
+  rows behind one report row (:mod:`acme_mv.reports.detail`): 400 for a bad request, 403
+  when the connection's role may not read staging.
 - ``GET /reports/<name>.csv`` is the report as ``acme-mv export`` writes it, byte
   for byte. Only the registry's report names exist: anything else is ``404``, any
   method other than GET/HEAD is ``405``.
@@ -60,7 +63,15 @@ from acme_mv.config import describe_target, scrub
 from acme_mv.db import Conn, connect, first_line
 from acme_mv.delivery.dashboard.chart import open_orders_svg
 from acme_mv.delivery.reports import ReportSet, read_reports, refresh_key
-from acme_mv.errors import AcmeMvError, ConnectionFailed, ListenFailed, NeverRefreshed
+from acme_mv.errors import (
+    AcmeMvError,
+    BadArgument,
+    ConnectionFailed,
+    ListenFailed,
+    NeverRefreshed,
+)
+from acme_mv.reports import detail as detail_api
+from acme_mv.reports.detail import Detail
 from acme_mv.reports.export import REPORTS, default_name
 from acme_mv.revision import require_head
 
@@ -181,6 +192,23 @@ class ReportCache:
                 raise _never_refreshed()
             return self._view
 
+    def detail(self, report: str, key: dict[str, str | None]) -> Detail:
+        """The rows behind one report row (acme_mv.reports.detail) on the read-only connection;
+        raises BadArgument, psycopg's InsufficientPrivilege (a reader role cannot read staging),
+        NeverRefreshed or ConnectionFailed."""
+        with self._lock:
+            try:
+                return detail_api.detail(self._connection(), report, key)
+            except (psycopg.errors.InsufficientPrivilege, psycopg.DataError):
+                raise
+            except psycopg.Error as exc:
+                self._drop_connection()
+                reason = scrub(first_line(exc), self.url)
+                raise ConnectionFailed(
+                    f"Cannot read the detail ({describe_target(self.url)}): {reason}",
+                    role="warehouse",
+                ) from None
+
     def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed or self._conn.broken:
             conn = connect(read_only_conninfo(self.url), role="warehouse", autocommit=True)
@@ -193,6 +221,27 @@ class ReportCache:
             self._conn.close()
         self._conn = None
         self._checked_at = None
+
+
+DETAIL_NEEDS_WAREHOUSE = (
+    "The detail reads staging, which this dashboard's role may not: serve with a --reader-url "
+    "(ACME_MV_READER_URL) role that may read staging, or the warehouse role"
+)
+
+
+def _detail_key(text: str) -> dict[str, str | None]:
+    """``key``: a JSON object of the row's key columns (null for NULL) -> the detail's key."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(
+        v is None or isinstance(v, str | int | float) for v in parsed.values()
+    ):
+        raise BadArgument(
+            'key must be a JSON object of the row\'s key columns, e.g. {"customer_id":"7"}'
+        )
+    return {str(k): None if v is None else str(v) for k, v in parsed.items()}
 
 
 def _never_refreshed() -> NeverRefreshed:
@@ -286,10 +335,35 @@ def create_app(
             },
         )
 
+    def detail(request: Request) -> Response:
+        headers = {"cache-control": "no-store"}
+        report = request.query_params.get("report", "")
+        try:
+            key = _detail_key(request.query_params.get("key", "{}"))
+            found = cache.detail(report, key)
+        except BadArgument as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400, headers=headers)
+        except psycopg.errors.InsufficientPrivilege:
+            return JSONResponse({"error": DETAIL_NEEDS_WAREHOUSE}, status_code=403, headers=headers)
+        except AcmeMvError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers=headers)
+        text = [[None if v is None else str(v) for v in row] for row in found.rows]
+        doc = {
+            "report": found.report,
+            "key": found.key,
+            "columns": found.columns,
+            "rows": text,
+            "total": found.total,
+            "count": found.count,
+            "truncated": found.truncated,
+        }
+        return JSONResponse(doc, headers=headers)
+
     app = Starlette(
         routes=[
             Route("/", index, methods=["GET"]),
             Route("/api/data", data, methods=["GET"]),
+            Route("/api/detail", detail, methods=["GET"]),
             Route("/reports/{name}.csv", download, methods=["GET"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
