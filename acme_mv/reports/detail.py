@@ -119,6 +119,11 @@ def shapes() -> dict[str, Shape]:
     return found
 
 
+def key_columns() -> dict[str, list[str]]:
+    """Every report's detail key columns, by report name."""
+    return {name: list(found.keys) for name, found in shapes().items()}
+
+
 def shape(report: str) -> Shape:
     try:
         return shapes()[report]

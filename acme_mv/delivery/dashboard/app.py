@@ -35,6 +35,7 @@ report-reader role when ``--reader-url`` / ``ACME_MV_READER_URL`` is set.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import signal
@@ -291,6 +292,7 @@ def create_app(
         .replace("{{STALE_AFTER_S}}", f"{stale_after:g}")
         .replace("{{POLL_EVERY_S}}", f"{poll_every:g}")
         .replace("{{REPORTS}}", " ".join(REPORTS))
+        .replace("{{DETAIL_KEYS}}", html.escape(json.dumps(detail_api.key_columns())))
     )
 
     def index(request: Request) -> Response:

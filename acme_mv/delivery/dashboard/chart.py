@@ -9,6 +9,7 @@ forbid inline styles.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from xml.sax.saxutils import escape, quoteattr
 
@@ -94,7 +95,7 @@ def open_orders_svg(rows: Sequence[Sequence[str]]) -> str:
             out.append(
                 f'<rect x="{bx:.1f}" y="{base:.1f}" width="{bar:.1f}" height="{h:.1f}" '
                 f'fill="{STATUS_COLOURS.get(status, OTHER_COLOUR)}" data-date={quoteattr(label)} '
-                f"data-status={quoteattr(status)} "
+                f"data-status={quoteattr(status)} data-key={quoteattr(_key(label, status))} "
                 f'data-count="{count}"><title>{title}</title></rect>'
             )
         if i % every == 0:
@@ -110,6 +111,11 @@ def open_orders_svg(rows: Sequence[Sequence[str]]) -> str:
     )
     out.append("</svg>")
     return "".join(out)
+
+
+def _key(label: str, status: str) -> str:
+    """A bar's open_orders row key, as ``GET /api/detail`` takes it (JSON, null for NULL)."""
+    return json.dumps({"delivery_date": None if label == NO_DATE else label, "status": status})
 
 
 def _nice(value: int) -> int:
