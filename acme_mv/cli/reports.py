@@ -203,7 +203,7 @@ def detail(
 
     Examples:
 
-      acme-mv detail open_orders --where delivery_date=2026-12-17 --where status=PENDING
+      acme-mv detail open_orders -w delivery_date=2026-12-17 -w status=PENDING
 
       acme-mv detail top_dates --where delivery_date= --format json
 
