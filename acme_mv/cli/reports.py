@@ -183,6 +183,7 @@ def detail(
                 'an empty value is NULL, "" the empty string). A key column left out is not '
                 "filtered."
             ),
+            metavar="COLUMN=VALUE",
             show_default=False,
         ),
     ] = None,
@@ -207,7 +208,7 @@ def detail(
 
       acme-mv detail top_dates --where delivery_date= --format json
 
-      acme-mv detail pending_items --where product_id=42 --limit 50 --output items.csv
+      acme-mv detail pending_items -w product_id=42 -n 50 -o items.csv
     """
     from acme_mv.reports import detail as detail_api
 
