@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,8 +161,9 @@ def test_the_connection_is_read_only(dashboard: Dashboard) -> None:
         conn.execute("UPDATE analytics.snapshot SET refreshed_at = now()")
 
 
-def test_a_reader_role_without_staging(refreshed: str, server_url: str) -> None:
-    """A role granted SELECT on analytics only (what grant-reader gives) serves every report."""
+@contextmanager
+def analytics_reader(refreshed: str) -> Iterator[str]:
+    """A role granted SELECT on analytics only (what grant-reader gives), dropped afterwards."""
     role = f"acme_reader_{uuid.uuid4().hex[:8]}"
     admin = psycopg.connect(refreshed, autocommit=True)
     try:
@@ -172,6 +174,16 @@ def test_a_reader_role_without_staging(refreshed: str, server_url: str) -> None:
                 sql.Identifier(role)
             )
         )
+        yield role
+    finally:
+        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        admin.close()
+
+
+def test_a_reader_role_without_staging(refreshed: str, server_url: str) -> None:
+    """A role granted SELECT on analytics only (what grant-reader gives) serves every report."""
+    with analytics_reader(refreshed) as role:
         cache = ReportCache(make_conninfo(refreshed, user=role))
         with running(create_app(cache)) as url:
             status, _, body = get(url + "/api/data")
@@ -184,10 +196,6 @@ def test_a_reader_role_without_staging(refreshed: str, server_url: str) -> None:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 cache._connection().execute("SELECT 1 FROM staging.orders")
         cache.close()
-    finally:
-        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-        admin.close()
 
 
 def test_never_refreshed_is_a_503_with_one_line(db_url: str) -> None:
@@ -286,16 +294,7 @@ def test_a_bad_detail_request_is_a_400_with_one_line(
 
 
 def test_the_detail_needs_a_role_that_reads_staging(refreshed: str) -> None:
-    role = f"acme_reader_{uuid.uuid4().hex[:8]}"
-    admin = psycopg.connect(refreshed, autocommit=True)
-    try:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        admin.execute(sql.SQL("GRANT USAGE ON SCHEMA analytics TO {}").format(sql.Identifier(role)))
-        admin.execute(
-            sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO {}").format(
-                sql.Identifier(role)
-            )
-        )
+    with analytics_reader(refreshed) as role:
         cache = ReportCache(make_conninfo(refreshed, user=role))
         with running(create_app(cache)) as url:
             status, doc = _detail(url, "top_customers", {"customer_id": "1"})
@@ -303,7 +302,3 @@ def test_the_detail_needs_a_role_that_reads_staging(refreshed: str) -> None:
             assert "may not" in doc["error"] and "\n" not in doc["error"]
             assert get(url + "/api/data")[0] == 200  # the connection still serves the reports
         cache.close()
-    finally:
-        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-        admin.close()

@@ -35,7 +35,7 @@ from psycopg import sql
 
 from acme_mv import sqlfiles
 from acme_mv.config import Settings
-from acme_mv.db import Conn, connection
+from acme_mv.db import Conn, connection, staging_only
 from acme_mv.errors import BadArgument, NeverRefreshed, UnknownReport
 from acme_mv.reports import registry
 from acme_mv.revision import require_head
@@ -326,7 +326,8 @@ def read(
     check_key(report, key)  # a usage error before any connection
     with connection(settings.database_url, role="warehouse", autocommit=True) as conn:
         require_head(conn)
-        return detail(conn, report, key, limit=limit)
+        with staging_only("`detail`", "run it as the warehouse role"):
+            return detail(conn, report, key, limit=limit)
 
 
 def parse_where(items: list[str]) -> dict[str, str | None]:

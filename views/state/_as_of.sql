@@ -2,7 +2,7 @@
 -- table {state} as of batch {r}, when it may already hold newer batches. A key with no version
 -- after {r} in the version table {versions} is as the state holds it; a key with one is its
 -- latest version with _batch_id <= {r}, unless that version is a tombstone (_deleted) or there
--- is none (the key came later).
+-- is none (the key came later, or compaction dropped its version: then it is missing).
 SELECT {columns} FROM {state} AS s
 WHERE NOT EXISTS (SELECT FROM {versions} AS v WHERE v.{key} = s.{key} AND v._batch_id > {r})
 UNION ALL

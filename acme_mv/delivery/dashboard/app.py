@@ -183,12 +183,7 @@ class ReportCache:
                     self._view = View.build(reports) if reports is not None else None
                 self._checked_at = self._clock()
             except psycopg.Error as exc:
-                self._drop_connection()
-                reason = scrub(first_line(exc), self.url)
-                raise ConnectionFailed(
-                    f"Cannot read the reports ({describe_target(self.url)}): {reason}",
-                    role="warehouse",
-                ) from None
+                raise self._failed("the reports", exc) from None
             if key is None or self._view is None:
                 raise _never_refreshed()
             return self._view
@@ -203,12 +198,15 @@ class ReportCache:
             except (psycopg.errors.InsufficientPrivilege, psycopg.DataError):
                 raise
             except psycopg.Error as exc:
-                self._drop_connection()
-                reason = scrub(first_line(exc), self.url)
-                raise ConnectionFailed(
-                    f"Cannot read the detail ({describe_target(self.url)}): {reason}",
-                    role="warehouse",
-                ) from None
+                raise self._failed("the detail", exc) from None
+
+    def _failed(self, what: str, exc: psycopg.Error) -> ConnectionFailed:
+        """Drop the connection (the next read opens a new one); the error to raise."""
+        self._drop_connection()
+        reason = scrub(first_line(exc), self.url)
+        return ConnectionFailed(
+            f"Cannot read {what} ({describe_target(self.url)}): {reason}", role="warehouse"
+        )
 
     def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed or self._conn.broken:
