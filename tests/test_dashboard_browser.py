@@ -276,3 +276,36 @@ def test_everything_is_on_the_first_screen_with_a_calendar_chart(
             assert browser.save_screenshot(str(ARTIFACTS / f"dashboard-{width}x{height}.png"))
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+DETAIL_TOTAL_JS = """
+const t = document.getElementById('detail-rows');
+const panel = document.getElementById('detail');
+if (!panel || panel.hidden || !t || t.dataset.total === undefined) return null;
+return [Number(t.dataset.total), t.tBodies[0].rows.length];
+"""
+
+
+def test_a_click_on_a_row_or_a_bar_shows_its_detail(
+    browser: webdriver.Chrome, refreshed: str, tmp_path: Path
+) -> None:
+    with _serve(refreshed) as url:
+        browser.get(url + "/")
+        exported = _export_rows(tmp_path)
+        _wait_for_tables(browser, exported)
+        top = exported["top_dates"][1]  # delivery_date, open_orders
+        browser.find_element(By.CSS_SELECTOR, "#report-top_dates tbody tr").click()
+        got = WebDriverWait(browser, WAIT_S).until(lambda b: b.execute_script(DETAIL_TOTAL_JS))
+        assert got == [int(top[1]), int(top[1])]
+        assert top[0] in browser.find_element(By.ID, "detail-title").text
+        browser.find_element(By.ID, "detail-close").click()
+        assert not browser.find_element(By.ID, "detail").is_displayed()
+
+        bar = browser.find_elements(By.CSS_SELECTOR, "#chart svg rect[data-key]")[0]
+        count = int(bar.get_attribute("data-count") or 0)
+        browser.execute_script(
+            "arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}));", bar
+        )
+        got = WebDriverWait(browser, WAIT_S).until(lambda b: b.execute_script(DETAIL_TOTAL_JS))
+        assert got == [count, count]
+        assert browser.find_element(By.ID, "detail").is_displayed()

@@ -10,12 +10,15 @@ import json
 import re
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -164,8 +167,9 @@ def test_the_connection_is_read_only(dashboard: Dashboard) -> None:
         conn.execute("UPDATE analytics.snapshot SET refreshed_at = now()")
 
 
-def test_a_reader_role_without_staging(refreshed: str, server_url: str) -> None:
-    """A role granted SELECT on analytics only (what grant-reader gives) serves every report."""
+@contextmanager
+def analytics_reader(refreshed: str) -> Iterator[str]:
+    """A role granted SELECT on analytics only (what grant-reader gives), dropped afterwards."""
     role = f"acme_reader_{uuid.uuid4().hex[:8]}"
     admin = psycopg.connect(refreshed, autocommit=True)
     try:
@@ -176,6 +180,16 @@ def test_a_reader_role_without_staging(refreshed: str, server_url: str) -> None:
                 sql.Identifier(role)
             )
         )
+        yield role
+    finally:
+        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        admin.close()
+
+
+def test_a_reader_role_without_staging(refreshed: str, server_url: str) -> None:
+    """A role granted SELECT on analytics only (what grant-reader gives) serves every report."""
+    with analytics_reader(refreshed) as role:
         cache = ReportCache(make_conninfo(refreshed, user=role))
         with running(create_app(cache)) as url:
             status, _, body = get(url + "/api/data")
@@ -188,10 +202,6 @@ def test_a_reader_role_without_staging(refreshed: str, server_url: str) -> None:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 cache._connection().execute("SELECT 1 FROM staging.orders")
         cache.close()
-    finally:
-        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-        admin.close()
 
 
 def test_never_refreshed_is_a_503_with_one_line(db_url: str) -> None:
@@ -275,3 +285,57 @@ def test_a_top_report_cut_inside_a_tie_says_how_many_tie(refreshed: str) -> None
         "top_customers": {"value": "1", "tied": 4, "shown": 3},
         "top_dates": {"value": "1", "tied": 3, "shown": 2},
     }
+
+
+def _detail(url: str, report: str, key: object) -> tuple[int, dict[str, Any]]:
+    query = urllib.parse.urlencode({"report": report, "key": json.dumps(key)})
+    status, _, body = get(f"{url}/api/detail?{query}")
+    return status, json.loads(body)
+
+
+def test_detail_of_every_row_adds_up_to_its_number(dashboard: Dashboard) -> None:
+    from acme_mv.reports.detail import shape
+
+    for report, text in EXPECTED.items():
+        header, *rows = _rows(text)
+        for row in rows:
+            key = {c: row[header.index(c)] or None for c in shape(report).keys}
+            status, doc = _detail(dashboard.url, report, key)
+            assert status == 200, doc
+            assert (doc["report"], doc["key"], doc["truncated"]) == (report, key, False)
+            assert doc["total"] == int(row[-1]), (report, key, doc)
+            assert all(isinstance(v, str | None) for r in doc["rows"] for v in r)
+    status, doc = _detail(
+        dashboard.url, "open_orders", {"delivery_date": None, "status": "PENDING"}
+    )
+    assert doc["columns"][:2] == ["order_id", "delivery_date"] and doc["rows"][0][1] is None
+
+
+@pytest.mark.parametrize(
+    ("query", "needle"),
+    [
+        ("report=nope&key={}", "Unknown report 'nope'"),
+        ("report=top_dates&key=%7B%22status%22%3Anull%7D", "no key column 'status'"),
+        ("report=top_dates&key=%7B%22delivery_date%22%3A%22soon%22%7D", "is not a date"),
+        ("report=top_dates&key=[1]", "key must be a JSON object"),
+        ("report=top_dates&key=%7B", "key must be a JSON object"),
+    ],
+)
+def test_a_bad_detail_request_is_a_400_with_one_line(
+    dashboard: Dashboard, query: str, needle: str
+) -> None:
+    status, _, body = get(f"{dashboard.url}/api/detail?{query}")
+    assert status == 400, body
+    error = json.loads(body)["error"]
+    assert needle in error and "\n" not in error
+
+
+def test_the_detail_needs_a_role_that_reads_staging(refreshed: str) -> None:
+    with analytics_reader(refreshed) as role:
+        cache = ReportCache(make_conninfo(refreshed, user=role))
+        with running(create_app(cache)) as url:
+            status, doc = _detail(url, "top_customers", {"customer_id": "1"})
+            assert status == 403, doc
+            assert "may not" in doc["error"] and "\n" not in doc["error"]
+            assert get(url + "/api/data")[0] == 200  # the connection still serves the reports
+        cache.close()

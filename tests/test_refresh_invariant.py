@@ -41,7 +41,7 @@ from tests.support.reports_oracle import (
     expected_as_of,
     from_versions,
 )
-from tests.support.source_writes import stamp_updates_like_the_jobs
+from tests.support.source_writes import RESET, stamp_updates_like_the_jobs
 from tests.support.staging_copy import copy_batch
 
 pytestmark = pytest.mark.usefixtures("no_safety_margin", "small_partitions")
@@ -53,22 +53,6 @@ CUSTOMERS = st.one_of(st.none(), st.integers(1, 5))
 PRODUCTS = st.one_of(st.none(), st.integers(1, 5))
 DELIVERY = st.one_of(st.none(), st.integers(0, 3))  # days after 2026-12-01: few dates -> ties
 QUANITY = st.one_of(st.none(), st.integers(0, 9))
-
-RESET = """
-TRUNCATE operations.orders, operations.order_items, operations.customers, operations.products
-    RESTART IDENTITY;
-TRUNCATE staging.orders, staging.order_items, staging.customers, staging.products,
-    staging.sync_batches, staging.orders_state, staging.order_items_state,
-    analytics.open_orders_delta, analytics.pending_items_delta, analytics.pending_orders_delta,
-    analytics.open_orders_historic, analytics.pending_items_historic,
-    analytics.pending_orders_historic, analytics.open_orders_current,
-    analytics.pending_items_current, analytics.pending_orders_current;
-UPDATE analytics.snapshot SET historic_batch_id = NULL, refreshed_batch_id = NULL, day = NULL,
-    taken_at = NULL, refreshed_at = NULL, history_batch_id = 0;
-INSERT INTO operations.customers (customer_name) VALUES ('Ann'), ('Bob'), ('Cy');
-INSERT INTO operations.products (product_name, barcode, unity_price) VALUES
-    ('bolt', 'b1', 1), ('nut', 'n1', 2), ('gear', 'g1', 3);
-"""
 
 
 def _date(offset: int | None) -> str | None:

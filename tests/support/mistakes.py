@@ -97,10 +97,15 @@ MISTAKES: tuple[Mistake, ...] = (
     M("reader_as_of", "`export --as-of` as a report reader", ("export", "open_orders",
       "--as-of", "2026-11-25 17:00", "--output", "-"), 1,
       "or export the current report without --as-of", world="granted_reader"),
+    M("reader_detail", "`detail` as a report reader", ("detail", "top_customers", "--where",
+      "customer_id=1"), 1, "`detail` reads the staged data (schema staging), which a report "
+      "reader may not read", world="granted_reader"),
     # --- options
     M("unknown_report", "An unknown report name", ("export", "open_order"), 2,
       "the reports are: open_orders"),
     M("export_no_report", "`export` without a report", ("export",), 2, "or use --all"),
+    M("detail_unknown_column", "`detail --where` a column that is not the report row's key",
+      ("detail", "top_dates", "--where", "status=PENDING"), 2, "its keys are: delivery_date"),
     M("bad_as_of", "`--as-of` that is not a time", ("export", "open_orders", "--as-of",
       "yesterday"), 2, "is not a time such as '2026-11-25 17:00'"),
     M("bad_format", "An unknown export format", ("export", "open_orders", "--format", "xml"), 2,

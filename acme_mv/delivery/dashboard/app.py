@@ -17,6 +17,9 @@ What the server does:
   SVG) and the freshness, as one JSON document with an ``ETag``; the page polls
   it and gets ``304`` until a new refresh lands or the day changes ("today" and
   "overdue" are in the server's ``--timezone``).
+- ``GET /api/detail?report=<name>&key=<JSON object of the row's key columns>`` is the
+  rows behind one report row (:mod:`acme_mv.reports.detail`): 400 for a bad request, 403
+  when the connection's role may not read staging.
 - ``GET /reports/<name>.csv`` is the report as ``acme-mv export`` writes it, byte
   for byte. Only the registry's report names exist: anything else is ``404``, any
   method other than GET/HEAD is ``405``.
@@ -35,6 +38,7 @@ report-reader role when ``--reader-url`` / ``ACME_MV_READER_URL`` is set.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import signal
@@ -63,7 +67,15 @@ from acme_mv.config import describe_target, scrub
 from acme_mv.db import Conn, connect, first_line
 from acme_mv.delivery.dashboard.chart import day_of, open_orders_svg
 from acme_mv.delivery.reports import ReportSet, read_reports, refresh_key
-from acme_mv.errors import AcmeMvError, ConnectionFailed, ListenFailed, NeverRefreshed
+from acme_mv.errors import (
+    AcmeMvError,
+    BadArgument,
+    ConnectionFailed,
+    ListenFailed,
+    NeverRefreshed,
+)
+from acme_mv.reports import detail as detail_api
+from acme_mv.reports.detail import Detail
 from acme_mv.reports.export import REPORTS, default_name
 from acme_mv.revision import require_head
 
@@ -214,12 +226,7 @@ class ReportCache:
                     )
                 self._checked_at = self._clock()
             except psycopg.Error as exc:
-                self._drop_connection()
-                reason = scrub(first_line(exc), self.url)
-                raise ConnectionFailed(
-                    f"Cannot read the reports ({describe_target(self.url)}): {reason}",
-                    role="warehouse",
-                ) from None
+                raise self._failed("the reports", exc) from None
             if key is None or self._view is None:
                 raise _never_refreshed()
             return self._today(self._view)
@@ -234,6 +241,26 @@ class ReportCache:
             self._view = view = View.build(view.reports, today=today)
         return view
 
+    def detail(self, report: str, key: dict[str, str | None]) -> Detail:
+        """The rows behind one report row (acme_mv.reports.detail) on the read-only connection;
+        raises BadArgument, psycopg's InsufficientPrivilege (a reader role cannot read staging),
+        NeverRefreshed or ConnectionFailed."""
+        with self._lock:
+            try:
+                return detail_api.detail(self._connection(), report, key)
+            except (psycopg.errors.InsufficientPrivilege, psycopg.DataError):
+                raise
+            except psycopg.Error as exc:
+                raise self._failed("the detail", exc) from None
+
+    def _failed(self, what: str, exc: psycopg.Error) -> ConnectionFailed:
+        """Drop the connection (the next read opens a new one); the error to raise."""
+        self._drop_connection()
+        reason = scrub(first_line(exc), self.url)
+        return ConnectionFailed(
+            f"Cannot read {what} ({describe_target(self.url)}): {reason}", role="warehouse"
+        )
+
     def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed or self._conn.broken:
             conn = connect(read_only_conninfo(self.url), role="warehouse", autocommit=True)
@@ -246,6 +273,27 @@ class ReportCache:
             self._conn.close()
         self._conn = None
         self._checked_at = None
+
+
+DETAIL_NEEDS_WAREHOUSE = (
+    "The detail reads staging, which this dashboard's role may not: serve with a --reader-url "
+    "(ACME_MV_READER_URL) role that may read staging, or the warehouse role"
+)
+
+
+def _detail_key(text: str) -> dict[str, str | None]:
+    """``key``: a JSON object of the row's key columns (null for NULL) -> the detail's key."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(
+        v is None or isinstance(v, str | int | float) for v in parsed.values()
+    ):
+        raise BadArgument(
+            'key must be a JSON object of the row\'s key columns, e.g. {"customer_id":"7"}'
+        )
+    return {str(k): None if v is None else str(v) for k, v in parsed.items()}
 
 
 def _never_refreshed() -> NeverRefreshed:
@@ -295,6 +343,7 @@ def create_app(
         .replace("{{STALE_AFTER_S}}", f"{stale_after:g}")
         .replace("{{POLL_EVERY_S}}", f"{poll_every:g}")
         .replace("{{REPORTS}}", " ".join(REPORTS))
+        .replace("{{DETAIL_KEYS}}", html.escape(json.dumps(detail_api.key_columns())))
     )
 
     def index(request: Request) -> Response:
@@ -339,10 +388,35 @@ def create_app(
             },
         )
 
+    def detail(request: Request) -> Response:
+        headers = {"cache-control": "no-store"}
+        report = request.query_params.get("report", "")
+        try:
+            key = _detail_key(request.query_params.get("key", "{}"))
+            found = cache.detail(report, key)
+        except BadArgument as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400, headers=headers)
+        except psycopg.errors.InsufficientPrivilege:
+            return JSONResponse({"error": DETAIL_NEEDS_WAREHOUSE}, status_code=403, headers=headers)
+        except AcmeMvError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers=headers)
+        text = [[None if v is None else str(v) for v in row] for row in found.rows]
+        doc = {
+            "report": found.report,
+            "key": found.key,
+            "columns": found.columns,
+            "rows": text,
+            "total": found.total,
+            "count": found.count,
+            "truncated": found.truncated,
+        }
+        return JSONResponse(doc, headers=headers)
+
     app = Starlette(
         routes=[
             Route("/", index, methods=["GET"]),
             Route("/api/data", data, methods=["GET"]),
+            Route("/api/detail", detail, methods=["GET"]),
             Route("/reports/{name}.csv", download, methods=["GET"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],

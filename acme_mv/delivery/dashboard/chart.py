@@ -18,11 +18,13 @@ would still spend a thin bar on each old day and hide that total.
 
 Every bar is a ``<g class="bar">`` with ``data-date`` (a day), or
 ``data-bucket`` (``older``, ``later``, ``none``) and ``data-total``; its
-coloured segments are ``<rect>`` with ``data-status`` and ``data-count``.
+coloured segments are ``<rect>`` with ``data-status`` and ``data-count``, and, for a day or
+the "no date" bar, ``data-key``: the open_orders row's key as ``GET /api/detail`` takes it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -127,7 +129,19 @@ def open_orders_svg(rows: Sequence[Sequence[str]], *, today: date) -> str:
         x = x_of(day0 + i) + (slot - bar_w) / 2
         overdue_day = day < today
         name = f"{day:%a} {day.day} {day:%b %Y}" + (" (overdue)" if overdue_day else "")
-        out.append(_bar(x, bar_w, stack, statuses, top, attr, name=name, overdue=overdue_day))
+        out.append(
+            _bar(
+                x,
+                bar_w,
+                stack,
+                statuses,
+                top,
+                attr,
+                name=name,
+                overdue=overdue_day,
+                detail=(day.isoformat(),),
+            )
+        )
     for day, text in _ticks(axis):
         i = (day - axis.first).days
         out.append(_label(x_of(day0 + i + 0.5), base_y, text, tick=True))
@@ -219,7 +233,17 @@ def _bucket(
     """A bucket's bar (two day slots wide, at most BUCKET_WIDTH) and its name under the axis."""
     width = min(slot * 2, max(slot * 0.8, BUCKET_WIDTH))
     name = _bucket_label(key, axis)
-    bar = _bar(centre - width / 2, width, stack, statuses, top, f'data-bucket="{key}"', name=name)
+    detail = (None,) if key == "none" else ()  # the older and later bars span many dates
+    bar = _bar(
+        centre - width / 2,
+        width,
+        stack,
+        statuses,
+        top,
+        f'data-bucket="{key}"',
+        name=name,
+        detail=detail,
+    )
     return [bar, _label(centre, MARGIN_TOP + HEIGHT - MARGIN_TOP - MARGIN_BOTTOM, name)]
 
 
@@ -266,8 +290,10 @@ def _bar(
     *,
     name: str,
     overdue: bool = False,
+    detail: tuple[str | None, ...] = (),
 ) -> str:
-    """One bar: a group with its total and a title, its segments stacked bottom up."""
+    """One bar: a group with its total and a title, its segments stacked bottom up; ``detail``
+    holds the delivery date (None: NULL) of a bar whose segments are one open_orders row each."""
     total = sum(stack.values())
     cls = "bar overdue" if overdue else "bar"
     plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
@@ -287,13 +313,20 @@ def _bar(
         out.append(
             f'<rect x="{x:.1f}" y="{base:.1f}" width="{width:.1f}" height="{h:.1f}" '
             f'fill="{STATUS_COLOURS.get(status, OTHER_COLOUR)}" data-status={quoteattr(status)} '
-            f'data-count="{count}"/>'
+            f'data-count="{count}"{_key(detail, status)}/>'
         )
     parts = ", ".join(f"{s.capitalize()} {stack[s]:,}" for s in statuses if stack.get(s))
     title = f"{name}: {total:,} open orders" + (f" ({parts})" if parts else "")
     out.append(f"<title>{escape(title)}</title>")
     out.append("</g>")
     return "".join(out)
+
+
+def _key(detail: tuple[str | None, ...], status: str) -> str:
+    """A segment's ``data-key`` attribute (JSON, null for NULL), or nothing."""
+    if not detail:
+        return ""
+    return f" data-key={quoteattr(json.dumps({'delivery_date': detail[0], 'status': status}))}"
 
 
 def _label(x: float, base_y: float, text: str, *, tick: bool = False) -> str:

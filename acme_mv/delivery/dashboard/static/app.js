@@ -181,6 +181,72 @@
     renderTable(name, data.reports[name]);
   });
 
+  // The detail: clicking a report row or a chart bar shows the orders (order items) behind it.
+  const detailKeys = JSON.parse(body.dataset.detailKeys || "{}");
+
+  function detailPanel() {
+    let panel = document.getElementById("detail");
+    if (panel) return panel;
+    panel = document.createElement("section");
+    panel.id = "detail";
+    panel.className = "card wide detail";
+    panel.hidden = true;
+    panel.innerHTML = '<h2><span id="detail-title"></span><button type="button" id="detail-close" ' +
+      'aria-label="Close the detail">Close</button></h2><p id="detail-summary" class="detail-summary"></p>' +
+      '<div class="scroll"><table id="detail-rows"></table></div>';
+    document.querySelector("main").prepend(panel);
+    panel.querySelector("#detail-close").addEventListener("click", () => { panel.hidden = true; });
+    return panel;
+  }
+
+  async function showDetail(report, key) {
+    const panel = detailPanel();
+    const label = Object.entries(key).map(([c, v]) => c + " = " + (v === null ? "NULL" : v)).join(", ");
+    panel.querySelector("#detail-title").textContent = report + ": " + label;
+    panel.querySelector("#detail-summary").textContent = "loading…";
+    panel.querySelector("#detail-rows").innerHTML = "";
+    delete panel.querySelector("#detail-rows").dataset.total;
+    panel.hidden = false;
+    const query = "report=" + encodeURIComponent(report) + "&key=" + encodeURIComponent(JSON.stringify(key));
+    let doc;
+    try {
+      const res = await fetch("/api/detail?" + query, { cache: "no-store" });
+      doc = await res.json();
+      if (!res.ok) throw new Error(doc.error || "The server answered " + res.status);
+    } catch (e) {
+      panel.querySelector("#detail-summary").textContent = e.message;
+      return;
+    }
+    const shown = doc.truncated ? " (the first " + doc.rows.length + ")" : "";
+    panel.querySelector("#detail-summary").textContent =
+      "total " + doc.total + " over " + doc.count + " rows" + shown;
+    const head = doc.columns.map((c) => "<th>" + escapeHtml(c) + "</th>").join("");
+    const rows = doc.rows.map((r) => "<tr>" + r.map((v) =>
+      "<td>" + (v === null ? "" : escapeHtml(v)) + "</td>").join("") + "</tr>").join("");
+    const table = panel.querySelector("#detail-rows");
+    table.innerHTML = "<thead><tr>" + head + "</tr></thead><tbody>" + rows + "</tbody>";
+    table.dataset.total = doc.total;
+  }
+
+  document.addEventListener("click", (ev) => {
+    const bar = ev.target.closest("#chart rect[data-key]");
+    if (bar) {
+      showDetail("open_orders", JSON.parse(bar.dataset.key));
+      return;
+    }
+    const tr = ev.target.closest("table[id^='report-'] tbody tr");
+    if (!tr) return;
+    const report = tr.closest("table").id.replace(/^report-/, "");
+    const columns = Array.from(tr.closest("table").tHead.rows[0].cells, (c) => c.dataset.column);
+    const key = {};
+    for (const column of detailKeys[report] || []) {
+      const cell = tr.cells[columns.indexOf(column)];
+      const text = cell.dataset.value !== undefined ? cell.dataset.value : cell.textContent;  // the raw value, not its display
+      key[column] = text === "" ? null : text;
+    }
+    showDetail(report, key);
+  });
+
   setInterval(tick, 1000);
   poll();
 })();
