@@ -220,7 +220,7 @@
     const shown = doc.truncated ? " (the first " + doc.rows.length + ")" : "";
     panel.querySelector("#detail-summary").textContent =
       "total " + doc.total + " over " + doc.count + " rows" + shown;
-    const head = doc.columns.map((c) => "<th>" + escapeHtml(c) + "</th>").join("");
+    const head = doc.columns.map((c) => "<th>" + escapeHtml(label(c)) + "</th>").join("");
     const rows = doc.rows.map((r) => "<tr>" + r.map((v) =>
       "<td>" + (v === null ? "" : escapeHtml(v)) + "</td>").join("") + "</tr>").join("");
     const table = panel.querySelector("#detail-rows");
