@@ -201,8 +201,8 @@
 
   async function showDetail(report, key) {
     const panel = detailPanel();
-    const label = Object.entries(key).map(([c, v]) => c + " = " + (v === null ? "NULL" : v)).join(", ");
-    panel.querySelector("#detail-title").textContent = report + ": " + label;
+    const which = Object.entries(key).map(([c, v]) => c + " = " + (v === null ? "NULL" : v)).join(", ");
+    panel.querySelector("#detail-title").textContent = report + ": " + which;
     panel.querySelector("#detail-summary").textContent = "loading…";
     panel.querySelector("#detail-rows").innerHTML = "";
     delete panel.querySelector("#detail-rows").dataset.total;
