@@ -10,10 +10,12 @@ import threading
 import time
 from collections.abc import Callable
 
+import psycopg
 import pytest
 
 from acme_mv import cdc
 from acme_mv.errors import SchemaDrift
+from acme_mv.staging.batch import SYNC_LOCK_KEY
 from tests.support.cdc_helpers import Cdc
 from tests.support.cli_runner import run
 from tests.support.database import DatabaseFactory
@@ -103,31 +105,48 @@ def test_resync_after_a_reverted_type_change(world: Cdc) -> None:
 
 def test_a_running_stream_picks_up_a_resync(world: Cdc, caplog: pytest.LogCaptureFixture) -> None:
     """A resync while the stream runs: the stream's next batch sees the new entry under the
-    sync lock, drops what it gathered and streams again from the warehouse's position."""
+    sync lock, drops what it gathered and streams again from the warehouse's position. The
+    order is made certain: a session holds the sync lock until the resync and then the
+    stream's batch both wait for it (advisory locks are granted in the order asked)."""
     caplog.set_level(logging.INFO, logger="acme_mv.cdc")
-    with world.streaming() as handle:
-        for round_ in range(3):
-            execute(
-                world.src,
-                "UPDATE operations.orders SET status = %s WHERE order_id %% 4 = %s",
-                (f"R{round_}", round_),
-            )
-            thread = threading.Thread(
-                target=lambda: cdc.resync(world.settings, table="orders", slot=world.slot)
-            )
-            thread.start()
-            execute(
-                world.src,
-                "UPDATE operations.orders SET status = %s WHERE order_id %% 5 = %s",
-                (f"S{round_}", round_),
-            )
-            thread.join(60)
-            time.sleep(0.2)
-            assert handle.error is None
+    errors: list[BaseException] = []
+
+    def resync() -> None:
+        try:
+            cdc.resync(world.settings, table="orders", slot=world.slot)
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
+    with world.streaming() as handle, psycopg.connect(world.wh) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (SYNC_LOCK_KEY,))
+        thread = threading.Thread(target=resync)
+        thread.start()
+        _wait_for_lock_waiters(world.wh, 1)  # the resync's batch
+        execute(world.src, "UPDATE operations.orders SET status = 'R0' WHERE order_id % 4 = 0")
+        _wait_for_lock_waiters(world.wh, 2)  # and the stream's, gathered before the re-copy
+        holder.commit()
+        thread.join(60)
+        assert not thread.is_alive() and not errors, errors
+        assert handle.error is None
     restarts = [r for r in caplog.records if "re-copied (acme-mv cdc resync)" in r.getMessage()]
-    assert restarts  # a batch gathered before a re-copy was dropped and streamed again
+    assert restarts  # the batch gathered before the re-copy was dropped and streamed again
     world.assert_staging_equals_source()
     world.assert_reports_true()
+
+
+def _wait_for_lock_waiters(url: str, n: int) -> None:
+    """Until ``n`` sessions wait for the sync lock."""
+    deadline = time.monotonic() + 60
+    while True:
+        waiting = scalar(
+            url,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        if int(str(waiting)) >= n:
+            return
+        assert time.monotonic() < deadline, f"{waiting} sessions wait for the sync lock, not {n}"
+        time.sleep(0.05)
 
 
 def test_resync_refuses_an_unknown_table_and_a_missing_setup(
