@@ -379,8 +379,20 @@ def test_a_stop_during_the_backoff_ends_the_loop_cleanly(db_url: str) -> None:
     stop = threading.Event()
     errors: list[BaseException] = [ConnectionLost("lost", role="source") for _ in range(100)]
     policy = runner.RetryPolicy(first_s=3600, max_s=3600)  # would wait an hour
-    timer = threading.Timer(0.3, stop.set)
-    timer.start()
+    attempted = threading.Event()
+    flaky = _flaky(_copy_step(db_url), errors)
+
+    def step(full: bool) -> SyncSummary:
+        attempted.set()
+        return flaky(full)
+
+    def stop_after_the_first_attempt() -> None:
+        if attempted.wait(60):
+            time.sleep(0.3)  # then it waits the hour; a slower box only moves the stop earlier
+            stop.set()  # in the step or in the wait: either way no second attempt
+
+    stopper = threading.Thread(target=stop_after_the_first_attempt)
+    stopper.start()
     try:
         assert (
             runner.run(
@@ -388,12 +400,13 @@ def test_a_stop_during_the_backoff_ends_the_loop_cleanly(db_url: str) -> None:
                 interval=60,
                 retry=policy,
                 stop=stop,
-                sync_step=_flaky(_copy_step(db_url), errors),
+                sync_step=step,
             )
             == 0
         )
     finally:
-        timer.cancel()
+        attempted.set()
+        stopper.join()
     assert len(errors) == 99  # one attempt, then the wait was cut short
 
 
