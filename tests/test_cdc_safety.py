@@ -154,6 +154,10 @@ def test_a_failover_slot_on_17_and_a_usage_error_before(world: Cdc) -> None:
     assert scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") == batches
 
 
+def _after(at: dt.datetime | None, than: dt.datetime | None) -> bool:
+    return at is not None and (than is None or at > than)
+
+
 def _caught_up_at(world: Cdc) -> dt.datetime:
     value = scalar(
         world.wh, "SELECT caught_up_at FROM staging.cdc_state WHERE slot_name = %s", (world.slot,)
@@ -202,10 +206,14 @@ def test_run_cdc_resets_its_backoff_after_a_heartbeat_and_exports_the_slot(
             time.sleep(0.05)
 
     thread = threading.Thread(target=target)
+    setup_at = _caught_up_at(world)  # cdc setup stamps it too: the stream's own comes later
     with caplog.at_level(logging.INFO, logger="acme_mv"):
         thread.start()
         try:
-            wait_for("a first heartbeat", lambda: _caught_up_at(world) is not None)
+            wait_for(
+                "a first heartbeat of the stream",
+                lambda: _after(_caught_up_at(world), setup_at),
+            )
             for _ in range(3):
                 seen = failures()
                 execute(
