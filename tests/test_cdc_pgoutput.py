@@ -267,3 +267,20 @@ def test_copy_lines_escape_the_text_format() -> None:
         == b"a\\tb\t\\N\tback\\\\slash\\nnew\tf\n"
     )
     assert len(TABLES["orders"].columns) == len(ORDERS)
+
+
+def test_a_bare_database_error_of_a_gone_walsender_counts_as_a_lost_connection() -> None:
+    """psycopg2 may report a walsender that went away as a bare DatabaseError; the stream then
+    reconnects (an OperationalError) instead of ending with a CdcError."""
+    import psycopg2
+
+    from acme_mv.cdc import replication
+
+    class Open:
+        closed = 0
+
+    gone = psycopg2.DatabaseError("error with status PGRES_COPY_BOTH and no message from the libpq")
+    assert replication.is_lost(gone, Open())
+    assert isinstance(replication.lost(gone), replication.lost_connection_errors())
+    other = psycopg2.DatabaseError("could not decode the message")
+    assert not replication.is_lost(other, Open())

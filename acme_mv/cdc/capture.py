@@ -468,6 +468,12 @@ class _Streamer:
                         continue
                 self._wait(cur, min(max(next_heartbeat - time.monotonic(), 0.01), 1.0))
             return False
+        except replication.errors() as exc:
+            # psycopg2's lost-connection errors (and a slot in use, by its code) pass as they are
+            lost_already = isinstance(exc, replication.lost_connection_errors())
+            if not lost_already and replication.is_lost(exc, repl):
+                raise replication.lost(exc) from exc
+            raise
         finally:
             repl.close()
 

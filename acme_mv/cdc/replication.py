@@ -79,6 +79,22 @@ def lost_connection_errors() -> tuple[type[BaseException], ...]:
     return (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
+def is_lost(exc: BaseException, conn: Any) -> bool:
+    """Whether ``exc`` means the replication connection is gone: psycopg2 raises a bare
+    ``DatabaseError`` ("... PGRES_COPY_BOTH and no message from the libpq") instead of an
+    ``OperationalError`` when the walsender went away while another thread (the keepalive
+    beside a long apply) used the connection."""
+    return bool(getattr(conn, "closed", 0)) or "no message from the libpq" in str(exc)
+
+
+def lost(exc: BaseException) -> BaseException:
+    """The error a lost replication connection raises (the stream reconnects on it)."""
+    import psycopg2
+
+    error: BaseException = psycopg2.OperationalError(describe(exc))
+    return error
+
+
 def describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
