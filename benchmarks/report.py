@@ -84,6 +84,8 @@ def _p95(result: Result) -> float:
 ABSOLUTE: dict[str, tuple[str, Callable[[Result], bool]]] = {
     "export.": ("< 100 ms at 1M orders", lambda r: (r.median or math.inf) < 0.1),
     "dashboard.": ("< 50 ms at 1M orders", lambda r: (r.median or math.inf) < 0.05),
+    "startup.help": ("<= 0.15 s", lambda r: (r.median or math.inf) <= 0.15),
+    "startup.export": ("<= 0.30 s", lambda r: (r.median or math.inf) <= 0.30),
     "freshness": ("p95 < 15 s with a 5 s interval", lambda r: _p95(r) < 15),
     "scale.sync": ("< 5 min for ~100M rows", lambda r: (r.median or math.inf) < 300),
 }
