@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 #: the sample history a page's ``source=sample`` starts from
 SAMPLE_ORDERS = 300
+#: what a page's ``cwd=checkout`` copy leaves out: version control, environments, caches
+NOT_CHECKED_OUT = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "*.egg-info",
+    "build",
+    "dist",
+)
 
 
 def _runnable(page: Path) -> list[doc_examples.Block]:
@@ -44,6 +58,18 @@ def test_every_block_is_run_or_shown() -> None:
             )
         if _runnable(page):
             assert doc_examples.setup(page) is not None, f"{page.name}: no <!-- examples: -->"
+
+
+def _checkout(work: Path) -> Path:
+    """A copy of the repository in ``work``, with a ``.venv`` the Makefile takes as installed:
+    its ``bin`` is the suite's own and its stamp is newer than ``pyproject.toml``."""
+    copy = work / "acme-mv"
+    shutil.copytree(ROOT, copy, ignore=NOT_CHECKED_OUT, symlinks=True)
+    venv = copy / ".venv"
+    venv.mkdir()
+    (venv / "bin").symlink_to(Path(sys.executable).parent)
+    (venv / ".installed-test").touch()
+    return copy
 
 
 def _databases(page: Path, make_db: DatabaseFactory) -> dict[str, str]:
@@ -82,7 +108,9 @@ def test_the_pages_examples_run_and_print_what_it_shows(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    urls = {**_databases(page, make_db), "ACME_MV_CDC_SLOT": slot}
+    checkout = (doc_examples.setup(page) or {}).get("cwd") == "checkout"
+    # a checkout's `make demo` starts its own server: no databases of the suite's
+    urls = {} if checkout else {**_databases(page, make_db), "ACME_MV_CDC_SLOT": slot}
     home = tmp_path / "home"
     work = tmp_path / "work"
     home.mkdir()
@@ -98,6 +126,9 @@ def test_the_pages_examples_run_and_print_what_it_shows(
     )
     for name, value in urls.items():
         monkeypatch.setenv(name, value)
+    if checkout:
+        work = _checkout(work)
+        env["ACME_MV_CACHE_DIR"] = str(tmp_path / "cache")
     monkeypatch.chdir(work)
     with contextlib.ExitStack() as stack:
         if (doc_examples.setup(page) or {}).get("smtp") == "yes":

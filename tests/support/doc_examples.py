@@ -16,8 +16,10 @@ The other languages (``text``, ``sql``, ``ini``, ``json``, ``yaml``) are shown, 
 A page states the databases its examples start from in an HTML comment, which a reader does
 not see: ``<!-- examples: source=sample warehouse=empty -->`` (``source``: ``none``, ``empty``
 (the four tables, no rows) or ``sample`` (a small sample history); ``warehouse``: ``empty`` or
-``migrated``; ``smtp=yes``: an SMTP server, in ``ACME_MV_SMTP_URL``). A page without the
-comment has no runnable examples.
+``migrated``; ``smtp=yes``: an SMTP server, in ``ACME_MV_SMTP_URL``; ``cwd=checkout``: the
+commands run in a copy of the repository, whose ``.venv`` is the suite's own, installed, so that
+``make demo`` there runs the installed ``acme-mv``, on an embedded server of its own, with a cache
+directory of its own). A page without the comment has no runnable examples.
 """
 
 from __future__ import annotations
