@@ -94,7 +94,10 @@ _FIRST_ITEMS_STATE = sqlfiles.text("state/order_items_state.first.sql")
 
 #: a summary's delta for a batch into an empty state: its groups over the state after the
 #: batch (before it, every group was 0), those of n <> 0 as a batch's delta holds them
-_FIRST_DELTA = "INSERT INTO {delta} (batch_id, {keys}, n) SELECT {batch}, {keys}, n FROM ({summary}) AS s WHERE n <> 0"
+_FIRST_DELTA = (
+    "INSERT INTO {delta} (batch_id, {keys}, n)"
+    " SELECT {batch}, {keys}, n FROM ({summary}) AS s WHERE n <> 0"
+)
 
 
 def _first_deltas(conn: Conn, batch_id: int) -> int:
