@@ -48,7 +48,7 @@ class SqlFile:
 
     @property
     def stem(self) -> str:
-        """``deltas/pending_items.first.sql`` -> ``pending_items.first``."""
+        """``state/orders_state.first.sql`` -> ``orders_state.first``."""
         return self.name.rsplit("/", 1)[-1].removesuffix(".sql")
 
     @property

@@ -259,7 +259,7 @@ _PHASES: tuple[tuple[str, str, int], ...] = (
     ),
     ("waiting for the workers", r"parallel load: waited ([\d.]+) s", 1),
     ("attach (partitions, state tables)", r"attached in ([\d.]+) s", 1),
-    ("apply: deltas", r"first batch \d+: deltas ([\d.]+) s", 1),
+    ("apply: deltas", r"first batch \d+: .*?\bdeltas ([\d.]+) s", 1),
     ("apply: state inserts", r"state inserts ([\d.]+) s", 1),
     ("apply: state index builds", r"state indexes ([\d.]+) s", 1),
     ("apply: ANALYZE of the state", r"state indexes [\d.]+ s, ANALYZE ([\d.]+) s", 1),

@@ -45,14 +45,11 @@ def test_refresh_and_verify_iterate_over_the_summary_files() -> None:
 
 
 def test_every_summary_has_its_deltas_and_a_view(db_url: str) -> None:
-    """Each summary of the registry has its two delta files, and its view (in the migrated
-    database) has the summary's column; no delta file belongs to no summary."""
+    """Each summary of the registry has its delta file (a first batch's delta is the summary
+    itself), and its view (in the migrated database) has the summary's column; no delta file
+    belongs to no summary."""
     deltas = {f"deltas/{p.name}" for p in (paths.views_dir() / "deltas").glob("*.sql")}
-    assert deltas == {
-        f"deltas/{s.name}{suffix}"
-        for s in registry.summaries()
-        for suffix in (".sql", ".first.sql")
-    }
+    assert deltas == {f"deltas/{s.name}.sql" for s in registry.summaries()}
     views = {v.qualified for v in registry.report_views()}
     with psycopg.connect(db_url) as conn:
         for s in registry.summaries():

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from acme_mv.errors import CopyFailed
 from acme_mv.reports.refresh import refresh
-from acme_mv.staging import parallel, partitions
+from acme_mv.staging import apply, parallel, partitions
 from acme_mv.staging.tables import TABLES
 from acme_mv.sync import sync
 from tests.support.cli_runner import child_env, run
@@ -217,6 +217,43 @@ def test_the_source_is_read_once_and_the_state_derived_in_the_warehouse(
     assert scalar(url, "SELECT count(*) FROM staging.order_items_state") == COUNTS["order_items"]
     assert scalar(url, STATE_SHAPE) == STATE_SHAPE_AFTER_MIGRATION
     assert_converged(url, url)
+
+
+#: the scans, so far in this transaction, of each version table's partitions (the versions)
+VERSION_SCANS = """
+SELECT p.table_name, sum(coalesce(x.seq_scan, 0) + coalesce(x.idx_scan, 0))::int
+FROM staging.version_partitions AS p
+LEFT JOIN pg_stat_xact_user_tables AS x ON x.schemaname = 'staging'
+    AND x.relname = p.partition_name
+GROUP BY 1 ORDER BY 1
+"""
+
+
+@pytest.mark.parametrize(("jobs", "scans"), [(1, {"order_items": 1, "orders": 1}), (3, {})])
+def test_a_first_batchs_deltas_read_the_state_not_the_versions(
+    make_db: DatabaseFactory, monkeypatch: pytest.MonkeyPatch, jobs: int, scans: dict[str, int]
+) -> None:
+    """A first batch's apply reads each version table at most once: the serial path derives
+    the state from it (the parallel copy did that beside the index builds); the deltas are the
+    summaries over the state tables. The scans counted in the batch's own transaction."""
+    url = make_db("both")
+    fill(url, **COUNTS)
+    seen: list[dict[str, int]] = []
+    real = apply.apply_batch
+
+    def counting(conn: Any, batch_id: int, **kwargs: Any) -> apply.Applied:
+        before = dict(conn.execute(VERSION_SCANS).fetchall())
+        applied = real(conn, batch_id, **kwargs)
+        after = dict(conn.execute(VERSION_SCANS).fetchall())
+        seen.append({t: after[t] - before[t] for t in after if after[t] != before[t]})
+        return applied
+
+    monkeypatch.setattr(apply, "apply_batch", counting)
+    result = sync(settings(url, url), jobs=jobs)
+    assert (result.tables["orders"].mode, seen) == ("initial", [scans])
+    refresh(settings(url, url))
+    with psycopg.connect(url) as conn:
+        assert_views_match(conn, expected(conn))
 
 
 #: the batch's partitions with most blocks all-visible at once: COPY FREEZE marks each page it

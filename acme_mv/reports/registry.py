@@ -9,7 +9,8 @@
   ``ON CONFLICT`` target (``md5(status)`` for a text key of any length).
   Its tables are ``analytics.<name>_historic``,
   ``_current`` and ``_delta``; a batch writes its delta with
-  ``views/deltas/<name>.sql`` (``<name>.first.sql`` for the first batch).
+  ``views/deltas/<name>.sql`` (a batch into an empty state: the summary itself,
+  over the state that batch made).
 - A **report** is a view file ``views/reports/<schema>.<name>.sql`` with a
   ``-- report:`` header: ``ORDER BY <columns>`` (an export sorts the view) or
   ``TOP`` (the view is a top-N ranking ending in ``LIMIT n``: an export runs
@@ -93,11 +94,6 @@ class Summary:
         """A batch's signed change of the summary (``views/deltas/<name>.sql``), over the
         batch's temp tables (``views/state/order_changes.sql``, ``item_changes.sql``)."""
         return sqlfiles.text(f"deltas/{self.name}.sql")
-
-    @property
-    def first_delta(self) -> str:
-        """The first batch's aggregate into an empty state (``views/deltas/<name>.first.sql``)."""
-        return sqlfiles.text(f"deltas/{self.name}.first.sql")
 
     @property
     def state_tables(self) -> tuple[str, ...]:

@@ -23,9 +23,10 @@ A key gone from the source arrives as a tombstone version like any other
 change (``sync --full`` and change capture write them), so no batch needs to
 visit keys it did not bring. The cost is the batch's rows plus the items of
 the orders that opened or closed (about 26 per order), read through indexes.
-The first batch into an empty state (the first sync) has
-nothing to subtract and takes a set-based path: aggregates and a bulk insert,
-the state's indexes built after it.
+A batch into an empty state (the first sync) has nothing to subtract and
+takes a set-based path: a bulk insert into the state, the state's indexes
+built after it, then each summary's delta is the summary of that state
+(``views/summaries/<name>.sql``, the one definition of a report's groups).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Applied:
 
 
 # The SQL of a batch, one statement per file of views/state/ (docs/extending.md); the deltas are
-# every summary's of the registry (views/deltas/<summary>.sql, .first.sql)
+# every summary's of the registry (views/deltas/<summary>.sql; a first batch's, the summary itself)
 _ORDER_CHANGES = sqlfiles.text("state/order_changes.sql")
 _ITEM_CHANGES = sqlfiles.text("state/item_changes.sql")
 _ORDERS_GONE = sqlfiles.text("state/orders_state.delete.sql")
@@ -86,16 +87,32 @@ def _run(conn: Conn, statement: str, batch_id: int) -> int:
     return max(cur.rowcount, 0)
 
 
-# The first batch into an empty state (the first sync): nothing to subtract, every row is new;
-# set-based aggregates (each summary's first delta) and plain inserts instead of per-row probes
-# and upserts.
+# A batch into an empty state (the first sync): every row is new; plain inserts instead of
+# per-row probes and upserts, and the deltas are the summaries of the state they made.
 _FIRST_ORDERS_STATE = sqlfiles.text("state/orders_state.first.sql")
 _FIRST_ITEMS_STATE = sqlfiles.text("state/order_items_state.first.sql")
 
+#: a summary's delta for a batch into an empty state: its groups over the state after the
+#: batch (before it, every group was 0), those of n <> 0 as a batch's delta holds them
+_FIRST_DELTA = (
+    "INSERT INTO {delta} (batch_id, {keys}, n)"
+    " SELECT {batch}, {keys}, n FROM ({summary}) AS s WHERE n <> 0"
+)
+
 
 def _first_deltas(conn: Conn, batch_id: int) -> int:
-    """Every summary's first-batch aggregate; returns the delta rows written."""
-    return sum(_run(conn, s.first_delta, batch_id) for s in registry.summaries())
+    """Every summary over the state tables, now holding exactly the batch's live rows, as the
+    batch's delta; returns the delta rows written."""
+    rows = 0
+    for s in registry.summaries():
+        statement = sql.SQL(_FIRST_DELTA).format(
+            delta=s.table("delta"),
+            keys=s.columns,
+            batch=sql.Literal(batch_id),
+            summary=sql.SQL(s.from_state),  # a file of views/summaries/
+        )
+        rows += max(conn.execute(statement).rowcount, 0)
+    return rows
 
 
 def _state_empty(conn: Conn) -> bool:
@@ -130,17 +147,17 @@ def _apply_first(conn: Conn, batch_id: int) -> Applied:
     t0 = time.monotonic()
     for drop, _ in _STATE_INDEXES:
         conn.execute(drop)
-    delta_rows = _first_deltas(conn, batch_id)
-    t1 = time.monotonic()
     orders = _run(conn, _FIRST_ORDERS_STATE, batch_id)
     items = _run(conn, _FIRST_ITEMS_STATE, batch_id)
-    t2 = time.monotonic()
+    t1 = time.monotonic()
     for _, build in _STATE_INDEXES:
         conn.execute(build)
-    t3 = time.monotonic()
+    t2 = time.monotonic()
     conn.execute("ANALYZE staging.orders_state, staging.order_items_state")
+    t3 = time.monotonic()
+    delta_rows = _first_deltas(conn, batch_id)
     log.debug(
-        "first batch %s: deltas %.2f s, state inserts %.2f s, state indexes %.2f s, ANALYZE %.2f s",
+        "first batch %s: state inserts %.2f s, state indexes %.2f s, ANALYZE %.2f s, deltas %.2f s",
         batch_id,
         t1 - t0,
         t2 - t1,
@@ -151,7 +168,8 @@ def _apply_first(conn: Conn, batch_id: int) -> Applied:
 
 
 def _apply_first_deltas(conn: Conn, batch_id: int, state_rows: tuple[int, int]) -> Applied:
-    """A first batch whose state tables the parallel copy already loaded: only its deltas."""
+    """A first batch whose state tables the parallel copy already loaded (indexed and
+    ANALYZEd): only its deltas."""
     t0 = time.monotonic()
     delta_rows = _first_deltas(conn, batch_id)
     log.debug(

@@ -48,14 +48,6 @@ WHERE d.status IS NOT NULL AND d.status <> 'COMPLETED' AND d.customer_id IS NOT 
 GROUP BY d.customer_id
 HAVING sum(d.n) <> 0
 """,
-    f"deltas/{NAME}.first.sql": """\
--- The first batch into an empty state: one aggregate (see open_by_customer.sql).
-INSERT INTO analytics.open_by_customer_delta (batch_id, customer_id, n)
-SELECT %(batch)s, o.customer_id, count(*) FROM staging.orders AS o
-WHERE o._batch_id = %(batch)s AND NOT o._deleted AND o.status IS NOT NULL
-  AND o.status <> 'COMPLETED' AND o.customer_id IS NOT NULL
-GROUP BY o.customer_id
-""",
     f"reports/analytics.{NAME}.sql": """\
 -- analytics.open_by_customer: a toy report, open orders per customer, unordered.
 -- report: ORDER BY customer_id
