@@ -262,3 +262,23 @@ def test_the_reports_include_the_setup_batch_and_a_re_snapshot_once_the_stream_r
                 time.sleep(0.1)
             world.assert_reports_true()
         assert run("verify").exit_code == 0
+
+
+def test_a_batch_records_its_last_source_commit_as_its_moment(world: Cdc) -> None:
+    """Freshness under change capture (acme_mv.run.health): the batch's moment of the source is
+    its last transaction's commit, earlier than the apply."""
+    fill(world.src, **COUNTS)
+    world.setup()
+    world.catch_up()
+    with psycopg.connect(world.src) as conn:
+        began = conn.execute("SELECT now()").fetchone()
+        conn.execute("UPDATE operations.orders SET status = 'PENDING' WHERE order_id = 1")
+    committed = scalar(world.src, "SELECT clock_timestamp()")
+    world.catch_up()
+    with psycopg.connect(world.wh) as conn:
+        newest = conn.execute(
+            "SELECT source_at, started_at FROM staging.sync_batches ORDER BY batch_id DESC LIMIT 1"
+        ).fetchone()
+    assert began is not None and newest is not None
+    source_at, started_at = newest
+    assert began[0] <= source_at <= committed < started_at

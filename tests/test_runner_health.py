@@ -3,7 +3,9 @@ stale)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import psycopg
 
@@ -11,6 +13,7 @@ from acme_mv.config import Settings
 from acme_mv.errors import Stale
 from acme_mv.run import health
 from tests.support.cli_runner import run
+from tests.support.sync_helpers import execute
 
 
 def test_never_refreshed_is_stale(db_url: str, cli_env: Callable[..., None]) -> None:
@@ -50,3 +53,50 @@ def test_require_fresh_is_pure() -> None:
     recent = health.Freshness(refreshed_at=now, refreshed_batch_id=3, read_at=now, age_s=12.0)
     assert not recent.is_stale(12.0) and recent.is_stale(11.9)
     health.require_fresh(recent, 60)
+
+
+def _read_at(db_url: str) -> datetime:
+    fresh = health.freshness(Settings(database_url=db_url))
+    assert fresh.read_at is not None and fresh.age_s is not None
+    return fresh.read_at
+
+
+def test_change_capture_freshness_is_the_last_commit_or_the_caught_up_heartbeat(
+    db_url: str, cli_env: Callable[..., None]
+) -> None:
+    """A lagging stream shows its lag: a change-capture batch is as fresh as its last source
+    commit, not as its apply. A stream caught up with the source, with every batch it wrote
+    refreshed, is as fresh as its last heartbeat; one with a batch not yet refreshed is not."""
+    cli_env(database_url=db_url)
+    assert run("run", "--once").exit_code == 0  # batch 1, refreshed
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        started = conn.execute("SELECT started_at FROM staging.sync_batches").fetchone()
+    assert started is not None
+    assert _read_at(db_url) == started[0]  # a cursor sync: when its batch began
+    # the same batch as change capture applied it, an hour after its last commit
+    execute(db_url, "UPDATE staging.sync_batches SET source_at = started_at - interval '1 hour'")
+    assert _read_at(db_url) == started[0] - timedelta(hours=1)
+    assert run("status", "--max-age", "30m").exit_code == 5
+    # caught up since (a heartbeat), with its batch refreshed
+    execute(
+        db_url,
+        "INSERT INTO staging.cdc_state (slot_name, publication, lsn, last_batch_id, caught_up_at)"
+        " VALUES ('s', 'p', '0/0', 1, clock_timestamp())",
+    )
+    caught_up = _read_at(db_url)
+    assert caught_up > started[0]
+    assert run("status", "--max-age", "30m").exit_code == 0
+    # a batch the stream wrote is not refreshed yet: the heartbeat says nothing of it
+    execute(db_url, "UPDATE staging.cdc_state SET last_batch_id = 2")
+    assert _read_at(db_url) == started[0] - timedelta(hours=1)
+
+
+def test_metrics_take_a_caught_up_heartbeat_never_an_older_moment() -> None:
+    from acme_mv.run.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.caught_up(1000.0)
+    metrics.caught_up(900.0)
+    before = time.time()
+    age = metrics.registry.get_sample_value("acme_mv_freshness_seconds")
+    assert age is not None and before - 1000.0 <= age <= time.time() - 1000.0

@@ -495,6 +495,7 @@ class _Streamer:
                 # before the copy must be dropped, which this batch may hold; start again
                 raise _Resynced
             batch_id = opened.batch_id
+            opened.source_at = batch.commit_time  # the reports' freshness (acme_mv.run.health)
             written = write(wh, batch, encoding=self.encoding)
             wh.execute(
                 _SAVE_BATCH_SQL,

@@ -63,6 +63,7 @@ from acme_mv.db import (
 from acme_mv.errors import RefreshFailed
 from acme_mv.reports import registry
 from acme_mv.revision import require_head
+from acme_mv.staging.batch import SOURCE_AT_SQL
 
 log = logging.getLogger(__name__)
 
@@ -515,7 +516,7 @@ def _record(
     current_s: float,
 ) -> psycopg.Cursor[tuple[object, ...]]:
     """Queue the snapshot row's update; its cursor gives (historic batch, the batch's time)."""
-    return conn.execute(
+    query = sql.SQL(
         """
         UPDATE analytics.snapshot AS s
         SET refreshed_at = now(),
@@ -524,9 +525,12 @@ def _record(
             historic_seconds = coalesce(%(historic_s)s, s.historic_seconds),
             current_seconds = %(current_s)s
         RETURNING s.historic_batch_id,
-                  (SELECT started_at FROM staging.sync_batches
-                   WHERE batch_id = %(newest)s)
-        """,
+                  (SELECT {source_at} FROM staging.sync_batches AS b
+                   WHERE b.batch_id = %(newest)s)
+        """
+    ).format(source_at=sql.SQL(SOURCE_AT_SQL))  # a constant of the staging core
+    return conn.execute(
+        query,
         {
             "newest": newest,
             "mode": "historic" if rebuilt else "current",

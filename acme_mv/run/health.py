@@ -1,9 +1,14 @@
 """How fresh the reports are: the base of ``acme-mv status --max-age`` and the compose healthcheck.
 
-Freshness = now minus the time the newest sync batch included in the last
-refresh started reading the source (``analytics.snapshot.refreshed_batch_id``
--> ``staging.sync_batches.started_at``). Both times come from the warehouse's
-clock, so a skewed client clock does not matter. :func:`read_freshness` is the one
+Freshness = now minus the moment of the source the last refresh brought the reports up to:
+that of the newest batch it included (``analytics.snapshot.refreshed_batch_id``
+-> :data:`~acme_mv.staging.batch.SOURCE_AT_SQL`: when a cursor sync started reading the
+source; the commit time of a change-capture batch's last transaction, so that a lagging
+stream shows its lag), or, under change capture, the stream's last heartbeat when it was
+caught up with the source and every batch it wrote was refreshed
+(``staging.cdc_state.caught_up_at``), so that an idle source does not look stale. The
+times come from the warehouse's clock (a change capture commit time from the source's),
+never the client's. :func:`read_freshness` is the one
 definition: ``status``, the mail and the dashboard read it, and a refresh reports the
 same moment (``RefreshResult.refreshed_batch_at``) for ``run``'s log line and metrics.
 A report reader may not read ``staging`` (``grant-reader``): for it the moment is the
@@ -15,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from psycopg import sql
 from psycopg.rows import class_row
 
 from acme_mv.config import Settings
@@ -23,16 +29,25 @@ from acme_mv.errors import Stale
 
 __all__ = ["Freshness", "Stale", "freshness", "read_freshness", "require_fresh"]
 from acme_mv.revision import require_head
+from acme_mv.staging.batch import SOURCE_AT_SQL
 
-_FRESHNESS_SQL = """
-SELECT s.refreshed_at, s.refreshed_batch_id, b.started_at AS read_at,
+_FRESHNESS_SQL = sql.SQL("""
+SELECT s.refreshed_at, s.refreshed_batch_id, r.read_at,
        -- never below 0; NULL (not 0: greatest skips NULLs) when no batch was refreshed
-       CASE WHEN b.started_at IS NOT NULL
-            THEN greatest(extract(epoch FROM clock_timestamp() - b.started_at)::float8, 0)
+       CASE WHEN r.read_at IS NOT NULL
+            THEN greatest(extract(epoch FROM clock_timestamp() - r.read_at)::float8, 0)
        END AS age_s
 FROM analytics.snapshot AS s
 LEFT JOIN staging.sync_batches AS b ON b.batch_id = s.refreshed_batch_id
-"""
+CROSS JOIN LATERAL (
+    SELECT greatest(
+        {source_at},
+        -- change capture, caught up with the source when every batch it wrote was refreshed
+        (SELECT max(c.caught_up_at) FROM staging.cdc_state AS c
+         WHERE c.last_batch_id <= s.refreshed_batch_id)
+    ) AS read_at
+) AS r
+""").format(source_at=sql.SQL(SOURCE_AT_SQL))
 #: what a role that may not read staging.sync_batches sees: the refresh's own time
 _READER_FRESHNESS_SQL = """
 SELECT s.refreshed_at, s.refreshed_batch_id, s.refreshed_at AS read_at,
@@ -57,7 +72,7 @@ class Freshness:
     refreshed_at: datetime | None
     #: the newest sync batch that refresh included (None: nothing synced then)
     refreshed_batch_id: int | None
-    #: when that batch started reading the source
+    #: the moment of the source the reports are up to (see the module doc)
     read_at: datetime | None
     #: now minus ``read_at`` in seconds (None: never refreshed with data)
     age_s: float | None

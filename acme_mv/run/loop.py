@@ -509,15 +509,22 @@ def run_cdc(
     batches = 0
     failures = _InARow()
 
+    # the newest batch the stream wrote, and the newest the reports include (None: no refresh
+    # yet): an idle stream's heartbeat makes the reports that fresh once they are equal
+    wrote, included = 0, None
+
     def on_batch(result: cdc.BatchResult) -> None:
-        nonlocal batches
+        nonlocal batches, wrote
         batches += 1
+        wrote = max(wrote, result.batch_id)
         failures.reset()  # the stream works again: the next failure waits first_s
         log.debug("batch %d: %d changes, position %s", result.batch_id, result.changes, result.lsn)
 
     refreshed = threading.Event()  # the first scheduled run waits for the stream's first refresh
 
     def on_refresh(result: RefreshResult) -> None:
+        nonlocal included
+        included = max(included or 0, result.refreshed_batch_id or 0)
         refreshed.set()
         compact_after_fold(settings, keep, result)
         if metrics is not None:
@@ -528,6 +535,11 @@ def run_cdc(
                 refresh_s=result.total_seconds,
                 read_at=None if read_at is None else read_at.timestamp(),
             )
+
+    def on_heartbeat() -> None:
+        failures.reset()  # an idle stream that works is a success too
+        if metrics is not None and included is not None and included >= wrote:
+            metrics.caught_up(time.time())
 
     def on_slot(lag: cdc.SlotLag) -> None:
         if metrics is not None:
@@ -543,7 +555,7 @@ def run_cdc(
             on_batch=on_batch,
             on_refresh=on_refresh,
             on_slot=on_slot,
-            on_heartbeat=failures.reset,  # an idle stream that works is a success too
+            on_heartbeat=on_heartbeat,
             **tuning,
         )
 

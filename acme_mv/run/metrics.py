@@ -30,8 +30,7 @@ class Metrics:
         )
         self.freshness = Gauge(
             "acme_mv_freshness_seconds",
-            "Now minus the time the newest refreshed sync "
-            "read the source (NaN before the first cycle)",
+            "Now minus the moment of the source the reports are up to (NaN before the first cycle)",
             registry=r,
         )
         self.freshness.set_function(self._freshness)
@@ -94,6 +93,11 @@ class Metrics:
         self.last_success.set(time.time())
         if read_at is not None:
             self._read_at = read_at
+
+    def caught_up(self, at: float) -> None:
+        """Change capture was caught up with the source at ``at`` (Unix time) and every batch it
+        wrote is refreshed: the reports are as fresh as that moment."""
+        self._read_at = at if self._read_at is None else max(self._read_at, at)
 
     def cycle_failed(self, server: str) -> None:
         self.up.set(0)

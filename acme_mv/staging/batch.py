@@ -23,6 +23,7 @@ applied exactly once.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import Iterator
@@ -33,6 +34,11 @@ from acme_mv.errors import Busy
 from acme_mv.staging import apply, parallel, partitions
 
 log = logging.getLogger(__name__)
+
+#: the moment of the source a batch brings the reports up to (an expression over the
+#: ``staging.sync_batches`` row ``b``): a cursor sync reads the source when it starts; a
+#: change-capture batch sets ``source_at``, its last transaction's commit time
+SOURCE_AT_SQL = "coalesce(b.source_at, b.started_at)"
 
 #: ``pg_advisory_xact_lock`` key of ``acme-mv sync`` on the warehouse: the
 #: bytes of "acmesync" read as a signed 64-bit integer. ``acme-mv refresh``
@@ -65,6 +71,9 @@ class Batch:
     batch_id: int
     #: the tables the writer compared whole with the source (``sync --full``); saved at the end
     compared_tables: list[str] = field(default_factory=list)
+    #: change capture: the commit time of the batch's last source transaction (saved at the
+    #: end; None: the batch read the source when it started)
+    source_at: dt.datetime | None = None
     #: (orders, order items) a parallel copy loaded into the latest-state tables; None: the
     #: apply fills them
     state_rows: tuple[int, int] | None = None
@@ -109,9 +118,9 @@ def open_batch(conn: Conn, *, tables: list[str], wait: bool = True) -> Iterator[
     applying = time.monotonic()
     apply.apply_batch(conn, batch.batch_id, state_rows=batch.state_rows)
     conn.execute(
-        "UPDATE staging.sync_batches SET finished_at = clock_timestamp(), compared_tables = %s "
-        "WHERE batch_id = %s",
-        (batch.compared_tables, batch.batch_id),
+        "UPDATE staging.sync_batches SET finished_at = clock_timestamp(), compared_tables = %s, "
+        "source_at = %s WHERE batch_id = %s",
+        (batch.compared_tables, batch.source_at, batch.batch_id),
     )
     log.debug("batch %s applied in %.2f s", batch.batch_id, time.monotonic() - applying)
 
