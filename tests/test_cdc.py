@@ -262,3 +262,26 @@ def test_the_reports_include_the_setup_batch_and_a_re_snapshot_once_the_stream_r
                 time.sleep(0.1)
             world.assert_reports_true()
         assert run("verify").exit_code == 0
+
+
+def test_a_backlog_fills_batches_to_batch_rows_whatever_batch_ms(world: Cdc) -> None:
+    """Transactions committed while nothing streamed are a backlog: its batches close at
+    ``batch_rows`` changes, not ``batch_ms`` after their first transaction (fewer, larger
+    warehouse transactions catch up sooner)."""
+    fill(world.src, orders=50)
+    world.setup()
+    execute(
+        world.src,
+        "DO $$ BEGIN FOR i IN 1..600 LOOP "
+        "UPDATE operations.orders SET status = 'S' || i WHERE order_id = 1 + i % 50; COMMIT; "
+        "END LOOP; END $$",
+    )
+    sizes: list[int] = []
+    result = world.catch_up(
+        batch_rows=200, batch_ms=1, refresh_views=False, on_batch=lambda b: sizes.append(b.changes)
+    )
+    assert result.changes == sum(sizes) == 600
+    # a batch closes when it and the open transaction hold batch_rows changes; one closed
+    # 1 ms after its first transaction would hold a few dozen
+    assert max(sizes) >= 199, sizes
+    world.assert_staging_equals_source()
