@@ -9,7 +9,11 @@ before the warehouse's, and every transaction that ends at or before the
 warehouse's position is skipped, so nothing is doubled.
 
 A batch closes when no message is waiting (the stream caught up), or at
-``batch_rows`` changes, or ``batch_ms`` after its first transaction. The
+``batch_rows`` changes, or ``batch_ms`` after its first transaction. While the stream reads a
+backlog (transactions before the source's WAL position read when the session began, or when a
+batch was last due by time), neither ``batch_ms`` nor a pause of up to ``batch_ms`` in the flow
+closes a batch: it fills to ``batch_rows`` (fewer, larger warehouse transactions catch up
+sooner). The
 views are refreshed after batches, in a thread of their own (at most every
 ``refresh_ms``; :mod:`acme_mv.cdc.refresher`), so the stream never waits for a
 refresh; when the stream stops, a last refresh covers every batch. When it
