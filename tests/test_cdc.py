@@ -285,3 +285,16 @@ def test_a_backlog_fills_batches_to_batch_rows_whatever_batch_ms(world: Cdc) -> 
     # 1 ms after its first transaction would hold a few dozen
     assert max(sizes) >= 199, sizes
     world.assert_staging_equals_source()
+
+
+def test_batches_count_their_versions_and_tombstones(world: Cdc) -> None:
+    fill(world.src, orders=20)
+    world.setup()
+    written: list[cdc.BatchResult] = []
+    execute(world.src, "UPDATE operations.orders SET status = 'X' WHERE order_id <= 5")
+    world.catch_up(refresh_views=False, on_batch=written.append)
+    assert [(b.written.versions, b.written.tombstones) for b in written] == [(5, 0)]
+    written.clear()
+    execute(world.src, "DELETE FROM operations.orders WHERE order_id <= 3")
+    world.catch_up(refresh_views=False, on_batch=written.append)
+    assert [(b.written.versions, b.written.tombstones) for b in written] == [(0, 3)]

@@ -234,14 +234,17 @@ def write(conn: Conn, batch: Batch, *, encoding: str) -> Written:
         temp = _load_temp(conn, spec, changes.rows.items(), encoding=encoding)
         truncated = changes.truncated
         rows = len(changes.rows)
+        # whether the batch may append a tombstone (counted then)
+        deletes = truncated or None in changes.rows.values()
         if spill is not None and name in spill.tables and not changes.truncated:
             rows += _merge_spill(conn, spec, temp, first_chunk=spill.tables[name])
             truncated = name in spill.truncated
+            deletes = True
         if spec.kind == "append":
             appended = copy.append_tombstones(conn, spec, keep=temp) if truncated else 0
             if rows:
                 appended += copy.append_changed(conn, temp, spec, with_deleted=True)
-            dead = _count_appended_tombstones(conn, spec) if appended else 0
+            dead = _count_appended_tombstones(conn, spec) if appended and deletes else 0
             versions += appended - dead
             tombstones += dead
         else:
