@@ -151,17 +151,17 @@ BEGIN = b"B" + struct.pack("!QqI", 0x100, 0, 1)
 COMMIT = b"C" + struct.pack("!bQQq", 0, 0x100, 0x108, 0)
 
 
+def _only_change(message: bytes, columns: list[tuple[str, int, int]] = ORDERS) -> Change:
+    """The one change of a transaction of ``message`` (orders, as relation 1 of ``columns``)."""
+    (txn,) = _feed(_decoder(), _relation(1, "orders", columns), BEGIN, message, COMMIT)
+    (change,) = txn.changes
+    return change
+
+
 def test_columns_are_matched_by_name_and_extra_columns_ignored() -> None:
     shuffled = [("priority", 25, -1), *reversed(ORDERS)]
     values = (b"high", *reversed(_order(b"5", b"PENDING")))
-    (txn,) = _feed(
-        _decoder(),
-        _relation(1, "orders", shuffled),
-        BEGIN,
-        b"I" + struct.pack("!I", 1) + b"N" + _tuple(*values),
-        COMMIT,
-    )
-    (change,) = txn.changes
+    change = _only_change(b"I" + struct.pack("!I", 1) + b"N" + _tuple(*values), shuffled)
     assert change.key == b"5" and change.row == _order(b"5", b"PENDING")
 
 
@@ -365,14 +365,7 @@ def test_odd_values_pass_the_decoder_as_the_source_sent_them() -> None:
     """Bytes as sent (no unescaping, no decoding), NULLs, unchanged TOASTed values, and an
     empty string that is a value, not the unchanged marker."""
     values = (b"5", b"back\\slash\t\n\r", "caf\u00e9".encode(), b"\\N", b"", None, "u", b"", None)
-    (txn,) = _feed(
-        _decoder(),
-        _relation(1, "orders", ORDERS),
-        BEGIN,
-        b"I" + struct.pack("!I", 1) + b"N" + _tuple(*values),
-        COMMIT,
-    )
-    (change,) = txn.changes
+    change = _only_change(b"I" + struct.pack("!I", 1) + b"N" + _tuple(*values))
     assert change.row is not None
     assert change.row[:6] == values[:6] and change.row[7:] == values[7:]
     assert change.row[6] is pgoutput.UNCHANGED
@@ -382,30 +375,17 @@ def test_odd_values_pass_the_decoder_as_the_source_sent_them() -> None:
 def test_an_update_fills_unchanged_values_from_the_old_row_and_keeps_empty_strings() -> None:
     old = (b"5", b"", b"2026-01-02", b"7", b"OLD", b"t", None, b"c", None)
     new = (b"5", b"", "u", b"7", b"NEW", "u", None, b"", None)
-    (txn,) = _feed(
-        _decoder(),
-        _relation(1, "orders", ORDERS),
-        BEGIN,
-        b"U" + struct.pack("!I", 1) + b"O" + _tuple(*old) + b"N" + _tuple(*new),
-        COMMIT,
-    )
-    (change,) = txn.changes
+    change = _only_change(b"U" + struct.pack("!I", 1) + b"O" + _tuple(*old) + b"N" + _tuple(*new))
     assert change.row == (b"5", b"", b"2026-01-02", b"7", b"NEW", b"t", None, b"", None)
 
 
 def test_a_batch_fills_unchanged_values_from_the_keys_earlier_state_only() -> None:
     first = Transaction(changes=[Change("orders", "upsert", b"5", _row(_order(b"5", b"")))])
     later = (b"5", b"", "u", b"8", b"", b"2026-01-02 00:00:00", None, None, None)
-    (txn,) = _feed(
-        _decoder(),
-        _relation(1, "orders", ORDERS),
-        BEGIN,
-        b"U" + struct.pack("!I", 1) + b"N" + _tuple(*later),
-        COMMIT,
-    )
+    change = _only_change(b"U" + struct.pack("!I", 1) + b"N" + _tuple(*later))
     batch = Batch()
     batch.add(first)
-    batch.add(txn)
+    batch.add(Transaction(changes=[change]))
     filled = (b"5", b"", None, b"8", b"", b"2026-01-02 00:00:00", None, None, None)
     assert batch.tables["orders"].rows == {b"5": filled}
 
