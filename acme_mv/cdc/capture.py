@@ -518,7 +518,9 @@ class _Streamer:
         return batch.end_lsn < self.backlog_lsn
 
     def _source_position(self, src: Conn) -> int:
-        return pgoutput.lsn_from_str(one_value(src, "SELECT pg_current_wal_lsn()::text", kind=str))
+        """The source's WAL the walsender can send (flushed; a standby's: replayed)."""
+        found = optional_value(src, _SOURCE_POSITION_SQL, kind=str)
+        return pgoutput.lsn_from_str(found) if found else 0
 
     def _wait(self, cur: Any, timeout: float) -> None:
         select.select([cur], [], [], timeout)
@@ -628,6 +630,11 @@ class _Streamer:
         if self.on_heartbeat is not None:
             self.on_heartbeat()
 
+
+_SOURCE_POSITION_SQL = """
+SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+             ELSE pg_current_wal_flush_lsn() END)::text
+"""
 
 #: a batch's position; ``resync`` loses the tables whose copy the new position has passed
 #: (every later transaction commits after their snapshot: nothing of theirs is dropped)
