@@ -282,3 +282,39 @@ def test_a_batch_records_its_last_source_commit_as_its_moment(world: Cdc) -> Non
     assert began is not None and newest is not None
     source_at, started_at = newest
     assert began[0] <= source_at <= committed < started_at
+
+
+def test_a_backlog_fills_batches_to_batch_rows_whatever_batch_ms(world: Cdc) -> None:
+    """Transactions committed while nothing streamed are a backlog: its batches close at
+    ``batch_rows`` changes, not ``batch_ms`` after their first transaction (fewer, larger
+    warehouse transactions catch up sooner)."""
+    fill(world.src, orders=50)
+    world.setup()
+    execute(
+        world.src,
+        "DO $$ BEGIN FOR i IN 1..600 LOOP "
+        "UPDATE operations.orders SET status = 'S' || i WHERE order_id = 1 + i % 50; COMMIT; "
+        "END LOOP; END $$",
+    )
+    sizes: list[int] = []
+    result = world.catch_up(
+        batch_rows=200, batch_ms=1, refresh_views=False, on_batch=lambda b: sizes.append(b.changes)
+    )
+    assert result.changes == sum(sizes) == 600
+    # a batch closes when it and the open transaction hold batch_rows changes; one closed
+    # 1 ms after its first transaction would hold a few dozen
+    assert max(sizes) >= 199, sizes
+    world.assert_staging_equals_source()
+
+
+def test_batches_count_their_versions_and_tombstones(world: Cdc) -> None:
+    fill(world.src, orders=20)
+    world.setup()
+    written: list[cdc.BatchResult] = []
+    execute(world.src, "UPDATE operations.orders SET status = 'X' WHERE order_id <= 5")
+    world.catch_up(refresh_views=False, on_batch=written.append)
+    assert [(b.written.versions, b.written.tombstones) for b in written] == [(5, 0)]
+    written.clear()
+    execute(world.src, "DELETE FROM operations.orders WHERE order_id <= 3")
+    world.catch_up(refresh_views=False, on_batch=written.append)
+    assert [(b.written.versions, b.written.tombstones) for b in written] == [(0, 3)]

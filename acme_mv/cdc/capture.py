@@ -9,7 +9,11 @@ before the warehouse's, and every transaction that ends at or before the
 warehouse's position is skipped, so nothing is doubled.
 
 A batch closes when no message is waiting (the stream caught up), or at
-``batch_rows`` changes, or ``batch_ms`` after its first transaction. The
+``batch_rows`` changes, or ``batch_ms`` after its first transaction. While the stream reads a
+backlog (transactions before the source's WAL position read when the session began, or when a
+batch was last due by time), neither ``batch_ms`` nor a pause of up to ``batch_ms`` in the flow
+closes a batch: it fills to ``batch_rows`` (fewer, larger warehouse transactions catch up
+sooner). The
 views are refreshed after batches, in a thread of their own (at most every
 ``refresh_ms``; :mod:`acme_mv.cdc.refresher`), so the stream never waits for a
 refresh; when the stream stops, a last refresh covers every batch. When it
@@ -236,6 +240,8 @@ class _Streamer:
         self.stop = stop
         self.on_batch = on_batch
         self.saved_lsn = 0
+        #: the source's WAL position at the session's start or when last asked (``_behind``)
+        self.backlog_lsn = 0
         self.publication = ""
         self.batches = self.transactions = self.changes = self.skipped = self.heartbeats = 0
         self.resync_skipped = 0
@@ -403,16 +409,26 @@ class _Streamer:
             asked_keepalive = False
             spill = Spill()
             spill.reset(wh)  # what an interrupted session spilled is sent again
+            self.backlog_lsn = self._source_position(src)
+            paused = False
             while not self.stop.is_set():
                 if self.refresher is not None:
                     self.refresher.check()
                 self._observe(src)
+                # the messages already received, up to a commit or a batch's worth of changes:
+                # the checks around once a transaction, not once a message
+                done = None
                 msg = cur.read_message()
+                while msg is not None:
+                    done = decoder.feed(msg.payload)
+                    if done is not None or batch.changes + decoder.pending >= self.batch_rows:
+                        break
+                    msg = cur.read_message()
                 now = time.monotonic()
+                buffered = batch.changes + (decoder.pending if done is None else len(done.changes))
+                self.max_buffered = max(self.max_buffered, buffered)
                 if msg is not None:
-                    done = decoder.feed(pgoutput.decode(msg.payload))
-                    buffered = batch.changes + decoder.pending
-                    self.max_buffered = max(self.max_buffered, buffered)
+                    paused = False
                     if done is None and buffered >= self.batch_rows and decoder.in_transaction:
                         # a transaction outgrowing the batch: apply what is gathered, then
                         # spill its changes in chunks of a batch's size
@@ -442,13 +458,27 @@ class _Streamer:
                                 next_heartbeat = time.monotonic() + self.heartbeat_s
                                 continue
                     full = batch.changes >= self.batch_rows or (
-                        not batch.empty and now - batch_started >= self.batch_s
+                        not batch.empty
+                        and now - batch_started >= self.batch_s
+                        and not self._behind(src, batch)
                     )
                     if not full:
                         continue
+                if (
+                    msg is None
+                    and not batch.empty
+                    and not paused
+                    and batch.end_lsn < self.backlog_lsn
+                ):
+                    # a pause in a backlog (the walsender reads WAL that holds nothing for
+                    # us, or waits for the CPU): up to batch_ms for more, not a small batch
+                    paused = True
+                    self._wait(cur, self.batch_s)
+                    continue
                 if not batch.empty:
                     self._apply(wh, cur, batch)
                     batch = Batch()
+                    paused = False
                     next_heartbeat = time.monotonic() + self.heartbeat_s
                     continue
                 if decoder.in_transaction:
@@ -476,6 +506,21 @@ class _Streamer:
             raise
         finally:
             repl.close()
+
+    def _behind(self, src: Conn, batch: Batch) -> bool:
+        """Whether the source had written past ``batch`` when last asked (the session's start,
+        or the last time a batch was due by ``batch_ms``): the stream reads a backlog, and the
+        batch fills up to ``batch_rows`` (fewer, larger warehouse transactions catch up
+        sooner). Asked again, once, when the batch is past the position last read."""
+        if batch.end_lsn < self.backlog_lsn:
+            return True
+        self.backlog_lsn = self._source_position(src)
+        return batch.end_lsn < self.backlog_lsn
+
+    def _source_position(self, src: Conn) -> int:
+        """The source's WAL the walsender can send (flushed; a standby's: replayed)."""
+        found = optional_value(src, _SOURCE_POSITION_SQL, kind=str)
+        return pgoutput.lsn_from_str(found) if found else 0
 
     def _wait(self, cur: Any, timeout: float) -> None:
         select.select([cur], [], [], timeout)
@@ -586,6 +631,11 @@ class _Streamer:
         if self.on_heartbeat is not None:
             self.on_heartbeat()
 
+
+_SOURCE_POSITION_SQL = """
+SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+             ELSE pg_current_wal_flush_lsn() END)::text
+"""
 
 #: a batch's position; ``resync`` loses the tables whose copy the new position has passed
 #: (every later transaction commits after their snapshot: nothing of theirs is dropped)

@@ -15,13 +15,17 @@ under does not stop the stream (the server's own rule for a slot's snapshot).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from acme_mv.cdc import pgoutput
-from acme_mv.cdc.write import Change, Row, Transaction, Unsendable
+from acme_mv.cdc.write import Change, Row, Transaction, Unsendable, has_unchanged
 from acme_mv.errors import SchemaDrift
 from acme_mv.staging.tables import SCHEMA, TABLES, TableSpec
+
+_BEGIN, _COMMIT = pgoutput.BEGIN, pgoutput.COMMIT
+_ROW_CHANGES = frozenset((pgoutput.INSERT, pgoutput.UPDATE, pgoutput.DELETE))
 
 #: (type oid, type modifier) -> what ``format_type`` prints (the contract's notation)
 TypeName = Callable[[int, int], str]
@@ -30,12 +34,10 @@ TypeName = Callable[[int, int], str]
 @dataclass(frozen=True)
 class _Layout:
     spec: TableSpec
-    #: position in the source tuple of each contract column, in contract order
-    positions: tuple[int, ...]
+    #: a source tuple's contract columns, in contract order (an ``itemgetter`` of their
+    #: positions: one C call per row)
+    row: Callable[[tuple[pgoutput.Value, ...]], Row]
     key: int
-
-    def row(self, values: tuple[pgoutput.Value, ...]) -> Row:
-        return tuple(values[p] for p in self.positions)
 
 
 @dataclass(frozen=True)
@@ -82,53 +84,72 @@ class Decoder:
         self._layouts.clear()
         self._current = None
 
-    def feed(self, message: pgoutput.Message) -> Transaction | None:
-        if isinstance(message, pgoutput.Begin):
+    def feed(self, payload: bytes) -> Transaction | None:
+        """Read one pgoutput payload; returns the transaction its commit ends.
+
+        Begin, commit and row changes are read here without a message object each (the
+        stream's per-message path); the rare others through :func:`pgoutput.decode`."""
+        if not payload:
+            raise pgoutput.DecodeError("empty message")
+        kind = payload[0]
+        if kind == _BEGIN:
+            final_lsn = pgoutput.read_begin(payload)[0]
             self._current = Transaction()
-            self._skip = frozenset(t for t, lsn in self._resync.items() if message.final_lsn < lsn)
-        elif isinstance(message, pgoutput.Commit):
+            if self._resync:
+                self._skip = frozenset(t for t, lsn in self._resync.items() if final_lsn < lsn)
+        elif kind == _COMMIT:
+            commit_lsn, end_lsn, micros = pgoutput.read_commit(payload)
             done = self._current or Transaction()
-            done.commit_lsn = message.commit_lsn
-            done.end_lsn = message.end_lsn
-            done.commit_time = message.commit_time
+            done.commit_lsn = commit_lsn
+            done.end_lsn = end_lsn
+            done.commit_micros = micros
             self._current = None
             return done
-        elif isinstance(message, pgoutput.Relation):
+        elif kind in _ROW_CHANGES:
+            self._change(*pgoutput.read_change(payload))
+        else:
+            self._other(pgoutput.decode(payload))
+        return None
+
+    def _change(
+        self,
+        kind: int,
+        oid: int,
+        old_values: tuple[pgoutput.Value, ...] | None,
+        new_values: tuple[pgoutput.Value, ...] | None,
+    ) -> None:
+        layout = self._live(oid)
+        if layout is None:
+            return
+        table = layout.spec.name
+        if new_values is None:  # a delete
+            assert old_values is not None
+            self._add(Change(table, "delete", _key(layout.row(old_values), layout), None))
+            return
+        row = layout.row(new_values)
+        if old_values is not None:  # an update with the old row or key
+            old = layout.row(old_values)
+            if has_unchanged(row):
+                row = tuple(
+                    o if n is pgoutput.UNCHANGED else n for n, o in zip(row, old, strict=True)
+                )
+            old_key = _key(old, layout)
+            if old_key != _key(row, layout):  # the key itself changed: the old key is gone
+                self._add(Change(table, "delete", old_key, None))
+        self._add(Change(table, "upsert", _key(row, layout), row))
+
+    def _other(self, message: pgoutput.Message) -> None:
+        if isinstance(message, pgoutput.Relation):
             try:
                 self._layouts[message.oid] = self._layout(message)
             except SchemaDrift as exc:
                 spec = TABLES[message.name]
                 self._layouts[message.oid] = _Drifted(spec=spec, error=exc)
-        elif isinstance(message, pgoutput.Insert):
-            layout = self._live(message.oid)
-            if layout is not None:
-                row = layout.row(message.new)
-                self._add(Change(layout.spec.name, "upsert", _key(row, layout), row))
-        elif isinstance(message, pgoutput.Update):
-            layout = self._live(message.oid)
-            if layout is not None:
-                row = layout.row(message.new)
-                if message.old is not None:
-                    old = layout.row(message.old)
-                    row = tuple(
-                        o if n is pgoutput.UNCHANGED else n for n, o in zip(row, old, strict=True)
-                    )
-                    old_key = _key(old, layout)
-                    if old_key != _key(row, layout):  # the key itself changed: the old key is gone
-                        self._add(Change(layout.spec.name, "delete", old_key, None))
-                self._add(Change(layout.spec.name, "upsert", _key(row, layout), row))
-        elif isinstance(message, pgoutput.Delete):
-            layout = self._live(message.oid)
-            if layout is not None:
-                self._add(
-                    Change(layout.spec.name, "delete", _key(layout.row(message.old), layout), None)
-                )
         elif isinstance(message, pgoutput.Truncate):
             for oid in message.oids:
                 layout = self._live(oid)
                 if layout is not None:
                     self._add(Change(layout.spec.name, "truncate", b"", None))
-        return None
 
     def _live(self, oid: int) -> _Layout | None:
         """The layout to read a change of ``oid`` with; None: not a contract table, or a table
@@ -144,9 +165,10 @@ class Decoder:
         return layout
 
     def _add(self, change: Change) -> None:
-        if self._current is None:  # pgoutput always wraps changes in B ... C
+        current = self._current
+        if current is None:  # pgoutput always wraps changes in B ... C
             raise pgoutput.DecodeError("a change outside a transaction")
-        self._current.changes.append(change)
+        current.changes.append(change)
 
     def _layout(self, rel: pgoutput.Relation) -> _Layout | None:
         spec = TABLES.get(rel.name) if rel.namespace == SCHEMA else None
@@ -182,7 +204,13 @@ class Decoder:
                     actual=actual,
                 )
             positions.append(index)
-        return _Layout(spec=spec, positions=tuple(positions), key=spec.column_names.index(spec.key))
+        # every contract table has several columns: the itemgetter returns a tuple
+        assert len(positions) > 1
+        return _Layout(
+            spec=spec,
+            row=operator.itemgetter(*positions),
+            key=spec.column_names.index(spec.key),
+        )
 
 
 def _key(row: Row, layout: _Layout) -> bytes:

@@ -115,8 +115,6 @@ _I8 = struct.Struct("!B")
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _U32 = struct.Struct("!I")
-_I64 = struct.Struct("!q")
-_U64 = struct.Struct("!Q")
 
 
 def lsn_to_str(lsn: int) -> str:
@@ -132,7 +130,8 @@ def lsn_from_str(text: str) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
-def _timestamp(micros: int) -> dt.datetime:
+def timestamp(micros: int) -> dt.datetime:
+    """A pgoutput time (microseconds since :data:`PG_EPOCH`) as a datetime."""
     return PG_EPOCH + dt.timedelta(microseconds=micros)
 
 
@@ -165,12 +164,6 @@ class _Reader:
     def u32(self) -> int:
         return self._take(_U32)
 
-    def i64(self) -> int:
-        return self._take(_I64)
-
-    def u64(self) -> int:
-        return self._take(_U64)
-
     def string(self) -> str:
         end = self.buf.find(b"\x00", self.pos)
         if end < 0:
@@ -179,49 +172,104 @@ class _Reader:
         self.pos = end + 1
         return text
 
-    def byte(self) -> str:
-        if self.pos >= len(self.buf):
-            raise DecodeError(f"truncated {chr(self.buf[0])!r} message at byte {self.pos}")
-        ch = chr(self.buf[self.pos])
-        self.pos += 1
-        return ch
 
-    def tuple_data(self) -> tuple[Value, ...]:
-        # the hot loop of a stream (every column of every row, twice for an update under
-        # REPLICA IDENTITY FULL): locals and byte codes instead of method calls per column
-        buf, pos, size = self.buf, self.pos, len(self.buf)
-        if pos + 2 > size:
-            raise DecodeError(f"truncated {chr(buf[0])!r} message at byte {pos}")
+def read_tuple(buf: bytes, pos: int) -> tuple[tuple[Value, ...], int]:
+    """The TupleData at ``buf[pos:]``: its values, and the position after it.
+
+    The hot loop of a stream (every column of every row, twice for an update under
+    REPLICA IDENTITY FULL): no bounds check per column; a value running past the end is
+    found once, after the loop (a slice never fails), and a count or length past the end
+    raises from ``unpack_from`` or the index."""
+    try:
         (count,) = _I16.unpack_from(buf, pos)
         pos += 2
         values: list[Value] = []
         append = values.append
         length = _I32.unpack_from
         for _ in range(count):
-            if pos >= size:
-                raise DecodeError(f"truncated {chr(buf[0])!r} message at byte {pos}")
             kind = buf[pos]
-            pos += 1
-            if kind in (_TEXT, _BINARY):
-                if pos + 4 > size:
-                    raise DecodeError("truncated column value")
-                end = pos + 4 + length(buf, pos)[0]
-                if end > size:
-                    raise DecodeError("truncated column value")
-                append(bytes(buf[pos + 4 : end]))
-                pos = end
+            if kind in _VALUE_KINDS:
+                start = pos + 5
+                pos = start + length(buf, pos + 1)[0]
+                append(buf[start:pos])
             elif kind == _NULL:
                 append(NULL)
+                pos += 1
             elif kind == _UNCHANGED_KIND:
                 append(UNCHANGED)
+                pos += 1
             else:
                 raise DecodeError(f"unknown tuple column kind {chr(kind)!r}")
-        self.pos = pos
-        return tuple(values)
+    except (struct.error, IndexError):
+        raise DecodeError(f"truncated {chr(buf[0])!r} message at byte {pos}") from None
+    if pos > len(buf):
+        raise DecodeError("truncated column value")
+    return tuple(values), pos
 
 
 #: the kinds of a tuple's column: text, binary, NULL, unchanged TOASTed value
 _TEXT, _BINARY, _NULL, _UNCHANGED_KIND = b"t"[0], b"b"[0], b"n"[0], b"u"[0]
+_VALUE_KINDS = frozenset((_TEXT, _BINARY))
+
+
+#: the message types of a row change, a transaction's begin and its commit
+INSERT, UPDATE, DELETE, BEGIN, COMMIT = b"I"[0], b"U"[0], b"D"[0], b"B"[0], b"C"[0]
+#: a tuple's marker: the new row, the old row (REPLICA IDENTITY FULL), the old key
+_NEW, _OLD, _KEY = b"N"[0], b"O"[0], b"K"[0]
+#: B: final (commit) LSN, commit time, xid; C: flags, commit LSN, end LSN, commit time
+_BEGIN_FIELDS = struct.Struct("!QqI")
+_COMMIT_FIELDS = struct.Struct("!xQQq")
+
+
+def read_begin(payload: bytes) -> tuple[int, int, int]:
+    """A ``B`` message as (final LSN, commit time in microseconds since PG_EPOCH, xid)."""
+    return _fields(_BEGIN_FIELDS, payload)
+
+
+def read_commit(payload: bytes) -> tuple[int, int, int]:
+    """A ``C`` message as (commit LSN, end LSN, commit time in microseconds since PG_EPOCH)."""
+    return _fields(_COMMIT_FIELDS, payload)
+
+
+def _fields(fmt: struct.Struct, payload: bytes) -> tuple[int, int, int]:
+    try:
+        first, second, third = fmt.unpack_from(payload, 1)
+    except struct.error:
+        raise DecodeError(f"truncated {chr(payload[0])!r} message at byte 1") from None
+    return int(first), int(second), int(third)
+
+
+def read_change(
+    payload: bytes,
+) -> tuple[int, int, tuple[Value, ...] | None, tuple[Value, ...] | None]:
+    """An ``I``, ``U`` or ``D`` message as (type byte, relation oid, old tuple or None, new
+    tuple or None), without a message object (the stream's hot path; :func:`decode` wraps it).
+    """
+    kind = payload[0]
+    try:
+        (oid,) = _U32.unpack_from(payload, 1)
+        marker = payload[5]
+    except (struct.error, IndexError):
+        raise DecodeError(f"truncated {chr(kind)!r} message at byte 1") from None
+    if kind == INSERT:
+        if marker != _NEW:
+            raise DecodeError("insert without a new tuple")
+        return kind, oid, None, read_tuple(payload, 6)[0]
+    if kind == UPDATE:
+        old = None
+        pos = 6
+        if marker in (_KEY, _OLD):
+            old, pos = read_tuple(payload, pos)
+            marker = payload[pos] if pos < len(payload) else 0
+            pos += 1
+        if marker != _NEW:
+            raise DecodeError("update without a new tuple")
+        return kind, oid, old, read_tuple(payload, pos)[0]
+    if kind == DELETE:
+        if marker not in (_KEY, _OLD):
+            raise DecodeError("delete without an old tuple or key")
+        return kind, oid, read_tuple(payload, 6)[0], None
+    raise DecodeError(f"not a row change: {chr(kind)!r}")
 
 
 def decode(payload: bytes) -> Message:
@@ -231,10 +279,11 @@ def decode(payload: bytes) -> Message:
     r = _Reader(payload)
     kind = chr(payload[0])
     if kind == "B":
-        return Begin(final_lsn=r.u64(), commit_time=_timestamp(r.i64()), xid=r.u32())
+        final_lsn, micros, xid = read_begin(payload)
+        return Begin(final_lsn=final_lsn, commit_time=timestamp(micros), xid=xid)
     if kind == "C":
-        r.i8()  # flags, unused
-        return Commit(commit_lsn=r.u64(), end_lsn=r.u64(), commit_time=_timestamp(r.i64()))
+        commit_lsn, end_lsn, micros = read_commit(payload)
+        return Commit(commit_lsn=commit_lsn, end_lsn=end_lsn, commit_time=timestamp(micros))
     if kind == "R":
         oid = r.u32()
         namespace = r.string()
@@ -255,26 +304,14 @@ def decode(payload: bytes) -> Message:
             replica_identity=identity,
             columns=tuple(columns),
         )
-    if kind == "I":
-        oid = r.u32()
-        if r.byte() != "N":
-            raise DecodeError("insert without a new tuple")
-        return Insert(oid=oid, new=r.tuple_data())
-    if kind == "U":
-        oid = r.u32()
-        marker = r.byte()
-        old = None
-        if marker in ("K", "O"):
-            old = r.tuple_data()
-            marker = r.byte()
-        if marker != "N":
-            raise DecodeError("update without a new tuple")
-        return Update(oid=oid, old=old, new=r.tuple_data())
-    if kind == "D":
-        oid = r.u32()
-        if r.byte() not in ("K", "O"):
-            raise DecodeError("delete without an old tuple or key")
-        return Delete(oid=oid, old=r.tuple_data())
+    if kind in ("I", "U", "D"):
+        _, oid, old, new = read_change(payload)
+        if new is None:
+            assert old is not None
+            return Delete(oid=oid, old=old)
+        if kind == "I":
+            return Insert(oid=oid, new=new)
+        return Update(oid=oid, old=old, new=new)
     if kind == "T":
         count = r.i32()
         options = r.i8()

@@ -22,10 +22,11 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from psycopg import sql
 
-from acme_mv.cdc.pgoutput import UNCHANGED, Value
+from acme_mv.cdc.pgoutput import UNCHANGED, Value, timestamp
 from acme_mv.db import Conn, one_value
 from acme_mv.errors import SchemaDrift
 from acme_mv.staging import copy
@@ -58,27 +59,35 @@ class Batch:
     #: end LSN of the newest transaction in the batch (what the slot may confirm after commit)
     end_lsn: int = 0
     commit_lsn: int = 0
-    commit_time: dt.datetime | None = None
-    #: source commit time of the oldest transaction in the batch
-    first_commit_time: dt.datetime | None = None
+    #: source commit time of the newest and the oldest transaction in the batch (pgoutput's
+    #: microseconds: a datetime is made once a batch, in :attr:`commit_time`)
+    commit_micros: int | None = None
+    first_commit_micros: int | None = None
     #: the earlier changes of the batch's one transaction, spilled to the warehouse
     spill: Spill | None = None
 
-    def table(self, name: str) -> TableChanges:
-        return self.tables.setdefault(name, TableChanges())
+    @property
+    def commit_time(self) -> dt.datetime | None:
+        return None if self.commit_micros is None else timestamp(self.commit_micros)
+
+    @property
+    def first_commit_time(self) -> dt.datetime | None:
+        return None if self.first_commit_micros is None else timestamp(self.first_commit_micros)
 
     def add_changes(self, changes: Iterable[Change]) -> None:
         """Fold ``changes`` (in order) into the last state of each key."""
-        for change in changes:
-            table = self.table(change.table)
-            if change.kind == "truncate":
+        tables = self.tables
+        for name, kind, key, row in changes:
+            table = tables.get(name)
+            if table is None:
+                table = tables[name] = TableChanges()
+            if kind == "truncate":
                 table.rows.clear()
                 table.truncated = True
                 continue
-            row = change.row
-            if row is not None and any(v is UNCHANGED for v in row):
-                row = _fill_unchanged(row, table.rows.get(change.key))
-            table.rows[change.key] = row
+            if row is not None and has_unchanged(row):
+                row = _fill_unchanged(row, table.rows.get(key))
+            table.rows[key] = row
 
     def add(self, transaction: Transaction, *, spill: Spill | None = None) -> None:
         """Add a whole transaction; ``spill`` holds its earlier changes (the batch must be
@@ -91,9 +100,9 @@ class Batch:
         self.changes += len(transaction.changes) + transaction.spilled
         self.end_lsn = transaction.end_lsn
         self.commit_lsn = transaction.commit_lsn
-        self.commit_time = transaction.commit_time
-        if self.first_commit_time is None:
-            self.first_commit_time = transaction.commit_time
+        self.commit_micros = transaction.commit_micros
+        if self.first_commit_micros is None:
+            self.first_commit_micros = transaction.commit_micros
 
     @property
     def table_names(self) -> list[str]:
@@ -105,6 +114,12 @@ class Batch:
         return self.transactions == 0
 
 
+def has_unchanged(row: Row) -> bool:
+    """Whether ``row`` holds an UNCHANGED marker (rare: ``in`` is one C scan, and an empty
+    value equal to the marker is told apart by identity only then)."""
+    return UNCHANGED in row and any(v is UNCHANGED for v in row)
+
+
 def _fill_unchanged(row: Row, previous: Row | None) -> Row:
     """Replace UNCHANGED values by the same column of an
     earlier state in this batch, when there is one."""
@@ -113,8 +128,9 @@ def _fill_unchanged(row: Row, previous: Row | None) -> Row:
     return tuple(p if v is UNCHANGED else v for v, p in zip(row, previous, strict=True))
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
+    """One row change (a tuple: one per change of a stream, made and read fast)."""
+
     table: str
     #: ``upsert`` (row is the new state), ``delete`` (row is None), ``truncate``
     kind: str
@@ -122,15 +138,20 @@ class Change:
     row: Row | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Transaction:
     commit_lsn: int = 0
     end_lsn: int = 0
-    commit_time: dt.datetime | None = None
+    #: commit time, pgoutput's microseconds since 2000-01-01 UTC (see :attr:`commit_time`)
+    commit_micros: int | None = None
     #: its changes not spilled (all of them unless it outgrew the batch size)
     changes: list[Change] = field(default_factory=list)
     #: how many of its changes went to the spill before ``changes``
     spilled: int = 0
+
+    @property
+    def commit_time(self) -> dt.datetime | None:
+        return None if self.commit_micros is None else timestamp(self.commit_micros)
 
 
 SPILL_PREFIX = "_acme_cdc_spill_"
@@ -213,14 +234,17 @@ def write(conn: Conn, batch: Batch, *, encoding: str) -> Written:
         temp = _load_temp(conn, spec, changes.rows.items(), encoding=encoding)
         truncated = changes.truncated
         rows = len(changes.rows)
+        # whether the batch may append a tombstone (counted then)
+        deletes = truncated or None in changes.rows.values()
         if spill is not None and name in spill.tables and not changes.truncated:
             rows += _merge_spill(conn, spec, temp, first_chunk=spill.tables[name])
             truncated = name in spill.truncated
+            deletes = True
         if spec.kind == "append":
             appended = copy.append_tombstones(conn, spec, keep=temp) if truncated else 0
             if rows:
                 appended += copy.append_changed(conn, temp, spec, with_deleted=True)
-            dead = _count_appended_tombstones(conn, spec) if appended else 0
+            dead = _count_appended_tombstones(conn, spec) if appended and deletes else 0
             versions += appended - dead
             tombstones += dead
         else:
@@ -285,14 +309,15 @@ def _copy_rows(
     statement = sql.SQL("COPY {} ({}, _deleted{}) FROM STDIN (FORMAT text, ENCODING {})").format(
         temp, cols, extra, sql.Literal(encoding)
     )
+    tails = (b"\tf" + suffix + b"\n", b"\tt" + suffix + b"\n")  # by ``deleted``
+    before, after = (None,) * key_index, (None,) * (width - key_index - 1)
     with conn.cursor().copy(statement) as out:
-        buf = bytearray()
+        block: list[tuple[Row, bool]] = []
         for key, row in rows:
             if row is None:
-                line: Sequence[Value] = [key if i == key_index else None for i in range(width)]
-                buf += _copy_line(line, deleted=True, suffix=suffix)
+                block.append((before + (key,) + after, True))
             else:
-                if any(v is UNCHANGED for v in row):
+                if has_unchanged(row):
                     raise Unsendable(
                         f"The source sent an update of {spec.qualified} "
                         "without an unchanged TOASTed column; "
@@ -301,20 +326,58 @@ def _copy_rows(
                         table=spec.qualified,
                         column=spec.column_names[[v is UNCHANGED for v in row].index(True)],
                     )
-                buf += _copy_line(row, deleted=False, suffix=suffix)
-            if len(buf) >= copy.CHUNK_BYTES:
-                out.write(bytes(buf))
-                buf.clear()
-        if buf:
-            out.write(bytes(buf))
+                block.append((row, False))
+            if len(block) >= COPY_BLOCK_ROWS:
+                out.write(copy_block(block, tails))
+                block.clear()
+        if block:
+            out.write(copy_block(block, tails))
 
+
+#: rows per write to the COPY (about :data:`acme_mv.staging.copy.CHUNK_BYTES` of the
+#: contract's rows): each write costs a Python call and a buffer copy
+COPY_BLOCK_ROWS = 2048
 
 #: the bytes COPY's text format escapes in a value
 _SPECIAL = re.compile(rb"[\\\t\n\r]")
+_NULL_FIELD = b"\\N"
+
+
+def copy_block(rows: Sequence[tuple[Row, bool]], tails: tuple[bytes, bytes]) -> bytes:
+    """The COPY text lines of ``rows`` (values, deleted; all of one width), each ended by
+    ``tails[deleted]`` (its last fields and the newline; both with as many tabs).
+
+    Values almost never hold a byte COPY escapes, so they are joined as they are and the
+    block is checked once, by counting in C: as many tabs, newlines and backslashes as the
+    separators, the ends and the NULLs (``\\N``) put there, and no carriage return. Only a
+    block that fails the check is made again value by value (:func:`_copy_line`).
+    """
+    parts: list[bytes] = []
+    append = parts.append
+    nulls = 0
+    for row, deleted in rows:
+        found = row.count(None)
+        if found:
+            nulls += found
+            append(b"\t".join([_NULL_FIELD if v is None else v for v in row]))
+        else:
+            append(b"\t".join(row))  # type: ignore[arg-type]
+        append(tails[deleted])
+    out = b"".join(parts)
+    lines = len(rows)
+    tabs = lines * (len(rows[0][0]) - 1 + tails[0].count(b"\t")) if rows else 0
+    if (
+        out.count(b"\n") == lines
+        and out.count(b"\\") == nulls
+        and out.count(b"\t") == tabs
+        and b"\r" not in out
+    ):
+        return out
+    return b"".join(_copy_line(row, tails[deleted]) for row, deleted in rows)
 
 
 def _escape(value: bytes) -> bytes:
-    if _SPECIAL.search(value) is None:  # almost every value: one scan in C
+    if _SPECIAL.search(value) is None:
         return value
     return (
         value.replace(b"\\", b"\\\\")  # first, so that the escapes below stay single
@@ -324,10 +387,9 @@ def _escape(value: bytes) -> bytes:
     )
 
 
-def _copy_line(row: Sequence[Value], *, deleted: bool, suffix: bytes = b"") -> bytes:
-    fields = [b"\\N" if v is None else _escape(v) for v in row]
-    fields.append(b"t" if deleted else b"f")
-    return b"\t".join(fields) + suffix + b"\n"
+def _copy_line(row: Sequence[Value], tail: bytes) -> bytes:
+    """One COPY text line, every value escaped, ended by ``tail``."""
+    return b"\t".join([_NULL_FIELD if v is None else _escape(v) for v in row]) + tail
 
 
 def _count_appended_tombstones(conn: Conn, spec: TableSpec) -> int:

@@ -141,7 +141,10 @@ def run(
     batch_ms: Annotated[
         float,
         typer.Option(
-            "--batch-ms", min=0, help="Close a batch this long after its first transaction."
+            "--batch-ms",
+            min=0,
+            help="Close a batch this long after its first transaction (a backlog's batches "
+            "fill to --batch-rows).",
         ),
     ] = defaults.DEFAULT_BATCH_MS,
     refresh_ms: Annotated[

@@ -83,7 +83,7 @@ def run(
             min=0,
             help=(
                 "With --cdc: close a batch this long after its first transaction "
-                f"(default {DEFAULT_BATCH_MS:g})."
+                f"(default {DEFAULT_BATCH_MS:g}; a backlog's batches fill to --batch-rows)."
             ),
             show_default=False,
         ),
