@@ -3,8 +3,10 @@ drift."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import psycopg
 import pytest
@@ -13,7 +15,8 @@ from acme_mv import cdc
 from acme_mv.cdc.errors import NotSetUp
 from acme_mv.cdc.pgoutput import lsn_from_str
 from acme_mv.errors import SchemaDrift
-from tests.support.cdc_helpers import Cdc, drop_slot
+from acme_mv.run import health
+from tests.support.cdc_helpers import Cdc, Streaming, drop_slot
 from tests.support.cli_runner import run
 from tests.support.database import DatabaseFactory
 from tests.support.sync_helpers import compared_tables, execute, fill, scalar, versions
@@ -318,3 +321,65 @@ def test_batches_count_their_versions_and_tombstones(world: Cdc) -> None:
     execute(world.src, "DELETE FROM operations.orders WHERE order_id <= 3")
     world.catch_up(refresh_views=False, on_batch=written.append)
     assert [(b.written.versions, b.written.tombstones) for b in written] == [(0, 3)]
+
+
+def _read_at(world: Cdc) -> datetime | None:
+    with psycopg.connect(world.wh) as conn:
+        return health.read_freshness(conn).read_at
+
+
+def test_an_idle_stream_caught_up_keeps_the_reports_fresh(
+    world: Cdc, cli_env: Callable[..., None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A heartbeat that finds everything the source had written applied moves the newest
+    batch's moment of the source to then: the reports, once they include it, are that fresh;
+    not before (a resync's batch not yet refreshed), and not with a second slot."""
+    fill(world.src, **COUNTS)
+    world.setup()
+    world.catch_up()
+    probed = scalar(world.src, "SELECT clock_timestamp()")
+    first = _read_at(world)
+    assert first is not None and first < probed
+    with world.streaming() as handle:
+        _wait_read_at(world, handle, past=probed)
+    # a resync's batch, not yet refreshed: the reports keep the moment they have
+    cli_env(database_url=world.wh, source_url=world.src)
+    res = run("cdc", "resync", "--table", "orders", "--slot", world.slot)
+    assert res.exit_code == 0, res.stderr
+    before = _read_at(world)
+    with world.streaming(refresh_views=False) as handle:
+        _wait_caught_up(caplog, handle)
+    assert _read_at(world) == before
+    # refreshed, the heartbeats move it on
+    assert run("refresh").exit_code == 0
+    probed = scalar(world.src, "SELECT clock_timestamp()")
+    with world.streaming() as handle:
+        _wait_read_at(world, handle, past=probed)
+    # a second slot's state in the warehouse: no heartbeat speaks for it
+    execute(
+        world.wh,
+        "INSERT INTO staging.cdc_state (slot_name, publication, lsn) VALUES ('other', 'p', '0/0')",
+    )
+    held = _read_at(world)
+    with world.streaming() as handle:
+        _wait_caught_up(caplog, handle)
+    assert _read_at(world) == held
+
+
+def _wait_read_at(world: Cdc, handle: Streaming, *, past: datetime) -> None:
+    deadline = time.monotonic() + 60  # a safety net: heartbeats come every 0.1 s
+    while (read_at := _read_at(world)) is None or read_at < past:
+        assert handle.error is None, handle.error
+        assert time.monotonic() < deadline, f"no caught-up heartbeat: {read_at} < {past}"
+        time.sleep(0.05)
+
+
+def _wait_caught_up(caplog: pytest.LogCaptureFixture, handle: Streaming) -> None:
+    """Until the running stream logs a caught-up heartbeat (one that would move the moment)."""
+    caplog.set_level(logging.DEBUG, logger="acme_mv.cdc.capture")
+    caplog.clear()
+    deadline = time.monotonic() + 60  # a safety net
+    while not any("caught up with the source" in r.getMessage() for r in caplog.records):
+        assert handle.error is None, handle.error
+        assert time.monotonic() < deadline, "no caught-up heartbeat"
+        time.sleep(0.05)

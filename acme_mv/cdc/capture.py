@@ -60,7 +60,15 @@ from acme_mv.cdc.refresher import Refresher
 from acme_mv.cdc.slot import DEFAULT_SLOT, check_slot, saved_position, slot_holder
 from acme_mv.cdc.write import Batch, Spill, Written, write
 from acme_mv.config import Settings
-from acme_mv.db import Conn, connection, first_line, is_data_error, one_value, optional_value
+from acme_mv.db import (
+    Conn,
+    UnexpectedResult,
+    connection,
+    first_line,
+    is_data_error,
+    one_value,
+    optional_value,
+)
 from acme_mv.defaults import DEFAULT_BATCH_MS as DEFAULT_BATCH_MS
 from acme_mv.defaults import DEFAULT_BATCH_ROWS as DEFAULT_BATCH_ROWS
 from acme_mv.defaults import DEFAULT_HEARTBEAT_S as DEFAULT_HEARTBEAT_S
@@ -242,6 +250,8 @@ class _Streamer:
         self.saved_lsn = 0
         #: the source's WAL position at the session's start or when last asked (``_behind``)
         self.backlog_lsn = 0
+        #: the source's WAL position and clock when the last heartbeat asked the walsender
+        self.probe: tuple[int, dt.datetime] | None = None
         self.publication = ""
         self.batches = self.transactions = self.changes = self.skipped = self.heartbeats = 0
         self.resync_skipped = 0
@@ -485,11 +495,15 @@ class _Streamer:
                     self._wait(cur, 0.1)
                     continue
                 if time.monotonic() >= next_heartbeat or asked_keepalive:
-                    if asked_keepalive or cur.wal_end > self.saved_lsn:
+                    if asked_keepalive:
                         self._heartbeat(wh, cur, int(cur.wal_end))
                         asked_keepalive = False
                         next_heartbeat = time.monotonic() + self.heartbeat_s
                     else:
+                        # where the source is, and when, before the walsender says where it
+                        # is: an answer at or past it means every transaction committed by
+                        # then is applied (the heartbeat's freshness)
+                        self.probe = self._source_now(src)
                         cur.send_feedback(
                             reply=True, force=True
                         )  # the answer's wal_end is read next time
@@ -516,6 +530,13 @@ class _Streamer:
             return True
         self.backlog_lsn = self._source_position(src)
         return batch.end_lsn < self.backlog_lsn
+
+    def _source_now(self, src: Conn) -> tuple[int, dt.datetime]:
+        """The source's WAL written so far (inserted; a standby's: replayed) and its clock."""
+        row = src.execute(_SOURCE_NOW_SQL).fetchone()
+        if row is None or not isinstance(row[1], dt.datetime):
+            raise UnexpectedResult(f"the source's position and clock: {row!r}")
+        return pgoutput.lsn_from_str(str(row[0])) if row[0] else 0, row[1]
 
     def _source_position(self, src: Conn) -> int:
         """The source's WAL the walsender can send (flushed; a standby's: replayed)."""
@@ -622,6 +643,12 @@ class _Streamer:
             "updated_at = clock_timestamp() WHERE slot_name = %s",
             (pgoutput.lsn_to_str(lsn), self.slot),
         )
+        if self.probe is not None and lsn >= self.probe[0]:
+            # everything the source had written when probed is applied: the newest batch
+            # brings the reports up to that moment
+            wh.execute(_CAUGHT_UP_SQL, {"at": self.probe[1], "slot": self.slot})
+            log.debug("caught up with the source as of %s", self.probe[1].isoformat())
+        self.probe = None
         cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=True)
         self.saved_lsn = lsn
         self.heartbeats += 1
@@ -631,6 +658,20 @@ class _Streamer:
         if self.on_heartbeat is not None:
             self.on_heartbeat()
 
+
+_SOURCE_NOW_SQL = """
+SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+             ELSE pg_current_wal_insert_lsn() END)::text, clock_timestamp()
+"""
+#: a caught-up heartbeat's moment of the source, for the newest batch: staging then holds every
+#: transaction the source had committed by then (the stream's, and those of a resync or a
+#: re-snapshot, which the stream skips). Not when another slot feeds this warehouse.
+_CAUGHT_UP_SQL = """
+UPDATE staging.sync_batches AS b SET source_at = %(at)s
+WHERE b.batch_id = (SELECT max(batch_id) FROM staging.sync_batches)
+  AND coalesce(b.source_at, b.started_at) < %(at)s
+  AND NOT EXISTS (SELECT 1 FROM staging.cdc_state AS c WHERE c.slot_name <> %(slot)s)
+"""
 
 _SOURCE_POSITION_SQL = """
 SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()

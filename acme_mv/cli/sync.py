@@ -238,8 +238,8 @@ def status(
     lag is the source's max(updated_at) minus the cursor. With --exact, also
     the orders and order items deleted at the source since they were staged
     (only `sync --full` removes them; see docs/deploy-cursor-sync.md). Then when the reports
-    were last refreshed and their freshness (now minus the time the newest
-    refreshed sync read the source).
+    were last refreshed and their freshness (now minus the moment of the source
+    the reports are up to: docs/operate.md#monitoring).
 
     Examples:
 

@@ -96,8 +96,8 @@ class RefreshResult:
     historic_batch_id: int
     #: the newest committed sync batch included (None: nothing synced yet)
     refreshed_batch_id: int | None
-    #: when that batch began (it read the source at or after it): the moment the reports are
-    #: fresh as of, as :func:`acme_mv.run.health.read_freshness` reads it
+    #: that batch's moment of the source (:data:`acme_mv.staging.batch.SOURCE_AT_SQL`): the
+    #: moment the reports are fresh as of, as :func:`acme_mv.run.health.read_freshness` reads it
     refreshed_batch_at: datetime | None
     day: date
     historic_seconds: float | None

@@ -1,16 +1,16 @@
 """How fresh the reports are: the base of ``acme-mv status --max-age`` and the compose healthcheck.
 
 Freshness = now minus the moment of the source the last refresh brought the reports up to:
-that of the newest batch it included (``analytics.snapshot.refreshed_batch_id``
--> :data:`~acme_mv.staging.batch.SOURCE_AT_SQL`: when a cursor sync started reading the
-source; the commit time of a change-capture batch's last transaction, so that a lagging
-stream shows its lag), or, under change capture, the stream's last heartbeat when it was
-caught up with the source and every batch it wrote was refreshed
-(``staging.cdc_state.caught_up_at``), so that an idle source does not look stale. The
-times come from the warehouse's clock (a change capture commit time from the source's),
-never the client's. :func:`read_freshness` is the one
-definition: ``status``, the mail and the dashboard read it, and a refresh reports the
-same moment (``RefreshResult.refreshed_batch_at``) for ``run``'s log line and metrics.
+that of the newest batch it included (``analytics.snapshot.refreshed_batch_id`` ->
+:data:`~acme_mv.staging.batch.SOURCE_AT_SQL`). A cursor sync's batch is when it began
+reading the source. A change-capture batch is the commit time of its last transaction, so a
+lagging stream shows its lag; an idle stream's heartbeat that finds every transaction the
+source had written applied moves its last batch's moment to then (when no other batch came
+after it), so a quiet source does not look stale. :func:`read_freshness` is the one
+definition: ``status``, the mail and the dashboard read it, a refresh reports the same
+moment (``RefreshResult.refreshed_batch_at``) for ``run``'s log line and metrics, and
+``run --cdc``'s metrics read it after each heartbeat. Times are the warehouse's clock, a
+change-capture moment the source's; never the client's.
 A report reader may not read ``staging`` (``grant-reader``): for it the moment is the
 refresh's own time, later than the truth by one sync at most.
 """
@@ -32,21 +32,13 @@ from acme_mv.revision import require_head
 from acme_mv.staging.batch import SOURCE_AT_SQL
 
 _FRESHNESS_SQL = sql.SQL("""
-SELECT s.refreshed_at, s.refreshed_batch_id, r.read_at,
+SELECT s.refreshed_at, s.refreshed_batch_id, {source_at} AS read_at,
        -- never below 0; NULL (not 0: greatest skips NULLs) when no batch was refreshed
-       CASE WHEN r.read_at IS NOT NULL
-            THEN greatest(extract(epoch FROM clock_timestamp() - r.read_at)::float8, 0)
+       CASE WHEN b.batch_id IS NOT NULL
+            THEN greatest(extract(epoch FROM clock_timestamp() - {source_at})::float8, 0)
        END AS age_s
 FROM analytics.snapshot AS s
 LEFT JOIN staging.sync_batches AS b ON b.batch_id = s.refreshed_batch_id
-CROSS JOIN LATERAL (
-    SELECT greatest(
-        {source_at},
-        -- change capture, caught up with the source when every batch it wrote was refreshed
-        (SELECT max(c.caught_up_at) FROM staging.cdc_state AS c
-         WHERE c.last_batch_id <= s.refreshed_batch_id)
-    ) AS read_at
-) AS r
 """).format(source_at=sql.SQL(SOURCE_AT_SQL))
 #: what a role that may not read staging.sync_batches sees: the refresh's own time
 _READER_FRESHNESS_SQL = """
@@ -90,7 +82,7 @@ class Freshness:
             )
         return (
             f"reports refreshed at {self.refreshed_at.isoformat(timespec='seconds')} "
-            f"(batch {self.refreshed_batch_id}, read the source at "
+            f"(batch {self.refreshed_batch_id}, up to the source at "
             f"{self.read_at.isoformat(timespec='seconds') if self.read_at else '-'}), "
             f"freshness {self.age_s:.1f}s"
         )

@@ -3,8 +3,8 @@ until told to stop; never gives up on a server.
 
 One cycle = one sync (one batch, one warehouse transaction) + one refresh
 (one transaction). Each cycle logs one line: rows synced, the refresh's
-seconds and kind, and the freshness of the reports = now minus the time the
-newest included sync read the source.
+seconds and kind, and the freshness of the reports = now minus the moment of
+the source they are up to (:mod:`acme_mv.run.health`).
 
 Failures. A cycle that fails on a server (refused or lost connection, server
 restart, terminated session, login outage, serialization failure) is logged
@@ -45,6 +45,7 @@ from acme_mv.config import Settings, scrub
 from acme_mv.db import connection, first_line, is_data_error
 from acme_mv.errors import AcmeMvError, ServerError
 from acme_mv.reports.refresh import DAY_CHANGED, RefreshResult, refresh
+from acme_mv.run import health
 from acme_mv.run.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -509,22 +510,15 @@ def run_cdc(
     batches = 0
     failures = _InARow()
 
-    # the newest batch the stream wrote, and the newest the reports include (None: no refresh
-    # yet): an idle stream's heartbeat makes the reports that fresh once they are equal
-    wrote, included = 0, None
-
     def on_batch(result: cdc.BatchResult) -> None:
-        nonlocal batches, wrote
+        nonlocal batches
         batches += 1
-        wrote = max(wrote, result.batch_id)
         failures.reset()  # the stream works again: the next failure waits first_s
         log.debug("batch %d: %d changes, position %s", result.batch_id, result.changes, result.lsn)
 
     refreshed = threading.Event()  # the first scheduled run waits for the stream's first refresh
 
     def on_refresh(result: RefreshResult) -> None:
-        nonlocal included
-        included = max(included or 0, result.refreshed_batch_id or 0)
         refreshed.set()
         compact_after_fold(settings, keep, result)
         if metrics is not None:
@@ -538,8 +532,17 @@ def run_cdc(
 
     def on_heartbeat() -> None:
         failures.reset()  # an idle stream that works is a success too
-        if metrics is not None and included is not None and included >= wrote:
-            metrics.caught_up(time.time())
+        if metrics is not None and refreshed.is_set():
+            # a caught-up heartbeat may have moved the reports' moment (acme_mv.run.health)
+            try:
+                fresh = health.freshness(settings)
+            except (psycopg.Error, AcmeMvError) as exc:
+                log.debug(
+                    "freshness after a heartbeat: %s", scrub(first_line(exc), settings.database_url)
+                )
+                return
+            if fresh.age_s is not None:
+                metrics.caught_up(time.time() - fresh.age_s)
 
     def on_slot(lag: cdc.SlotLag) -> None:
         if metrics is not None:
