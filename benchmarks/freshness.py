@@ -9,7 +9,7 @@ probe is the time from its commit to the poll that first sees its group
 reported, and so are the run loop's cycles (sync and refresh seconds, from
 its log): where the delay goes.
 
-Issue 9's scenario, standalone (``--changed 0.10``: after the rollover, 10% of
+The rollover scenario, standalone (``--changed 0.10``: after the rollover, 10% of
 the orders and all their items change and are synced before the measured
 stretch, so the current-day part already holds them)::
 
