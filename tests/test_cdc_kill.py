@@ -100,7 +100,7 @@ def test_sigkill_of_the_streamer_at_random_moments_converges(
     writer.start()
     batches_seen = []
     try:
-        for _ in range(8):
+        for round_ in range(8):
             before = scalar(world.wh, "SELECT count(*) FROM staging.sync_batches")
             log = tmp_path / "streamer.log"
             previous = _walsender(world)  # the killed streamer's walsender may linger a moment
@@ -111,6 +111,12 @@ def test_sigkill_of_the_streamer_at_random_moments_converges(
             while _walsender(world) in (None, previous):
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
                 time.sleep(0.02)
+            if round_ % 2:
+                # every other streamer dies once it has applied a batch (however loaded the
+                # box), at a random moment after
+                while scalar(world.wh, "SELECT count(*) FROM staging.sync_batches") == before:
+                    assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.02)
             time.sleep(rng.uniform(0.0, 1.5))
             assert proc.poll() is None, log.read_text()
             proc.send_signal(signal.SIGKILL)
