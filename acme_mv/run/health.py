@@ -5,8 +5,8 @@ that of the newest batch it included (``analytics.snapshot.refreshed_batch_id`` 
 :data:`~acme_mv.staging.batch.SOURCE_AT_SQL`). A cursor sync's batch is when it began
 reading the source. A change-capture batch is the commit time of its last transaction, so a
 lagging stream shows its lag; an idle stream's heartbeat that finds every transaction the
-source had written applied moves its last batch's moment to then (when no other batch came
-after it), so a quiet source does not look stale. :func:`read_freshness` is the one
+source had written applied moves the newest batch's moment to then (not when a second slot
+feeds the warehouse), so a quiet source does not look stale. :func:`read_freshness` is the one
 definition: ``status``, the mail and the dashboard read it, a refresh reports the same
 moment (``RefreshResult.refreshed_batch_at``) for ``run``'s log line and metrics, and
 ``run --cdc``'s metrics read it after each heartbeat. Times are the warehouse's clock, a

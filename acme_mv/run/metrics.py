@@ -95,8 +95,8 @@ class Metrics:
             self._read_at = read_at
 
     def caught_up(self, at: float) -> None:
-        """Change capture was caught up with the source at ``at`` (Unix time) and every batch it
-        wrote is refreshed: the reports are as fresh as that moment."""
+        """The reports' moment of the source, read after a change-capture heartbeat (Unix
+        time); never moves back."""
         self._read_at = at if self._read_at is None else max(self._read_at, at)
 
     def cycle_failed(self, server: str) -> None:
