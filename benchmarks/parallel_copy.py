@@ -13,7 +13,8 @@ the figure that counts is the median over rounds of each round's ratio
 the pipe with keys). Each round also records the load average
 (``extra.load``), the bytes written per live source row (``extra.bytes_per_row``:
 ``pg_total_relation_size`` of what the variant wrote, i.e. staging's tables for a
-sync, over the rows of the four source tables) and, per sync, its phases as
+sync, over the rows of the four source tables; ``extra.to_source``: the same bytes over the
+source's own tables, indexes included) and, per sync, its phases as
 the sync logs them at DEBUG (``extra.phases``: COPY, index builds, ANALYZE,
 attach, state, apply).
 """
@@ -112,14 +113,21 @@ WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'r'
 
 
 def _bytes_per_row(bench: Bench, result: Result, schema: str) -> None:
-    """Append the bytes ``schema``'s tables take per live source row (all four tables')."""
+    """Append the bytes ``schema``'s tables take per live source row (all four tables'), and
+    their ratio to what the source's own tables take (``extra.to_source``)."""
     with bench.connect("warehouse") as wh:
         if schema == "staging":
             row = wh.execute(_STAGING_BYTES).fetchone()
         else:
             row = wh.execute(_SCHEMA_BYTES, (schema,)).fetchone()
+    with bench.connect("source") as src:
+        source = src.execute(_SCHEMA_BYTES, ("operations",)).fetchone()
+    written = int(row[0]) if row else 0
     live = sum(bench.counts.values()) or 1
-    result.extra.setdefault("bytes_per_row", []).append(round(int(row[0]) / live, 1) if row else 0)
+    result.extra.setdefault("bytes_per_row", []).append(round(written / live, 1))
+    result.extra["source_bytes_per_row"] = round(int(source[0]) / live, 1) if source else 0
+    if source and int(source[0]):
+        result.extra.setdefault("to_source", []).append(round(written / int(source[0]), 2))
 
 
 def variant_name(jobs: int) -> str:
@@ -340,6 +348,12 @@ def markdown(path: str) -> str:
         out.append(
             "| bytes written per live source row | "
             + " | ".join(f"{statistics.median(r['extra']['bytes_per_row']):.0f}" for r in every)
+            + " |"
+        )
+    if all(r["extra"].get("to_source") for r in every):
+        out.append(
+            "| the same over the source's tables (with their indexes) | "
+            + " | ".join(f"{statistics.median(r['extra']['to_source']):.2f}x" for r in every)
             + " |"
         )
     if all(r["extra"].get("cpu") for r in every):

@@ -170,6 +170,12 @@ def test_parallel_copy_runs_beside_the_raw_pipe_in_the_same_rounds(
         # what each variant wrote, per live source row: staging (a sync) holds more than the
         # rows of orders and order_items alone (the index-free pipe), the keys add to those
         assert len(result.extra["bytes_per_row"]) == bench.rounds
+        # and over what the source's own tables take: the same bytes, divided otherwise
+        source = result.extra["source_bytes_per_row"]
+        assert source > 0 and len(result.extra["to_source"]) == bench.rounds
+        assert result.extra["to_source"][0] == pytest.approx(
+            result.extra["bytes_per_row"][0] / source, abs=0.01
+        )
         assert len(result.extra["load"]) == bench.rounds
         cpu = result.extra["cpu"]  # each round's CPU seconds, the box's and the clients'
         assert len(cpu) == bench.rounds
