@@ -51,14 +51,16 @@ MIN_BATCHES = 64
 
 def ensure(conn: Conn, batch_id: int) -> None:
     """Make sure a partition of each version table holds ``batch_id`` (call under the sync lock)."""
+    found = {
+        str(table): (end, covered)
+        for table, end, covered in conn.execute(
+            "SELECT table_name, max(to_batch), bool_or(from_batch <= %(b)s AND %(b)s < to_batch) "
+            "FROM staging.version_partitions WHERE table_name = ANY(%(t)s) GROUP BY table_name",
+            {"b": batch_id, "t": list(TABLES)},
+        )
+    }
     for table in TABLES:
-        row = conn.execute(
-            "SELECT max(to_batch), bool_or(from_batch <= %(b)s AND %(b)s < to_batch) "
-            "FROM staging.version_partitions WHERE table_name = %(t)s",
-            {"b": batch_id, "t": table},
-        ).fetchone()
-        assert row is not None
-        end, covered = row
+        end, covered = found.get(table, (None, False))
         if covered:
             continue
         start = int(end) if end is not None else batch_id
