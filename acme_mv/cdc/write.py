@@ -8,7 +8,8 @@ marks it. :func:`write` lands a batch inside the caller's warehouse
 transaction:
 
 - orders, order_items (append-only versions): the rows go by ``COPY`` (text
-  format, the values as the source's text output) into a temp table, then
+  format, the values as the source's text output) into a temp table (the
+  session's, emptied by the commit: :mod:`acme_mv.staging.temp`), then
   :func:`acme_mv.staging.copy.append_changed` appends those that differ from their
   key's latest version; a delete becomes a tombstone; a TRUNCATE tombstones
   every live key the batch does not write;
@@ -30,6 +31,7 @@ from acme_mv.cdc.pgoutput import UNCHANGED, Value, timestamp
 from acme_mv.db import Conn, one_value
 from acme_mv.errors import SchemaDrift
 from acme_mv.staging import copy
+from acme_mv.staging import temp as session_temp
 from acme_mv.staging.tables import TABLES, TableSpec
 
 Row = tuple[Value, ...]
@@ -250,7 +252,6 @@ def write(conn: Conn, batch: Batch, *, encoding: str) -> Written:
         else:
             mirror_deleted += _delete_mirror_keys(conn, spec, temp, everything=truncated)
             mirror_rows += copy.upsert_mirror(conn, _live(temp), spec)
-        conn.execute(sql.SQL("DROP TABLE {}").format(temp))
     return Written(
         versions=versions,
         tombstones=tombstones,
@@ -262,14 +263,11 @@ def write(conn: Conn, batch: Batch, *, encoding: str) -> Written:
 def _load_temp(
     conn: Conn, spec: TableSpec, rows: Iterable[tuple[bytes, Row | None]], *, encoding: str
 ) -> sql.Identifier:
-    temp = sql.Identifier(TEMP_PREFIX + spec.name)
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names)
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT "
-            "{cols}, false AS _deleted FROM {table} WITH NO DATA"
-        ).format(temp=temp, cols=cols, table=sql.Identifier(copy.STAGING, spec.name))
+    columns = sql.SQL("SELECT {cols}, false AS _deleted FROM {table}").format(
+        cols=cols, table=sql.Identifier(copy.STAGING, spec.name)
     )
+    temp = session_temp.ensure(conn, TEMP_PREFIX + spec.name, columns)
     _copy_rows(conn, spec, temp, rows, encoding=encoding)
     return temp
 

@@ -40,6 +40,7 @@ from psycopg import sql
 from acme_mv import sqlfiles
 from acme_mv.db import Conn, one_value
 from acme_mv.reports import registry
+from acme_mv.staging import temp
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 #: views/deltas/)
 ORDER_CHANGES = "_acme_order_changes"
 ITEM_CHANGES = "_acme_item_changes"
+#: a batch's changes are ANALYZEd from this many rows: a catch-up batch of millions gets the
+#: plans its size calls for (ANALYZE also drops the plans cached for smaller batches), while
+#: a small one, planned from the table's size without column statistics, saves the
+#: statistics' catalog writes
+ANALYZE_MIN_ROWS = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,21 +202,26 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
         applied = _apply_first(conn, batch_id)
         log.debug("batch %s applied to an empty state: %s", batch_id, applied)
         return applied
-    # the batch's changes, before and after: one temp table per version table
-    for temp, statement, state, key in (
+    # the batch's changes, before and after: one temp table per version table (the session's,
+    # emptied by the commit: acme_mv.staging.temp)
+    counted = []
+    for name, statement, state, key in (
         (ORDER_CHANGES, _ORDER_CHANGES, "orders_state", "order_id"),
         (ITEM_CHANGES, _ITEM_CHANGES, "order_items_state", "order_item_id"),
     ):
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(temp)))
-        conn.execute(
-            sql.SQL(statement).format(temp=sql.Identifier(temp), join=_join(state, key)),
-            {"batch": batch_id},
+        select = sql.SQL(statement).format(join=_join(state, key))
+        params = {"batch": batch_id}
+        changes = temp.ensure(conn, name, select, params)
+        rows = max(
+            conn.execute(sql.SQL("INSERT INTO {} {}").format(changes, select), params).rowcount, 0
         )
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(temp)))
+        if rows >= ANALYZE_MIN_ROWS:
+            conn.execute(sql.SQL("ANALYZE {}").format(changes))
+        counted.append(rows)
+    orders, items = counted
     # every summary's delta, once both temp tables hold the batch's changes (a delta reads
     # either or both)
     delta_rows = sum(_run(conn, s.delta, batch_id) for s in registry.summaries())
-    orders, items = _count(conn, ORDER_CHANGES), _count(conn, ITEM_CHANGES)
     for statement in (
         _ORDERS_GONE,
         _ORDERS_STATE_NEW,
@@ -220,8 +231,6 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
         _ITEMS_STATE,
     ):
         _run(conn, statement, batch_id)
-    for temp in (ORDER_CHANGES, ITEM_CHANGES):
-        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(temp)))
     applied = Applied(
         batch_id=batch_id,
         orders=orders,
@@ -230,9 +239,3 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
     )
     log.debug("batch %s applied: %s", batch_id, applied)
     return applied
-
-
-def _count(conn: Conn, temp: str) -> int:
-    return one_value(
-        conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(temp)), kind=int
-    )

@@ -125,11 +125,16 @@ def open_batch(conn: Conn, *, tables: list[str], wait: bool = True) -> Iterator[
     log.debug("batch %s applied in %.2f s", batch.batch_id, time.monotonic() - applying)
 
 
+_DRAW_BATCH_ID = (
+    "SELECT set_config('acme_mv.batch_id', nextval('staging.sync_batch_id_seq')::text, true)"
+)
+
+
 def _begin(conn: Conn, *, tables: list[str]) -> int:
     """Draw the batch id (after the lock), make it the default of ``_batch_id``, make sure
     a partition of the version tables holds it, and record the batch."""
-    batch_id = one_value(conn, "SELECT nextval('staging.sync_batch_id_seq')", kind=int)
-    conn.execute("SELECT set_config('acme_mv.batch_id', %s, true)", (str(batch_id),))
+    # one statement: the id, set as the default of _batch_id (for this transaction)
+    batch_id = int(one_value(conn, _DRAW_BATCH_ID, kind=str))
     partitions.ensure(conn, batch_id)
     conn.execute(
         "INSERT INTO staging.sync_batches (batch_id, tables) VALUES (%s, %s)", (batch_id, tables)

@@ -51,14 +51,16 @@ MIN_BATCHES = 64
 
 def ensure(conn: Conn, batch_id: int) -> None:
     """Make sure a partition of each version table holds ``batch_id`` (call under the sync lock)."""
+    found = {
+        str(table): (end, covered)
+        for table, end, covered in conn.execute(
+            "SELECT table_name, max(to_batch), bool_or(from_batch <= %(b)s AND %(b)s < to_batch) "
+            "FROM staging.version_partitions WHERE table_name = ANY(%(t)s) GROUP BY table_name",
+            {"b": batch_id, "t": list(TABLES)},
+        )
+    }
     for table in TABLES:
-        row = conn.execute(
-            "SELECT max(to_batch), bool_or(from_batch <= %(b)s AND %(b)s < to_batch) "
-            "FROM staging.version_partitions WHERE table_name = %(t)s",
-            {"b": batch_id, "t": table},
-        ).fetchone()
-        assert row is not None
-        end, covered = row
+        end, covered = found.get(table, (None, False))
         if covered:
             continue
         start = int(end) if end is not None else batch_id
@@ -236,17 +238,21 @@ def attach(conn: Conn, target: Target, batch_id: int) -> None:
         )
 
 
+#: the load tables in staging, constants inlined: every batch runs it, and a pattern passed as
+#: a parameter is planned anew each time (a generic plan cannot use the prefix on the index)
+_DEBRIS = sql.SQL(
+    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = {schema} AND c.relkind = 'r' AND c.relname LIKE {pattern} ORDER BY 1"
+).format(schema=sql.Literal(STAGING), pattern=sql.Literal(LOAD_PREFIX.replace("_", r"\_") + "%"))
+
+
 def drop_debris(conn: Conn) -> list[str]:
     """Drop the load tables of syncs that died before their commit; return their names.
 
     Call it holding the sync lock: no other sync's workers are alive then (a
     dead sync's server-side statements still running only delay the DROP).
     """
-    rows = conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE %s ORDER BY 1",
-        (STAGING, LOAD_PREFIX.replace("_", r"\_") + "%"),
-    ).fetchall()
+    rows = conn.execute(_DEBRIS).fetchall()
     names = [str(r[0]) for r in rows]
     for name in names:
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(STAGING, name)))

@@ -1,6 +1,5 @@
 -- Temp table _acme_item_changes: the order items a batch touched, before and after;
--- in_batch: the batch has a version of the item. {temp}, {join}: as in order_changes.sql.
-CREATE TEMP TABLE {temp} ON COMMIT DROP AS
+-- in_batch: the batch has a version of the item. {join}: as in order_changes.sql.
 SELECT coalesce(n.order_item_id, s.order_item_id) AS order_item_id,
        n.order_item_id IS NOT NULL AS in_batch,
        s.order_item_id IS NOT NULL AS b_exists,

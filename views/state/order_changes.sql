@@ -1,8 +1,7 @@
 -- Temp table _acme_order_changes: the orders a batch touched, before (b_*: the state table)
 -- and after (a_*: the batch's version; a tombstone, _deleted, does not exist after).
--- {temp}: the temp table's name; {join}: _join_probe.sql. Read by every order-level delta
--- (deltas/open_orders.sql, ...).
-CREATE TEMP TABLE {temp} ON COMMIT DROP AS
+-- This SELECT fills it ({join}: _join_probe.sql); acme_mv/staging/apply.py creates it from the
+-- same SELECT once per session. Read by every order-level delta (deltas/open_orders.sql, ...).
 SELECT coalesce(n.order_id, s.order_id) AS order_id,
        s.order_id IS NOT NULL AS b_exists,
        s.delivery_date AS b_delivery_date, s.customer_id AS b_customer_id, s.status AS b_status,
