@@ -167,6 +167,25 @@ def test_a_large_batch_analyzes_its_changes(staged: str, monkeypatch: pytest.Mon
         ]  # 2 orders, 6 items
 
 
+def test_the_first_small_batch_after_a_large_one_plans_anew(
+    staged: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statistics (and the plans cached with them) of a large batch do not outlive it: the
+    next small batch ANALYZEs its changes once, the one after it does not."""
+    analyzed = f'ANALYZE "{apply.ITEM_CHANGES}"'
+    with connection(staged, role="warehouse", autocommit=True) as wh:
+        for threshold, statuses, expected in (
+            (3, {1: "COMPLETED", 2: "COMPLETED"}, [analyzed]),  # 6 items: large
+            (10**6, {1: "PENDING"}, [analyzed]),  # the first small one after it
+            (10**6, {1: "SHIPPED"}, []),
+            (10**6, {1: "COMPLETED"}, []),
+        ):
+            monkeypatch.setattr(apply, "ANALYZE_MIN_ROWS", threshold)
+            seen: list[str] = []
+            _apply(wh, _changes(wh, statuses, 5), seen)
+            assert [s for s in seen if s.startswith("ANALYZE")] == expected, statuses
+
+
 def test_a_batch_after_one_rolled_back_makes_the_scratch_tables_again(staged: str) -> None:
     """The transaction that created the session's scratch tables rolled back: they went with
     it, and the next batch makes them again."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -51,8 +52,13 @@ ITEM_CHANGES = "_acme_item_changes"
 #: a batch's changes are ANALYZEd from this many rows: a catch-up batch of millions gets the
 #: plans its size calls for (ANALYZE also drops the plans cached for smaller batches), while
 #: a small one, planned from the table's size without column statistics, saves the
-#: statistics' catalog writes
+#: statistics' catalog writes. The first small batch after a large one is ANALYZEd too: the
+#: plans cached for the large one (say a hash join over a whole state table) must not serve
+#: every small batch after it.
 ANALYZE_MIN_ROWS = 1000
+
+#: per session, the scratch tables last ANALYZEd with a large batch
+_ANALYZED_LARGE: weakref.WeakKeyDictionary[Conn, set[str]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +125,19 @@ def _first_deltas(conn: Conn, batch_id: int) -> int:
         )
         rows += max(conn.execute(statement).rowcount, 0)
     return rows
+
+
+def _analyze_due(conn: Conn, name: str, rows: int) -> bool:
+    """Whether scratch table ``name``, now holding ``rows``, is to be ANALYZEd: a large batch,
+    or the first small one after a large one (:data:`ANALYZE_MIN_ROWS`)."""
+    large = _ANALYZED_LARGE.setdefault(conn, set())
+    if rows >= ANALYZE_MIN_ROWS:
+        large.add(name)
+        return True
+    if name in large:
+        large.discard(name)
+        return True
+    return False
 
 
 def _state_empty(conn: Conn) -> bool:
@@ -215,7 +234,7 @@ def apply_batch(conn: Conn, batch_id: int, *, state_rows: tuple[int, int] | None
         rows = max(
             conn.execute(sql.SQL("INSERT INTO {} {}").format(changes, select), params).rowcount, 0
         )
-        if rows >= ANALYZE_MIN_ROWS:
+        if _analyze_due(conn, name, rows):
             conn.execute(sql.SQL("ANALYZE {}").format(changes))
         counted.append(rows)
     orders, items = counted
