@@ -350,6 +350,9 @@ class _Streamer:
         self.max_buffered = 0
         #: chunks of large transactions spilled to the warehouse
         self.spilled = 0
+        #: seconds the applier applied, and the stream waited for it (a full batch, a spill),
+        #: logged at debug after each replication session: where a catch-up's time goes
+        self.applying_s = self.waited_s = 0.0
         #: ``cdc resync``'s table -> snapshot LSN, as read when the replication session began
         self.resync: dict[str, str] = {}
         self.encoding = "UTF8"
@@ -642,6 +645,12 @@ class _Streamer:
                 # used again (committed: ``saved_lsn`` says so; failed: sent again)
                 applier.close()
             repl.close()
+            log.debug(
+                "%d batches applied in %.2f s so far; the stream waited %.2f s for the applier",
+                self.batches,
+                self.applying_s,
+                self.waited_s,
+            )
 
     def _behind(self, src: Conn, batch: Batch) -> bool:
         """Whether the source had written past ``batch`` when last asked (the session's start,
@@ -693,10 +702,11 @@ class _Streamer:
     def _wait_for(self, applier: _Applier, cur: Any) -> None:
         """Wait for the applier to end an apply, confirming what it committed and keeping the
         walsender (not read meanwhile) from timing out."""
-        due = max(self.next_keepalive - time.monotonic(), 0.0)
-        ready, _, _ = select.select([applier], [], [], due)
+        began = time.monotonic()
+        ready, _, _ = select.select([applier], [], [], max(self.next_keepalive - began, 0.0))
         if ready:
             applier.clear()
+        self.waited_s += time.monotonic() - began
         applier.check()
         self._confirm(cur)
 
@@ -743,6 +753,7 @@ class _Streamer:
                 ),
             )
         committed_at = dt.datetime.now(dt.UTC)
+        self.applying_s += time.monotonic() - started
         # the warehouse holds it: only now may the source forget these transactions (the
         # stream confirms it next), and a reconnect resumes after it
         self.saved_lsn = batch.end_lsn
