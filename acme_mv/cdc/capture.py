@@ -184,9 +184,11 @@ def stream(
 ) -> StreamResult:
     """Stream until ``stop`` is set; see the module doc. Returns totals.
 
-    ``on_slot`` receives the slot's retained WAL and lag at the start of each replication
-    session and then at most every ``heartbeat_s``; ``on_heartbeat`` is called after each
-    heartbeat saved and confirmed (the stream works, though no change arrived).
+    ``on_batch`` is called after each batch's warehouse commit, in commit order, in the
+    applier's thread (before the stream confirms its position). ``on_slot`` receives the
+    slot's retained WAL and lag at the start of each replication session and then at most
+    every ``heartbeat_s``; ``on_heartbeat`` is called after each heartbeat saved and confirmed
+    (the stream works, though no change arrived); both in the caller's thread.
 
     Raises NotSetUp (no ``cdc setup`` for ``slot``), SlotLost (invalidated:
     re-snapshot), SchemaDrift (a contract column changed; the batch holding it
