@@ -23,8 +23,9 @@ the applier had not committed is neither confirmed nor kept: the slot sends it a
 A batch closes when no message is waiting (the stream caught up), or at
 ``batch_rows`` changes, or ``batch_ms`` after its first transaction; one closed by the first or
 the last rule goes to the applier only when it is free: while a batch applies, the next goes on
-filling (a steady flow makes a batch per apply, not more). A batch full at ``batch_rows`` is
-the one that waits for the applier. While the stream reads a
+filling; a caught-up one goes as long after the last apply ended as reading it took (as when
+reading waited for the apply: a steady flow makes no more batches than then). A batch full at
+``batch_rows`` is the one that waits for the applier. While the stream reads a
 backlog (transactions before the source's WAL position read when the session began, or when a
 batch was last due by time), neither ``batch_ms`` nor a pause of up to ``batch_ms`` in the flow
 closes a batch: it fills to ``batch_rows`` (fewer, larger warehouse transactions catch up
@@ -236,6 +237,8 @@ class _Applier:
         self._applying = False
         self._closing = False
         self._error: BaseException | None = None
+        #: when the last apply ended (``time.monotonic()``)
+        self.freed_at = 0.0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -304,6 +307,7 @@ class _Applier:
             finally:
                 with self._cond:
                     self._applying = False
+                    self.freed_at = time.monotonic()
                 with contextlib.suppress(OSError):
                     os.write(self._wake_w, b"x")  # a full pipe has woken the stream already
 
@@ -520,6 +524,8 @@ class _Streamer:
             self.confirmed_lsn = self.saved_lsn
             self.next_keepalive = time.monotonic() + KEEPALIVE_S
             paused = False
+            #: seconds the stream spent reading and decoding the batch being filled
+            read_s = 0.0
             applier = _Applier(lambda b: self._apply(wh, b))
             while not self.stop.is_set():
                 applier.check()
@@ -530,6 +536,7 @@ class _Streamer:
                 # the messages already received, up to a commit or a batch's worth of changes:
                 # the checks around once a transaction, not once a message
                 done = None
+                reading = time.monotonic()
                 msg = cur.read_message()
                 while msg is not None:
                     done = decoder.feed(msg.payload)
@@ -537,6 +544,7 @@ class _Streamer:
                         break
                     msg = cur.read_message()
                 now = time.monotonic()
+                read_s += now - reading
                 buffered = batch.changes + (decoder.pending if done is None else len(done.changes))
                 self.max_buffered = max(self.max_buffered, buffered)
                 if msg is not None:
@@ -564,7 +572,7 @@ class _Streamer:
                         # the heartbeat moves past it)
                         elif done.changes or done.spilled:
                             if batch.empty:
-                                batch_started = now
+                                batch_started, read_s = now, now - reading
                             batch.add(done, spill=spill)
                             if spill.chunks:  # a batch of its own, applied before the spill goes
                                 self._hand(applier, cur, batch)
@@ -599,6 +607,13 @@ class _Streamer:
                         # us, or waits for the CPU): up to batch_ms for more, not a small batch
                         paused = True
                         self._wait(cur, None, self.batch_s)
+                        continue
+                    hold = applier.freed_at + read_s - time.monotonic()
+                    if msg is None and hold > 0:
+                        # caught up: the batch goes as long after the last apply as reading it
+                        # took, as when reading waited for the apply (a steady flow makes as
+                        # many batches as then, not one more per apply's worth of reading)
+                        self._wait(cur, None, hold)
                         continue
                     self._hand(applier, cur, batch)
                     batch = Batch()
