@@ -23,9 +23,9 @@ the applier had not committed is neither confirmed nor kept: the slot sends it a
 A batch closes when no message is waiting (the stream caught up), or at
 ``batch_rows`` changes, or ``batch_ms`` after its first transaction; one closed by the first or
 the last rule goes to the applier only when it is free: while a batch applies, the next goes on
-filling; a caught-up one goes as long after the last apply ended as reading it took (as when
-reading waited for the apply: a steady flow makes no more batches than then). A batch full at
-``batch_rows`` is the one that waits for the applier. While the stream reads a
+filling; a caught-up one past the backlog goes as long after the last apply ended as reading
+it took (as when reading waited for the apply: a steady flow makes no more batches than then).
+A batch full at ``batch_rows`` is the one that waits for the applier. While the stream reads a
 backlog (transactions before the source's WAL position read when the session began, or when a
 batch was last due by time), neither ``batch_ms`` nor a pause of up to ``batch_ms`` in the flow
 closes a batch: it fills to ``batch_rows`` (fewer, larger warehouse transactions catch up
@@ -609,9 +609,9 @@ class _Streamer:
                         self._wait(cur, None, self.batch_s)
                         continue
                     hold = applier.freed_at + read_s - time.monotonic()
-                    if msg is None and hold > 0:
-                        # caught up: the batch goes as long after the last apply as reading it
-                        # took, as when reading waited for the apply (a steady flow makes as
+                    if msg is None and hold > 0 and batch.end_lsn >= self.backlog_lsn:
+                        # caught up with a steady flow: the batch goes as long after the last
+                        # apply as reading it took, as when reading waited for the apply (as
                         # many batches as then, not one more per apply's worth of reading)
                         self._wait(cur, None, hold)
                         continue
