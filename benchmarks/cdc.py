@@ -346,6 +346,10 @@ def _under_load(
             reached = load.finish(src)
         with psycopg.connect(bench.warehouse_url) as wh:
             total, minutes = _lags(wh, first_batch)
+            row = wh.execute(
+                "SELECT count(*) FROM staging.sync_batches WHERE batch_id >= %s", (first_batch,)
+            ).fetchone()
+            batches = int(row[0]) if row else 0
     finally:
         load.stop()
         probe.stop(runner)
@@ -369,6 +373,7 @@ def _under_load(
         "load": reached,
         "cpu_s": probes.cpu,
         "cpu_ms_per_change": probes.cpu_ms_per_change,
+        "batches": batches,
         "per_minute": minutes,
     }
     e2e = Result(
