@@ -35,7 +35,7 @@ class _Gate:
 
 
 def _wake(applier: _Applier) -> None:
-    """Wait until the applier signals an apply's end."""
+    """Wait until the applier signals (a batch taken, an apply ended)."""
     ready, _, _ = select.select([applier], [], [], 30)
     assert ready
     applier.clear()
@@ -71,9 +71,13 @@ def test_an_apply_error_is_raised_in_the_callers_thread() -> None:
     applier = _Applier(fail)
     try:
         assert applier.offer(_batch(7))
-        _wake(applier)
+        while applier.error is None:  # woken when 7 is taken, and when its apply ends
+            _wake(applier)
         with pytest.raises(ValueError, match="batch 7"):
             applier.check()
+        # free, but not for the stream: it must not use the warehouse nor confirm past 7
+        with pytest.raises(ValueError, match="batch 7"):
+            assert applier.idle
         with pytest.raises(ValueError, match="batch 7"):
             applier.offer(_batch(8))
     finally:

@@ -59,6 +59,7 @@ import datetime as dt
 import logging
 import os
 import select
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -227,7 +228,7 @@ class _Applier:
     second). The stream uses the warehouse connection only while :attr:`idle`, and confirms
     positions itself: the replication cursor stays in its thread. An error of an apply is kept,
     the thread ends, and :meth:`check` raises it in the stream's thread; :meth:`fileno` becomes
-    readable whenever an apply ends, so the stream's ``select`` wakes at once.
+    readable whenever a batch is taken or an apply ends, so the stream's ``select`` wakes at once.
     """
 
     def __init__(self, apply: Callable[[Batch], None]) -> None:
@@ -250,9 +251,19 @@ class _Applier:
 
     @property
     def idle(self) -> bool:
-        """Nothing applying, nothing waiting: the warehouse connection is the stream's."""
+        """Nothing applying, nothing waiting: the warehouse connection is the stream's. Raises
+        the error of an apply that failed: nothing may then use the connection or confirm a
+        position (a heartbeat would confirm past the batch that failed)."""
         with self._cond:
-            return not self._applying and self._waiting is None
+            free = not self._applying and self._waiting is None
+        if free:
+            self.check()
+        return free
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error an apply ended with, if one did."""
+        return self._error
 
     def offer(self, batch: Batch) -> bool:
         """Hand ``batch`` over, unless a closed batch waits already (then False)."""
@@ -277,13 +288,19 @@ class _Applier:
         except BlockingIOError:
             pass
 
-    def close(self) -> None:
-        """Stop: the batch being applied is finished (committed or failed), the one waiting is
-        dropped (not confirmed: the slot sends it again). Idempotent."""
+    def finish(self, timeout: float | None) -> bool:
+        """Take no more batches (the one waiting is dropped: not confirmed, the slot sends it
+        again) and wait up to ``timeout`` for the one being applied; True once it ended."""
         with self._cond:
             self._closing = True
             self._cond.notify()
-        self._thread.join()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def close(self) -> None:
+        """Stop: the batch being applied is finished (committed or failed), the one waiting is
+        dropped (not confirmed: the slot sends it again). Idempotent."""
+        self.finish(timeout=None)
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -299,6 +316,8 @@ class _Applier:
                     return
                 self._waiting = None
                 self._applying = True
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")  # the place of the waiting batch is free
             try:
                 self._apply(batch)
             except BaseException as exc:  # re-raised in the stream's thread
@@ -645,7 +664,9 @@ class _Streamer:
                         continue
                 self._wait(cur, None, min(max(next_heartbeat - time.monotonic(), 0.01), 1.0))
             # stopped: the batch being applied ends (the one waiting is dropped: the slot sends
-            # it again), and what committed is confirmed
+            # it again), the walsender hearing from us meanwhile; what committed is confirmed
+            while not applier.finish(max(self.next_keepalive - time.monotonic(), 0.05)):
+                self._confirm(cur)
             applier.close()
             applier.check()
             self._confirm(cur)
@@ -661,6 +682,9 @@ class _Streamer:
                 # an error: the batch being applied ends before the warehouse connection is
                 # used again (committed: ``saved_lsn`` says so; failed: sent again)
                 applier.close()
+                failed = applier.error
+                if failed is not None and failed is not sys.exc_info()[1]:
+                    log.warning("a batch's apply failed as the stream stopped: %s", failed)
             repl.close()
             log.debug(
                 "%d batches applied in %.2f s so far; the stream waited %.2f s for the applier",
