@@ -8,24 +8,8 @@ nothing: the slot re-sends from its confirmed position, which is at or
 before the warehouse's, and every transaction that ends at or before the
 warehouse's position is skipped, so nothing is doubled.
 
-Reading and applying overlap: the batches are applied by a thread of their own (the applier,
-owning the warehouse connection meanwhile), one at a time and in commit order, while the stream
-reads and decodes the next. At most one closed batch waits for the applier, so the changes held
-in memory are those of the batch being applied, one closed batch and the one being filled
-(with the open transaction's), each about ``batch_rows`` at most. Only the stream's thread uses
-the replication connection: it confirms a position once the applier committed it, and while it
-waits for the applier it sends the walsender a status update every ``KEEPALIVE_S``, so a long
-apply does not end the connection at ``wal_sender_timeout``. Anything else that uses the
-warehouse connection (a spill, a heartbeat) first waits until the applier is done; an apply's
-error (a re-copied table, a lost warehouse) stops the stream as one of its own would, and what
-the applier had not committed is neither confirmed nor kept: the slot sends it again.
-
 A batch closes when no message is waiting (the stream caught up), or at
-``batch_rows`` changes, or ``batch_ms`` after its first transaction; one closed by the first or
-the last rule goes to the applier only when it is free: while a batch applies, the next goes on
-filling; a caught-up one past the backlog goes as long after the last apply ended as reading
-it took (as when reading waited for the apply: a steady flow makes no more batches than then).
-A batch full at ``batch_rows`` is the one that waits for the applier. While the stream reads a
+``batch_rows`` changes, or ``batch_ms`` after its first transaction. While the stream reads a
 backlog (transactions before the source's WAL position read when the session began, or when a
 batch was last due by time), neither ``batch_ms`` nor a pause of up to ``batch_ms`` in the flow
 closes a batch: it fills to ``batch_rows`` (fewer, larger warehouse transactions catch up
@@ -36,7 +20,7 @@ refresh; when the stream stops, a last refresh covers every batch. When it
 starts and at each heartbeat, a batch it did not write (``cdc setup``'s initial
 copy or re-snapshot) that no refresh included yet is refreshed in as well.
 
-Heartbeats: while idle (no open transaction, nothing unapplied or applying) the streamer
+Heartbeats: while idle (no open transaction, nothing unapplied) the streamer
 asks the server for a keepalive every ``heartbeat_s``; its WAL position is
 then saved in the warehouse (``caught_up_at``) and confirmed, so an idle
 source does not keep WAL for the slot and ``cdc status`` shows a fresh lag.
@@ -54,15 +38,13 @@ the copy's snapshot (:mod:`acme_mv.cdc.resync`).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
 import select
-import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,9 +142,8 @@ class StreamResult:
     lsn: str
     #: changes of a re-copied table (``cdc resync``) from before its copy's snapshot, dropped
     resync_skipped_changes: int = 0
-    #: the most decoded changes held at once in the batch being filled (with the open
-    #: transaction's): about ``batch_rows`` at most, however large a transaction (its changes
-    #: beyond that are spilled to the warehouse); the applier holds at most two more batches
+    #: the most decoded changes held in memory at once: about ``batch_rows`` at most, however
+    #: large a transaction (its changes beyond that are spilled to the warehouse)
     max_buffered_changes: int = 0
     #: chunks of ``batch_rows`` changes spilled by transactions larger than a batch
     spilled_chunks: int = 0
@@ -186,11 +167,9 @@ def stream(
 ) -> StreamResult:
     """Stream until ``stop`` is set; see the module doc. Returns totals.
 
-    ``on_batch`` is called after each batch's warehouse commit, in commit order, in the
-    applier's thread (before the stream confirms its position). ``on_slot`` receives the
-    slot's retained WAL and lag at the start of each replication session and then at most
-    every ``heartbeat_s``; ``on_heartbeat`` is called after each heartbeat saved and confirmed
-    (the stream works, though no change arrived); both in the caller's thread.
+    ``on_slot`` receives the slot's retained WAL and lag at the start of each replication
+    session and then at most every ``heartbeat_s``; ``on_heartbeat`` is called after each
+    heartbeat saved and confirmed (the stream works, though no change arrived).
 
     Raises NotSetUp (no ``cdc setup`` for ``slot``), SlotLost (invalidated:
     re-snapshot), SchemaDrift (a contract column changed; the batch holding it
@@ -213,122 +192,32 @@ def stream(
     return streamer.run(reconnects=reconnects)
 
 
-#: while the applier holds a batch, the stream sends the walsender a status update at least
-#: this often (its wal_sender_timeout is 60 s by default; a spilled transaction of millions of
-#: changes takes minutes to apply)
+#: while a batch is applied, a status update goes to the walsender this often (its
+#: wal_sender_timeout is 60 s by default)
 KEEPALIVE_S = 10.0
 
 
-class _Applier:
-    """Applies the stream's closed batches in a thread of its own, one at a time, in the order
-    handed over, on the warehouse connection (psycopg releases the GIL while it waits on the
-    server, so the stream reads and decodes meanwhile).
+@contextmanager
+def _keeping_alive(cur: Any, every_s: float) -> Iterator[None]:
+    """Send the walsender a status update every ``every_s`` while the block runs (the
+    positions last sent: nothing is confirmed early). The stream does not use the replication
+    cursor meanwhile; the thread is joined before the block's caller does again."""
+    done = threading.Event()
 
-    At most ONE closed batch waits besides the one being applied (:meth:`offer` refuses a
-    second). The stream uses the warehouse connection only while :attr:`idle`, and confirms
-    positions itself: the replication cursor stays in its thread. An error of an apply is kept,
-    the thread ends, and :meth:`check` raises it in the stream's thread; :meth:`fileno` becomes
-    readable whenever a batch is taken or an apply ends, so the stream's ``select`` wakes at once.
-    """
-
-    def __init__(self, apply: Callable[[Batch], None]) -> None:
-        self._apply = apply
-        self._cond = threading.Condition()
-        self._waiting: Batch | None = None
-        self._applying = False
-        self._closing = False
-        self._error: BaseException | None = None
-        #: when the last apply ended (``time.monotonic()``)
-        self.freed_at = 0.0
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._thread = threading.Thread(target=self._loop, name="acme-mv cdc apply", daemon=True)
-        self._thread.start()
-
-    def fileno(self) -> int:
-        return self._wake_r
-
-    @property
-    def idle(self) -> bool:
-        """Nothing applying, nothing waiting: the warehouse connection is the stream's. Raises
-        the error of an apply that failed: nothing may then use the connection or confirm a
-        position (a heartbeat would confirm past the batch that failed)."""
-        with self._cond:
-            free = not self._applying and self._waiting is None
-        if free:
-            self.check()
-        return free
-
-    @property
-    def error(self) -> BaseException | None:
-        """The error an apply ended with, if one did."""
-        return self._error
-
-    def offer(self, batch: Batch) -> bool:
-        """Hand ``batch`` over, unless a closed batch waits already (then False)."""
-        self.check()
-        with self._cond:
-            if self._waiting is not None:
-                return False
-            self._waiting = batch
-            self._cond.notify()
-        return True
-
-    def check(self) -> None:
-        """Re-raise an apply's error in the caller's thread."""
-        if self._error is not None:
-            raise self._error
-
-    def clear(self) -> None:
-        """Read the wake-ups (after ``select`` said :meth:`fileno` is readable)."""
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def finish(self, timeout: float | None) -> bool:
-        """Take no more batches (the one waiting is dropped: not confirmed, the slot sends it
-        again) and wait up to ``timeout`` for the one being applied; True once it ended."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def close(self) -> None:
-        """Stop: the batch being applied is finished (committed or failed), the one waiting is
-        dropped (not confirmed: the slot sends it again). Idempotent."""
-        self.finish(timeout=None)
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while self._waiting is None and not self._closing:
-                    self._cond.wait()
-                batch = self._waiting
-                if self._closing or batch is None:
-                    return
-                self._waiting = None
-                self._applying = True
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")  # the place of the waiting batch is free
+    def beat() -> None:
+        while not done.wait(every_s):
             try:
-                self._apply(batch)
-            except BaseException as exc:  # re-raised in the stream's thread
-                self._error = exc
+                cur.send_feedback(force=True)
+            except replication.errors():  # the connection went: the stream finds out next
                 return
-            finally:
-                with self._cond:
-                    self._applying = False
-                    self.freed_at = time.monotonic()
-                with contextlib.suppress(OSError):
-                    os.write(self._wake_w, b"x")  # a full pipe has woken the stream already
+
+    beating = threading.Thread(target=beat, name="acme-mv cdc keepalive", daemon=True)
+    beating.start()
+    try:
+        yield
+    finally:
+        done.set()
+        beating.join()
 
 
 class _Streamer:
@@ -358,12 +247,7 @@ class _Streamer:
         self.heartbeat_s = heartbeat_s
         self.stop = stop
         self.on_batch = on_batch
-        #: the warehouse's position: set when a batch (in the applier's thread) or a heartbeat
-        #: committed; transactions ending at or before it are skipped
         self.saved_lsn = 0
-        #: the position last confirmed to the source, and when a status update is due next
-        self.confirmed_lsn = 0
-        self.next_keepalive = 0.0
         #: the source's WAL position at the session's start or when last asked (``_behind``)
         self.backlog_lsn = 0
         #: the source's WAL position and clock when the last heartbeat asked the walsender
@@ -375,9 +259,6 @@ class _Streamer:
         self.max_buffered = 0
         #: chunks of large transactions spilled to the warehouse
         self.spilled = 0
-        #: seconds the applier applied, and the stream waited for it (a full batch, a spill),
-        #: logged at debug after each replication session: where a catch-up's time goes
-        self.applying_s = self.waited_s = 0.0
         #: ``cdc resync``'s table -> snapshot LSN, as read when the replication session began
         self.resync: dict[str, str] = {}
         self.encoding = "UTF8"
@@ -521,7 +402,6 @@ class _Streamer:
         """One replication connection, until ``stop``; returns False when stopped."""
         self._progressed_since_failure = False
         repl = replication.connect(self.settings.effective_source_url)
-        applier: _Applier | None = None
         try:
             cur = repl.cursor()
             cur.start_replication(
@@ -540,22 +420,14 @@ class _Streamer:
             spill = Spill()
             spill.reset(wh)  # what an interrupted session spilled is sent again
             self.backlog_lsn = self._source_position(src)
-            self.confirmed_lsn = self.saved_lsn
-            self.next_keepalive = time.monotonic() + KEEPALIVE_S
             paused = False
-            #: seconds the stream spent reading and decoding the batch being filled
-            read_s = 0.0
-            applier = _Applier(lambda b: self._apply(wh, b))
             while not self.stop.is_set():
-                applier.check()
-                self._confirm(cur)
                 if self.refresher is not None:
                     self.refresher.check()
                 self._observe(src)
                 # the messages already received, up to a commit or a batch's worth of changes:
                 # the checks around once a transaction, not once a message
                 done = None
-                reading = time.monotonic()
                 msg = cur.read_message()
                 while msg is not None:
                     done = decoder.feed(msg.payload)
@@ -563,20 +435,17 @@ class _Streamer:
                         break
                     msg = cur.read_message()
                 now = time.monotonic()
-                read_s += now - reading
                 buffered = batch.changes + (decoder.pending if done is None else len(done.changes))
                 self.max_buffered = max(self.max_buffered, buffered)
                 if msg is not None:
                     paused = False
                     if done is None and buffered >= self.batch_rows and decoder.in_transaction:
-                        # a transaction outgrowing the batch: hand over what is gathered, then
-                        # spill its changes in chunks of a batch's size (in the warehouse
-                        # session's TEMP tables: once the applier is done with it)
+                        # a transaction outgrowing the batch: apply what is gathered, then
+                        # spill its changes in chunks of a batch's size
                         if not batch.empty:
-                            self._hand(applier, cur, batch)
+                            self._apply(wh, cur, batch)
                             batch = Batch()
                         if decoder.pending >= self.batch_rows:
-                            self._drain(applier, cur)
                             spill.add(wh, decoder.take(), encoding=self.encoding)
                             self.spilled += 1
                         continue
@@ -585,66 +454,45 @@ class _Streamer:
                             # already in the warehouse (applied before a crash or a reconnect)
                             self.skipped += 1
                             if spill.chunks:
-                                self._drain(applier, cur)
                                 spill.reset(wh)
                         # (a transaction that changed nothing published:
                         # the heartbeat moves past it)
                         elif done.changes or done.spilled:
                             if batch.empty:
-                                batch_started, read_s = now, now - reading
+                                batch_started = now
                             batch.add(done, spill=spill)
-                            if spill.chunks:  # a batch of its own, applied before the spill goes
-                                self._hand(applier, cur, batch)
-                                self._drain(applier, cur)
+                            if spill.chunks:  # a batch of its own
+                                self._apply(wh, cur, batch)
                                 batch = Batch()
                                 spill.reset(wh)
                                 next_heartbeat = time.monotonic() + self.heartbeat_s
                                 continue
-                    if batch.changes >= self.batch_rows:
-                        # full: waits for the applier (one closed batch) while one is applied
-                        self._hand(applier, cur, batch)
-                        batch = Batch()
-                        next_heartbeat = time.monotonic() + self.heartbeat_s
-                        continue
-                    # due by time only when the applier could take it at once: while it
-                    # applies, the batch goes on filling (fewer, larger batches)
-                    due = (
+                    full = batch.changes >= self.batch_rows or (
                         not batch.empty
                         and now - batch_started >= self.batch_s
-                        and applier.idle
                         and not self._behind(src, batch)
                     )
-                    if not due:
+                    if not full:
                         continue
+                if (
+                    msg is None
+                    and not batch.empty
+                    and not paused
+                    and batch.end_lsn < self.backlog_lsn
+                ):
+                    # a pause in a backlog (the walsender reads WAL that holds nothing for
+                    # us, or waits for the CPU): up to batch_ms for more, not a small batch
+                    paused = True
+                    self._wait(cur, self.batch_s)
+                    continue
                 if not batch.empty:
-                    if not applier.idle:
-                        # the batch goes when the applier is free (or when it is full)
-                        self._wait(cur, applier, 1.0)
-                        continue
-                    if msg is None and not paused and batch.end_lsn < self.backlog_lsn:
-                        # a pause in a backlog (the walsender reads WAL that holds nothing for
-                        # us, or waits for the CPU): up to batch_ms for more, not a small batch
-                        paused = True
-                        self._wait(cur, None, self.batch_s)
-                        continue
-                    hold = applier.freed_at + read_s - time.monotonic()
-                    if msg is None and hold > 0 and batch.end_lsn >= self.backlog_lsn:
-                        # caught up with a steady flow: the batch goes as long after the last
-                        # apply as reading it took, as when reading waited for the apply (as
-                        # many batches as then, not one more per apply's worth of reading)
-                        self._wait(cur, None, hold)
-                        continue
-                    self._hand(applier, cur, batch)
+                    self._apply(wh, cur, batch)
                     batch = Batch()
                     paused = False
                     next_heartbeat = time.monotonic() + self.heartbeat_s
                     continue
                 if decoder.in_transaction:
-                    self._wait(cur, applier, 0.1)
-                    continue
-                if not applier.idle:
-                    # a heartbeat confirms everything received: once it is all committed
-                    self._wait(cur, applier, 1.0)
+                    self._wait(cur, 0.1)
                     continue
                 if time.monotonic() >= next_heartbeat or asked_keepalive:
                     if asked_keepalive:
@@ -660,16 +508,9 @@ class _Streamer:
                             reply=True, force=True
                         )  # the answer's wal_end is read next time
                         asked_keepalive = True
-                        self._wait(cur, None, min(1.0, self.heartbeat_s))
+                        self._wait(cur, min(1.0, self.heartbeat_s))
                         continue
-                self._wait(cur, None, min(max(next_heartbeat - time.monotonic(), 0.01), 1.0))
-            # stopped: the batch being applied ends (the one waiting is dropped: the slot sends
-            # it again), the walsender hearing from us meanwhile; what committed is confirmed
-            while not applier.finish(max(self.next_keepalive - time.monotonic(), 0.05)):
-                self._confirm(cur)
-            applier.close()
-            applier.check()
-            self._confirm(cur)
+                self._wait(cur, min(max(next_heartbeat - time.monotonic(), 0.01), 1.0))
             return False
         except replication.errors() as exc:
             # psycopg2's lost-connection errors (and a slot in use, by its code) pass as they are
@@ -678,20 +519,7 @@ class _Streamer:
                 raise replication.lost(exc) from exc
             raise
         finally:
-            if applier is not None:
-                # an error: the batch being applied ends before the warehouse connection is
-                # used again (committed: ``saved_lsn`` says so; failed: sent again)
-                applier.close()
-                failed = applier.error
-                if failed is not None and failed is not sys.exc_info()[1]:
-                    log.warning("a batch's apply failed as the stream stopped: %s", failed)
             repl.close()
-            log.debug(
-                "%d batches applied in %.2f s so far; the stream waited %.2f s for the applier",
-                self.batches,
-                self.applying_s,
-                self.waited_s,
-            )
 
     def _behind(self, src: Conn, batch: Batch) -> bool:
         """Whether the source had written past ``batch`` when last asked (the session's start,
@@ -715,63 +543,16 @@ class _Streamer:
         found = optional_value(src, _SOURCE_POSITION_SQL, kind=str)
         return pgoutput.lsn_from_str(found) if found else 0
 
-    def _wait(self, cur: Any, applier: _Applier | None, timeout: float) -> None:
-        """Until a message arrives, ``applier`` ends an apply, or ``timeout`` (at most until a
-        status update is due)."""
-        timeout = min(timeout, max(self.next_keepalive - time.monotonic(), 0.0))
-        if applier is None:
-            select.select([cur], [], [], timeout)
-            return
-        ready, _, _ = select.select([cur, applier], [], [], timeout)
-        if applier in ready:
-            applier.clear()
+    def _wait(self, cur: Any, timeout: float) -> None:
+        select.select([cur], [], [], timeout)
 
-    def _hand(self, applier: _Applier, cur: Any, batch: Batch) -> None:
-        """Hand ``batch`` to the applier, once the closed batch waiting there (if any) went."""
-        while not applier.offer(batch):
-            self._wait_for(applier, cur)
-
-    def _drain(self, applier: _Applier, cur: Any) -> None:
-        """Wait until every batch handed over is committed (the warehouse connection is then
-        the stream's); raises an apply's error."""
-        while True:
-            applier.check()
-            if applier.idle:
-                return
-            self._wait_for(applier, cur)
-
-    def _wait_for(self, applier: _Applier, cur: Any) -> None:
-        """Wait for the applier to end an apply, confirming what it committed and keeping the
-        walsender (not read meanwhile) from timing out."""
-        began = time.monotonic()
-        ready, _, _ = select.select([applier], [], [], max(self.next_keepalive - began, 0.0))
-        if ready:
-            applier.clear()
-        self.waited_s += time.monotonic() - began
-        applier.check()
-        self._confirm(cur)
-
-    def _confirm(self, cur: Any) -> None:
-        """Confirm to the source what the warehouse committed (``saved_lsn``, moved by the
-        applier), or, every KEEPALIVE_S, send the positions last sent (nothing early): a long
-        apply must not leave the walsender without a word for wal_sender_timeout (it would end
-        the connection, and the transaction, sent again whole, would time out again)."""
-        lsn = self.saved_lsn
-        now = time.monotonic()
-        if lsn > self.confirmed_lsn:
-            cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=True)
-            self.confirmed_lsn = lsn
-        elif now >= self.next_keepalive:
-            cur.send_feedback(force=True)
-        else:
-            return
-        self.next_keepalive = now + KEEPALIVE_S
-
-    def _apply(self, wh: Conn, batch: Batch) -> None:
-        """Apply ``batch`` in one warehouse transaction (in the applier's thread); the stream
-        confirms its position once ``saved_lsn`` passes it."""
+    def _apply(self, wh: Conn, cur: Any, batch: Batch) -> None:
         started = time.monotonic()
+        # a long apply (a spilled transaction of millions of changes) must not leave the
+        # walsender without a word for wal_sender_timeout: it would end the connection, and
+        # the transaction, sent again whole, would time out again
         with (
+            _keeping_alive(cur, KEEPALIVE_S),
             wh.transaction(),
             open_batch(wh, tables=batch.table_names) as opened,
         ):
@@ -794,9 +575,8 @@ class _Streamer:
                 ),
             )
         committed_at = dt.datetime.now(dt.UTC)
-        self.applying_s += time.monotonic() - started
-        # the warehouse holds it: only now may the source forget these transactions (the
-        # stream confirms it next), and a reconnect resumes after it
+        # the warehouse holds it: a reconnect (the walsender may have timed out during a long
+        # apply) resumes after it, whether or not the confirmation below gets through
         self.saved_lsn = batch.end_lsn
         self._progressed_since_failure = True
         self.batches += 1
@@ -831,6 +611,8 @@ class _Streamer:
         )
         if self.on_batch is not None:
             self.on_batch(result)
+        # only now may the source forget these transactions
+        cur.send_feedback(write_lsn=batch.end_lsn, flush_lsn=batch.end_lsn, force=True)
 
     def _read_resync(self, wh: Conn) -> dict[str, str]:
         found = optional_value(
@@ -868,7 +650,7 @@ class _Streamer:
             log.debug("caught up with the source as of %s", self.probe[1].isoformat())
         self.probe = None
         cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, force=True)
-        self.saved_lsn = self.confirmed_lsn = lsn
+        self.saved_lsn = lsn
         self.heartbeats += 1
         self._progressed_since_failure = True
         self._refresh_if_behind(wh)

@@ -80,9 +80,10 @@ def lost_connection_errors() -> tuple[type[BaseException], ...]:
 
 
 def is_lost(exc: BaseException, conn: Any) -> bool:
-    """Whether ``exc`` means the replication connection is gone: psycopg2 can raise a bare
+    """Whether ``exc`` means the replication connection is gone: psycopg2 raises a bare
     ``DatabaseError`` ("... PGRES_COPY_BOTH and no message from the libpq") instead of an
-    ``OperationalError`` when the walsender went away."""
+    ``OperationalError`` when the walsender went away while another thread (the keepalive
+    beside a long apply) used the connection."""
     return bool(getattr(conn, "closed", 0)) or "no message from the libpq" in str(exc)
 
 
